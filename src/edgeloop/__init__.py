@@ -1,0 +1,72 @@
+"""edgeloop: take a trained model to a fleet of edge devices and keep it good there.
+
+The public API is re-exported here. Names from the build and service layers (which need torch,
+onnx, fastapi or sqlalchemy) load lazily on first use, so ``import edgeloop`` stays light on a
+device that has only the core install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from edgeloop.artifacts import (
+    DeviceProfile,
+    DeviceReport,
+    DriftReport,
+    LineageRef,
+    Manifest,
+    ModelCard,
+    PassSpec,
+    Recipe,
+    RolloutPlan,
+    TensorSpec,
+)
+from edgeloop.errors import EdgeloopError
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it, imported on first access
+_LAZY: dict[str, str] = {
+    "profile_device": "edgeloop.hardware",
+    "load_target": "edgeloop.hardware",
+    "list_targets": "edgeloop.hardware",
+    "Session": "edgeloop.runtime",
+    "benchmark": "edgeloop.runtime",
+    "evaluate": "edgeloop.runtime",
+    "load_dataset": "edgeloop.data",
+    "list_datasets": "edgeloop.data",
+    "build_model": "edgeloop.zoo",
+    "list_architectures": "edgeloop.zoo",
+    "train": "edgeloop.zoo",
+    "export_onnx": "edgeloop.zoo",
+}
+
+__all__ = [
+    "DeviceProfile",
+    "DeviceReport",
+    "DriftReport",
+    "EdgeloopError",
+    "LineageRef",
+    "Manifest",
+    "ModelCard",
+    "PassSpec",
+    "Recipe",
+    "RolloutPlan",
+    "TensorSpec",
+    "__version__",
+    *sorted(_LAZY),
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeloop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

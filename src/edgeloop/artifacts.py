@@ -1,0 +1,312 @@
+"""The artifacts every stage of the loop shares.
+
+Each is a frozen dataclass with ``to_dict``/``from_dict`` and a ``schema_version``. Fields a
+newer edgeloop wrote and this one does not know are kept in ``extra`` and written back, so an
+old device can read and forward a newer file (python-tuf keeps ``unrecognized_fields`` the same
+way). Lineage is a tuple of :class:`LineageRef`: the hash of every input an artifact came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from edgeloop._io import atomic_write_bytes
+from edgeloop.errors import FileError, InputError
+
+__all__ = [
+    "Artifact",
+    "DeviceProfile",
+    "DeviceReport",
+    "DriftReport",
+    "LineageRef",
+    "Manifest",
+    "ModelCard",
+    "PassSpec",
+    "Recipe",
+    "RolloutPlan",
+    "TensorSpec",
+    "sha256_bytes",
+    "sha256_file",
+]
+
+A = TypeVar("A", bound="Artifact")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except OSError as e:
+        raise FileError(f"cannot read {str(path)!r}: {e.strerror or e}") from e
+    return h.hexdigest()
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, Artifact):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _from_jsonable(tp: Any, value: Any) -> Any:
+    """Rebuild a field of declared type ``tp`` from JSON data (artifacts, tuples, optionals)."""
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _from_jsonable(non_none[0], value)
+        return value
+    if isinstance(tp, type) and issubclass(tp, Artifact):
+        return tp.from_dict(value)
+    if origin is tuple:
+        inner = args[0] if args else Any
+        return tuple(_from_jsonable(inner, v) for v in value)
+    if origin is dict and len(args) == 2:
+        return {k: _from_jsonable(args[1], v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """Base of every artifact: JSON round-trip, schema version, unknown fields kept."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    KIND: ClassVar[str] = "artifact"
+
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.KIND, "schema_version": self.SCHEMA_VERSION}
+        for f in dataclasses.fields(self):
+            if f.name != "extra":
+                out[f.name] = _to_jsonable(getattr(self, f.name))
+        for k, v in self.extra.items():
+            out.setdefault(k, v)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[A], data: Mapping[str, Any]) -> A:
+        if not isinstance(data, Mapping):
+            raise InputError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        kind = data.get("kind", cls.KIND)
+        if kind != cls.KIND:
+            raise InputError(f"expected a {cls.KIND!r} artifact, got kind {kind!r}")
+        version = data.get("schema_version", cls.SCHEMA_VERSION)
+        if not isinstance(version, int) or version < 1:
+            raise InputError(f"{cls.__name__}: schema_version must be a positive int, got {version!r}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name != "extra"
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        }
+        missing = sorted(required - set(data))
+        if missing:
+            raise InputError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
+        kwargs = {n: _from_jsonable(hints[n], data[n]) for n in names if n in data}
+        extra = {k: v for k, v in data.items() if k not in names | {"kind", "schema_version"}}
+        try:
+            return cls(**kwargs, extra=extra)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"{cls.__name__}: {e}") from e
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_json(cls: type[A], text: str | bytes) -> A:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"{cls.__name__}: not valid JSON ({e})") from e
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temp file, then rename)."""
+        p = Path(path)
+        atomic_write_bytes(p, (self.to_json() + "\n").encode())
+        return p
+
+    @classmethod
+    def load(cls: type[A], path: str | Path) -> A:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError as e:
+            raise FileError(f"{cls.KIND} file {str(p)!r} does not exist") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise FileError(f"cannot read {cls.KIND} file {str(p)!r}: {e}") from e
+        return cls.from_json(text)
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON form: what lineage refers to."""
+        return sha256_bytes(self.to_json(indent=None).encode())
+
+
+@dataclass(frozen=True)
+class TensorSpec(Artifact):
+    """One model input or output. ``shape`` uses None (or a name) for dynamic axes."""
+
+    KIND: ClassVar[str] = "tensor_spec"
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class LineageRef(Artifact):
+    """A hash of one thing an artifact came from.
+
+    ``role`` is one of: source_model, recipe, calibration_data, dataset, evaluation,
+    teacher_model, federated_round, bundle, parent_version.
+    """
+
+    KIND: ClassVar[str] = "lineage_ref"
+    role: str
+    sha256: str
+    name: str | None = None
+    uri: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceProfile(Artifact):
+    """What a target can do: measured on this machine or a built-in published profile."""
+
+    KIND: ClassVar[str] = "device_profile"
+    name: str
+    source: str  # "measured" or "builtin"
+    arch: str  # x86_64, aarch64, armv7l ...
+    cpu_model: str
+    cores_physical: int | None = None
+    cores_logical: int | None = None
+    isa: tuple[str, ...] = ()  # e.g. avx2, avx512f, avx512_vnni, amx_int8, neon, asimddp, fp16
+    memory_total_mb: float | None = None
+    memory_available_mb: float | None = None
+    fp32_gops: float | None = None
+    int8_gops: float | None = None
+    mem_bandwidth_gbps: float | None = None
+    power_w: float | None = None  # measured average (RAPL) or published typical
+    power_source: str = "unknown"  # "rapl", "published", "unknown"
+    os: str | None = None
+    runtime: dict[str, str] = field(default_factory=dict)  # onnxruntime version, providers
+    providers: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()  # where published figures come from
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class PassSpec(Artifact):
+    KIND: ClassVar[str] = "pass"
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipe(Artifact):
+    """An ordered list of optimization passes, e.g. prune -> fine-tune -> int8."""
+
+    KIND: ClassVar[str] = "recipe"
+    name: str
+    passes: tuple[PassSpec, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ModelCard(Artifact):
+    """What a model is, what it was measured to do, and where it came from."""
+
+    KIND: ClassVar[str] = "model_card"
+    name: str
+    sha256: str  # of the model file this card describes
+    format: str = "onnx"  # onnx, ort, torch
+    task: str = "classification"  # classification, anomaly, regression, embedding
+    architecture: str | None = None
+    size_bytes: int | None = None
+    params: int | None = None
+    macs: int | None = None
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    labels: tuple[str, ...] = ()
+    dataset: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    lineage: tuple[LineageRef, ...] = ()
+    recipe: Recipe | None = None
+    created_at: str | None = None  # ISO 8601 UTC
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest(Artifact):
+    """The signed table of contents of a bundle (see ``edgeloop.bundle``)."""
+
+    KIND: ClassVar[str] = "manifest"
+    name: str
+    version: int
+    model_card: ModelCard
+    parts: dict[str, dict[str, Any]] = field(default_factory=dict)  # part -> {sha256, length, ...}
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    selftest: dict[str, Any] = field(default_factory=dict)
+    requirements: dict[str, Any] = field(default_factory=dict)
+    encryption: dict[str, Any] = field(default_factory=dict)
+    created_at: str | None = None
+
+
+@dataclass(frozen=True)
+class RolloutPlan(Artifact):
+    KIND: ClassVar[str] = "rollout_plan"
+    model: str
+    version: int
+    stages: tuple[float, ...] = (1.0, 10.0, 50.0, 100.0)  # percent of the eligible fleet
+    soak_s: float = 600.0
+    gates: tuple[str, ...] = ()  # e.g. "error_rate<0.01", "p99_ms<=1.2*baseline"
+    cohort: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceReport(Artifact):
+    """Telemetry one device sends: any metric by name, so gates can take any of them."""
+
+    KIND: ClassVar[str] = "device_report"
+    device_id: str
+    model: str | None
+    version: int | None
+    window_s: float
+    metrics: dict[str, float] = field(default_factory=dict)  # requests, errors, p50_ms, p99_ms ...
+    agent_version: str | None = None
+    sent_at: str | None = None
+
+
+@dataclass(frozen=True)
+class DriftReport(Artifact):
+    KIND: ClassVar[str] = "drift_report"
+    model: str
+    version: int
+    features: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {stat, p}
+    drifted: tuple[str, ...] = ()
+    window: dict[str, Any] = field(default_factory=dict)

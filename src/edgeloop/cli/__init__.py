@@ -1,0 +1,1 @@
+"""The ``edgeloop`` command line: thin wrappers over the Python API."""
