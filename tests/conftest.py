@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -54,3 +54,132 @@ def skip_or_fail(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI must provide this: {reason}")
     pytest.skip(reason)
+
+
+# --- PostgreSQL: one throwaway server per test session (registry, fleet and rollout suites) ---
+
+
+def _postgres_bindir() -> Path | None:
+    """The newest ``/usr/lib/postgresql/<major>/bin`` that has initdb, pg_ctl and postgres."""
+    found = []
+    for bindir in Path("/usr/lib/postgresql").glob("*/bin"):
+        if all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
+            major = bindir.parent.name
+            found.append((int(major) if major.isdigit() else 0, bindir))
+    return max(found)[1] if found else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server on a free loopback port for this session: ``postgresql+psycopg://`` URL.
+
+    The URL points at the ``postgres`` maintenance database; use ``fresh_postgres_url`` for an
+    empty database per test. initdb refuses to run as root, so as root the server runs as the
+    ``postgres`` system user (created by Debian's package) in a temp dir chowned to it.
+    """
+    import shutil
+    import tempfile
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        skip_or_fail(
+            "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin (apt install postgresql)"
+        )
+        raise AssertionError("unreachable")
+    prefix: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="edgeloop-pg-"))
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(root, ignore_errors=True)
+            skip_or_fail("running as root and there is no 'postgres' system user to run initdb")
+            raise AssertionError("unreachable") from None
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, log = root / "data", root / "server.log"
+    port = _free_port()
+
+    def pg(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, *args], capture_output=True, text=True, timeout=timeout, cwd=root
+        )
+
+    init = pg(
+        str(bindir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--no-sync",
+        "--no-instructions",
+    )
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"initdb failed ({init.returncode}): {init.stderr.strip()}")
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    start = pg(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-o",
+        opts,
+        "-l",
+        str(log),
+        "-w",
+        "-t",
+        "60",
+        "start",
+    )
+    if start.returncode != 0:
+        detail = log.read_text(errors="replace")[-2000:] if log.exists() else start.stderr
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"PostgreSQL did not start on port {port}: {detail.strip()}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """An empty database of its own on the session's PostgreSQL server, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database URL, once on SQLite (a file in tmp_path) and once on PostgreSQL.
+
+    Write a store's interface test once against ``db_url`` and it runs on both engines.
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'edgeloop.db'}"
+    return str(request.getfixturevalue("fresh_postgres_url"))
