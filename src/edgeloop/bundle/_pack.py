@@ -1,0 +1,119 @@
+"""``pack``: model bytes + card -> one signed, encrypted ``.elb`` bundle (bytes)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from edgeloop.artifacts import Manifest, ModelCard, TensorSpec, sha256_bytes
+from edgeloop.bundle._crypto import DEFAULT_CHUNK, encrypt_payload
+from edgeloop.bundle._format import build_container, canonical_json, sign_envelope
+from edgeloop.bundle._selftest import ORT_DTYPES, encode_array, synthesize_inputs
+from edgeloop.errors import InputError, ModelFormatError, SelfTestError
+
+__all__ = ["DEFAULT_MIN_ORT", "pack"]
+
+DEFAULT_MIN_ORT = "1.17"
+
+
+def _ort_session(model: bytes) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelFormatError(f"onnxruntime cannot load the model to pack: {e}") from e
+
+
+def _spec(node: Any) -> TensorSpec:
+    dtype = ORT_DTYPES.get(node.type, node.type)
+    shape = tuple(d if isinstance(d, int) else (d or None) for d in node.shape)
+    return TensorSpec(node.name, dtype, shape)
+
+
+def pack(
+    model: bytes,
+    card: ModelCard,
+    version: int,
+    signing_keys: Ed25519PrivateKey | Sequence[Ed25519PrivateKey],
+    recipients: Sequence[X25519PublicKey],
+    *,
+    name: str | None = None,
+    selftest_inputs: Mapping[str, np.ndarray[Any, Any]] | None = None,
+    rtol: float = 1e-3,
+    atol: float = 1e-5,
+    requirements: Mapping[str, Any] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    created_at: str | None = None,
+) -> bytes:
+    """Sign and encrypt ``model`` (ONNX bytes) into a bundle.
+
+    Expected self-test outputs are computed here with onnxruntime; inputs default to
+    deterministic tensors synthesized from the model's input specs.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise InputError(f"bundle version must be an integer >= 0, got {version!r}")
+    keys = [signing_keys] if isinstance(signing_keys, Ed25519PrivateKey) else list(signing_keys)
+    if not keys:
+        raise InputError("a bundle needs at least one signing key")
+    digest = sha256_bytes(model)
+    if card.sha256 and card.sha256 != digest:
+        raise InputError(
+            f"model card {card.name!r} describes sha256 {card.sha256[:16]}, "
+            f"but the model's sha256 is {digest[:16]}"
+        )
+    sess = _ort_session(model)
+    inputs = tuple(_spec(i) for i in sess.get_inputs())
+    outputs = tuple(_spec(o) for o in sess.get_outputs())
+    card = dataclasses.replace(
+        card,
+        sha256=digest,
+        size_bytes=len(model),
+        inputs=card.inputs or inputs,
+        outputs=card.outputs or outputs,
+    )
+    feeds = dict(selftest_inputs or synthesize_inputs({s.name: (s.dtype, s.shape) for s in inputs}))
+    missing = sorted({s.name for s in inputs} - set(feeds))
+    if missing:
+        raise InputError(f"self-test data lacks input(s) {', '.join(missing)}")
+    try:
+        results = sess.run(None, feeds)
+    except Exception as e:
+        raise SelfTestError(f"the model cannot run its self-test inputs: {e}") from e
+    selftest = {
+        "inputs": {k: encode_array(np.asarray(v)) for k, v in feeds.items()},
+        "outputs": {
+            o.name: encode_array(np.asarray(r)) for o, r in zip(outputs, results, strict=True)
+        },
+        "rtol": rtol,
+        "atol": atol,
+    }
+    del sess
+    encryption, ciphertext = encrypt_payload(model, recipients, chunk_size)
+    reqs: dict[str, Any] = {"min_onnxruntime": DEFAULT_MIN_ORT, "isa": []}
+    reqs.update(requirements or {})
+    manifest = Manifest(
+        name=name or card.name,
+        version=version,
+        model_card=card,
+        parts={
+            "model": {"sha256": digest, "length": len(model), "format": card.format},
+            "payload": {"sha256": sha256_bytes(ciphertext), "length": len(ciphertext)},
+        },
+        inputs=inputs,
+        outputs=outputs,
+        selftest=selftest,
+        requirements=reqs,
+        encryption=encryption,
+        created_at=created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    body = canonical_json(manifest.to_dict())
+    return build_container(body, sign_envelope(body, keys), ciphertext)
