@@ -1,0 +1,211 @@
+"""A release keys directory: the TUF roles, the release key and the fleet encryption key.
+
+::
+
+    KEYS/
+      root-1.pem ... root-N.pem   Ed25519, 0600: root role (threshold K of N)
+      targets.pem snapshot.pem timestamp.pem
+      release.pem release.pub.pem Ed25519: signs bundle manifests and rollback statements
+      fleet.pem   fleet.pub.pem   X25519: bundles are encrypted to fleet.pub.pem
+      root.json                   the current signed TUF root: ship this to devices
+      roots/<V>.root.json         every root version, so clients can walk the rotation chain
+      retired/                    keys replaced by ``rotate`` (still 0600)
+
+``root.json`` carries the release key(s) in its signed ``x-edgeloop-release`` field, so one
+file anchors trust in both the update channel and the bundles. Every new root is signed by the
+old root keys and the new ones (TUF's rule), so devices follow rotations on their own.
+Holding all root keys in one directory is the simple laptop setup; a production root keeps its
+keys offline (HSMs, separate machines) and signs with ``tuf.api.metadata`` the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import CryptoSigner, SSlibKey
+from tuf.api.metadata import Metadata
+
+from edgeloop._io import atomic_write_bytes
+from edgeloop.bundle import (
+    RELEASE_FIELD,
+    ed25519_to_dict,
+    generate_encryption_key,
+    generate_signing_key,
+    key_id,
+    load_signing_key,
+    save_private_key,
+    save_public_key,
+)
+from edgeloop.errors import InputError, KeyError_
+
+__all__ = ["ROLES", "ROTATABLE", "KeyRing", "init_keys", "rotate_key"]
+
+ROLES = ("root", "targets", "snapshot", "timestamp")
+ROTATABLE = (*ROLES, "release", "fleet")
+ROOT_EXPIRY = timedelta(days=365)
+
+
+def _utc(now: datetime | None) -> datetime:
+    return (now or datetime.now(timezone.utc)).replace(microsecond=0)
+
+
+def _signer(path: Path, passphrase: bytes | None) -> CryptoSigner:
+    key = load_signing_key(path, passphrase)
+    public = SSlibKey.from_crypto(key.public_key(), keyid=key_id(key.public_key()))
+    return CryptoSigner(key, public)
+
+
+def _key_files(d: Path, role: str) -> list[Path]:
+    if role == "root":
+        files = sorted(d.glob("root-*.pem"), key=lambda p: int(p.stem.split("-")[1]))
+    else:
+        files = [d / f"{role}.pem"]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing or not files:
+        raise KeyError_(f"{role} key missing in {str(d)!r}: {missing or 'none found'}")
+    return files
+
+
+class KeyRing:
+    """The keys directory, loaded lazily; private keys are read only when a role signs."""
+
+    def __init__(self, directory: str | Path, passphrase: bytes | None = None) -> None:
+        self.dir = Path(directory)
+        self.passphrase = passphrase
+        if not (self.dir / "root.json").is_file():
+            raise KeyError_(
+                f"keys directory {str(self.dir)!r} has no root.json; run `edgeloop keys init`"
+            )
+
+    def key_files(self, role: str) -> list[Path]:
+        return _key_files(self.dir, role)
+
+    def signers(self, role: str) -> list[CryptoSigner]:
+        return [_signer(p, self.passphrase) for p in self.key_files(role)]
+
+    def root_bytes(self) -> bytes:
+        return (self.dir / "root.json").read_bytes()
+
+    def root(self) -> Metadata[Any]:
+        return Metadata.from_bytes(self.root_bytes())
+
+    def root_history(self) -> list[Path]:
+        return sorted(
+            (self.dir / "roots").glob("*.root.json"), key=lambda p: int(p.name.split(".")[0])
+        )
+
+    def write_root(self, md: Metadata[Any]) -> None:
+        _write_root(self.dir, md)
+
+
+def _write_root(d: Path, md: Metadata[Any]) -> None:
+    data = md.to_bytes()
+    atomic_write_bytes(d / "roots" / f"{md.signed.version}.root.json", data)
+    atomic_write_bytes(d / "root.json", data)
+
+
+def _tuf_key(signer: CryptoSigner) -> SSlibKey:
+    key = signer.public_key
+    assert isinstance(key, SSlibKey)
+    return key
+
+
+def _release_field(d: Path, passphrase: bytes | None) -> dict[str, Any]:
+    key = load_signing_key(d / "release.pem", passphrase).public_key()
+    return {"threshold": 1, "keys": {key_id(key): ed25519_to_dict(key)}}
+
+
+def _sign_root(md: Metadata[Any], signers: list[CryptoSigner]) -> None:
+    md.signatures.clear()
+    seen: set[str] = set()
+    for s in signers:
+        if s.public_key.keyid not in seen:
+            md.sign(s, append=True)
+            seen.add(s.public_key.keyid)
+
+
+def init_keys(
+    directory: str | Path,
+    *,
+    threshold: int = 1,
+    root_keys: int = 1,
+    passphrase: bytes | None = None,
+    expires: timedelta = ROOT_EXPIRY,
+    now: datetime | None = None,
+) -> KeyRing:
+    """Create every key and the signed root v1 in ``directory`` (refuses to overwrite)."""
+    from tuf.api.metadata import Root
+
+    d = Path(directory)
+    if not 1 <= threshold <= root_keys:
+        raise InputError(
+            f"root threshold must be between 1 and --root-keys {root_keys}, got {threshold}"
+        )
+    if (d / "root.json").exists():
+        raise InputError(f"{str(d)!r} already holds keys (root.json); use `edgeloop keys rotate`")
+    for i in range(1, root_keys + 1):
+        save_private_key(d / f"root-{i}.pem", generate_signing_key(), passphrase)
+    for role in ("targets", "snapshot", "timestamp", "release"):
+        key = generate_signing_key()
+        save_private_key(d / f"{role}.pem", key, passphrase)
+        if role == "release":
+            save_public_key(d / "release.pub.pem", key)
+    fleet = generate_encryption_key()
+    save_private_key(d / "fleet.pem", fleet, passphrase)
+    save_public_key(d / "fleet.pub.pem", fleet)
+
+    root = Root(expires=_utc(now) + expires, consistent_snapshot=True)
+    root.roles["root"].threshold = threshold
+    signers: dict[str, list[CryptoSigner]] = {}
+    for role in ROLES:
+        signers[role] = [_signer(p, passphrase) for p in _key_files(d, role)]
+        for s in signers[role]:
+            root.add_key(_tuf_key(s), role)
+    root.unrecognized_fields[RELEASE_FIELD] = _release_field(d, passphrase)
+    md = Metadata(root)
+    _sign_root(md, signers["root"])
+    _write_root(d, md)
+    return KeyRing(d, passphrase)
+
+
+def rotate_key(
+    directory: str | Path,
+    role: str,
+    *,
+    passphrase: bytes | None = None,
+    expires: timedelta = ROOT_EXPIRY,
+    now: datetime | None = None,
+) -> int | None:
+    """Replace ``role``'s key(s); return the new root version (None for the fleet key)."""
+    if role not in ROTATABLE:
+        raise InputError(f"unknown role {role!r}; expected one of {', '.join(ROTATABLE)}")
+    ring = KeyRing(directory, passphrase)
+    retired = ring.dir / "retired"
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    old_files = ring.key_files(role) if role != "fleet" else [ring.dir / "fleet.pem"]
+    old_root_signers = ring.signers("root")
+    md = ring.root()
+    for f in old_files:
+        data = f.read_bytes()
+        atomic_write_bytes(retired / f"{f.stem}-{stamp}.pem", data, mode=0o600)
+        new_key = generate_encryption_key() if role == "fleet" else generate_signing_key()
+        save_private_key(f, new_key, passphrase)
+        if role in ("fleet", "release"):
+            save_public_key(ring.dir / f"{role}.pub.pem", new_key)
+    if role == "fleet":
+        return None
+    if role == "release":
+        md.signed.unrecognized_fields[RELEASE_FIELD] = _release_field(ring.dir, passphrase)
+    else:
+        for kid in list(md.signed.roles[role].keyids):
+            md.signed.revoke_key(kid, role)
+        for s in ring.signers(role):
+            md.signed.add_key(_tuf_key(s), role)
+    md.signed.version += 1
+    md.signed.expires = _utc(now) + expires
+    _sign_root(md, old_root_signers + ring.signers("root"))
+    ring.write_root(md)
+    return int(md.signed.version)

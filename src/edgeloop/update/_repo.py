@@ -1,0 +1,186 @@
+"""A TUF repository of bundles on plain files (python-tuf's Metadata API).
+
+::
+
+    REPO/metadata/1.root.json ... N.root.json   every root, for clients to walk rotations
+    REPO/metadata/root.json                      the current root
+    REPO/metadata/timestamp.json
+    REPO/metadata/<V>.snapshot.json, <V>.targets.json   (consistent snapshots)
+    REPO/targets/<name>/<version>/<sha256>.<file>.elb
+
+Any static file server can serve ``REPO`` (``/metadata/`` and ``/targets/``). Every release
+adds a target, bumps targets, snapshot and timestamp and re-signs them; files are written
+atomically with the timestamp last, so a client never sees a half-published release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, Timestamp
+
+from edgeloop._io import atomic_write_bytes, read_bytes
+from edgeloop.bundle import load_trust, verify
+from edgeloop.errors import InputError, UpdateError
+from edgeloop.update._keyring import KeyRing
+
+__all__ = ["Expiry", "PublishedTarget", "Repository"]
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """How long each role's metadata stays valid after it is signed.
+
+    The timestamp's lifetime bounds a freeze attack: a client refuses metadata older than this,
+    so a server must re-sign it (``Repository.refresh_timestamp``) at least this often.
+    """
+
+    targets: timedelta = timedelta(days=90)
+    snapshot: timedelta = timedelta(days=7)
+    timestamp: timedelta = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class PublishedTarget:
+    path: str  # the TUF target path clients ask for, e.g. "kws/3/kws-3.elb"
+    sha256: str
+    length: int
+    name: str
+    version: int
+    targets_version: int
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Repository:
+    """Writes the repository at ``repo_dir`` with the keys in ``keys`` (a :class:`KeyRing`)."""
+
+    def __init__(
+        self,
+        repo_dir: str | Path,
+        keys: KeyRing | str | Path,
+        *,
+        expiry: Expiry | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.dir = Path(repo_dir)
+        self.keys = keys if isinstance(keys, KeyRing) else KeyRing(keys)
+        self.expiry = expiry or Expiry()
+        self.clock = clock
+        self.metadata_dir = self.dir / "metadata"
+        self.targets_dir = self.dir / "targets"
+
+    # --- reading the current state --------------------------------------------------------
+
+    def _load(self, filename: str) -> Metadata[Any]:
+        try:
+            return Metadata.from_bytes(read_bytes(self.metadata_dir / filename, "metadata"))
+        except Exception as e:
+            raise UpdateError(f"repository {str(self.dir)!r}: cannot read {filename}: {e}") from e
+
+    def exists(self) -> bool:
+        return (self.metadata_dir / "timestamp.json").is_file()
+
+    def current(self) -> tuple[Metadata[Any], Metadata[Any], Metadata[Any]]:
+        """The current (targets, snapshot, timestamp), following the timestamp's pointers."""
+        ts = self._load("timestamp.json")
+        snap = self._load(f"{ts.signed.snapshot_meta.version}.snapshot.json")
+        tgt = self._load(f"{snap.signed.meta['targets.json'].version}.targets.json")
+        return tgt, snap, ts
+
+    def targets(self) -> dict[str, TargetFile]:
+        return dict(self.current()[0].signed.targets)
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _sync_roots(self) -> None:
+        for path in self.keys.root_history():
+            dest = self.metadata_dir / path.name
+            if not dest.exists():
+                atomic_write_bytes(dest, path.read_bytes())
+        atomic_write_bytes(self.metadata_dir / "root.json", self.keys.root_bytes())
+
+    def _sign(self, md: Metadata[Any], role: str) -> None:
+        md.signatures.clear()
+        for signer in self.keys.signers(role):
+            md.sign(signer, append=True)
+
+    def _write(self, tgt: Metadata[Any], snap: Metadata[Any], ts: Metadata[Any]) -> None:
+        now = self.clock().replace(microsecond=0)
+        tgt.signed.expires = now + self.expiry.targets
+        snap.signed.expires = now + self.expiry.snapshot
+        ts.signed.expires = now + self.expiry.timestamp
+        snap.signed.meta["targets.json"] = MetaFile(version=tgt.signed.version)
+        ts.signed.snapshot_meta = MetaFile(version=snap.signed.version)
+        self._sign(tgt, "targets")
+        self._sign(snap, "snapshot")
+        self._sign(ts, "timestamp")
+        self._sync_roots()
+        atomic_write_bytes(self.metadata_dir / f"{tgt.signed.version}.targets.json", tgt.to_bytes())
+        atomic_write_bytes(
+            self.metadata_dir / f"{snap.signed.version}.snapshot.json", snap.to_bytes()
+        )
+        atomic_write_bytes(self.metadata_dir / "timestamp.json", ts.to_bytes())
+
+    def init(self) -> None:
+        """Create empty targets, snapshot and timestamp (version 1) unless they exist."""
+        if self.exists():
+            self.resign()
+            return
+        self._write(Metadata(Targets()), Metadata(Snapshot()), Metadata(Timestamp()))
+
+    def resign(self) -> None:
+        """Bump and re-sign targets, snapshot and timestamp (after a key rotation)."""
+        tgt, snap, ts = self.current()
+        for md in (tgt, snap, ts):
+            md.signed.version += 1
+        self._write(tgt, snap, ts)
+
+    def refresh_timestamp(self) -> int:
+        """Re-sign the timestamp with a fresh expiry (run it more often than it expires)."""
+        tgt, snap, ts = self.current()
+        ts.signed.version += 1
+        ts.signed.expires = self.clock().replace(microsecond=0) + self.expiry.timestamp
+        self._sign(ts, "timestamp")
+        self._sync_roots()
+        atomic_write_bytes(self.metadata_dir / "timestamp.json", ts.to_bytes())
+        return int(ts.signed.version)
+
+    def release(self, bundle: str | Path, target_path: str | None = None) -> PublishedTarget:
+        """Publish a bundle: verify it against the keys' trust root, add it as a target."""
+        src = Path(bundle)
+        data = read_bytes(src, "bundle")
+        manifest = verify(data, load_trust(self.keys.dir))
+        path = target_path or f"{manifest.name}/{manifest.version}/{src.name}"
+        if path.startswith("/") or ".." in path.split("/"):
+            raise InputError(f"target path {path!r} must be relative, without '..'")
+        if not self.exists():
+            self.init()
+        tgt, snap, ts = self.current()
+        info = TargetFile.from_data(path, data, ["sha256"])
+        old = tgt.signed.targets.get(path)
+        if old is not None and old.hashes != info.hashes:
+            raise InputError(
+                f"target {path!r} is already published with another sha256; bump the version"
+            )
+        info.unrecognized_fields["custom"] = {
+            "name": manifest.name,
+            "version": manifest.version,
+            "requirements": manifest.requirements,
+        }
+        digest = info.hashes["sha256"]
+        dirname, _, base = path.rpartition("/")
+        atomic_write_bytes(self.targets_dir / dirname / f"{digest}.{base}", data)
+        tgt.signed.targets[path] = info
+        for md in (tgt, snap, ts):
+            md.signed.version += 1
+        self._write(tgt, snap, ts)
+        return PublishedTarget(
+            path, digest, len(data), manifest.name, manifest.version, int(tgt.signed.version)
+        )
