@@ -40,6 +40,7 @@ _LAZY: dict[str, str] = {
     "list_architectures": "edgeloop.zoo",
     "train": "edgeloop.zoo",
     "export_onnx": "edgeloop.zoo",
+    "Registry": "edgeloop.registry",
 }
 
 __all__ = [

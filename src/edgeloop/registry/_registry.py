@@ -1,0 +1,293 @@
+"""The :class:`Registry`: one database plus one data dir of content-addressed blobs."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from edgeloop.artifacts import Manifest, ModelCard
+from edgeloop.errors import BundleFormatError, RegistryError
+from edgeloop.registry import _ops
+from edgeloop.registry._blobs import BlobStore
+from edgeloop.registry._db import (
+    default_data_dir,
+    make_engine,
+    read_session,
+    upgrade,
+    write_session,
+)
+from edgeloop.registry._lineage import lineage
+from edgeloop.registry._types import (
+    AliasEvent,
+    BundleInfo,
+    Evaluation,
+    LineageNode,
+    ModelInfo,
+    VersionInfo,
+    parse_ref,
+)
+
+__all__ = ["BundleSpec", "Registry", "bundle_manifest", "default_actor"]
+
+# (bundle file, variant name, extra requirements such as {"isa": ["avx512_vnni"]}, merged
+# over the requirements in the bundle's manifest)
+BundleSpec = tuple[str | Path, str, Mapping[str, Any]]
+_RETRIES = 3
+
+
+def bundle_manifest(path: str | Path) -> Manifest:
+    """The (unverified) manifest of an ``.elb`` bundle: the registry stores, devices verify."""
+    from edgeloop._io import read_bytes
+    from edgeloop.bundle import parse_container, parse_manifest
+
+    data = read_bytes(path, "bundle")
+    try:
+        return parse_manifest(parse_container(data).manifest)
+    except BundleFormatError as e:
+        raise RegistryError(f"{str(path)!r} is not an edgeloop bundle (.elb): {e}") from e
+
+
+def _check_bundle(path: str | Path, manifest: Manifest, name: str, version: int) -> None:
+    if (manifest.name, manifest.version) != (name, version):
+        raise RegistryError(
+            f"bundle {str(path)!r} is {manifest.name}@{manifest.version}, "
+            f"but it is being attached to {name}@{version}"
+        )
+
+
+def default_actor() -> str:
+    """Who is acting: ``$EDGELOOP_ACTOR``, else the login name."""
+    env = os.environ.get("EDGELOOP_ACTOR")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class Registry:
+    """Models, versions, cards, evaluations, bundles, aliases and lineage.
+
+    ``url`` is a SQLAlchemy URL (default ``$EDGELOOP_DB``, else ``edgeloop.db`` in the data
+    dir); ``data_dir`` holds the blobs (default ``$EDGELOOP_DATA``, else the user data dir).
+    The schema is migrated to the newest revision when the registry opens.
+    """
+
+    def __init__(
+        self, url: str | None = None, data_dir: str | Path | None = None, *, migrate: bool = True
+    ) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        if url is None:
+            url = os.environ.get("EDGELOOP_DB") or f"sqlite:///{self.data_dir / 'edgeloop.db'}"
+        self.url = url
+        self.engine = make_engine(url)
+        self.blobs = BlobStore(self.data_dir)
+        if migrate:
+            upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- writes -----------------------------------------------------------------------
+
+    def push(
+        self,
+        model_file: str | Path,
+        name: str,
+        *,
+        card: ModelCard | str | Path | None = None,
+        version: int | None = None,
+        bundles: Iterable[BundleSpec] = (),
+        alias: str | None = None,
+        description: str = "",
+        reason: str = "",
+        actor: str | None = None,
+    ) -> VersionInfo:
+        """Store ``model_file`` as the next version of ``name`` (or exactly ``version``).
+
+        Bundles (per-device variants) and an alias may be attached in the same transaction.
+        """
+        actor = actor or default_actor()
+        if card is not None and not isinstance(card, ModelCard):
+            card = ModelCard.load(card)
+        artifact = self.blobs.put_file(model_file)
+        stored = []
+        for path, variant, reqs in bundles:
+            manifest = bundle_manifest(path)
+            blob = self.blobs.put_file(path)
+            stored.append((path, manifest, blob, variant, {**manifest.requirements, **reqs}))
+        for attempt in range(_RETRIES):
+            try:
+                with write_session(self.engine) as s:
+                    info = _ops.create_version(
+                        s,
+                        name,
+                        artifact,
+                        card=card,
+                        version=version,
+                        description=description,
+                        actor=actor,
+                    )
+                    for path, manifest, blob, variant, reqs in stored:
+                        _check_bundle(path, manifest, name, info.version)
+                        _ops.add_bundle(
+                            s,
+                            name,
+                            info.version,
+                            blob,
+                            variant=variant,
+                            requirements=reqs,
+                            actor=actor,
+                        )
+                    if alias is not None:
+                        _ops.set_alias(s, name, alias, info.version, reason=reason, actor=actor)
+                    return _ops.get_version(s, name, info.version)
+            except sa.exc.IntegrityError as e:
+                # Another writer took the same version number or model name: try again.
+                if attempt == _RETRIES - 1:
+                    raise RegistryError(f"cannot push {name!r}: {e.orig}") from e
+        raise AssertionError("unreachable")
+
+    def add_bundle(
+        self,
+        ref: str,
+        bundle_file: str | Path,
+        variant: str,
+        requirements: Mapping[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> BundleInfo:
+        """Attach a bundle variant (``int8-vnni``, ``fp32`` ...) to an existing version."""
+        blob = self.blobs.put_file(bundle_file)
+        with write_session(self.engine) as s:
+            v = self._resolve(s, ref)
+            return _ops.add_bundle(
+                s,
+                v.model,
+                v.version,
+                blob,
+                variant=variant,
+                requirements=requirements or {},
+                actor=actor or default_actor(),
+            )
+
+    def add_evaluation(
+        self,
+        ref: str,
+        metric: str,
+        value: float,
+        *,
+        dataset: str | None = None,
+        dataset_sha256: str | None = None,
+        actor: str | None = None,
+    ) -> Evaluation:
+        with write_session(self.engine) as s:
+            v = self._resolve(s, ref)
+            return _ops.add_evaluation(
+                s,
+                v.model,
+                v.version,
+                metric=metric,
+                value=value,
+                dataset=dataset,
+                dataset_sha256=dataset_sha256,
+                actor=actor or default_actor(),
+            )
+
+    def set_alias(
+        self,
+        ref: str,
+        alias: str,
+        *,
+        reason: str = "",
+        actor: str | None = None,
+        action: str | None = None,
+    ) -> AliasEvent:
+        """Point ``alias`` at the version ``ref`` names (``model@3``); recorded in the history.
+
+        Moving to an older version is recorded as a ``rollback`` unless ``action`` says
+        otherwise.
+        """
+        with write_session(self.engine) as s:
+            v = self._resolve(s, ref)
+            return _ops.set_alias(
+                s,
+                v.model,
+                alias,
+                v.version,
+                reason=reason,
+                actor=actor or default_actor(),
+                action=action,
+            )
+
+    def remove_alias(
+        self, model: str, alias: str, *, reason: str = "", actor: str | None = None
+    ) -> AliasEvent:
+        with write_session(self.engine) as s:
+            return _ops.remove_alias(s, model, alias, reason=reason, actor=actor or default_actor())
+
+    # --- reads ------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> VersionInfo:
+        """``model`` (newest), ``model@3`` or ``model@production``."""
+        with read_session(self.engine) as s:
+            return self._resolve(s, ref)
+
+    @staticmethod
+    def _resolve(session: Session, ref: str) -> VersionInfo:
+        name, which = parse_ref(ref)
+        return _ops.resolve(session, name, which)
+
+    def get_version(self, model: str, version: int) -> VersionInfo:
+        with read_session(self.engine) as s:
+            return _ops.get_version(s, model, version)
+
+    def get_model(self, model: str) -> ModelInfo:
+        with read_session(self.engine) as s:
+            return _ops.get_model(s, model)
+
+    def list_models(self) -> list[ModelInfo]:
+        with read_session(self.engine) as s:
+            return _ops.list_models(s)
+
+    def list_versions(self, model: str) -> list[VersionInfo]:
+        with read_session(self.engine) as s:
+            return _ops.list_versions(s, model)
+
+    def find(self, sha256: str) -> list[VersionInfo]:
+        """Versions whose model file, card or a bundle has this sha256."""
+        with read_session(self.engine) as s:
+            return _ops.find_versions(s, sha256)
+
+    def alias_history(self, model: str, alias: str | None = None) -> list[AliasEvent]:
+        with read_session(self.engine) as s:
+            return _ops.alias_history(s, model, alias)
+
+    def lineage(self, ref: str) -> LineageNode:
+        """The tree of what ``ref`` came from, resolved against this registry."""
+        with read_session(self.engine) as s:
+            v = self._resolve(s, ref)
+            return lineage(s, v.model, v.version)
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blobs.path(sha256)
+
+    def read_blob(self, sha256: str) -> bytes:
+        """A stored artifact's bytes, checked against the hash."""
+        return self.blobs.read(sha256)
