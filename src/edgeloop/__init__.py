@@ -40,6 +40,15 @@ _LAZY: dict[str, str] = {
     "list_architectures": "edgeloop.zoo",
     "train": "edgeloop.zoo",
     "export_onnx": "edgeloop.zoo",
+    "pack_bundle": "edgeloop.bundle",
+    "verify_bundle": "edgeloop.bundle",
+    "decrypt_bundle": "edgeloop.bundle",
+    "session_from_bundle": "edgeloop.bundle",
+    "load_trust": "edgeloop.bundle",
+    "sign_rollback": "edgeloop.bundle",
+    "init_keys": "edgeloop.update",
+    "rotate_key": "edgeloop.update",
+    "fetch_bundle": "edgeloop.update",
     "Registry": "edgeloop.registry",
 }
 

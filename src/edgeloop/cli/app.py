@@ -26,10 +26,15 @@ COMMANDS: list[tuple[str, str]] = [
     ("run", "edgeloop.cli.run:run"),
     ("bench", "edgeloop.cli.run:bench"),
     ("evaluate", "edgeloop.cli.run:evaluate"),
+    ("pack", "edgeloop.cli.bundle:pack"),
+    ("verify", "edgeloop.cli.bundle:verify"),
+    ("release", "edgeloop.cli.bundle:release"),
 ]
 
 # (group name, "module:typer_app")
-GROUPS: list[tuple[str, str]] = []
+GROUPS: list[tuple[str, str]] = [
+    ("keys", "edgeloop.cli.keys:app"),
+]
 
 app = typer.Typer(
     name="edgeloop",

@@ -1,0 +1,163 @@
+"""``edgeloop pack``, ``verify`` and ``release``: signed, encrypted bundles and their channel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgeloop.cli._secrets import PASSPHRASE_ENV_OPTION, PASSPHRASE_OPTION, read_passphrase
+from edgeloop.errors import DataError, FileError, InputError
+
+
+def _load_card(path: Path, model: Path) -> Any:
+    from edgeloop._io import read_bytes
+    from edgeloop.artifacts import ModelCard
+
+    try:
+        data = json.loads(read_bytes(path, "model card"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FileError(f"model card {str(path)!r} is not JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise InputError(f"model card {str(path)!r}: expected a JSON object")
+    data.setdefault("name", model.stem)
+    data.setdefault("sha256", "")  # pack fills it in from the model
+    return ModelCard.from_dict(data)
+
+
+def _load_npz(path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError as e:
+        raise FileError(f"self-test data {str(path)!r} does not exist") from e
+    except (OSError, ValueError) as e:
+        raise DataError(f"self-test data {str(path)!r} is not an .npz of arrays ({e})") from e
+
+
+def pack(
+    model: Path = typer.Argument(..., help="The ONNX model to bundle."),
+    card: Path = typer.Option(..., "--card", help="ModelCard JSON (name, lineage, metrics ...)."),
+    version: int = typer.Option(..., "--version", help="Monotonic bundle version."),
+    sign: Path = typer.Option(..., "--sign", help="Ed25519 release key (KEYS/release.pem)."),
+    encrypt_to: list[Path] = typer.Option(
+        ..., "--encrypt-to", help="X25519 public key of a recipient (repeatable)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Bundle file to write (.elb)."),
+    selftest_data: Path | None = typer.Option(
+        None, "--selftest-data", help=".npz of self-test inputs (default: synthesized)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Bundle name (default: the card's)."),
+    require_isa: list[str] = typer.Option(
+        [], "--require-isa", help="ISA flag the device must have (repeatable), e.g. avx2."
+    ),
+    min_onnxruntime: str | None = typer.Option(
+        None, "--min-onnxruntime", help="Oldest onnxruntime that may load it."
+    ),
+    rtol: float = typer.Option(1e-3, "--rtol", help="Self-test relative tolerance."),
+    atol: float = typer.Option(1e-5, "--atol", help="Self-test absolute tolerance."),
+    passphrase: bool = PASSPHRASE_OPTION,
+    passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
+) -> None:
+    """Sign and encrypt MODEL into one bundle file."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    from edgeloop._io import atomic_write_bytes, read_bytes
+    from edgeloop.bundle import load_public_key, load_signing_key
+    from edgeloop.bundle import pack as pack_bundle
+    from edgeloop.cli._console import console
+    from edgeloop.errors import KeyError_
+
+    secret = read_passphrase(passphrase, passphrase_env)
+    key = load_signing_key(sign, secret)
+    recipients = []
+    for p in encrypt_to:
+        pub = load_public_key(p)
+        if not isinstance(pub, X25519PublicKey):
+            raise KeyError_(f"--encrypt-to {str(p)!r} is an Ed25519 key, expected X25519")
+        recipients.append(pub)
+    reqs: dict[str, Any] = {}
+    if require_isa:
+        reqs["isa"] = sorted(set(require_isa))
+    if min_onnxruntime:
+        reqs["min_onnxruntime"] = min_onnxruntime
+    data = pack_bundle(
+        read_bytes(model, "model"),
+        _load_card(card, model),
+        version,
+        key,
+        recipients,
+        name=name,
+        selftest_inputs=_load_npz(selftest_data) if selftest_data else None,
+        rtol=rtol,
+        atol=atol,
+        requirements=reqs,
+    )
+    atomic_write_bytes(out, data)
+    console.print(
+        f"wrote {out} ({len(data)} bytes), version {version}, {len(recipients)} recipient(s)"
+    )
+
+
+def verify(
+    bundle: Path = typer.Argument(..., help="The bundle (.elb) to check."),
+    trust: Path = typer.Option(
+        ..., "--trust", help="root.json, a keys directory, or a release public key."
+    ),
+    installed_version: int | None = typer.Option(
+        None, "--installed-version", help="Refuse versions older than this one."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Check a bundle's signature, hashes and version; print its manifest."""
+    from edgeloop._io import read_bytes
+    from edgeloop.bundle import load_trust
+    from edgeloop.bundle import verify as verify_bundle
+    from edgeloop.cli._console import print_json, table
+
+    m = verify_bundle(
+        read_bytes(bundle, "bundle"), load_trust(trust), installed_version=installed_version
+    )
+    if as_json:
+        print_json(m.to_dict())
+        return
+    card = m.model_card
+    rows = [
+        ("name", m.name),
+        ("version", m.version),
+        ("model sha256", m.parts["model"]["sha256"]),
+        ("model bytes", m.parts["model"]["length"]),
+        ("inputs", ", ".join(f"{s.name}:{s.dtype}{list(s.shape)}" for s in m.inputs)),
+        ("outputs", ", ".join(f"{s.name}:{s.dtype}{list(s.shape)}" for s in m.outputs)),
+        ("recipients", ", ".join(r["kid"][:16] for r in m.encryption.get("recipients", []))),
+        ("requirements", json.dumps(m.requirements, sort_keys=True)),
+        ("lineage", ", ".join(f"{r.role}:{r.sha256[:12]}" for r in card.lineage) or "-"),
+        ("created", m.created_at),
+    ]
+    table(f"verified bundle {bundle.name}", ["field", "value"], rows)
+
+
+def release(
+    bundle: Path = typer.Argument(..., help="The bundle (.elb) to publish."),
+    repo: Path = typer.Option(..., "--repo", help="TUF repository directory (created if new)."),
+    keys: Path = typer.Option(..., "--keys", help="The keys directory (edgeloop keys init)."),
+    target: str | None = typer.Option(
+        None, "--target", help="Target path (default NAME/VERSION/FILE)."
+    ),
+    passphrase: bool = PASSPHRASE_OPTION,
+    passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
+) -> None:
+    """Add a verified bundle to the TUF repository and re-sign snapshot and timestamp."""
+    from edgeloop.cli._console import console
+    from edgeloop.update import KeyRing, Repository
+
+    secret = read_passphrase(passphrase, passphrase_env)
+    published = Repository(repo, KeyRing(keys, secret)).release(bundle, target)
+    console.print(
+        f"released {published.path} ({published.name} v{published.version}, sha256 "
+        f"{published.sha256[:16]}) as targets version {published.targets_version}"
+    )

@@ -1,0 +1,66 @@
+"""``edgeloop keys``: create and rotate the release keys (TUF roles, release, fleet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeloop.cli._secrets import PASSPHRASE_ENV_OPTION, PASSPHRASE_OPTION, read_passphrase
+
+app = typer.Typer(
+    name="keys",
+    help="Create and rotate the keys that sign bundles and the update channel.",
+    no_args_is_help=True,
+)
+
+
+@app.command("init")
+def init(
+    directory: Path = typer.Option(..., "--dir", help="Directory to create the keys in."),
+    threshold: int = typer.Option(1, "--threshold", help="Root signatures a new root needs (K)."),
+    root_keys: int = typer.Option(1, "--root-keys", help="Number of root keys (N)."),
+    passphrase: bool = PASSPHRASE_OPTION,
+    passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
+) -> None:
+    """Create TUF root (K of N), targets, snapshot, timestamp, release and fleet keys."""
+    from edgeloop.cli._console import console, table
+    from edgeloop.update import init_keys
+
+    secret = read_passphrase(passphrase, passphrase_env, confirm=True)
+    ring = init_keys(directory, threshold=threshold, root_keys=root_keys, passphrase=secret)
+    rows = [
+        (p.name, oct(p.stat().st_mode & 0o777)) for p in sorted(ring.dir.iterdir()) if p.is_file()
+    ]
+    table(f"keys in {ring.dir}", ["file", "mode"], rows)
+    console.print(
+        f"root {threshold}-of-{root_keys}; ship [bold]{ring.dir / 'root.json'}[/] to devices "
+        f"and encrypt bundles to [bold]{ring.dir / 'fleet.pub.pem'}[/]."
+    )
+
+
+@app.command("rotate")
+def rotate(
+    role: str = typer.Argument(..., help="root, targets, snapshot, timestamp, release or fleet."),
+    directory: Path = typer.Option(..., "--dir", help="The keys directory."),
+    repo: Path | None = typer.Option(
+        None, "--repo", help="Re-sign this repository's metadata with the new keys."
+    ),
+    passphrase: bool = PASSPHRASE_OPTION,
+    passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
+) -> None:
+    """Replace ROLE's key; the new root is signed by the old root keys too."""
+    from edgeloop.cli._console import console
+    from edgeloop.update import Repository, rotate_key
+
+    secret = read_passphrase(passphrase, passphrase_env)
+    version = rotate_key(directory, role, passphrase=secret)
+    if version is None:
+        console.print(f"rotated {role}: re-encrypt bundles to {directory / 'fleet.pub.pem'}")
+    else:
+        console.print(f"rotated {role}: root is now version {version}")
+    if repo is not None:
+        from edgeloop.update import KeyRing
+
+        Repository(repo, KeyRing(directory, secret)).resign()
+        console.print(f"re-signed the metadata in {repo}")
