@@ -1,0 +1,35 @@
+"""The device agent: enroll, poll, download through TUF, verify, install into A/B slots, serve.
+
+::
+
+    agent = Agent("http://127.0.0.1:8700", "/var/lib/edgeloop", enroll_token="...")
+    asyncio.run(agent.poll_once())       # one check-in (or agent.run() until stopped)
+    agent.predict({"x": array})          # serve the active model
+    LocalServer(agent.predict_with_version, agent.status, port=8701).start()
+
+The pure parts (``decide``, ``Backoff``, ``Telemetry``) take values and return values; the
+simulator (``edgeloop.agent.simulator``) runs many agents in one process.
+"""
+
+from edgeloop.agent._agent import AGENT_VERSION, Agent
+from edgeloop.agent._backoff import Backoff
+from edgeloop.agent._http import LocalServer
+from edgeloop.agent._models import LoadedModel, ModelCache
+from edgeloop.agent._state import AgentState, Decision, SlotInfo, decide
+from edgeloop.agent._store import StateDir
+from edgeloop.agent._telemetry import Telemetry
+
+__all__ = [
+    "AGENT_VERSION",
+    "Agent",
+    "AgentState",
+    "Backoff",
+    "Decision",
+    "LoadedModel",
+    "LocalServer",
+    "ModelCache",
+    "SlotInfo",
+    "StateDir",
+    "Telemetry",
+    "decide",
+]

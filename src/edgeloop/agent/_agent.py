@@ -1,0 +1,459 @@
+"""``Agent``: keeps one model serving on a device and follows what the fleet server assigns.
+
+The loop (:meth:`Agent.poll_once`, or :meth:`Agent.run` until stopped): enroll once, send the
+telemetry window, check in, and act on the signed assignment (nothing, switch slots, or
+download through TUF and install). Network I/O is async (``httpx.AsyncClient``); file and model
+work runs in threads, so the simulator can drive thousands of agents from one event loop.
+
+Serving never waits for the network: :meth:`predict` reads the active model (one attribute)
+and a switch replaces it in one assignment. With the server unreachable, a corrupt download or
+a full disk, the agent keeps serving what it has and retries with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edgeloop.agent._backoff import Backoff
+from edgeloop.agent._client import FleetClient
+from edgeloop.agent._fetch import fetch_target
+from edgeloop.agent._install import Slots
+from edgeloop.agent._models import LoadedModel, ModelCache
+from edgeloop.agent._state import (
+    AgentState,
+    SlotInfo,
+    boot,
+    confirm,
+    decide,
+    record_failure,
+    revert,
+    switch_to,
+)
+from edgeloop.agent._store import StateDir, Writer
+from edgeloop.agent._telemetry import Telemetry, process_resources
+from edgeloop.artifacts import DeviceProfile, DeviceReport, sha256_bytes
+from edgeloop.errors import (
+    AgentError,
+    EdgeloopError,
+    FleetError,
+    InputError,
+    ModelInputError,
+    SecurityError,
+    SelfTestError,
+)
+from edgeloop.protocol import (
+    Assignment,
+    CheckIn,
+    EnrollRequest,
+    InstalledModel,
+    public_hex,
+    verify_assignment,
+)
+
+__all__ = ["Agent"]
+
+AGENT_VERSION = "0.1.0"
+RETRYABLE = (httpx.HTTPError, FleetError, AgentError, OSError, EdgeloopError)
+
+
+def _installed(info: SlotInfo | None) -> InstalledModel | None:
+    if info is None:
+        return None
+    return InstalledModel(info.model, info.version, info.variant, info.sha256)
+
+
+class Agent:
+    """The device agent. See ``docs/fleet.md`` for the state directory and failure behaviour.
+
+    ``cache``: share loaded models between agents of one process (the simulator does);
+    ``http``: share one connection pool; ``writer``/``on_step``: fault injection for tests.
+    """
+
+    def __init__(
+        self,
+        server_url: str | None,
+        state_dir: str | Path,
+        enroll_token: str | None = None,
+        profile: DeviceProfile | None = None,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        trust: Any = None,
+        cache: ModelCache | None = None,
+        http: httpx.AsyncClient | None = None,
+        writer: Writer | None = None,
+        on_step: Callable[[str], None] | None = None,
+        poll_interval_s: float = 60.0,
+        confirm_after_s: float = 0.0,
+        trial_min_requests: int = 5,
+        trial_max_error_rate: float = 0.5,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.server_url = server_url
+        self.store = StateDir(state_dir, writer)
+        self.enroll_token = enroll_token
+        self._profile = profile
+        self.name, self.labels = name, dict(labels or {})
+        self._trust = trust
+        self.signing_key, self.encryption_key = self.store.keys()
+        self.identity = self.store.load_identity()
+        self._http = http
+        self._own_http = http is None
+        self.backoff = Backoff(interval=poll_interval_s, rng=rng or random.Random())
+        self.confirm_after_s = confirm_after_s
+        self.trial_min_requests = trial_min_requests
+        self.trial_max_error_rate = trial_max_error_rate
+        self.telemetry = Telemetry()
+        self.last_error: str | None = None
+        self.degraded = False
+        self._lock = threading.RLock()
+        self._model: LoadedModel | None = None
+        self._switched_at = 0.0
+        self._trial_requests = 0
+        self._trial_errors = 0
+        self.slots = Slots(
+            self.store,
+            self.encryption_key,
+            self.trust,
+            cache or ModelCache(),
+            shared=cache is not None,
+            on_step=on_step,
+        )
+        self.store.remove_stray_temps()
+        self.state = boot(self.store.load_state())
+        self.store.save_state(self.state)
+        self._activate()
+
+    # --- trust and identity ----------------------------------------------------------------
+    def trust(self) -> Any:
+        """Release keys to verify bundles with: given, or from the TUF root this device holds."""
+        if self._trust is not None:
+            return self._trust
+        from edgeloop.bundle import load_trust
+
+        root = self.store.tuf_dir / "root.json"
+        if not root.exists():
+            raise AgentError(f"no trust root at {str(root)!r}: enroll first")
+        return load_trust(root)
+
+    @property
+    def device_id(self) -> str | None:
+        return None if self.identity is None else str(self.identity["device_id"])
+
+    def profile(self) -> DeviceProfile:
+        if self._profile is None:
+            from edgeloop.hardware import profile_device
+
+            self._profile = profile_device(quick=True)
+        return self._profile
+
+    # --- serving ---------------------------------------------------------------------------
+    @property
+    def model(self) -> LoadedModel | None:
+        return self._model
+
+    def _activate(self) -> None:
+        """Load the active slot; on failure go back to the known-good one (state saved)."""
+        for _ in range(2):
+            info = self.state.current
+            if info is None:
+                self._set_model(None)
+                return
+            try:
+                model = self.slots.load(str(self.state.active), info)
+                self.slots.selftest(model)
+            except (EdgeloopError, OSError) as e:
+                self.last_error = f"slot {self.state.active} failed to load: {e}"
+                self.telemetry.count("load_failures")
+                reverted = revert(self.state, self.last_error)
+                if reverted.active == self.state.active:
+                    self._set_model(None)  # nothing to return to: serve nothing, keep polling
+                    return
+                self._commit(reverted)
+                continue
+            self._set_model(model)
+            return
+
+    def _set_model(self, model: LoadedModel | None) -> None:
+        old, self._model = self._model, model
+        self._switched_at = time.monotonic()
+        self._trial_requests = self._trial_errors = 0
+        if old is not None and (model is None or old.sha256 != model.sha256):
+            self.slots.cache.release(old.sha256)
+
+    def _commit(self, state: AgentState) -> None:
+        self.store.save_state(state)
+        self.state = state
+
+    def predict(self, inputs: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
+        """Run the active model on ``inputs`` (a mapping of input name to array, or one array)."""
+        model = self._model
+        if model is None:
+            self.telemetry.record(None, ok=False)
+            raise AgentError("no model installed yet: the agent has not completed an install")
+        t0 = time.perf_counter()
+        try:
+            out = model.run(inputs)  # type: ignore[arg-type]
+        except (InputError, ModelInputError):
+            self.telemetry.count("input_errors")
+            raise
+        except Exception as e:
+            self.telemetry.record((time.perf_counter() - t0) * 1e3, ok=False)
+            self._after_request(model, ok=False, error=e)
+            raise
+        self.telemetry.record((time.perf_counter() - t0) * 1e3, ok=True)
+        self._after_request(model, ok=True)
+        return out
+
+    def predict_with_version(
+        self, inputs: Mapping[str, Any]
+    ) -> tuple[str, int, dict[str, np.ndarray]]:
+        model = self._model
+        out = self.predict(inputs)
+        assert model is not None
+        return model.name, model.version, out
+
+    def _after_request(self, model: LoadedModel, ok: bool, error: Exception | None = None) -> None:
+        if not self.state.trial or model is not self._model:
+            return
+        with self._lock:
+            self._trial_requests += 1
+            self._trial_errors += 0 if ok else 1
+            n, bad = self._trial_requests, self._trial_errors
+            if n >= self.trial_min_requests and bad / n > self.trial_max_error_rate:
+                self._revert(f"{bad} of {n} requests failed after the switch (last: {error})")
+
+    def _revert(self, reason: str) -> None:
+        with self._lock:
+            if not self.state.trial:
+                return
+            self.telemetry.count("rollbacks")
+            self.last_error = reason
+            self.degraded = True
+            self._commit(revert(self.state, reason))
+            self._activate()
+
+    def check_trial(self) -> None:
+        """Confirm a trial slot that served without tripping the error limit long enough."""
+        with self._lock:
+            if not self.state.trial or self._model is None:
+                return
+            if time.monotonic() - self._switched_at >= self.confirm_after_s:
+                self._commit(confirm(self.state))
+
+    def status(self) -> dict[str, Any]:
+        m = self._model
+        return {
+            "device_id": self.device_id,
+            "model": m.name if m else None,
+            "version": m.version if m else None,
+            "active_slot": self.state.active,
+            "known_good_slot": self.state.known_good,
+            "trial": self.state.trial,
+            "health": self.health(),
+            "last_error": self.last_error,
+            "telemetry": self.telemetry.metrics(),
+        }
+
+    def health(self) -> str:
+        if self._model is None:
+            return "failing"
+        return "degraded" if self.degraded or self.state.trial else "ok"
+
+    # --- installing ------------------------------------------------------------------------
+    def install(
+        self, data: bytes, assignment: Assignment, recipient: dict[str, Any] | None = None
+    ) -> bool:
+        """Install a downloaded bundle for ``assignment`` (sync); True when it is now serving.
+
+        A bundle that fails verification or its self-test is remembered and not retried; a
+        failed write (full disk) or load is retried at a later poll. Either way the model that
+        was serving keeps serving.
+        """
+        with self._lock:
+            d = decide(self.state, assignment)
+            if d.action != "install" or d.slot is None:
+                return self._act(d.action, d.slot, d.reason)
+            digest = sha256_bytes(data)
+            if digest != assignment.sha256 or len(data) != assignment.length:
+                # the download, not the release, is bad: keep serving and fetch it again later
+                self.telemetry.count("corrupt_downloads")
+                self.last_error = (
+                    f"download of {assignment.target!r} is corrupt: sha256 {digest[:16]} and "
+                    f"{len(data)} bytes, expected {assignment.sha256[:16]} and {assignment.length}"
+                )
+                return False
+            try:
+                state, model = self.slots.install(self.state, d.slot, data, assignment, recipient)
+            except SecurityError as e:
+                self.telemetry.count(
+                    "selftest_failures" if isinstance(e, SelfTestError) else "rejected"
+                )
+                self.last_error = f"{assignment.model}@{assignment.version} refused: {e}"
+                self.degraded = True
+                self._commit(record_failure(self.store.load_state(), assignment.sha256, str(e)))
+                return False
+            except (EdgeloopError, OSError) as e:
+                self.telemetry.count("install_failures")
+                self.last_error = f"install of {assignment.model}@{assignment.version} failed: {e}"
+                self.state = self.store.load_state()
+                return False
+            self.state = state
+            self.degraded = False
+            self.last_error = None
+            self.telemetry.count("installs")
+            self._set_model(model)
+            return True
+
+    def _act(self, action: str, slot: str | None, reason: str) -> bool:
+        if action == "switch" and slot is not None:
+            return self.switch(slot)
+        if action == "refuse":
+            self.last_error = reason
+            self.telemetry.count("rejected")
+        return action == "none" and slot is not None
+
+    def switch(self, slot: str) -> bool:
+        """Switch to a slot that already holds a verified bundle (a rollback: no download)."""
+        with self._lock:
+            info = self.state.slot(slot)
+            if info is None:
+                raise AgentError(f"slot {slot} is empty; nothing to switch to")
+            try:
+                model = self.slots.load(slot, info)
+                self.slots.selftest(model)
+            except (EdgeloopError, OSError) as e:
+                self.last_error = f"slot {slot} failed to load for a switch: {e}"
+                self.telemetry.count("load_failures")
+                return False
+            trial = slot != self.state.known_good
+            self._commit(switch_to(self.state, slot, trial=trial))
+            self.telemetry.count("switches")
+            self._set_model(model)
+            return True
+
+    # --- the server --------------------------------------------------------------------------
+    def _client(self) -> FleetClient:
+        if self.server_url is None:
+            raise AgentError("this agent has no server URL; it can only serve what it holds")
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=30.0)
+        return FleetClient(self.server_url, self._http, self.signing_key)
+
+    async def enroll(self) -> str:
+        if self.identity is not None:
+            return str(self.identity["device_id"])
+        if not self.enroll_token:
+            raise AgentError("this device is not enrolled; pass an enrollment token")
+        profile = await asyncio.to_thread(self.profile)
+        request = EnrollRequest(
+            token=self.enroll_token,
+            signing_key=public_hex(self.signing_key),
+            encryption_key=public_hex(self.encryption_key),
+            profile=profile,
+            agent_version=AGENT_VERSION,
+            name=self.name,
+            labels=self.labels,
+        )
+        enrollment = await self._client().enroll(request)
+        self.store.write(
+            self.store.tuf_dir / "root.json", json.dumps(enrollment.tuf_root).encode(), None
+        )
+        identity = enrollment.to_dict()
+        identity.pop("tuf_root", None)
+        identity["server_url"] = self.server_url
+        self.store.save_identity(identity)
+        self.identity = identity
+        self.backoff.interval = float(enrollment.poll_interval_s)
+        return enrollment.device_id
+
+    def _verify(self, envelope: Mapping[str, Any]) -> Assignment:
+        from datetime import datetime, timezone
+
+        from edgeloop.bundle import ed25519_from_dict
+
+        assert self.identity is not None
+        key = ed25519_from_dict(self.identity["director_key"], "pinned director key")
+        return verify_assignment(
+            envelope, key, device_id=self.device_id, now=datetime.now(timezone.utc)
+        )
+
+    def checkin_body(self) -> CheckIn:
+        return CheckIn(
+            agent_version=AGENT_VERSION,
+            installed=_installed(self.state.current),
+            known_good=_installed(self.state.slot(self.state.known_good)),
+            health=self.health(),
+            last_error=self.last_error,
+        )
+
+    def report(self) -> DeviceReport:
+        m = self._model
+        return self.telemetry.report(
+            self.device_id or "unenrolled",
+            m.name if m else None,
+            m.version if m else None,
+            agent_version=AGENT_VERSION,
+            resources=process_resources(),
+        )
+
+    async def poll_once(self) -> float:
+        """One cycle: enroll if needed, report, check in, act. Returns seconds to the next one."""
+        try:
+            device_id = await self.enroll()
+            client = self._client()
+            await client.telemetry(self.report())
+            response = await client.checkin(device_id, self.checkin_body())
+            self.backoff.interval = float(response.poll_interval_s)
+            if response.assignment is not None:
+                await self.apply(self._verify(response.assignment))
+            self.check_trial()
+        except RETRYABLE as e:
+            self.last_error = f"poll failed: {e}"
+            self.telemetry.count("poll_failures")
+            return self.backoff.failed()
+        return self.backoff.succeeded()
+
+    async def apply(self, assignment: Assignment) -> bool:
+        """Act on a verified assignment: nothing, a switch, or a download and install."""
+        d = decide(self.state, assignment)
+        if d.action != "install":
+            return await asyncio.to_thread(self._act, d.action, d.slot, d.reason)
+        assert self.identity is not None and self.server_url is not None
+        data = await asyncio.to_thread(
+            fetch_target, self.store.tuf_dir, self.server_url, self.identity, assignment
+        )
+        recipient = await self._client().recipient(str(self.device_id), assignment.target)
+        return await asyncio.to_thread(self.install, data, assignment, recipient)
+
+    async def run(self, stop: asyncio.Event | None = None, duration_s: float | None = None) -> None:
+        """Poll until ``stop`` is set or ``duration_s`` passed (forever when neither is given)."""
+        stop = stop or asyncio.Event()
+        end = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.is_set():
+            delay = await self.poll_once()
+            if end is not None:
+                delay = min(delay, max(end - time.monotonic(), 0.0))
+                if delay <= 0:
+                    return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def aclose(self) -> None:
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def close(self) -> None:
+        self._set_model(None)
