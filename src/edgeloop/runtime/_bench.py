@@ -9,18 +9,19 @@ measures each one's memory in a child of its own.
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
+import os
+import pickle
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeloop.errors import InputError
+from edgeloop.errors import InputError, ModelError
 from edgeloop.runtime._evaluate import as_feeds, score
 from edgeloop.runtime._feeds import synthesize_inputs
 from edgeloop.runtime._session import Session
@@ -124,10 +125,30 @@ def _measure(
 
 
 def _in_child(*args: Any) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        result: dict[str, Any] = pool.submit(_measure, *args).result()
-        return result
+    """``_measure`` in a fresh interpreter (see ``_child``), its exceptions re-raised here."""
+    import edgeloop
+
+    env = dict(os.environ)
+    src = str(Path(edgeloop.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeloop.runtime._child"],
+        input=pickle.dumps((args, {})),
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    try:
+        status, value = pickle.loads(proc.stdout)
+    except Exception as e:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise ModelError(
+            f"the benchmark process failed (exit {proc.returncode}): {' | '.join(tail)}"
+        ) from e
+    if status == "error":
+        raise value
+    result: dict[str, Any] = value
+    return result
 
 
 def _graph_figures(
