@@ -219,7 +219,14 @@ class Agent:
     def predict_with_version(
         self, inputs: Mapping[str, Any]
     ) -> tuple[str, int, dict[str, np.ndarray]]:
+        """Like :meth:`predict` for JSON callers: lists become arrays of the declared dtype."""
         model = self._model
+        if model is not None:
+            dtypes = {s.name: s.dtype for s in model.manifest.inputs}
+            inputs = {
+                k: np.asarray(v, dtype=dtypes[k]) if isinstance(v, list) and k in dtypes else v
+                for k, v in inputs.items()
+            }
         out = self.predict(inputs)
         assert model is not None
         return model.name, model.version, out
