@@ -8,6 +8,8 @@ device that has only the core install.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from edgeloop.artifacts import (
@@ -50,6 +52,9 @@ _LAZY: dict[str, str] = {
     "rotate_key": "edgeloop.update",
     "fetch_bundle": "edgeloop.update",
     "Registry": "edgeloop.registry",
+    "optimize": "edgeloop.optimize",
+    "load_recipe": "edgeloop.optimize",
+    "list_recipes": "edgeloop.optimize",
 }
 
 __all__ = [
@@ -67,6 +72,23 @@ __all__ = [
     "__version__",
     *sorted(_LAZY),
 ]
+
+
+# Subpackages whose public function has the package's name: ``edgeloop.optimize`` stays the
+# function even after ``import edgeloop.optimize._x`` (Python binds a loaded subpackage on its
+# parent; this module's class swaps the subpackage for its function of the same name). Reach
+# the package's other names with ``from edgeloop.optimize import ...``.
+_FUNCTION_OVER_PACKAGE = frozenset({"optimize"})
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FUNCTION_OVER_PACKAGE and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

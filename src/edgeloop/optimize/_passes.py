@@ -48,6 +48,8 @@ class ModelState:
     # input shape (without batch) and dtype used to export a torch state
     input_shape: tuple[int, ...] | None = None
     notes: list[str] = field(default_factory=list)
+    # checkpoint metadata (input_spec, task, classes, dataset ...) carried to the ONNX export
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,10 +90,19 @@ class Pass(Protocol):
 _REGISTRY: dict[str, Pass] = {}
 
 # pass name -> module that registers it (imported on first use, so torch loads only when needed)
-PASS_MODULES: dict[str, str] = {}
+PASS_MODULES: dict[str, str] = {
+    "preprocess": "edgeloop.optimize._quantize",
+    "quantize": "edgeloop.optimize._quantize",
+    "quantize_dynamic": "edgeloop.optimize._lowbit",
+    "int4": "edgeloop.optimize._lowbit",
+    "fp16": "edgeloop.optimize._lowbit",
+    "fuse": "edgeloop.optimize._fuse",
+}
 
 
-def register_pass(name: str, input_kind: StateKind, module: str | None = None) -> Callable[..., Any]:
+def register_pass(
+    name: str, input_kind: StateKind, module: str | None = None
+) -> Callable[..., Any]:
     """Decorator: ``@register_pass("quantize", "onnx")`` over ``fn(state, params, ctx)``."""
 
     def deco(fn: Callable[..., tuple[ModelState, StepResult]]) -> Callable[..., Any]:

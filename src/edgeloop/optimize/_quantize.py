@@ -1,0 +1,325 @@
+"""ONNX passes that change precision, wrapping ONNX Runtime's quantization tools.
+
+``preprocess``        shape inference and graph pre-optimisation (``quant_pre_process``)
+``quantize``          static int8, QDQ (or QOperator), per-channel weights, calibrated
+                      (MinMax, Entropy, Percentile) through a streaming data reader
+``quantize_dynamic``  dynamic int8 (weights int8, activations quantized at run time)
+``int4``              weight-only block-wise int4 for MatMuls (MatMulNBits)
+``fp16``              float16 weights and activations, float32 inputs and outputs
+
+The three int passes take a budget from the pipeline (``ctx.options["budget"]``): when the
+fully quantized model misses it, :mod:`edgeloop.optimize._mixed` keeps the most sensitive
+nodes in float until it holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgeloop.errors import DataError, InputError, PassError
+from edgeloop.optimize._model import (
+    input_specs,
+    load_onnx,
+    name_nodes,
+    save_onnx,
+    uses_external_data,
+)
+from edgeloop.optimize._passes import ModelState, PassContext, StepResult, register_pass
+from edgeloop.optimize._preflight import local_profile, preflight, unfused_qdq
+
+__all__ = ["MAC_OP_TYPES", "candidates"]
+
+MAC_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ORT's quantizer logs advice at WARNING through the root logger; keep it out of the CLI."""
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(old)
+
+
+def _out(state: ModelState, ctx: PassContext, name: str) -> Path:
+    return ctx.workdir / f"{name}.onnx"
+
+
+def _src(state: ModelState, name: str) -> Path:
+    if state.onnx_path is None:
+        raise PassError(f"pass {name!r} needs an ONNX model, got a {state.kind} state")
+    return state.onnx_path
+
+
+def _param(params: Mapping[str, Any], key: str, default: Any) -> Any:
+    v = params.get(key, default)
+    return default if v is None else v
+
+
+def candidates(
+    model: onnx.ModelProto, op_types: tuple[str, ...] = MAC_OP_TYPES
+) -> list[tuple[str, int]]:
+    """Nodes of the given op types with their constant weight bytes (largest work first)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    out: list[tuple[str, int]] = []
+    for n in model.graph.node:
+        if n.op_type in op_types and n.name:
+            w = sum(
+                int(np.prod(inits[i].dims, dtype=np.int64)) * 4 for i in n.input[1:2] if i in inits
+            )
+            out.append((n.name, w))
+    return out
+
+
+def _mixed(
+    src: Path,
+    build: Callable[[list[str], Path], None],
+    dest: Path,
+    params: Mapping[str, Any],
+    ctx: PassContext,
+    op_types: tuple[str, ...],
+    details: dict[str, Any],
+) -> Path:
+    """Build the quantized model; run the mixed-precision search when a budget is set."""
+    budget = ctx.options.get("budget")
+    evaluator = ctx.options.get("evaluator")
+    user_exclude = [str(x) for x in _param(params, "exclude", [])]
+
+    def build_with(extra: list[str], out: Path) -> None:
+        build([*user_exclude, *extra], out)
+
+    if not budget or evaluator is None:
+        build_with([], dest)
+        return dest
+    from edgeloop.optimize._mixed import search
+
+    model = load_onnx(src, with_weights=False)
+    cands = [c for c in candidates(model, op_types) if c[0] not in user_exclude]
+    max_float = params.get("max_float_nodes")
+    if max_float is None:
+        max_float = max(1, len(cands) // 2)
+    result = search(
+        cands,
+        build_with,
+        evaluator,
+        budget,
+        ctx.options["baseline"],
+        ctx.workdir / f"mixed_{dest.stem}",
+        max_float=int(max_float),
+        progress=ctx.progress,
+    )
+    details["mixed_precision"] = result.details()
+    if not result.met:
+        details["budget_missed"] = budget.describe(result.shortfall)
+    from edgeloop.optimize._model import copy_model
+
+    copy_model(result.path, dest)
+    return dest
+
+
+@register_pass("preprocess", "onnx")
+def preprocess(
+    state: ModelState, params: Mapping[str, Any], ctx: PassContext
+) -> tuple[ModelState, StepResult]:
+    """Shape inference (ONNX and symbolic) and ORT's basic graph optimisation."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src = _src(state, "preprocess")
+    dest = _out(state, ctx, "preprocess")
+    external = uses_external_data(src)
+    warnings: list[str] = []
+    attempts = [
+        {"skip_optimization": bool(params.get("skip_optimization", False))},
+        {"skip_optimization": True},
+        {"skip_optimization": True, "skip_symbolic_shape": True},
+    ]
+    done = False
+    for i, kw in enumerate(attempts):
+        try:
+            with _quiet():
+                quant_pre_process(
+                    str(src),
+                    str(dest),
+                    save_as_external_data=external,
+                    all_tensors_to_one_file=True,
+                    external_data_location=dest.name + ".data" if external else None,
+                    **kw,
+                )
+            done = True
+            break
+        except Exception as e:  # symbolic shape inference rejects some graphs
+            warnings.append(f"pre-processing with {kw} failed ({type(e).__name__}: {e}); retrying")
+            if i == len(attempts) - 1:
+                warnings.append("pre-processing skipped: the model goes on as it was")
+    model = load_onnx(dest if done else src)
+    named = name_nodes(model)
+    save_onnx(model, dest, external=external)
+    details = {"nodes_named": named, "shape_inference": done}
+    return (
+        ModelState("onnx", onnx_path=dest, notes=list(state.notes)),
+        StepResult("preprocess", dict(params), details, warnings),
+    )
+
+
+def _qtype(name: str, key: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    table = {
+        "int8": QuantType.QInt8,
+        "qint8": QuantType.QInt8,
+        "s8": QuantType.QInt8,
+        "uint8": QuantType.QUInt8,
+        "quint8": QuantType.QUInt8,
+        "u8": QuantType.QUInt8,
+    }
+    try:
+        return table[name.lower()]
+    except KeyError:
+        raise InputError(f"{key} must be one of int8, uint8 or auto; got {name!r}") from None
+
+
+def _fixed_batch(model: onnx.ModelProto) -> int | None:
+    for spec in input_specs(model):
+        if spec.shape and spec.shape[0] is not None:
+            return spec.shape[0]
+    return None
+
+
+@register_pass("quantize", "onnx")
+def quantize(
+    state: ModelState, params: Mapping[str, Any], ctx: PassContext
+) -> tuple[ModelState, StepResult]:
+    """Static int8 with calibration (QDQ by default)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    src = _src(state, "quantize")
+    data = ctx.options.get("model_data")
+    if data is None:
+        raise DataError(
+            "static int8 needs calibration data: give a dataset name or a .npz (--data)"
+        )
+    model = load_onnx(src, with_weights=False)
+    if name_nodes(model):
+        model = load_onnx(src)
+        name_nodes(model)
+        src = save_onnx(model, ctx.workdir / "named.onnx", external=uses_external_data(src))
+    profile = local_profile(ctx.options.get("target"))
+    pre = preflight(model, profile)
+    method_name = str(_param(params, "calibration", "minmax")).lower()
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    if method_name not in methods:
+        raise InputError(f"calibration must be one of {sorted(methods)}; got {method_name!r}")
+    act = str(_param(params, "activation_type", "auto"))
+    act_t = _qtype(pre["activation_type"] if act == "auto" else act, "activation_type")
+    weight_t = _qtype(str(_param(params, "weight_type", "int8")), "weight_type")
+    rr = _param(params, "reduce_range", "auto")
+    reduce_range = bool(pre["reduce_range"]) if rr == "auto" else bool(rr)
+    fmt = str(_param(params, "format", "qdq")).lower()
+    if fmt not in ("qdq", "qoperator"):
+        raise InputError(f"format must be qdq or qoperator; got {fmt!r}")
+    per_channel = bool(_param(params, "per_channel", True))
+    samples = int(_param(params, "calib_samples", 256))
+    batch = _fixed_batch(model) or int(_param(params, "calib_batch", 8))
+    # strided calibration reduces each chunk of batches as it goes: memory stays bounded (ORT's
+    # CalibMaxIntermediateOutputs would be the obvious knob, but 1.32 drops the data it clears)
+    extra: dict[str, Any] = {"CalibStridedMinMax": data.reader(batch, samples).stride()}
+    if method_name == "percentile":
+        extra["CalibPercentile"] = float(_param(params, "percentile", 99.999))
+    if params.get("symmetric_activations"):
+        extra["ActivationSymmetric"] = True
+    cache = ctx.workdir / f"calibration_{method_name}.json"
+    cache.unlink(missing_ok=True)
+    external = uses_external_data(src)
+
+    def build(exclude: list[str], out: Path) -> None:
+        try:
+            with _quiet():
+                quantize_static(
+                    str(src),
+                    str(out),
+                    data.reader(batch, samples),
+                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                    per_channel=per_channel,
+                    reduce_range=reduce_range,
+                    activation_type=act_t,
+                    weight_type=weight_t,
+                    nodes_to_exclude=exclude or None,
+                    op_types_to_quantize=params.get("op_types"),
+                    use_external_data_format=external,
+                    calibrate_method=methods[method_name],
+                    extra_options=extra,
+                    calibration_cache_path=str(cache),
+                )
+        except Exception as e:
+            raise PassError(f"static int8 quantization of {str(src)!r} failed: {e}") from e
+
+    details: dict[str, Any] = {
+        "preflight": pre,
+        "calibration_samples": min(samples, len(next(iter((data.calib or data.inputs).values())))),
+        "calibration": method_name,
+        "activation_type": str(act_t),
+        "weight_type": str(weight_t),
+        "reduce_range": reduce_range,
+        "per_channel": per_channel,
+        "format": fmt.upper(),
+    }
+    dest = _mixed(
+        src,
+        build,
+        _out(state, ctx, "quantize"),
+        params,
+        ctx,
+        tuple(params.get("op_types") or MAC_OP_TYPES),
+        details,
+    )
+    warnings: list[str] = []
+    if fmt == "qdq":
+        kept = {str(k["node"]) for k in details.get("mixed_precision", {}).get("kept_float", [])}
+        warnings += _float_leftovers(dest, kept | set(map(str, params.get("exclude") or [])))
+        details["runtime_fusion"] = unfused_qdq(dest)
+        if details["runtime_fusion"]["unfused"]:
+            warnings.append(
+                f"{details['runtime_fusion']['unfused']} Q/DQ node(s) stay unfused at run time "
+                f"(float ops fed by DQ: {details['runtime_fusion']['float_ops_fed_by_dq']})"
+            )
+    if pre["int8_verdict"] in ("unlikely faster", "no gain"):
+        warnings.append(
+            f"int8 preflight: {pre['int8_verdict']} on {pre['target']} ({pre['reason']})"
+        )
+    return ModelState("onnx", onnx_path=dest, notes=list(state.notes)), StepResult(
+        "quantize", dict(params), details, warnings
+    )
+
+
+def _float_leftovers(path: Path, intended: set[str]) -> list[str]:
+    """Warn about MAC nodes the quantizer left in float without being asked to."""
+    model = load_onnx(path, with_weights=False)
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    left: list[str] = []
+    for n in model.graph.node:
+        if n.op_type in MAC_OP_TYPES:
+            fed = any(producers.get(i) == "DequantizeLinear" for i in n.input)
+            if not fed and n.name not in intended:
+                left.append(n.name or n.op_type)
+    if not left:
+        return []
+    shown = ", ".join(left[:8]) + (" ..." if len(left) > 8 else "")
+    return [
+        f"{len(left)} Conv/MatMul/Gemm node(s) stay float (the mode cannot handle them): {shown}"
+    ]
