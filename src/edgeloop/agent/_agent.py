@@ -106,6 +106,8 @@ class Agent:
         self._profile = profile
         self.name, self.labels = name, dict(labels or {})
         self._trust = trust
+        self._root_cache: tuple[bytes, Any] | None = None
+        self.fetcher: Any = None  # a shared TUF fetcher (the simulator's connection pool)
         self.signing_key, self.encryption_key = self.store.keys()
         self.identity = self.store.load_identity()
         self._http = http
@@ -140,12 +142,16 @@ class Agent:
         """Release keys to verify bundles with: given, or from the TUF root this device holds."""
         if self._trust is not None:
             return self._trust
-        from edgeloop.bundle import load_trust
+        from edgeloop.bundle import Trust
 
         root = self.store.tuf_dir / "root.json"
-        if not root.exists():
-            raise AgentError(f"no trust root at {str(root)!r}: enroll first")
-        return load_trust(root)
+        try:
+            data = root.read_bytes()
+        except OSError as e:
+            raise AgentError(f"no trust root at {str(root)!r} ({e}): enroll first") from e
+        if self._root_cache is None or self._root_cache[0] != data:
+            self._root_cache = (data, Trust.from_root_bytes(data))
+        return self._root_cache[1]
 
     @property
     def device_id(self) -> str | None:
@@ -439,7 +445,12 @@ class Agent:
             return await asyncio.to_thread(self._act, d.action, d.slot, d.reason)
         assert self.identity is not None and self.server_url is not None
         data = await asyncio.to_thread(
-            fetch_target, self.store.tuf_dir, self.server_url, self.identity, assignment
+            fetch_target,
+            self.store.tuf_dir,
+            self.server_url,
+            self.identity,
+            assignment,
+            self.fetcher,
         )
         recipient = await self._client().recipient(str(self.device_id), assignment.target)
         return await asyncio.to_thread(self.install, data, assignment, recipient)
