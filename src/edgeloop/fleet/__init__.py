@@ -1,0 +1,54 @@
+"""The fleet server: enrollment, signed assignments, TUF repository, telemetry and inventory.
+
+Service layer (FastAPI, SQLAlchemy). ``create_app(FleetSettings(db_url, data_dir))`` is the
+whole server; ``edgeloop server`` runs it on uvicorn. The wire protocol lives in
+``edgeloop.protocol`` (shared with the agent) and docs/fleet-protocol.md. The director is a
+pure function (:func:`direct`) whose ``policy`` hook staged rollouts override.
+"""
+
+from __future__ import annotations
+
+from edgeloop.fleet._app import PolicyLoader, create_app
+from edgeloop.fleet._director import (
+    DeviceState,
+    FleetState,
+    Policy,
+    default_policy,
+    device_model,
+    direct,
+    select_variant,
+    variant_fits,
+)
+from edgeloop.fleet._settings import FleetSecrets, FleetSettings, prepare_data_dir
+from edgeloop.fleet._tables import (
+    FLEET_TABLES,
+    DeviceRow,
+    NonceRow,
+    ReleaseRow,
+    ReportRow,
+    TokenRow,
+    VariantRow,
+)
+
+__all__ = [
+    "FLEET_TABLES",
+    "DeviceRow",
+    "DeviceState",
+    "FleetSecrets",
+    "FleetSettings",
+    "FleetState",
+    "NonceRow",
+    "Policy",
+    "PolicyLoader",
+    "ReleaseRow",
+    "ReportRow",
+    "TokenRow",
+    "VariantRow",
+    "create_app",
+    "default_policy",
+    "device_model",
+    "direct",
+    "prepare_data_dir",
+    "select_variant",
+    "variant_fits",
+]

@@ -1,0 +1,436 @@
+"""The fleet server: ``create_app(settings) -> FastAPI`` (protocol in docs/fleet-protocol.md).
+
+Handlers are thin: parse the body into a protocol dataclass, open one transaction, call the
+store, the director or the publisher, answer. Nothing lives in process memory but settings,
+keys and metrics, so several processes can serve one database and data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session
+
+from edgeloop import __version__
+from edgeloop.artifacts import Artifact, DeviceReport
+from edgeloop.bundle import key_id
+from edgeloop.errors import AuthError, EdgeloopError, InputError
+from edgeloop.fleet import _store as store
+from edgeloop.fleet._director import Policy, default_policy, direct
+from edgeloop.fleet._metrics import CONTENT_TYPE, FleetMetrics
+from edgeloop.fleet._publish import publish, refresh_timestamp_if_due, rewrap_for_device
+from edgeloop.fleet._settings import FleetSecrets, FleetSettings, prepare_data_dir
+from edgeloop.fleet._store import Refused
+from edgeloop.protocol import (
+    ENROLL_DEVICE_ID,
+    CheckIn,
+    CheckInResponse,
+    Enrollment,
+    EnrollRequest,
+    KeyRequest,
+    TokenRequest,
+    WrappedKey,
+    ed25519_from_hex,
+    iso_time,
+    parse_signature_headers,
+    public_hex,
+    public_key_id,
+    sign_assignment,
+    verify_request,
+)
+from edgeloop.registry import Registry, make_engine, read_session, upgrade, write_session
+from edgeloop.update import Repository
+
+__all__ = ["PolicyLoader", "create_app"]
+
+A = TypeVar("A", bound=Artifact)
+T = TypeVar("T")
+
+# Given the check-in's open session, the policy for this request (rollouts read their state).
+PolicyLoader = Callable[[Session], Policy]
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+_TIMESTAMP_CHECK_S = 600.0
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _parse(cls: type[A], body: bytes) -> A:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Refused(400, "bad_body", f"request body is not JSON ({e})") from e
+    try:
+        return cls.from_dict(data)
+    except InputError as e:
+        raise Refused(400, "bad_body", str(e)) from e
+
+
+def _signed_path(request: Request) -> str:
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes | bytearray) else request.url.path
+    query = request.scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = None) -> FastAPI:
+    """The fleet server for ``settings``; secrets in the data dir are created if missing."""
+    secrets_: FleetSecrets = prepare_data_dir(settings)
+    engine = make_engine(settings.db_url, pool_pre_ping=True)
+    if settings.migrate:
+        upgrade(engine)
+    registry = Registry(settings.db_url, settings.registry_path, migrate=False)
+    repo = Repository(settings.tuf_path, secrets_.keyring)
+    director_key_dict = {
+        "keytype": "ed25519",
+        "scheme": "ed25519",
+        "keyval": {"public": public_hex(secrets_.director_key)},
+    }
+    ttl = timedelta(seconds=settings.assignment_ttl_s)
+    stale_after = timedelta(seconds=3 * settings.poll_interval_s)
+
+    def count_devices() -> dict[str, int]:
+        with read_session(engine) as s:
+            return store.device_counts(s, _now(), stale_after)
+
+    metrics = FleetMetrics(count_devices)
+
+    def refresh_timestamp() -> None:
+        with write_session(engine) as s:
+            refresh_timestamp_if_due(s, repo, _now())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async def keep_timestamp_fresh() -> None:
+            while True:
+                with contextlib.suppress(EdgeloopError):
+                    await asyncio.to_thread(refresh_timestamp)
+                await asyncio.sleep(_TIMESTAMP_CHECK_S)
+
+        task = asyncio.create_task(keep_timestamp_fresh())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            registry.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="edgeloop fleet server",
+        version=__version__,
+        description="Enrollment, signed assignments, TUF repository, telemetry and inventory "
+        "for a fleet of edge devices. Wire protocol: docs/fleet-protocol.md.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.repository = repo
+    app.state.registry = registry
+
+    @app.middleware("http")
+    async def _measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", None) or (
+            "/tuf" if request.url.path.startswith("/tuf/") else "other"
+        )
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(Refused)
+    async def _refused(_request: Request, exc: Refused) -> JSONResponse:
+        if exc.status in (401, 403):
+            metrics.auth_failures.labels(exc.reason).inc()
+        headers = {"WWW-Authenticate": "Bearer"} if exc.reason == "admin" else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+    # --- helpers shared by the handlers ----------------------------------------------------
+
+    def device_call(request: Request, body: bytes, work: Callable[[Session, Any], T]) -> T:
+        """Authenticate the signed request and run ``work`` in the same transaction."""
+        if len(body) > settings.report_limit_bytes:
+            raise Refused(
+                413,
+                "too_large",
+                f"body of {len(body)} bytes; at most {settings.report_limit_bytes}",
+            )
+        try:
+            sig = parse_signature_headers(request.headers)
+        except AuthError as e:
+            raise Refused(401, "bad_headers", str(e)) from e
+        with write_session(engine) as s:
+            device = store.authenticate(
+                s,
+                sig,
+                request.method,
+                _signed_path(request),
+                body,
+                now=_now(),
+                max_skew_s=settings.max_skew_s,
+            )
+            return work(s, device)
+
+    def require_admin(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), secrets_.admin_token.encode()
+        ):
+            raise Refused(401, "admin", "admin API needs 'Authorization: Bearer <admin token>'")
+
+    # --- public ----------------------------------------------------------------------------
+
+    @app.get("/healthz", summary="Readiness: the database answers")
+    def healthz() -> dict[str, str]:
+        with read_session(engine) as s:
+            s.execute(sa.text("SELECT 1"))
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    # --- devices ---------------------------------------------------------------------------
+
+    @app.post(
+        "/v1/enroll", status_code=201, summary="Enroll with a one-time token", openapi_extra=_BODY
+    )
+    def enroll(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
+        req = _parse(EnrollRequest, body)
+        try:
+            sig = parse_signature_headers(request.headers)
+            if sig.device_id != ENROLL_DEVICE_ID:
+                raise AuthError(
+                    f"enrollment must be signed as device {ENROLL_DEVICE_ID!r}, "
+                    f"got {sig.device_id!r}"
+                )
+            verify_request(
+                sig,
+                ed25519_from_hex(req.signing_key),
+                request.method,
+                _signed_path(request),
+                body,
+                now=time.time(),
+                max_skew_s=settings.max_skew_s,
+            )
+        except EdgeloopError as e:
+            raise Refused(401, "bad_signature", str(e)) from e
+        now = _now()
+        with write_session(engine) as s:
+            device = store.enroll(s, req, now)
+            device_id = device.id
+        return Enrollment(
+            device_id=device_id,
+            director_key=director_key_dict,
+            director_keyid=public_key_id(secrets_.director_key),
+            tuf_root=json.loads(secrets_.keyring.root_bytes()),
+            poll_interval_s=settings.poll_interval_s,
+            server_time=iso_time(now),
+        ).to_dict()
+
+    @app.post("/v1/checkin", summary="Report state; get the signed assignment", openapi_extra=_BODY)
+    def checkin(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
+        def work(s: Session, device: Any) -> dict[str, Any]:
+            report = _parse(CheckIn, body)
+            now = _now()
+            store.record_checkin(device, report, now)
+            policy = policy_loader(s) if policy_loader is not None else default_policy
+            assignment = direct(
+                store.device_state(device),
+                store.fleet_state(s, device, settings.alias),
+                now=now,
+                ttl=ttl,
+                policy=policy,
+            )
+            envelope = None
+            if assignment is not None:
+                envelope = sign_assignment(assignment, secrets_.director_key)
+                metrics.assignments.labels(assignment.model, str(assignment.version)).inc()
+            return CheckInResponse(
+                device_id=device.id,
+                assignment=envelope,
+                poll_interval_s=settings.poll_interval_s,
+                server_time=iso_time(now),
+            ).to_dict()
+
+        return device_call(request, body, work)
+
+    @app.post(
+        "/v1/telemetry", status_code=202, summary="Ingest a DeviceReport", openapi_extra=_BODY
+    )
+    def telemetry(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, int]:
+        def work(s: Session, device: Any) -> dict[str, int]:
+            report = _parse(DeviceReport, body)
+            if report.device_id != device.id:
+                raise Refused(
+                    403,
+                    "other_device",
+                    f"report for device {report.device_id!r} signed by {device.id!r}",
+                )
+            store.record_report(s, device, report, _now())
+            return {"accepted": 1}
+
+        return device_call(request, body, work)
+
+    @app.post(
+        "/v1/keys", summary="A bundle's data key wrapped for this device", openapi_extra=_BODY
+    )
+    def data_key(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
+        def work(s: Session, device: Any) -> dict[str, Any]:
+            req = _parse(KeyRequest, body)
+            variant = store.variant_by_target(s, req.target)
+            if variant is None:
+                raise Refused(
+                    404, "not_found", f"target {req.target!r} is not part of a published release"
+                )
+            entry = rewrap_for_device(variant, secrets_.fleet_keys, device.encryption_key)
+            return WrappedKey(target=req.target, recipient=entry).to_dict()
+
+        return device_call(request, body, work)
+
+    # --- admin -----------------------------------------------------------------------------
+
+    admin = [Depends(require_admin)]
+
+    @app.post(
+        "/v1/admin/tokens",
+        status_code=201,
+        dependencies=admin,
+        openapi_extra=_BODY,
+        summary="Create a one-time enrollment token",
+    )
+    def create_token(body: bytes = Depends(_raw_body)) -> dict[str, Any]:
+        req = _parse(TokenRequest, body or b"{}")
+        with write_session(engine) as s:
+            return store.create_token(s, req, _now()).to_dict()
+
+    @app.get("/v1/admin/devices", dependencies=admin, summary="Device inventory")
+    def list_devices() -> dict[str, Any]:
+        with read_session(engine) as s:
+            return {"devices": [store.device_info(d).to_dict() for d in store.list_devices(s)]}
+
+    @app.get(
+        "/v1/admin/devices/{device_id}",
+        dependencies=admin,
+        summary="One device and its latest reports",
+    )
+    def get_device(device_id: str) -> dict[str, Any]:
+        with read_session(engine) as s:
+            out = store.device_info(store.get_device(s, device_id)).to_dict()
+            out["reports"] = store.recent_reports(s, device_id)
+            return out
+
+    @app.post("/v1/admin/devices/{device_id}/revoke", dependencies=admin, summary="Revoke a device")
+    def revoke(device_id: str) -> dict[str, Any]:
+        with write_session(engine) as s:
+            return store.device_info(store.revoke(s, device_id, _now())).to_dict()
+
+    @app.post(
+        "/v1/admin/releases",
+        status_code=201,
+        dependencies=admin,
+        openapi_extra=_BODY,
+        summary="Publish a registry version's bundles to TUF",
+    )
+    def create_release(response: Response, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
+        model, version = _model_version(body)
+        with write_session(engine) as s:
+            release, new = publish(s, registry, repo, secrets_.fleet_keys, model, version, _now())
+        if not new:
+            response.status_code = 200
+        return release.to_dict()
+
+    @app.get("/v1/admin/releases", dependencies=admin, summary="Published releases")
+    def list_releases(model: str | None = None) -> dict[str, Any]:
+        with read_session(engine) as s:
+            found = store.list_releases(s, [model] if model else None)
+            return {"releases": [r.to_dict() for r in found]}
+
+    @app.put(
+        "/v1/admin/models/{model}/desired",
+        dependencies=admin,
+        openapi_extra=_BODY,
+        summary="Set the fleet's desired version (moves the registry alias)",
+    )
+    def set_desired(model: str, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
+        version = _version_of(body)
+        with read_session(engine) as s:
+            if all(r.version != version for r in store.list_releases(s, [model])):
+                raise Refused(
+                    409,
+                    "unpublished",
+                    f"{model}@{version} is not published; POST /v1/admin/releases first",
+                )
+        try:
+            registry.set_alias(
+                f"{model}@{version}",
+                settings.alias,
+                reason="fleet: desired version",
+                actor="fleet-admin",
+            )
+        except EdgeloopError as e:
+            raise Refused(404, "not_found", str(e)) from e
+        return {"model": model, "alias": settings.alias, "version": version}
+
+    @app.get(
+        "/v1/admin/fleet-key",
+        dependencies=admin,
+        summary="The public key bundles must be encrypted to",
+    )
+    def fleet_key() -> dict[str, str]:
+        key = secrets_.fleet_keys[0]
+        return {"fleet_key": public_hex(key), "kid": key_id(key)}
+
+    app.mount("/tuf", StaticFiles(directory=settings.tuf_path, check_dir=True), name="tuf")
+    return app
+
+
+def _model_version(body: bytes) -> tuple[str, int]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Refused(400, "bad_body", f"request body is not JSON ({e})") from e
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, str) or not model:
+        raise Refused(400, "bad_body", f"model {model!r}: expected a model name")
+    return model, _version_of(body)
+
+
+def _version_of(body: bytes) -> int:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Refused(400, "bad_body", f"request body is not JSON ({e})") from e
+    version = data.get("version") if isinstance(data, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise Refused(400, "bad_body", f"version {version!r}: expected an int >= 0")
+    return version

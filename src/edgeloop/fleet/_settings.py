@@ -1,0 +1,135 @@
+"""Server settings and the secrets in its data dir, created on first start.
+
+::
+
+    DATA/
+      admin-token        0600  the admin API's bearer token
+      director.pem       0600  Ed25519: signs assignments (agents pin its public key)
+      keys/              the release keys directory (``edgeloop.update.init_keys``): TUF roles,
+                         release.pem (signs bundles), fleet.pem (X25519, bundles encrypt to it)
+      tuf/metadata/ tuf/targets/   the TUF repository devices fetch from
+      blobs/             the registry's files (when the registry shares this data dir)
+
+Everything the server knows lives there or in the database, so any number of processes given
+the same ``--db`` and ``--data`` serve the same fleet.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from edgeloop._io import atomic_write_text, read_bytes
+from edgeloop.bundle import (
+    generate_signing_key,
+    load_encryption_key,
+    load_signing_key,
+    save_private_key,
+)
+from edgeloop.errors import FileError, InputError
+from edgeloop.update import KeyRing, Repository, init_keys
+
+__all__ = ["FleetSecrets", "FleetSettings", "prepare_data_dir"]
+
+SECRET_MODE = 0o600
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """How one server process runs; every process of a fleet gets the same db and data dir."""
+
+    db_url: str
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8700
+    admin_token_file: Path | None = None  # default DATA/admin-token
+    keys_dir: Path | None = None  # default DATA/keys
+    registry_dir: Path | None = None  # the registry's blobs; default DATA
+    alias: str = "production"  # each model's desired version is this registry alias
+    poll_interval_s: float = 60.0
+    assignment_ttl_s: float = 86400.0
+    max_skew_s: float = 300.0
+    report_limit_bytes: int = 1 << 20
+    migrate: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.poll_interval_s <= 0 or self.assignment_ttl_s <= self.poll_interval_s:
+            raise InputError(
+                f"poll interval {self.poll_interval_s} s and assignment ttl "
+                f"{self.assignment_ttl_s} s: expected 0 < poll interval < ttl"
+            )
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.admin_token_file or self.data_dir / "admin-token"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.keys_dir or self.data_dir / "keys"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry_dir or self.data_dir
+
+    @property
+    def tuf_path(self) -> Path:
+        return self.data_dir / "tuf"
+
+    @property
+    def director_path(self) -> Path:
+        return self.data_dir / "director.pem"
+
+
+@dataclass(frozen=True)
+class FleetSecrets:
+    admin_token: str
+    director_key: Ed25519PrivateKey
+    fleet_keys: tuple[X25519PrivateKey, ...]  # current first, then retired ones
+    keyring: KeyRing
+    created: tuple[Path, ...] = field(default=())  # what this start generated
+
+
+def _read_token(path: Path) -> str:
+    token = read_bytes(path, "admin token file").decode("utf-8", "replace").strip()
+    if len(token) < 16:
+        raise FileError(
+            f"admin token file {str(path)!r} holds {len(token)} characters, expected >= 16"
+        )
+    return token
+
+
+def prepare_data_dir(settings: FleetSettings) -> FleetSecrets:
+    """Load the server's secrets, generating the missing ones (0600) on first start."""
+    created: list[Path] = []
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    token_path = settings.admin_token_path
+    if not token_path.exists():
+        atomic_write_text(token_path, secrets.token_urlsafe(32) + "\n", mode=SECRET_MODE)
+        created.append(token_path)
+    if not settings.director_path.exists():
+        save_private_key(settings.director_path, generate_signing_key())
+        created.append(settings.director_path)
+    keys = settings.keys_path
+    if not (keys / "root.json").exists():
+        init_keys(keys)
+        created.append(keys)
+    ring = KeyRing(keys)
+    repo = Repository(settings.tuf_path, ring)
+    if not repo.exists():
+        repo.init()
+        created.append(settings.tuf_path)
+    fleet = [load_encryption_key(keys / "fleet.pem")]
+    for retired in sorted((keys / "retired").glob("fleet*.pem")):
+        fleet.append(load_encryption_key(retired))
+    return FleetSecrets(
+        admin_token=_read_token(token_path),
+        director_key=load_signing_key(settings.director_path),
+        fleet_keys=tuple(fleet),
+        keyring=ring,
+        created=tuple(created),
+    )

@@ -1,0 +1,364 @@
+"""The fleet's database edge: every read and write of its tables, given an open session.
+
+Callers own the transaction (``edgeloop.registry.write_session``), so a refused request rolls
+back whatever it touched: an unknown, revoked or replayed request changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from edgeloop.artifacts import DeviceProfile, DeviceReport
+from edgeloop.errors import FleetError
+from edgeloop.fleet._director import DeviceState, FleetState
+from edgeloop.fleet._tables import DeviceRow, NonceRow, ReleaseRow, ReportRow, TokenRow, VariantRow
+from edgeloop.protocol import (
+    CheckIn,
+    DeviceInfo,
+    EnrollRequest,
+    InstalledModel,
+    Release,
+    RequestSignature,
+    TokenInfo,
+    TokenRequest,
+    Variant,
+    ed25519_from_hex,
+    iso_time,
+    verify_request,
+)
+from edgeloop.registry import Base
+
+__all__ = [
+    "Refused",
+    "authenticate",
+    "create_token",
+    "device_counts",
+    "device_info",
+    "device_state",
+    "enroll",
+    "fleet_state",
+    "get_device",
+    "list_devices",
+    "list_releases",
+    "record_checkin",
+    "record_report",
+    "recent_reports",
+    "release_of",
+    "revoke",
+    "variant_by_target",
+]
+
+
+class Refused(FleetError):
+    """A request the server refuses: ``status`` is its HTTP code, ``reason`` a metric label."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# --- enrollment ---------------------------------------------------------------------------
+
+
+def create_token(s: Session, req: TokenRequest, now: datetime) -> TokenInfo:
+    token = "elt_" + secrets.token_urlsafe(24)
+    expires = now + timedelta(seconds=req.ttl_s)
+    s.add(
+        TokenRow(
+            token_sha256=_hash_token(token),
+            model=req.model,
+            labels=dict(req.labels),
+            created_at=now,
+            expires_at=expires,
+        )
+    )
+    return TokenInfo(token=token, expires_at=iso_time(expires), model=req.model)
+
+
+def enroll(s: Session, req: EnrollRequest, now: datetime) -> DeviceRow:
+    """Spend the one-time token and create the device; Refused(401/409) changes nothing."""
+    row = s.scalars(
+        sa.select(TokenRow).where(TokenRow.token_sha256 == _hash_token(req.token))
+    ).first()
+    if row is None:
+        raise Refused(401, "bad_token", "enrollment token is not one this server issued")
+    if row.used_at is not None:
+        raise Refused(401, "used_token", f"enrollment token was already used by {row.device_id}")
+    expires = _utc(row.expires_at)
+    if expires is not None and expires <= now:
+        raise Refused(401, "expired_token", f"enrollment token expired at {iso_time(expires)}")
+    taken = s.scalars(
+        sa.select(DeviceRow.id).where(DeviceRow.signing_key == req.signing_key)
+    ).first()
+    if taken is not None:
+        raise Refused(409, "conflict", f"signing key is already enrolled as device {taken}")
+    device_id = "d-" + secrets.token_hex(16)
+    # Spend the token only if nobody else did meanwhile (two processes, one token).
+    spent = s.execute(
+        sa.update(TokenRow)
+        .where(TokenRow.id == row.id, TokenRow.used_at.is_(None))
+        .values(used_at=now, device_id=device_id)
+    )
+    if getattr(spent, "rowcount", 0) != 1:
+        raise Refused(401, "used_token", "enrollment token was used by a concurrent enrollment")
+    device = DeviceRow(
+        id=device_id,
+        signing_key=req.signing_key,
+        encryption_key=req.encryption_key,
+        name=req.name,
+        labels={**row.labels, **req.labels},
+        model=row.model,
+        enrolled_at=now,
+        last_seen=now,
+        agent_version=req.agent_version,
+        profile=req.profile.to_dict(),
+        health="unknown",
+        revoked=False,
+    )
+    s.add(device)
+    s.flush()
+    return device
+
+
+# --- device authentication -----------------------------------------------------------------
+
+
+def authenticate(
+    s: Session,
+    sig: RequestSignature,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    now: datetime,
+    max_skew_s: float,
+) -> DeviceRow:
+    """The device that signed this request; records its nonce so a replay is refused."""
+    device = s.get(DeviceRow, sig.device_id)
+    if device is None:
+        raise Refused(401, "unknown_device", f"device {sig.device_id!r} is not enrolled here")
+    try:
+        verify_request(
+            sig,
+            ed25519_from_hex(device.signing_key),
+            method,
+            path,
+            body,
+            now=now.timestamp(),
+            max_skew_s=max_skew_s,
+        )
+    except FleetError as e:
+        reason = "stale" if "server clock" in str(e) else "bad_signature"
+        raise Refused(401, reason, str(e)) from e
+    if device.revoked:
+        raise Refused(403, "revoked", f"device {sig.device_id!r} was revoked")
+    seen = s.get(NonceRow, (device.id, sig.nonce))
+    if seen is not None:
+        raise Refused(401, "replay", f"nonce {sig.nonce!r} of device {device.id!r} was seen before")
+    s.execute(
+        sa.delete(NonceRow).where(
+            NonceRow.device_id == device.id,
+            NonceRow.seen_at < now - timedelta(seconds=2 * max_skew_s),
+        )
+    )
+    s.add(NonceRow(device_id=device.id, nonce=sig.nonce, seen_at=now))
+    try:
+        s.flush()
+    except sa.exc.IntegrityError as e:  # a concurrent request with the same nonce won
+        raise Refused(
+            401, "replay", f"nonce {sig.nonce!r} of device {device.id!r} was seen before"
+        ) from e
+    return device
+
+
+# --- check-in, telemetry, inventory ---------------------------------------------------------
+
+
+def record_checkin(device: DeviceRow, checkin: CheckIn, now: datetime) -> None:
+    device.last_seen = now
+    device.agent_version = checkin.agent_version
+    device.installed = checkin.installed.to_dict() if checkin.installed else None
+    device.installed_version = checkin.installed.version if checkin.installed else None
+    device.known_good = checkin.known_good.to_dict() if checkin.known_good else None
+    device.health = checkin.health
+    device.last_error = checkin.last_error
+    if checkin.profile is not None:
+        device.profile = checkin.profile.to_dict()
+
+
+def record_report(s: Session, device: DeviceRow, report: DeviceReport, now: datetime) -> None:
+    s.add(
+        ReportRow(
+            device_id=device.id,
+            received_at=now,
+            model=report.model,
+            version=report.version,
+            window_s=float(report.window_s),
+            metrics=dict(report.metrics),
+            report=report.to_dict(),
+        )
+    )
+    device.last_seen = now
+
+
+def _installed(data: dict[str, Any] | None) -> InstalledModel | None:
+    return InstalledModel.from_dict(data) if data else None
+
+
+def _profile(data: dict[str, Any] | None) -> DeviceProfile | None:
+    return DeviceProfile.from_dict(data) if data else None
+
+
+def device_state(device: DeviceRow) -> DeviceState:
+    return DeviceState(
+        device_id=device.id,
+        model=device.model,
+        profile=_profile(device.profile),
+        installed=_installed(device.installed),
+        known_good=_installed(device.known_good),
+        labels=dict(device.labels),
+        health=device.health,
+    )
+
+
+def device_info(device: DeviceRow) -> DeviceInfo:
+    seen = _utc(device.last_seen)
+    return DeviceInfo(
+        device_id=device.id,
+        enrolled_at=iso_time(_utc(device.enrolled_at) or device.enrolled_at),
+        revoked=device.revoked,
+        name=device.name,
+        model=device.model,
+        labels=dict(device.labels),
+        last_seen=iso_time(seen) if seen else None,
+        agent_version=device.agent_version,
+        profile=_profile(device.profile),
+        installed=_installed(device.installed),
+        known_good=_installed(device.known_good),
+        health=device.health,
+        last_error=device.last_error,
+    )
+
+
+def get_device(s: Session, device_id: str) -> DeviceRow:
+    device = s.get(DeviceRow, device_id)
+    if device is None:
+        raise Refused(404, "not_found", f"no device {device_id!r} in this fleet")
+    return device
+
+
+def list_devices(s: Session) -> list[DeviceRow]:
+    return list(s.scalars(sa.select(DeviceRow).order_by(DeviceRow.enrolled_at, DeviceRow.id)))
+
+
+def revoke(s: Session, device_id: str, now: datetime) -> DeviceRow:
+    device = get_device(s, device_id)
+    if not device.revoked:
+        device.revoked = True
+        device.revoked_at = now
+    return device
+
+
+def recent_reports(s: Session, device_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    rows = s.scalars(
+        sa.select(ReportRow)
+        .where(ReportRow.device_id == device_id)
+        .order_by(ReportRow.received_at.desc(), ReportRow.id.desc())
+        .limit(limit)
+    )
+    return [dict(r.report) for r in rows]
+
+
+def device_counts(s: Session, now: datetime, stale_after: timedelta) -> dict[str, int]:
+    """Devices by state, for /metrics: enrolled, revoked, active (seen lately), per health."""
+    rows = s.execute(sa.select(DeviceRow.revoked, DeviceRow.health, DeviceRow.last_seen)).all()
+    counts = {"enrolled": 0, "revoked": 0, "active": 0}
+    for revoked, health, last_seen in rows:
+        counts["enrolled"] += 1
+        if revoked:
+            counts["revoked"] += 1
+            continue
+        seen = _utc(last_seen)
+        if seen is not None and now - seen <= stale_after:
+            counts["active"] += 1
+        counts[f"health_{health}"] = counts.get(f"health_{health}", 0) + 1
+    return counts
+
+
+# --- releases and the director's inputs -------------------------------------------------------
+
+
+def release_of(row: ReleaseRow, variants: Sequence[VariantRow]) -> Release:
+    published = _utc(row.published_at)
+    return Release(
+        model=row.model,
+        version=row.version,
+        variants=tuple(
+            Variant(v.variant, v.target, v.sha256, v.length, dict(v.requires))
+            for v in sorted(variants, key=lambda v: v.variant)
+        ),
+        published_at=iso_time(published) if published else None,
+    )
+
+
+def list_releases(s: Session, models: Sequence[str] | None = None) -> list[Release]:
+    q = sa.select(ReleaseRow).order_by(ReleaseRow.model, ReleaseRow.version)
+    if models is not None:
+        q = q.where(ReleaseRow.model.in_(list(models)))
+    rows = list(s.scalars(q))
+    if not rows:
+        return []
+    by_release: dict[int, list[VariantRow]] = {r.id: [] for r in rows}
+    for v in s.scalars(sa.select(VariantRow).where(VariantRow.release_id.in_(list(by_release)))):
+        by_release[v.release_id].append(v)
+    return [release_of(r, by_release[r.id]) for r in rows]
+
+
+def desired_versions(s: Session, alias: str, model: str | None = None) -> dict[str, int]:
+    """Each model's version that the registry alias points at (read live: no cache)."""
+    t = Base.metadata.tables
+    aliases, models, versions = t["aliases"], t["models"], t["model_versions"]
+    q = (
+        sa.select(models.c.name, versions.c.version)
+        .select_from(
+            aliases.join(models, aliases.c.model_id == models.c.id).join(
+                versions, aliases.c.version_id == versions.c.id
+            )
+        )
+        .where(aliases.c.name == alias)
+    )
+    if model is not None:
+        q = q.where(models.c.name == model)
+    return {str(name): int(version) for name, version in s.execute(q)}
+
+
+def fleet_state(s: Session, device: DeviceRow, alias: str) -> FleetState:
+    """What the director needs for one device: its model's releases and desired version."""
+    desired = desired_versions(s, alias, device.model)
+    model = device.model or (next(iter(desired)) if len(desired) == 1 else None)
+    releases: dict[str, list[Release]] = {}
+    if model is not None:
+        releases[model] = list_releases(s, [model])
+    return FleetState(releases=releases, desired=desired, alias=alias)
+
+
+def variant_by_target(s: Session, target: str) -> VariantRow | None:
+    return s.scalars(sa.select(VariantRow).where(VariantRow.target == target)).first()
