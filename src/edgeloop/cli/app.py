@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("run", "edgeloop.cli.run:run"),
     ("bench", "edgeloop.cli.run:bench"),
     ("evaluate", "edgeloop.cli.run:evaluate"),
+    ("optimize", "edgeloop.cli.optimize:optimize"),
     ("pack", "edgeloop.cli.bundle:pack"),
     ("verify", "edgeloop.cli.bundle:verify"),
     ("release", "edgeloop.cli.bundle:release"),
@@ -34,6 +35,7 @@ COMMANDS: list[tuple[str, str]] = [
 # (group name, "module:typer_app")
 GROUPS: list[tuple[str, str]] = [
     ("keys", "edgeloop.cli.keys:app"),
+    ("registry", "edgeloop.cli.registry:app"),
 ]
 
 app = typer.Typer(

@@ -173,17 +173,23 @@ class Registry:
         *,
         actor: str | None = None,
     ) -> BundleInfo:
-        """Attach a bundle variant (``int8-vnni``, ``fp32`` ...) to an existing version."""
+        """Attach a bundle variant (``int8-vnni``, ``fp32`` ...) to an existing version.
+
+        The bundle's manifest must name this model and version; its requirements are stored,
+        with ``requirements`` merged over them.
+        """
+        manifest = bundle_manifest(bundle_file)
         blob = self.blobs.put_file(bundle_file)
         with write_session(self.engine) as s:
             v = self._resolve(s, ref)
+            _check_bundle(bundle_file, manifest, v.model, v.version)
             return _ops.add_bundle(
                 s,
                 v.model,
                 v.version,
                 blob,
                 variant=variant,
-                requirements=requirements or {},
+                requirements={**manifest.requirements, **(requirements or {})},
                 actor=actor or default_actor(),
             )
 
