@@ -97,6 +97,11 @@ PASS_MODULES: dict[str, str] = {
     "int4": "edgeloop.optimize._lowbit",
     "fp16": "edgeloop.optimize._lowbit",
     "fuse": "edgeloop.optimize._fuse",
+    "prune": "edgeloop.optimize._prune",
+    "sparsify": "edgeloop.optimize._sparsity",
+    "distill": "edgeloop.optimize._distill",
+    "qat": "edgeloop.optimize._qat",
+    "binarize": "edgeloop.optimize._binary",
 }
 
 

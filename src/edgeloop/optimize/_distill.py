@@ -1,0 +1,276 @@
+"""Knowledge distillation: a small student learns from a larger teacher's soft targets.
+
+The loss is ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``
+(Hinton et al., 2015), optionally plus the mean squared error between intermediate features of
+named layer pairs (FitNets), with a learned 1x1 projection where the channel counts differ.
+The student is checked against the teacher on one batch before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual name
+import torch_pruning as tp
+from torch import nn
+
+from edgeloop.errors import InputError, PassError
+from edgeloop.optimize._passes import ModelState, PassContext, StepResult, register_pass
+from edgeloop.optimize._torch_common import (
+    Batch,
+    CompressResult,
+    Progress,
+    accuracy,
+    as_dataset,
+    batch_of,
+    call,
+    call_progress,
+    finetune,
+    labelled,
+    param,
+    resolve_modules,
+    tp_inputs,
+    train_val,
+)
+
+__all__ = ["distill", "distillation_loss"]
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """Soft-target KL at temperature ``T`` (scaled by T^2) mixed with hard-label CE."""
+    t = temperature
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=-1),
+        F.softmax(teacher_logits / t, dim=-1),
+        reduction="batchmean",
+    ) * (t * t)
+    hard = F.cross_entropy(student_logits, labels.long())
+    return alpha * soft + (1.0 - alpha) * hard
+
+
+class _Capture:
+    """Forward hooks that keep the latest output of named layers."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], what: str) -> None:
+        self.values: dict[str, torch.Tensor] = {}
+        mods = resolve_modules(model, list(names), what)
+        self.handles = [
+            m.register_forward_hook(self._hook(n)) for n, m in zip(names, mods, strict=True)
+        ]
+
+    def _hook(self, name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            self.values[name] = output
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _projection(s_shape: torch.Size, t_shape: torch.Size, pair: tuple[str, str]) -> nn.Module:
+    """A learned map from the student's feature channels to the teacher's (dim 1)."""
+    if len(s_shape) != len(t_shape):
+        raise PassError(
+            f"feature pair {pair}: student feature has shape {tuple(s_shape)}, teacher "
+            f"{tuple(t_shape)}; expected the same number of dimensions"
+        )
+    if len(s_shape) == 4:
+        return nn.Conv2d(s_shape[1], t_shape[1], 1, bias=False)
+    if len(s_shape) == 3:
+        return nn.Conv1d(s_shape[1], t_shape[1], 1, bias=False)
+    return nn.Linear(s_shape[-1], t_shape[-1], bias=False)
+
+
+def _match(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Resize the teacher feature to the student's spatial size (average pooling)."""
+    if s.dim() == 4 and s.shape[2:] != t.shape[2:]:
+        return F.adaptive_avg_pool2d(t, (int(s.shape[2]), int(s.shape[3])))
+    if s.dim() == 3 and s.shape[2:] != t.shape[2:]:
+        return F.adaptive_avg_pool1d(t, s.shape[2])
+    return t
+
+
+def _macs(model: nn.Module, x: Batch) -> int:
+    macs, _ = tp.utils.count_ops_and_params(model, tp_inputs(x))
+    return int(macs)
+
+
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    train: Any,
+    val: Any = None,
+    *,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    epochs: int = 5,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    features: Sequence[tuple[str, str]] = (),
+    feature_weight: float = 1.0,
+    progress: Progress | None = None,
+    seed: int = 0,
+) -> CompressResult:
+    """Train ``student`` (in place) on ``train`` with ``teacher``'s soft targets.
+
+    ``features`` pairs a student layer with a teacher layer (dotted names) whose outputs are
+    matched with mean squared error, weighted by ``feature_weight``. Raises before training if
+    the student's outputs do not have the teacher's shape or a layer name is unknown.
+    """
+    if teacher is student:
+        raise InputError("the student must be a different module from the teacher")
+    if not temperature > 0:
+        raise InputError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
+    if int(epochs) < 1:
+        raise InputError(f"epochs must be >= 1, got {epochs}")
+    train = labelled(train, "distillation data")
+    probe = batch_of(train, 2)
+    teacher.eval()
+    student.eval()
+    with torch.no_grad():
+        t_out, s_out = call(teacher, probe), call(student, probe)
+    if t_out.shape != s_out.shape:
+        raise PassError(
+            f"student {type(student).__name__} outputs shape {tuple(s_out.shape)} but teacher "
+            f"{type(teacher).__name__} outputs {tuple(t_out.shape)}; they must match "
+            f"(same number of classes)"
+        )
+    pairs = [(str(a), str(b)) for a, b in features]
+    s_cap = _Capture(student, [a for a, _ in pairs], "student feature layer")
+    t_cap = _Capture(teacher, [b for _, b in pairs], "teacher feature layer")
+    projections = nn.ModuleDict()
+    with torch.no_grad():
+        call(teacher, probe), call(student, probe)
+    for i, (a, b) in enumerate(pairs):
+        projections[str(i)] = _projection(s_cap.values[a].shape, t_cap.values[b].shape, (a, b))
+    one = batch_of(train, 1)
+    macs_t, macs_s = _macs(teacher, one), _macs(student, one)
+    acc_t = accuracy(teacher, val) if val is not None else None
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def loss_fn(model: nn.Module, xb: Batch, yb: torch.Tensor | None) -> torch.Tensor:
+        if yb is None:
+            raise PassError("distillation needs labelled data")
+        with torch.no_grad():
+            t_logits = call(teacher, xb)
+        s_logits = call(model, xb)
+        loss = distillation_loss(s_logits, t_logits, yb, temperature, alpha)
+        for i, (a, b) in enumerate(pairs):
+            s_feat = projections[str(i)](s_cap.values[a])
+            loss = loss + feature_weight * F.mse_loss(s_feat, _match(s_feat, t_cap.values[b]))
+        return loss
+
+    optimizer = torch.optim.Adam([*student.parameters(), *projections.parameters()], lr=lr)
+    call_progress(progress, "distilling", 0.0)
+    start = time.perf_counter()
+    try:
+        finetune(
+            student,
+            train,
+            val if val is not None else train,
+            epochs=int(epochs),
+            lr=lr,
+            batch_size=batch_size,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            seed=seed,
+        )
+    finally:
+        s_cap.remove()
+        t_cap.remove()
+        for p in teacher.parameters():
+            p.requires_grad_(True)
+    seconds = time.perf_counter() - start
+    call_progress(progress, "distilled", 1.0)
+    details: dict[str, Any] = {
+        "temperature": float(temperature),
+        "alpha": float(alpha),
+        "epochs": int(epochs),
+        "features": [list(p) for p in pairs],
+        "teacher_macs": macs_t,
+        "student_macs": macs_s,
+        "macs_ratio": macs_s / macs_t if macs_t else None,
+        "train_seconds": round(seconds, 3),
+    }
+    if val is not None:
+        details["teacher_accuracy"] = acc_t
+        details["student_accuracy"] = accuracy(student, val)
+    return CompressResult(student, details, seconds)
+
+
+def student_kwargs(arch: str, data: Any, teacher_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor kwargs for a zoo student: fitted to the data when there is some, else the
+    teacher's kwargs that the student's constructor also takes (classes, channels ...)."""
+    from edgeloop.zoo import ARCHITECTURES
+    from edgeloop.zoo._registry import arch_info, kwargs_for
+
+    info = arch_info(arch)
+    if data is not None:
+        return kwargs_for(arch, as_dataset(data))
+    import inspect
+
+    accepted = set(inspect.signature(ARCHITECTURES[info.name].builder).parameters)
+    return {**info.defaults, **{k: v for k, v in teacher_kwargs.items() if k in accepted}}
+
+
+@register_pass("distill", "torch")
+def distill_pass(
+    state: ModelState, params: Mapping[str, Any], ctx: PassContext
+) -> tuple[ModelState, StepResult]:
+    """Recipe pass ``distill``: the state's model teaches a zoo ``student`` architecture.
+
+    Params: student (architecture name), student_kwargs (e.g. ``{"width": 0.25}``),
+    temperature, alpha, epochs, lr, batch_size, features (list of [student, teacher] names).
+    """
+    from edgeloop.zoo import build_model
+
+    if state.torch_model is None:
+        raise PassError("distill needs a PyTorch teacher model; the state holds none")
+    arch = param(params, "student", None)
+    if not arch:
+        raise InputError("distill needs a 'student' architecture name in its params")
+    train, val = train_val(ctx)
+    kwargs = {
+        **student_kwargs(str(arch), train, state.arch_kwargs),
+        **param(params, "student_kwargs", {}),
+    }
+    torch.manual_seed(ctx.seed)
+    student = build_model(str(arch), **kwargs)
+    res = distill(
+        state.torch_model,
+        student,
+        train,
+        val,
+        temperature=float(param(params, "temperature", 4.0)),
+        alpha=float(param(params, "alpha", 0.7)),
+        epochs=int(param(params, "epochs", 5)),
+        lr=float(param(params, "lr", 1e-3)),
+        batch_size=int(param(params, "batch_size", 64)),
+        features=[tuple(p) for p in param(params, "features", [])],
+        progress=ctx.progress,
+        seed=ctx.seed,
+    )
+    new = dataclasses.replace(
+        state,
+        torch_model=res.model,
+        arch=str(arch),
+        notes=[*state.notes, f"distilled into {arch}"],
+        arch_kwargs=kwargs,
+        meta={**state.meta, "arch": str(arch), "arch_kwargs": kwargs},
+    )
+    return new, StepResult("distill", dict(params), res.details, res.warnings, res.seconds)
