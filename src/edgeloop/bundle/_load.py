@@ -118,16 +118,17 @@ def open_bundle(
                 mm = f.read()
     except OSError as e:
         raise FileError(f"cannot read bundle {str(p)!r}: {e.strerror or e}") from e
-    try:
-        manifest = verify(mm, t, installed_version=installed_version, rollback=rollback)
-        check_requirements(manifest)
-        c = parse_container(mm)
-        check = BundleFileCheck(p, c.manifest, c.signatures, manifest.parts["payload"]["sha256"])
-        del c
-        chunks = decrypt_to_chunks(mm, manifest, key, recipient)
-    finally:
-        if isinstance(mm, mmap.mmap):
-            mm.close()
+    # On an error the traceback still holds views into the mapping; it is unmapped when the
+    # traceback goes. On success every view is gone and the mapping is closed right away, so
+    # the ciphertext pages leave memory before the plaintext is assembled.
+    manifest = verify(mm, t, installed_version=installed_version, rollback=rollback)
+    check_requirements(manifest)
+    c = parse_container(mm)
+    check = BundleFileCheck(p, c.manifest, c.signatures, manifest.parts["payload"]["sha256"])
+    del c
+    chunks = decrypt_to_chunks(mm, manifest, key, recipient)
+    if isinstance(mm, mmap.mmap):
+        mm.close()
     model = b"".join(chunks)
     del chunks
     want = manifest.parts["model"]["length"]
