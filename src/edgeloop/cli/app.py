@@ -30,12 +30,14 @@ COMMANDS: list[tuple[str, str]] = [
     ("pack", "edgeloop.cli.bundle:pack"),
     ("verify", "edgeloop.cli.bundle:verify"),
     ("release", "edgeloop.cli.bundle:release"),
+    ("server", "edgeloop.cli.server:server"),
 ]
 
 # (group name, "module:typer_app")
 GROUPS: list[tuple[str, str]] = [
     ("keys", "edgeloop.cli.keys:app"),
     ("registry", "edgeloop.cli.registry:app"),
+    ("fleet", "edgeloop.cli.fleet:app"),
 ]
 
 app = typer.Typer(

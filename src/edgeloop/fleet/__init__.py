@@ -8,7 +8,7 @@ pure function (:func:`direct`) whose ``policy`` hook staged rollouts override.
 
 from __future__ import annotations
 
-from edgeloop.fleet._app import PolicyLoader, create_app
+from edgeloop.fleet._app import PolicyLoader, app_from_env, create_app
 from edgeloop.fleet._director import (
     DeviceState,
     FleetState,
@@ -44,6 +44,7 @@ __all__ = [
     "ReportRow",
     "TokenRow",
     "VariantRow",
+    "app_from_env",
     "create_app",
     "default_policy",
     "device_model",

@@ -30,7 +30,13 @@ from edgeloop.fleet import _store as store
 from edgeloop.fleet._director import Policy, default_policy, direct
 from edgeloop.fleet._metrics import CONTENT_TYPE, FleetMetrics
 from edgeloop.fleet._publish import publish, refresh_timestamp_if_due, rewrap_for_device
-from edgeloop.fleet._settings import FleetSecrets, FleetSettings, prepare_data_dir
+from edgeloop.fleet._settings import (
+    SETTINGS_ENV,
+    FleetSecrets,
+    FleetSettings,
+    prepare_data_dir,
+    settings_from_env,
+)
 from edgeloop.fleet._store import Refused
 from edgeloop.protocol import (
     ENROLL_DEVICE_ID,
@@ -52,7 +58,7 @@ from edgeloop.protocol import (
 from edgeloop.registry import Registry, make_engine, read_session, upgrade, write_session
 from edgeloop.update import Repository
 
-__all__ = ["PolicyLoader", "create_app"]
+__all__ = ["PolicyLoader", "app_from_env", "create_app"]
 
 A = TypeVar("A", bound=Artifact)
 T = TypeVar("T")
@@ -412,6 +418,16 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
 
     app.mount("/tuf", StaticFiles(directory=settings.tuf_path, check_dir=True), name="tuf")
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app for ``$EDGELOOP_FLEET_SETTINGS`` (uvicorn's factory when running workers)."""
+    import os
+
+    text = os.environ.get(SETTINGS_ENV)
+    if not text:
+        raise InputError(f"${SETTINGS_ENV} is not set; run `edgeloop server` instead")
+    return create_app(settings_from_env(text))
 
 
 def _model_version(body: bytes) -> tuple[str, int]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -33,7 +34,14 @@ from edgeloop.bundle import (
 from edgeloop.errors import FileError, InputError
 from edgeloop.update import KeyRing, Repository, init_keys
 
-__all__ = ["FleetSecrets", "FleetSettings", "prepare_data_dir"]
+__all__ = [
+    "SETTINGS_ENV",
+    "FleetSecrets",
+    "FleetSettings",
+    "prepare_data_dir",
+    "settings_from_env",
+    "settings_to_env",
+]
 
 SECRET_MODE = 0o600
 
@@ -133,3 +141,35 @@ def prepare_data_dir(settings: FleetSettings) -> FleetSecrets:
         keyring=ring,
         created=tuple(created),
     )
+
+
+SETTINGS_ENV = "EDGELOOP_FLEET_SETTINGS"
+
+
+def settings_to_env(settings: FleetSettings) -> str:
+    """JSON for :data:`SETTINGS_ENV`: how ``edgeloop server --workers N`` hands settings over."""
+    import dataclasses
+    import json
+
+    return json.dumps(
+        {
+            f.name: (str(v) if isinstance(v, Path) else v)
+            for f in dataclasses.fields(settings)
+            if (v := getattr(settings, f.name)) is not None
+        }
+    )
+
+
+def settings_from_env(text: str) -> FleetSettings:
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"${SETTINGS_ENV} is not JSON ({e})") from e
+    paths = {"data_dir", "admin_token_file", "keys_dir", "registry_dir"}
+    kwargs: dict[str, Any] = {k: (Path(v) if k in paths else v) for k, v in data.items()}
+    try:
+        return FleetSettings(**kwargs)
+    except TypeError as e:
+        raise InputError(f"${SETTINGS_ENV}: {e}") from e

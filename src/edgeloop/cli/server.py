@@ -1,0 +1,82 @@
+"""``edgeloop server``: run the fleet server (FastAPI on uvicorn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def server(
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        help="Database URL (sqlite:///fleet.db, postgresql+psycopg://...); "
+        "default: $EDGELOOP_DB, else SQLite in the data dir.",
+    ),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Data dir: keys, TUF repository, registry blobs; "
+        "default: $EDGELOOP_DATA or the user data dir.",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8700, "--port", help="TCP port to listen on."),
+    admin_token_file: Path | None = typer.Option(
+        None,
+        "--admin-token-file",
+        help="File holding the admin token (default DATA/admin-token; "
+        "created with a fresh token if missing).",
+    ),
+    keys: Path | None = typer.Option(
+        None, "--keys", help="Release keys directory (default DATA/keys; created if missing)."
+    ),
+    alias: str = typer.Option(
+        "production", "--alias", help="Registry alias that names each model's desired version."
+    ),
+    poll_interval: float = typer.Option(
+        60.0, "--poll-interval", help="Seconds between device check-ins."
+    ),
+    workers: int = typer.Option(1, "--workers", min=1, help="Server processes (one database)."),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level."),
+) -> None:
+    """Run the fleet server: enrollment, assignments, TUF repository, telemetry, admin API."""
+    import os
+
+    import uvicorn
+
+    from edgeloop.cli._console import console
+    from edgeloop.fleet import FleetSettings, create_app, prepare_data_dir
+    from edgeloop.fleet._settings import SETTINGS_ENV, settings_to_env
+    from edgeloop.registry import default_data_dir
+
+    data_dir = data or default_data_dir()
+    settings = FleetSettings(
+        db_url=db or os.environ.get("EDGELOOP_DB") or f"sqlite:///{data_dir / 'edgeloop.db'}",
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        admin_token_file=admin_token_file,
+        keys_dir=keys,
+        alias=alias,
+        poll_interval_s=poll_interval,
+    )
+    secrets = prepare_data_dir(settings)
+    for path in secrets.created:
+        console.print(f"created {path}")
+    console.print(f"admin token: {settings.admin_token_path} (0600)")
+    console.print(f"director key: {settings.director_path} (0600)")
+    console.print(f"release keys: {settings.keys_path}")
+    console.print(f"fleet server on http://{host}:{port} (OpenAPI at /docs, metrics at /metrics)")
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        return
+    os.environ[SETTINGS_ENV] = settings_to_env(settings)
+    uvicorn.run(
+        "edgeloop.fleet:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )
