@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     "load_target": "edgeloop.hardware",
     "list_targets": "edgeloop.hardware",
     "Session": "edgeloop.runtime",
+    "Agent": "edgeloop.agent",
     "benchmark": "edgeloop.runtime",
     "evaluate": "edgeloop.runtime",
     "load_dataset": "edgeloop.data",

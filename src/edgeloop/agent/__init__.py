@@ -15,6 +15,12 @@ from edgeloop.agent._agent import AGENT_VERSION, Agent
 from edgeloop.agent._backoff import Backoff
 from edgeloop.agent._http import LocalServer
 from edgeloop.agent._models import LoadedModel, ModelCache
+from edgeloop.agent._simulator import (
+    SimulationResult,
+    Simulator,
+    create_tokens,
+    simulated_profiles,
+)
 from edgeloop.agent._state import AgentState, Decision, SlotInfo, decide
 from edgeloop.agent._store import StateDir
 from edgeloop.agent._telemetry import Telemetry
@@ -28,8 +34,12 @@ __all__ = [
     "LoadedModel",
     "LocalServer",
     "ModelCache",
+    "SimulationResult",
+    "Simulator",
     "SlotInfo",
     "StateDir",
     "Telemetry",
+    "create_tokens",
     "decide",
+    "simulated_profiles",
 ]

@@ -43,6 +43,7 @@ class Telemetry:
         self._size = reservoir
         self._rng = rng or random.Random(0)
         self._lock = threading.Lock()
+        self.totals: dict[str, float] = {"requests": 0.0, "errors": 0.0}  # since start, never reset
         self._reset(clock())
 
     def _reset(self, now: float) -> None:
@@ -57,8 +58,10 @@ class Telemetry:
         """One inference: its latency (None when it failed before running) and its outcome."""
         with self._lock:
             self._requests += 1
+            self.totals["requests"] += 1
             if not ok:
                 self._errors += 1
+                self.totals["errors"] += 1
             if latency_ms is None:
                 return
             self._seen += 1
@@ -73,6 +76,7 @@ class Telemetry:
         """Any other event of the window: self-test failures, installs, rollbacks ..."""
         with self._lock:
             self._counters[name] = self._counters.get(name, 0.0) + n
+            self.totals[name] = self.totals.get(name, 0.0) + n
 
     @property
     def requests(self) -> int:

@@ -30,6 +30,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("pack", "edgeloop.cli.bundle:pack"),
     ("verify", "edgeloop.cli.bundle:verify"),
     ("release", "edgeloop.cli.bundle:release"),
+    ("agent", "edgeloop.cli.agent:agent"),
     ("server", "edgeloop.cli.server:server"),
 ]
 

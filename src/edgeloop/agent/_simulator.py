@@ -1,0 +1,276 @@
+"""Run N real agents in one process against a real fleet server (asyncio, loopback).
+
+Each simulated device is a full :class:`~edgeloop.agent.Agent`: its own keys, state directory,
+enrollment, signed requests, TUF downloads, verification, A/B slots and telemetry. What is
+shared is only what a process can share without changing behaviour: one HTTP connection pool
+for the protocol, one for TUF downloads, one thread pool for file and model work, and one
+loaded model per bundle hash (:class:`ModelCache`), so 10,000 devices do not need 10,000 ONNX
+Runtime sessions. Each device also runs a synthetic inference workload (Poisson arrivals at
+``rps`` per device) through its agent, so the telemetry it reports is real.
+
+The simulator measures every protocol request at the HTTP layer (latency and status by
+endpoint) and when each device first served each version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edgeloop.agent._agent import Agent
+from edgeloop.agent._models import ModelCache
+from edgeloop.artifacts import DeviceProfile
+from edgeloop.errors import FleetError, InputError
+
+__all__ = ["SimulationResult", "Simulator", "create_tokens", "simulated_profiles"]
+
+
+def simulated_profiles(kind: str, n: int, seed: int = 0) -> list[DeviceProfile]:
+    """``mix``: the built-in targets in turn; ``this``: this machine (measured once); or one
+    built-in target's name for every device."""
+    from edgeloop.hardware import list_targets, load_target, profile_device
+
+    if kind == "this":
+        return [profile_device(quick=True)] * n
+    names = list_targets() if kind == "mix" else [kind]
+    profiles = [load_target(name) for name in names]
+    rng = random.Random(seed)
+    out = [profiles[i % len(profiles)] for i in range(n)]
+    rng.shuffle(out)
+    return out
+
+
+async def create_tokens(
+    server_url: str, admin_token: str, n: int, *, model: str | None = None, concurrency: int = 32
+) -> list[str]:
+    """``n`` one-time enrollment tokens from the admin API."""
+    sem = asyncio.Semaphore(concurrency)
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    async with httpx.AsyncClient(base_url=server_url.rstrip("/"), timeout=60.0) as http:
+
+        async def one() -> str:
+            async with sem:
+                r = await http.post(
+                    "/v1/admin/tokens", json={"model": model, "ttl_s": 86400}, headers=headers
+                )
+            if r.status_code != 201:
+                raise FleetError(f"POST /v1/admin/tokens answered {r.status_code}: {r.text[:200]}")
+            return str(r.json()["token"])
+
+        return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+@dataclass
+class _Requests:
+    """Latency and status of every protocol request, by endpoint."""
+
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+
+    async def on_request(self, request: httpx.Request) -> None:
+        request.extensions["edgeloop_t0"] = time.perf_counter()
+
+    async def on_response(self, response: httpx.Response) -> None:
+        t0 = response.request.extensions.get("edgeloop_t0")
+        path = response.request.url.path
+        if t0 is not None:
+            self.latencies[path].append((time.perf_counter() - t0) * 1e3)
+        self.statuses[(path, response.status_code)] += 1
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    devices: int
+    duration_s: float
+    enrolled: int
+    serving: dict[str, int]  # "model@version" (or "none") -> devices
+    requests: dict[str, dict[str, float]]  # endpoint -> count, rate_per_s, p50_ms, p99_ms, errors
+    inferences: int
+    inference_errors: int
+    installs: int
+    poll_failures: int
+    loads: int  # models really loaded in this process (shared by hash)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Simulator:
+    """``Simulator(url, root, tokens, profiles)``; ``await sim.run(duration_s)``."""
+
+    def __init__(
+        self,
+        server_url: str,
+        state_root: str | Path,
+        tokens: Sequence[str],
+        profiles: Sequence[DeviceProfile],
+        *,
+        poll_interval_s: float = 10.0,
+        rps: float = 0.5,
+        workers: int = 16,
+        seed: int = 0,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        if len(tokens) != len(profiles):
+            raise InputError(
+                f"{len(tokens)} tokens for {len(profiles)} profiles; expected one each"
+            )
+        self.server_url = server_url.rstrip("/")
+        self.root = Path(state_root)
+        self.rps = rps
+        self.rng = random.Random(seed)
+        self.cache = ModelCache()
+        self.requests = _Requests()
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        self.http = httpx.AsyncClient(
+            timeout=60.0,
+            limits=limits,
+            event_hooks={
+                "request": [self.requests.on_request],
+                "response": [self.requests.on_response],
+            },
+        )
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim")
+        self.fetcher: Any = None
+        self.started = 0.0
+        self.first_served: dict[tuple[int, str], float] = {}
+        self._inputs: dict[str, dict[str, np.ndarray]] = {}
+        self.agents = [
+            Agent(
+                self.server_url,
+                self.root / f"device-{i:05d}",
+                enroll_token=token,
+                profile=profile,
+                name=f"sim-{i:05d}",
+                labels=dict(labels or {}, simulated="1", target=profile.name),
+                cache=self.cache,
+                http=self.http,
+                poll_interval_s=poll_interval_s,
+                rng=random.Random(seed * 1_000_003 + i),
+            )
+            for i, (token, profile) in enumerate(zip(tokens, profiles, strict=True))
+        ]
+
+    # --- the devices ---------------------------------------------------------------------
+    def _fetcher(self) -> Any:
+        if self.fetcher is None:
+            from edgeloop.update import HttpxFetcher
+
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            self.fetcher = HttpxFetcher(httpx.Client(timeout=120.0, limits=limits))
+        return self.fetcher
+
+    def _mark(self, i: int, agent: Agent) -> None:
+        m = agent.model
+        if m is not None:
+            self.first_served.setdefault((i, f"{m.name}@{m.version}"), time.monotonic())
+
+    async def _device(self, i: int, agent: Agent, stop: asyncio.Event, end: float) -> None:
+        agent.fetcher = self._fetcher()
+        delay = self.rng.uniform(0, agent.backoff.interval)  # devices do not start in lock-step
+        while not stop.is_set():
+            if delay > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=min(delay, end - time.monotonic()))
+            if stop.is_set() or time.monotonic() >= end:
+                return
+            delay = await agent.poll_once()
+            self._mark(i, agent)
+
+    def _synthetic(self, agent: Agent) -> dict[str, np.ndarray] | None:
+        m = agent.model
+        if m is None:
+            return None
+        feeds = self._inputs.get(m.sha256)
+        if feeds is None:
+            from edgeloop.bundle import synthesize_inputs
+
+            feeds = synthesize_inputs({s.name: (s.dtype, s.shape) for s in m.manifest.inputs})
+            self._inputs[m.sha256] = feeds
+        return feeds
+
+    async def _workload(self, agents: Sequence[Agent], stop: asyncio.Event, end: float) -> None:
+        """Poisson arrivals at ``rps`` per device, spread over the devices at random."""
+        total = self.rps * len(agents)
+        if total <= 0:
+            return
+        while not stop.is_set() and time.monotonic() < end:
+            await asyncio.sleep(self.rng.expovariate(total))
+            agent = agents[self.rng.randrange(len(agents))]
+            feeds = self._synthetic(agent)
+            if feeds is None:
+                continue
+            try:
+                agent.predict(feeds)
+            except Exception:  # counted by the agent's telemetry; the workload goes on
+                continue
+
+    async def run(self, duration_s: float, stop: asyncio.Event | None = None) -> SimulationResult:
+        """Run every device for ``duration_s`` seconds (or until ``stop``), then summarise."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(self.executor)
+        self.started = time.monotonic()
+        end = self.started + duration_s
+        tasks = [
+            asyncio.create_task(self._device(i, a, stop, end)) for i, a in enumerate(self.agents)
+        ]
+        tasks.append(asyncio.create_task(self._workload(self.agents, stop, end)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            stop.set()
+        return self.result(time.monotonic() - self.started)
+
+    def serving(self) -> Counter[str]:
+        return Counter(
+            f"{a.model.name}@{a.model.version}" if a.model else "none" for a in self.agents
+        )
+
+    def result(self, elapsed: float) -> SimulationResult:
+        reqs: dict[str, dict[str, float]] = {}
+        for path, lat in self.requests.latencies.items():
+            arr = np.asarray(lat)
+            errors = sum(
+                n for (p, code), n in self.requests.statuses.items() if p == path and code >= 400
+            )
+            reqs[path] = {
+                "count": float(arr.size),
+                "rate_per_s": arr.size / elapsed if elapsed > 0 else 0.0,
+                "p50_ms": float(np.percentile(arr, 50)),
+                "p99_ms": float(np.percentile(arr, 99)),
+                "errors": float(errors),
+            }
+        totals = [a.telemetry.totals for a in self.agents]
+        return SimulationResult(
+            devices=len(self.agents),
+            duration_s=elapsed,
+            enrolled=sum(a.identity is not None for a in self.agents),
+            serving=dict(self.serving()),
+            requests=reqs,
+            inferences=int(sum(t["requests"] for t in totals)),
+            inference_errors=int(sum(t["errors"] for t in totals)),
+            installs=int(sum(t.get("installs", 0) for t in totals)),
+            poll_failures=int(sum(t.get("poll_failures", 0) for t in totals)),
+            loads=self.cache.loads,
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        if self.fetcher is not None:
+            self.fetcher.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for a in self.agents:
+            a.close()

@@ -1,0 +1,67 @@
+"""``edgeloop agent``: run the device agent (enroll, poll, install, serve on 127.0.0.1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def agent(
+    server: str = typer.Option(..., "--server", help="The fleet server's URL."),
+    state: Path = typer.Option(..., "--state", help="The agent's state directory (keys, slots)."),
+    enroll_token: str | None = typer.Option(
+        None, "--enroll-token", envvar="EDGELOOP_ENROLL_TOKEN", help="One-time enrollment token."
+    ),
+    serve_port: int | None = typer.Option(
+        None, "--serve-port", min=0, max=65535, help="Serve inference on 127.0.0.1:PORT."
+    ),
+    once: bool = typer.Option(False, "--once", help="Poll once, print the status, exit."),
+    duration: float | None = typer.Option(
+        None, "--duration", min=0, help="Stop after this many seconds (default: run until ^C)."
+    ),
+    target: str | None = typer.Option(
+        None, "--profile", help="Report this built-in target's profile instead of measuring."
+    ),
+    poll_interval: float = typer.Option(
+        60.0, "--poll-interval", min=0.1, help="Seconds between polls until the server says."
+    ),
+) -> None:
+    """Run the device agent: enroll, follow the fleet's assignments, serve the model locally."""
+    import asyncio
+    import json
+
+    from edgeloop.agent import Agent, LocalServer
+    from edgeloop.cli._console import err_console, print_json
+
+    profile = None
+    if target is not None:
+        from edgeloop.hardware import load_target
+
+        profile = load_target(target)
+    a = Agent(server, state, enroll_token, profile, poll_interval_s=poll_interval)
+    http = None
+    if serve_port is not None:
+        http = LocalServer(a.predict_with_version, a.status, port=serve_port).start()
+        err_console.print(f"serving inference on {http.url}/v1/predict")
+        print(json.dumps({"serving": http.url}), flush=True)
+
+    async def main() -> None:
+        try:
+            if once:
+                await a.poll_once()
+            else:
+                await a.run(duration_s=duration)
+        finally:
+            await a.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        if http is not None:
+            http.close()
+        a.close()
+    if once:
+        print_json(a.status())
+        if a.last_error and a.model is None:
+            raise typer.Exit(1)

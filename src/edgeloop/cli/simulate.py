@@ -1,0 +1,96 @@
+"""``edgeloop fleet simulate``: N real agents in one process against a fleet server."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def _admin_token(token: str | None, data: Path | None) -> str:
+    from edgeloop.errors import InputError
+
+    if token:
+        return token
+    if data is not None:
+        return (data / "admin-token").read_text().strip()
+    env = os.environ.get("EDGELOOP_ADMIN_TOKEN")
+    if env:
+        return env
+    raise InputError("no admin token: pass --admin-token, --data DIR or set EDGELOOP_ADMIN_TOKEN")
+
+
+def simulate(
+    devices: int = typer.Option(10, "--devices", "-n", min=1, help="How many agents to run."),
+    server: str = typer.Option("http://127.0.0.1:8700", "--server", help="The fleet server."),
+    profiles: str = typer.Option(
+        "mix", "--profiles", help="'mix' (built-in targets in turn), 'this', or a target name."
+    ),
+    duration: float = typer.Option(30.0, "--duration", min=0.1, help="Seconds to run."),
+    admin_token: str | None = typer.Option(
+        None, "--admin-token", help="Admin token (or --data, or $EDGELOOP_ADMIN_TOKEN)."
+    ),
+    data: Path | None = typer.Option(None, "--data", help="The server's data dir (admin token)."),
+    model: str | None = typer.Option(None, "--model", help="The model the devices follow."),
+    state_root: Path | None = typer.Option(
+        None, "--state-root", help="Where the devices' state dirs go (default: a temp dir)."
+    ),
+    poll_interval: float = typer.Option(10.0, "--poll-interval", min=0.1),
+    rps: float = typer.Option(0.5, "--rps", min=0.0, help="Inferences per second per device."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Run N real agents (own keys, state, profile, workload) in one process, then summarise."""
+    import asyncio
+
+    from edgeloop.agent import Simulator, create_tokens, simulated_profiles
+    from edgeloop.cli._console import print_json, table
+
+    token = _admin_token(admin_token, data)
+
+    async def main(root: Path) -> Any:
+        tokens = await create_tokens(server, token, devices, model=model)
+        sim = Simulator(
+            server,
+            root,
+            tokens,
+            simulated_profiles(profiles, devices),
+            poll_interval_s=poll_interval,
+            rps=rps,
+        )
+        try:
+            return await sim.run(duration)
+        finally:
+            await sim.aclose()
+
+    if state_root is None:
+        with tempfile.TemporaryDirectory(prefix="edgeloop-sim-") as tmp:
+            result = asyncio.run(main(Path(tmp)))
+    else:
+        result = asyncio.run(main(state_root))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    table(
+        f"{result.devices} devices, {result.duration_s:.1f} s",
+        ["endpoint", "requests", "per s", "p50 ms", "p99 ms", "errors"],
+        [
+            (
+                p,
+                int(r["count"]),
+                f"{r['rate_per_s']:.1f}",
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                int(r["errors"]),
+            )
+            for p, r in sorted(result.requests.items())
+        ],
+    )
+    table(None, ["serving", "devices"], sorted(result.serving.items()))
+    print(
+        f"enrolled {result.enrolled}/{result.devices}, installs {result.installs}, "
+        f"inferences {result.inferences} ({result.inference_errors} errors), "
+        f"poll failures {result.poll_failures}, models loaded {result.loads}"
+    )
