@@ -32,6 +32,7 @@ __all__ = [
     "current_revision",
     "default_data_dir",
     "default_url",
+    "downgrade",
     "head_revision",
     "make_engine",
     "read_session",
@@ -193,6 +194,23 @@ def upgrade(url_or_engine: str | Engine | None = None, revision: str = "heads") 
     finally:
         if owned:
             base.dispose()
+
+
+def downgrade(url_or_engine: str | Engine, revision: str) -> None:
+    """Migrate the database back to ``revision`` (``base`` removes every service table)."""
+    from alembic import command
+    from alembic.util import CommandError
+
+    owned = not isinstance(url_or_engine, Engine)
+    engine = url_or_engine if isinstance(url_or_engine, Engine) else make_engine(url_or_engine)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(_alembic_config(conn), revision)
+    except CommandError as e:
+        raise RegistryError(f"cannot migrate {_shown(engine)} down to {revision!r}: {e}") from e
+    finally:
+        if owned:
+            engine.dispose()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -1,0 +1,156 @@
+"""The Alembic chain: empty database to head on both engines, matching the ORM tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from edgeloop.errors import RegistryError
+from edgeloop.registry import (
+    Base,
+    current_revision,
+    default_url,
+    downgrade,
+    head_revision,
+    make_engine,
+    upgrade,
+)
+from edgeloop.registry._tables import REGISTRY_TABLES
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_empty_database_migrates_to_head(db_url: str) -> None:
+    assert _tables(db_url) == set()
+
+    upgrade(db_url)
+
+    engine = make_engine(db_url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+    assert _tables(db_url) >= REGISTRY_TABLES
+
+
+def test_upgrade_twice_changes_nothing(db_url: str) -> None:
+    upgrade(db_url)
+    before = _tables(db_url)
+
+    upgrade(db_url)
+
+    assert _tables(db_url) == before
+
+
+def test_migrated_schema_matches_the_registry_tables(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            diffs = compare_metadata(ctx, Base.metadata)
+    finally:
+        engine.dispose()
+
+    def table_of(diff: object) -> str:
+        op, *rest = diff[0] if isinstance(diff, list) else diff  # type: ignore[index]
+        if op in ("add_column", "remove_column") or op.startswith("modify_"):
+            return str(rest[1])
+        obj = rest[0]
+        return str(obj.name if isinstance(obj, sa.Table) else obj.table.name)
+
+    # Other packages' tables (fleet, rollout) are checked by their own tests.
+    mine = [d for d in diffs if table_of(d) in REGISTRY_TABLES]
+    assert mine == []
+
+
+def test_downgrade_to_base_and_back(db_url: str) -> None:
+    upgrade(db_url)
+
+    downgrade(db_url, "base")
+    assert _tables(db_url) <= {"alembic_version"}
+    upgrade(db_url)
+
+    assert _tables(db_url) >= REGISTRY_TABLES
+
+
+def test_chain_is_linear_and_rooted_at_0001_registry() -> None:
+    from alembic.script import ScriptDirectory
+
+    from edgeloop.registry._db import _alembic_config
+
+    script = ScriptDirectory.from_config(_alembic_config())
+    revisions = list(script.walk_revisions())  # newest first
+
+    assert len(script.get_heads()) == 1
+    assert revisions[-1].revision == "0001_registry"
+    assert revisions[-1].down_revision is None
+    for newer, older in zip(revisions, revisions[1:], strict=False):
+        assert newer.down_revision == older.revision
+
+
+def test_sqlite_is_tuned_for_several_processes(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'e.db'}")
+    try:
+        with engine.connect() as conn:
+            pragmas = {
+                p: conn.exec_driver_sql(f"PRAGMA {p}").scalar()
+                for p in ("journal_mode", "foreign_keys", "busy_timeout")
+            }
+    finally:
+        engine.dispose()
+
+    assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 30000}
+
+
+def test_sqlite_transaction_sees_a_stable_snapshot(tmp_path: Path) -> None:
+    """BEGIN is issued by SQLAlchemy, so a read transaction does not see later commits."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        with engine.connect() as reader:
+            assert reader.exec_driver_sql("SELECT count(*) FROM t").scalar() == 0
+            with engine.begin() as writer:
+                writer.exec_driver_sql("INSERT INTO t VALUES (1)")
+            assert reader.exec_driver_sql("SELECT count(*) FROM t").scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_default_url_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("EDGELOOP_DB", raising=False)
+    monkeypatch.setenv("EDGELOOP_DATA", str(tmp_path))
+    assert default_url() == f"sqlite:///{tmp_path / 'edgeloop.db'}"
+
+    monkeypatch.setenv("EDGELOOP_DB", "postgresql+psycopg://u@127.0.0.1:1/x")
+    assert default_url() == "postgresql+psycopg://u@127.0.0.1:1/x"
+
+
+def test_bad_database_url_is_a_registry_error() -> None:
+    with pytest.raises(RegistryError, match="'not a url' is not a valid SQLAlchemy URL"):
+        make_engine("not a url")
+
+
+def test_unreachable_database_is_a_registry_error() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RegistryError, match="cannot migrate"):
+        upgrade(f"postgresql+psycopg://u@127.0.0.1:{port}/x?connect_timeout=2")
