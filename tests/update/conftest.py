@@ -122,6 +122,20 @@ def server(repo: Repository) -> Iterator[TamperingServer]:
     s.close()
 
 
+@pytest.fixture
+def serve() -> Iterator[Callable[[Path], TamperingServer]]:
+    """``serve(directory)`` starts a loopback server over any directory (closed at teardown)."""
+    started: list[TamperingServer] = []
+
+    def _serve(root: Path) -> TamperingServer:
+        started.append(TamperingServer(root))
+        return started[-1]
+
+    yield _serve
+    for s in started:
+        s.close()
+
+
 class MemoryFetcher(FetcherInterface):
     """Serves the repository's files (and overrides) straight from disk, no socket."""
 
