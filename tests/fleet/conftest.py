@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,9 @@ from edgeloop.registry import Registry
 VNNI = DeviceProfile(
     name="xeon", source="measured", arch="x86_64", cpu_model="Xeon", isa=("avx2", "avx512_vnni")
 )
-PLAIN = DeviceProfile(name="pi", source="measured", arch="aarch64", cpu_model="Cortex-A72", isa=("neon",))
+PLAIN = DeviceProfile(
+    name="pi", source="measured", arch="aarch64", cpu_model="Cortex-A72", isa=("neon",)
+)
 
 
 def make_model(n_in: int = 4, n_out: int = 3, seed: int = 0) -> bytes:
@@ -90,7 +92,8 @@ class Device:
 
     def checkin(self, installed: dict[str, Any] | None = None, **extra: Any) -> Any:
         return self.post(
-            "/v1/checkin", {"agent_version": "0.1.0", "installed": installed, "health": "ok", **extra}
+            "/v1/checkin",
+            {"agent_version": "0.1.0", "installed": installed, "health": "ok", **extra},
         )
 
 
@@ -113,8 +116,15 @@ class Fleet:
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
-    def device(self, profile: DeviceProfile = VNNI, **token: Any) -> Device:
-        d = Device(self.client, profile)
+    profiles = {"vnni": VNNI, "arm": PLAIN}
+
+    def new_device(self, profile: str = "vnni") -> Device:
+        """A device with fresh keys, not enrolled yet."""
+        return Device(self.client, self.profiles[profile])
+
+    def device(self, profile: str = "vnni", **token: Any) -> Device:
+        """A device enrolled with a fresh token (``token`` fields: model, labels, ttl_s)."""
+        d = self.new_device(profile)
         r = d.enroll(self.token(**token))
         assert r.status_code == 201, r.text
         return d
@@ -169,7 +179,15 @@ def fleet(fleet_settings: FleetSettings, tmp_path: Path) -> Iterator[Fleet]:
 def sqlite_fleet(tmp_path: Path) -> Iterator[Fleet]:
     """The app in-process on SQLite only, for tests that do not depend on the engine."""
     settings = FleetSettings(
-        db_url=f"sqlite:///{tmp_path / 'fleet.db'}", data_dir=tmp_path / "data", poll_interval_s=30.0
+        db_url=f"sqlite:///{tmp_path / 'fleet.db'}",
+        data_dir=tmp_path / "data",
+        poll_interval_s=30.0,
     )
     with TestClient(create_app(settings)) as client:
         yield Fleet(settings, client, tmp_path)
+
+
+@pytest.fixture
+def fleet_on(tmp_path: Path) -> Callable[[FleetSettings, TestClient], Fleet]:
+    """Wrap a client of an app you started yourself (e.g. across restarts) as a Fleet."""
+    return lambda settings, client: Fleet(settings, client, tmp_path)

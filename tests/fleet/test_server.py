@@ -1,0 +1,267 @@
+"""The fleet server in-process (TestClient over ASGI), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from edgeloop.bundle import Trust, decrypt, verify
+from edgeloop.fleet import FleetSettings, create_app
+from edgeloop.protocol import (
+    ENROLL_DEVICE_ID,
+    InstalledModel,
+    ed25519_from_hex,
+    sign_request,
+    verify_assignment,
+)
+
+NOW = datetime.now(timezone.utc)
+
+
+def _state(fleet: Any) -> dict[str, Any]:
+    """Everything a refused request must leave as it was."""
+    engine = fleet.client.app.state.engine
+    with engine.connect() as c:
+        tables = ["fleet_devices", "fleet_nonces", "fleet_reports", "fleet_enroll_tokens"]
+        return {t: sorted(map(str, c.execute(sa.text(f"SELECT * FROM {t}")).all())) for t in tables}
+
+
+def _assignment(fleet: Any, device: Any, response: Any) -> Any:
+    assert response.status_code == 200, response.text
+    envelope = response.json()["assignment"]
+    assert envelope is not None
+    key = ed25519_from_hex(device.enrollment["director_key"]["keyval"]["public"])
+    return verify_assignment(envelope, key, device_id=device.device_id, now=NOW)
+
+
+def test_enrollment_returns_the_pins_and_the_token_works_once(fleet: Any) -> None:
+    token = fleet.token(model="kws", labels={"site": "lab"})
+    dev = fleet.new_device()
+    r = dev.enroll(token)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["device_id"].startswith("d-")
+    assert body["tuf_root"]["signed"]["_type"] == "root"
+    assert body["director_key"]["keytype"] == "ed25519"
+    assert body["poll_interval_s"] == 30.0
+    before = _state(fleet)
+    r2 = fleet.new_device().enroll(token)
+    assert r2.status_code == 401
+    assert "already used" in r2.json()["detail"]
+    assert _state(fleet) == before
+    info = fleet.client.get(f"/v1/admin/devices/{dev.device_id}", headers=fleet.admin).json()
+    assert (info["model"], info["labels"], info["name"]) == ("kws", {"site": "lab"}, "test-device")
+
+
+def test_enrollment_must_be_signed_by_the_key_it_enrolls(sqlite_fleet: Any) -> None:
+    fleet = sqlite_fleet
+    token = fleet.token()
+    dev, thief = fleet.new_device(), fleet.new_device()
+    body = dev.enroll_body(token)
+    headers = sign_request(thief.signing, ENROLL_DEVICE_ID, "POST", "/v1/enroll", body)
+    before = _state(fleet)
+    r = fleet.client.post("/v1/enroll", content=body, headers=headers)
+    assert r.status_code == 401 and "does not verify" in r.json()["detail"]
+    assert _state(fleet) == before
+    assert fleet.new_device().enroll("elt_not-a-token").status_code == 401
+    assert dev.enroll(token).status_code == 201  # the token was not spent by the refusals
+    expired = fleet.token(ttl_s=0.001)
+    time.sleep(0.01)
+    r = fleet.new_device().enroll(expired)
+    assert r.status_code == 401 and "expired" in r.json()["detail"]
+
+
+def test_checkin_returns_a_signed_assignment_of_the_fitting_variant(fleet: Any) -> None:
+    vnni = fleet.device()
+    plain = fleet.device(profile="arm")
+    assert vnni.checkin().json()["assignment"] is None  # nothing released yet
+    fleet.release("kws", 1, {"fp32": {}, "int8": {"isa": ["avx512_vnni"]}})
+    a = _assignment(fleet, vnni, vnni.checkin())
+    b = _assignment(fleet, plain, plain.checkin())
+    assert (a.model, a.version, a.variant, a.rollback) == ("kws", 1, "int8", False)
+    assert (b.variant, b.target) == ("fp32", "kws/1/kws-1-fp32.elb")
+    releases = fleet.client.get("/v1/admin/releases", headers=fleet.admin).json()["releases"]
+    by_variant = {v["variant"]: v for v in releases[0]["variants"]}
+    assert by_variant["int8"]["sha256"] == a.sha256 and by_variant["int8"]["length"] == a.length
+
+
+def test_a_desired_version_older_than_the_installed_one_is_a_signed_rollback(
+    sqlite_fleet: Any,
+) -> None:
+    fleet = sqlite_fleet
+    dev = fleet.device()
+    fleet.release("kws", 1, {"fp32": {}})
+    fleet.release("kws", 2, {"fp32": {}})
+    installed = InstalledModel("kws", 2, "fp32").to_dict()
+    assert _assignment(fleet, dev, dev.checkin(installed)).version == 2
+    r = fleet.client.put("/v1/admin/models/kws/desired", json={"version": 1}, headers=fleet.admin)
+    assert r.status_code == 200
+    back = _assignment(fleet, dev, dev.checkin(installed))
+    assert (back.version, back.rollback) == (1, True)
+    unpublished = fleet.client.put(
+        "/v1/admin/models/kws/desired", json={"version": 7}, headers=fleet.admin
+    )
+    assert unpublished.status_code == 409
+
+
+def _bad_requests(dev: Any) -> dict[str, tuple[bytes, dict[str, str]]]:
+    payload = {"agent_version": "0.1.0", "health": "ok"}
+    body, headers = dev.signed("/v1/checkin", payload)
+    tampered = body.replace(b'"ok"', b'"failing"')
+    stale, stale_h = dev.signed("/v1/checkin", payload, timestamp=int(time.time()) - 3600)
+    unsigned = {k: v for k, v in headers.items() if k != "Edgeloop-Signature"}
+    other = dict(headers, **{"Edgeloop-Device": "d-" + "0" * 32})
+    return {
+        "tampered body": (tampered, headers),
+        "stale timestamp": (stale, stale_h),
+        "no signature": (body, unsigned),
+        "unknown device": (body, other),
+    }
+
+
+def test_bad_signatures_stale_and_unknown_requests_get_401_and_change_nothing(fleet: Any) -> None:
+    dev = fleet.device()
+    for what, (body, headers) in _bad_requests(dev).items():
+        before = _state(fleet)
+        r = fleet.client.post("/v1/checkin", content=body, headers=headers)
+        assert r.status_code == 401, what
+        assert _state(fleet) == before, what
+    metrics = fleet.client.get("/metrics").text
+    assert 'edgeloop_fleet_auth_failures_total{reason="stale"} 1.0' in metrics
+    assert 'edgeloop_fleet_auth_failures_total{reason="bad_signature"} 1.0' in metrics
+    assert 'edgeloop_fleet_auth_failures_total{reason="unknown_device"} 1.0' in metrics
+
+
+def test_a_replayed_request_is_refused_and_changes_nothing(fleet: Any) -> None:
+    dev = fleet.device()
+    body, headers = dev.signed("/v1/checkin", {"agent_version": "0.1.0", "health": "ok"})
+    assert fleet.client.post("/v1/checkin", content=body, headers=headers).status_code == 200
+    before = _state(fleet)
+    replay = fleet.client.post("/v1/checkin", content=body, headers=headers)
+    assert replay.status_code == 401
+    assert "seen before" in replay.json()["detail"]
+    assert _state(fleet) == before
+
+
+def test_a_revoked_device_gets_403_and_changes_nothing(fleet: Any) -> None:
+    dev = fleet.device()
+    r = fleet.client.post(f"/v1/admin/devices/{dev.device_id}/revoke", headers=fleet.admin)
+    assert r.status_code == 200 and r.json()["revoked"] is True
+    before = _state(fleet)
+    assert dev.checkin().status_code == 403
+    report = {"device_id": dev.device_id, "model": None, "version": None, "window_s": 60.0}
+    assert dev.post("/v1/telemetry", report).status_code == 403
+    assert _state(fleet) == before
+
+
+def test_telemetry_lands_in_the_inventory(fleet: Any) -> None:
+    dev = fleet.device()
+    installed = InstalledModel("kws", 1, "int8", "ab" * 32).to_dict()
+    assert dev.checkin(installed, last_error="none").status_code == 200
+    report = {
+        "device_id": dev.device_id,
+        "model": "kws",
+        "version": 1,
+        "window_s": 60.0,
+        "metrics": {"requests": 120.0, "errors": 1.0, "p50_ms": 2.5, "p99_ms": 9.0, "rss_mb": 80.0},
+        "agent_version": "0.1.0",
+    }
+    r = dev.post("/v1/telemetry", report)
+    assert r.status_code == 202 and r.json() == {"accepted": 1}
+    foreign = dict(report, device_id="d-" + "1" * 32)
+    assert dev.post("/v1/telemetry", foreign).status_code == 403
+    info = fleet.client.get(f"/v1/admin/devices/{dev.device_id}", headers=fleet.admin).json()
+    assert info["installed"]["version"] == 1 and info["installed"]["variant"] == "int8"
+    assert info["health"] == "ok" and info["agent_version"] == "0.1.0"
+    assert info["profile"]["isa"] == ["avx2", "avx512_vnni"]
+    assert info["last_seen"] is not None
+    assert [rep["metrics"]["p99_ms"] for rep in info["reports"]] == [9.0]
+    listed = fleet.client.get("/v1/admin/devices", headers=fleet.admin).json()["devices"]
+    assert [d["device_id"] for d in listed] == [dev.device_id]
+
+
+def test_malformed_bodies_are_400_with_the_field_named(sqlite_fleet: Any) -> None:
+    dev = sqlite_fleet.device()
+    r = dev.post("/v1/checkin", {"agent_version": "0.1.0", "health": "great"})
+    assert r.status_code == 400 and "health 'great'" in r.json()["detail"]
+    r = dev.post("/v1/telemetry", {"device_id": dev.device_id})
+    assert r.status_code == 400 and "window_s" in r.json()["detail"]
+
+
+def test_the_data_key_is_rewrapped_so_only_that_device_decrypts(sqlite_fleet: Any) -> None:
+    fleet = sqlite_fleet
+    dev, other = fleet.device(), fleet.device()
+    fleet.release("kws", 1, {"fp32": {}})
+    a = _assignment(fleet, dev, dev.checkin())
+    r = dev.post("/v1/keys", {"target": a.target})
+    assert r.status_code == 200, r.text
+    recipient = r.json()["recipient"]
+    bundle = next(fleet.settings.tuf_path.glob("targets/kws/1/*.elb")).read_bytes()
+    trust = Trust.from_root_bytes(fleet.settings.keys_path.joinpath("root.json").read_bytes())
+    manifest = verify(bundle, trust)
+    model = decrypt(bundle, manifest, dev.encryption, recipient)
+    assert model.startswith(b"\x08")  # an ONNX ModelProto (field 1, ir_version)
+    with pytest.raises(Exception, match="not encrypted for|cannot unwrap|fails authentication"):
+        decrypt(bundle, manifest, other.encryption, recipient)
+    assert dev.post("/v1/keys", {"target": "kws/9/nope.elb"}).status_code == 404
+
+
+def test_a_bundle_not_encrypted_to_the_fleet_key_is_refused(sqlite_fleet: Any) -> None:
+    fleet = sqlite_fleet
+    fleet.push("kws", 1, {"fp32": {}}, encrypt=False)
+    r = fleet.client.post(
+        "/v1/admin/releases", json={"model": "kws", "version": 1}, headers=fleet.admin
+    )
+    assert r.status_code == 409 and "not encrypted to this fleet" in r.json()["detail"]
+    assert fleet.client.get("/v1/admin/releases", headers=fleet.admin).json()["releases"] == []
+
+
+def test_admin_api_needs_the_admin_token(sqlite_fleet: Any) -> None:
+    c = sqlite_fleet.client
+    assert c.get("/v1/admin/devices").status_code == 401
+    wrong = {"Authorization": "Bearer " + "x" * 43}
+    assert c.post("/v1/admin/tokens", json={}, headers=wrong).status_code == 401
+    assert c.get("/v1/admin/devices", headers=sqlite_fleet.admin).status_code == 200
+
+
+def test_openapi_metrics_health_and_tuf_are_served(sqlite_fleet: Any) -> None:
+    c = sqlite_fleet.client
+    schema = c.get("/openapi.json").json()
+    assert {"/v1/enroll", "/v1/checkin", "/v1/telemetry", "/v1/keys", "/v1/admin/releases"} <= set(
+        schema["paths"]
+    )
+    assert c.get("/healthz").json()["status"] == "ok"
+    root = c.get("/tuf/metadata/root.json")
+    assert root.status_code == 200 and json.loads(root.content)["signed"]["_type"] == "root"
+    assert c.get("/tuf/metadata/timestamp.json").status_code == 200
+    assert c.get("/tuf/metadata/../../admin-token").status_code == 404
+    text = c.get("/metrics").text
+    assert 'edgeloop_fleet_devices{state="enrolled"} 0.0' in text
+    assert "edgeloop_fleet_request_seconds_bucket" in text
+
+
+def test_a_restarted_server_loses_nothing(fleet_settings: FleetSettings, fleet_on: Any) -> None:
+    with TestClient(create_app(fleet_settings)) as client:
+        fleet = fleet_on(fleet_settings, client)
+        token = fleet.token()
+        first = fleet.device()
+        root = client.get("/tuf/metadata/root.json").content
+    with TestClient(create_app(fleet_settings)) as client:
+        fleet = fleet_on(fleet_settings, client)
+        second = fleet.new_device()
+        assert second.enroll(token).status_code == 201  # a token issued before the restart
+        assert second.enrollment["director_key"] == first.enrollment["director_key"]
+        assert client.get("/tuf/metadata/root.json").content == root
+    with TestClient(create_app(fleet_settings)) as client:
+        fleet = fleet_on(fleet_settings, client)
+        first.client = second.client = client
+        listed = client.get("/v1/admin/devices", headers=fleet.admin).json()["devices"]
+        assert sorted(d["device_id"] for d in listed) == sorted([first.device_id, second.device_id])
+        assert first.checkin().status_code == 200
+        assert second.checkin().status_code == 200
