@@ -80,3 +80,7 @@ def server(
         workers=workers,
         log_level=log_level,
     )
+
+
+if __name__ == "__main__":  # ``python -m edgeloop.cli.server``: the command without the app
+    typer.run(server)
