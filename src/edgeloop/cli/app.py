@@ -27,6 +27,11 @@ COMMANDS: list[tuple[str, str]] = [
     ("bench", "edgeloop.cli.run:bench"),
     ("evaluate", "edgeloop.cli.run:evaluate"),
     ("optimize", "edgeloop.cli.optimize:optimize"),
+    ("prune", "edgeloop.cli.compress:prune"),
+    ("sparsify", "edgeloop.cli.compress:sparsify"),
+    ("distill", "edgeloop.cli.distill:distill"),
+    ("qat", "edgeloop.cli.compress:qat"),
+    ("binarize", "edgeloop.cli.compress:binarize"),
     ("pack", "edgeloop.cli.bundle:pack"),
     ("verify", "edgeloop.cli.bundle:verify"),
     ("release", "edgeloop.cli.bundle:release"),
@@ -89,9 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeloopError as e:
         if debug:
             raise
+        from rich.markup import escape
+
         from edgeloop.cli._console import err_console
 
-        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        # escaped: messages quote shapes like [batch, 8] that rich would take for markup
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True
+        )
         return e.exit_code
     except typer.Exit as e:
         return int(e.exit_code or 0)
