@@ -39,6 +39,8 @@ from edgeloop.optimize._torch_common import (
 
 __all__ = ["distill", "distillation_loss"]
 
+_PROJECTIONS = "distill_feature_projections"
+
 
 def distillation_loss(
     student_logits: torch.Tensor,
@@ -116,7 +118,7 @@ def distill(
     temperature: float = 4.0,
     alpha: float = 0.7,
     epochs: int = 5,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
     batch_size: int = 64,
     features: Sequence[tuple[str, str]] = (),
     feature_weight: float = 1.0,
@@ -175,7 +177,8 @@ def distill(
             loss = loss + feature_weight * F.mse_loss(s_feat, _match(s_feat, t_cap.values[b]))
         return loss
 
-    optimizer = torch.optim.Adam([*student.parameters(), *projections.parameters()], lr=lr)
+    # the projections train with the student (fit's optimizer and schedule), then go away
+    student.add_module(_PROJECTIONS, projections)
     call_progress(progress, "distilling", 0.0)
     start = time.perf_counter()
     try:
@@ -187,10 +190,10 @@ def distill(
             lr=lr,
             batch_size=batch_size,
             loss_fn=loss_fn,
-            optimizer=optimizer,
             seed=seed,
         )
     finally:
+        del student._modules[_PROJECTIONS]
         s_cap.remove()
         t_cap.remove()
         for p in teacher.parameters():
@@ -228,6 +231,23 @@ def student_kwargs(arch: str, data: Any, teacher_kwargs: Mapping[str, Any]) -> d
     return {**info.defaults, **{k: v for k, v in teacher_kwargs.items() if k in accepted}}
 
 
+def width_arg(arch: str, width: float) -> float | int:
+    """``width`` as the architecture takes it: a multiplier (float) or a channel count (int)."""
+    import inspect
+
+    from edgeloop.zoo import ARCHITECTURES
+    from edgeloop.zoo._registry import arch_info
+
+    param_ = inspect.signature(ARCHITECTURES[arch_info(arch).name].builder).parameters.get("width")
+    if param_ is None:
+        raise InputError(f"architecture {arch!r} has no width option")
+    if isinstance(param_.default, int) and not isinstance(param_.default, bool):
+        if not float(width).is_integer() or width < 1:
+            raise InputError(f"{arch!r} takes width as a channel count; got {width}")
+        return int(width)
+    return float(width)
+
+
 @register_pass("distill", "torch")
 def distill_pass(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
@@ -259,7 +279,7 @@ def distill_pass(
         temperature=float(param(params, "temperature", 4.0)),
         alpha=float(param(params, "alpha", 0.7)),
         epochs=int(param(params, "epochs", 5)),
-        lr=float(param(params, "lr", 1e-3)),
+        lr=float(param(params, "lr", 3e-3)),
         batch_size=int(param(params, "batch_size", 64)),
         features=[tuple(p) for p in param(params, "features", [])],
         progress=ctx.progress,

@@ -127,7 +127,7 @@ def prune(
     protect: Sequence[str] = (),
     layer_ratios: Mapping[str, float] | None = None,
     finetune_epochs: int = 0,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
     batch_size: int = 64,
     progress: Progress | None = None,
     seed: int = 0,
@@ -253,7 +253,17 @@ def prune(
     warnings = []
     if not shrunk:
         warnings.append("no layer lost channels: torch-pruning found nothing it could remove")
-    return CompressResult(model, details, time.perf_counter() - start, warnings)
+    history_ = [[n, bool(o), [int(i) for i in idx]] for n, o, idx in pruner.pruning_history()]
+    return CompressResult(
+        model, details, time.perf_counter() - start, warnings, {"pruning_history": history_}
+    )
+
+
+def _with_history(meta: Mapping[str, Any], history: list[Any]) -> dict[str, Any]:
+    """Checkpoint metadata that records the pruning, so a saved checkpoint can be rebuilt."""
+    extra = dict(meta.get("extra") or {})
+    extra["pruning_history"] = [*extra.get("pruning_history", []), *history]
+    return {**meta, "extra": extra}
 
 
 @register_pass("prune", "torch")
@@ -278,7 +288,7 @@ def prune_pass(
         protect=list(param(params, "protect", [])),
         layer_ratios=param(params, "layer_ratios", None),
         finetune_epochs=int(param(params, "finetune_epochs", 0)),
-        lr=float(param(params, "lr", 1e-3)),
+        lr=float(param(params, "lr", 3e-3)),
         batch_size=int(param(params, "batch_size", 64)),
         progress=ctx.progress,
         seed=ctx.seed,
@@ -287,6 +297,7 @@ def prune_pass(
         state,
         torch_model=res.model,
         notes=[*state.notes, f"pruned {res.details['ratio']:.0%} of channels"],
+        meta=_with_history(state.meta, res.artifacts["pruning_history"]),
     )
     step = StepResult("prune", dict(params), res.details, res.warnings, res.seconds)
     return new, step

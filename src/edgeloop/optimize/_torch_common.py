@@ -52,6 +52,8 @@ class CompressResult:
     details: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    # what is needed to save the result but not worth reporting (e.g. the pruning history)
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
 
 def as_dataset(data: Any, what: str = "dataset") -> Any:

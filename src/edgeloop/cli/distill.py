@@ -1,0 +1,82 @@
+"""``edgeloop distill``: train a small zoo student on a teacher checkpoint's soft targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def distill(
+    teacher: Path = typer.Option(..., "--teacher", "-t", help="Teacher checkpoint (.pt)."),
+    student: str = typer.Option(..., "--student", "-s", help="Student architecture (zoo name)."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="Dataset (default: the teacher's)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Student checkpoint to write (.pt)."),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    temperature: float = typer.Option(4.0, "--temperature", help="Softmax temperature (> 0)."),
+    alpha: float = typer.Option(
+        0.7, "--alpha", help="Weight of the soft-target loss; 1 - alpha goes to the labels."
+    ),
+    width: float | None = typer.Option(None, "--width", help="Student width multiplier."),
+    feature: list[str] = typer.Option(
+        [],
+        "--feature",
+        help="Match intermediate features: STUDENT_LAYER=TEACHER_LAYER (repeatable).",
+    ),
+    lr: float = typer.Option(3e-3, "--lr"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    samples: int | None = typer.Option(
+        None, "--samples", min=1, help="Use at most N training samples."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
+) -> None:
+    """Knowledge distillation: soft targets at a temperature plus hard labels."""
+    import torch
+
+    from edgeloop.cli.compress import bar, load_inputs, show
+    from edgeloop.errors import InputError
+    from edgeloop.optimize._distill import distill as run_distill
+    from edgeloop.optimize._distill import student_kwargs, width_arg
+    from edgeloop.optimize._torch_io import save_model
+    from edgeloop.zoo import build_model
+
+    if not temperature > 0:
+        raise InputError(f"--temperature must be > 0, got {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"--alpha must be in [0, 1], got {alpha}")
+    pairs = []
+    for f in feature:
+        s_name, sep, t_name = f.partition("=")
+        if not sep or not s_name or not t_name:
+            raise InputError(f"--feature {f!r}: expected STUDENT_LAYER=TEACHER_LAYER")
+        pairs.append((s_name, t_name))
+    model, meta, train, val = load_inputs(teacher, dataset, samples, seed)
+    kwargs = student_kwargs(student, train, meta.get("arch_kwargs") or {})
+    if width is not None:
+        kwargs["width"] = width_arg(student, width)
+    torch.manual_seed(seed)
+    net = build_model(student, **kwargs)
+    with bar(f"distill {teacher.name} -> {student}") as report:
+        res = run_distill(
+            model, net, train, val, temperature=temperature, alpha=alpha, epochs=epochs,
+            lr=lr, batch_size=batch_size, features=pairs, progress=report, seed=seed,
+        )  # fmt: skip
+    d = res.details
+    save_model(
+        res.model, out, meta, arch=student, arch_kwargs=kwargs,
+        metrics={"accuracy": d["student_accuracy"]} if "student_accuracy" in d else None,
+        note=f"distilled from {teacher.name} (T={temperature}, alpha={alpha})",
+    )  # fmt: skip
+    d.update(out=str(out), student=student, student_kwargs=kwargs, seconds=round(res.seconds, 2))
+
+    def pct(v: object) -> str:
+        return "-" if v is None else f"{100 * float(v):.2f}%"  # type: ignore[arg-type]
+
+    rows = [
+        ("MACs", f"{d['teacher_macs']:,}", f"{d['student_macs']:,} ({d['macs_ratio']:.2f}x)"),
+        ("val accuracy", pct(d.get("teacher_accuracy")), pct(d.get("student_accuracy"))),
+    ]
+    show(f"distill: teacher {teacher.name} / student {student} -> {out}", rows, d, as_json)
