@@ -53,6 +53,8 @@ _LAZY: dict[str, str] = {
     "rotate_key": "edgeloop.update",
     "fetch_bundle": "edgeloop.update",
     "Registry": "edgeloop.registry",
+    "create_app": "edgeloop.fleet",
+    "FleetSettings": "edgeloop.fleet",
     "optimize": "edgeloop.optimize",
     "load_recipe": "edgeloop.optimize",
     "list_recipes": "edgeloop.optimize",
