@@ -12,10 +12,12 @@ __all__ = ["export_state", "state_from_checkpoint"]
 
 
 def state_from_checkpoint(path: Path) -> ModelState:
-    """A torch state from a zoo checkpoint, with its metadata (input spec, task, dataset)."""
-    from edgeloop.zoo import load_checkpoint
+    """A torch state from a zoo checkpoint, with its metadata (input spec, task, dataset).
 
-    model, meta = load_checkpoint(path)
+    Pruned checkpoints (``edgeloop prune``) load too: their pruning history is replayed."""
+    from edgeloop.optimize._torch_io import load_model
+
+    model, meta = load_model(path)
     return ModelState(
         "torch",
         torch_model=model,
