@@ -10,6 +10,7 @@ model misses raises :class:`BudgetError` after everything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -82,6 +83,15 @@ def _initial_state(model: Any, work: Path) -> tuple[ModelState, str]:
     )
 
 
+def _scaled(note: Progress, name: str, i: int, n: int) -> Progress:
+    """A pass's own progress (0..1) mapped into its slice of the whole recipe."""
+
+    def inner(msg: str, frac: float) -> None:
+        note(f"{name}: {msg}", (i + min(max(frac, 0.0), 1.0)) / n)
+
+    return inner
+
+
 def _to_onnx(state: ModelState, work: Path, data: Any, n: int) -> ModelState:
     if state.kind == "onnx":
         return state
@@ -130,9 +140,12 @@ def optimize(
 
     try:
         state, name = _initial_state(model, work)
-        state = _to_onnx(state, work, data, 0)
-        assert state.onnx_path is not None
-        source = state.onnx_path
+        exported = _to_onnx(state, work, data, 0)
+        assert exported.onnx_path is not None
+        source = exported.onnx_path
+        # a torch model stays torch for the recipe's torch passes (prune, distill ...); the
+        # export above is the baseline every step is measured against
+        state = exported if state.kind == "onnx" else dataclasses.replace(state, meta=exported.meta)
         source_sha = model_sha256(source)
         specs = input_specs(load_onnx(source, with_weights=False))
         md = (
@@ -165,6 +178,7 @@ def optimize(
         for i, spec in enumerate(rec.passes):
             note(f"pass {i + 1}/{len(rec.passes)}: {spec.name}", i / len(rec.passes))
             fn = get_pass(spec.name)
+            ctx.progress = _scaled(note, spec.name, i, len(rec.passes))
             ctx.workdir = work / f"{i + 1:02d}_{spec.name}"
             ctx.workdir.mkdir(parents=True, exist_ok=True)
             if fn.input_kind == "onnx":

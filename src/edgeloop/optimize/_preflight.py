@@ -15,6 +15,8 @@ int8 slower than fp32.
 
 from __future__ import annotations
 
+import functools
+import platform
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -44,19 +46,28 @@ _QUANT_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose", "Attention", "LSTM", "G
 
 
 def local_profile(target: str | DeviceProfile | None = None) -> DeviceProfile | None:
-    """The target's profile: given, a built-in target by name, or this machine (measured)."""
+    """The target's profile: given, a built-in target by name, or this machine's CPU and ISA
+    (read from the OS, no benchmark: the preflight needs only the instruction sets)."""
     if isinstance(target, DeviceProfile):
         return target
-    try:
-        import edgeloop.hardware as hw
-    except ImportError:
-        return None
-    try:
-        if target is not None:
-            return hw.load_target(target)  # type: ignore[attr-defined,no-any-return]
-        return hw.profile_device()  # type: ignore[attr-defined,no-any-return]
-    except AttributeError:
-        return None
+    import edgeloop.hardware as hw
+
+    if target is not None:
+        return hw.load_target(target)
+    return _this_machine()
+
+
+@functools.lru_cache(maxsize=1)
+def _this_machine() -> DeviceProfile:
+    import edgeloop.hardware as hw
+
+    return DeviceProfile(
+        name="this machine",
+        source="measured",
+        arch=platform.machine(),
+        cpu_model=hw.cpu_model(),
+        isa=tuple(hw.isa_features()),
+    )
 
 
 def preflight(model: onnx.ModelProto, profile: DeviceProfile | None) -> Preflight:
