@@ -76,6 +76,9 @@ def _installed(info: SlotInfo | None) -> InstalledModel | None:
 class Agent:
     """The device agent. See ``docs/fleet.md`` for the state directory and failure behaviour.
 
+    A new model is on trial after the switch: errors above ``trial_max_error_rate`` (after
+    ``trial_min_requests``) return to the known-good slot; a trial that lasted
+    ``confirm_after_s`` (default: one poll interval) is confirmed at the next poll.
     ``cache``: share loaded models between agents of one process (the simulator does);
     ``http``: share one connection pool; ``writer``/``on_step``: fault injection for tests.
     """
@@ -95,7 +98,7 @@ class Agent:
         writer: Writer | None = None,
         on_step: Callable[[str], None] | None = None,
         poll_interval_s: float = 60.0,
-        confirm_after_s: float = 0.0,
+        confirm_after_s: float | None = None,
         trial_min_requests: int = 5,
         trial_max_error_rate: float = 0.5,
         rng: random.Random | None = None,
@@ -112,12 +115,14 @@ class Agent:
         self.identity = self.store.load_identity()
         self._http = http
         self._own_http = http is None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
         self.backoff = Backoff(interval=poll_interval_s, rng=rng or random.Random())
         self.confirm_after_s = confirm_after_s
         self.trial_min_requests = trial_min_requests
         self.trial_max_error_rate = trial_max_error_rate
         self.telemetry = Telemetry()
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # the last install or model failure (reported)
+        self.poll_error: str | None = None  # the last poll's failure; None once one succeeds
         self.degraded = False
         self._lock = threading.RLock()
         self._model: LoadedModel | None = None
@@ -128,7 +133,7 @@ class Agent:
             self.store,
             self.encryption_key,
             self.trust,
-            cache or ModelCache(),
+            cache if cache is not None else ModelCache(),
             shared=cache is not None,
             on_step=on_step,
         )
@@ -262,7 +267,8 @@ class Agent:
         with self._lock:
             if not self.state.trial or self._model is None:
                 return
-            if time.monotonic() - self._switched_at >= self.confirm_after_s:
+            wait = self.backoff.interval if self.confirm_after_s is None else self.confirm_after_s
+            if time.monotonic() - self._switched_at >= wait:
                 self._commit(confirm(self.state))
 
     def status(self) -> dict[str, Any]:
@@ -276,6 +282,7 @@ class Agent:
             "trial": self.state.trial,
             "health": self.health(),
             "last_error": self.last_error,
+            "poll_error": self.poll_error,
             "telemetry": self.telemetry.metrics(),
         }
 
@@ -360,8 +367,11 @@ class Agent:
     def _client(self) -> FleetClient:
         if self.server_url is None:
             raise AgentError("this agent has no server URL; it can only serve what it holds")
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=30.0)
+        loop = asyncio.get_running_loop()
+        if self._own_http and (self._http is None or self._http_loop is not loop):
+            # a client's connections belong to the event loop that opened them
+            self._http, self._http_loop = httpx.AsyncClient(timeout=30.0), loop
+        assert self._http is not None
         return FleetClient(self.server_url, self._http, self.signing_key)
 
     async def enroll(self) -> str:
@@ -426,16 +436,20 @@ class Agent:
         try:
             device_id = await self.enroll()
             client = self._client()
+            self.check_trial()  # a trial that served since the last poll without failing
             await client.telemetry(self.report())
             response = await client.checkin(device_id, self.checkin_body())
             self.backoff.interval = float(response.poll_interval_s)
             if response.assignment is not None:
+                before = self.checkin_body()
                 await self.apply(self._verify(response.assignment))
-            self.check_trial()
+                if self.checkin_body() != before:  # tell the server now, not a poll later
+                    await client.checkin(device_id, self.checkin_body())
         except RETRYABLE as e:
-            self.last_error = f"poll failed: {e}"
+            self.poll_error = f"poll failed: {type(e).__name__}: {e}"
             self.telemetry.count("poll_failures")
             return self.backoff.failed()
+        self.poll_error = None
         return self.backoff.succeeded()
 
     async def apply(self, assignment: Assignment) -> bool:
@@ -469,9 +483,22 @@ class Agent:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
     async def aclose(self) -> None:
+        """Close the agent's own HTTP client (a shared one belongs to its owner)."""
         if self._own_http and self._http is not None:
-            await self._http.aclose()
+            if self._http_loop is asyncio.get_running_loop():
+                await self._http.aclose()
             self._http = None
+
+    def poll_sync(self) -> float:
+        """One poll from synchronous code (its own event loop, closed afterwards)."""
+
+        async def once() -> float:
+            try:
+                return await self.poll_once()
+            finally:
+                await self.aclose()
+
+        return asyncio.run(once())
 
     def close(self) -> None:
         self._set_model(None)

@@ -10,30 +10,34 @@ from typing import Any
 import typer
 
 
-def _admin_token(token: str | None, data: Path | None) -> str:
-    from edgeloop.errors import InputError
-
+def _admin_token(ctx: typer.Context, token: str | None) -> str:
     if token:
         return token
-    if data is not None:
-        return (data / "admin-token").read_text().strip()
-    env = os.environ.get("EDGELOOP_ADMIN_TOKEN")
-    if env:
-        return env
-    raise InputError("no admin token: pass --admin-token, --data DIR or set EDGELOOP_ADMIN_TOKEN")
+    from edgeloop.cli.fleet import _token
+
+    return _token(ctx.obj or {})
+
+
+def _server(ctx: typer.Context, server: str | None) -> str:
+    from edgeloop.cli.fleet import DEFAULT_SERVER
+
+    opts = ctx.obj or {}
+    return server or opts.get("server") or os.environ.get("EDGELOOP_SERVER") or DEFAULT_SERVER
 
 
 def simulate(
+    ctx: typer.Context,
     devices: int = typer.Option(10, "--devices", "-n", min=1, help="How many agents to run."),
-    server: str = typer.Option("http://127.0.0.1:8700", "--server", help="The fleet server."),
+    server: str | None = typer.Option(
+        None, "--server", help="The fleet server (default: the fleet group's --server)."
+    ),
     profiles: str = typer.Option(
         "mix", "--profiles", help="'mix' (built-in targets in turn), 'this', or a target name."
     ),
     duration: float = typer.Option(30.0, "--duration", min=0.1, help="Seconds to run."),
     admin_token: str | None = typer.Option(
-        None, "--admin-token", help="Admin token (or --data, or $EDGELOOP_ADMIN_TOKEN)."
+        None, "--admin-token", help="Admin token (default: as the other fleet commands find it)."
     ),
-    data: Path | None = typer.Option(None, "--data", help="The server's data dir (admin token)."),
     model: str | None = typer.Option(None, "--model", help="The model the devices follow."),
     state_root: Path | None = typer.Option(
         None, "--state-root", help="Where the devices' state dirs go (default: a temp dir)."
@@ -48,7 +52,8 @@ def simulate(
     from edgeloop.agent import Simulator, create_tokens, simulated_profiles
     from edgeloop.cli._console import print_json, table
 
-    token = _admin_token(admin_token, data)
+    token = _admin_token(ctx, admin_token)
+    server = _server(ctx, server)
 
     async def main(root: Path) -> Any:
         tokens = await create_tokens(server, token, devices, model=model)

@@ -1,0 +1,128 @@
+"""The real fleet server and real agents on loopback: enroll, TUF download, install, serve."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+from edgeloop.agent import Agent, Simulator, simulated_profiles
+from edgeloop.hardware import load_target
+
+X = np.ones((1, 4), dtype=np.float32)
+
+
+def _poll(agent: Agent) -> float:
+    return agent.poll_sync()
+
+
+def _agent(fleet_server, tmp_path, name: str, target: str = "rpi4") -> Agent:
+    return Agent(
+        fleet_server.url,
+        tmp_path / name,
+        enroll_token=fleet_server.token(),
+        profile=load_target(target),
+        poll_interval_s=1.0,
+        confirm_after_s=0.0,
+    )
+
+
+@pytest.mark.slow
+def test_publish_enroll_install_upgrade_rollback(fleet_server, tmp_path):
+    fleet_server.publish("kws", 1, scale=1.0)
+    agents = [_agent(fleet_server, tmp_path, f"dev{i}", t) for i, t in enumerate(["rpi4", "rpi5"])]
+    for a in agents:
+        _poll(a)
+        assert a.last_error is None and a.poll_error is None
+        assert a.model is not None and (a.model.name, a.model.version) == ("kws", 1)
+        assert float(a.predict({"x": X})["y"][0, 0]) == 1.0
+    # the server's inventory sees what each device runs
+    info = fleet_server.device(str(agents[0].device_id))
+    assert info["installed"]["version"] == 1 and info["health"] == "ok"
+
+    fleet_server.publish("kws", 2, scale=2.0)
+    a = agents[0]
+    _poll(a)  # downloads through TUF, verifies, self-tests, switches (on trial)
+    assert a.model is not None and a.model.version == 2 and a.state.trial
+    assert float(a.predict({"x": X})["y"][0, 0]) == 2.0
+    _poll(a)  # healthy through a poll: confirmed
+    assert not a.state.trial and a.state.known_good == a.state.active
+    assert fleet_server.device(str(a.device_id))["installed"]["version"] == 2
+
+    installs = a.telemetry.totals.get("installs", 0)
+    fleet_server.desire("kws", 1)  # an older version: the director signs a rollback
+    _poll(a)
+    assert a.model is not None and a.model.version == 1
+    assert a.telemetry.totals.get("switches") == 1  # switched slots ...
+    assert a.telemetry.totals.get("installs", 0) == installs  # ... without a download
+    assert float(a.predict({"x": X})["y"][0, 0]) == 1.0
+    for ag in agents:
+        ag.close()
+
+
+@pytest.mark.slow
+def test_server_down_keeps_serving_then_recovers(fleet_server, tmp_path):
+    fleet_server.publish("kws", 1, scale=3.0)
+    a = _agent(fleet_server, tmp_path, "dev")
+    _poll(a)
+    assert a.model is not None and a.model.version == 1
+    fleet_server.stop()
+    delays = [_poll(a) for _ in range(3)]
+    assert a.telemetry.totals["poll_failures"] == 3
+    assert delays[0] <= 1.0 and a.backoff.failures == 3  # backing off, not hammering
+    assert float(a.predict({"x": X})["y"][0, 0]) == 3.0  # still serving
+    fleet_server.start()
+    _poll(a)
+    assert a.backoff.failures == 0 and a.poll_error is None
+    # a restarted agent (new process) serves from its slots before any network
+    a.close()
+    again = Agent(fleet_server.url, a.store.root)
+    assert float(again.predict({"x": X})["y"][0, 0]) == 3.0
+
+
+@pytest.mark.slow
+def test_revoked_device_keeps_serving_and_is_refused(fleet_server, tmp_path):
+    fleet_server.publish("kws", 1, scale=1.0)
+    a = _agent(fleet_server, tmp_path, "dev")
+    _poll(a)
+    r = httpx.post(
+        fleet_server.url + f"/v1/admin/devices/{a.device_id}/revoke", headers=fleet_server.admin
+    )
+    assert r.status_code == 200
+    _poll(a)
+    assert "403" in (a.poll_error or "")
+    assert a.model is not None and a.model.version == 1
+
+
+@pytest.mark.slow
+def test_simulator_runs_a_handful_of_agents(fleet_server, tmp_path):
+    fleet_server.publish("kws", 1, scale=1.0)
+    n = 5
+    tokens = [fleet_server.token() for _ in range(n)]
+
+    async def run():
+        sim = Simulator(
+            fleet_server.url,
+            tmp_path / "sim",
+            tokens,
+            simulated_profiles("mix", n),
+            poll_interval_s=1.0,
+            rps=5.0,
+        )
+        try:
+            return await sim.run(6.0)
+        finally:
+            await sim.aclose()
+
+    result = asyncio.run(run())
+    assert result.enrolled == n
+    assert result.serving == {"kws@1": n}
+    assert result.loads == 1  # one model in memory for all devices
+    assert result.requests["/v1/checkin"]["count"] >= n
+    assert result.requests["/v1/checkin"]["errors"] == 0
+    assert result.inferences > 0 and result.inference_errors == 0
+    devices = httpx.get(fleet_server.url + "/v1/admin/devices", headers=fleet_server.admin).json()
+    targets = {d["profile"]["name"] for d in devices["devices"]}
+    assert len(targets) > 1  # a mix of hardware profiles
