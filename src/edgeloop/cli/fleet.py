@@ -87,22 +87,16 @@ def token(
     ),
     ttl: float = typer.Option(86400.0, "--ttl", help="Seconds until the token expires."),
     label: list[str] = typer.Option([], "--label", help="KEY=VALUE label for the device (repeat)."),
-    uses: int = typer.Option(1, "--uses", min=1, help="Devices that may enroll with it."),
     as_json: bool = _json_opt(),
 ) -> None:
-    """Create an enrollment token (one-time unless --uses N), printed on stdout."""
+    """Create a one-time enrollment token (printed on stdout)."""
     labels = {}
     for item in label:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InputError(f"--label {item!r}: expected KEY=VALUE")
         labels[key] = value
-    out = _call(
-        ctx,
-        "POST",
-        "/v1/admin/tokens",
-        {"model": model, "ttl_s": ttl, "labels": labels, "uses": uses},
-    )
+    out = _call(ctx, "POST", "/v1/admin/tokens", {"model": model, "ttl_s": ttl, "labels": labels})
     if as_json:
         from edgeloop.cli._console import print_json
 
