@@ -19,7 +19,6 @@ from edgeloop.artifacts import ModelCard
 from edgeloop.errors import RegistryError
 from edgeloop.registry._db import utcnow
 from edgeloop.registry._tables import (
-    AliasEventRow,
     AliasRow,
     BlobRow,
     BundleRow,
@@ -29,7 +28,6 @@ from edgeloop.registry._tables import (
     VersionRow,
 )
 from edgeloop.registry._types import (
-    AliasEvent,
     BlobInfo,
     BundleInfo,
     Evaluation,
@@ -39,9 +37,9 @@ from edgeloop.registry._types import (
 )
 
 __all__ = [
+    "utc",
     "add_bundle",
     "add_evaluation",
-    "alias_history",
     "create_version",
     "ensure_blob",
     "find_versions",
@@ -50,17 +48,13 @@ __all__ = [
     "list_models",
     "list_versions",
     "model_row",
-    "remove_alias",
     "resolve",
-    "set_alias",
     "version_info",
     "version_row",
 ]
 
-ALIAS_ACTIONS = ("set", "rollback", "remove")
 
-
-def _utc(value: datetime) -> datetime:
+def utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything the registry stores is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
@@ -233,7 +227,7 @@ def _bundle_info(session: Session, model: ModelRow, v: VersionRow, b: BundleRow)
         length=blob.length,
         path=blob.path,
         requirements=dict(b.requirements),
-        created_at=_utc(b.created_at),
+        created_at=utc(b.created_at),
         created_by=b.created_by,
     )
 
@@ -279,7 +273,7 @@ def _evaluation(name: str, version: int, e: EvaluationRow) -> Evaluation:
         e.value,
         e.dataset,
         e.dataset_sha256,
-        _utc(e.created_at),
+        utc(e.created_at),
         e.created_by,
     )
 
@@ -303,7 +297,7 @@ def version_info(session: Session, model: ModelRow, row: VersionRow) -> VersionI
         card=ModelCard.from_json(row.card_json) if row.card_json else None,
         card_sha256=row.card_sha256,
         description=row.description,
-        created_at=_utc(row.created_at),
+        created_at=utc(row.created_at),
         created_by=row.created_by,
         aliases=tuple(aliases),
         bundles=tuple(_bundle_info(session, model, row, b) for b in bundles),
@@ -359,7 +353,7 @@ def _model_info(session: Session, model: ModelRow) -> ModelInfo:
     return ModelInfo(
         name=model.name,
         description=model.description,
-        created_at=_utc(model.created_at),
+        created_at=utc(model.created_at),
         created_by=model.created_by,
         versions=tuple(_versions_of(session, model)),
         aliases={a: int(v) for a, v in pairs},
@@ -396,103 +390,3 @@ def find_versions(session: Session, sha256: str) -> list[VersionInfo]:
         assert model is not None
         out.append(version_info(session, model, r))
     return out
-
-
-def set_alias(
-    session: Session,
-    name: str,
-    alias: str,
-    version: int,
-    *,
-    reason: str,
-    actor: str,
-    action: str | None = None,
-) -> AliasEvent:
-    """Point ``alias`` at ``version`` and record the move.
-
-    ``action`` defaults to ``rollback`` when the alias moves to an older version, else ``set``.
-    """
-    check_name(alias, "alias")
-    if action is not None and action not in ALIAS_ACTIONS[:2]:
-        raise RegistryError(f"alias action {action!r} is not one of set, rollback")
-    model, row = version_row(session, name, version)
-    current = session.scalars(
-        sa.select(AliasRow)
-        .where(AliasRow.model_id == model.id, AliasRow.name == alias)
-        .with_for_update()
-    ).one_or_none()
-    before: int | None = None
-    now = utcnow()
-    if current is None:
-        session.add(AliasRow(model_id=model.id, name=alias, version_id=row.id, updated_at=now))
-    else:
-        old = session.get(VersionRow, current.version_id)
-        before = old.version if old is not None else None
-        current.version_id = row.id
-        current.updated_at = now
-    if action is None:
-        action = "rollback" if before is not None and version < before else "set"
-    return _record(session, model, alias, action, before, version, reason, actor, now)
-
-
-def remove_alias(session: Session, name: str, alias: str, *, reason: str, actor: str) -> AliasEvent:
-    check_name(alias, "alias")
-    model = model_row(session, name)
-    current = session.scalars(
-        sa.select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.name == alias)
-    ).one_or_none()
-    if current is None:
-        raise RegistryError(f"model {name!r} has no alias {alias!r} to remove")
-    old = session.get(VersionRow, current.version_id)
-    session.delete(current)
-    before = old.version if old is not None else None
-    return _record(session, model, alias, "remove", before, None, reason, actor, utcnow())
-
-
-def _record(
-    session: Session,
-    model: ModelRow,
-    alias: str,
-    action: str,
-    before: int | None,
-    after: int | None,
-    reason: str,
-    actor: str,
-    when: datetime,
-) -> AliasEvent:
-    session.add(
-        AliasEventRow(
-            model_id=model.id,
-            alias=alias,
-            action=action,
-            from_version=before,
-            to_version=after,
-            reason=reason,
-            actor=actor,
-            created_at=when,
-        )
-    )
-    session.flush()
-    return AliasEvent(model.name, alias, action, before, after, reason, actor, when)
-
-
-def alias_history(session: Session, name: str, alias: str | None = None) -> list[AliasEvent]:
-    """Every move of ``alias`` (or of all the model's aliases), oldest first."""
-    model = model_row(session, name)
-    stmt = sa.select(AliasEventRow).where(AliasEventRow.model_id == model.id)
-    if alias is not None:
-        stmt = stmt.where(AliasEventRow.alias == alias)
-    rows = session.scalars(stmt.order_by(AliasEventRow.id)).all()
-    return [
-        AliasEvent(
-            name,
-            r.alias,
-            r.action,
-            r.from_version,
-            r.to_version,
-            r.reason,
-            r.actor,
-            _utc(r.created_at),
-        )
-        for r in rows
-    ]

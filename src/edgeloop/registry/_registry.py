@@ -10,11 +10,12 @@ from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import Manifest, ModelCard
 from edgeloop.errors import BundleFormatError, RegistryError
-from edgeloop.registry import _ops
+from edgeloop.registry import _aliases, _ops
 from edgeloop.registry._blobs import BlobStore
 from edgeloop.registry._db import (
     default_data_dir,
@@ -76,25 +77,32 @@ def default_actor() -> str:
 class Registry:
     """Models, versions, cards, evaluations, bundles, aliases and lineage.
 
-    ``url`` is a SQLAlchemy URL (default ``$EDGELOOP_DB``, else ``edgeloop.db`` in the data
-    dir); ``data_dir`` holds the blobs (default ``$EDGELOOP_DATA``, else the user data dir).
-    The schema is migrated to the newest revision when the registry opens.
+    ``url`` is a SQLAlchemy URL or engine (default ``$EDGELOOP_DB``, else ``edgeloop.db`` in
+    the data dir); ``data_dir`` holds the blobs (default ``$EDGELOOP_DATA``, else the user
+    data dir). The schema is migrated to the newest revision when the registry opens.
     """
 
     def __init__(
-        self, url: str | None = None, data_dir: str | Path | None = None, *, migrate: bool = True
+        self,
+        url: str | Engine | None = None,
+        data_dir: str | Path | None = None,
+        *,
+        migrate: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         if url is None:
             url = os.environ.get("EDGELOOP_DB") or f"sqlite:///{self.data_dir / 'edgeloop.db'}"
-        self.url = url
-        self.engine = make_engine(url)
+        # An engine passed in (a server sharing one pool) stays open when the registry closes.
+        self._owns_engine = not isinstance(url, Engine)
+        self.engine = url if isinstance(url, Engine) else make_engine(url)
+        self.url = self.engine.url.render_as_string(hide_password=True)
         self.blobs = BlobStore(self.data_dir)
         if migrate:
             upgrade(self.engine)
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     def __enter__(self) -> Registry:
         return self
@@ -156,7 +164,7 @@ class Registry:
                             actor=actor,
                         )
                     if alias is not None:
-                        _ops.set_alias(s, name, alias, info.version, reason=reason, actor=actor)
+                        _aliases.set_alias(s, name, alias, info.version, reason=reason, actor=actor)
                     return _ops.get_version(s, name, info.version)
             except sa.exc.IntegrityError as e:
                 # Another writer took the same version number or model name: try again.
@@ -232,7 +240,7 @@ class Registry:
         """
         with write_session(self.engine) as s:
             v = self._resolve(s, ref)
-            return _ops.set_alias(
+            return _aliases.set_alias(
                 s,
                 v.model,
                 alias,
@@ -246,7 +254,9 @@ class Registry:
         self, model: str, alias: str, *, reason: str = "", actor: str | None = None
     ) -> AliasEvent:
         with write_session(self.engine) as s:
-            return _ops.remove_alias(s, model, alias, reason=reason, actor=actor or default_actor())
+            return _aliases.remove_alias(
+                s, model, alias, reason=reason, actor=actor or default_actor()
+            )
 
     # --- reads ------------------------------------------------------------------------
 
@@ -283,7 +293,7 @@ class Registry:
 
     def alias_history(self, model: str, alias: str | None = None) -> list[AliasEvent]:
         with read_session(self.engine) as s:
-            return _ops.alias_history(s, model, alias)
+            return _aliases.alias_history(s, model, alias)
 
     def lineage(self, ref: str) -> LineageNode:
         """The tree of what ``ref`` came from, resolved against this registry."""
