@@ -88,9 +88,10 @@ def create_token(s: Session, req: TokenRequest, now: datetime) -> TokenInfo:
             labels=dict(req.labels),
             created_at=now,
             expires_at=expires,
+            uses_left=req.uses,
         )
     )
-    return TokenInfo(token=token, expires_at=iso_time(expires), model=req.model)
+    return TokenInfo(token=token, expires_at=iso_time(expires), model=req.model, uses=req.uses)
 
 
 def enroll(s: Session, req: EnrollRequest, now: datetime) -> DeviceRow:
@@ -100,7 +101,7 @@ def enroll(s: Session, req: EnrollRequest, now: datetime) -> DeviceRow:
     ).first()
     if row is None:
         raise Refused(401, "bad_token", "enrollment token is not one this server issued")
-    if row.used_at is not None:
+    if row.uses_left <= 0:
         raise Refused(401, "used_token", f"enrollment token was already used by {row.device_id}")
     expires = _utc(row.expires_at)
     if expires is not None and expires <= now:
@@ -111,11 +112,11 @@ def enroll(s: Session, req: EnrollRequest, now: datetime) -> DeviceRow:
     if taken is not None:
         raise Refused(409, "conflict", f"signing key is already enrolled as device {taken}")
     device_id = "d-" + secrets.token_hex(16)
-    # Spend the token only if nobody else did meanwhile (two processes, one token).
+    # Spend one use only if one is left now (two processes may race for the last one).
     spent = s.execute(
         sa.update(TokenRow)
-        .where(TokenRow.id == row.id, TokenRow.used_at.is_(None))
-        .values(used_at=now, device_id=device_id)
+        .where(TokenRow.id == row.id, TokenRow.uses_left > 0)
+        .values(uses_left=TokenRow.uses_left - 1, used_at=now, device_id=device_id)
     )
     if getattr(spent, "rowcount", 0) != 1:
         raise Refused(401, "used_token", "enrollment token was used by a concurrent enrollment")

@@ -43,8 +43,9 @@ class TokenRow(Base):
     labels: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     created_at: Mapped[datetime] = mapped_column(_WHEN)
     expires_at: Mapped[datetime] = mapped_column(_WHEN)
-    used_at: Mapped[datetime | None] = mapped_column(_WHEN, nullable=True)
-    device_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    uses_left: Mapped[int] = mapped_column(sa.Integer)  # 1 for a one-time token
+    used_at: Mapped[datetime | None] = mapped_column(_WHEN, nullable=True)  # the last use
+    device_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)  # the last one
 
 
 class DeviceRow(Base):

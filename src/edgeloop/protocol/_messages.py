@@ -248,10 +248,15 @@ class TokenRequest(Artifact):
     model: str | None = None
     ttl_s: float = 86400.0
     labels: dict[str, str] = field(default_factory=dict)
+    uses: int = 1  # how many devices may enroll with it (1: a one-time token)
 
     def __post_init__(self) -> None:
         if self.model is not None:
             _name(self.model, "model")
+        _need(
+            _int(self.uses) and 1 <= self.uses <= 1_000_000,
+            f"uses {self.uses!r}: expected an int in [1, 1000000]",
+        )
         _need(
             isinstance(self.ttl_s, int | float)
             and not isinstance(self.ttl_s, bool)
@@ -267,6 +272,7 @@ class TokenInfo(Artifact):
     token: str
     expires_at: str
     model: str | None = None
+    uses: int = 1
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("labels", sa.JSON(), nullable=False),
         sa.Column("created_at", _WHEN, nullable=False),
         sa.Column("expires_at", _WHEN, nullable=False),
+        sa.Column("uses_left", sa.Integer(), nullable=False),
         sa.Column("used_at", _WHEN, nullable=True),
         sa.Column("device_id", sa.String(64), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_fleet_enroll_tokens")),
