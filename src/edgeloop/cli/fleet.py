@@ -87,16 +87,22 @@ def token(
     ),
     ttl: float = typer.Option(86400.0, "--ttl", help="Seconds until the token expires."),
     label: list[str] = typer.Option([], "--label", help="KEY=VALUE label for the device (repeat)."),
+    uses: int = typer.Option(1, "--uses", min=1, help="Devices that may enroll with it."),
     as_json: bool = _json_opt(),
 ) -> None:
-    """Create a one-time enrollment token (printed on stdout)."""
+    """Create an enrollment token (one-time unless --uses N), printed on stdout."""
     labels = {}
     for item in label:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InputError(f"--label {item!r}: expected KEY=VALUE")
         labels[key] = value
-    out = _call(ctx, "POST", "/v1/admin/tokens", {"model": model, "ttl_s": ttl, "labels": labels})
+    out = _call(
+        ctx,
+        "POST",
+        "/v1/admin/tokens",
+        {"model": model, "ttl_s": ttl, "labels": labels, "uses": uses},
+    )
     if as_json:
         from edgeloop.cli._console import print_json
 
