@@ -58,6 +58,12 @@ _LAZY: dict[str, str] = {
     "optimize": "edgeloop.optimize",
     "load_recipe": "edgeloop.optimize",
     "list_recipes": "edgeloop.optimize",
+    "prune": "edgeloop.optimize._prune",
+    "sparsify": "edgeloop.optimize._sparsity",
+    "distill": "edgeloop.optimize._distill",
+    "qat": "edgeloop.optimize._qat",
+    "binarize": "edgeloop.optimize._binary",
+    "load_binary": "edgeloop.optimize._binary",
 }
 
 __all__ = [

@@ -33,7 +33,34 @@ from edgeloop.optimize._recipes import (
     register_preset,
 )
 
+# PyTorch compression (import torch on first use, so an ONNX-only recipe never does)
+_TORCH_API: dict[str, str] = {
+    "prune": "edgeloop.optimize._prune",
+    "sparsify": "edgeloop.optimize._sparsity",
+    "distill": "edgeloop.optimize._distill",
+    "qat": "edgeloop.optimize._qat",
+    "export_qdq": "edgeloop.optimize._qat",
+    "binarize": "edgeloop.optimize._binary",
+    "save_binary": "edgeloop.optimize._binary",
+    "load_binary": "edgeloop.optimize._binary",
+    "load_model": "edgeloop.optimize._torch_io",
+    "save_model": "edgeloop.optimize._torch_io",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _TORCH_API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeloop.optimize' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    *sorted(_TORCH_API),
     "PASS_MODULES",
     "Budget",
     "Evaluator",
