@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,12 @@ def save(path: Path, nodes: list, inputs: list, outputs: list, inits: list = ())
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path
+
+
+@pytest.fixture
+def save_model() -> Callable[..., Path]:
+    """``save_model(path, nodes, inputs, outputs, initializers)``: check and write a model."""
+    return save
 
 
 @pytest.fixture

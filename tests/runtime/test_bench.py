@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,25 @@ def test_data_missing_an_input_is_refused_before_timing(two_input_model: Path) -
     bad = {"x": np.zeros((1, 8), np.float32)}
     with pytest.raises(ModelInputError, match="missing input 'ids'"):
         benchmark(two_input_model, data=bad, iterations=1)
+
+
+def test_memory_is_the_models_own(
+    identity_classifier: Path, tmp_path: Path, save_model: Callable[..., Path]
+) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((1024, 2048), np.float32), "W")  # 8 MiB
+    big = save_model(
+        tmp_path / "big.onnx",
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2048])],
+        [weights],
+    )
+    ballast = np.ones(64 * 2**20, np.uint8)  # the caller's memory must not count
+    r = benchmark(big, compare=identity_classifier, iterations=3, warmup=1)
+    assert ballast.sum() > 0
+    assert r.model_rss_mb is not None and r.compare and r.compare.model_rss_mb is not None
+    assert r.model_rss_mb >= 7.5
+    assert r.compare.model_rss_mb < r.model_rss_mb
+    assert r.peak_rss_mb is not None and r.peak_rss_mb < 1000

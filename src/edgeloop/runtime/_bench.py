@@ -60,6 +60,17 @@ class BenchResult:
 
 
 def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MiB.
+
+    On Linux, VmHWM from /proc: getrusage's ru_maxrss survives exec, so a child started by a
+    big parent would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows
@@ -68,7 +79,7 @@ def _peak_rss_mb() -> float | None:
         peak = getattr(psutil.Process().memory_info(), "peak_wset", None)
         return None if peak is None else peak / 2**20
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return ru / 2**20 if sys.platform == "darwin" else ru / 2**10  # bytes on macOS, KiB on Linux
+    return ru / 2**20 if sys.platform == "darwin" else ru / 2**10  # bytes on macOS, KiB elsewhere
 
 
 def _latency_stats(samples_ns: Sequence[int]) -> dict[str, float]:
