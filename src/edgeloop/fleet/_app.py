@@ -55,7 +55,14 @@ from edgeloop.protocol import (
     sign_assignment,
     verify_request,
 )
-from edgeloop.registry import Registry, make_engine, read_session, upgrade, write_session
+from edgeloop.registry import (
+    BlobStore,
+    make_engine,
+    read_session,
+    set_alias,
+    upgrade,
+    write_session,
+)
 from edgeloop.update import Repository
 
 __all__ = ["PolicyLoader", "app_from_env", "create_app"]
@@ -107,7 +114,7 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
     engine = make_engine(settings.db_url, pool_pre_ping=True)
     if settings.migrate:
         upgrade(engine)
-    registry = Registry(settings.db_url, settings.registry_path, migrate=False)
+    blobs = BlobStore(settings.registry_path)
     repo = Repository(settings.tuf_path, secrets_.keyring)
     director_key_dict = {
         "keytype": "ed25519",
@@ -142,7 +149,6 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            registry.close()
             engine.dispose()
 
     app = FastAPI(
@@ -156,7 +162,6 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
     app.state.engine = engine
     app.state.metrics = metrics
     app.state.repository = repo
-    app.state.registry = registry
 
     @app.middleware("http")
     async def _measure(
@@ -370,7 +375,7 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
     def create_release(response: Response, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
         model, version = _model_version(body)
         with write_session(engine) as s:
-            release, new = publish(s, registry, repo, secrets_.fleet_keys, model, version, _now())
+            release, new = publish(s, blobs, repo, secrets_.fleet_keys, model, version, _now())
         if not new:
             response.status_code = 200
         return release.to_dict()
@@ -389,22 +394,24 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
     )
     def set_desired(model: str, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
         version = _version_of(body)
-        with read_session(engine) as s:
+        with write_session(engine) as s:
             if all(r.version != version for r in store.list_releases(s, [model])):
                 raise Refused(
                     409,
                     "unpublished",
                     f"{model}@{version} is not published; POST /v1/admin/releases first",
                 )
-        try:
-            registry.set_alias(
-                f"{model}@{version}",
-                settings.alias,
-                reason="fleet: desired version",
-                actor="fleet-admin",
-            )
-        except EdgeloopError as e:
-            raise Refused(404, "not_found", str(e)) from e
+            try:
+                set_alias(
+                    s,
+                    model,
+                    settings.alias,
+                    version,
+                    reason="fleet: desired version",
+                    actor="fleet-admin",
+                )
+            except EdgeloopError as e:
+                raise Refused(404, "not_found", str(e)) from e
         return {"model": model, "alias": settings.alias, "version": version}
 
     @app.get(

@@ -22,7 +22,7 @@ from edgeloop.errors import EdgeloopError, RegistryError, SecurityError
 from edgeloop.fleet._store import Refused, release_of
 from edgeloop.fleet._tables import ReleaseRow, VariantRow
 from edgeloop.protocol import Release, x25519_from_hex
-from edgeloop.registry import Registry
+from edgeloop.registry import BlobStore, get_version
 from edgeloop.update import Repository
 
 __all__ = [
@@ -65,7 +65,7 @@ def _fleet_wrap(
 
 def publish(
     s: Session,
-    registry: Registry,
+    blobs: BlobStore,
     repo: Repository,
     fleet_keys: Sequence[X25519PrivateKey],
     model: str,
@@ -83,7 +83,7 @@ def publish(
         )
         return release_of(existing, variants), False
     try:
-        info = registry.get_version(model, version)
+        info = get_version(s, model, version)
     except RegistryError as e:
         raise Refused(404, "not_found", str(e)) from e
     if not info.bundles:
@@ -94,7 +94,7 @@ def publish(
     s.add(row)
     s.flush()
     for bundle in info.bundles:
-        path = registry.blob_path(bundle.sha256)
+        path = blobs.path(bundle.sha256)
         try:
             manifest = parse_manifest(parse_container(read_bytes(path, "bundle")).manifest)
             wrap = _fleet_wrap(manifest.encryption, fleet_keys)
