@@ -20,7 +20,7 @@ from edgeloop.bundle import (
     sign_rollback,
     verify,
 )
-from edgeloop.bundle._crypto import decrypt_chunks
+from edgeloop.bundle._crypto import decrypt_payload
 from edgeloop.bundle._format import build_container
 from edgeloop.errors import (
     BundleFormatError,
@@ -210,7 +210,7 @@ def test_dropping_the_last_chunk_fails_even_with_matching_lengths(
     n = -(-plain // size)
     short = payload[: (n - 1) * (size + 16)]
     with pytest.raises(DecryptionError, match=f"chunk {n - 2} of {n - 1} fails authentication"):
-        decrypt_chunks(short, m.encryption, device_key, (n - 1) * size)
+        decrypt_payload(short, m.encryption, device_key, (n - 1) * size)
 
 
 def test_reordered_chunks_fail(bundle: bytes, trust: Trust, device_key: Any) -> None:
@@ -219,7 +219,7 @@ def test_reordered_chunks_fail(bundle: bytes, trust: Trust, device_key: Any) -> 
     step = m.encryption["chunk_size"] + 16
     swapped = payload[step : 2 * step] + payload[:step] + payload[2 * step :]
     with pytest.raises(DecryptionError, match="chunk 0 of"):
-        decrypt_chunks(swapped, m.encryption, device_key, m.parts["model"]["length"])
+        decrypt_payload(swapped, m.encryption, device_key, m.parts["model"]["length"])
 
 
 def test_selftest_mismatch_is_refused(

@@ -165,3 +165,15 @@ def test_trust_from_a_pem_key(tmp_path: Path, release_key: Any, bundle: bytes) -
 def test_manifest_is_canonical_json(bundle: bytes) -> None:
     raw = parse_container(bundle).manifest
     assert raw == json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_writable_bytes_is_filled_in_place_and_dropped_on_error() -> None:
+    from edgeloop.bundle._buffers import writable_bytes
+
+    with writable_bytes(4) as (view, result):
+        view[:] = b"abcd"
+    assert result.value == b"abcd" and isinstance(result.value, bytes)
+    with pytest.raises(RuntimeError), writable_bytes(4) as (view, result):
+        view[:2] = b"ab"
+        raise RuntimeError("decryption failed half way")
+    assert result.value == b""

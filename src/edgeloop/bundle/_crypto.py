@@ -28,13 +28,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from edgeloop.bundle._buffers import writable_bytes
 from edgeloop.bundle._keys import key_id
 from edgeloop.errors import BundleFormatError, DecryptionError
 
 __all__ = [
     "ALGORITHM",
     "DEFAULT_CHUNK",
-    "decrypt_chunks",
+    "decrypt_payload",
     "encrypt_payload",
     "unwrap_data_key",
     "wrap_data_key",
@@ -149,13 +150,13 @@ def unwrap_data_key(encryption: dict[str, Any], device_key: X25519PrivateKey) ->
         ) from e
 
 
-def decrypt_chunks(
+def decrypt_payload(
     payload: bytes | memoryview,
     encryption: dict[str, Any],
     device_key: X25519PrivateKey,
     plain_len: int,
-) -> list[bytes]:
-    """Decrypt the DATA section chunk by chunk; return the plaintext chunks in order."""
+) -> bytes:
+    """Decrypt the DATA section chunk by chunk, in place into one ``bytes`` of ``plain_len``."""
     if encryption.get("algorithm") != ALGORITHM:
         raise BundleFormatError(
             f"manifest encryption.algorithm {encryption.get('algorithm')!r}, expected {ALGORITHM!r}"
@@ -172,17 +173,27 @@ def decrypt_chunks(
             f"{plain_len}-byte model in {n} chunk(s)"
         )
     aead = AESGCM(unwrap_data_key(encryption, device_key))
-    view = memoryview(payload)
-    out: list[bytes] = []
+    into = getattr(aead, "decrypt_into", None)  # cryptography >= 46; else one copy per chunk
+    src = memoryview(payload)
     step = chunk_size + TAG
-    for i in range(n):
-        nonce = _nonce(prefix, i)
-        block = view[i * step : (i + 1) * step]
-        try:
-            out.append(aead.decrypt(nonce, block, _aad(nonce, i, i == n - 1)))
-        except InvalidTag as e:
-            raise DecryptionError(
-                f"chunk {i} of {n} fails authentication: the ciphertext was altered, reordered "
-                "or truncated"
-            ) from e
-    return out
+    with writable_bytes(plain_len) as (dst, result):
+        for i in range(n):
+            nonce = _nonce(prefix, i)
+            block = src[i * step : (i + 1) * step]
+            out = dst[i * chunk_size : i * chunk_size + len(block) - TAG]
+            aad = _aad(nonce, i, i == n - 1)
+            try:
+                if into is not None:
+                    into(nonce, block, aad, out)
+                else:
+                    out[:] = aead.decrypt(nonce, block, aad)
+            except InvalidTag as e:
+                raise DecryptionError(
+                    f"chunk {i} of {n} fails authentication: the ciphertext was altered, "
+                    "reordered or truncated"
+                ) from e
+            finally:
+                out.release()
+                block.release()
+    src.release()
+    return result.value

@@ -13,6 +13,7 @@ import hashlib
 import mmap
 import re
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,8 @@ from edgeloop.bundle._format import MAGIC, SECTIONS, parse_container
 from edgeloop.bundle._keys import load_encryption_key
 from edgeloop.bundle._selftest import check_selftest
 from edgeloop.bundle._trust import Trust, load_trust
-from edgeloop.bundle._verify import decrypt_to_chunks, verify
-from edgeloop.errors import FileError, IntegrityError, ModelError
+from edgeloop.bundle._verify import check_payload, decrypt, payload_sha256, verify_signed
+from edgeloop.errors import DecryptionError, FileError, IntegrityError, ModelError
 
 if TYPE_CHECKING:
     from edgeloop.runtime import Session
@@ -120,20 +121,28 @@ def open_bundle(
         raise FileError(f"cannot read bundle {str(p)!r}: {e.strerror or e}") from e
     # On an error the traceback still holds views into the mapping; it is unmapped when the
     # traceback goes. On success every view is gone and the mapping is closed right away, so
-    # the ciphertext pages leave memory before the plaintext is assembled.
-    manifest = verify(mm, t, installed_version=installed_version, rollback=rollback)
+    # the ciphertext pages leave memory before the model is loaded.
+    manifest, payload = verify_signed(mm, t, installed_version, rollback)
     check_requirements(manifest)
     c = parse_container(mm)
     check = BundleFileCheck(p, c.manifest, c.signatures, manifest.parts["payload"]["sha256"])
     del c
-    chunks = decrypt_to_chunks(mm, manifest, key, recipient)
+    # The payload is hashed on a second core while it decrypts on this one; the plaintext is
+    # used only after the hash matched the signed manifest. A tampered payload fails both
+    # checks: the hash's IntegrityError is the one reported.
+    with ThreadPoolExecutor(1, thread_name_prefix="edgeloop-hash") as pool:
+        digest = pool.submit(payload_sha256, payload)
+        try:
+            model = decrypt(mm, manifest, key, recipient)
+        except DecryptionError:
+            check_payload(manifest, digest.result())
+            raise
+        finally:
+            digest.exception()  # wait for the hash before the mapping may go
+            del payload
+        check_payload(manifest, digest.result())
     if isinstance(mm, mmap.mmap):
         mm.close()
-    model = b"".join(chunks)
-    del chunks
-    want = manifest.parts["model"]["length"]
-    if len(model) != want:
-        raise IntegrityError(f"decrypted model is {len(model)} bytes, manifest says {want}")
     return manifest, model, check
 
 

@@ -17,13 +17,20 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edgeloop.artifacts import Manifest
-from edgeloop.bundle._crypto import decrypt_chunks
+from edgeloop.bundle._crypto import decrypt_payload
 from edgeloop.bundle._format import parse_container, verify_envelope
 from edgeloop.bundle._rollback import check_rollback
 from edgeloop.bundle._trust import Trust
 from edgeloop.errors import BundleFormatError, EdgeloopError, IntegrityError
 
-__all__ = ["decrypt", "decrypt_to_chunks", "parse_manifest", "verify"]
+__all__ = [
+    "check_payload",
+    "decrypt",
+    "parse_manifest",
+    "payload_sha256",
+    "verify",
+    "verify_signed",
+]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 Buffer = bytes | bytearray | memoryview | mmap.mmap
@@ -80,47 +87,50 @@ def verify(
     ``installed_version``: refuse older versions (:class:`RollbackError`) unless ``rollback``
     is a signed statement allowing exactly this step (see ``sign_rollback``).
     """
+    m, payload = verify_signed(bundle, trust, installed_version, rollback, now)
+    check_payload(m, payload_sha256(payload))
+    return m
+
+
+def verify_signed(
+    bundle: Buffer,
+    trust: Trust,
+    installed_version: int | None = None,
+    rollback: bytes | None = None,
+    now: datetime | None = None,
+) -> tuple[Manifest, memoryview]:
+    """Every check of :func:`verify` but the payload hash; return the manifest and payload.
+
+    Loading uses this to hash the payload while it decrypts (see ``_load``); the plaintext is
+    not used until :func:`check_payload` passed.
+    """
     c = parse_container(bundle)
     verify_envelope(c.manifest, c.signatures, dict(trust.release_keys), trust.threshold)
     m = parse_manifest(c.manifest)
-    digest, length = _part(m.parts, "payload")
+    _, length = _part(m.parts, "payload")
     if len(c.payload) != length:
         raise IntegrityError(
             f"encrypted payload of {m.name!r} v{m.version} is {len(c.payload)} bytes, "
             f"the signed manifest says {length}"
         )
-    h = hashlib.sha256()
-    step = 8 << 20
-    for off in range(0, len(c.payload), step):
-        h.update(c.payload[off : off + step])
-    if h.hexdigest() != digest:
-        raise IntegrityError(
-            f"encrypted payload of {m.name!r} v{m.version} has sha256 {h.hexdigest()[:16]}, "
-            f"the signed manifest says {digest[:16]}"
-        )
     check_rollback(m.name, m.version, installed_version, rollback, trust, now)
-    return m
+    return m, c.payload
 
 
-def decrypt_to_chunks(
-    bundle: Buffer,
-    manifest: Manifest,
-    device_key: X25519PrivateKey,
-    recipient: dict[str, Any] | None = None,
-) -> list[bytes]:
-    """Decrypt the payload of a bundle already checked by :func:`verify`, as chunks.
+def payload_sha256(payload: memoryview, step: int = 32 << 20) -> str:
+    h = hashlib.sha256()
+    for off in range(0, len(payload), step):
+        h.update(payload[off : off + step])  # hashlib drops the GIL on large updates
+    return h.hexdigest()
 
-    ``recipient``: a recipients entry from elsewhere (the fleet server re-wraps the data key
-    per device) used instead of the manifest's list; a wrong key fails chunk authentication.
-    """
-    c = parse_container(bundle)
-    _, plain_len = _part(manifest.parts, "model")
-    enc = (
-        manifest.encryption
-        if recipient is None
-        else {**manifest.encryption, "recipients": [recipient]}
-    )
-    return decrypt_chunks(c.payload, enc, device_key, plain_len)
+
+def check_payload(m: Manifest, digest: str) -> None:
+    want, _ = _part(m.parts, "payload")
+    if digest != want:
+        raise IntegrityError(
+            f"encrypted payload of {m.name!r} v{m.version} has sha256 {digest[:16]}, "
+            f"the signed manifest says {want[:16]}"
+        )
 
 
 def decrypt(
@@ -129,14 +139,23 @@ def decrypt(
     device_key: X25519PrivateKey,
     recipient: dict[str, Any] | None = None,
 ) -> bytes:
-    """The model bytes of a verified bundle, in memory.
+    """The model bytes of a bundle already checked by :func:`verify`, in memory.
+
+    ``recipient``: a recipients entry from elsewhere (the fleet server re-wraps the data key
+    per device) used instead of the manifest's list; a wrong key fails chunk authentication.
 
     The signed payload hash (checked by :func:`verify`) fixes the ciphertext, and AES-GCM fixes
-    the plaintext for that ciphertext, so the plaintext is not hashed again (that would add
-    ~0.6 ms per MB on the load path); only its length is checked here.
+    the plaintext for that ciphertext, so the plaintext is not hashed again (that would add a
+    full SHA-256 pass over the model to every load); its length is fixed by the chunk layout.
     """
-    model = b"".join(decrypt_to_chunks(bundle, manifest, device_key, recipient))
+    c = parse_container(bundle)
     _, plain_len = _part(manifest.parts, "model")
-    if len(model) != plain_len:
-        raise IntegrityError(f"decrypted model is {len(model)} bytes, manifest says {plain_len}")
-    return model
+    enc = manifest.encryption
+    if recipient is not None:
+        enc = {**enc, "recipients": [recipient]}
+    payload = c.payload
+    del c
+    try:
+        return decrypt_payload(payload, enc, device_key, plain_len)
+    finally:
+        payload.release()
