@@ -43,6 +43,8 @@ _LAZY: dict[str, str] = {
     "list_architectures": "edgeloop.zoo",
     "train": "edgeloop.zoo",
     "export_onnx": "edgeloop.zoo",
+    "fit": "edgeloop.zoo",
+    "load_checkpoint": "edgeloop.zoo",
     "pack_bundle": "edgeloop.bundle",
     "verify_bundle": "edgeloop.bundle",
     "decrypt_bundle": "edgeloop.bundle",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeloop.errors import DataError
+
 __all__ = ["ANOMALY_KINDS", "anomaly_arrays", "tokens_arrays"]
 
 PAD = 0
@@ -17,12 +19,16 @@ def tokens_arrays(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[str, ...], int]:
     """Padded token sequences whose class is which motif occurs and where.
 
-    Every sequence (length 16..``max_len``) of filler tokens holds one motif of three tokens in
-    order; the class is the motif and whether it starts in the first or the second half of the
-    sequence. Half the sequences also hold a decoy: another motif's tokens in reverse order, so
-    a bag of words cannot tell the classes apart; order and position matter.
+    Every sequence (length 24..``max_len``) of filler tokens holds one motif of three tokens in
+    order; the class is the motif and whether it starts early (positions 0-7) or late (16 or
+    after). Half the sequences also hold a stray token of another motif, so single tokens are
+    not enough: a bag of words tells the motif at best, position tells early from late.
     Returns ``({"input_ids", "attention_mask"}, y, classes, vocab_size)``.
     """
+    if max_len < 20:
+        raise DataError(
+            f"tokens: max_len must be >= 20 to place early and late motifs, got {max_len}"
+        )
     rng = np.random.default_rng([seed, 0x70CE])
     motif_tokens = rng.choice(np.arange(_MOTIF_LO, _FILLER_LO), size=(motifs, 3), replace=False)
     n_classes = motifs * 2
@@ -30,19 +36,17 @@ def tokens_arrays(
     rng.shuffle(y)
     ids = np.zeros((n, max_len), dtype=np.int64)
     mask = np.zeros((n, max_len), dtype=np.int64)
-    lengths = rng.integers(16, max_len + 1, n)
+    lengths = rng.integers(min(24, max_len), max_len + 1, n)
     for i in range(n):
         length = int(lengths[i])
         seq = rng.integers(_FILLER_LO, VOCAB, length)
         motif, late = divmod(int(y[i]), 2)
-        half = length // 2
-        start = int(rng.integers(half, length - 2)) if late else int(rng.integers(0, half - 2))
+        start = int(rng.integers(16, length - 2)) if late else int(rng.integers(0, 8))
         seq[start : start + 3] = motif_tokens[motif]
         if rng.random() < 0.5:
             other = (motif + int(rng.integers(1, motifs))) % motifs
-            free = [p for p in range(length - 2) if p + 3 <= start or p >= start + 3]
-            p = int(rng.choice(free))
-            seq[p : p + 3] = motif_tokens[other][::-1]
+            free = [p for p in range(length) if not start <= p < start + 3]
+            seq[int(rng.choice(free))] = motif_tokens[other][int(rng.integers(0, 3))]
         ids[i, :length] = seq
         mask[i, :length] = 1
     classes = tuple(f"m{m}-{pos}" for m in range(motifs) for pos in ("early", "late"))
