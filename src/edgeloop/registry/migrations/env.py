@@ -7,13 +7,26 @@ SQLite gets batch mode (copy-and-move) so ALTERs work there as on PostgreSQL.
 
 from __future__ import annotations
 
+import importlib
+
 from alembic import context
 
-import edgeloop.registry._tables  # noqa: F401  (registers the registry's tables on Base)
 from edgeloop.registry._db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata
+
+# Modules that declare service tables on Base. From the alembic command line (autogenerate)
+# they are imported so every table of the chain is seen; edgeloop.registry.upgrade() passes a
+# connection and needs no metadata, so a registry command does not import the fleet server.
+TABLE_MODULES = ("edgeloop.registry._tables", "edgeloop.fleet._tables", "edgeloop.fleet._rollout")
+if config.attributes.get("connection") is None:
+    for _module in TABLE_MODULES:
+        try:
+            importlib.import_module(_module)
+        except ModuleNotFoundError as e:
+            if e.name != _module:
+                raise
 
 
 def _run(connection: object) -> None:
