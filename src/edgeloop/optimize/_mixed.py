@@ -6,8 +6,8 @@ the search:
 1. builds it with every candidate quantized; if the budget holds, it is done;
 2. measures each candidate's sensitivity: the gain in mean SQNR (dB, against the fp32 outputs,
    on a subset of samples) when that one node alone stays float;
-3. keeps the most sensitive nodes in float, one more at a time, checking the full budget after
-   each, until it holds or ``max_float`` nodes are float.
+3. keeps the most sensitive nodes (those whose float copy raises SQNR) in float, one more at a
+   time, checking the full budget after each, until it holds or ``max_float`` nodes are float.
 
 It returns the best model found (the one that meets the budget, else the closest) with the nodes
 kept in float and what each cost: its sensitivity gain and the weight bytes that stay float.
@@ -96,7 +96,9 @@ def search(
         sens.append({"node": name, "sqnr_gain_db": round(gain, 3), "weight_bytes": weight[name]})
     sens.sort(key=lambda s: -float(s["sqnr_gain_db"]))
 
-    limit = len(sens) if max_float is None else max(1, min(max_float, len(sens)))
+    # a node whose float copy does not raise SQNR on its own is not worth its bytes
+    useful = [s for s in sens if float(s["sqnr_gain_db"]) > 0] or sens[:1]
+    limit = len(useful) if max_float is None else max(1, min(max_float, len(useful)))
     best_path = workdir / "mixed_best.onnx"
     copy_model(full, best_path)
     best = MixedResult(best_path, q, False, miss, [], sens, len(candidates))
@@ -105,10 +107,10 @@ def search(
     for k in range(1, limit + 1):
         note(f"keeping {k} node(s) float", k / limit)
         cand = workdir / "mixed_try.onnx"
-        build([str(s["node"]) for s in sens[:k]], cand)
+        build([str(s["node"]) for s in useful[:k]], cand)
         qk = evaluator.score(cand, latency=False)
         mk = budget.shortfall(qk, base)
-        s = sens[k - 1]
+        s = useful[k - 1]
         kept.append(
             {
                 "node": s["node"],

@@ -108,8 +108,8 @@ def _mixed(
     model = load_onnx(src, with_weights=False)
     cands = [c for c in candidates(model, op_types) if c[0] not in user_exclude]
     max_float = params.get("max_float_nodes")
-    if max_float is None:
-        max_float = max(1, len(cands) // 2)
+    if max_float is None:  # at least one node stays quantized, or it is the float model
+        max_float = max(1, len(cands) - 1)
     result = search(
         cands,
         build_with,
