@@ -319,3 +319,42 @@ def test_data_survives_reopening(db_url: str, tmp_path: Path, make_onnx: MakeOnn
             1,
             make_onnx("m", 1.0).read_bytes(),
         )
+
+
+_PUSHER = """
+import sys
+from pathlib import Path
+from edgeloop.registry import Registry
+url, data, *files = sys.argv[1:]
+with Registry(url, data) as reg:
+    for f in files:
+        print(reg.push(Path(f), "kws", actor="proc").version)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_push_to_one_database(
+    db_url: str, tmp_path: Path, make_onnx: MakeOnnx
+) -> None:
+    """Several server processes may share one database (SQLite file or PostgreSQL)."""
+    import subprocess
+    import sys
+
+    Registry(db_url, tmp_path / "data").close()  # migrated once, as a server would at start
+    files = [[str(make_onnx(f"p{p}m{i}", p * 10.0 + i)) for i in range(5)] for p in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PUSHER, db_url, str(tmp_path / "data"), *fs],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for fs in files
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    versions = sorted(int(v) for out, _ in outs for v in out.split())
+    assert versions == list(range(1, 11))
+    with Registry(db_url, tmp_path / "data") as reg:
+        assert reg.get_model("kws").versions == tuple(range(1, 11))

@@ -1,7 +1,8 @@
 """Alembic environment for every service table (registry, fleet, rollout): one chain.
 
 Run programmatically by :func:`edgeloop.registry.upgrade`, which passes an open connection in
-``config.attributes["connection"]``; ``alembic -x url=...`` from this directory works too.
+``config.attributes["connection"]``. For ``alembic revision --autogenerate``, point a config's
+``script_location`` at this directory and pass ``-x url=DATABASE_URL``.
 SQLite gets batch mode (copy-and-move) so ALTERs work there as on PostgreSQL.
 """
 
