@@ -165,6 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sizes", default="10,90", help="model sizes in MB, comma-separated")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -176,7 +177,7 @@ def main() -> None:
     big = results.get("90MB")
     report = {
         "benchmark": "security",
-        "command": "python benchmarks/security.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python", "benchmarks/security.py", *sys.argv[1:]]),
         "repeats": args.repeats,
         "machine": {
             "python": platform.python_version(),
@@ -190,8 +191,8 @@ def main() -> None:
             "memory_le_model_plus_64MiB": all(r["memory_ok"] for r in results.values()),
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     cols = ["model", "plain s", "secure s", "overhead", "rehash s", "w/o rehash"]
     cols += ["plain peak", "secure peak", "extra peak"]
     print(" | ".join(cols))
@@ -202,7 +203,7 @@ def main() -> None:
             f"{r['plain_peak_mib']:.0f} MiB | {r['secure_peak_mib']:.0f} MiB | "
             f"{r['extra_peak_mib']:.0f} MiB"
         )
-    print(f"goals: {report['goals']}  ->  {RESULTS}")
+    print(f"goals: {report['goals']}  ->  {args.out}")
 
 
 if __name__ == "__main__":

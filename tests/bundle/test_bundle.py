@@ -177,3 +177,28 @@ def test_writable_bytes_is_filled_in_place_and_dropped_on_error() -> None:
         view[:2] = b"ab"
         raise RuntimeError("decryption failed half way")
     assert result.value == b""
+
+
+def test_a_hardware_backed_device_key_plugs_in(
+    bundle_file: Path, trust: Trust, device_key: Any
+) -> None:
+    """Anything with exchange() and public_key() decrypts: the private key may stay in a TPM."""
+    calls: list[int] = []
+
+    class SecureElement:
+        def exchange(self, peer: Any) -> bytes:
+            calls.append(1)
+            return bytes(device_key.exchange(peer))
+
+        def public_key(self) -> Any:
+            return device_key.public_key()
+
+    session = session_from_bundle(bundle_file, trust, SecureElement())
+    assert session.output_names == ["y"] and calls == [1]
+
+
+def test_device_key_of_the_wrong_kind_is_a_key_error(bundle_file: Path, trust: Trust) -> None:
+    from edgeloop.errors import KeyError_
+
+    with pytest.raises(KeyError_, match="expected a key file or an X25519 key, got int"):
+        session_from_bundle(bundle_file, trust, 42)  # type: ignore[arg-type]

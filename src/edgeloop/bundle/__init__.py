@@ -14,6 +14,7 @@ in ``_trust`` and signed rollback statements in ``_rollback``.
 from edgeloop.bundle._crypto import unwrap_data_key, wrap_data_key
 from edgeloop.bundle._format import MANIFEST_TYPE, canonical_json, pae, parse_container
 from edgeloop.bundle._keys import (
+    DeviceKey,
     ed25519_from_dict,
     ed25519_to_dict,
     encryption_key_from_pem,
@@ -49,6 +50,7 @@ __all__ = [
     "MANIFEST_TYPE",
     "RELEASE_FIELD",
     "BundleFileCheck",
+    "DeviceKey",
     "RollbackStatement",
     "Trust",
     "canonical_json",

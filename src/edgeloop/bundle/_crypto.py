@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from edgeloop.bundle._buffers import writable_bytes
-from edgeloop.bundle._keys import key_id
+from edgeloop.bundle._keys import DeviceKey, key_id
 from edgeloop.errors import BundleFormatError, DecryptionError
 
 __all__ = [
@@ -125,7 +125,7 @@ def wrap_data_key(data_key: bytes, recipient: X25519PublicKey) -> dict[str, str]
     return {"kid": kid, "epk": _b64(eph_pub), "nonce": _b64(wrap_nonce), "wrapped_key": _b64(ct)}
 
 
-def unwrap_data_key(encryption: dict[str, Any], device_key: X25519PrivateKey) -> bytes:
+def unwrap_data_key(encryption: dict[str, Any], device_key: DeviceKey) -> bytes:
     """Find this device's entry among the recipients and unwrap the data key."""
     kid = key_id(device_key)
     recipients = encryption.get("recipients")
@@ -153,7 +153,7 @@ def unwrap_data_key(encryption: dict[str, Any], device_key: X25519PrivateKey) ->
 def decrypt_payload(
     payload: bytes | memoryview,
     encryption: dict[str, Any],
-    device_key: X25519PrivateKey,
+    device_key: DeviceKey,
     plain_len: int,
 ) -> bytes:
     """Decrypt the DATA section chunk by chunk, in place into one ``bytes`` of ``plain_len``."""

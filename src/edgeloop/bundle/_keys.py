@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +22,7 @@ from edgeloop._io import atomic_write_bytes, read_bytes
 from edgeloop.errors import FileError, KeyError_
 
 __all__ = [
+    "DeviceKey",
     "PrivateKey",
     "PublicKey",
     "ed25519_from_dict",
@@ -43,6 +44,20 @@ __all__ = [
 PrivateKey = Ed25519PrivateKey | X25519PrivateKey
 PublicKey = Ed25519PublicKey | X25519PublicKey
 
+
+@runtime_checkable
+class DeviceKey(Protocol):
+    """What decryption needs of a device key: X25519 agreement and the public half.
+
+    ``X25519PrivateKey`` is one; a wrapper around a TPM, TEE or secure element that performs
+    the exchange inside the hardware is another, and the private key never leaves it.
+    """
+
+    def exchange(self, peer_public_key: X25519PublicKey) -> bytes: ...
+
+    def public_key(self) -> X25519PublicKey: ...
+
+
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
 
@@ -59,9 +74,9 @@ def _raw(public_key: PublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def key_id(key: PublicKey | PrivateKey) -> str:
+def key_id(key: PublicKey | PrivateKey | DeviceKey) -> str:
     """Hex sha256 of the raw public key bytes."""
-    public = key.public_key() if isinstance(key, Ed25519PrivateKey | X25519PrivateKey) else key
+    public = key if isinstance(key, Ed25519PublicKey | X25519PublicKey) else key.public_key()
     return hashlib.sha256(_raw(public)).hexdigest()
 
 

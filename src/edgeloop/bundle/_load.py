@@ -17,15 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from edgeloop.artifacts import Manifest
 from edgeloop.bundle._format import MAGIC, SECTIONS, parse_container
-from edgeloop.bundle._keys import load_encryption_key
+from edgeloop.bundle._keys import DeviceKey, load_encryption_key
 from edgeloop.bundle._selftest import check_selftest
 from edgeloop.bundle._trust import Trust, load_trust
 from edgeloop.bundle._verify import check_payload, decrypt, payload_sha256, verify_signed
-from edgeloop.errors import DecryptionError, FileError, IntegrityError, ModelError
+from edgeloop.errors import DecryptionError, FileError, IntegrityError, KeyError_, ModelError
 
 if TYPE_CHECKING:
     from edgeloop.runtime import Session
@@ -94,14 +92,20 @@ def _trust(trust: Trust | str | Path) -> Trust:
     return trust if isinstance(trust, Trust) else load_trust(trust)
 
 
-def _device_key(key: X25519PrivateKey | str | Path, passphrase: bytes | None) -> X25519PrivateKey:
-    return key if isinstance(key, X25519PrivateKey) else load_encryption_key(key, passphrase)
+def _device_key(key: DeviceKey | str | Path, passphrase: bytes | None) -> DeviceKey:
+    if isinstance(key, str | Path):
+        return load_encryption_key(key, passphrase)
+    if not isinstance(key, DeviceKey):
+        raise KeyError_(
+            f"device key: expected a key file or an X25519 key, got {type(key).__name__}"
+        )
+    return key
 
 
 def open_bundle(
     path: str | Path,
     trust: Trust | str | Path,
-    device_key: X25519PrivateKey | str | Path,
+    device_key: DeviceKey | str | Path,
     *,
     installed_version: int | None = None,
     rollback: bytes | None = None,
@@ -149,7 +153,7 @@ def open_bundle(
 def session_from_bundle(
     path: str | Path,
     trust: Trust | str | Path,
-    device_key: X25519PrivateKey | str | Path,
+    device_key: DeviceKey | str | Path,
     *,
     installed_version: int | None = None,
     rollback: bytes | None = None,

@@ -14,11 +14,10 @@ import re
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from edgeloop.artifacts import Manifest
 from edgeloop.bundle._crypto import decrypt_payload
 from edgeloop.bundle._format import parse_container, verify_envelope
+from edgeloop.bundle._keys import DeviceKey
 from edgeloop.bundle._rollback import check_rollback
 from edgeloop.bundle._trust import Trust
 from edgeloop.errors import BundleFormatError, EdgeloopError, IntegrityError
@@ -136,7 +135,7 @@ def check_payload(m: Manifest, digest: str) -> None:
 def decrypt(
     bundle: Buffer,
     manifest: Manifest,
-    device_key: X25519PrivateKey,
+    device_key: DeviceKey,
     recipient: dict[str, Any] | None = None,
 ) -> bytes:
     """The model bytes of a bundle already checked by :func:`verify`, in memory.
