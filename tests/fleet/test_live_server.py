@@ -166,6 +166,9 @@ def test_a_device_goes_from_enrollment_to_a_decrypted_model_over_http(
 
     listed = admin("devices", "--json")
     assert json.loads(listed)[0]["device_id"] == dev["device_id"]
+    assert "revoked" in admin("revoke", dev["device_id"])
+    r = _post(live_server, dev, "/v1/checkin", {"agent_version": "0.1.0"})
+    assert r.status_code == 403
 
 
 def test_a_restart_of_the_real_server_loses_nothing(live_server: LiveServer) -> None:

@@ -265,3 +265,32 @@ def test_a_restarted_server_loses_nothing(fleet_settings: FleetSettings, fleet_o
         assert sorted(d["device_id"] for d in listed) == sorted([first.device_id, second.device_id])
         assert first.checkin().status_code == 200
         assert second.checkin().status_code == 200
+
+
+def test_a_token_with_uses_enrolls_that_many_devices(sqlite_fleet: Any) -> None:
+    fleet = sqlite_fleet
+    token = fleet.token(uses=2)
+    assert fleet.new_device().enroll(token).status_code == 201
+    assert fleet.new_device().enroll(token).status_code == 201
+    third = fleet.new_device().enroll(token)
+    assert third.status_code == 401 and "already used" in third.json()["detail"]
+    bad = fleet.client.post("/v1/admin/tokens", json={"uses": 0}, headers=fleet.admin)
+    assert bad.status_code == 400 and "uses 0" in bad.json()["detail"]
+
+
+def test_two_server_processes_share_one_fleet_and_its_replay_protection(
+    fleet_settings: FleetSettings, fleet_on: Any
+) -> None:
+    with (
+        TestClient(create_app(fleet_settings)) as one,
+        TestClient(create_app(fleet_settings)) as two,
+    ):
+        a, b = fleet_on(fleet_settings, one), fleet_on(fleet_settings, two)
+        dev = a.device()
+        body, headers = dev.signed("/v1/checkin", {"agent_version": "0.1.0", "health": "ok"})
+        assert one.post("/v1/checkin", content=body, headers=headers).status_code == 200
+        assert two.post("/v1/checkin", content=body, headers=headers).status_code == 401
+        dev.client = two
+        assert dev.checkin().status_code == 200
+        listed = two.get("/v1/admin/devices", headers=b.admin).json()["devices"]
+        assert [d["health"] for d in listed] == ["ok"]
