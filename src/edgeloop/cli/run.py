@@ -18,6 +18,13 @@ PROVIDERS = typer.Option(
 )
 
 
+def _warn_fallback(reason: str | None) -> None:
+    if reason:
+        from edgeloop.cli._console import err_console
+
+        err_console.print(f"[yellow]warning:[/] running on the CPU: {reason}", markup=True)
+
+
 def _read_npz(path: Path, session: Session) -> dict[str, np.ndarray]:
     """Arrays by input name (or ``x`` for a single-input model) from a user's .npz."""
     import zipfile
@@ -72,6 +79,7 @@ def run(
     from edgeloop.runtime import Session, run_batched
 
     session = Session(model, threads=threads, providers=provider or None)
+    _warn_fallback(session.provider_fallback)
     feeds = _read_npz(input, session)
     t0 = time.perf_counter()
     outputs = run_batched(session, feeds, batch_size)
@@ -117,7 +125,7 @@ def _bench_rows(r: BenchResult) -> list[tuple[Any, ...]]:
         return "unknown" if v is None else f"{v:.1f}"
 
     rows = [
-        row("size (KB)", lambda c: f"{c.size_bytes / 1024:.1f}", "size"),
+        row("size (KB)", lambda c: f"{c.size_bytes / 1024:,.1f}", "size"),
         row("params", lambda c: "unknown" if c.params is None else f"{c.params:,}", "params"),
         row("MACs / sample", lambda c: "unknown" if c.macs is None else f"{c.macs:,}", "macs"),
         row("latency p50 (ms)", lambda c: _ms(c.latency_ms["p50"]), "latency_p50"),
@@ -178,16 +186,17 @@ def bench(
     if as_json:
         print_json(result.to_dict())
         return
+    _warn_fallback(result.provider_fallback)
     cols = ["", model.name]
     if compare is not None:
         cols += [f"{compare.name} (B)", "B / A"]
         cols[1] += " (A)"
     inputs = ", ".join(f"{k}{tuple(v)}" for k, v in result.input_shapes.items())
-    title = (
+    console.print(
         f"batch {batch}, threads {threads or 'default'}, {', '.join(result.providers)}; "
         f"inputs {inputs}"
     )
-    table(title, cols, _bench_rows(result))
+    table(None, cols, _bench_rows(result))
     if compare is not None:
         console.print("[dim]B / A < 1 means B is smaller or faster (higher for throughput)[/]")
 

@@ -37,7 +37,7 @@ class BenchResult:
 
     model: str
     sha256: str
-    size_bytes: int
+    size_bytes: int  # the model file plus its external data files
     params: int | None
     macs: int | None  # per sample (batch 1), counted from the graph
     providers: list[str]
@@ -49,6 +49,7 @@ class BenchResult:
     throughput_per_s: float  # samples per second at the p50 latency
     peak_rss_mb: float | None  # the measuring process's peak resident memory
     model_rss_mb: float | None  # peak minus the process's peak before the model was loaded
+    provider_fallback: str | None = None  # why an accelerator was not used, if one was dropped
     metrics: dict[str, float] = field(default_factory=dict)
     compare: BenchResult | None = None
     ratios: dict[str, float] = field(default_factory=dict)
@@ -164,10 +165,10 @@ def _in_child(*args: Any) -> dict[str, Any]:
 
 def _graph_figures(
     source: Source, session: Session, feeds: Mapping[str, np.ndarray]
-) -> tuple[int | None, int | None]:
-    """(params, MACs per sample) when onnx is installed; None on a device without it."""
+) -> tuple[int | None, int | None, int | None]:
+    """(params, MACs per sample, size with external data) when onnx is installed, else Nones."""
     if importlib.util.find_spec("onnx") is None:
-        return None, None
+        return None, None, None
     from edgeloop.analysis import graph_stats
 
     shapes = {}
@@ -177,7 +178,7 @@ def _graph_figures(
             shape[0] = 1
         shapes[spec.name] = shape
     stats = graph_stats(source, input_shapes=shapes)
-    return stats.params, stats.macs
+    return stats.params, stats.macs, stats.size_bytes
 
 
 def _data_parts(data: Any) -> tuple[Any, np.ndarray | None, str | None]:
@@ -222,20 +223,22 @@ def _result(
     session: Session,
     feeds: dict[str, np.ndarray],
     times: list[int],
+    providers: list[str],
     rss: tuple[float | None, float | None],
     threads: int | None,
     batch: int,
 ) -> BenchResult:
-    params, macs = _graph_figures(source, session, feeds)
+    params, macs, size = _graph_figures(source, session, feeds)
     lat = _latency_stats(times)
-    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    if size is None:  # without onnx, external weight files cannot be found: the file alone
+        size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
     return BenchResult(
         model=str(source) if isinstance(source, str) else "<bytes>",
         sha256=session.model_sha256,
         size_bytes=size,
         params=params,
         macs=macs,
-        providers=session.providers,
+        providers=providers,  # what the measuring process ran on
         threads=threads,
         batch=batch,
         input_shapes={k: list(v.shape) for k, v in feeds.items()},
@@ -244,6 +247,7 @@ def _result(
         throughput_per_s=batch * 1000.0 / lat["p50"] if lat["p50"] > 0 else float("inf"),
         peak_rss_mb=rss[0],
         model_rss_mb=rss[1],
+        provider_fallback=session.provider_fallback,
     )
 
 
@@ -307,7 +311,7 @@ def benchmark(
         alone = [measure([r[0]], [r[2]], threads, prov, 1, 1, 0.0) for r in runs]
         rss = [(m["peak_rss_mb"], m["model_rss_mb"]) for m in alone]
     results = [
-        _result(src, sess, feeds, timed["times"][i], rss[i], threads, batch)
+        _result(src, sess, feeds, timed["times"][i], timed["providers"][i], rss[i], threads, batch)
         for i, (src, sess, feeds) in enumerate(runs)
     ]
     x, y, data_task = _data_parts(data) if data is not None else (None, None, None)
