@@ -173,6 +173,7 @@ def main() -> None:
         return
     import onnxruntime
 
+    before_load = list(os.getloadavg())
     results = {f"{s}MB": measure(float(s), args.repeats) for s in args.sizes.split(",")}
     big = results.get("90MB")
     report = {
@@ -184,6 +185,8 @@ def main() -> None:
             "onnxruntime": onnxruntime.__version__,
             "cpu": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
+            "loadavg_before": before_load,
+            "loadavg_after": list(os.getloadavg()),
         },
         "results": results,
         "goals": {

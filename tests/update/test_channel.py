@@ -233,3 +233,18 @@ def test_metadata_signed_by_an_untrusted_key_is_refused(
     server.overrides["/metadata/2.targets.json"] = md.to_bytes()
     with pytest.raises(UpdateError, match="not signed by the trusted keys"):
         client_factory().refresh()
+
+
+def test_unreachable_server_is_an_update_error(keys: KeyRing, tmp_path: Path) -> None:
+    from edgeloop.update import fetch_bundle
+
+    with pytest.raises(
+        UpdateError, match=r"Failed to download http://127.0.0.1:9/metadata/2.root.json \(Connect"
+    ):
+        fetch_bundle(
+            "http://127.0.0.1:9",
+            "tiny/1/tiny-1.elb",
+            root=keys.root_bytes(),
+            metadata_dir=tmp_path / "m",
+            dest_dir=tmp_path / "slot",
+        )

@@ -83,7 +83,8 @@ def _explain(e: Exception) -> str:
     for cls, what in kinds.items():
         if isinstance(e, cls):
             return f"{what}: {e}"
-    return f"{type(e).__name__}: {e}"
+    cause = f" ({type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
+    return f"{type(e).__name__}: {e}{cause}"
 
 
 class UpdateClient:
@@ -179,6 +180,17 @@ class UpdateClient:
         except OSError as e:
             raise FileError(f"cannot write bundle to {str(out)!r}: {e}") from e
 
+    def close(self) -> None:
+        """Close the HTTP connections of the default fetcher."""
+        if isinstance(self.fetcher, HttpxFetcher):
+            self.fetcher.close()
+
+    def __enter__(self) -> UpdateClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def trusted_root(self) -> bytes:
         """The newest root this client verified (after rotations), as stored bytes."""
         self._ready()
@@ -200,5 +212,5 @@ def fetch_bundle(
     config: UpdaterConfig | None = None,
 ) -> Path:
     """One-shot: refresh metadata from ``base_url``, download ``target_path`` into ``dest_dir``."""
-    client = UpdateClient(base_url, root, metadata_dir, fetcher=fetcher, config=config)
-    return client.fetch_bundle(target_path, dest_dir)
+    with UpdateClient(base_url, root, metadata_dir, fetcher=fetcher, config=config) as client:
+        return client.fetch_bundle(target_path, dest_dir)
