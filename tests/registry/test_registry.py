@@ -358,3 +358,14 @@ def test_two_processes_push_to_one_database(
     assert versions == list(range(1, 11))
     with Registry(db_url, tmp_path / "data") as reg:
         assert reg.get_model("kws").versions == tuple(range(1, 11))
+
+
+def test_database_failure_is_one_registry_error(registry: Registry, make_onnx: MakeOnnx) -> None:
+    import sqlalchemy as sa
+
+    registry.push(make_onnx("m", 1.0), "kws")
+    with registry.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE alias_events"))
+
+    with pytest.raises(RegistryError, match="database .* failed: .*alias_events"):
+        registry.alias_history("kws")

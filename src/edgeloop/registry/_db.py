@@ -142,9 +142,24 @@ def session_factory(engine: Engine, *, write: bool = False) -> sessionmaker[Sess
 
 
 @contextmanager
+def _database_errors(engine: Engine) -> Iterator[None]:
+    """A database that is down, locked or broken becomes one :class:`RegistryError` line.
+
+    Constraint violations (``IntegrityError``) pass through: callers retry or explain them.
+    """
+    try:
+        yield
+    except sa.exc.IntegrityError:
+        raise
+    except sa.exc.DBAPIError as e:
+        detail = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+        raise RegistryError(f"database {_shown(engine)} failed: {detail}") from e
+
+
+@contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
     """A session for reads; rolled back at the end (nothing it does is kept)."""
-    with session_factory(engine)() as session:
+    with _database_errors(engine), session_factory(engine)() as session:
         try:
             yield session
         finally:
@@ -158,7 +173,11 @@ def write_session(engine: Engine) -> Iterator[Session]:
     On SQLite the transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock first
     (waiting up to the busy timeout), so concurrent writers from several processes serialize.
     """
-    with session_factory(engine, write=True)() as session, session.begin():
+    with (
+        _database_errors(engine),
+        session_factory(engine, write=True)() as session,
+        session.begin(),
+    ):
         yield session
 
 

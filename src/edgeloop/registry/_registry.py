@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -114,6 +115,14 @@ class Registry:
 
     # --- writes -----------------------------------------------------------------------
 
+    @contextmanager
+    def _write(self, what: str) -> Iterator[Session]:
+        try:
+            with write_session(self.engine) as s:
+                yield s
+        except sa.exc.IntegrityError as e:
+            raise RegistryError(f"{what} conflicts with a concurrent change: {e.orig}") from e
+
     def push(
         self,
         model_file: str | Path,
@@ -188,7 +197,7 @@ class Registry:
         """
         manifest = bundle_manifest(bundle_file)
         blob = self.blobs.put_file(bundle_file)
-        with write_session(self.engine) as s:
+        with self._write(f"attaching variant {variant!r} to {ref}") as s:
             v = self._resolve(s, ref)
             _check_bundle(bundle_file, manifest, v.model, v.version)
             return _ops.add_bundle(
@@ -211,7 +220,7 @@ class Registry:
         dataset_sha256: str | None = None,
         actor: str | None = None,
     ) -> Evaluation:
-        with write_session(self.engine) as s:
+        with self._write(f"recording {metric!r} for {ref}") as s:
             v = self._resolve(s, ref)
             return _ops.add_evaluation(
                 s,
@@ -238,7 +247,7 @@ class Registry:
         Moving to an older version is recorded as a ``rollback`` unless ``action`` says
         otherwise.
         """
-        with write_session(self.engine) as s:
+        with self._write(f"moving alias {alias!r} to {ref}") as s:
             v = self._resolve(s, ref)
             return _aliases.set_alias(
                 s,
@@ -253,7 +262,7 @@ class Registry:
     def remove_alias(
         self, model: str, alias: str, *, reason: str = "", actor: str | None = None
     ) -> AliasEvent:
-        with write_session(self.engine) as s:
+        with self._write(f"removing alias {alias!r} of {model!r}") as s:
             return _aliases.remove_alias(
                 s, model, alias, reason=reason, actor=actor or default_actor()
             )
