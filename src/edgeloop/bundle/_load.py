@@ -164,7 +164,11 @@ def session_from_bundle(
 ) -> Session:
     """Verify, decrypt in memory, self-test and load a bundle; the plaintext never hits disk.
 
-    Raises a :class:`SecurityError` subclass (nothing loaded) when any check fails.
+    Returns an :class:`edgeloop.runtime.Session` (``session_kwargs`` go to it) that re-checks
+    the bundle file every ``integrity_interval_s`` seconds while serving; the verified manifest
+    is attached as ``session.manifest``. ``installed_version``/``rollback``: see ``verify``;
+    ``recipient``: a re-wrapped data key entry (see ``decrypt``). Raises a
+    :class:`SecurityError` subclass, and returns nothing, when any check fails.
     """
     from edgeloop.runtime import Session
 
