@@ -369,3 +369,19 @@ def test_database_failure_is_one_registry_error(registry: Registry, make_onnx: M
 
     with pytest.raises(RegistryError, match="database .* failed: .*alias_events"):
         registry.alias_history("kws")
+
+
+def test_malformed_hashes_are_refused_before_anything_is_written(
+    registry: Registry, make_onnx: MakeOnnx, make_card: Callable[..., ModelCard]
+) -> None:
+    path = make_onnx("m", 1.0)
+    card = make_card(path, "kws", [("source_model", "abc123")])
+
+    with pytest.raises(RegistryError, match="lineage ref 'source_model'.*'abc123' is not a sha256"):
+        registry.push(path, "kws", card=card)
+    assert registry.list_models() == []
+
+    registry.push(path, "kws")
+    with pytest.raises(RegistryError, match="dataset sha256 of metric 'accuracy'"):
+        registry.add_evaluation("kws@1", "accuracy", 0.9, dataset_sha256="xyz")
+    assert registry.get_version("kws", 1).evaluations == ()

@@ -34,6 +34,7 @@ from edgeloop.registry._types import (
     ModelInfo,
     VersionInfo,
     check_name,
+    check_sha256,
 )
 
 __all__ = [
@@ -151,6 +152,8 @@ def create_version(
             f"version {version} of {name!r} refused: versions only go up and the newest is "
             f"{newest} (push {newest + 1} or higher)"
         )
+    for ref in card.lineage if card is not None else ():
+        check_sha256(ref.sha256, f"lineage ref {ref.role!r} of the card for {name!r}")
     card_json = card.to_json(indent=None) if card is not None else None
     row = VersionRow(
         model_id=model.id,
@@ -250,6 +253,8 @@ def add_evaluation(
         raise RegistryError(f"value of metric {metric!r} must be a number, got {value!r}") from e
     if not math.isfinite(value):
         raise RegistryError(f"value of metric {metric!r} must be finite, got {value}")
+    if dataset_sha256 is not None:
+        dataset_sha256 = check_sha256(dataset_sha256, f"dataset sha256 of metric {metric!r}")
     _model, row = version_row(session, name, version)
     ev = EvaluationRow(
         version_id=row.id,

@@ -20,9 +20,11 @@ __all__ = [
     "ModelInfo",
     "VersionInfo",
     "check_name",
+    "check_sha256",
     "parse_ref",
 ]
 
+_SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -34,6 +36,13 @@ def check_name(value: str, what: str) -> str:
             "starting with a letter or digit"
         )
     return value
+
+
+def check_sha256(value: str, what: str) -> str:
+    """A sha256 hex digest (64 hex digits), returned in lowercase."""
+    if not isinstance(value, str) or not _SHA_RE.match(value):
+        raise RegistryError(f"{what} {value!r} is not a sha256 hex digest (64 hex digits)")
+    return value.lower()
 
 
 def parse_ref(ref: str) -> tuple[str, int | str | None]:
