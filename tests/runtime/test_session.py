@@ -133,3 +133,27 @@ def test_integrity_failure_refuses_to_serve(identity_classifier: Path) -> None:
     s = Session(identity_classifier, integrity_check=tampered, integrity_interval_s=0)
     with pytest.raises(IntegrityError, match="integrity check failed: sha256 differs"):
         s.run(np.zeros((1, 3), np.float32))
+
+
+def test_an_accelerator_that_fails_to_start_falls_back_to_cpu(
+    identity_classifier: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+
+    def fake_session(source: object, sess_options: object, providers: list[str]) -> object:
+        if "CUDAExecutionProvider" in providers:
+            raise RuntimeError("CUDA driver version is insufficient")
+        return real(source, sess_options=sess_options, providers=providers)
+
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(ort, "InferenceSession", fake_session)
+    s = Session(identity_classifier)
+    assert s.providers == ["CPUExecutionProvider"]
+    assert s.provider_fallback == (
+        "CUDAExecutionProvider failed: CUDA driver version is insufficient"
+    )
+    assert s.run(np.ones((1, 3), np.float32))["logits"].shape == (1, 3)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgeloop.errors import InputError, ModelError
-from edgeloop.runtime._evaluate import as_feeds, score
+from edgeloop.runtime._evaluate import as_feeds, run_batched, score
 from edgeloop.runtime._feeds import synthesize_inputs
 from edgeloop.runtime._session import Session
 
@@ -316,8 +316,6 @@ def benchmark(
     ]
     x, y, data_task = _data_parts(data) if data is not None else (None, None, None)
     if y is not None:
-        from edgeloop.runtime._evaluate import run_batched
-
         for res, (_, sess, _) in zip(results, runs, strict=True):
             out = run_batched(sess, x)[sess.output_names[0]]
             res.metrics = score(task or data_task or "classification", y, out, x)

@@ -33,7 +33,7 @@ GRAPH_OPTIMIZATION: dict[str, ort.GraphOptimizationLevel] = {
 }
 
 
-def _first_line(e: BaseException) -> str:
+def _last_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[-1] if text else type(e).__name__
 
@@ -123,10 +123,10 @@ class Session:
             except Exception as e:
                 first = e
             else:
-                self.provider_fallback = f"{wanted[0]} failed: {_first_line(first)}"
+                self.provider_fallback = f"{wanted[0]} failed: {_last_line(first)}"
                 return sess
         raise ModelFormatError(
-            f"{label!r} is not a valid ONNX model for ONNX Runtime: {_first_line(first)}"
+            f"{label!r} is not a valid ONNX model for ONNX Runtime: {_last_line(first)}"
         ) from first
 
     @classmethod
@@ -157,7 +157,7 @@ class Session:
         except EdgeloopError:
             raise
         except Exception as e:
-            raise IntegrityError(f"integrity check failed: {_first_line(e)}") from e
+            raise IntegrityError(f"integrity check failed: {_last_line(e)}") from e
         self._last_check = now
 
     def validate(self, feeds: Any) -> dict[str, np.ndarray]:
@@ -180,7 +180,7 @@ class Session:
         try:
             values = self._sess.run(names, dict(feeds))
         except Exception as e:
-            raise ModelError(f"ONNX Runtime failed to run the model: {_first_line(e)}") from e
+            raise ModelError(f"ONNX Runtime failed to run the model: {_last_line(e)}") from e
         return dict(zip(names, (np.asarray(v) for v in values), strict=True))
 
     __call__ = run
