@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edgeloop.artifacts import TensorSpec, sha256_bytes, sha256_file
+from edgeloop.artifacts import Manifest, TensorSpec, sha256_bytes, sha256_file
 from edgeloop.errors import (
     EdgeloopError,
     FileError,
@@ -103,6 +103,7 @@ class Session:
             self.provider_fallback = f"ONNX Runtime did not enable {', '.join(dropped)}"
         self.inputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self._sess.get_inputs())
         self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self._sess.get_outputs())
+        self.manifest: Manifest | None = None  # set by edgeloop.bundle for a verified bundle
         self._integrity_check = integrity_check
         self._integrity_interval_s = integrity_interval_s
         self._last_check = -math.inf
