@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgeloop.artifacts import ModelCard, sha256_file
 from edgeloop.errors import IntegrityError, RegistryError
@@ -385,3 +387,30 @@ def test_malformed_hashes_are_refused_before_anything_is_written(
     with pytest.raises(RegistryError, match="dataset sha256 of metric 'accuracy'"):
         registry.add_evaluation("kws@1", "accuracy", 0.9, dataset_sha256="xyz")
     assert registry.get_version("kws", 1).evaluations == ()
+
+
+_counter = iter(range(10**9))
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(st.one_of(st.none(), st.integers(min_value=1, max_value=12)), max_size=6))
+def test_versions_only_go_up_whatever_the_sequence(
+    registry: Registry, make_onnx: MakeOnnx, offers: list[int | None]
+) -> None:
+    """Model: auto takes newest + 1; an explicit version is kept iff above the newest."""
+    name, path = f"m{next(_counter)}", make_onnx("prop", 1.0)
+    newest = 0
+    for offer in offers:
+        if offer is not None and offer <= newest:
+            with pytest.raises(RegistryError, match=f"version {offer} of '{name}' refused"):
+                registry.push(path, name, version=offer)
+            continue
+        expected = newest + 1 if offer is None else offer
+        assert registry.push(path, name, version=offer).version == expected
+        newest = expected
+    if newest:
+        assert registry.get_model(name).latest == newest
