@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgeloop.errors import DataError, ModelInputError
 from edgeloop.runtime import Session, evaluate, metrics, run_batched
@@ -77,3 +79,20 @@ def test_run_batched_splits_rows_and_honours_a_fixed_batch(
     assert fixed["y"].shape == (5, 4) and fixed["y"].max() == 0.0
     with pytest.raises(ModelInputError, match="different numbers of rows"):
         run_batched(s, {"x": x["x"], "ids": x["ids"][:4]})
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(-5, 5)), min_size=2, max_size=60).filter(
+        lambda rows: len({label for label, _ in rows}) == 2
+    )
+)
+def test_roc_auc_flips_with_the_score_and_matches_pair_counting(
+    rows: list[tuple[int, int]],
+) -> None:
+    y = np.array([label for label, _ in rows])
+    s = np.array([score for _, score in rows], dtype=np.float64)
+    auc = metrics.roc_auc(y, s)
+    assert metrics.roc_auc(y, -s) == pytest.approx(1 - auc)
+    pos, neg = s[y == 1], s[y == 0]
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert auc == pytest.approx(pairs / (len(pos) * len(neg)))

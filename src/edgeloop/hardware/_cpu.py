@@ -162,9 +162,13 @@ def _darwin_flags() -> set[str]:
 
 
 def core_counts() -> tuple[int | None, int | None]:
-    """(physical, logical) cores this process may use."""
+    """(physical, logical) cores this process may run on (CPU affinity and cgroup cpusets count)."""
     import psutil
 
     logical = psutil.cpu_count(logical=True) or os.cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        logical = len(os.sched_getaffinity(0)) or logical
     physical = psutil.cpu_count(logical=False) or logical
+    if physical and logical:
+        physical = min(physical, logical)
     return physical, logical
