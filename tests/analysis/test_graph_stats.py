@@ -235,3 +235,26 @@ def test_not_onnx_and_missing_files_are_named(tmp_path: Path) -> None:
         graph_stats(tmp_path / "missing.onnx")
     with pytest.raises(FileError, match="is a directory"):
         graph_stats(tmp_path)
+
+
+def test_shapes_after_a_contrib_op_come_from_symbolic_inference() -> None:
+    nbits = helper.make_node(
+        "MatMulNBits",
+        ["a", "Bq", "sc"],
+        ["h"],
+        domain="com.microsoft",
+        K=64,
+        N=32,
+        bits=4,
+        block_size=32,
+    )  # ONNX's own shape inference does not know this op: h's shape is unknown to it
+    m = _model(
+        [nbits, helper.make_node("MatMul", ["h", "W"], ["y"])],
+        [("a", F, [1, 5, 64])],
+        [("y", F, None)],
+        [_w("Bq", 32, 2, 16, dtype=np.uint8), _w("sc", 64), _w("W", 32, 8)],
+        extra_opsets={"com.microsoft": 1},
+    )
+    s = graph_stats(m)
+    assert s.macs_by_op == {"MatMulNBits": 5 * 64 * 32, "MatMul": 5 * 32 * 8}
+    assert s.macs_complete
