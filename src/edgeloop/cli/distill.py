@@ -15,9 +15,9 @@ def distill(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Student checkpoint to write (.pt)."),
     epochs: int = typer.Option(10, "--epochs", min=1),
-    temperature: float = typer.Option(4.0, "--temperature", help="Softmax temperature (> 0)."),
+    temperature: float = typer.Option(2.0, "--temperature", help="Softmax temperature (> 0)."),
     alpha: float = typer.Option(
-        0.7, "--alpha", help="Weight of the soft-target loss; 1 - alpha goes to the labels."
+        0.5, "--alpha", help="Weight of the soft-target loss; 1 - alpha goes to the labels."
     ),
     width: float | None = typer.Option(None, "--width", help="Student width multiplier."),
     feature: list[str] = typer.Option(

@@ -115,8 +115,8 @@ def distill(
     train: Any,
     val: Any = None,
     *,
-    temperature: float = 4.0,
-    alpha: float = 0.7,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
     epochs: int = 5,
     lr: float = 3e-3,
     batch_size: int = 64,
@@ -128,7 +128,8 @@ def distill(
     """Train ``student`` (in place) on ``train`` with ``teacher``'s soft targets.
 
     ``features`` pairs a student layer with a teacher layer (dotted names) whose outputs are
-    matched with mean squared error, weighted by ``feature_weight``. Raises before training if
+    matched with mean squared error relative to the teacher feature's mean square, weighted by
+    ``feature_weight``. Raises before training if
     the student's outputs do not have the teacher's shape or a layer name is unknown.
     """
     if teacher is student:
@@ -174,7 +175,10 @@ def distill(
         loss = distillation_loss(s_logits, t_logits, yb, temperature, alpha)
         for i, (a, b) in enumerate(pairs):
             s_feat = projections[str(i)](s_cap.values[a])
-            loss = loss + feature_weight * F.mse_loss(s_feat, _match(s_feat, t_cap.values[b]))
+            target = _match(s_feat, t_cap.values[b])
+            # relative to the teacher feature's energy, so its scale does not swamp the logits
+            rel = F.mse_loss(s_feat, target) / (target.pow(2).mean() + 1e-8)
+            loss = loss + feature_weight * rel
         return loss
 
     # the projections train with the student (fit's optimizer and schedule), then go away
@@ -276,8 +280,8 @@ def distill_pass(
         student,
         train,
         val,
-        temperature=float(param(params, "temperature", 4.0)),
-        alpha=float(param(params, "alpha", 0.7)),
+        temperature=float(param(params, "temperature", 2.0)),
+        alpha=float(param(params, "alpha", 0.5)),
         epochs=int(param(params, "epochs", 5)),
         lr=float(param(params, "lr", 3e-3)),
         batch_size=int(param(params, "batch_size", 64)),
