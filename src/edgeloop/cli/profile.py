@@ -52,11 +52,21 @@ def profile(
     ),
 ) -> None:
     """Measure this machine: CPU, ISA, memory, fp32/int8 throughput, bandwidth, power."""
-    from edgeloop.cli._console import console, err_console, print_json, table
-    from edgeloop.hardware import profile_device
+    from edgeloop.cli._console import console, print_json, progress, table
+    from edgeloop.hardware import PROFILE_STEPS, profile_device
 
-    with err_console.status("measuring this machine (GEMM kernels, memory bandwidth) ..."):
-        p = profile_device(quick=quick, threads=threads)
+    with progress(transient=True) as bar:
+        task = bar.add_task("profiling", total=len(PROFILE_STEPS), status="")
+        started: list[str] = []
+
+        def on_step(name: str) -> None:
+            if started:
+                bar.advance(task)
+            started.append(name)
+            bar.update(task, status=name)
+
+        p = profile_device(quick=quick, threads=threads, on_step=on_step)
+        bar.advance(task)
     if save is not None:
         p.save(save)
     if as_json:

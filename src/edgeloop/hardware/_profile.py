@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from edgeloop.artifacts import DeviceProfile
 from edgeloop.hardware._cpu import core_counts, cpu_model, isa_features
 from edgeloop.hardware._measure import RaplMeter, gemm_gops, memory_bandwidth_gbps
 
-__all__ = ["profile_device"]
+__all__ = ["PROFILE_STEPS", "profile_device"]
 
 
-def profile_device(quick: bool = False, *, threads: int | None = None) -> DeviceProfile:
+PROFILE_STEPS = ("fp32 GEMM", "int8 GEMM", "memory bandwidth")
+
+
+def profile_device(
+    quick: bool = False,
+    *,
+    threads: int | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> DeviceProfile:
     """Measure this machine: CPU, ISA, memory, fp32/int8 GEMM throughput, bandwidth, power.
 
     Throughput comes from ONNX Runtime's own GEMM kernels (MatMul for fp32, MatMulInteger for
     int8) on ``threads`` threads (default: every physical core), so it is what ONNX models can
     reach here, not a theoretical peak. ``quick`` uses smaller problems and shorter runs (about
     half a second in all instead of a few seconds). Power is the average RAPL package power
-    over the kernels when ``/sys/class/powercap`` is readable, else unknown.
+    over the kernels when ``/sys/class/powercap`` is readable, else unknown. ``on_step`` is
+    called with the name of each measurement (``PROFILE_STEPS``) as it starts, for progress bars.
     """
     import numpy as np
     import onnxruntime as ort
@@ -30,11 +40,15 @@ def profile_device(quick: bool = False, *, threads: int | None = None) -> Device
     n_threads = threads or physical or 1
     size, seconds = (256, 0.1) if quick else (512, 0.5)
     mib = 64  # larger than the last-level cache of the machines edgeloop targets
+    step = on_step or (lambda name: None)
     meter = RaplMeter()
     meter.start()
+    step(PROFILE_STEPS[0])
     fp32 = gemm_gops("fp32", size=size, threads=n_threads, seconds=seconds)
+    step(PROFILE_STEPS[1])
     int8 = gemm_gops("int8", size=size, threads=n_threads, seconds=seconds)
     energy = meter.stop()
+    step(PROFILE_STEPS[2])
     bandwidth = memory_bandwidth_gbps(mib=mib, seconds=seconds)
     mem = psutil.virtual_memory()
     power_w = energy[0] / energy[1] if energy and energy[1] > 0 else None
