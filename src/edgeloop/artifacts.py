@@ -88,6 +88,17 @@ def _from_jsonable(tp: Any, value: Any) -> Any:
     return value
 
 
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` once per class: it re-evaluates every annotation each call."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
 @dataclass(frozen=True)
 class Artifact:
     """Base of every artifact: JSON round-trip, schema version, unknown fields kept."""
@@ -115,8 +126,10 @@ class Artifact:
             raise InputError(f"expected a {cls.KIND!r} artifact, got kind {kind!r}")
         version = data.get("schema_version", cls.SCHEMA_VERSION)
         if not isinstance(version, int) or version < 1:
-            raise InputError(f"{cls.__name__}: schema_version must be a positive int, got {version!r}")
-        hints = typing.get_type_hints(cls)
+            raise InputError(
+                f"{cls.__name__}: schema_version must be a positive int, got {version!r}"
+            )
+        hints = _type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         required = {
             f.name
