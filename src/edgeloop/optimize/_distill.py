@@ -33,6 +33,7 @@ from edgeloop.optimize._torch_common import (
     labelled,
     param,
     resolve_modules,
+    run_checked,
     tp_inputs,
     train_val,
 )
@@ -145,7 +146,8 @@ def distill(
     teacher.eval()
     student.eval()
     with torch.no_grad():
-        t_out, s_out = call(teacher, probe), call(student, probe)
+        t_out = run_checked(teacher, probe, "on the distillation data (as the teacher)")
+        s_out = run_checked(student, probe, "on the distillation data (as the student)")
     if t_out.shape != s_out.shape:
         raise PassError(
             f"student {type(student).__name__} outputs shape {tuple(s_out.shape)} but teacher "

@@ -196,7 +196,8 @@ class LayerTracker:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.names = {id(m): n for n, m in model.named_modules()}
-        self.last: str | None = None
+        self.last: str | None = None  # the last leaf layer that finished
+        self.entered: str | None = None  # the last leaf layer that started
         self.order: list[str] = []
         self.outputs: dict[str, Any] = {}
 
@@ -205,12 +206,22 @@ class LayerTracker:
         handles = []
         for name, module in self.model.named_modules():
             if name and not any(True for _ in module.children()):
+                handles.append(module.register_forward_pre_hook(self._enter))
                 handles.append(module.register_forward_hook(self._hook))
         try:
             yield self
         finally:
             for h in handles:
                 h.remove()
+
+    def _enter(self, module: nn.Module, args: Any) -> None:
+        self.entered = self.names.get(id(module), type(module).__name__)
+
+    def where(self) -> str:
+        """Where a failing forward pass stopped, in words."""
+        if self.entered is not None and self.entered != self.last:
+            return f"in layer {self.entered!r}"
+        return f"after layer {self.last!r}" if self.last else "before the first layer"
 
     def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
         name = self.names.get(id(module), type(module).__name__)
@@ -226,12 +237,14 @@ def run_checked(model: nn.Module, x: Batch, when: str) -> torch.Tensor:
         with tracker.track():
             out = model(*x.values()) if isinstance(x, dict) else model(x)
     except Exception as e:  # a user's model may raise anything here
-        where = f"after layer {tracker.last!r}" if tracker.last else "before the first layer"
-        raise PassError(
-            f"{type(model).__name__} failed {when}, {where}: {e}. The model probably hard-codes "
-            f"a channel count (e.g. in view/reshape) that the dependency graph cannot see; "
-            f"protect that layer or compute the shape from the tensor"
-        ) from e
+        where = tracker.where()
+        hint = (
+            ". The model probably hard-codes a channel count (e.g. in view/reshape) that the "
+            "dependency graph cannot see; protect that layer or compute the shape from the tensor"
+            if "pruning" in when
+            else ""
+        )
+        raise PassError(f"{type(model).__name__} failed {when}, {where}: {e}{hint}") from e
     if not isinstance(out, torch.Tensor):
         raise PassError(
             f"{type(model).__name__} returns {type(out).__name__}; these passes need a model "

@@ -25,11 +25,18 @@ def test_binarize_zoo_model_packs_and_loads_back(
     d = res.details
     assert d["binarized"] == ["features.1.0", "features.3.0"]  # first and last stay float
     assert d["kept_float"] == ["features.0.0", "classifier.1"] or set(d["kept_float"]) == {
-        "features.0.0", "classifier.1"}  # fmt: skip
+        "features.0.0",
+        "classifier.1",
+    }
     w = res.model.features[1][0].weight.detach().flatten(1)
     assert torch.allclose(w.abs(), w.abs().amax(1, keepdim=True))  # +-alpha per channel
-    size = save_binary(res.model, tmp_path / "b.npz", d["binarized"], arch=meta["arch"],
-                       arch_kwargs=meta["arch_kwargs"])  # fmt: skip
+    size = save_binary(
+        res.model,
+        tmp_path / "b.npz",
+        d["binarized"],
+        arch=meta["arch"],
+        arch_kwargs=meta["arch_kwargs"],
+    )
     assert size == (tmp_path / "b.npz").stat().st_size
     # a width-8 CNN has only ~2000 weights, so the file's fixed overhead weighs heavily here;
     # the benchmark measures the ratio on MobileNet

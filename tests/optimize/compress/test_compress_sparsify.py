@@ -27,8 +27,14 @@ def test_sparsify_global_and_finetune_keeps_zeros(
     import copy
 
     train, val = compress_digits
-    res = sparsify(copy.deepcopy(compress_user_trained), sparsity=0.5, global_pruning=True,
-                   data=train, val=val, finetune_epochs=1)  # fmt: skip
+    res = sparsify(
+        copy.deepcopy(compress_user_trained),
+        sparsity=0.5,
+        global_pruning=True,
+        data=train,
+        val=val,
+        finetune_epochs=1,
+    )
     assert res.details["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert res.details["accuracy_after"] > 0.3
 

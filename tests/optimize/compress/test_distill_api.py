@@ -32,8 +32,9 @@ def test_distill_soft_targets_alone_teach_a_zoo_student(
     torch.manual_seed(0)
     student = build_model("cnn", in_channels=1, num_classes=10, width=4)
     # alpha=1: the labels play no part, only the teacher's soft targets
-    res = distill(compress_user_trained, student, train, val, epochs=3, lr=3e-2, alpha=1.0,
-                  temperature=1.0)  # fmt: skip
+    res = distill(
+        compress_user_trained, student, train, val, epochs=3, lr=3e-2, alpha=1.0, temperature=1.0
+    )
     d = res.details
     assert res.model is student
     assert d["student_macs"] < 0.5 * d["teacher_macs"]
@@ -54,8 +55,15 @@ def test_distill_with_feature_matching_across_sizes(
     student = build_model("cnn", in_channels=1, num_classes=10, width=4)
     keys = set(student.state_dict())
     # student features.3.0: 8 channels at 4x4; teacher conv2: 24 channels at 8x8
-    res = distill(compress_user_trained, student, train, val, epochs=3, lr=3e-2,
-                  features=[("features.3.0", "conv2")])  # fmt: skip
+    res = distill(
+        compress_user_trained,
+        student,
+        train,
+        val,
+        epochs=3,
+        lr=3e-2,
+        features=[("features.3.0", "conv2")],
+    )
     assert set(res.model.state_dict()) == keys  # the learned projection is not left behind
     assert res.details["features"] == [["features.3.0", "conv2"]]
     assert res.details["student_accuracy"] > 0.3

@@ -51,9 +51,14 @@ def test_prune_iterative_with_finetuning_recovers(
 ) -> None:
     train, val = compress_digits
     res = prune(
-        copy.deepcopy(compress_user_trained), ratio=0.5, data=train, val=val, steps=2,
-        finetune_epochs=2, importance="taylor",
-    )  # fmt: skip
+        copy.deepcopy(compress_user_trained),
+        ratio=0.5,
+        data=train,
+        val=val,
+        steps=2,
+        finetune_epochs=2,
+        importance="taylor",
+    )
     hist = res.details["history"]
     assert [h["step"] for h in hist] == [1, 2]
     assert hist[-1]["accuracy_finetuned"] >= hist[-1]["accuracy_pruned"]
@@ -63,8 +68,13 @@ def test_prune_iterative_with_finetuning_recovers(
 
 @pytest.mark.parametrize("importance", ["l1", "l2", "magnitude"])
 def test_prune_importances_and_global(compress_user_model: Any, importance: str) -> None:
-    res = prune(compress_user_model, ratio=0.3, input_shape=(1, 8, 8), importance=importance,
-                global_pruning=importance == "l1")  # fmt: skip
+    res = prune(
+        compress_user_model,
+        ratio=0.3,
+        input_shape=(1, 8, 8),
+        importance=importance,
+        global_pruning=importance == "l1",
+    )
     assert res.details["macs_after"] < res.details["macs_before"]
 
 
@@ -99,8 +109,9 @@ def test_prune_transformer_narrows_feed_forward_keeps_attention() -> None:
 
     data = load_dataset("tokens", "train").subset(32)
     torch.manual_seed(0)
-    model = build_model("transformer", vocab_size=1000, num_classes=8, max_len=48, dim=32,
-                        heads=4, layers=1, ff=64)  # fmt: skip
+    model = build_model(
+        "transformer", vocab_size=1000, num_classes=8, max_len=48, dim=32, heads=4, layers=1, ff=64
+    )
     res = prune(model, ratio=0.5, data=data)
     layer = res.model.layers[0]
     assert layer.ff[0].out_features == 32
@@ -113,8 +124,9 @@ def test_pruned_checkpoint_round_trip(
 ) -> None:
     model, meta = load_model(compress_ckpt)
     res = prune(model, ratio=0.5, data=compress_digits[0], steps=2)
-    out = save_model(res.model, tmp_path / "p.pt", meta,
-                     pruning_history=res.artifacts["pruning_history"])  # fmt: skip
+    out = save_model(
+        res.model, tmp_path / "p.pt", meta, pruning_history=res.artifacts["pruning_history"]
+    )
     again, meta2 = load_model(out)
     x = torch.from_numpy(compress_digits[1].x[:4])
     assert torch.allclose(again(x), res.model.eval()(x), atol=1e-5)
