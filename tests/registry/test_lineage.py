@@ -144,3 +144,23 @@ def test_find_by_hash_lists_every_version_with_that_file(
 
     assert [v.ref for v in registry.find(sha256_file(path))] == ["kws@1", "kws-copy@1"]
     assert registry.find("0" * 64) == []
+
+
+def test_derived_from_walks_forward_from_a_version_or_a_hash(
+    registry: Registry, make_onnx: MakeOnnx, make_card: MakeCard
+) -> None:
+    base, a, b = make_onnx("base", 1.0), make_onnx("a", 2.0), make_onnx("b", 3.0)
+    registry.push(base, "kws")
+    registry.push(a, "kws-int8", card=make_card(a, "x", [("source_model", sha256_file(base))]))
+    registry.push(
+        b,
+        "kws-tiny",
+        card=make_card(b, "y", [("teacher_model", sha256_file(base)), ("dataset", CALIB_SHA)]),
+    )
+
+    assert registry.derived_from("kws@1") == [
+        ("kws-int8", 1, "source_model"),
+        ("kws-tiny", 1, "teacher_model"),
+    ]
+    assert registry.derived_from(CALIB_SHA) == [("kws-tiny", 1, "dataset")]
+    assert registry.derived_from("kws-tiny@1") == []

@@ -39,7 +39,7 @@ from edgeloop.registry._db import (
     utcnow,
     write_session,
 )
-from edgeloop.registry._lineage import lineage
+from edgeloop.registry._lineage import derived_from, lineage
 from edgeloop.registry._ops import (
     add_evaluation,
     find_versions,
@@ -81,6 +81,7 @@ __all__ = [
     "default_actor",
     "default_data_dir",
     "default_url",
+    "derived_from",
     "downgrade",
     "find_versions",
     "get_model",

@@ -15,7 +15,7 @@ from edgeloop.registry._ops import version_row
 from edgeloop.registry._tables import BlobRow, BundleRow, LineageRow, ModelRow, VersionRow
 from edgeloop.registry._types import LineageNode
 
-__all__ = ["lineage"]
+__all__ = ["derived_from", "lineage"]
 
 MAX_DEPTH = 64
 
@@ -101,3 +101,19 @@ def _resolve(session: Session, ref: LineageRow, path: set[int], depth: int) -> L
         return _version_node(session, ref.role, sha, ref.name, ref.uri, model, v, path, depth, kind)
     kind = "blob" if session.get(BlobRow, sha) is not None else "unknown"
     return LineageNode(role=ref.role, sha256=sha, kind=kind, name=ref.name, uri=ref.uri)
+
+
+def derived_from(session: Session, sha256: str) -> list[tuple[str, int, str]]:
+    """Versions whose card lists ``sha256`` in its lineage: (model, version, role), oldest first.
+
+    The forward direction of :func:`lineage`: which models came from this dataset, recipe or
+    source model.
+    """
+    rows = session.execute(
+        sa.select(ModelRow.name, VersionRow.version, LineageRow.role)
+        .join(VersionRow, LineageRow.version_id == VersionRow.id)
+        .join(ModelRow, VersionRow.model_id == ModelRow.id)
+        .where(LineageRow.sha256 == sha256.lower())
+        .order_by(VersionRow.id, LineageRow.position)
+    ).all()
+    return [(str(m), int(v), str(r)) for m, v, r in rows]

@@ -25,7 +25,7 @@ from edgeloop.registry._db import (
     upgrade,
     write_session,
 )
-from edgeloop.registry._lineage import lineage
+from edgeloop.registry._lineage import derived_from, lineage
 from edgeloop.registry._types import (
     AliasEvent,
     BundleInfo,
@@ -309,6 +309,24 @@ class Registry:
         with read_session(self.engine) as s:
             v = self._resolve(s, ref)
             return lineage(s, v.model, v.version)
+
+    def derived_from(self, ref_or_sha256: str) -> list[tuple[str, int, str]]:
+        """Versions whose lineage names this hash, or any file of version ``ref``.
+
+        Returns ``(model, version, role)`` triples, oldest first: which models came from this
+        dataset, recipe, or version.
+        """
+        with read_session(self.engine) as s:
+            if "@" in ref_or_sha256:
+                v = self._resolve(s, ref_or_sha256)
+                hashes = [v.artifact.sha256, *(b.sha256 for b in v.bundles)]
+                hashes += [v.card_sha256] if v.card_sha256 else []
+            else:
+                hashes = [ref_or_sha256]
+            seen: dict[tuple[str, int, str], None] = {}
+            for sha in hashes:
+                seen.update(dict.fromkeys(derived_from(s, sha)))
+            return list(seen)
 
     def blob_path(self, sha256: str) -> Path:
         return self.blobs.path(sha256)
