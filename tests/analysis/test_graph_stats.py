@@ -258,3 +258,31 @@ def test_shapes_after_a_contrib_op_come_from_symbolic_inference() -> None:
     s = graph_stats(m)
     assert s.macs_by_op == {"MatMulNBits": 5 * 64 * 32, "MatMul": 5 * 32 * 8}
     assert s.macs_complete
+
+
+def test_group_query_attention_counts_the_kv_cache() -> None:
+    node = helper.make_node(
+        "GroupQueryAttention",
+        ["q", "k", "v", "pk", "pv", "seqlens", "total"],
+        ["y", "pk_out", "pv_out"],
+        domain="com.microsoft",
+        num_heads=8,
+        kv_num_heads=2,
+    )
+    i32 = TensorProto.INT32
+    m = _model(
+        [node],
+        [
+            ("q", F, [1, 4, 8 * 16]),
+            ("k", F, [1, 4, 2 * 16]),
+            ("v", F, [1, 4, 2 * 16]),
+            ("pk", F, [1, 2, 12, 16]),
+            ("pv", F, [1, 2, 12, 16]),
+            ("seqlens", i32, [1]),
+            ("total", i32, []),
+        ],
+        [("y", F, None), ("pk_out", F, None), ("pv_out", F, None)],
+        extra_opsets={"com.microsoft": 1},
+    )
+    # 8 query heads x 4 new tokens attend to 12 cached + 4 new, head size 16, two products
+    assert graph_stats(m).macs == 2 * 8 * 4 * 16 * 16

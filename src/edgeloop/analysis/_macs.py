@@ -189,6 +189,27 @@ def _ms_multihead_attention(node: onnx.NodeProto, shape: ShapeOf) -> int | None:
     return b * sq * k[1] * (hidden + v[2])
 
 
+def _ms_group_query_attention(node: onnx.NodeProto, shape: ShapeOf) -> int | None:
+    """com.microsoft GroupQueryAttention: Q.K^T and attention.V over past + new tokens."""
+    q = _input(node, 0, shape)
+    hq = _int_attr(node, "num_heads", 0)
+    hkv = _int_attr(node, "kv_num_heads", 0)
+    if q is None or len(q) != 3 or hq <= 0 or hkv <= 0:
+        return None
+    b, s, width = q
+    packed = len(node.input) < 2 or not node.input[1]  # Q, K and V packed in one input
+    if packed:
+        head, new_kv = width // (hq + 2 * hkv), s
+    else:
+        k = _input(node, 1, shape)
+        if k is None or len(k) != 3:
+            return None
+        head, new_kv = width // hq, k[1]
+    past = _input(node, 3, shape)  # (B, kv_heads, past_len, head) when a KV cache is given
+    total = new_kv + (past[2] if past is not None and len(past) == 4 else 0)
+    return 2 * b * hq * s * total * head
+
+
 # (domain, op_type) -> counter; "" is the default ONNX domain
 MAC_OPS: dict[tuple[str, str], Counter] = {
     ("", "Conv"): _conv(0, 1),
@@ -212,6 +233,7 @@ MAC_OPS: dict[tuple[str, str], Counter] = {
     ("", "Attention"): _attention,
     ("com.microsoft", "Attention"): _ms_attention,
     ("com.microsoft", "MultiHeadAttention"): _ms_multihead_attention,
+    ("com.microsoft", "GroupQueryAttention"): _ms_group_query_attention,
 }
 
 
