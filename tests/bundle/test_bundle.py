@@ -202,3 +202,15 @@ def test_device_key_of_the_wrong_kind_is_a_key_error(bundle_file: Path, trust: T
 
     with pytest.raises(KeyError_, match="expected a key file or an X25519 key, got int"):
         session_from_bundle(bundle_file, trust, 42)  # type: ignore[arg-type]
+
+
+def test_isa_requirements_are_checked_against_this_cpu(bundle: bytes, trust: Trust) -> None:
+    import dataclasses
+
+    from edgeloop.bundle import check_requirements
+
+    m = dataclasses.replace(verify(bundle, trust), requirements={"isa": ["avx512_vnni"]})
+    check_requirements(m, host_isa=["avx2", "avx512_vnni"])
+    with pytest.raises(ModelError, match="requires ISA avx512_vnni, which this CPU lacks"):
+        check_requirements(m, host_isa=["avx2"])
+    check_requirements(m, host_isa=[])  # flags unknown here: not refused on a guess

@@ -13,6 +13,7 @@ import hashlib
 import mmap
 import re
 import struct
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,19 +36,37 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 
-def check_requirements(manifest: Manifest, ort_version: str | None = None) -> None:
-    """Refuse a bundle whose ``min_onnxruntime`` is newer than this device's onnxruntime."""
-    need = manifest.requirements.get("min_onnxruntime")
-    if not need:
-        return
-    if ort_version is None:
-        import onnxruntime
+def check_requirements(
+    manifest: Manifest, ort_version: str | None = None, host_isa: Sequence[str] | None = None
+) -> None:
+    """Refuse a bundle this device cannot run: too old an onnxruntime, or missing ISA flags.
 
-        ort_version = str(onnxruntime.__version__)
-    if _version_tuple(ort_version) < _version_tuple(str(need)):
+    ISA flags use ``edgeloop.hardware.isa_features`` names (as ``DeviceProfile.isa`` does);
+    when this machine's flags cannot be read (empty), the ISA check is skipped.
+    """
+    need = manifest.requirements.get("min_onnxruntime")
+    if need:
+        if ort_version is None:
+            import onnxruntime
+
+            ort_version = str(onnxruntime.__version__)
+        if _version_tuple(ort_version) < _version_tuple(str(need)):
+            raise ModelError(
+                f"bundle {manifest.name!r} v{manifest.version} requires onnxruntime >= {need}, "
+                f"this device has {ort_version}"
+            )
+    isa = manifest.requirements.get("isa") or []
+    if not isinstance(isa, list) or not isa:
+        return
+    if host_isa is None:
+        from edgeloop.hardware import isa_features
+
+        host_isa = isa_features()
+    missing = sorted(set(map(str, isa)) - set(host_isa))
+    if host_isa and missing:
         raise ModelError(
-            f"bundle {manifest.name!r} v{manifest.version} requires onnxruntime >= {need}, "
-            f"this device has {ort_version}"
+            f"bundle {manifest.name!r} v{manifest.version} requires ISA {', '.join(missing)}, "
+            f"which this CPU lacks (it has {', '.join(host_isa)})"
         )
 
 
