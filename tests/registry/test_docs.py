@@ -43,8 +43,10 @@ def test_registry_page_commands_run(
     for args in _commands():
         result = cli(*args, env=env)
         assert result.returncode == 0, (args, result.stderr)
-        outputs[" ".join(args[:2])] = result.stdout
+        outputs[" ".join(args[:3])] = result.stdout
 
-    assert "rollback" in outputs["registry alias"]  # the last alias call: --history
-    assert "source_model" in outputs["registry lineage"] and "kws@1" in outputs["registry lineage"]
+    assert "rollback" in outputs["registry alias --history"]
+    assert "source_model" in outputs["registry lineage kws@2"]
+    assert "kws@1" in outputs["registry lineage kws@2"]
+    assert "kws@2" in outputs["registry lineage kws@1"]  # --derived
     assert (tmp_path / "kws-live.onnx").read_bytes() == base.read_bytes()

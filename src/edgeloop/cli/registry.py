@@ -328,12 +328,30 @@ def _tree_label(node: LineageNode) -> str:
 @app.command()
 def lineage(
     ctx: typer.Context,
-    ref: str = typer.Argument(..., help="NAME@VERSION, NAME@ALIAS or NAME (newest)."),
+    ref: str = typer.Argument(
+        ..., help="NAME@VERSION, NAME@ALIAS or NAME (newest); with --derived also a sha256."
+    ),
+    derived: bool = typer.Option(
+        False, "--derived", help="Walk forward instead: the versions that came from REF."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the tree as JSON."),
     db: str | None = _db_opt(),
     data: Path | None = _data_opt(),
 ) -> None:
-    """Everything a version came from, walked back through the registry."""
+    """Everything a version came from, walked back through the registry (or --derived)."""
+    if derived:
+        with _open(ctx, db, data) as reg:
+            is_hash = len(ref) == 64 and all(c in "0123456789abcdefABCDEF" for c in ref)
+            found = reg.derived_from(ref if "@" in ref or is_hash else reg.resolve(ref).ref)
+        from edgeloop.cli._console import console, print_json, table
+
+        if as_json:
+            print_json([{"model": m, "version": v, "role": r} for m, v, r in found])
+        elif not found:
+            console.print(f"no registered version lists {ref} in its lineage")
+        else:
+            table(f"derived from {ref}", ["version", "as"], [(f"{m}@{v}", r) for m, v, r in found])
+        return
     with _open(ctx, db, data) as reg:
         root = reg.lineage(ref)
     if as_json:
