@@ -294,3 +294,44 @@ def test_two_server_processes_share_one_fleet_and_its_replay_protection(
         assert dev.checkin().status_code == 200
         listed = two.get("/v1/admin/devices", headers=b.admin).json()["devices"]
         assert [d["health"] for d in listed] == ["ok"]
+
+
+def test_expired_nonces_are_swept_and_the_inventory_says_who_is_online(
+    sqlite_fleet: Any,
+) -> None:
+    fleet = sqlite_fleet
+    dev = fleet.device()
+    payload = {"agent_version": "0.1.0", "health": "ok"}
+    assert dev.post("/v1/checkin", payload, nonce="1" * 31 + "1").status_code == 200
+    engine = fleet.client.app.state.engine
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE fleet_nonces SET seen_at = '2000-01-01 00:00:00'"))
+        c.execute(sa.text("UPDATE fleet_devices SET last_seen = '2000-01-01 00:00:00'"))
+    info = fleet.client.get(f"/v1/admin/devices/{dev.device_id}", headers=fleet.admin).json()
+    assert info["online"] is False
+    assert dev.post("/v1/checkin", payload, nonce="2" * 31 + "0").status_code == 200  # sweeps
+    with engine.connect() as c:
+        left = [r[0] for r in c.execute(sa.text("SELECT nonce FROM fleet_nonces"))]
+    assert left == ["2" * 31 + "0"]
+    info = fleet.client.get(f"/v1/admin/devices/{dev.device_id}", headers=fleet.admin).json()
+    assert info["online"] is True
+
+
+def test_the_tuf_timestamp_is_resigned_before_it_expires(sqlite_fleet: Any) -> None:
+    from datetime import timedelta
+
+    from edgeloop.fleet._publish import refresh_timestamp_if_due
+    from edgeloop.registry import write_session
+
+    fleet = sqlite_fleet
+    repo = fleet.client.app.state.repository
+    engine = fleet.client.app.state.engine
+    version = repo.current()[2].signed.version
+    with write_session(engine) as s:
+        assert refresh_timestamp_if_due(s, repo, datetime.now(timezone.utc)) is False
+    later = datetime.now(timezone.utc) + timedelta(hours=13)
+    with write_session(engine) as s:
+        assert refresh_timestamp_if_due(s, repo, later) is True
+    fresh = repo.current()[2].signed
+    assert fresh.version == version + 1
+    assert fresh.expires > later

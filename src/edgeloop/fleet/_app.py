@@ -347,7 +347,12 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
     @app.get("/v1/admin/devices", dependencies=admin, summary="Device inventory")
     def list_devices() -> dict[str, Any]:
         with read_session(engine) as s:
-            return {"devices": [store.device_info(d).to_dict() for d in store.list_devices(s)]}
+            now = _now()
+            return {
+                "devices": [
+                    store.device_info(d, now, stale_after).to_dict() for d in store.list_devices(s)
+                ]
+            }
 
     @app.get(
         "/v1/admin/devices/{device_id}",
@@ -356,14 +361,16 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
     )
     def get_device(device_id: str) -> dict[str, Any]:
         with read_session(engine) as s:
-            out = store.device_info(store.get_device(s, device_id)).to_dict()
+            out = store.device_info(store.get_device(s, device_id), _now(), stale_after).to_dict()
             out["reports"] = store.recent_reports(s, device_id)
             return out
 
     @app.post("/v1/admin/devices/{device_id}/revoke", dependencies=admin, summary="Revoke a device")
     def revoke(device_id: str) -> dict[str, Any]:
         with write_session(engine) as s:
-            return store.device_info(store.revoke(s, device_id, _now())).to_dict()
+            return store.device_info(
+                store.revoke(s, device_id, _now()), _now(), stale_after
+            ).to_dict()
 
     @app.post(
         "/v1/admin/releases",

@@ -262,9 +262,11 @@ def device_state(device: DeviceRow) -> DeviceState:
     )
 
 
-def device_info(device: DeviceRow) -> DeviceInfo:
+def device_info(device: DeviceRow, now: datetime, stale_after: timedelta) -> DeviceInfo:
+    """The inventory row; ``online`` when the device was heard from within ``stale_after``."""
     seen = _utc(device.last_seen)
     return DeviceInfo(
+        online=bool(seen is not None and not device.revoked and now - seen <= stale_after),
         device_id=device.id,
         enrolled_at=iso_time(_utc(device.enrolled_at) or device.enrolled_at),
         revoked=device.revoked,

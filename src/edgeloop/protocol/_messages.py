@@ -316,3 +316,4 @@ class DeviceInfo(Artifact):
     known_good: InstalledModel | None = None
     health: str = "unknown"
     last_error: str | None = None
+    online: bool = False  # heard from within three poll intervals
