@@ -205,5 +205,5 @@ def session_from_bundle(
     )
     del model
     check_selftest(manifest.selftest, session.run_unchecked)
-    session.manifest = manifest  # type: ignore[attr-defined]
+    session.manifest = manifest
     return session
