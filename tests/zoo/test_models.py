@@ -145,3 +145,17 @@ def test_card_json_is_next_to_the_model(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "ae.onnx.card.json").read_text())
     assert data["kind"] == "model_card" and data["inputs"][0]["shape"] == ["batch", 6]
     assert data["export"]["parity"]["inputs"] == "random"
+
+
+def test_parity_failure_writes_nothing(tmp_path: Path) -> None:
+    from edgeloop.errors import ParityError
+
+    model = build_model("transformer", vocab_size=50, num_classes=3, max_len=20, dim=16, heads=2)
+    spec = [
+        {"name": "input_ids", "shape": [20], "dtype": "int64"},
+        {"name": "attention_mask", "shape": [20], "dtype": "int64"},
+    ]
+    meta = {"input_spec": spec, "arch_kwargs": {"vocab_size": 50}}
+    with pytest.raises(ParityError, match="differs from PyTorch by up to"):
+        export_onnx(model, tmp_path / "t.onnx", meta=meta, atol=0.0, rtol=0.0)
+    assert list(tmp_path.iterdir()) == []

@@ -61,9 +61,9 @@ def shapes_arrays(
     for c, mask_fn in enumerate(_SHAPES.values()):
         idx = np.flatnonzero(y == c)
         k = len(idx)
-        scale = rng.uniform(0.18, 0.34, k).astype(np.float32) * size
-        cx = rng.uniform(0.3, 0.7, k).astype(np.float32) * size
-        cy = rng.uniform(0.3, 0.7, k).astype(np.float32) * size
+        scale = rng.uniform(0.24, 0.4, k).astype(np.float32) * size
+        cx = rng.uniform(0.35, 0.65, k).astype(np.float32) * size
+        cy = rng.uniform(0.35, 0.65, k).astype(np.float32) * size
         u = (grid[None, None, :] - cx[:, None, None]) / scale[:, None, None]
         v = (grid[None, :, None] - cy[:, None, None]) / scale[:, None, None]
         m = mask_fn(u, v).astype(np.float32)[:, None]  # (k, 1, H, W)
@@ -72,9 +72,9 @@ def shapes_arrays(
         # push the foreground away from the background so every shape is visible
         gap = fg - bg
         norm = np.linalg.norm(gap, axis=1, keepdims=True) + 1e-6
-        fg = np.clip(np.where(norm < 0.5, bg + gap / norm * 0.5, fg), 0.0, 1.0)
+        fg = np.clip(np.where(norm < 0.7, bg + gap / norm * 0.7, fg), 0.0, 1.0)
         img = bg[:, :, None, None] * (1.0 - m) + fg[:, :, None, None] * m
-        sigma = rng.uniform(0.02, 0.1, (k, 1, 1, 1)).astype(np.float32)
+        sigma = rng.uniform(0.01, 0.06, (k, 1, 1, 1)).astype(np.float32)
         img = img + rng.standard_normal(img.shape, dtype=np.float32) * sigma
         x[idx] = np.clip(img, 0.0, 1.0)
     return x, y, SHAPE_CLASSES

@@ -79,6 +79,11 @@ def save_checkpoint(
     return dest
 
 
+def _why(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def read_torch_file(path: str | Path, *, allow_pickle: bool = False) -> Any:
     """``torch.load`` with clear errors; ``allow_pickle`` also reads whole pickled modules
     (which runs code from the file: only for a user's own files)."""
@@ -90,14 +95,16 @@ def read_torch_file(path: str | Path, *, allow_pickle: bool = False) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:
-        if not allow_pickle:
+        if not allow_pickle and "weights only" in str(e).lower():
             raise ModelFormatError(
                 f"{str(p)!r} holds pickled Python objects, not an edgeloop checkpoint"
             ) from e
-        raise ModelFormatError(f"{str(p)!r} is not a PyTorch file: {e}") from e
+        raise ModelFormatError(
+            f"{str(p)!r} is not a PyTorch checkpoint (torch.load failed: {_why(e)})"
+        ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
         raise ModelFormatError(
-            f"{str(p)!r} is not a PyTorch checkpoint (torch.load failed: {str(e).splitlines()[0]})"
+            f"{str(p)!r} is not a PyTorch checkpoint (torch.load failed: {_why(e)})"
         ) from e
     except (AttributeError, ModuleNotFoundError, ImportError) as e:
         raise ModelFormatError(
@@ -108,7 +115,7 @@ def read_torch_file(path: str | Path, *, allow_pickle: bool = False) -> Any:
         raise FileError(f"cannot read checkpoint {str(p)!r}: {e.strerror or e}") from e
     except Exception as e:  # noqa: BLE001 - a corrupt file can fail torch.load in many ways
         raise ModelFormatError(
-            f"{str(p)!r} is not a PyTorch checkpoint (torch.load failed: {type(e).__name__})"
+            f"{str(p)!r} is not a PyTorch checkpoint (torch.load failed: {_why(e)})"
         ) from e
 
 

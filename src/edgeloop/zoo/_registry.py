@@ -98,7 +98,7 @@ ARCHITECTURES: dict[str, ArchInfo] = {
             "tokens",
             "classification",
             "small transformer encoder over token ids + attention mask",
-            20,
+            6,
             1e-3,
             64,
         ),
