@@ -342,15 +342,18 @@ def lineage(
     if derived:
         with _open(ctx, db, data) as reg:
             is_hash = len(ref) == 64 and all(c in "0123456789abcdefABCDEF" for c in ref)
-            found = reg.derived_from(ref if "@" in ref or is_hash else reg.resolve(ref).ref)
+            target = ref if "@" in ref or is_hash else reg.resolve(ref).ref
+            found = reg.derived_from(target)
         from edgeloop.cli._console import console, print_json, table
 
         if as_json:
             print_json([{"model": m, "version": v, "role": r} for m, v, r in found])
         elif not found:
-            console.print(f"no registered version lists {ref} in its lineage")
+            console.print(f"no registered version lists {target} in its lineage")
         else:
-            table(f"derived from {ref}", ["version", "as"], [(f"{m}@{v}", r) for m, v, r in found])
+            table(
+                f"derived from {target}", ["version", "as"], [(f"{m}@{v}", r) for m, v, r in found]
+            )
         return
     with _open(ctx, db, data) as reg:
         root = reg.lineage(ref)
