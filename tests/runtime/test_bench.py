@@ -92,3 +92,22 @@ def test_memory_is_the_models_own(
     assert r.model_rss_mb >= 7.5
     assert r.compare.model_rss_mb < r.model_rss_mb
     assert r.peak_rss_mb is not None and r.peak_rss_mb < 1000
+
+
+def test_a_slow_model_is_timed_at_least_three_times_not_ten(
+    identity_classifier: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from edgeloop.runtime import Session
+
+    real = Session.run_unchecked
+
+    def slow(self: Session, feeds: dict[str, np.ndarray], outputs: None = None) -> object:
+        time.sleep(0.05)
+        return real(self, feeds, outputs)
+
+    monkeypatch.setattr(Session, "run_unchecked", slow)
+    r = benchmark(identity_classifier, min_seconds=0.02, warmup=50, isolate=False)
+    assert r.iterations == 3
+    assert r.latency_ms["min"] >= 50

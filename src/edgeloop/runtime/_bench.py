@@ -110,7 +110,10 @@ def _measure(
     before = _peak_rss_mb()
     sessions = [Session(s, threads=threads, providers=providers) for s in sources]
     checked = [s.validate(f) for s, f in zip(sessions, feeds, strict=True)]
-    for _ in range(warmup):
+    start = time.perf_counter()
+    for n in range(warmup):  # a slow model warms up for at most half the timed budget
+        if n and time.perf_counter() - start >= min_seconds / 2 and iterations is None:
+            break
         for s, f in zip(sessions, checked, strict=True):
             s.run_unchecked(f)
     times: list[list[int]] = [[] for _ in sessions]
@@ -125,7 +128,10 @@ def _measure(
         if iterations is not None:
             if i >= iterations:
                 break
-        elif i >= 10 and time.perf_counter() - start >= min_seconds:
+            continue
+        elapsed = time.perf_counter() - start
+        # at least 10 runs, or 3 when each takes so long that 10 would triple the budget
+        if elapsed >= min_seconds and (i >= 10 or elapsed >= 3 * min_seconds and i >= 3):
             break
     peak = _peak_rss_mb()
     return {
