@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeloop.analysis import graph_stats
-from edgeloop.errors import FileError, ModelFormatError
+from edgeloop.errors import FileError, InputError, ModelFormatError
 
 
 def _w(name: str, *shape: int, dtype: type = np.float32) -> onnx.TensorProto:
@@ -181,6 +181,8 @@ def test_unknown_dims_are_reported_and_input_shapes_resolve_them() -> None:
     assert partial.macs_unknown == ("MatMul:y",)
     pinned = graph_stats(m, input_shapes={"x": (1, 12, 8)})
     assert pinned.macs == 12 * 8 * 4 and pinned.macs_complete
+    with pytest.raises(InputError, match="unknown input 'tokens'; the model's inputs are: x"):
+        graph_stats(m, input_shapes={"tokens": (1, 12)})
 
 
 def test_subgraph_nodes_are_counted() -> None:

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, shape_inference
 from edgeloop._io import read_bytes
 from edgeloop.analysis._macs import Shape, node_macs
 from edgeloop.artifacts import TensorSpec
-from edgeloop.errors import ModelFormatError
+from edgeloop.errors import InputError, ModelFormatError
 
 __all__ = ["GraphStats", "graph_stats", "load_model", "onnx_dtype_name"]
 
@@ -150,6 +150,13 @@ def _fix_input_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """Pin dynamic input dims in place: the given shapes, else a dynamic leading (batch) dim = 1."""
     init_names = {t.name for t in model.graph.initializer}
+    names = [vi.name for vi in model.graph.input if vi.name not in init_names]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise InputError(
+            f"input_shapes names unknown input {', '.join(map(repr, unknown))}; the model's "
+            f"inputs are: {', '.join(names)}"
+        )
     assumed: dict[str, tuple[int, ...]] = {}
     for vi in model.graph.input:
         if vi.name in init_names or not vi.type.HasField("tensor_type"):
