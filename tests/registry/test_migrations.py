@@ -154,3 +154,33 @@ def test_unreachable_database_is_a_registry_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(RegistryError, match="cannot migrate"):
         upgrade(f"postgresql+psycopg://u@127.0.0.1:{port}/x?connect_timeout=2")
+
+
+def test_registry_defaults_to_sqlite_in_its_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from edgeloop.registry import Registry
+
+    monkeypatch.delenv("EDGELOOP_DB", raising=False)
+
+    with Registry(data_dir=tmp_path / "reg") as reg:
+        assert reg.list_models() == []
+
+    assert (tmp_path / "reg" / "edgeloop.db").is_file()
+
+
+def test_registry_disposes_only_the_engine_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeloop.registry import Registry
+
+    disposed: list[object] = []
+    monkeypatch.setattr(sa.engine.Engine, "dispose", lambda self, close=True: disposed.append(self))
+    shared = make_engine(f"sqlite:///{tmp_path / 'shared.db'}")
+
+    Registry(shared, tmp_path / "data").close()
+    own = Registry(f"sqlite:///{tmp_path / 'own.db'}", tmp_path / "data")
+    own.close()
+
+    assert shared not in disposed
+    assert own.engine in disposed
