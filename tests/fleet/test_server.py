@@ -192,6 +192,9 @@ def test_malformed_bodies_are_400_with_the_field_named(sqlite_fleet: Any) -> Non
     assert r.status_code == 400 and "health 'great'" in r.json()["detail"]
     r = dev.post("/v1/telemetry", {"device_id": dev.device_id})
     assert r.status_code == 400 and "window_s" in r.json()["detail"]
+    huge = {"device_id": dev.device_id, "window_s": 1.0, "padding": "x" * (1 << 20)}
+    r = dev.post("/v1/telemetry", huge)
+    assert r.status_code == 413 and "at most 1048576" in r.json()["detail"]
 
 
 def test_the_data_key_is_rewrapped_so_only_that_device_decrypts(sqlite_fleet: Any) -> None:

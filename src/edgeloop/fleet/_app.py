@@ -38,6 +38,7 @@ from edgeloop.fleet._settings import (
     settings_from_env,
 )
 from edgeloop.fleet._store import Refused
+from edgeloop.fleet._tables import DeviceRow
 from edgeloop.protocol import (
     ENROLL_DEVICE_ID,
     CheckIn,
@@ -105,6 +106,10 @@ def _signed_path(request: Request) -> str:
 
 
 async def _raw_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    limit = request.app.state.settings.report_limit_bytes
+    if declared.isdigit() and int(declared) > limit:
+        raise Refused(413, "too_large", f"body of {declared} bytes; at most {limit}")
     return await request.body()
 
 
@@ -184,9 +189,14 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
         headers = {"WWW-Authenticate": "Bearer"} if exc.reason == "admin" else None
         return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
 
+    @app.exception_handler(EdgeloopError)
+    async def _failed(_request: Request, exc: EdgeloopError) -> JSONResponse:
+        status = 400 if isinstance(exc, InputError) else 401 if isinstance(exc, AuthError) else 500
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
     # --- helpers shared by the handlers ----------------------------------------------------
 
-    def device_call(request: Request, body: bytes, work: Callable[[Session, Any], T]) -> T:
+    def device_call(request: Request, body: bytes, work: Callable[[Session, DeviceRow], T]) -> T:
         """Authenticate the signed request and run ``work`` in the same transaction."""
         if len(body) > settings.report_limit_bytes:
             raise Refused(
@@ -270,7 +280,7 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
 
     @app.post("/v1/checkin", summary="Report state; get the signed assignment", openapi_extra=_BODY)
     def checkin(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
-        def work(s: Session, device: Any) -> dict[str, Any]:
+        def work(s: Session, device: DeviceRow) -> dict[str, Any]:
             report = _parse(CheckIn, body)
             now = _now()
             store.record_checkin(device, report, now)
@@ -299,7 +309,7 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
         "/v1/telemetry", status_code=202, summary="Ingest a DeviceReport", openapi_extra=_BODY
     )
     def telemetry(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, int]:
-        def work(s: Session, device: Any) -> dict[str, int]:
+        def work(s: Session, device: DeviceRow) -> dict[str, int]:
             report = _parse(DeviceReport, body)
             if report.device_id != device.id:
                 raise Refused(
@@ -316,7 +326,7 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
         "/v1/keys", summary="A bundle's data key wrapped for this device", openapi_extra=_BODY
     )
     def data_key(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
-        def work(s: Session, device: Any) -> dict[str, Any]:
+        def work(s: Session, device: DeviceRow) -> dict[str, Any]:
             req = _parse(KeyRequest, body)
             variant = store.variant_by_target(s, req.target)
             if variant is None:
