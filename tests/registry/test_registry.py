@@ -44,6 +44,15 @@ def test_version_at_or_below_newest_is_refused_naming_both(
     assert registry.get_model("kws").versions == (3,)
 
 
+@pytest.mark.parametrize("offered", [0, -1, 2**31])
+def test_version_out_of_range_is_refused(
+    registry: Registry, make_onnx: MakeOnnx, offered: int
+) -> None:
+    with pytest.raises(RegistryError, match=rf"from 1 to 2147483647, got {offered}"):
+        registry.push(make_onnx("m", 1.0), "kws", version=offered)
+    assert registry.list_models() == []
+
+
 def test_concurrent_pushes_get_distinct_versions(registry: Registry, make_onnx: MakeOnnx) -> None:
     files = [make_onnx(f"m{i}", float(i)) for i in range(8)]
     got: list[int] = []

@@ -55,6 +55,9 @@ __all__ = [
 ]
 
 
+MAX_VERSION = 2**31 - 1  # a 32-bit INTEGER column on every engine
+
+
 def utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything the registry stores is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -82,11 +85,8 @@ def _blob(session: Session, sha256: str) -> BlobInfo:
     return BlobInfo(row.sha256, row.length, row.media_type, row.path)
 
 
-def model_row(session: Session, name: str, *, lock: bool = False) -> ModelRow:
-    stmt = sa.select(ModelRow).where(ModelRow.name == name)
-    if lock:
-        stmt = stmt.with_for_update()
-    row = session.scalars(stmt).one_or_none()
+def model_row(session: Session, name: str) -> ModelRow:
+    row = session.scalars(sa.select(ModelRow).where(ModelRow.name == name)).one_or_none()
     if row is None:
         known = session.scalars(sa.select(ModelRow.name).order_by(ModelRow.name).limit(20)).all()
         hint = f"; known models: {', '.join(known)}" if known else "; the registry is empty"
@@ -126,7 +126,7 @@ def create_version(
     Versions only go up: an explicit ``version`` at or below the newest one is refused.
     """
     check_name(name, "model name")
-    if card is not None and card.sha256 != artifact.sha256:
+    if card is not None and card.sha256.lower() != artifact.sha256:
         raise RegistryError(
             f"model card for {card.name!r} describes sha256 {card.sha256}, "
             f"but the model file pushed has sha256 {artifact.sha256}"
@@ -145,8 +145,10 @@ def create_version(
     )
     if version is None:
         version = (newest or 0) + 1
-    elif version < 1:
-        raise RegistryError(f"version of {name!r} must be a positive integer, got {version}")
+    elif isinstance(version, bool) or not 1 <= version <= MAX_VERSION:
+        raise RegistryError(
+            f"version of {name!r} must be an integer from 1 to {MAX_VERSION}, got {version!r}"
+        )
     elif newest is not None and version <= newest:
         raise RegistryError(
             f"version {version} of {name!r} refused: versions only go up and the newest is "
