@@ -159,3 +159,20 @@ def test_parity_failure_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ParityError, match="differs from PyTorch by up to"):
         export_onnx(model, tmp_path / "t.onnx", meta=meta, atol=0.0, rtol=0.0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_an_autoencoder_on_a_users_unlabelled_npz(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(120, 6)).astype(np.float32)
+    np.savez(tmp_path / "normal.npz", x=x)
+    result = train(
+        "autoencoder",
+        tmp_path / "normal.npz",
+        1,
+        out=tmp_path / "ae.pt",
+        threads=1,
+        hidden=8,
+        latent=2,
+    )
+    _, meta = load_checkpoint(tmp_path / "ae.pt")
+    assert meta["task"] == "anomaly" and meta["input_spec"][0]["shape"] == [6]
+    assert result.metrics["score_mean"] > 0

@@ -151,7 +151,7 @@ _FileLoader = Callable[..., tuple[Inputs, "np.ndarray | None", tuple[str, ...]]]
 
 def _from_path(path: Path, split: str, seed: int, kw: dict[str, Any]) -> Dataset:
     task = kw.pop("task", "classification")
-    require_labels = kw.pop("require_labels", True)
+    require_labels = kw.pop("require_labels", task == "classification")
     options: dict[str, tuple[str, ...]] = {
         "npz": (),
         "csv": ("label_column",),
@@ -207,7 +207,8 @@ def load_dataset(
     a user's file defaults to ``all`` (the whole file), and its ``train``/``val``/``test`` are a
     deterministic 70/10/20 split by ``seed`` (stratified by label). Keyword options: see
     ``BUILTIN[name].options`` for generators; files take ``task=``, ``require_labels=``, and
-    ``label_column=`` (CSV) or ``image_size=``/``channels=`` (image folders).
+    ``label_column=`` (CSV) or ``image_size=``/``channels=`` (image folders); labels are
+    required for ``task="classification"`` (the default) and optional for ``anomaly``.
     """
     name = str(name_or_path)
     builtin = name in BUILTIN and not isinstance(name_or_path, Path)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeloop.data import Dataset, load_dataset
+from edgeloop.data import BUILTIN, Dataset, load_dataset
 from edgeloop.errors import DataError
 from edgeloop.zoo._checkpoint import input_spec_of, save_checkpoint
 from edgeloop.zoo._fit import FitResult, Progress, evaluate_model, fit, predict, primary_metric
@@ -79,6 +79,8 @@ def train(
     torch.set_num_threads(threads or default_threads())
     ds_name = dataset if dataset is not None else info.default_dataset
     opts = dict(dataset_options or {})
+    if str(ds_name) not in BUILTIN or isinstance(ds_name, Path):
+        opts.setdefault("task", info.task)  # a user's file is read for the arch's task
     tr = load_dataset(ds_name, "train", seed=seed, **opts)
     va = load_dataset(ds_name, "val", seed=seed, **opts)
     te = load_dataset(ds_name, "test", seed=seed, **opts)
