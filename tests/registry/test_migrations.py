@@ -184,3 +184,10 @@ def test_registry_disposes_only_the_engine_it_made(
 
     assert shared not in disposed
     assert own.engine in disposed
+
+
+def test_engine_errors_never_show_the_password() -> None:
+    with pytest.raises(RegistryError, match="cannot open database") as info:
+        make_engine("mysql+nodriver://admin:hunter2@db.example/edgeloop")
+
+    assert "hunter2" not in str(info.value) and "admin:***@" in str(info.value)

@@ -115,19 +115,20 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as e:
         raise RegistryError(f"database URL {url!r} is not a valid SQLAlchemy URL: {e}") from e
+    shown = repr(parsed.render_as_string(hide_password=True))
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database or "").expanduser()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise RegistryError(f"cannot create the directory for database {url!r}: {e}") from e
+            raise RegistryError(f"cannot create the directory for database {shown}: {e}") from e
     if is_sqlite:
         kwargs.setdefault("connect_args", {}).setdefault("check_same_thread", False)
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except (sa.exc.ArgumentError, ImportError) as e:
-        raise RegistryError(f"cannot open database {url!r}: {e}") from e
+        raise RegistryError(f"cannot open database {shown}: {e}") from e
     if is_sqlite:
         _tune_sqlite(engine)
     return engine
