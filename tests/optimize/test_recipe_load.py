@@ -19,7 +19,7 @@ def test_presets_include_the_five_issue_presets() -> None:
 def test_int8_preset_is_preprocess_then_static_quantize() -> None:
     r = load_recipe("int8")
     assert [p.name for p in r.passes] == ["preprocess", "quantize"]
-    assert r.passes[1].params["per_channel"] is True
+    assert r.passes[1].params["per_channel"] == "auto"
 
 
 def test_yaml_file_with_all_entry_forms(tmp_path: Path) -> None:

@@ -56,8 +56,25 @@ def _print_summary(out: Path) -> dict[str, Any] | None:
         rows,
     )
     for s in report["steps"]:
+        pre = s.get("details", {}).get("preflight")
+        if pre:
+            console.print(
+                f"int8 preflight on {pre['target']}: {pre['int8_verdict']} ({pre['reason']}); "
+                f"{pre['format']}, activations {pre['activation_type']}, "
+                f"reduce_range={pre['reduce_range']}",
+                highlight=False,
+                markup=False,
+            )
+        fusion = s.get("details", {}).get("runtime_fusion")
+        if fusion:
+            console.print(
+                f"runtime fusion: {fusion['qdq_nodes_before']} Q/DQ nodes, "
+                f"{fusion['unfused']} left unfused; integer kernels {fusion['integer_ops']}",
+                highlight=False,
+                markup=False,
+            )
         for w in s.get("warnings", []):
-            console.print(f"[yellow]warning[/] {s['step']}: {w}", highlight=False)
+            console.print(f"warning {s['step']}: {w}", highlight=False, markup=False)
     console.print(f"wrote {out / 'model.onnx'}, {out / 'report.html'}", highlight=False)
     return report
 

@@ -233,7 +233,8 @@ def quantize(
     fmt = str(_param(params, "format", "qdq")).lower()
     if fmt not in ("qdq", "qoperator"):
         raise InputError(f"format must be qdq or qoperator; got {fmt!r}")
-    per_channel = bool(_param(params, "per_channel", True))
+    pc = _param(params, "per_channel", "auto")
+    per_channel = True if pc == "auto" else bool(pc)
     samples = int(_param(params, "calib_samples", 256))
     batch = _fixed_batch(model) or int(_param(params, "calib_batch", 8))
     # strided calibration reduces each chunk of batches as it goes: memory stays bounded (ORT's
@@ -247,7 +248,11 @@ def quantize(
     cache.unlink(missing_ok=True)
     external = uses_external_data(src)
 
-    def build(exclude: list[str], out: Path) -> None:
+    per_channel_override: bool | None = None
+
+    def build(exclude: list[str], out: Path, per_tensor: bool = False) -> None:
+        nonlocal per_channel_override
+        per_channel_override = False if per_tensor else None
         try:
             with _quiet():
                 quantize_static(
@@ -255,7 +260,9 @@ def quantize(
                     str(out),
                     data.reader(batch, samples),
                     quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                    per_channel=per_channel,
+                    per_channel=per_channel
+                    if per_channel_override is None
+                    else per_channel_override,
                     reduce_range=reduce_range,
                     activation_type=act_t,
                     weight_type=weight_t,
@@ -268,6 +275,9 @@ def quantize(
                 )
         except Exception as e:
             raise PassError(f"static int8 quantization of {str(src)!r} failed: {e}") from e
+
+    if pc == "auto":
+        per_channel = not _per_tensor_suffices(build, ctx, params)
 
     details: dict[str, Any] = {
         "preflight": pre,
@@ -305,6 +315,20 @@ def quantize(
     return ModelState("onnx", onnx_path=dest, notes=list(state.notes)), StepResult(
         "quantize", dict(params), details, warnings
     )
+
+
+def _per_tensor_suffices(
+    build: Callable[..., None], ctx: PassContext, params: Mapping[str, Any]
+) -> bool:
+    """``per_channel: auto``: per-tensor weights run a little faster; use them when a budget is
+    set and the per-tensor model meets it, else per-channel (the accurate default)."""
+    budget, evaluator = ctx.options.get("budget"), ctx.options.get("evaluator")
+    if not budget or evaluator is None or params.get("exclude"):
+        return False
+    probe = ctx.workdir / "per_tensor_probe.onnx"
+    build([], probe, per_tensor=True)
+    q = evaluator.score(probe, latency=False)
+    return not budget.shortfall(q, ctx.options["baseline"])
 
 
 def _float_leftovers(path: Path, intended: set[str]) -> list[str]:

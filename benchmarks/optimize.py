@@ -1,0 +1,299 @@
+"""Optimize benchmark: edgeloop's presets against ONNX Runtime fp32 and ORT's own quantizers.
+
+Two zoo models, trained on their tasks here, each in one process, one inference thread, batch 1:
+
+* MobileNet (MobileNetV1 shape, width 1.0) on ``shapes`` at 64x64 pixels (stride-1 stem, about
+  180 M MACs): fp32; ORT ``quantize_static`` with default arguments; ORT's fastest of three
+  hand-tuned static configurations (pre-processed; S8S8 per-tensor, U8S8 per-tensor, U8S8
+  per-channel); edgeloop ``int8`` with ``max_drop=0.005``.
+* The token transformer (dim 256, 4 layers, ff 1024, 48 tokens) on ``tokens``: fp32; ORT
+  ``quantize_dynamic`` with default arguments; edgeloop ``int8-dynamic`` with
+  ``min_cosine=0.99``; edgeloop ``int4`` with ``min_cosine=0.98``.
+
+Latency: every model of a group is timed in interleaved rounds (so background load hits them
+alike); the table shows the median and the minimum over all runs, ratios use the medians.
+Accuracy and per-sample cosine similarity to fp32 are on the whole test split.
+
+    python benchmarks/optimize.py                 # the full run quoted in docs/optimize.md
+    python benchmarks/optimize.py --quick         # fewer epochs and samples (a smoke run)
+
+Prints a table and writes ``benchmarks/results/optimize.json``. Trained checkpoints are cached
+in ``--workdir`` (default ``benchmarks/results/optimize-work``, not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "optimize.json"
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _latencies(
+    models: dict[str, Path], feeds: dict[str, np.ndarray], rounds: int, runs: int
+) -> dict[str, dict[str, float]]:
+    sessions = {k: _session(p) for k, p in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for s in sessions.values():
+        for _ in range(5):
+            s.run(None, feeds)
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(None, feeds)
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {
+        k: {"p50_ms": float(np.median(v)), "min_ms": float(np.min(v))} for k, v in times.items()
+    }
+
+
+def _outputs(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    s = _session(path)
+    n = len(next(iter(inputs.values())))
+    return np.concatenate(
+        [s.run(None, {k: v[i : i + 64] for k, v in inputs.items()})[0] for i in range(0, n, 64)]
+    )
+
+
+def _cosine(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    r, g = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
+    return (r * g).sum(1) / (np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1) + 1e-30)
+
+
+def _size(path: Path) -> int:
+    from edgeloop.optimize._model import model_size
+
+    return model_size(path)
+
+
+class _Reader:
+    """The same calibration batches for ORT's quantize_static (a plain data reader)."""
+
+    def __init__(self, x: dict[str, np.ndarray], batch: int = 8) -> None:
+        self.x, self.batch, self.i = x, batch, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        n = len(next(iter(self.x.values())))
+        if self.i >= n:
+            return None
+        out = {k: v[self.i : self.i + self.batch] for k, v in self.x.items()}
+        self.i += self.batch
+        return out
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def _train(
+    arch: str, dataset: str, epochs: int, work: Path, options: dict[str, Any], **kw: Any
+) -> Path:
+    from edgeloop.zoo import export_onnx, train
+
+    ckpt = work / f"{arch}.pt"
+    onnx_path = work / f"{arch}_fp32.onnx"
+    if not ckpt.exists():
+        t0 = time.perf_counter()
+        res = train(arch, dataset, epochs, out=ckpt, dataset_options=options, **kw)
+        print(f"trained {arch} in {time.perf_counter() - t0:.0f} s: {res.metrics}", flush=True)
+    if not onnx_path.exists():
+        export_onnx(ckpt, onnx_path)
+    return onnx_path
+
+
+def mobilenet(work: Path, epochs: int, n: int, calib: int) -> dict[str, Any]:
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    from edgeloop.data import load_dataset
+    from edgeloop.optimize import optimize
+
+    opts = {"size": 64, "n": n}
+    fp32 = _train("mobilenet", "shapes", epochs, work, opts, width=1.0)
+    test = load_dataset("shapes", "test", seed=0, **opts)
+    val = load_dataset("shapes", "val", seed=0, **opts)
+    x = {"input": test.inputs[next(iter(test.inputs))]}
+    cal = {"input": load_dataset("shapes", "train", seed=0, **opts).subset(calib).x}
+    models: dict[str, Path] = {"fp32": fp32}
+
+    models["ort-default"] = work / "mb_ort_default.onnx"
+    quantize_static(str(fp32), str(models["ort-default"]), _Reader(cal))  # type: ignore[arg-type]
+    pre = work / "mb_pre.onnx"
+    quant_pre_process(str(fp32), str(pre))
+    tuned = {
+        "ort-s8s8": {"activation_type": QuantType.QInt8, "per_channel": False},
+        "ort-u8s8": {"activation_type": QuantType.QUInt8, "per_channel": False},
+        "ort-u8s8-pc": {"activation_type": QuantType.QUInt8, "per_channel": True},
+    }
+    for name, kw in tuned.items():
+        models[name] = work / f"mb_{name}.onnx"
+        quantize_static(
+            str(pre),
+            str(models[name]),
+            _Reader(cal),
+            quant_format=QuantFormat.QDQ,
+            weight_type=QuantType.QInt8,
+            **kw,
+        )  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    card = optimize(
+        fp32, "int8", val, out_dir=work / "mb_edgeloop", max_drop=0.005, calib_samples=calib
+    )
+    seconds = time.perf_counter() - t0
+    models["edgeloop-int8"] = work / "mb_edgeloop" / "model.onnx"
+
+    lat = _latencies(models, {"input": x["input"][:1]}, rounds=5, runs=20)
+    ref = _outputs(fp32, x)
+    rows = {}
+    for name, path in models.items():
+        out = _outputs(path, x)
+        rows[name] = {
+            "size_bytes": _size(path),
+            "accuracy": float((out.argmax(1) == test.y).mean()),
+            "cosine_min": float(_cosine(ref, out).min()),
+            **lat[name],
+        }
+    best = min((k for k in tuned), key=lambda k: rows[k]["p50_ms"])
+    ours, base = rows["edgeloop-int8"], rows["fp32"]
+    return {
+        "model": "mobilenet width 1.0, shapes 64x64",
+        "macs": card.macs,
+        "test_samples": len(test),
+        "rows": rows,
+        "ort_best": best,
+        "optimize_seconds": seconds,
+        "goals": {
+            "smaller_x": base["size_bytes"] / ours["size_bytes"],
+            "faster_x": base["p50_ms"] / ours["p50_ms"],
+            "accuracy_drop_pt": (base["accuracy"] - ours["accuracy"]) * 100,
+            "vs_ort_best_x": rows[best]["p50_ms"] / ours["p50_ms"],
+        },
+    }
+
+
+def transformer(work: Path, epochs: int, n_eval: int) -> dict[str, Any]:
+    from onnxruntime.quantization import quantize_dynamic
+
+    from edgeloop.data import load_dataset
+    from edgeloop.optimize import optimize
+    from edgeloop.optimize._lowbit import matmul_weight_bytes
+    from edgeloop.optimize._model import load_onnx
+
+    fp32 = _train("transformer", "tokens", epochs, work, {}, dim=256, heads=4, layers=4, ff=1024)
+    test = load_dataset("tokens", "test", seed=0).subset(n_eval)
+    val = load_dataset("tokens", "val", seed=0)
+    models: dict[str, Path] = {"fp32": fp32, "ort-dynamic-default": work / "tf_ort_dynamic.onnx"}
+    quantize_dynamic(str(fp32), str(models["ort-dynamic-default"]))
+    t0 = time.perf_counter()
+    optimize(fp32, "int8-dynamic", val, out_dir=work / "tf_dyn", min_cosine=0.99)
+    t_dyn = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    optimize(fp32, "int4", val, out_dir=work / "tf_int4", min_cosine=0.98)
+    t_int4 = time.perf_counter() - t0
+    models["edgeloop-int8-dynamic"] = work / "tf_dyn" / "model.onnx"
+    models["edgeloop-int4"] = work / "tf_int4" / "model.onnx"
+    x = test.inputs
+    lat = _latencies(models, {k: v[:1] for k, v in x.items()}, rounds=5, runs=20)
+    ref = _outputs(fp32, x)
+    rows = {}
+    for name, path in models.items():
+        out = _outputs(path, x)
+        rows[name] = {
+            "size_bytes": _size(path),
+            "matmul_weight_bytes": matmul_weight_bytes(load_onnx(path)),
+            "accuracy": float((out.argmax(1) == test.y).mean()),
+            "cosine_min": float(_cosine(ref, out).min()),
+            **lat[name],
+        }
+    base = rows["fp32"]
+    return {
+        "model": "transformer dim 256, 4 layers, ff 1024, 48 tokens",
+        "test_samples": len(test),
+        "rows": rows,
+        "optimize_seconds": {"int8-dynamic": t_dyn, "int4": t_int4},
+        "goals": {
+            "dynamic_faster_x": base["p50_ms"] / rows["edgeloop-int8-dynamic"]["p50_ms"],
+            "dynamic_cosine_min": rows["edgeloop-int8-dynamic"]["cosine_min"],
+            "ort_dynamic_cosine_min": rows["ort-dynamic-default"]["cosine_min"],
+            "int4_matmul_smaller_x": base["matmul_weight_bytes"]
+            / rows["edgeloop-int4"]["matmul_weight_bytes"],
+            "int4_cosine_min": rows["edgeloop-int4"]["cosine_min"],
+        },
+    }
+
+
+def _print(group: dict[str, Any]) -> None:
+    print(f"\n{group['model']} ({group['test_samples']} test samples)")
+    base = group["rows"]["fp32"]
+    print(
+        f"{'model':<24}{'size':>11}{'smaller':>9}{'p50 ms':>9}{'min ms':>9}{'faster':>8}"
+        f"{'acc':>8}{'min cos':>9}"
+    )
+    for name, r in group["rows"].items():
+        print(
+            f"{name:<24}{r['size_bytes'] / 1e6:>9.3f}MB"
+            f"{base['size_bytes'] / r['size_bytes']:>8.2f}x"
+            f"{r['p50_ms']:>9.3f}{r['min_ms']:>9.3f}{base['p50_ms'] / r['p50_ms']:>7.2f}x"
+            f"{r['accuracy']:>8.4f}{r['cosine_min']:>9.5f}"
+        )
+    print("goals:", json.dumps({k: round(v, 4) for k, v in group["goals"].items()}))
+    print("optimize took:", group["optimize_seconds"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--workdir", type=Path, default=Path(__file__).parent / "results" / "optimize-work"
+    )
+    ap.add_argument("--quick", action="store_true", help="few epochs and samples: a smoke run")
+    ap.add_argument("--only", choices=["mobilenet", "transformer"], default=None)
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    import onnxruntime as ort
+    import torch
+
+    torch.set_num_threads(2)
+    result: dict[str, Any] = {
+        "machine": platform.processor() or platform.machine(),
+        "onnxruntime": ort.__version__,
+        "threads": 1,
+        "batch": 1,
+        "quick": args.quick,
+    }
+    if args.only in (None, "mobilenet"):
+        result["mobilenet"] = mobilenet(
+            args.workdir,
+            1 if args.quick else 6,
+            600 if args.quick else 3000,
+            64 if args.quick else 256,
+        )
+        _print(result["mobilenet"])
+    if args.only in (None, "transformer"):
+        result["transformer"] = transformer(
+            args.workdir, 1 if args.quick else 8, 100 if args.quick else 1000
+        )
+        _print(result["transformer"])
+    if not args.quick:
+        from edgeloop._io import atomic_write_text
+
+        atomic_write_text(RESULTS, json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
