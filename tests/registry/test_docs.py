@@ -50,3 +50,24 @@ def test_registry_page_commands_run(
     assert "kws@1" in outputs["registry lineage kws@2"]
     assert "kws@2" in outputs["registry lineage kws@1"]  # --derived
     assert (tmp_path / "kws-live.onnx").read_bytes() == base.read_bytes()
+
+
+def test_registry_page_python_example_runs(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_onnx: Callable[..., Path],
+    make_card: Callable[..., ModelCard],
+) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    model = make_onnx("kws", 1.0)
+    (tmp_path / "kws.onnx").write_bytes(model.read_bytes())
+    make_card(model, "kws").save(tmp_path / "kws.card.json")
+    monkeypatch.chdir(tmp_path)
+
+    namespace: dict[str, object] = {}
+    exec(compile(code, str(DOC), "exec"), namespace)
+
+    tree = namespace["tree"]
+    assert (tree.model, tree.version) == ("kws", 1)  # type: ignore[attr-defined]
+    assert (tmp_path / "reg.db").is_file() and (tmp_path / "reg" / "blobs").is_dir()
