@@ -338,3 +338,40 @@ def test_the_tuf_timestamp_is_resigned_before_it_expires(sqlite_fleet: Any) -> N
     fresh = repo.current()[2].signed
     assert fresh.version == version + 1
     assert fresh.expires > later
+
+
+def test_a_policy_loader_and_extra_routers_plug_into_the_app(tmp_path: Any, fleet_on: Any) -> None:
+    from fastapi import APIRouter
+
+    from edgeloop.fleet import DeviceState, FleetState
+    from edgeloop.protocol import Release
+
+    seen_sessions: list[Any] = []
+
+    def loader(session: Any) -> Any:
+        seen_sessions.append(session)
+
+        def canary(device: DeviceState, model: str, fleet: FleetState) -> Any:
+            version = 2 if device.labels.get("ring") == "canary" else fleet.desired[model]
+            release: Release | None = fleet.release(model, version)
+            return (release, f"ring -> {version}") if release else None
+
+        return canary
+
+    extra = APIRouter()
+    extra.add_api_route("/dashboard/ping", lambda: {"pong": True})
+    settings = FleetSettings(db_url=f"sqlite:///{tmp_path / 'p.db'}", data_dir=tmp_path / "d")
+    with TestClient(create_app(settings, policy_loader=loader, routers=[extra])) as client:
+        fleet = fleet_on(settings, client)
+        canary = fleet.device(labels={"ring": "canary"})
+        control = fleet.device()
+        fleet.release("kws", 1, {"fp32": {}})
+        fleet.push("kws", 2, {"fp32": {}})
+        published = client.post(
+            "/v1/admin/releases", json={"model": "kws", "version": 2}, headers=fleet.admin
+        )
+        assert published.status_code == 201  # published, but the alias stays on 1
+        assert _assignment(fleet, canary, canary.checkin()).reason == "ring -> 2"
+        assert _assignment(fleet, control, control.checkin()).version == 1
+        assert client.get("/dashboard/ping").json() == {"pong": True}
+    assert len(seen_sessions) == 2

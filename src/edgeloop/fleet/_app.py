@@ -12,12 +12,12 @@ import contextlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
@@ -113,8 +113,18 @@ async def _raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = None) -> FastAPI:
-    """The fleet server for ``settings``; secrets in the data dir are created if missing."""
+def create_app(
+    settings: FleetSettings,
+    *,
+    policy_loader: PolicyLoader | None = None,
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The fleet server for ``settings``; secrets in the data dir are created if missing.
+
+    ``policy_loader`` gives the director another policy per check-in (staged rollouts read
+    their state from the check-in's session); ``routers`` add pages or APIs (a dashboard).
+    Both find the engine, settings and repository on ``app.state``.
+    """
     secrets_: FleetSecrets = prepare_data_dir(settings)
     engine = make_engine(settings.db_url, pool_pre_ping=True)
     if settings.migrate:
@@ -440,6 +450,8 @@ def create_app(settings: FleetSettings, *, policy_loader: PolicyLoader | None = 
         key = secrets_.fleet_keys[0]
         return {"fleet_key": public_hex(key), "kid": key_id(key)}
 
+    for router in routers:
+        app.include_router(router)
     app.mount("/tuf", StaticFiles(directory=settings.tuf_path, check_dir=True), name="tuf")
     return app
 
