@@ -76,7 +76,7 @@ def anomaly_arrays(
     bias = machine.uniform(-0.5, 0.5, d).astype(np.float32)
     z = rng.uniform(-1.0, 1.0, (n, latent)).astype(np.float32)
     x = np.tanh(z @ w1) @ w2 + bias
-    x += rng.standard_normal(x.shape, dtype=np.float32) * 0.03
+    x += rng.standard_normal(x.shape, dtype=np.float32) * 0.06
     kind = np.full(n, -1, dtype=np.int64)
     is_anom = rng.random(n) < 0.25
     kind[is_anom] = rng.integers(0, len(ANOMALY_KINDS), int(is_anom.sum()))
@@ -86,13 +86,13 @@ def anomaly_arrays(
         band = slice(s * bands, (s + 1) * bands)
         if k == "spike":
             feats = rng.choice(d, size=int(rng.integers(1, 4)), replace=False)
-            x[i, feats] += rng.choice([-1.0, 1.0], len(feats)) * rng.uniform(0.6, 1.5, len(feats))
+            x[i, feats] += rng.choice([-1.0, 1.0], len(feats)) * rng.uniform(0.25, 0.8, len(feats))
         elif k == "off_manifold":
             direction = rng.standard_normal(d).astype(np.float32)
-            x[i] += direction / np.linalg.norm(direction) * rng.uniform(0.8, 1.6)
+            x[i] += direction / np.linalg.norm(direction) * rng.uniform(0.3, 0.9)
         elif k == "gain":
-            x[i, band] = x[i, band] * rng.uniform(1.6, 2.5) + rng.uniform(0.2, 0.5)
+            x[i, band] = x[i, band] * rng.uniform(1.15, 1.6) + rng.uniform(0.05, 0.25)
         else:  # bearing: energy shifts into the upper half of one sensor's bands
             hi = slice(s * bands + bands // 2, (s + 1) * bands)
-            x[i, hi] += rng.uniform(0.5, 1.2, bands - bands // 2)
+            x[i, hi] += rng.uniform(0.15, 0.5, bands - bands // 2)
     return x.astype(np.float32), is_anom.astype(np.int64), kind
