@@ -1,0 +1,42 @@
+"""``edgeloop demo``: run the whole loop on embedded defaults (SQLite, local files, loopback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["demo"]
+
+
+def demo(
+    workdir: Path = typer.Option(
+        Path("edgeloop-demo"), "--workdir", "-w", help="Folder for everything the demo writes."
+    ),
+    epochs: int = typer.Option(12, "--epochs", min=1, help="Training epochs for the CNN."),
+    devices: int = typer.Option(12, "--devices", min=1, help="Simulated devices in the fleet."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Profile, train, export, optimize, bundle, publish and serve on a simulated fleet."""
+    from edgeloop.cli._console import console, err_console, print_json, table
+    from edgeloop.demo import DemoStep, run_demo
+
+    status = err_console.status("starting")
+
+    def started(name: str) -> None:
+        status.update(f"[bold]{name}[/] ...")
+
+    def done(s: DemoStep) -> None:
+        err_console.print(f"[green]done[/] {s.name:<10} {s.seconds:7.1f} s  {s.summary}")
+
+    with status:
+        result = run_demo(workdir, epochs=epochs, devices=devices, on_step=done, on_start=started)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    table(
+        "edgeloop demo",
+        ["step", "seconds", "result"],
+        [(s.name, f"{s.seconds:.1f}", s.summary) for s in result.steps],
+    )
+    console.print(f"Everything is under {result.workdir} (summary in demo.json).")

@@ -1,0 +1,337 @@
+"""``edgeloop demo``: the whole loop on embedded defaults, as far as it exists.
+
+profile this machine -> train a CNN on scikit-learn's digits -> export to ONNX with a parity
+check -> optimize to int8 within an accuracy budget -> benchmark both -> start a fleet server on
+127.0.0.1 (SQLite, local files) -> pack signed, encrypted bundles (fp32, and int8 for CPUs with
+VNNI) -> push them to the registry with their lineage -> publish through TUF -> a simulated
+fleet of real agents enrolls, downloads, verifies, self-tests and serves.
+
+This module sits in the interface layer: it calls every stage's public API and imports each
+inside the step that needs it. Every file it writes lands under ``workdir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeloop._io import atomic_write_text
+from edgeloop.errors import EdgeloopError, FleetError, InputError
+
+__all__ = ["DemoResult", "DemoStep", "run_demo"]
+
+MODEL = "digits-cnn"
+
+
+@dataclass
+class DemoStep:
+    name: str
+    summary: str
+    seconds: float
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DemoResult:
+    workdir: Path
+    steps: list[DemoStep] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workdir": str(self.workdir), "steps": [asdict(s) for s in self.steps]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Server:
+    """``edgeloop server`` in a child process on 127.0.0.1, stopped when the demo ends."""
+
+    def __init__(self, data: Path, poll_interval: float) -> None:
+        self.data = data
+        self.db_url = f"sqlite:///{data / 'edgeloop.db'}"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data.parent / "server.log"
+        self.poll_interval = poll_interval
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import httpx
+
+        self.data.mkdir(parents=True, exist_ok=True)
+        args = [sys.executable, "-m", "edgeloop", "server", "--db", self.db_url]
+        args += ["--data", str(self.data), "--port", str(self.port)]
+        args += ["--poll-interval", str(self.poll_interval)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, EDGELOOP_DEBUG="")
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise FleetError(f"the fleet server exited with {self.proc.returncode}: {tail}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise FleetError(f"the fleet server at {self.url} did not answer /healthz within 60 s")
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data / "admin-token").read_text().strip()
+
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        r = httpx.request(
+            method,
+            self.url + path,
+            json=body,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=120,
+        )
+        if r.status_code >= 300:
+            raise FleetError(f"{method} {path} answered {r.status_code}: {r.text[:300]}")
+        return r.json()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+
+
+def run_demo(
+    workdir: str | Path,
+    *,
+    epochs: int = 12,
+    devices: int = 12,
+    fresh: bool = True,
+    on_step: Callable[[DemoStep], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Run the loop end to end under ``workdir`` and return what each step measured."""
+    if devices < 1:
+        raise InputError(f"--devices must be at least 1, got {devices}")
+    if epochs < 1:
+        raise InputError(f"--epochs must be at least 1, got {epochs}")
+    work = Path(workdir).resolve()
+    if fresh and work.exists():
+        if not (work / "demo.json").exists() and any(work.iterdir()):
+            raise InputError(
+                f"{str(work)!r} exists and is not an earlier demo's folder; "
+                "expected an empty or missing directory"
+            )
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    result = DemoResult(work)
+    state: dict[str, Any] = {}
+
+    def step(name: str, fn: Callable[[], tuple[str, dict[str, Any]]]) -> None:
+        if on_start:
+            on_start(name)
+        t0 = time.perf_counter()
+        summary, figures = fn()
+        s = DemoStep(name, summary, round(time.perf_counter() - t0, 2), figures)
+        result.steps.append(s)
+        atomic_write_text(work / "demo.json", json.dumps(result.to_dict(), indent=2) + "\n")
+        if on_step:
+            on_step(s)
+
+    step("profile", lambda: _profile(work, state))
+    step("train", lambda: _train(work, state, epochs))
+    step("export", lambda: _export(work, state))
+    step("optimize", lambda: _optimize(work, state))
+    step("benchmark", lambda: _bench(work, state))
+    server = _Server(work / "fleet", poll_interval=1.0)
+    try:
+        step("server", lambda: _start(server))
+        step("bundle", lambda: _bundle(work, state, server))
+        step("registry", lambda: _registry(state, server))
+        step("publish", lambda: _publish(state, server))
+        step("fleet", lambda: _fleet(work, state, server, devices))
+    finally:
+        server.stop()
+    return result
+
+
+def _profile(work: Path, state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    from edgeloop.hardware import profile_device
+
+    prof = profile_device(quick=True)
+    prof.save(work / "profile.json")
+    state["profile"] = prof
+    isa = ", ".join(prof.isa[:6]) or "none seen"
+    gops = f"{prof.fp32_gops or 0:.1f} fp32 / {prof.int8_gops or 0:.1f} int8 GOPS"
+    return f"{prof.cpu_model}: {prof.cores_logical} cores, {isa}; {gops}", {
+        "fp32_gops": prof.fp32_gops,
+        "int8_gops": prof.int8_gops,
+        "isa": list(prof.isa),
+    }
+
+
+def _train(work: Path, state: dict[str, Any], epochs: int) -> tuple[str, dict[str, Any]]:
+    from edgeloop.zoo import train
+
+    res = train("cnn", "digits", epochs, out=work / "digits-cnn.pt", seed=0)
+    state["checkpoint"] = res.checkpoint
+    acc = res.metrics.get("accuracy", 0.0)
+    return f"cnn on digits, {epochs} epochs: test accuracy {acc:.4f}", dict(res.metrics)
+
+
+def _export(work: Path, state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    from edgeloop.zoo import export_onnx
+
+    out = work / "digits-cnn.onnx"
+    card = export_onnx(state["checkpoint"], out)
+    state["onnx"], state["card"] = out, card
+    diff = card.extra.get("parity_max_abs_diff", card.metrics.get("parity_max_abs_diff"))
+    note = f", parity max |diff| {diff:.2e}" if isinstance(diff, float) else ""
+    return f"{out.name} ({card.size_bytes or 0:,} bytes, opset 17, dynamic batch){note}", {
+        "sha256": card.sha256
+    }
+
+
+def _optimize(work: Path, state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    from edgeloop.optimize import optimize
+
+    card = optimize(state["onnx"], "int8", "digits", out_dir=work / "int8", max_drop=0.01)
+    state["int8"], state["int8_card"] = work / "int8" / "model.onnx", card
+    acc = card.metrics.get("accuracy")
+    acc_s = f", accuracy {acc:.4f}" if acc is not None else ""
+    return f"int8 QDQ within a 1-point budget{acc_s}; report in int8/report.html", dict(
+        card.metrics
+    )
+
+
+def _bench(work: Path, state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    from edgeloop.data import load_dataset
+    from edgeloop.runtime import benchmark
+
+    data = load_dataset("digits", split="test")
+    res = benchmark(state["onnx"], threads=1, data=data, compare=state["int8"], min_seconds=1.0)
+    other = res.compare
+    assert other is not None
+    figures = {
+        "fp32_p50_ms": res.latency_ms["p50"],
+        "int8_p50_ms": other.latency_ms["p50"],
+        "fp32_bytes": res.size_bytes,
+        "int8_bytes": other.size_bytes,
+        "fp32_accuracy": res.metrics.get("accuracy"),
+        "int8_accuracy": other.metrics.get("accuracy"),
+    }
+    atomic_write_text(work / "bench.json", json.dumps(res.to_dict(), indent=2) + "\n")
+    size_x = res.size_bytes / max(other.size_bytes, 1)
+    return (
+        f"fp32 p50 {res.latency_ms['p50']:.3f} ms vs int8 {other.latency_ms['p50']:.3f} ms "
+        f"(1 thread); int8 {size_x:.1f}x smaller",
+        figures,
+    )
+
+
+def _start(server: _Server) -> tuple[str, dict[str, Any]]:
+    server.start()
+    return f"edgeloop server on {server.url} (SQLite {server.data / 'edgeloop.db'})", {
+        "url": server.url
+    }
+
+
+def _bundle(work: Path, state: dict[str, Any], server: _Server) -> tuple[str, dict[str, Any]]:
+    from edgeloop.artifacts import ModelCard
+    from edgeloop.bundle import load_public_key, load_signing_key, load_trust, pack, verify
+
+    keys = server.data / "keys"
+    sign = load_signing_key(keys / "release.pem")
+    fleet_pub = load_public_key(keys / "fleet.pub.pem")
+    trust = load_trust(keys / "root.json")
+    bundles: list[tuple[Path, str, dict[str, Any]]] = []
+    for variant, model, card, requires in (
+        ("fp32", state["onnx"], state["card"], {}),
+        ("int8", state["int8"], state["int8_card"], {"isa": ["avx512_vnni"]}),
+    ):
+        assert isinstance(card, ModelCard)
+        blob = pack(Path(model).read_bytes(), card, 1, sign, [fleet_pub], name=MODEL)
+        manifest = verify(blob, trust)
+        path = work / f"{MODEL}-1-{variant}.elb"
+        path.write_bytes(blob)
+        bundles.append((path, variant, requires))
+        state[f"manifest_{variant}"] = manifest
+    state["bundles"] = bundles
+    names = ", ".join(p.name for p, _, _ in bundles)
+    return f"signed (Ed25519) and encrypted (AES-256-GCM) and verified: {names}", {
+        "bundles": [str(p) for p, _, _ in bundles]
+    }
+
+
+def _registry(state: dict[str, Any], server: _Server) -> tuple[str, dict[str, Any]]:
+    from edgeloop.registry import Registry
+
+    with Registry(server.db_url, server.data) as reg:
+        v = reg.push(state["onnx"], MODEL, card=state["card"], bundles=state["bundles"])
+        tree = reg.lineage(f"{MODEL}@{v.version}")
+    depth = len(tree.walk())
+    return f"{MODEL}@{v.version} pushed with {len(state['bundles'])} variants", {
+        "version": v.version,
+        "lineage_nodes": depth,
+    }
+
+
+def _publish(state: dict[str, Any], server: _Server) -> tuple[str, dict[str, Any]]:
+    server.admin("POST", "/v1/admin/releases", {"model": MODEL, "version": 1})
+    server.admin("PUT", f"/v1/admin/models/{MODEL}/desired", {"version": 1})
+    return f"{MODEL}@1 in the TUF repository and desired for the fleet", {}
+
+
+def _fleet(
+    work: Path, state: dict[str, Any], server: _Server, devices: int
+) -> tuple[str, dict[str, Any]]:
+    from edgeloop.agent import Simulator, simulated_profiles
+
+    tokens = [server.admin("POST", "/v1/admin/tokens", {})["token"] for _ in range(devices)]
+    profiles = simulated_profiles("mix", devices)
+
+    async def go() -> Any:
+        sim = Simulator(server.url, work / "devices", tokens, profiles, poll_interval_s=1.0)
+        try:
+            return await sim.run(60.0, until=lambda: sim.serving().get(f"{MODEL}@1", 0) >= devices)
+        finally:
+            await sim.aclose()
+
+    res = asyncio.run(go())
+    serving = {k: v for k, v in res.serving.items() if k != "none"}
+    inventory = server.admin("GET", "/v1/admin/devices")
+    variants: dict[str, int] = {}
+    for d in inventory.get("devices", []):
+        installed = d.get("installed") or {}
+        key = str(installed.get("variant", "?"))
+        variants[key] = variants.get(key, 0) + 1
+    if sum(serving.values()) < devices:
+        raise FleetError(
+            f"only {sum(serving.values())} of {devices} simulated devices serve {MODEL}@1 "
+            f"after {res.duration_s:.0f} s (see {server.log})"
+        )
+    return (
+        f"{devices} agents enrolled, fetched via TUF, verified, self-tested and serve "
+        f"{MODEL}@1; variants {variants}; {res.inferences} inferences, "
+        f"{res.inference_errors} errors",
+        {"serving": serving, "variants": variants, "inferences": res.inferences},
+    )
