@@ -248,3 +248,21 @@ def test_unreachable_server_is_an_update_error(keys: KeyRing, tmp_path: Path) ->
             metadata_dir=tmp_path / "m",
             dest_dir=tmp_path / "slot",
         )
+
+
+def test_release_key_can_live_elsewhere(tmp_path: Path) -> None:
+    """The server's keys hold only release.pub.pem; CI signs; rotation takes a new public key."""
+    from edgeloop.bundle import Trust, generate_signing_key, key_id, save_public_key
+    from edgeloop.errors import KeyError_
+    from edgeloop.update import init_keys
+
+    ci_key, ci_key_2 = generate_signing_key(), generate_signing_key()
+    save_public_key(tmp_path / "ci.pub.pem", ci_key)
+    ring = init_keys(tmp_path / "server-keys", release_public_key=tmp_path / "ci.pub.pem")
+    assert not (ring.dir / "release.pem").exists()
+    assert set(Trust.from_root_bytes(ring.root_bytes()).release_keys) == {key_id(ci_key)}
+    with pytest.raises(KeyError_, match="holds no release.pem"):
+        rotate_key(ring.dir, "release")
+    save_public_key(tmp_path / "ci2.pub.pem", ci_key_2)
+    assert rotate_key(ring.dir, "release", release_public_key=tmp_path / "ci2.pub.pem") == 2
+    assert set(Trust.from_root_bytes(ring.root_bytes()).release_keys) == {key_id(ci_key_2)}

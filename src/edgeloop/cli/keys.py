@@ -20,6 +20,9 @@ def init(
     directory: Path = typer.Option(..., "--dir", help="Directory to create the keys in."),
     threshold: int = typer.Option(1, "--threshold", help="Root signatures a new root needs (K)."),
     root_keys: int = typer.Option(1, "--root-keys", help="Number of root keys (N)."),
+    release_key: Path | None = typer.Option(
+        None, "--release-key", help="Trust this existing release public key (PEM) instead."
+    ),
     passphrase: bool = PASSPHRASE_OPTION,
     passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
 ) -> None:
@@ -28,7 +31,13 @@ def init(
     from edgeloop.update import init_keys
 
     secret = read_passphrase(passphrase, passphrase_env, confirm=True)
-    ring = init_keys(directory, threshold=threshold, root_keys=root_keys, passphrase=secret)
+    ring = init_keys(
+        directory,
+        threshold=threshold,
+        root_keys=root_keys,
+        passphrase=secret,
+        release_public_key=release_key,
+    )
     rows = [
         (p.name, oct(p.stat().st_mode & 0o777)) for p in sorted(ring.dir.iterdir()) if p.is_file()
     ]
@@ -46,6 +55,9 @@ def rotate(
     repo: Path | None = typer.Option(
         None, "--repo", help="Re-sign this repository's metadata with the new keys."
     ),
+    release_key: Path | None = typer.Option(
+        None, "--release-key", help="For ROLE release: trust this existing public key (PEM)."
+    ),
     passphrase: bool = PASSPHRASE_OPTION,
     passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
 ) -> None:
@@ -54,7 +66,7 @@ def rotate(
     from edgeloop.update import Repository, rotate_key
 
     secret = read_passphrase(passphrase, passphrase_env)
-    version = rotate_key(directory, role, passphrase=secret)
+    version = rotate_key(directory, role, passphrase=secret, release_public_key=release_key)
     if version is None:
         console.print(f"rotated {role}: re-encrypt bundles to {directory / 'fleet.pub.pem'}")
     else:

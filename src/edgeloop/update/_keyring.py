@@ -6,6 +6,7 @@
       root-1.pem ... root-N.pem   Ed25519, 0600: root role (threshold K of N)
       targets.pem snapshot.pem timestamp.pem
       release.pem release.pub.pem Ed25519: signs bundle manifests and rollback statements
+                                  (only the .pub.pem when the release key lives elsewhere)
       fleet.pem   fleet.pub.pem   X25519: bundles are encrypted to fleet.pub.pem
       root.json                   the current signed TUF root: ship this to devices
       roots/<V>.root.json         every root version, so clients can walk the rotation chain
@@ -25,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
 from tuf.api.metadata import Metadata
 
@@ -35,6 +37,7 @@ from edgeloop.bundle import (
     generate_encryption_key,
     generate_signing_key,
     key_id,
+    load_public_key,
     load_signing_key,
     save_private_key,
     save_public_key,
@@ -113,8 +116,11 @@ def _tuf_key(signer: CryptoSigner) -> SSlibKey:
     return key
 
 
-def _release_field(d: Path, passphrase: bytes | None) -> dict[str, Any]:
-    key = load_signing_key(d / "release.pem", passphrase).public_key()
+def _release_field(d: Path) -> dict[str, Any]:
+    """The root's release-key field, from ``release.pub.pem`` (the private key may be elsewhere)."""
+    key = load_public_key(d / "release.pub.pem")
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyError_(f"{str(d / 'release.pub.pem')!r} is an X25519 key, expected Ed25519")
     return {"threshold": 1, "keys": {key_id(key): ed25519_to_dict(key)}}
 
 
@@ -135,8 +141,13 @@ def init_keys(
     passphrase: bytes | None = None,
     expires: timedelta = ROOT_EXPIRY,
     now: datetime | None = None,
+    release_public_key: str | Path | None = None,
 ) -> KeyRing:
-    """Create every key and the signed root v1 in ``directory`` (refuses to overwrite)."""
+    """Create every key and the signed root v1 in ``directory`` (refuses to overwrite).
+
+    ``release_public_key``: trust this existing release key (a PEM file) instead of making one,
+    so a fleet server can hold the repository keys while the release key stays with CI.
+    """
     from tuf.api.metadata import Root
 
     d = Path(directory)
@@ -146,13 +157,19 @@ def init_keys(
         )
     if (d / "root.json").exists():
         raise InputError(f"{str(d)!r} already holds keys (root.json); use `edgeloop keys rotate`")
+    external = load_public_key(release_public_key) if release_public_key else None
+    if external is not None and not isinstance(external, Ed25519PublicKey):
+        raise KeyError_(f"release key {str(release_public_key)!r} is X25519, expected Ed25519")
     for i in range(1, root_keys + 1):
         save_private_key(d / f"root-{i}.pem", generate_signing_key(), passphrase)
-    for role in ("targets", "snapshot", "timestamp", "release"):
-        key = generate_signing_key()
-        save_private_key(d / f"{role}.pem", key, passphrase)
-        if role == "release":
-            save_public_key(d / "release.pub.pem", key)
+    for role in ("targets", "snapshot", "timestamp"):
+        save_private_key(d / f"{role}.pem", generate_signing_key(), passphrase)
+    if external is None:
+        release = generate_signing_key()
+        save_private_key(d / "release.pem", release, passphrase)
+        save_public_key(d / "release.pub.pem", release)
+    else:
+        save_public_key(d / "release.pub.pem", external)
     fleet = generate_encryption_key()
     save_private_key(d / "fleet.pem", fleet, passphrase)
     save_public_key(d / "fleet.pub.pem", fleet)
@@ -164,7 +181,7 @@ def init_keys(
         signers[role] = [_signer(p, passphrase) for p in _key_files(d, role)]
         for s in signers[role]:
             root.add_key(_tuf_key(s), role)
-    root.unrecognized_fields[RELEASE_FIELD] = _release_field(d, passphrase)
+    root.unrecognized_fields[RELEASE_FIELD] = _release_field(d)
     md = Metadata(root)
     _sign_root(md, signers["root"])
     _write_root(d, md)
@@ -178,27 +195,54 @@ def rotate_key(
     passphrase: bytes | None = None,
     expires: timedelta = ROOT_EXPIRY,
     now: datetime | None = None,
+    release_public_key: str | Path | None = None,
 ) -> int | None:
-    """Replace ``role``'s key(s); return the new root version (None for the fleet key)."""
+    """Replace ``role``'s key(s); return the new root version (None for the fleet key).
+
+    ``release_public_key`` (role ``release`` only): trust this existing key instead of making one.
+    """
     if role not in ROTATABLE:
         raise InputError(f"unknown role {role!r}; expected one of {', '.join(ROTATABLE)}")
+    if release_public_key is not None and role != "release":
+        raise InputError(f"a release public key was given for role {role!r}; it is for 'release'")
     ring = KeyRing(directory, passphrase)
     retired = ring.dir / "retired"
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    old_files = ring.key_files(role) if role != "fleet" else [ring.dir / "fleet.pem"]
+    if role == "release":
+        old_files = [
+            f for f in (ring.dir / "release.pem", ring.dir / "release.pub.pem") if f.is_file()
+        ]
+        if release_public_key is None and not (ring.dir / "release.pem").is_file():
+            raise KeyError_(
+                f"{str(ring.dir)!r} holds no release.pem (the release key lives elsewhere); "
+                "give the new release public key"
+            )
+    else:
+        old_files = ring.key_files(role) if role != "fleet" else [ring.dir / "fleet.pem"]
     old_root_signers = ring.signers("root")
     md = ring.root()
     for f in old_files:
-        data = f.read_bytes()
-        atomic_write_bytes(retired / f"{f.stem}-{stamp}.pem", data, mode=0o600)
-        new_key = generate_encryption_key() if role == "fleet" else generate_signing_key()
-        save_private_key(f, new_key, passphrase)
-        if role in ("fleet", "release"):
-            save_public_key(ring.dir / f"{role}.pub.pem", new_key)
+        atomic_write_bytes(
+            retired / f"{f.name.removesuffix('.pem')}-{stamp}.pem", f.read_bytes(), mode=0o600
+        )
+    if role == "release" and release_public_key is not None:
+        (ring.dir / "release.pem").unlink(missing_ok=True)
+        external = load_public_key(release_public_key)
+        if not isinstance(external, Ed25519PublicKey):
+            raise KeyError_(f"release key {str(release_public_key)!r} is X25519, expected Ed25519")
+        save_public_key(ring.dir / "release.pub.pem", external)
+    else:
+        for f in old_files:
+            if f.name.endswith(".pub.pem"):
+                continue
+            new_key = generate_encryption_key() if role == "fleet" else generate_signing_key()
+            save_private_key(f, new_key, passphrase)
+            if role in ("fleet", "release"):
+                save_public_key(ring.dir / f"{role}.pub.pem", new_key)
     if role == "fleet":
         return None
     if role == "release":
-        md.signed.unrecognized_fields[RELEASE_FIELD] = _release_field(ring.dir, passphrase)
+        md.signed.unrecognized_fields[RELEASE_FIELD] = _release_field(ring.dir)
     else:
         for kid in list(md.signed.roles[role].keyids):
             md.signed.revoke_key(kid, role)
