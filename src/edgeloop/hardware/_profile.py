@@ -76,7 +76,7 @@ def profile_device(
         providers=tuple(ort.get_available_providers()),
         notes=(
             f"measured {'quickly ' if quick else ''}with {n_threads} thread(s): GOPS = 2*M*N*K / "
-            f"median time of ONNX Runtime MatMul (fp32) and MatMulInteger (u8 x s8) at "
+            f"best run time of ONNX Runtime MatMul (fp32) and MatMulInteger (u8 x s8) at "
             f"{size}x{size}x{size}; bandwidth = bytes read + written by a {mib} MiB numpy copy, "
             f"best run; power = RAPL package energy over the GEMM runs"
             + ("" if power_w is not None else " (not readable here: unknown)")
