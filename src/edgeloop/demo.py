@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop._io import atomic_write_text
-from edgeloop.errors import EdgeloopError, FleetError, InputError
+from edgeloop.errors import FleetError, InputError
 
 __all__ = ["DemoResult", "DemoStep", "run_demo"]
 
