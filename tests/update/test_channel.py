@@ -260,6 +260,7 @@ def test_release_key_can_live_elsewhere(tmp_path: Path) -> None:
     save_public_key(tmp_path / "ci.pub.pem", ci_key)
     ring = init_keys(tmp_path / "server-keys", release_public_key=tmp_path / "ci.pub.pem")
     assert not (ring.dir / "release.pem").exists()
+    assert ring.dir.stat().st_mode & 0o777 == 0o700
     assert set(Trust.from_root_bytes(ring.root_bytes()).release_keys) == {key_id(ci_key)}
     with pytest.raises(KeyError_, match="holds no release.pem"):
         rotate_key(ring.dir, "release")

@@ -42,7 +42,7 @@ from edgeloop.bundle import (
     save_private_key,
     save_public_key,
 )
-from edgeloop.errors import InputError, KeyError_
+from edgeloop.errors import FileError, InputError, KeyError_
 
 __all__ = ["ROLES", "ROTATABLE", "KeyRing", "init_keys", "rotate_key"]
 
@@ -157,6 +157,10 @@ def init_keys(
         )
     if (d / "root.json").exists():
         raise InputError(f"{str(d)!r} already holds keys (root.json); use `edgeloop keys rotate`")
+    try:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)  # private keys: owner only
+    except OSError as e:
+        raise FileError(f"cannot create keys directory {str(d)!r}: {e.strerror or e}") from e
     external = load_public_key(release_public_key) if release_public_key else None
     if external is not None and not isinstance(external, Ed25519PublicKey):
         raise KeyError_(f"release key {str(release_public_key)!r} is X25519, expected Ed25519")
