@@ -256,12 +256,16 @@ def _start(server: _Server) -> tuple[str, dict[str, Any]]:
 
 
 def _bundle(work: Path, state: dict[str, Any], server: _Server) -> tuple[str, dict[str, Any]]:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
     from edgeloop.artifacts import ModelCard
     from edgeloop.bundle import load_public_key, load_signing_key, load_trust, pack, verify
 
     keys = server.data / "keys"
     sign = load_signing_key(keys / "release.pem")
     fleet_pub = load_public_key(keys / "fleet.pub.pem")
+    if not isinstance(fleet_pub, X25519PublicKey):
+        raise InputError(f"{keys / 'fleet.pub.pem'} is not an X25519 encryption key")
     trust = load_trust(keys / "root.json")
     bundles: list[tuple[Path, str, dict[str, Any]]] = []
     for variant, model, card, requires in (
