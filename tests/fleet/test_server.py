@@ -375,3 +375,24 @@ def test_a_policy_loader_and_extra_routers_plug_into_the_app(tmp_path: Any, flee
         assert _assignment(fleet, control, control.checkin()).version == 1
         assert client.get("/dashboard/ping").json() == {"pong": True}
     assert len(seen_sessions) == 2
+
+
+def test_concurrent_enrollments_with_one_token_enroll_one_device(
+    fleet_settings: FleetSettings, fleet_on: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    apps = [TestClient(create_app(fleet_settings)) for _ in range(3)]
+    for c in apps:
+        c.__enter__()
+    try:
+        token = fleet_on(fleet_settings, apps[0]).token()
+        devices = [fleet_on(fleet_settings, c).new_device() for c in apps]
+        with ThreadPoolExecutor(len(devices)) as pool:
+            codes = sorted(pool.map(lambda d: d.enroll(token).status_code, devices))
+        assert codes == [201, 401, 401]
+        listed = apps[1].get("/v1/admin/devices", headers=fleet_on(fleet_settings, apps[1]).admin)
+        assert len(listed.json()["devices"]) == 1
+    finally:
+        for c in apps:
+            c.__exit__(None, None, None)
