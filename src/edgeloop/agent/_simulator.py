@@ -19,7 +19,7 @@ import contextlib
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,12 +135,9 @@ class Simulator:
         self.requests = _Requests()
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
         self.http = httpx.AsyncClient(
-            timeout=60.0,
+            timeout=120.0,
             limits=limits,
-            event_hooks={
-                "request": [self.requests.on_request],
-                "response": [self.requests.on_response],
-            },
+            event_hooks={"request": [self._on_request], "response": [self._on_response]},
         )
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim")
         self.fetcher: Any = None
@@ -162,6 +159,29 @@ class Simulator:
             )
             for i, (token, profile) in enumerate(zip(tokens, profiles, strict=True))
         ]
+
+    async def _on_request(self, request: httpx.Request) -> None:
+        await self.requests.on_request(request)
+
+    async def _on_response(self, response: httpx.Response) -> None:
+        await self.requests.on_response(response)
+
+    def reset_stats(self) -> None:
+        """Forget the requests measured so far (e.g. after a warm-up)."""
+        self.requests = _Requests()
+
+    async def warm_up(self, concurrency: int = 64) -> None:
+        """One poll per device (enrollment, first install), ``concurrency`` at a time."""
+        asyncio.get_running_loop().set_default_executor(self.executor)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(i: int, agent: Agent) -> None:
+            agent.fetcher = self._fetcher()
+            async with sem:
+                await agent.poll_once()
+            self._mark(i, agent)
+
+        await asyncio.gather(*(one(i, a) for i, a in enumerate(self.agents)))
 
     # --- the devices ---------------------------------------------------------------------
     def _fetcher(self) -> Any:
@@ -217,8 +237,21 @@ class Simulator:
             except Exception:  # counted by the agent's telemetry; the workload goes on
                 continue
 
-    async def run(self, duration_s: float, stop: asyncio.Event | None = None) -> SimulationResult:
-        """Run every device for ``duration_s`` seconds (or until ``stop``), then summarise."""
+    async def _watch(self, until: Callable[[], bool], stop: asyncio.Event, end: float) -> None:
+        while not stop.is_set() and time.monotonic() < end:
+            if until():
+                stop.set()
+                return
+            await asyncio.sleep(0.1)
+
+    async def run(
+        self,
+        duration_s: float,
+        stop: asyncio.Event | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> SimulationResult:
+        """Run every device for ``duration_s`` seconds (or until ``stop`` is set or ``until()``
+        turns true), then summarise."""
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.set_default_executor(self.executor)
@@ -228,6 +261,8 @@ class Simulator:
             asyncio.create_task(self._device(i, a, stop, end)) for i, a in enumerate(self.agents)
         ]
         tasks.append(asyncio.create_task(self._workload(self.agents, stop, end)))
+        if until is not None:
+            tasks.append(asyncio.create_task(self._watch(until, stop, end)))
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -1,0 +1,467 @@
+"""Fleet benchmark: one ``edgeloop server`` process on loopback, simulated agents in this one.
+
+Measures, on SQLite and on PostgreSQL (a temporary local server):
+
+* check-ins per second and their p50/p99 latency with N simulated agents (each a real agent:
+  own keys and state dir, signed requests, telemetry), over a bounded window after a warm-up
+  in which every agent enrolled and installed the current release;
+* the time for M agents to install a new model of about 5 MB (publish -> every agent serving
+  it), with the poll interval given;
+* the peak RSS of one ``edgeloop agent`` process serving that model over its local HTTP
+  endpoint.
+
+Prints a table and writes ``benchmarks/results/fleet.json``. Everything stops by itself.
+
+    python benchmarks/fleet.py                          # the full run (see docs/fleet.md)
+    python benchmarks/fleet.py --devices 200 --install-devices 100 --dbs sqlite --window 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+SERVER = "import typer; from edgeloop.cli.server import server; typer.run(server)"
+AGENT = "import typer; from edgeloop.cli.agent import agent; typer.run(agent)"
+RESULTS = Path(__file__).parent / "results" / "fleet.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scaled_model(scale: float, n_weights: int = 0) -> bytes:
+    """y = x * scale; ``n_weights`` float32 zeros make the file that much bigger."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array([scale], dtype=np.float32), "s")]
+    nodes = [helper.make_node("Mul", ["x", "s"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])]
+    if n_weights:
+        pad = np.random.default_rng(0).standard_normal(n_weights).astype(np.float32)
+        inits.append(numpy_helper.from_array(pad, "pad"))
+        nodes.append(helper.make_node("ReduceSum", ["pad"], ["pad_sum"], keepdims=1))
+        outputs.append(helper.make_tensor_value_info("pad_sum", TensorProto.FLOAT, [1]))
+    graph = helper.make_graph(
+        nodes,
+        "scaled",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        outputs,
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+# --- PostgreSQL (as the test suite's fixture does it) -----------------------------------------
+@contextmanager
+def postgres() -> Iterator[str]:
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not bindirs:
+        raise SystemExit("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin")
+    bindir = bindirs[-1]
+    root = Path(tempfile.mkdtemp(prefix="edgeloop-bench-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+
+    def pg(*args: str) -> None:
+        subprocess.run([*prefix, *args], check=True, capture_output=True, cwd=root, timeout=120)
+
+    pg(
+        str(bindir / "initdb"),
+        "-D",
+        str(root / "data"),
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--no-sync",
+    )
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    pg(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(root / "data"),
+        "-o",
+        opts,
+        "-l",
+        str(root / "log"),
+        "-w",
+        "-t",
+        "60",
+        "start",
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- the server ---------------------------------------------------------------------------------
+class Server:
+    def __init__(self, db_url: str, tmp: Path, poll_interval: float) -> None:
+        self.db_url, self.tmp, self.data = db_url, tmp, tmp / "data"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(tmp / "server.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SERVER,
+                "--db",
+                db_url,
+                "--data",
+                str(self.data),
+                "--port",
+                str(self.port),
+                "--poll-interval",
+                str(poll_interval),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit((tmp / "server.log").read_text()[-3000:])
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise SystemExit("the fleet server did not start in 90 s")
+        self.admin_token = (self.data / "admin-token").read_text().strip()
+        self.admin = {"Authorization": f"Bearer {self.admin_token}"}
+
+    def publish(self, model: str, version: int, n_weights: int = 0) -> int:
+        from edgeloop.artifacts import ModelCard
+        from edgeloop.bundle import load_public_key, load_signing_key, pack
+        from edgeloop.registry import Registry
+
+        keys = self.data / "keys"
+        onnx = scaled_model(float(version), n_weights)
+        bundle = pack(
+            onnx,
+            ModelCard(name=model, sha256=""),
+            version,
+            load_signing_key(keys / "release.pem"),
+            [load_public_key(keys / "fleet.pub.pem")],
+            name=model,
+        )
+        path, src = self.tmp / f"{model}-{version}.elb", self.tmp / f"{model}-{version}.onnx"
+        path.write_bytes(bundle)
+        src.write_bytes(onnx)
+        with Registry(self.db_url, self.data) as reg:
+            reg.push(src, model, version=version, bundles=[(path, "fp32", {})])
+        r = httpx.post(
+            self.url + "/v1/admin/releases",
+            json={"model": model, "version": version},
+            headers=self.admin,
+            timeout=120,
+        )
+        r.raise_for_status()
+        return len(bundle)
+
+    def desire(self, model: str, version: int) -> None:
+        r = httpx.put(
+            self.url + f"/v1/admin/models/{model}/desired",
+            json={"version": version},
+            headers=self.admin,
+            timeout=60,
+        )
+        r.raise_for_status()
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        return float(psutil.Process(self.proc.pid).memory_info().rss / 2**20)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+# --- the measurements ---------------------------------------------------------------------------
+async def _simulator(srv: Server, root: Path, n: int, poll_interval: float, rps: float) -> Any:
+    from edgeloop.agent import Simulator, create_tokens, simulated_profiles
+
+    tokens = await create_tokens(srv.url, srv.admin_token, n, model="bench")
+    return Simulator(
+        srv.url,
+        root,
+        tokens,
+        simulated_profiles("mix", n),
+        poll_interval_s=poll_interval,
+        rps=rps,
+        workers=8,
+    )
+
+
+async def checkins(srv: Server, root: Path, n: int, window: float, rps: float) -> dict[str, Any]:
+    """Warm up (enroll, install), then poll as fast as the fleet's interval allows."""
+    t0 = time.monotonic()
+    sim = await _simulator(srv, root, n, poll_interval=max(1.0, n / 1000), rps=rps)
+    setup_s = time.monotonic() - t0
+    try:
+        t1 = time.monotonic()
+        await sim.warm_up()
+        warm_s = time.monotonic() - t1
+        sim.reset_stats()
+        result = await sim.run(window)
+    finally:
+        await sim.aclose()
+    c = result.requests.get("/v1/checkin", {})
+    t = result.requests.get("/v1/telemetry", {})
+    return {
+        "devices": n,
+        "window_s": round(result.duration_s, 1),
+        "poll_interval_s": max(1.0, n / 1000),
+        "setup_s": round(setup_s, 1),
+        "warm_up_s": round(warm_s, 1),
+        "serving": result.serving,
+        "checkins_per_s": round(c.get("rate_per_s", 0.0), 1),
+        "checkin_p50_ms": round(c.get("p50_ms", float("nan")), 1),
+        "checkin_p99_ms": round(c.get("p99_ms", float("nan")), 1),
+        "checkin_errors": int(c.get("errors", 0)),
+        "telemetry_per_s": round(t.get("rate_per_s", 0.0), 1),
+        "telemetry_p99_ms": round(t.get("p99_ms", float("nan")), 1),
+        "poll_failures": result.poll_failures,
+        "inferences": result.inferences,
+        "server_rss_mb": round(srv.rss_mb(), 1),
+    }
+
+
+async def install(
+    srv: Server, root: Path, n: int, version: int, poll_interval: float, timeout: float
+) -> dict[str, Any]:
+    """All ``n`` agents serve the current release; publish a ~5 MB one; time until all serve it."""
+    sim = await _simulator(srv, root, n, poll_interval=poll_interval, rps=0.0)
+    try:
+        await sim.warm_up()
+        size = srv.publish("bench", version, n_weights=5 * 2**20 // 4)
+        t0 = time.monotonic()
+        srv.desire("bench", version)
+        want = f"bench@{version}"
+        result = await sim.run(timeout, until=lambda: sim.serving().get(want, 0) == n)
+        elapsed = time.monotonic() - t0
+    finally:
+        await sim.aclose()
+    done = result.serving.get(want, 0)
+    return {
+        "devices": n,
+        "bundle_mb": round(size / 2**20, 2),
+        "poll_interval_s": poll_interval,
+        "all_installed_s": round(elapsed, 1) if done == n else None,
+        "installed": done,
+        "loads_in_process": result.loads,
+    }
+
+
+def agent_rss(srv: Server, tmp: Path, version: int, requests: int = 300) -> dict[str, Any]:
+    """Peak RSS of one `edgeloop agent` process serving the current release over HTTP."""
+    import psutil
+
+    r = httpx.post(srv.url + "/v1/admin/tokens", json={"model": "bench"}, headers=srv.admin)
+    token = r.json()["token"]
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            AGENT,
+            "--server",
+            srv.url,
+            "--state",
+            str(tmp / "one-agent"),
+            "--enroll-token",
+            token,
+            "--serve-port",
+            str(port),
+            "--profile",
+            "rpi4",
+            "--poll-interval",
+            "1",
+            "--duration",
+            "120",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    peak, served, lat = 0.0, None, []
+    try:
+        deadline = time.monotonic() + 110
+        while time.monotonic() < deadline:
+            try:
+                st = httpx.get(url + "/v1/status", timeout=2).json()
+                if st.get("version") == version:
+                    served = st["version"]
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        x = {"inputs": {"x": [[1.0, 2.0, 3.0, 4.0]]}}
+        with httpx.Client(timeout=10) as http:
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                http.post(url + "/v1/predict", json=x).raise_for_status()
+                lat.append((time.perf_counter() - t0) * 1e3)
+        status = (Path("/proc") / str(proc.pid) / "status").read_text()
+        peak = next(
+            int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM")
+        )
+        rss_now = psutil.Process(proc.pid).memory_info().rss / 2**20
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {
+        "version_served": served,
+        "peak_rss_mb": round(peak, 1),
+        "rss_after_requests_mb": round(rss_now, 1),
+        "http_requests": requests,
+        "http_p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "http_p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "goal_mb": 150,
+    }
+
+
+def run_db(db: str, db_url: str, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f"edgeloop-bench-{db}-"))
+    srv = Server(db_url, tmp, poll_interval=1.0)
+    try:
+        srv.publish("bench", 1)
+        srv.desire("bench", 1)
+        for n in args.devices:
+            print(f"[{db}] check-ins with {n} agents ...", flush=True)
+            row = asyncio.run(checkins(srv, tmp / f"sim-{n}", n, args.window, args.rps))
+            out["checkins"].append({"db": db, **row})
+            print(json.dumps(row), flush=True)
+        if args.install_devices:
+            print(
+                f"[{db}] install of a 5 MB model by {args.install_devices} agents ...", flush=True
+            )
+            row = asyncio.run(
+                install(
+                    srv,
+                    tmp / "sim-install",
+                    args.install_devices,
+                    2,
+                    args.install_poll,
+                    args.install_timeout,
+                )
+            )
+            out["install"].append({"db": db, **row})
+            print(json.dumps(row), flush=True)
+            if args.rss and not out.get("agent_rss"):
+                out["agent_rss"] = {"db": db, **agent_rss(srv, tmp, 2)}
+                print(json.dumps(out["agent_rss"]), flush=True)
+    finally:
+        srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def table(out: dict[str, Any]) -> str:
+    lines = [
+        "| db | agents | check-ins/s | p50 ms | p99 ms | errors | telemetry/s | server RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in out["checkins"]:
+        lines.append(
+            f"| {r['db']} | {r['devices']} | {r['checkins_per_s']} | {r['checkin_p50_ms']}"
+            f" | {r['checkin_p99_ms']} | {r['checkin_errors']} | {r['telemetry_per_s']}"
+            f" | {r['server_rss_mb']} |"
+        )
+    lines += [
+        "",
+        "| db | agents | bundle MB | poll s | all installed after s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in out["install"]:
+        lines.append(
+            f"| {r['db']} | {r['devices']} | {r['bundle_mb']} | {r['poll_interval_s']}"
+            f" | {r['all_installed_s']} ({r['installed']}/{r['devices']}) |"
+        )
+    if out.get("agent_rss"):
+        a = out["agent_rss"]
+        lines += [
+            "",
+            f"one agent process serving v{a['version_served']}: peak RSS "
+            f"{a['peak_rss_mb']} MB (goal <= {a['goal_mb']} MB); local HTTP p50 "
+            f"{a['http_p50_ms']} ms, p99 {a['http_p99_ms']} ms",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--devices", default="1000,10000", help="comma-separated agent counts")
+    p.add_argument("--window", type=float, default=30.0, help="measured seconds per count")
+    p.add_argument("--rps", type=float, default=0.05, help="inferences/s per simulated device")
+    p.add_argument("--install-devices", type=int, default=1000)
+    p.add_argument("--install-poll", type=float, default=5.0)
+    p.add_argument("--install-timeout", type=float, default=600.0)
+    p.add_argument("--dbs", default="sqlite,postgresql")
+    p.add_argument("--no-rss", dest="rss", action="store_false")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+    args.devices = [int(x) for x in args.devices.split(",") if x]
+    out: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "checkins": [],
+        "install": [],
+    }
+    started = time.monotonic()
+    for db in args.dbs.split(","):
+        if db == "sqlite":
+            run_db(
+                db, f"sqlite:///{tempfile.mkdtemp(prefix='edgeloop-bench-db-')}/fleet.db", args, out
+            )
+        elif db == "postgresql":
+            with postgres() as url:
+                run_db(db, url, args, out)
+        else:
+            raise SystemExit(f"unknown db {db!r}; expected sqlite or postgresql")
+    out["total_s"] = round(time.monotonic() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(table(out))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
