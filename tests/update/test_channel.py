@@ -267,3 +267,12 @@ def test_release_key_can_live_elsewhere(tmp_path: Path) -> None:
     save_public_key(tmp_path / "ci2.pub.pem", ci_key_2)
     assert rotate_key(ring.dir, "release", release_public_key=tmp_path / "ci2.pub.pem") == 2
     assert set(Trust.from_root_bytes(ring.root_bytes()).release_keys) == {key_id(ci_key_2)}
+
+
+def test_repository_files_are_world_readable(
+    repo: Repository, make_bundle: Callable[[int], Path], keys: KeyRing
+) -> None:
+    """A web server running as another user must be able to serve them."""
+    repo.release(make_bundle(1))
+    files = [p for p in repo.dir.rglob("*") if p.is_file()] + [keys.dir / "root.json"]
+    assert files and all(p.stat().st_mode & 0o777 == 0o644 for p in files), files

@@ -97,7 +97,7 @@ def pack(
         atol=atol,
         requirements=reqs,
     )
-    atomic_write_bytes(out, data)
+    atomic_write_bytes(out, data, mode=0o644)  # signed and encrypted: fine to publish
     console.print(
         f"wrote {out} ({len(data)} bytes), version {version}, {len(recipients)} recipient(s)"
     )

@@ -106,8 +106,8 @@ class KeyRing:
 
 def _write_root(d: Path, md: Metadata[Any]) -> None:
     data = md.to_bytes()
-    atomic_write_bytes(d / "roots" / f"{md.signed.version}.root.json", data)
-    atomic_write_bytes(d / "root.json", data)
+    atomic_write_bytes(d / "roots" / f"{md.signed.version}.root.json", data, mode=0o644)
+    atomic_write_bytes(d / "root.json", data, mode=0o644)  # public: ship it to devices
 
 
 def _tuf_key(signer: CryptoSigner) -> SSlibKey:

@@ -54,6 +54,11 @@ class PublishedTarget:
     targets_version: int
 
 
+def _publish(path: Path, data: bytes) -> None:
+    """Repository files are public (signed or encrypted): readable by any web server user."""
+    atomic_write_bytes(path, data, mode=0o644)
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -103,8 +108,8 @@ class Repository:
         for path in self.keys.root_history():
             dest = self.metadata_dir / path.name
             if not dest.exists():
-                atomic_write_bytes(dest, path.read_bytes())
-        atomic_write_bytes(self.metadata_dir / "root.json", self.keys.root_bytes())
+                _publish(dest, path.read_bytes())
+        _publish(self.metadata_dir / "root.json", self.keys.root_bytes())
 
     def _sign(self, md: Metadata[Any], role: str) -> None:
         md.signatures.clear()
@@ -122,11 +127,9 @@ class Repository:
         self._sign(snap, "snapshot")
         self._sign(ts, "timestamp")
         self._sync_roots()
-        atomic_write_bytes(self.metadata_dir / f"{tgt.signed.version}.targets.json", tgt.to_bytes())
-        atomic_write_bytes(
-            self.metadata_dir / f"{snap.signed.version}.snapshot.json", snap.to_bytes()
-        )
-        atomic_write_bytes(self.metadata_dir / "timestamp.json", ts.to_bytes())
+        _publish(self.metadata_dir / f"{tgt.signed.version}.targets.json", tgt.to_bytes())
+        _publish(self.metadata_dir / f"{snap.signed.version}.snapshot.json", snap.to_bytes())
+        _publish(self.metadata_dir / "timestamp.json", ts.to_bytes())
 
     def init(self) -> None:
         """Create empty targets, snapshot and timestamp (version 1) unless they exist."""
@@ -149,7 +152,7 @@ class Repository:
         ts.signed.expires = self.clock().replace(microsecond=0) + self.expiry.timestamp
         self._sign(ts, "timestamp")
         self._sync_roots()
-        atomic_write_bytes(self.metadata_dir / "timestamp.json", ts.to_bytes())
+        _publish(self.metadata_dir / "timestamp.json", ts.to_bytes())
         return int(ts.signed.version)
 
     def release(self, bundle: str | Path, target_path: str | None = None) -> PublishedTarget:
@@ -176,7 +179,7 @@ class Repository:
         }
         digest = info.hashes["sha256"]
         dirname, _, base = path.rpartition("/")
-        atomic_write_bytes(self.targets_dir / dirname / f"{digest}.{base}", data)
+        _publish(self.targets_dir / dirname / f"{digest}.{base}", data)
         tgt.signed.targets[path] = info
         for md in (tgt, snap, ts):
             md.signed.version += 1
