@@ -147,3 +147,19 @@ def test_validly_signed_hostile_encryption_fields(
     data = resign(bundle, lambda m: m["encryption"].__setitem__(field, value), release_key)
     with contextlib.suppress(EdgeloopError):
         decrypt(data, verify(data, trust), device_key)
+
+
+@FUZZ
+@given(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_rollback_statement_parser(trust: Trust, data: bytes) -> None:
+    from edgeloop.bundle import verify_rollback
+
+    with contextlib.suppress(EdgeloopError):
+        verify_rollback(data, trust)
+
+
+@FUZZ
+@given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_trust_root_parser(data: bytes) -> None:
+    with contextlib.suppress(EdgeloopError):
+        Trust.from_root_bytes(data)
