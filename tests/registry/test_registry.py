@@ -125,6 +125,8 @@ def test_card_is_read_from_a_json_file(
     v = registry.push(path, "kws", card=card_file)
 
     assert v.card == ModelCard.load(card_file)
+    with pytest.raises(RegistryError, match=r"card '.*m\.card\.json' describes sha256 .*n\.onnx"):
+        registry.push(make_onnx("n", 2.0), "kws", card=card_file)
 
 
 def test_evaluations_are_recorded_with_dataset_and_author(

@@ -141,9 +141,15 @@ class Registry:
         Bundles (per-device variants) and an alias may be attached in the same transaction.
         """
         actor = actor or default_actor()
+        card_file = None
         if card is not None and not isinstance(card, ModelCard):
-            card = ModelCard.load(card)
+            card_file, card = card, ModelCard.load(card)
         artifact = self.blobs.put_file(model_file)
+        if card_file is not None and card is not None and card.sha256.lower() != artifact.sha256:
+            raise RegistryError(
+                f"card {str(card_file)!r} describes sha256 {card.sha256}, but "
+                f"{str(model_file)!r} has sha256 {artifact.sha256}: is it the card of another file?"
+            )
         stored = []
         for path, variant, reqs in bundles:
             manifest = bundle_manifest(path)
