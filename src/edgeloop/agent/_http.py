@@ -39,6 +39,10 @@ def _status_for(e: Exception) -> int:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # one write per response and no Nagle: otherwise headers and body go out in separate
+    # segments and a keep-alive client waits ~40 ms for the delayed ACK on every request
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         return  # quiet: the agent's telemetry counts requests
