@@ -396,3 +396,29 @@ def test_concurrent_enrollments_with_one_token_enroll_one_device(
     finally:
         for c in apps:
             c.__exit__(None, None, None)
+
+
+def test_old_telemetry_is_swept_and_the_inventory_pages(sqlite_fleet: Any) -> None:
+    from datetime import timedelta
+
+    from edgeloop.artifacts import DeviceReport
+    from edgeloop.fleet import DeviceRow
+    from edgeloop.fleet._store import record_report
+    from edgeloop.registry import write_session
+
+    fleet = sqlite_fleet
+    devs = [fleet.device() for _ in range(3)]
+    engine = fleet.client.app.state.engine
+    report = DeviceReport(device_id=devs[0].device_id, model="kws", version=1, window_s=60.0)
+    long_ago = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with write_session(engine) as s:
+        row = s.get(DeviceRow, devs[0].device_id)
+        record_report(s, row, report, long_ago)
+        record_report(s, row, report, long_ago + timedelta(days=9), keep=timedelta(days=7))
+    with engine.connect() as c:
+        kept = c.execute(sa.text("SELECT received_at FROM fleet_reports")).scalars().all()
+    assert len(kept) == 1 and str(kept[0]).startswith("2026-01-10")
+    page = fleet.client.get("/v1/admin/devices?limit=2&offset=1", headers=fleet.admin).json()
+    assert [d["device_id"] for d in page["devices"]] == [d.device_id for d in devs[1:3]]
+    bad = fleet.client.get("/v1/admin/devices?limit=0", headers=fleet.admin)
+    assert bad.status_code == 400

@@ -62,6 +62,7 @@ class FleetSettings:
     assignment_ttl_s: float = 86400.0
     max_skew_s: float = 300.0
     report_limit_bytes: int = 1 << 20
+    report_retention_s: float = 7 * 86400.0  # telemetry older than this is swept
     migrate: bool = True
 
     def __post_init__(self) -> None:

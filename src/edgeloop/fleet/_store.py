@@ -227,7 +227,21 @@ def record_checkin(device: DeviceRow, checkin: CheckIn, now: datetime) -> None:
         device.profile = checkin.profile.to_dict()
 
 
-def record_report(s: Session, device: DeviceRow, report: DeviceReport, now: datetime) -> None:
+def record_report(
+    s: Session,
+    device: DeviceRow,
+    report: DeviceReport,
+    now: datetime,
+    *,
+    keep: timedelta | None = None,
+) -> None:
+    """Store a report; with ``keep``, also drop this device's reports older than that."""
+    if keep is not None:
+        s.execute(
+            sa.delete(ReportRow).where(
+                ReportRow.device_id == device.id, ReportRow.received_at < now - keep
+            )
+        )
     s.add(
         ReportRow(
             device_id=device.id,
@@ -290,8 +304,9 @@ def get_device(s: Session, device_id: str) -> DeviceRow:
     return device
 
 
-def list_devices(s: Session) -> list[DeviceRow]:
-    return list(s.scalars(sa.select(DeviceRow).order_by(DeviceRow.enrolled_at, DeviceRow.id)))
+def list_devices(s: Session, limit: int | None = None, offset: int = 0) -> list[DeviceRow]:
+    q = sa.select(DeviceRow).order_by(DeviceRow.enrolled_at, DeviceRow.id).offset(offset)
+    return list(s.scalars(q.limit(limit) if limit is not None else q))
 
 
 def revoke(s: Session, device_id: str, now: datetime) -> DeviceRow:
