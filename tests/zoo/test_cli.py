@@ -55,6 +55,11 @@ def test_export_a_users_module_needs_and_takes_input_shape(cli: Cli, tmp_path: P
     assert "--input-shape" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "net.onnx").exists()
 
+    r = cli("export", "net.pt", "--out", "net.onnx", "--input-shape", "1,5")
+    assert r.returncode == 22
+    assert "the model fails on inputs input (batch, 5) float32" in r.stderr
+    assert "Traceback" not in r.stderr
+
     r = cli("export", "net.pt", "--out", "net.onnx", "--input-shape", "1,4", "--json")
     assert r.returncode == 0, r.stderr
     card = json.loads(r.stdout)

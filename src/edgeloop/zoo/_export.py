@@ -23,12 +23,24 @@ from torch import nn
 
 from edgeloop._io import atomic_path
 from edgeloop.artifacts import LineageRef, ModelCard, sha256_file
-from edgeloop.errors import EdgeloopError, ExportError, InputError, ModelFormatError, ParityError
+from edgeloop.errors import (
+    EdgeloopError,
+    ExportError,
+    InputError,
+    ModelFormatError,
+    ModelInputError,
+    ParityError,
+)
 from edgeloop.zoo._checkpoint import check_checkpoint, model_from_checkpoint, read_torch_file
 
 __all__ = ["card_path", "export_onnx"]
 
 Shape = Sequence[int]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def card_path(out: str | Path) -> Path:
@@ -168,7 +180,7 @@ def _torch_export(
                 )
             return "torchscript"
         except Exception as e:  # noqa: BLE001 - any tracing failure: try the other exporter
-            errors.append(f"torchscript: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            errors.append(f"torchscript: {_first_line(e)}")
     if exporter in ("auto", "dynamo"):
         try:
             batch = torch.export.Dim("batch", min=1)
@@ -186,7 +198,7 @@ def _torch_export(
                 )
             return "dynamo"
         except Exception as e:  # noqa: BLE001
-            errors.append(f"dynamo: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            errors.append(f"dynamo: {_first_line(e)}")
     if not errors:
         raise InputError(f"unknown exporter {exporter!r}; expected auto, torchscript or dynamo")
     raise ExportError(f"cannot export {type(model).__name__} to ONNX: {'; '.join(errors)}")
@@ -263,8 +275,19 @@ def export_onnx(
     if not dynamic_batch:
         batch = int(input_shape[0]) if input_shape and isinstance(input_shape[0], int) else 1
     args = tuple(torch.from_numpy(v) for v in _synthetic(spec, batch, meta).values())
-    with torch.no_grad():
-        probe = model(*args)
+    try:
+        with torch.no_grad():
+            probe = model(*args)
+    except Exception as e:  # noqa: BLE001 - whatever the user's forward raises
+        shapes = ", ".join(
+            f"{n} ({', '.join(['batch', *map(str, a.shape[1:])])}) "
+            f"{str(a.dtype).removeprefix('torch.')}"
+            for n, a in zip(names, args, strict=True)
+        )
+        raise ModelInputError(
+            f"the model fails on inputs {shapes}: {_first_line(e)}; "
+            "check the input shape (batch axis first)"
+        ) from e
     if not isinstance(probe, torch.Tensor) and len(outputs) != len(probe):
         outputs = [f"output_{i}" for i in range(len(probe))]
     real = _real(spec, meta, parity_samples) if dynamic_batch else None
