@@ -55,6 +55,16 @@ def build(name: str) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
     return model, meta, data.subset(1).inputs
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def measure(
     model: Any, session: Any, feeds: dict[str, np.ndarray], repeats: int, warmup: int
 ) -> dict[str, float]:
@@ -103,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgeloop.zoo import export_onnx
 
     all_threads = os.cpu_count() or 1
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before}", file=sys.stderr)
     thread_counts = sorted({1, all_threads})
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         "batch": 1,
         "repeats": args.repeats,
         "warmup": args.warmup,
+        "load_average_before": list(load_before),
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_model(),
             "cpu_count": all_threads,
             "python": platform.python_version(),
             "torch": torch.__version__,
             "onnxruntime": ort.__version__,
+            "load_average_after": list(os.getloadavg()),
         },
         "rows": rows,
     }
