@@ -63,3 +63,33 @@ def test_target_without_vnni_gets_reduce_range_and_the_runtime_fusion_count(
     assert fusion["qdq_nodes_before"] > fusion["qdq_nodes_left"]
     assert fusion["integer_ops"].get("QLinearConv", 0) == 2
     assert fusion["unfused"] == fusion["qdq_nodes_left"] - fusion["at_boundaries"]
+
+
+@pytest.mark.parametrize(
+    ("target", "verdict", "activation"),
+    [
+        ("rpi4", "unlikely faster", "QInt8"),
+        ("rpi5", "faster", "QInt8"),
+        ("intel-n100", "faster", "QUInt8"),
+    ],
+)
+def test_builtin_targets_by_name(
+    target: str,
+    verdict: str,
+    activation: str,
+    quant_conv: Path,
+    quant_conv_npz: Path,
+    tmp_path: Path,
+) -> None:
+    optimize(
+        quant_conv, "int8", quant_conv_npz, out_dir=tmp_path / "o", target=target, eval_samples=8
+    )
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    pre = report["steps"][-1]["details"]["preflight"]
+    assert (pre["target"], pre["int8_verdict"], pre["activation_type"]) == (
+        target,
+        verdict,
+        activation,
+    )
+    flagged = any("int8 preflight" in w for w in report["steps"][-1]["warnings"])
+    assert flagged == (verdict == "unlikely faster")

@@ -110,3 +110,29 @@ def test_static_int8_without_data_says_it_needs_calibration_data(
 
     with pytest.raises(DataError, match="calibration data"):
         optimize(quant_conv, "int8", None, out_dir=tmp_path / "o")
+
+
+@pytest.mark.slow
+def test_zoo_checkpoint_goes_through_export_then_int8(tmp_path: Path) -> None:
+    from edgeloop.data import load_dataset
+    from edgeloop.zoo import build_model, save_checkpoint
+    from edgeloop.zoo._registry import kwargs_for
+
+    ds = load_dataset("digits", split="train", seed=0)
+    kwargs = kwargs_for("cnn", ds)
+    spec = [
+        {"name": n, "shape": list(ds.shapes()[n]), "dtype": ds.dtypes()[n]} for n in ds.input_names
+    ]
+    ckpt = save_checkpoint(
+        build_model("cnn", **kwargs),
+        tmp_path / "cnn.pt",
+        arch="cnn",
+        arch_kwargs=kwargs,
+        input_spec=spec,
+        task="classification",
+        classes=ds.classes,
+    )
+    card = optimize(ckpt, "int8", "digits", out_dir=tmp_path / "o", eval_samples=32)
+    assert _ops(tmp_path / "o" / "model.onnx")["QuantizeLinear"] > 0
+    assert card.inputs[0].name == "input" and card.dataset == "digits"
+    assert len(card.labels) == 10
