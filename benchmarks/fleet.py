@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -231,25 +232,55 @@ async def _simulator(srv: Server, root: Path, n: int, poll_interval: float, rps:
     )
 
 
-async def checkins(srv: Server, root: Path, n: int, window: float, rps: float) -> dict[str, Any]:
-    """Warm up (enroll, install), then poll as fast as the fleet's interval allows."""
+async def fleet_run(
+    srv: Server, root: Path, n: int, args: argparse.Namespace, install_version: int | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Warm up (enroll, install the current release; bounded by ``--warm-timeout``), measure
+    check-ins over ``--window`` seconds, then optionally publish a ~5 MB release and time how
+    long until every warm agent serves it."""
+    poll = args.server_poll  # the server's answer sets every agent's interval
     t0 = time.monotonic()
-    sim = await _simulator(srv, root, n, poll_interval=max(1.0, n / 1000), rps=rps)
+    sim = await _simulator(srv, root, n, poll_interval=poll, rps=args.rps)
     setup_s = time.monotonic() - t0
+    install_row = None
     try:
         t1 = time.monotonic()
-        await sim.warm_up()
+        # bounded: measured with however many devices made it (reported as "enrolled")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(sim.warm_up(), timeout=args.warm_timeout)
         warm_s = time.monotonic() - t1
+        enrolled = sum(a.identity is not None for a in sim.agents)
         sim.reset_stats()
-        result = await sim.run(window)
+        result = await sim.run(args.window)
+        if install_version is not None:
+            size = srv.publish("bench", install_version, n_weights=5 * 2**20 // 4)
+            want = f"bench@{install_version}"
+            live = sum(a.model is not None for a in sim.agents)
+            t2 = time.monotonic()
+            srv.desire("bench", install_version)
+            done = await sim.run(
+                args.install_timeout, until=lambda: sim.serving().get(want, 0) >= live
+            )
+            took = time.monotonic() - t2
+            got = done.serving.get(want, 0)
+            install_row = {
+                "devices": live,
+                "bundle_mb": round(size / 2**20, 2),
+                "poll_interval_s": args.server_poll,
+                "all_installed_s": round(took, 1) if got >= live else None,
+                "installed": got,
+                "after_s": round(took, 1),
+                "model_loads_in_process": done.loads,
+            }
     finally:
         await sim.aclose()
     c = result.requests.get("/v1/checkin", {})
     t = result.requests.get("/v1/telemetry", {})
-    return {
+    row = {
         "devices": n,
+        "enrolled": enrolled,
         "window_s": round(result.duration_s, 1),
-        "poll_interval_s": max(1.0, n / 1000),
+        "poll_interval_s": poll,
         "setup_s": round(setup_s, 1),
         "warm_up_s": round(warm_s, 1),
         "serving": result.serving,
@@ -263,32 +294,7 @@ async def checkins(srv: Server, root: Path, n: int, window: float, rps: float) -
         "inferences": result.inferences,
         "server_rss_mb": round(srv.rss_mb(), 1),
     }
-
-
-async def install(
-    srv: Server, root: Path, n: int, version: int, poll_interval: float, timeout: float
-) -> dict[str, Any]:
-    """All ``n`` agents serve the current release; publish a ~5 MB one; time until all serve it."""
-    sim = await _simulator(srv, root, n, poll_interval=poll_interval, rps=0.0)
-    try:
-        await sim.warm_up()
-        size = srv.publish("bench", version, n_weights=5 * 2**20 // 4)
-        t0 = time.monotonic()
-        srv.desire("bench", version)
-        want = f"bench@{version}"
-        result = await sim.run(timeout, until=lambda: sim.serving().get(want, 0) == n)
-        elapsed = time.monotonic() - t0
-    finally:
-        await sim.aclose()
-    done = result.serving.get(want, 0)
-    return {
-        "devices": n,
-        "bundle_mb": round(size / 2**20, 2),
-        "poll_interval_s": poll_interval,
-        "all_installed_s": round(elapsed, 1) if done == n else None,
-        "installed": done,
-        "loads_in_process": result.loads,
-    }
+    return row, install_row
 
 
 def agent_rss(srv: Server, tmp: Path, version: int, requests: int = 300) -> dict[str, Any]:
@@ -361,34 +367,26 @@ def agent_rss(srv: Server, tmp: Path, version: int, requests: int = 300) -> dict
 
 def run_db(db: str, db_url: str, args: argparse.Namespace, out: dict[str, Any]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f"edgeloop-bench-{db}-"))
-    srv = Server(db_url, tmp, poll_interval=1.0)
+    srv = Server(db_url, tmp, poll_interval=args.server_poll)
+    version = 1
     try:
-        srv.publish("bench", 1)
-        srv.desire("bench", 1)
-        for n in args.devices:
-            print(f"[{db}] check-ins with {n} agents ...", flush=True)
-            row = asyncio.run(checkins(srv, tmp / f"sim-{n}", n, args.window, args.rps))
+        srv.publish("bench", version)
+        srv.desire("bench", version)
+        for n in args.pg_devices if db == "postgresql" else args.devices:
+            do_install = n == args.install_devices
+            print(f"[{db}] {n} agents{' + 5 MB install' if do_install else ''} ...", flush=True)
+            row, inst = asyncio.run(
+                fleet_run(srv, tmp / f"sim-{n}", n, args, version + 1 if do_install else None)
+            )
             out["checkins"].append({"db": db, **row})
             print(json.dumps(row), flush=True)
-        if args.install_devices:
-            print(
-                f"[{db}] install of a 5 MB model by {args.install_devices} agents ...", flush=True
-            )
-            row = asyncio.run(
-                install(
-                    srv,
-                    tmp / "sim-install",
-                    args.install_devices,
-                    2,
-                    args.install_poll,
-                    args.install_timeout,
-                )
-            )
-            out["install"].append({"db": db, **row})
-            print(json.dumps(row), flush=True)
-            if args.rss and not out.get("agent_rss"):
-                out["agent_rss"] = {"db": db, **agent_rss(srv, tmp, 2)}
-                print(json.dumps(out["agent_rss"]), flush=True)
+            if inst is not None:
+                version += 1
+                out["install"].append({"db": db, **inst})
+                print(json.dumps(inst), flush=True)
+                if args.rss and not out.get("agent_rss"):
+                    out["agent_rss"] = {"db": db, **agent_rss(srv, tmp, version)}
+                    print(json.dumps(out["agent_rss"]), flush=True)
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -429,16 +427,35 @@ def table(out: dict[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", default="1000,10000", help="comma-separated agent counts")
+    p.add_argument("--pg-devices", default=None, help="agent counts on PostgreSQL (default: same)")
     p.add_argument("--window", type=float, default=30.0, help="measured seconds per count")
     p.add_argument("--rps", type=float, default=0.05, help="inferences/s per simulated device")
-    p.add_argument("--install-devices", type=int, default=1000)
-    p.add_argument("--install-poll", type=float, default=5.0)
+    p.add_argument(
+        "--install-devices",
+        type=int,
+        default=1000,
+        help="the agent count whose run also times a 5 MB install",
+    )
+    p.add_argument(
+        "--warm-timeout",
+        type=float,
+        default=300.0,
+        help="cap on the warm-up (enroll + first install) per count",
+    )
+    p.add_argument(
+        "--server-poll",
+        type=float,
+        default=1.0,
+        help="the server's --poll-interval (every agent polls at this pace)",
+    )
     p.add_argument("--install-timeout", type=float, default=600.0)
     p.add_argument("--dbs", default="sqlite,postgresql")
     p.add_argument("--no-rss", dest="rss", action="store_false")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     args.devices = [int(x) for x in args.devices.split(",") if x]
+    pg = args.pg_devices
+    args.pg_devices = [int(x) for x in pg.split(",") if x] if pg else args.devices
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
