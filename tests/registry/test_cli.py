@@ -139,3 +139,17 @@ def test_cli_on_postgresql(
     shown = json.loads(_ok(cli("registry", "show", "kws@canary", "--json", *where)))
 
     assert (shown["model"], shown["version"], shown["aliases"]) == ("kws", 1, ["canary"])
+
+
+def test_verify_exits_44_on_a_corrupt_artifact(
+    cli: Cli, where: list[str], tmp_path: Path, make_onnx: Callable[..., Path]
+) -> None:
+    with Registry(where[1], tmp_path / "data") as reg:
+        sha = reg.push(make_onnx("m", 1.0), "kws").artifact.sha256
+        reg.blob_path(sha).write_bytes(b"x" * reg.get_version("kws", 1).artifact.length)
+
+    result = cli("registry", "verify", *where)
+
+    assert result.returncode == 44
+    assert f"1 stored artifact(s) failed: blob {sha} is corrupt" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -50,6 +50,8 @@ def test_registry_page_commands_run(
     assert "kws@1" in outputs["registry lineage kws@2"]
     assert "kws@2" in outputs["registry lineage kws@1"]  # --derived
     assert (tmp_path / "kws-live.onnx").read_bytes() == base.read_bytes()
+    assert "all 2 stored artifact(s) match" in outputs["registry verify"]
+    assert "would delete 0" in outputs["registry gc --dry-run"]
 
 
 def test_registry_page_python_example_runs(

@@ -425,3 +425,45 @@ def test_versions_only_go_up_whatever_the_sequence(
         newest = expected
     if newest:
         assert registry.get_model(name).latest == newest
+
+
+def test_verify_reports_missing_short_and_corrupt_blobs(
+    registry: Registry, make_onnx: MakeOnnx
+) -> None:
+    a, b, c = (registry.push(make_onnx(n, float(i)), n) for i, n in enumerate("abc"))
+    assert registry.verify() == []
+    registry.blob_path(a.artifact.sha256).unlink()
+    registry.blob_path(b.artifact.sha256).write_bytes(b"short")
+    data = bytearray(registry.blob_path(c.artifact.sha256).read_bytes())
+    data[-1] ^= 0xFF
+    registry.blob_path(c.artifact.sha256).write_bytes(bytes(data))
+
+    problems = registry.verify()
+
+    assert len(problems) == 3
+    assert any(a.artifact.sha256 in p and "missing" in p for p in problems)
+    assert any(b.artifact.sha256 in p and "is 5 bytes" in p for p in problems)
+    assert any(c.artifact.sha256 in p and "corrupt" in p for p in problems)
+
+
+def test_gc_removes_only_old_unreferenced_files(
+    registry: Registry, make_onnx: MakeOnnx, make_card: Callable[..., ModelCard]
+) -> None:
+    import os
+
+    kept = registry.push(make_onnx("kept", 1.0), "kws").artifact.sha256
+    orphan_file = make_onnx("orphan", 2.0)
+    with pytest.raises(RegistryError):  # refused after its file was stored
+        registry.push(orphan_file, "kws", version=1)
+    orphan = sha256_file(orphan_file)
+    young = registry.blobs.put_file(make_onnx("young", 3.0)).sha256  # a push in progress
+    old = registry.blob_path(orphan).stat().st_mtime - 7200
+    os.utime(registry.blob_path(orphan), (old, old))
+
+    assert registry.gc(dry_run=True) == [orphan]
+    assert registry.blob_path(orphan).exists()
+    assert registry.gc() == [orphan]
+
+    assert not registry.blob_path(orphan).exists()
+    assert registry.blob_path(kept).exists() and registry.blob_path(young).exists()
+    assert registry.verify() == []

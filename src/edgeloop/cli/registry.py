@@ -1,4 +1,4 @@
-"""``edgeloop registry``: push, list, show, alias, lineage, attach, eval, pull.
+"""``edgeloop registry``: push, list, show, alias, lineage, attach, eval, pull, verify, gc.
 
 Where the registry lives: ``--db URL`` (default ``$EDGELOOP_DB``, else SQLite in the data dir)
 and ``--data DIR`` (default ``$EDGELOOP_DATA``, else the user data dir), given before or after
@@ -439,3 +439,44 @@ def pull(
             sha = match[0].sha256
         reg.blobs.export(sha, out)
     console.print(f"wrote {out} ({v.ref}, sha256 {sha[:16]})")
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    db: str | None = _db_opt(),
+    data: Path | None = _data_opt(),
+) -> None:
+    """Re-hash every stored artifact; exit 44 if any is missing or corrupt."""
+    from edgeloop.cli._console import console, err_console
+    from edgeloop.errors import IntegrityError
+
+    with _open(ctx, db, data) as reg:
+        problems = reg.verify()
+        total = len(reg.blobs.stored())
+    if problems:
+        for line in problems[:-1]:
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise IntegrityError(f"{len(problems)} stored artifact(s) failed: {problems[-1]}")
+    console.print(f"all {total} stored artifact(s) match their sha256")
+
+
+@app.command()
+def gc(
+    ctx: typer.Context,
+    min_age: float = typer.Option(
+        3600.0, "--min-age", help="Keep unreferenced files younger than this (seconds)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; delete nothing."),
+    db: str | None = _db_opt(),
+    data: Path | None = _data_opt(),
+) -> None:
+    """Delete stored files no version refers to (left behind by refused pushes)."""
+    from edgeloop.cli._console import console
+
+    with _open(ctx, db, data) as reg:
+        gone = reg.gc(min_age_s=min_age, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {len(gone)} unreferenced file(s)")
+    for sha in gone:
+        console.print(f"  {sha}")

@@ -94,6 +94,34 @@ class BlobStore:
             raise IntegrityError(f"blob {str(p)!r} is corrupt: expected sha256 {sha256}, got {got}")
         return data
 
+    def check(self, sha256: str, length: int) -> str | None:
+        """What is wrong with a stored blob (missing, wrong length, wrong hash), or None."""
+        p = self.path(sha256)
+        h, got_length = hashlib.sha256(), 0
+        try:
+            with open(p, "rb") as f:
+                while block := f.read(_CHUNK):
+                    h.update(block)
+                    got_length += len(block)
+        except FileNotFoundError:
+            return f"blob {sha256} is missing ({str(p)!r})"
+        except OSError as e:
+            return f"blob {sha256} cannot be read: {e.strerror or e}"
+        if got_length != length:
+            return f"blob {sha256} is {got_length} bytes, the registry recorded {length}"
+        if h.hexdigest() != sha256:
+            return f"blob {sha256} is corrupt: its content hashes to {h.hexdigest()}"
+        return None
+
+    def stored(self) -> list[tuple[str, float]]:
+        """Every blob file under the store: (sha256, modification time)."""
+        base = self.root / "blobs" / "sha256"
+        out = []
+        for p in sorted(base.glob("??/*")) if base.is_dir() else ():
+            if p.is_file() and len(p.name) == 64 and p.parent.name == p.name[:2]:
+                out.append((p.name, p.stat().st_mtime))
+        return out
+
     def export(self, sha256: str, dest: str | Path) -> Path:
         """Copy a blob out to ``dest`` (atomically), checking its hash on the way."""
         from edgeloop._io import atomic_write_bytes

@@ -26,6 +26,7 @@ from edgeloop.registry._db import (
     write_session,
 )
 from edgeloop.registry._lineage import derived_from, lineage
+from edgeloop.registry._tables import BlobRow
 from edgeloop.registry._types import (
     AliasEvent,
     BundleInfo,
@@ -336,6 +337,30 @@ class Registry:
 
     def blob_path(self, sha256: str) -> Path:
         return self.blobs.path(sha256)
+
+    def verify(self) -> list[str]:
+        """Re-hash every stored artifact; one line per problem (empty: all intact)."""
+        with read_session(self.engine) as s:
+            rows = s.execute(sa.select(BlobRow.sha256, BlobRow.length).order_by(BlobRow.sha256))
+            blobs = [(str(sha), int(length)) for sha, length in rows]
+        return [p for sha, length in blobs if (p := self.blobs.check(sha, length)) is not None]
+
+    def gc(self, *, min_age_s: float = 3600.0, dry_run: bool = False) -> list[str]:
+        """Delete blob files no database row refers to (left by failed pushes).
+
+        Files younger than ``min_age_s`` are kept: a push in progress writes its file before
+        its row. Returns the sha256 of each file deleted (or that would be, with ``dry_run``).
+        """
+        import time
+
+        with read_session(self.engine) as s:
+            known = set(s.scalars(sa.select(BlobRow.sha256)).all())
+        cutoff = time.time() - min_age_s
+        orphans = [sha for sha, mtime in self.blobs.stored() if sha not in known and mtime < cutoff]
+        if not dry_run:
+            for sha in orphans:
+                self.blobs.path(sha).unlink(missing_ok=True)
+        return orphans
 
     def read_blob(self, sha256: str) -> bytes:
         """A stored artifact's bytes, checked against the hash."""
