@@ -176,3 +176,6 @@ def test_train_an_autoencoder_on_a_users_unlabelled_npz(tmp_path: Path) -> None:
     _, meta = load_checkpoint(tmp_path / "ae.pt")
     assert meta["task"] == "anomaly" and meta["input_spec"][0]["shape"] == [6]
     assert result.metrics["score_mean"] > 0
+    card = export_onnx(tmp_path / "ae.pt", tmp_path / "ae.onnx")
+    assert card.extra["export"]["parity"]["inputs"] == "test data"
+    assert card.dataset == "normal.npz" and card.task == "anomaly"

@@ -125,7 +125,10 @@ def _real(
 
     try:
         data = load_dataset(
-            ds["name"], "test", seed=int(ds.get("seed", 0)), **ds.get("options", {})
+            ds.get("source") or ds["name"],
+            "test",
+            seed=int(ds.get("seed", 0)),
+            **ds.get("options", {}),
         )
     except EdgeloopError:
         return None  # e.g. the user's file is not here any more: random inputs will do

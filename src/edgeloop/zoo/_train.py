@@ -79,8 +79,10 @@ def train(
     torch.set_num_threads(threads or default_threads())
     ds_name = dataset if dataset is not None else info.default_dataset
     opts = dict(dataset_options or {})
-    if str(ds_name) not in BUILTIN or isinstance(ds_name, Path):
+    source = str(ds_name)
+    if source not in BUILTIN or isinstance(ds_name, Path):
         opts.setdefault("task", info.task)  # a user's file is read for the arch's task
+        source = str(Path(ds_name).expanduser().resolve())
     tr = load_dataset(ds_name, "train", seed=seed, **opts)
     va = load_dataset(ds_name, "val", seed=seed, **opts)
     te = load_dataset(ds_name, "test", seed=seed, **opts)
@@ -117,6 +119,7 @@ def train(
             classes=tr.classes,
             dataset={
                 "name": tr.name,
+                "source": source,
                 "sha256": tr.sha256,
                 "test_sha256": te.sha256,
                 "seed": seed,
