@@ -5,12 +5,10 @@ onnx, fastapi or sqlalchemy) load lazily on first use, so ``import edgeloop`` st
 device that has only the core install.
 """
 
-from __future__ import annotations
-
-import importlib
-import sys
-import types
-from typing import Any
+import importlib as _importlib
+import sys as _sys
+import types as _types
+from typing import Any as _Any
 
 from edgeloop.artifacts import (
     DeviceProfile,
@@ -92,21 +90,21 @@ __all__ = [
 _FUNCTION_OVER_PACKAGE = frozenset({"optimize"})
 
 
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _FUNCTION_OVER_PACKAGE and isinstance(value, types.ModuleType):
+class _Package(_types.ModuleType):
+    def __setattr__(self, name: str, value: _Any) -> None:
+        if name in _FUNCTION_OVER_PACKAGE and isinstance(value, _types.ModuleType):
             value = getattr(value, name)
         super().__setattr__(name, value)
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'edgeloop' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 
