@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -24,13 +23,21 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
 
 from edgeloop import __version__
-from edgeloop.artifacts import Artifact, DeviceReport
-from edgeloop.bundle import key_id
+from edgeloop.artifacts import DeviceReport
 from edgeloop.errors import AuthError, EdgeloopError, InputError
 from edgeloop.fleet import _store as store
+from edgeloop.fleet._admin import admin_router
 from edgeloop.fleet._director import Policy, default_policy, direct
+from edgeloop.fleet._http import (
+    JSON_BODY,
+    ServerContext,
+    parse_body,
+    raw_body,
+    signed_path,
+    utc_now,
+)
 from edgeloop.fleet._metrics import CONTENT_TYPE, FleetMetrics
-from edgeloop.fleet._publish import publish, refresh_timestamp_if_due, rewrap_for_device
+from edgeloop.fleet._publish import refresh_timestamp_if_due, rewrap_for_device
 from edgeloop.fleet._settings import (
     SETTINGS_ENV,
     FleetSecrets,
@@ -47,7 +54,6 @@ from edgeloop.protocol import (
     Enrollment,
     EnrollRequest,
     KeyRequest,
-    TokenRequest,
     WrappedKey,
     ed25519_from_hex,
     iso_time,
@@ -61,7 +67,6 @@ from edgeloop.registry import (
     BlobStore,
     make_engine,
     read_session,
-    set_alias,
     upgrade,
     write_session,
 )
@@ -69,49 +74,12 @@ from edgeloop.update import Repository
 
 __all__ = ["PolicyLoader", "app_from_env", "create_app"]
 
-A = TypeVar("A", bound=Artifact)
 T = TypeVar("T")
 
 # Given the check-in's open session, the policy for this request (rollouts read their state).
 PolicyLoader = Callable[[Session], Policy]
 
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
-}
 _TIMESTAMP_CHECK_S = 600.0
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _parse(cls: type[A], body: bytes) -> A:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise Refused(400, "bad_body", f"request body is not JSON ({e})") from e
-    try:
-        return cls.from_dict(data)
-    except InputError as e:
-        raise Refused(400, "bad_body", str(e)) from e
-
-
-def _signed_path(request: Request) -> str:
-    raw = request.scope.get("raw_path")
-    path = raw.decode("latin-1") if isinstance(raw, bytes | bytearray) else request.url.path
-    query = request.scope.get("query_string", b"")
-    return f"{path}?{query.decode('latin-1')}" if query else path
-
-
-async def _raw_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    limit = request.app.state.settings.report_limit_bytes
-    if declared.isdigit() and int(declared) > limit:
-        raise Refused(413, "too_large", f"body of {declared} bytes; at most {limit}")
-    return await request.body()
 
 
 def create_app(
@@ -124,32 +92,32 @@ def create_app(
 
     ``policy_loader`` gives the director another policy per check-in (staged rollouts read
     their state from the check-in's session); ``routers`` add pages or APIs (a dashboard).
-    Both find the engine, settings and repository on ``app.state``.
+    Both find the engine, settings, secrets and repository in ``app.state.ctx``.
     """
     secrets_: FleetSecrets = prepare_data_dir(settings)
     engine = make_engine(settings.db_url, pool_pre_ping=True)
     if settings.migrate:
         upgrade(engine)
-    blobs = BlobStore(settings.registry_path)
     repo = Repository(settings.tuf_path, secrets_.keyring)
+    ctx = ServerContext(settings, engine, secrets_, BlobStore(settings.registry_path), repo)
     director_key_dict = {
         "keytype": "ed25519",
         "scheme": "ed25519",
         "keyval": {"public": public_hex(secrets_.director_key)},
     }
     ttl = timedelta(seconds=settings.assignment_ttl_s)
-    stale_after = timedelta(seconds=3 * settings.poll_interval_s)
+    stale_after = ctx.stale_after
     retention = timedelta(seconds=settings.report_retention_s)
 
     def count_devices() -> dict[str, int]:
         with read_session(engine) as s:
-            return store.device_counts(s, _now(), stale_after)
+            return store.device_counts(s, utc_now(), stale_after)
 
     metrics = FleetMetrics(count_devices)
 
     def refresh_timestamp() -> None:
         with write_session(engine) as s:
-            refresh_timestamp_if_due(s, repo, _now())
+            refresh_timestamp_if_due(s, repo, utc_now())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -175,6 +143,7 @@ def create_app(
         "for a fleet of edge devices. Wire protocol: docs/fleet-protocol.md.",
         lifespan=lifespan,
     )
+    app.state.ctx = ctx
     app.state.settings = settings
     app.state.engine = engine
     app.state.metrics = metrics
@@ -225,20 +194,12 @@ def create_app(
                 s,
                 sig,
                 request.method,
-                _signed_path(request),
+                signed_path(request),
                 body,
-                now=_now(),
+                now=utc_now(),
                 max_skew_s=settings.max_skew_s,
             )
             return work(s, device)
-
-    def require_admin(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), secrets_.admin_token.encode()
-        ):
-            raise Refused(401, "admin", "admin API needs 'Authorization: Bearer <admin token>'")
 
     # --- public ----------------------------------------------------------------------------
 
@@ -255,10 +216,13 @@ def create_app(
     # --- devices ---------------------------------------------------------------------------
 
     @app.post(
-        "/v1/enroll", status_code=201, summary="Enroll with a one-time token", openapi_extra=_BODY
+        "/v1/enroll",
+        status_code=201,
+        summary="Enroll with a one-time token",
+        openapi_extra=JSON_BODY,
     )
-    def enroll(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
-        req = _parse(EnrollRequest, body)
+    def enroll(request: Request, body: bytes = Depends(raw_body)) -> dict[str, Any]:
+        req = parse_body(EnrollRequest, body)
         try:
             sig = parse_signature_headers(request.headers)
             if sig.device_id != ENROLL_DEVICE_ID:
@@ -270,14 +234,14 @@ def create_app(
                 sig,
                 ed25519_from_hex(req.signing_key),
                 request.method,
-                _signed_path(request),
+                signed_path(request),
                 body,
                 now=time.time(),
                 max_skew_s=settings.max_skew_s,
             )
         except EdgeloopError as e:
             raise Refused(401, "bad_signature", str(e)) from e
-        now = _now()
+        now = utc_now()
         with write_session(engine) as s:
             device = store.enroll(s, req, now)
             device_id = device.id
@@ -290,11 +254,13 @@ def create_app(
             server_time=iso_time(now),
         ).to_dict()
 
-    @app.post("/v1/checkin", summary="Report state; get the signed assignment", openapi_extra=_BODY)
-    def checkin(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
+    @app.post(
+        "/v1/checkin", summary="Report state; get the signed assignment", openapi_extra=JSON_BODY
+    )
+    def checkin(request: Request, body: bytes = Depends(raw_body)) -> dict[str, Any]:
         def work(s: Session, device: DeviceRow) -> dict[str, Any]:
-            report = _parse(CheckIn, body)
-            now = _now()
+            report = parse_body(CheckIn, body)
+            now = utc_now()
             store.record_checkin(device, report, now)
             policy = policy_loader(s) if policy_loader is not None else default_policy
             assignment = direct(
@@ -318,11 +284,11 @@ def create_app(
         return device_call(request, body, work)
 
     @app.post(
-        "/v1/telemetry", status_code=202, summary="Ingest a DeviceReport", openapi_extra=_BODY
+        "/v1/telemetry", status_code=202, summary="Ingest a DeviceReport", openapi_extra=JSON_BODY
     )
-    def telemetry(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, int]:
+    def telemetry(request: Request, body: bytes = Depends(raw_body)) -> dict[str, int]:
         def work(s: Session, device: DeviceRow) -> dict[str, int]:
-            report = _parse(DeviceReport, body)
+            report = parse_body(DeviceReport, body)
             if report.device_id != device.id:
                 raise Refused(
                     403,
@@ -331,17 +297,17 @@ def create_app(
                 )
             # one report in ~32 also sweeps this device's reports past the retention
             sweep = secrets.randbelow(32) == 0
-            store.record_report(s, device, report, _now(), keep=retention if sweep else None)
+            store.record_report(s, device, report, utc_now(), keep=retention if sweep else None)
             return {"accepted": 1}
 
         return device_call(request, body, work)
 
     @app.post(
-        "/v1/keys", summary="A bundle's data key wrapped for this device", openapi_extra=_BODY
+        "/v1/keys", summary="A bundle's data key wrapped for this device", openapi_extra=JSON_BODY
     )
-    def data_key(request: Request, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
+    def data_key(request: Request, body: bytes = Depends(raw_body)) -> dict[str, Any]:
         def work(s: Session, device: DeviceRow) -> dict[str, Any]:
-            req = _parse(KeyRequest, body)
+            req = parse_body(KeyRequest, body)
             variant = store.variant_by_target(s, req.target)
             if variant is None:
                 raise Refused(
@@ -352,107 +318,7 @@ def create_app(
 
         return device_call(request, body, work)
 
-    # --- admin -----------------------------------------------------------------------------
-
-    admin = [Depends(require_admin)]
-
-    @app.post(
-        "/v1/admin/tokens",
-        status_code=201,
-        dependencies=admin,
-        openapi_extra=_BODY,
-        summary="Create a one-time enrollment token",
-    )
-    def create_token(body: bytes = Depends(_raw_body)) -> dict[str, Any]:
-        req = _parse(TokenRequest, body or b"{}")
-        with write_session(engine) as s:
-            return store.create_token(s, req, _now()).to_dict()
-
-    @app.get("/v1/admin/devices", dependencies=admin, summary="Device inventory")
-    def list_devices(limit: int | None = None, offset: int = 0) -> dict[str, Any]:
-        if (limit is not None and limit < 1) or offset < 0:
-            raise Refused(400, "bad_query", f"limit {limit}, offset {offset}: expected >= 1, >= 0")
-        with read_session(engine) as s:
-            now = _now()
-            rows = store.list_devices(s, limit, offset)
-            return {"devices": [store.device_info(d, now, stale_after).to_dict() for d in rows]}
-
-    @app.get(
-        "/v1/admin/devices/{device_id}",
-        dependencies=admin,
-        summary="One device and its latest reports",
-    )
-    def get_device(device_id: str) -> dict[str, Any]:
-        with read_session(engine) as s:
-            out = store.device_info(store.get_device(s, device_id), _now(), stale_after).to_dict()
-            out["reports"] = store.recent_reports(s, device_id)
-            return out
-
-    @app.post("/v1/admin/devices/{device_id}/revoke", dependencies=admin, summary="Revoke a device")
-    def revoke(device_id: str) -> dict[str, Any]:
-        with write_session(engine) as s:
-            return store.device_info(
-                store.revoke(s, device_id, _now()), _now(), stale_after
-            ).to_dict()
-
-    @app.post(
-        "/v1/admin/releases",
-        status_code=201,
-        dependencies=admin,
-        openapi_extra=_BODY,
-        summary="Publish a registry version's bundles to TUF",
-    )
-    def create_release(response: Response, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
-        model, version = _model_version(body)
-        with write_session(engine) as s:
-            release, new = publish(s, blobs, repo, secrets_.fleet_keys, model, version, _now())
-        if not new:
-            response.status_code = 200
-        return release.to_dict()
-
-    @app.get("/v1/admin/releases", dependencies=admin, summary="Published releases")
-    def list_releases(model: str | None = None) -> dict[str, Any]:
-        with read_session(engine) as s:
-            found = store.list_releases(s, [model] if model else None)
-            return {"releases": [r.to_dict() for r in found]}
-
-    @app.put(
-        "/v1/admin/models/{model}/desired",
-        dependencies=admin,
-        openapi_extra=_BODY,
-        summary="Set the fleet's desired version (moves the registry alias)",
-    )
-    def set_desired(model: str, body: bytes = Depends(_raw_body)) -> dict[str, Any]:
-        version = _version_of(body)
-        with write_session(engine) as s:
-            if all(r.version != version for r in store.list_releases(s, [model])):
-                raise Refused(
-                    409,
-                    "unpublished",
-                    f"{model}@{version} is not published; POST /v1/admin/releases first",
-                )
-            try:
-                set_alias(
-                    s,
-                    model,
-                    settings.alias,
-                    version,
-                    reason="fleet: desired version",
-                    actor="fleet-admin",
-                )
-            except EdgeloopError as e:
-                raise Refused(404, "not_found", str(e)) from e
-        return {"model": model, "alias": settings.alias, "version": version}
-
-    @app.get(
-        "/v1/admin/fleet-key",
-        dependencies=admin,
-        summary="The public key bundles must be encrypted to",
-    )
-    def fleet_key() -> dict[str, str]:
-        key = secrets_.fleet_keys[0]
-        return {"fleet_key": public_hex(key), "kid": key_id(key)}
-
+    app.include_router(admin_router(ctx))
     for router in routers:
         app.include_router(router)
     app.mount("/tuf", StaticFiles(directory=settings.tuf_path, check_dir=True), name="tuf")
@@ -467,25 +333,3 @@ def app_from_env() -> FastAPI:
     if not text:
         raise InputError(f"${SETTINGS_ENV} is not set; run `edgeloop server` instead")
     return create_app(settings_from_env(text))
-
-
-def _model_version(body: bytes) -> tuple[str, int]:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise Refused(400, "bad_body", f"request body is not JSON ({e})") from e
-    model = data.get("model") if isinstance(data, dict) else None
-    if not isinstance(model, str) or not model:
-        raise Refused(400, "bad_body", f"model {model!r}: expected a model name")
-    return model, _version_of(body)
-
-
-def _version_of(body: bytes) -> int:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise Refused(400, "bad_body", f"request body is not JSON ({e})") from e
-    version = data.get("version") if isinstance(data, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise Refused(400, "bad_body", f"version {version!r}: expected an int >= 0")
-    return version

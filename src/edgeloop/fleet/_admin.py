@@ -1,0 +1,120 @@
+"""The admin API (``/v1/admin/...``) behind the bearer admin token."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from edgeloop.bundle import key_id
+from edgeloop.errors import EdgeloopError
+from edgeloop.fleet import _store as store
+from edgeloop.fleet._http import JSON_BODY, ServerContext, parse_body, raw_body, utc_now, version_of
+from edgeloop.fleet._publish import publish
+from edgeloop.fleet._store import Refused
+from edgeloop.protocol import TokenRequest, public_hex
+from edgeloop.registry import read_session, set_alias, write_session
+
+__all__ = ["admin_router"]
+
+
+def admin_router(ctx: ServerContext) -> APIRouter:
+    engine, settings = ctx.engine, ctx.settings
+
+    def require_admin(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), ctx.secrets.admin_token.encode()
+        ):
+            raise Refused(401, "admin", "admin API needs 'Authorization: Bearer <admin token>'")
+
+    router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
+
+    @router.post(
+        "/tokens", status_code=201, openapi_extra=JSON_BODY, summary="Create an enrollment token"
+    )
+    def create_token(body: bytes = Depends(raw_body)) -> dict[str, Any]:
+        req = parse_body(TokenRequest, body or b"{}")
+        with write_session(engine) as s:
+            return store.create_token(s, req, utc_now()).to_dict()
+
+    @router.get("/devices", summary="Device inventory")
+    def list_devices(limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+        if (limit is not None and limit < 1) or offset < 0:
+            raise Refused(400, "bad_query", f"limit {limit}, offset {offset}: expected >= 1, >= 0")
+        with read_session(engine) as s:
+            t = utc_now()
+            rows = store.list_devices(s, limit, offset)
+            return {"devices": [store.device_info(d, t, ctx.stale_after).to_dict() for d in rows]}
+
+    @router.get("/devices/{device_id}", summary="One device and its latest reports")
+    def get_device(device_id: str) -> dict[str, Any]:
+        with read_session(engine) as s:
+            device = store.get_device(s, device_id)
+            out = store.device_info(device, utc_now(), ctx.stale_after).to_dict()
+            out["reports"] = store.recent_reports(s, device_id)
+            return out
+
+    @router.post("/devices/{device_id}/revoke", summary="Revoke a device")
+    def revoke(device_id: str) -> dict[str, Any]:
+        with write_session(engine) as s:
+            device = store.revoke(s, device_id, utc_now())
+            return store.device_info(device, utc_now(), ctx.stale_after).to_dict()
+
+    @router.post(
+        "/releases",
+        status_code=201,
+        openapi_extra=JSON_BODY,
+        summary="Publish a registry version's bundles to TUF",
+    )
+    def create_release(response: Response, body: bytes = Depends(raw_body)) -> dict[str, Any]:
+        model, version = version_of(body, with_model=True)
+        with write_session(engine) as s:
+            release, new = publish(
+                s, ctx.blobs, ctx.repo, ctx.secrets.fleet_keys, model, version, utc_now()
+            )
+        if not new:
+            response.status_code = 200
+        return release.to_dict()
+
+    @router.get("/releases", summary="Published releases")
+    def list_releases(model: str | None = None) -> dict[str, Any]:
+        with read_session(engine) as s:
+            found = store.list_releases(s, [model] if model else None)
+            return {"releases": [r.to_dict() for r in found]}
+
+    @router.put(
+        "/models/{model}/desired",
+        openapi_extra=JSON_BODY,
+        summary="Set the fleet's desired version (moves the registry alias)",
+    )
+    def set_desired(model: str, body: bytes = Depends(raw_body)) -> dict[str, Any]:
+        _, version = version_of(body)
+        with write_session(engine) as s:
+            if all(r.version != version for r in store.list_releases(s, [model])):
+                raise Refused(
+                    409,
+                    "unpublished",
+                    f"{model}@{version} is not published; POST /v1/admin/releases first",
+                )
+            try:
+                set_alias(
+                    s,
+                    model,
+                    settings.alias,
+                    version,
+                    reason="fleet: desired version",
+                    actor="fleet-admin",
+                )
+            except EdgeloopError as e:
+                raise Refused(404, "not_found", str(e)) from e
+        return {"model": model, "alias": settings.alias, "version": version}
+
+    @router.get("/fleet-key", summary="The public key bundles must be encrypted to")
+    def fleet_key() -> dict[str, str]:
+        key = ctx.secrets.fleet_keys[0]
+        return {"fleet_key": public_hex(key), "kid": key_id(key)}
+
+    return router
