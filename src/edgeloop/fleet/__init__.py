@@ -19,6 +19,7 @@ from edgeloop.fleet._director import (
     select_variant,
     variant_fits,
 )
+from edgeloop.fleet._http import ServerContext
 from edgeloop.fleet._settings import FleetSecrets, FleetSettings, prepare_data_dir
 from edgeloop.fleet._tables import (
     FLEET_TABLES,
@@ -42,6 +43,7 @@ __all__ = [
     "PolicyLoader",
     "ReleaseRow",
     "ReportRow",
+    "ServerContext",
     "TokenRow",
     "VariantRow",
     "app_from_env",
