@@ -46,6 +46,7 @@ def test_registry_page_commands_run(
         outputs[" ".join(args[:3])] = result.stdout
 
     assert "rollback" in outputs["registry alias --history"]
+    assert "kws canary: 1 -> (removed) (remove)" in outputs["registry alias --remove"]
     assert "source_model" in outputs["registry lineage kws@2"]
     assert "kws@1" in outputs["registry lineage kws@2"]
     assert "kws@2" in outputs["registry lineage kws@1"]  # --derived
