@@ -16,7 +16,10 @@ from edgeloop.optimize._passes import ModelState, PassContext, StepResult, regis
 from edgeloop.optimize._preflight import local_profile, preflight
 from edgeloop.optimize._quantize import _mixed, _param, _quiet, _src
 
-__all__ = ["matmul_weight_bytes"]
+__all__ = ["DYNAMIC_OP_TYPES", "matmul_weight_bytes"]
+
+# Gather: embedding tables stored int8 and dequantized at lookup (as ORT's default does)
+DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "Gather", "Attention", "LSTM", "GRU")
 
 
 def _named_source(src: Path, ctx: PassContext) -> Path:
@@ -69,7 +72,7 @@ def quantize_dynamic(
     wt = str(_param(params, "weight_type", "int8")).lower()
     if wt not in ("int8", "uint8"):
         raise InputError(f"weight_type must be int8 or uint8; got {wt!r}")
-    op_types = list(params.get("op_types") or ["MatMul", "Gemm", "Attention", "LSTM", "GRU"])
+    op_types = list(params.get("op_types") or DYNAMIC_OP_TYPES)
     external = uses_external_data(src)
 
     def build(exclude: list[str], out: Path) -> None:
