@@ -57,11 +57,12 @@ def agent(
 
     try:
         asyncio.run(main())
+        status = a.status()
     finally:
         if http is not None:
             http.close()
         a.close()
     if once:
-        print_json(a.status())
-        if a.last_error and a.model is None:
-            raise typer.Exit(1)
+        print_json(status)
+        if status["model"] is None and (a.last_error or a.poll_error):
+            raise typer.Exit(1)  # nothing to serve and the poll did not bring a model
