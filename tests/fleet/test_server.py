@@ -422,3 +422,20 @@ def test_old_telemetry_is_swept_and_the_inventory_pages(sqlite_fleet: Any) -> No
     assert [d["device_id"] for d in page["devices"]] == [d.device_id for d in devs[1:3]]
     bad = fleet.client.get("/v1/admin/devices?limit=0", headers=fleet.admin)
     assert bad.status_code == 400
+
+
+def test_an_admin_can_move_a_device_to_another_model_and_relabel_it(sqlite_fleet: Any) -> None:
+    fleet = sqlite_fleet
+    dev = fleet.device(labels={"site": "lab", "ring": "canary"})
+    fleet.release("kws", 1, {"fp32": {}})
+    fleet.release("vad", 1, {"fp32": {}})
+    assert dev.checkin().json()["assignment"] is None  # two models, the device names none
+    url = f"/v1/admin/devices/{dev.device_id}"
+    body = {"model": "vad", "labels": {"ring": None, "region": "eu"}}
+    r = fleet.client.patch(url, json=body, headers=fleet.admin)
+    assert r.status_code == 200, r.text
+    assert (r.json()["model"], r.json()["labels"]) == ("vad", {"site": "lab", "region": "eu"})
+    assert _assignment(fleet, dev, dev.checkin()).model == "vad"
+    bad = fleet.client.patch(url, json={"modle": "kws"}, headers=fleet.admin)
+    assert bad.status_code == 400 and "unknown field(s) modle" in bad.json()["detail"]
+    assert fleet.client.patch(url, json={"model": "a b"}, headers=fleet.admin).status_code == 400

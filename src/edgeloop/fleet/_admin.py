@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -10,13 +11,23 @@ from fastapi import APIRouter, Depends, Request, Response
 from edgeloop.bundle import key_id
 from edgeloop.errors import EdgeloopError
 from edgeloop.fleet import _store as store
-from edgeloop.fleet._http import JSON_BODY, ServerContext, parse_body, raw_body, utc_now, version_of
+from edgeloop.fleet._http import (
+    JSON_BODY,
+    ServerContext,
+    json_object,
+    parse_body,
+    raw_body,
+    utc_now,
+    version_of,
+)
 from edgeloop.fleet._publish import publish
 from edgeloop.fleet._store import Refused
 from edgeloop.protocol import TokenRequest, public_hex
 from edgeloop.registry import read_session, set_alias, write_session
 
 __all__ = ["admin_router"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
 def admin_router(ctx: ServerContext) -> APIRouter:
@@ -56,6 +67,33 @@ def admin_router(ctx: ServerContext) -> APIRouter:
             out = store.device_info(device, utc_now(), ctx.stale_after).to_dict()
             out["reports"] = store.recent_reports(s, device_id)
             return out
+
+    @router.patch(
+        "/devices/{device_id}",
+        openapi_extra=JSON_BODY,
+        summary="Change a device's model or labels",
+    )
+    def update_device(device_id: str, body: bytes = Depends(raw_body)) -> dict[str, Any]:
+        change = json_object(body)
+        unknown = sorted(set(change) - {"model", "labels"})
+        if unknown:
+            raise Refused(
+                400, "bad_body", f"unknown field(s) {', '.join(unknown)}: expected model, labels"
+            )
+        model, labels = change.get("model"), change.get("labels", {})
+        if model is not None and not (isinstance(model, str) and _NAME.fullmatch(model)):
+            raise Refused(400, "bad_body", f"model {model!r}: expected a model name or null")
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in labels.items()
+        ):
+            raise Refused(400, "bad_body", "labels: expected an object of text (null deletes)")
+        with write_session(engine) as s:
+            device = store.get_device(s, device_id)
+            if "model" in change:
+                device.model = model
+            merged = {**device.labels, **labels}
+            device.labels = {k: v for k, v in merged.items() if v is not None}
+            return store.device_info(device, utc_now(), ctx.stale_after).to_dict()
 
     @router.post("/devices/{device_id}/revoke", summary="Revoke a device")
     def revoke(device_id: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from sqlalchemy.engine import Engine
@@ -20,6 +20,7 @@ from edgeloop.update import Repository
 __all__ = [
     "JSON_BODY",
     "ServerContext",
+    "json_object",
     "utc_now",
     "parse_body",
     "raw_body",
@@ -63,6 +64,13 @@ def _json(body: bytes) -> object:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise Refused(400, "bad_body", f"request body is not JSON ({e})") from e
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    data = _json(body)
+    if not isinstance(data, dict):
+        raise Refused(400, "bad_body", f"request body: expected a JSON object, got {data!r:.40}")
+    return data
 
 
 def parse_body(cls: type[A], body: bytes) -> A:
