@@ -439,3 +439,15 @@ def test_an_admin_can_move_a_device_to_another_model_and_relabel_it(sqlite_fleet
     bad = fleet.client.patch(url, json={"modle": "kws"}, headers=fleet.admin)
     assert bad.status_code == 400 and "unknown field(s) modle" in bad.json()["detail"]
     assert fleet.client.patch(url, json={"model": "a b"}, headers=fleet.admin).status_code == 400
+
+
+def test_first_start_writes_the_secrets_owner_only(sqlite_fleet: Any) -> None:
+    settings = sqlite_fleet.settings
+    for path in (
+        settings.admin_token_path,
+        settings.director_path,
+        settings.keys_path / "fleet.pem",
+        settings.keys_path / "release.pem",
+    ):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert len(settings.admin_token_path.read_text().strip()) >= 32
