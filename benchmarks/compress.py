@@ -1,0 +1,304 @@
+"""Compression benchmark: prune50-int8, distillation and binary weights against ORT fp32.
+
+One process, one inference thread, batch 1, on the ``shapes`` dataset (3x32x32 images, 10
+classes; train/val/test 4200/600/1200, seed 0):
+
+* **prune50-int8**: a MobileNet (MobileNetV1 shape, ``--width``, stride-1 stem at 32x32) is
+  trained, then ``edgeloop.optimize(..., "prune50-int8")`` removes half the channels with
+  torch-pruning (two rounds, fine-tuning after each) and quantizes to static int8 (QDQ). It is
+  compared with ONNX Runtime fp32 of the unpruned model, and with plain ``int8`` for context.
+* **distillation**: the same MobileNet teaches a MobileNet of ``--student-width`` (at most a
+  quarter of its MACs); the student is also trained alone with the same epochs and settings.
+  Reported: the share of the teacher/student-alone accuracy gap that distillation recovers.
+* **binary**: the student trained alone gets 1-bit weights (per-channel scale, STE training,
+  first and last layer float); the packed artifact is compared with its fp32 ONNX file.
+* **training time** of every pass.
+
+Latency: the ONNX models are timed in interleaved rounds (background load hits them alike);
+ratios use medians. Accuracy is on the whole test split (1200 images).
+
+    python benchmarks/compress.py            # the run quoted in docs/compress.md
+    python benchmarks/compress.py --quick    # tiny settings: a smoke run of the script
+
+Prints a table and writes ``benchmarks/results/compress.json``. The trained MobileNet is cached
+in ``--workdir`` (default ``benchmarks/results/compress-work``, not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "compress.json"
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def latencies(models: dict[str, Path], x: np.ndarray, rounds: int, runs: int) -> dict[str, Any]:
+    """Median and minimum ms per batch-1 run, interleaved across models."""
+    sessions = {k: _session(p) for k, p in models.items()}
+    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for k, s in sessions.items():
+        for _ in range(10):
+            s.run(None, feeds[k])
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(None, feeds[k])
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {
+        k: {"p50_ms": float(np.median(v)), "min_ms": float(np.min(v))} for k, v in times.items()
+    }
+
+
+def onnx_accuracy(path: Path, data: Any) -> float:
+    s = _session(path)
+    name = s.get_inputs()[0].name
+    preds = [s.run(None, {name: xb})[0].argmax(1) for xb, _ in data.batches(200)]
+    return float((np.concatenate(preds) == data.y).mean())
+
+
+def export(model: Any, path: Path, meta: dict[str, Any]) -> Path:
+    from edgeloop.zoo import export_onnx
+
+    export_onnx(model, path, meta=meta)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--width", type=float, default=0.5, help="teacher/baseline MobileNet width")
+    ap.add_argument("--epochs", type=int, default=4, help="baseline training epochs")
+    ap.add_argument("--train-samples", type=int, default=2000, help="training subset (0: all)")
+    ap.add_argument("--student-width", type=float, default=0.2)
+    ap.add_argument("--distill-epochs", type=int, default=4)
+    ap.add_argument("--binary-epochs", type=int, default=3)
+    ap.add_argument("--finetune-epochs", type=int, default=1, help="per pruning round")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument(
+        "--workdir", type=Path, default=Path(__file__).parent / "results" / "compress-work"
+    )
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--quick", action="store_true", help="tiny settings (smoke run)")
+    a = ap.parse_args()
+    if a.quick:
+        a.width, a.epochs, a.student_width, a.train_samples = 0.25, 1, 0.125, 300
+        a.distill_epochs = a.binary_epochs = a.finetune_epochs = 1
+        a.rounds, a.runs = 3, 5
+
+    import torch
+
+    from edgeloop.data import load_dataset
+    from edgeloop.optimize import binarize, distill, load_model, optimize, save_binary
+    from edgeloop.optimize._binary import load_binary
+    from edgeloop.zoo import build_model, evaluate_model, fit, save_checkpoint
+    from edgeloop.zoo._checkpoint import input_spec_of
+    from edgeloop.zoo._registry import kwargs_for
+
+    torch.set_num_threads(a.threads)
+    work = a.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    tr, va, te = (load_dataset("shapes", s, seed=0) for s in ("train", "val", "test"))
+    results: dict[str, Any] = {
+        "dataset": "shapes (3x32x32, 10 classes)",
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "torch_threads": a.threads,
+        "inference_threads": 1,
+    }
+    times: dict[str, float] = {}
+
+    # 1. the baseline MobileNet (cached)
+    sub = tr.subset(a.train_samples) if a.train_samples else tr
+    base = work / f"mobilenet-w{a.width}-e{a.epochs}-n{len(sub)}.pt"
+    if not base.exists():
+        kw = {**kwargs_for("mobilenet", tr), "width": a.width}
+        torch.manual_seed(0)
+        model = build_model("mobilenet", **kw)
+        t0 = time.perf_counter()
+        fit(model, sub, va, epochs=a.epochs, lr=3e-3, seed=0)
+        times["train baseline"] = time.perf_counter() - t0
+        spec = input_spec_of(tr.input_names, tr.shapes(), tr.dtypes())
+        save_checkpoint(
+            model,
+            base,
+            arch="mobilenet",
+            arch_kwargs=kw,
+            input_spec=spec,
+            task=tr.task,
+            classes=tr.classes,
+            dataset={"name": "shapes", "seed": 0},
+        )
+    teacher, meta = load_model(base)
+
+    # 2. prune50-int8 and int8 through the recipe pipeline
+    recipe = {
+        "name": "prune50-int8",
+        "passes": [
+            {"prune": {"ratio": 0.5, "steps": 2, "finetune_epochs": a.finetune_epochs}},
+            "preprocess",
+            {"quantize": {"calibration": "minmax", "per_channel": True}},
+        ],
+    }
+    t0 = time.perf_counter()
+    optimize(base, recipe, "shapes", out_dir=work / "prune50-int8", eval_samples=len(te))
+    times["prune50-int8 (pipeline)"] = time.perf_counter() - t0
+    report = json.loads((work / "prune50-int8" / "report.json").read_text())
+    steps = {s["step"]: s for s in report["steps"]}
+    times["prune pass (2 rounds + fine-tuning)"] = float(steps["prune"]["seconds"])
+    optimize(base, "int8", "shapes", out_dir=work / "int8", eval_samples=len(te))
+    fp32 = export(teacher, work / "fp32.onnx", meta)
+
+    # 3. distillation: the student alone, then distilled, same settings
+    skw = {**kwargs_for("mobilenet", tr), "width": a.student_width}
+    torch.manual_seed(0)
+    alone = build_model("mobilenet", **skw)
+    t0 = time.perf_counter()
+    fit(alone, sub, va, epochs=a.distill_epochs, lr=3e-3, seed=0)
+    times["student alone"] = time.perf_counter() - t0
+    torch.manual_seed(0)
+    student = build_model("mobilenet", **skw)
+    res = distill(teacher, student, sub, va, epochs=a.distill_epochs, lr=3e-3)
+    times["distill"] = res.seconds
+    smeta = {**meta, "arch_kwargs": skw}
+    student_onnx = export(student, work / "student.onnx", smeta)
+
+    # 4. binary weights on the student trained alone
+    b = binarize(alone, sub, va, epochs=a.binary_epochs, lr=1e-3)
+    times["binarize"] = b.seconds
+    packed = work / "student-binary.npz"
+    packed_bytes = save_binary(
+        b.model, packed, b.details["binarized"], arch="mobilenet", arch_kwargs=skw
+    )
+    unpacked = load_binary(packed)
+    alone_onnx = export(alone, work / "student-alone.onnx", smeta)
+
+    # 5. latency, interleaved, one thread, batch 1
+    models = {
+        "fp32": fp32,
+        "int8": work / "int8" / "model.onnx",
+        "prune50-int8": work / "prune50-int8" / "model.onnx",
+        "student": student_onnx,
+    }
+    lat = latencies(models, te.x[:1], a.rounds, a.runs)
+
+    def acc(m: Any) -> float:
+        return float(evaluate_model(m, te)["accuracy"])
+
+    fp32_acc = onnx_accuracy(fp32, te)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, path in models.items():
+        rows[name] = {
+            "bytes": path.stat().st_size,
+            "accuracy": onnx_accuracy(path, te),
+            "p50_ms": lat[name]["p50_ms"],
+            "min_ms": lat[name]["min_ms"],
+        }
+    rows["fp32"]["macs"] = steps["original"]["macs"]
+    rows["prune50-int8"]["macs"] = steps["prune"]["macs"]
+    for r in rows.values():
+        r["speedup"] = rows["fp32"]["p50_ms"] / r["p50_ms"]
+        r["smaller"] = rows["fp32"]["bytes"] / r["bytes"]
+        r["accuracy_drop_pts"] = 100 * (fp32_acc - r["accuracy"])
+    results["prune50_int8"] = {
+        "rows": rows,
+        "goals": {
+            "faster_5x": rows["prune50-int8"]["speedup"] >= 5,
+            "smaller_10x": rows["prune50-int8"]["smaller"] >= 10,
+            "drop_le_1pt": rows["prune50-int8"]["accuracy_drop_pts"] <= 1.0,
+        },
+        "prune_details": {k: v for k, v in steps["prune"]["details"].items() if k != "layers"},
+    }
+    t_acc, a_acc, d_acc = fp32_acc, acc(alone), acc(student)
+    gap = t_acc - a_acc
+    results["distillation"] = {
+        "teacher_accuracy": t_acc,
+        "student_alone_accuracy": a_acc,
+        "student_distilled_accuracy": d_acc,
+        "teacher_macs": res.details["teacher_macs"],
+        "student_macs": res.details["student_macs"],
+        "macs_ratio": res.details["macs_ratio"],
+        "gap_recovered": (d_acc - a_acc) / gap if gap > 0 else None,
+        "temperature": res.details["temperature"],
+        "alpha": res.details["alpha"],
+        "epochs": a.distill_epochs,
+    }
+    results["distillation"]["goals"] = {
+        "macs_le_quarter": res.details["macs_ratio"] <= 0.25,
+        "recovers_half_gap": (results["distillation"]["gap_recovered"] or 0) >= 0.5,
+    }
+    b_acc = acc(unpacked)
+    results["binary"] = {
+        "model": f"mobilenet width {a.student_width} (the student trained alone)",
+        "fp32_onnx_bytes": alone_onnx.stat().st_size,
+        "packed_bytes": packed_bytes,
+        "smaller": alone_onnx.stat().st_size / packed_bytes,
+        "fp32_accuracy": a_acc,
+        "binary_accuracy": b_acc,
+        "accuracy_cost_pts": 100 * (a_acc - b_acc),
+        "binarized_layers": len(b.details["binarized"]),
+        "kept_float": b.details["kept_float"],
+        "epochs": a.binary_epochs,
+    }
+    results["binary"]["goals"] = {"smaller_20x": results["binary"]["smaller"] >= 20}
+    results["training_seconds"] = {k: round(v, 1) for k, v in times.items()}
+    _print(results)
+    from edgeloop._io import atomic_write_text
+
+    atomic_write_text(a.out, json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {a.out}")
+
+
+def _print(r: dict[str, Any]) -> None:
+    p = r["prune50_int8"]["rows"]
+    print(f"\nprune50-int8 on MobileNet, shapes 32x32, 1 thread, batch 1 ({r['dataset']})")
+    head = ("model", "MACs", "bytes", "p50 ms", "faster", "smaller", "acc", "drop")
+    print(
+        f"{head[0]:<14}"
+        + "".join(f"{h:>{w}}" for h, w in zip(head[1:], (12, 11, 9, 8, 9, 8, 7), strict=True))
+    )
+    for k, v in p.items():
+        macs = f"{v['macs']:,}" if "macs" in v else "-"
+        print(
+            f"{k:<14}{macs:>12}{v['bytes']:>11,}{v['p50_ms']:>9.3f}{v['speedup']:>7.2f}x"
+            f"{v['smaller']:>8.1f}x{100 * v['accuracy']:>7.2f}%{v['accuracy_drop_pts']:>6.2f}"
+        )
+    d = r["distillation"]
+    print(
+        f"\ndistillation: teacher {100 * d['teacher_accuracy']:.2f}%, student alone "
+        f"{100 * d['student_alone_accuracy']:.2f}%, "
+        f"distilled {100 * d['student_distilled_accuracy']:.2f}% "
+        f"(MACs {d['macs_ratio']:.3f} of the teacher's; gap recovered "
+        f"{'-' if d['gap_recovered'] is None else format(d['gap_recovered'], '.0%')})"
+    )
+    b = r["binary"]
+    print(
+        f"binary: {b['fp32_onnx_bytes']:,} B fp32 ONNX -> {b['packed_bytes']:,} B packed "
+        f"({b['smaller']:.1f}x smaller); accuracy {100 * b['fp32_accuracy']:.2f}% -> "
+        f"{100 * b['binary_accuracy']:.2f}%"
+    )
+    print("training seconds:", ", ".join(f"{k} {v}" for k, v in r["training_seconds"].items()))
+    goals = {**r["prune50_int8"]["goals"], **d["goals"], **b["goals"]}
+    print("goals:", ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in goals.items()))
+
+
+if __name__ == "__main__":
+    main()
