@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--binary-epochs", type=int, default=3)
     ap.add_argument("--finetune-epochs", type=int, default=1, help="per pruning round")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    ap.add_argument("--eval-samples", type=int, default=300, help="per pipeline step")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument(
@@ -102,7 +103,7 @@ def main() -> None:
     if a.quick:
         a.width, a.epochs, a.student_width, a.train_samples = 0.25, 1, 0.125, 300
         a.distill_epochs = a.binary_epochs = a.finetune_epochs = 1
-        a.rounds, a.runs = 3, 5
+        a.rounds, a.runs, a.eval_samples = 3, 5, 100
 
     import torch
 
@@ -153,18 +154,25 @@ def main() -> None:
     recipe = {
         "name": "prune50-int8",
         "passes": [
-            {"prune": {"ratio": 0.5, "steps": 2, "finetune_epochs": a.finetune_epochs}},
+            {
+                "prune": {
+                    "ratio": 0.5,
+                    "steps": 2,
+                    "finetune_epochs": a.finetune_epochs,
+                    "train_samples": len(sub),
+                }
+            },
             "preprocess",
             {"quantize": {"calibration": "minmax", "per_channel": True}},
         ],
     }
     t0 = time.perf_counter()
-    optimize(base, recipe, "shapes", out_dir=work / "prune50-int8", eval_samples=len(te))
+    optimize(base, recipe, "shapes", out_dir=work / "prune50-int8", eval_samples=a.eval_samples)
     times["prune50-int8 (pipeline)"] = time.perf_counter() - t0
     report = json.loads((work / "prune50-int8" / "report.json").read_text())
     steps = {s["step"]: s for s in report["steps"]}
     times["prune pass (2 rounds + fine-tuning)"] = float(steps["prune"]["seconds"])
-    optimize(base, "int8", "shapes", out_dir=work / "int8", eval_samples=len(te))
+    optimize(base, "int8", "shapes", out_dir=work / "int8", eval_samples=a.eval_samples)
     fp32 = export(teacher, work / "fp32.onnx", meta)
 
     # 3. distillation: the student alone, then distilled, same settings

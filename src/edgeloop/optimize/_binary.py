@@ -46,6 +46,9 @@ from edgeloop.optimize._torch_common import (
     resolve_modules,
     train_val,
 )
+from edgeloop.optimize._torch_common import (
+    with_limit as _with_limit,
+)
 
 __all__ = [
     "BINARY_FORMAT",
@@ -332,7 +335,7 @@ def binarize_pass(
     """
     if state.torch_model is None:
         raise PassError("binarize needs a PyTorch model; the state holds none")
-    train, val = train_val(ctx)
+    train, val = train_val(_with_limit(ctx, params))
     torch.manual_seed(ctx.seed)
     res = binarize(
         state.torch_model,

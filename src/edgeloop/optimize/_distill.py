@@ -37,6 +37,9 @@ from edgeloop.optimize._torch_common import (
     tp_inputs,
     train_val,
 )
+from edgeloop.optimize._torch_common import (
+    with_limit as _with_limit,
+)
 
 __all__ = ["distill", "distillation_loss"]
 
@@ -270,7 +273,7 @@ def distill_pass(
     arch = param(params, "student", None)
     if not arch:
         raise InputError("distill needs a 'student' architecture name in its params")
-    train, val = train_val(ctx)
+    train, val = train_val(_with_limit(ctx, params))
     kwargs = {
         **student_kwargs(str(arch), train, state.arch_kwargs),
         **param(params, "student_kwargs", {}),

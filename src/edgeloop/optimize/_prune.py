@@ -42,6 +42,9 @@ from edgeloop.optimize._torch_common import (
     tp_inputs,
     train_val,
 )
+from edgeloop.optimize._torch_common import (
+    with_limit as _with_limit,
+)
 
 __all__ = ["IMPORTANCES", "prune"]
 
@@ -274,7 +277,7 @@ def prune_pass(
     lr, batch_size, layer_ratios."""
     if state.torch_model is None:
         raise PassError("prune needs a PyTorch model; the state holds none")
-    train, val = train_val(ctx)
+    train, val = train_val(_with_limit(ctx, params))
     torch.manual_seed(ctx.seed)
     res = prune(
         copy.deepcopy(state.torch_model),

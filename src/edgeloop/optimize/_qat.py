@@ -45,6 +45,9 @@ from edgeloop.optimize._torch_common import (
     param,
     train_val,
 )
+from edgeloop.optimize._torch_common import (
+    with_limit as _with_limit,
+)
 
 __all__ = ["QuantConv", "QuantLinear", "export_qdq", "prepare_qat", "qat"]
 
@@ -312,7 +315,7 @@ def qat_pass(
     """
     if state.torch_model is None:
         raise PassError("qat needs a PyTorch model; the state holds none")
-    train, val = train_val(ctx)
+    train, val = train_val(_with_limit(ctx, params))
     torch.manual_seed(ctx.seed)
     res = qat(
         state.torch_model,

@@ -35,6 +35,9 @@ from edgeloop.optimize._torch_common import (
     resolve_modules,
     train_val,
 )
+from edgeloop.optimize._torch_common import (
+    with_limit as _with_limit,
+)
 
 __all__ = ["compressed_sizes", "sparsify", "sparsity_stats"]
 
@@ -140,7 +143,7 @@ def sparsify_pass(
 
     if state.torch_model is None:
         raise PassError("sparsify needs a PyTorch model; the state holds none")
-    train, val = train_val(ctx)
+    train, val = train_val(_with_limit(ctx, params))
     torch.manual_seed(ctx.seed)
     res = sparsify(
         copy.deepcopy(state.torch_model),

@@ -294,11 +294,19 @@ def train_val(ctx: Any) -> tuple[Any, Any]:
     ``options['train_data']``/``options['val_data']`` win when given. Otherwise ``ctx.data``
     (what the user passed to ``optimize``) is resolved: a dataset name or a data file gives its
     ``train`` and ``val`` splits; a Dataset is used for training, with no validation split.
+    ``options['train_samples']`` (a pass's ``train_samples`` param) keeps the first N samples.
     """
     opts = getattr(ctx, "options", None) or {}
     train, val = opts.get("train_data"), opts.get("val_data")
-    if train is not None:
-        return train, val
+    if train is None:
+        train, val = _resolve_splits(ctx)
+    limit = opts.get("train_samples")
+    if train is not None and limit:
+        train = as_dataset(train).subset(int(limit))
+    return train, val
+
+
+def _resolve_splits(ctx: Any) -> tuple[Any, Any]:
     data = ctx.data
     if data is None:
         return None, None
@@ -308,7 +316,7 @@ def train_val(ctx: Any) -> tuple[Any, Any]:
         seed = int(getattr(ctx, "seed", 0))
         return load_dataset(data, "train", seed=seed), load_dataset(data, "val", seed=seed)
     if hasattr(data, "x") and hasattr(data, "task"):
-        return data, val
+        return data, None
     raise DataError(
         f"training passes need a labelled dataset (a name, a data file or a Dataset); "
         f"got {type(data).__name__}"
@@ -346,3 +354,13 @@ def export_onnx_bytes(model: nn.Module, x: Batch, opset: int = 17) -> bytes:
 
         raise ExportError(f"cannot export {type(model).__name__} to ONNX: {e}") from e
     return buf.getvalue()
+
+
+def with_limit(ctx: Any, params: Mapping[str, Any]) -> Any:
+    """The context with a pass's ``train_samples`` param moved into its options."""
+    n = params.get("train_samples")
+    if not n:
+        return ctx
+    import dataclasses
+
+    return dataclasses.replace(ctx, options={**(ctx.options or {}), "train_samples": int(n)})
