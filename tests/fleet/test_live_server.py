@@ -92,6 +92,17 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
         server.stop()
 
 
+@pytest.fixture
+def live_server_on(tmp_path: Path, db_url: str) -> Iterator[LiveServer]:
+    """The real server on each engine (SQLite, PostgreSQL)."""
+    server = LiveServer(db_url, tmp_path / "data", tmp_path / "log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def _admin_cli(server: LiveServer) -> Callable[..., Any]:
     runner = CliRunner()
 
@@ -171,7 +182,8 @@ def test_a_device_goes_from_enrollment_to_a_decrypted_model_over_http(
     assert r.status_code == 403
 
 
-def test_a_restart_of_the_real_server_loses_nothing(live_server: LiveServer) -> None:
+def test_a_restart_of_the_real_server_loses_nothing(live_server_on: LiveServer) -> None:
+    live_server = live_server_on
     token = httpx.post(live_server.url + "/v1/admin/tokens", json={}, headers=live_server.admin)
     profile = {"name": "x", "source": "measured", "arch": "x86_64", "cpu_model": "c"}
     dev = _enroll(live_server, token.json()["token"], profile)
