@@ -38,6 +38,7 @@ from edgeloop.fleet._http import (
 )
 from edgeloop.fleet._metrics import CONTENT_TYPE, FleetMetrics
 from edgeloop.fleet._publish import refresh_timestamp_if_due, rewrap_for_device
+from edgeloop.fleet._rollout_api import Rollouts
 from edgeloop.fleet._settings import (
     SETTINGS_ENV,
     FleetSecrets,
@@ -106,6 +107,9 @@ def create_app(
         "keyval": {"public": public_hex(secrets_.director_key)},
     }
     ttl = timedelta(seconds=settings.assignment_ttl_s)
+    rollouts = Rollouts(ctx)  # staged rollouts: the default policy, an admin API, a driver
+    if policy_loader is None:
+        policy_loader = rollouts.policy
     stale_after = ctx.stale_after
     retention = timedelta(seconds=settings.report_retention_s)
 
@@ -127,13 +131,14 @@ def create_app(
                     await asyncio.to_thread(refresh_timestamp)
                 await asyncio.sleep(_TIMESTAMP_CHECK_S)
 
-        task = asyncio.create_task(keep_timestamp_fresh())
+        tasks = [asyncio.create_task(keep_timestamp_fresh()), asyncio.create_task(rollouts.run())]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             engine.dispose()
 
     app = FastAPI(
@@ -319,6 +324,7 @@ def create_app(
         return device_call(request, body, work)
 
     app.include_router(admin_router(ctx))
+    app.include_router(rollouts.router())
     for router in routers:
         app.include_router(router)
     app.mount("/tuf", StaticFiles(directory=settings.tuf_path, check_dir=True), name="tuf")

@@ -1,0 +1,418 @@
+"""Health gates: a small expression language and the statistical tests behind it. Pure.
+
+::
+
+    gate      := METRIC OP expr          error_rate<0.01   p99_ms<=1.2*baseline
+    OP        := < | <= | > | >=         (< and <= : higher is worse; > and >= : lower is worse)
+    expr      := terms of numbers and ``baseline`` with + - * / and parentheses, linear in
+                 ``baseline`` (the control group's value of the same metric)
+
+No ``eval``: a tokenizer and a recursive-descent parser that only knows numbers, ``baseline``
+and the four operators, and refuses anything not linear in ``baseline``.
+
+Each gate is judged on per-device samples of the stage (treatment) and of the devices left on
+the previous version (control), with a minimum sample size (``pending`` below it):
+
+* a **rate** (``error_rate`` when reports carry ``errors`` and ``requests``): the pooled rates
+  by a one-sided two-proportion z-test with Agresti-Caffo pseudo-counts against the bound, and
+  each device on its own against the same bound at ``alpha / devices`` (Bonferroni), so one
+  failing device is caught even when the pooled rate hides it;
+* any other metric (``p99_ms``, ``cpu_percent`` ...): each device's median over its reports;
+  the group by a one-sided Mann-Whitney U test (treatment against the control scaled by the
+  gate's expression) or, without ``baseline``, a one-sided sign test against the threshold;
+  and each device whose median breaks the bound by its own reports against the control
+  group's reports (Mann-Whitney at ``alpha / devices``).
+
+A gate fails only when a test is significant, so noise in a small stage does not fail a good
+release; it passes when the samples are large enough and no test is significant.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgeloop.errors import RolloutError
+
+__all__ = [
+    "DeviceSample",
+    "Gate",
+    "GateOptions",
+    "GateResult",
+    "evaluate_gate",
+    "parse_gate",
+]
+
+Status = Literal["pass", "fail", "pending"]
+
+_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)|(baseline)|([-+*/()]))")
+_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*(.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class _Linear:
+    """``a * baseline + b``."""
+
+    a: float
+    b: float
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens: list[str] = []
+        pos = 0
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if m is None or m.end() == pos:
+                if text[pos:].strip() == "":
+                    break
+                raise RolloutError(
+                    f"gate expression {text!r}: unexpected {text[pos:].strip()[:10]!r} at "
+                    f"{pos}; expected numbers, 'baseline', + - * / and parentheses"
+                )
+            self.tokens.append(next(g for g in m.groups() if g is not None))
+            pos = m.end()
+        self.i = 0
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def _take(self) -> str:
+        tok = self._peek()
+        if tok is None:
+            raise RolloutError(f"gate expression {self.text!r} ends early")
+        self.i += 1
+        return tok
+
+    def parse(self) -> _Linear:
+        value = self._sum()
+        if self._peek() is not None:
+            raise RolloutError(f"gate expression {self.text!r}: unexpected {self._peek()!r}")
+        return value
+
+    def _sum(self) -> _Linear:
+        left = self._product()
+        while self._peek() in ("+", "-"):
+            sign = 1.0 if self._take() == "+" else -1.0
+            right = self._product()
+            left = _Linear(left.a + sign * right.a, left.b + sign * right.b)
+        return left
+
+    def _product(self) -> _Linear:
+        left = self._unary()
+        while self._peek() in ("*", "/"):
+            op = self._take()
+            right = self._unary()
+            if op == "*":
+                if left.a and right.a:
+                    raise RolloutError(f"gate expression {self.text!r}: baseline*baseline")
+                left = _Linear(left.a * right.b + right.a * left.b, left.b * right.b)
+            else:
+                if right.a or right.b == 0:
+                    raise RolloutError(
+                        f"gate expression {self.text!r}: divide only by a non-zero number"
+                    )
+                left = _Linear(left.a / right.b, left.b / right.b)
+        return left
+
+    def _unary(self) -> _Linear:
+        if self._peek() == "-":
+            self._take()
+            inner = self._unary()
+            return _Linear(-inner.a, -inner.b)
+        tok = self._take()
+        if tok == "(":
+            inner = self._sum()
+            if self._take() != ")":
+                raise RolloutError(f"gate expression {self.text!r}: expected ')'")
+            return inner
+        if tok == "baseline":
+            return _Linear(1.0, 0.0)
+        try:
+            return _Linear(0.0, float(tok))
+        except ValueError:
+            raise RolloutError(f"gate expression {self.text!r}: unexpected {tok!r}") from None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """``metric op a*baseline + b``; ``relative`` when it uses the control group's value."""
+
+    text: str
+    metric: str
+    op: str
+    a: float
+    b: float
+
+    @property
+    def relative(self) -> bool:
+        return self.a != 0.0
+
+    @property
+    def higher_is_worse(self) -> bool:
+        return self.op in ("<", "<=")
+
+    def bound(self, baseline: float | None) -> float:
+        return self.a * (baseline or 0.0) + self.b
+
+    def holds(self, value: float, baseline: float | None) -> bool:
+        bound = self.bound(baseline)
+        return {
+            "<": value < bound,
+            "<=": value <= bound,
+            ">": value > bound,
+            ">=": value >= bound,
+        }[self.op]
+
+
+def parse_gate(text: str) -> Gate:
+    """``"p99_ms<=1.2*baseline"`` -> :class:`Gate`; RolloutError naming what is wrong."""
+    m = _GATE.match(text or "")
+    if m is None:
+        raise RolloutError(
+            f"gate {text!r}: expected METRIC OP EXPR, e.g. 'error_rate<0.01' or "
+            "'p99_ms<=1.2*baseline'"
+        )
+    metric, op, expr = m.groups()
+    value = _Parser(expr).parse()
+    return Gate(text.strip(), metric, op, value.a, value.b)
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    min_devices: int = 3  # per group (the treatment's is capped at the stage's size)
+    min_requests: int = 100  # pooled requests per group, for rates
+    min_reports: int = 2  # reports a device needs before its own test
+    alpha: float = 0.01  # one-sided significance of every test
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class DeviceSample:
+    """One device's reports (each a metrics dict) within the window being judged."""
+
+    device_id: str
+    reports: tuple[Mapping[str, float], ...]
+
+    def values(self, metric: str) -> list[float]:
+        out = []
+        for r in self.reports:
+            v = r.get(metric)
+            if isinstance(v, int | float) and math.isfinite(v):
+                out.append(float(v))
+        return out
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    status: Status
+    treatment: float | None
+    control: float | None
+    bound: float | None
+    devices: int
+    control_devices: int
+    p_value: float | None = None
+    bad_devices: tuple[str, ...] = ()
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["bad_devices"] = list(self.bad_devices)
+        return out
+
+
+def _z(alpha: float) -> float:
+    return statistics.NormalDist().inv_cdf(1.0 - alpha)
+
+
+def _p_upper(z: float) -> float:
+    return 1.0 - statistics.NormalDist().cdf(z)
+
+
+def _rate_counts(metric: str) -> tuple[str, str] | None:
+    if metric == "error_rate":
+        return "errors", "requests"
+    if metric.endswith("_rate"):
+        stem = metric[: -len("_rate")]
+        return stem + "s", "requests"
+    return None
+
+
+def _counts(sample: DeviceSample, num: str, den: str) -> tuple[float, float]:
+    return sum(sample.values(num)), sum(sample.values(den))
+
+
+def _rate_z(err: float, n: float, bound: float, c_var: float) -> float:
+    """One-sided z of ``rate > bound`` with +1/+2 pseudo-counts; ``c_var`` the bound's variance."""
+    p = (err + 1.0) / (n + 2.0)
+    var = p * (1.0 - p) / (n + 2.0) + c_var
+    return (p - bound) / math.sqrt(var)
+
+
+def _orient(gate: Gate, values: list[float]) -> list[float]:
+    return values if gate.higher_is_worse else [-v for v in values]
+
+
+def _evaluate_rate(
+    gate: Gate,
+    treatment: Sequence[DeviceSample],
+    control: Sequence[DeviceSample],
+    num: str,
+    den: str,
+    opts: GateOptions,
+    min_devices: int,
+) -> GateResult:
+    t = [_counts(s, num, den) for s in treatment]
+    c = [_counts(s, num, den) for s in control]
+    t_err, t_n = sum(e for e, _ in t), sum(n for _, n in t)
+    c_err, c_n = sum(e for e, _ in c), sum(n for _, n in c)
+    t_dev = sum(1 for _, n in t if n > 0)
+    c_dev = sum(1 for _, n in c if n > 0)
+    rate_t = t_err / t_n if t_n else None
+    rate_c = c_err / c_n if c_n else None
+    base = GateResult(gate.text, "pending", rate_t, rate_c, None, t_dev, c_dev)
+    if gate.relative and (c_n < opts.min_requests or c_dev < opts.min_devices):
+        return _with(base, reason=f"control: {c_dev} devices, {c_n:.0f} requests; too few")
+    bound = gate.bound(rate_c)
+    c_var = 0.0
+    if gate.relative and rate_c is not None:
+        pc = (c_err + 1.0) / (c_n + 2.0)
+        c_var = gate.a**2 * pc * (1.0 - pc) / (c_n + 2.0)
+    sign = 1.0 if gate.higher_is_worse else -1.0
+    # the devices on their own: a single failing one is caught whatever the pooled rate
+    bad = []
+    z_dev = _z(opts.alpha / max(len(treatment), 1))
+    for s, (e, n) in zip(treatment, t, strict=True):
+        if n > 0:
+            z = _rate_z(e, n, bound, c_var) if sign > 0 else _rate_z(n - e, n, 1 - bound, c_var)
+            if z > z_dev:
+                bad.append(s.device_id)
+    if t_n < opts.min_requests or t_dev < min_devices:
+        if bad:
+            return _with(base, status="fail", bound=bound, bad_devices=tuple(bad), reason=_bad(bad))
+        return _with(
+            base, bound=bound, reason=f"stage: {t_dev} devices, {t_n:.0f} requests; too few"
+        )
+    if sign > 0:
+        z = _rate_z(t_err, t_n, bound, c_var)
+    else:
+        z = _rate_z(t_n - t_err, t_n, 1.0 - bound, c_var)
+    p = _p_upper(z)
+    if p < opts.alpha:
+        return _with(
+            base,
+            status="fail",
+            bound=bound,
+            p_value=p,
+            bad_devices=tuple(bad),
+            reason=f"{gate.metric} {rate_t:.4g} beyond {bound:.4g} (p={p:.2g})",
+        )
+    if bad:
+        return _with(
+            base, status="fail", bound=bound, p_value=p, bad_devices=tuple(bad), reason=_bad(bad)
+        )
+    return _with(base, status="pass", bound=bound, p_value=p, reason="within the bound")
+
+
+def _bad(bad: Sequence[str]) -> str:
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return f"device(s) {', '.join(bad[:3])}{more} significantly beyond the bound"
+
+
+def _with(result: GateResult, **changes: Any) -> GateResult:
+    return GateResult(**{**result.__dict__, **changes})
+
+
+def _evaluate_values(
+    gate: Gate,
+    treatment: Sequence[DeviceSample],
+    control: Sequence[DeviceSample],
+    opts: GateOptions,
+    min_devices: int,
+) -> GateResult:
+    from scipy import stats
+
+    t_vals = {s.device_id: v for s in treatment if (v := s.values(gate.metric))}
+    c_vals = [v for s in control if (v := s.values(gate.metric))]
+    t_med = {d: statistics.median(v) for d, v in t_vals.items()}
+    c_med = [statistics.median(v) for v in c_vals]
+    treat = statistics.median(t_med.values()) if t_med else None
+    ctrl = statistics.median(c_med) if c_med else None
+    base = GateResult(gate.text, "pending", treat, ctrl, None, len(t_med), len(c_med))
+    if gate.relative and len(c_med) < opts.min_devices:
+        return _with(base, reason=f"control: {len(c_med)} devices; too few")
+    bound = gate.bound(ctrl)
+    scaled_dev = _orient(gate, [gate.a * x + gate.b for x in c_med])
+    scaled_rep = _orient(gate, [gate.a * x + gate.b for v in c_vals for x in v])
+    oriented_bound = bound if gate.higher_is_worse else -bound
+    bad = []
+    level = opts.alpha / max(len(t_med), 1)
+    for device, values in t_vals.items():
+        mine = _orient(gate, values)
+        if len(mine) < opts.min_reports or statistics.median(mine) <= oriented_bound:
+            continue
+        if scaled_rep:
+            p = stats.mannwhitneyu(mine, scaled_rep, alternative="greater", method="asymptotic")
+            significant = float(p.pvalue) < level
+        else:  # no control: every report beyond the bound, more than chance allows
+            above = sum(1 for x in mine if x > oriented_bound)
+            significant = stats.binomtest(above, len(mine), 0.5, "greater").pvalue < level
+        if significant:
+            bad.append(device)
+    if len(t_med) < min_devices:
+        if bad:
+            return _with(base, status="fail", bound=bound, bad_devices=tuple(bad), reason=_bad(bad))
+        return _with(base, bound=bound, reason=f"stage: {len(t_med)} devices; too few")
+    oriented = _orient(gate, list(t_med.values()))
+    if gate.relative:
+        p = float(
+            stats.mannwhitneyu(oriented, scaled_dev, alternative="greater", method="auto").pvalue
+        )
+    else:
+        above = sum(1 for x in oriented if x > oriented_bound)
+        p = float(stats.binomtest(above, len(oriented), 0.5, "greater").pvalue)
+    if p < opts.alpha:
+        return _with(
+            base,
+            status="fail",
+            bound=bound,
+            p_value=p,
+            bad_devices=tuple(bad),
+            reason=f"{gate.metric} median {treat:.4g} beyond {bound:.4g} (p={p:.2g})",
+        )
+    if bad:
+        return _with(
+            base, status="fail", bound=bound, p_value=p, bad_devices=tuple(bad), reason=_bad(bad)
+        )
+    return _with(base, status="pass", bound=bound, p_value=p, reason="within the bound")
+
+
+def evaluate_gate(
+    gate: Gate,
+    treatment: Sequence[DeviceSample],
+    control: Sequence[DeviceSample],
+    opts: GateOptions = GateOptions(),
+    *,
+    stage_size: int | None = None,
+) -> GateResult:
+    """Judge ``gate`` on the stage's devices against the control group (values in, result out).
+
+    ``stage_size`` (devices chosen for the stage) caps the treatment's minimum device count, so
+    a one-device canary can pass.
+    """
+    min_devices = (
+        opts.min_devices if stage_size is None else max(1, min(opts.min_devices, stage_size))
+    )
+    counts = _rate_counts(gate.metric)
+    if counts is not None and any(s.values(counts[1]) for s in (*treatment, *control)):
+        return _evaluate_rate(gate, treatment, control, *counts, opts, min_devices)
+    return _evaluate_values(gate, treatment, control, opts, min_devices)

@@ -1,0 +1,164 @@
+"""Rollouts in the server: the admin API (``/v1/admin/rollouts``) and the driving loop.
+
+:class:`Rollouts` gives ``create_app`` three things: the director's policy per check-in, an
+admin router, and :meth:`Rollouts.run`, a background task that ticks every rollout in effect
+(a few times per poll interval). The tick is one write transaction whose changes are
+compare-and-set, so it is idempotent and every server process may run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
+
+from edgeloop.artifacts import RolloutPlan
+from edgeloop.errors import EdgeloopError, RolloutError
+from edgeloop.fleet import _rollout_store as rs
+from edgeloop.fleet._canary import parse_cohort
+from edgeloop.fleet._director import Policy
+from edgeloop.fleet._gates import GateOptions
+from edgeloop.fleet._http import JSON_BODY, ServerContext, raw_body, utc_now
+from edgeloop.fleet._store import Refused
+from edgeloop.registry import read_session, write_session
+
+__all__ = ["Rollouts", "admin_token_ok"]
+
+
+def admin_token_ok(ctx: ServerContext, token: str) -> bool:
+    return hmac.compare_digest(token.strip().encode(), ctx.secrets.admin_token.encode())
+
+
+def _refuse(e: RolloutError) -> Refused:
+    text = str(e)
+    status = 404 if text.startswith("no rollout") else 409
+    return Refused(status, "rollout", text)
+
+
+def _body(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as e:
+        raise Refused(400, "bad_body", f"request body is not JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise Refused(400, "bad_body", "request body: expected a JSON object")
+    return data
+
+
+def plan_from_body(data: dict[str, Any]) -> tuple[RolloutPlan, GateOptions, float]:
+    """The rollout request: a RolloutPlan's fields plus gate options and a switch timeout."""
+    try:
+        cohort = data.get("cohort") or {}
+        if isinstance(cohort, str):
+            cohort = parse_cohort(cohort)
+        plan = RolloutPlan.from_dict(
+            {
+                "model": data.get("model"),
+                "version": data.get("version"),
+                "stages": data.get("stages", [1, 10, 50, 100]),
+                "soak_s": data.get("soak_s", 600.0),
+                "gates": data.get("gates", []),
+                "cohort": cohort,
+            }
+        )
+        defaults = GateOptions()
+        opts = GateOptions(
+            min_devices=int(data.get("min_devices", defaults.min_devices)),
+            min_requests=int(data.get("min_requests", defaults.min_requests)),
+            min_reports=int(data.get("min_reports", defaults.min_reports)),
+            alpha=float(data.get("alpha", defaults.alpha)),
+        )
+        switch = float(data.get("switch_timeout_s", 0) or 0)
+    except (EdgeloopError, TypeError, ValueError) as e:
+        raise Refused(400, "bad_body", f"rollout request: {e}") from e
+    if not isinstance(plan.model, str) or not plan.model or not isinstance(plan.version, int):
+        raise Refused(400, "bad_body", "rollout request: expected model (str) and version (int)")
+    if not 0 < opts.alpha < 0.5 or opts.min_devices < 1 or opts.min_requests < 1:
+        raise Refused(400, "bad_body", f"gate options {opts.to_dict()}: out of range")
+    return plan, opts, switch
+
+
+class Rollouts:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        poll = ctx.settings.poll_interval_s
+        self.tick_s = min(max(poll / 4.0, 0.2), 15.0)
+        self.default_switch_timeout_s = 3.0 * poll
+
+    def policy(self, s: Session) -> Policy:
+        return rs.policy_for(s)
+
+    def tick(self) -> list[tuple[int, str]]:
+        with write_session(self.ctx.engine) as s:
+            return rs.drive(s, utc_now())
+
+    async def run(self) -> None:
+        """Tick until cancelled; a failing tick (database away) is retried at the next one."""
+        while True:
+            with contextlib.suppress(EdgeloopError):
+                await asyncio.to_thread(self.tick)
+            await asyncio.sleep(self.tick_s)
+
+    def router(self) -> APIRouter:
+        ctx, engine = self.ctx, self.ctx.engine
+
+        def require_admin(request: Request) -> None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not admin_token_ok(ctx, token):
+                raise Refused(401, "admin", "admin API needs 'Authorization: Bearer <admin token>'")
+
+        router = APIRouter(prefix="/v1/admin/rollouts", dependencies=[Depends(require_admin)])
+
+        @router.post("", status_code=201, openapi_extra=JSON_BODY, summary="Start a rollout")
+        def start(body: bytes = Depends(raw_body)) -> dict[str, Any]:
+            plan, opts, switch = plan_from_body(_body(body))
+            try:
+                with write_session(engine) as s:
+                    row = rs.start_rollout(
+                        s,
+                        plan,
+                        alias=ctx.settings.alias,
+                        now=utc_now(),
+                        options=opts,
+                        switch_timeout_s=switch or self.default_switch_timeout_s,
+                    )
+                    return rs.rollout_dict(s, row, detail=True)
+            except RolloutError as e:
+                raise _refuse(e) from e
+
+        @router.get("", summary="Rollouts, newest first")
+        def list_(model: str | None = None, limit: int = 100) -> dict[str, Any]:
+            with read_session(engine) as s:
+                rows = rs.list_rollouts(s, model, max(1, min(limit, 1000)))
+                return {"rollouts": [rs.rollout_dict(s, r) for r in rows]}
+
+        @router.get("/{rollout_id}", summary="One rollout: state, timeline, gate checks")
+        def get(rollout_id: int) -> dict[str, Any]:
+            try:
+                with read_session(engine) as s:
+                    return rs.rollout_dict(s, rs.get_rollout(s, rollout_id), detail=True)
+            except RolloutError as e:
+                raise _refuse(e) from e
+
+        @router.post(
+            "/{rollout_id}/{action}",
+            openapi_extra=JSON_BODY,
+            summary="pause, resume, abort or rollback a rollout",
+        )
+        def act(rollout_id: int, action: str, body: bytes = Depends(raw_body)) -> dict[str, Any]:
+            data = _body(body)
+            reason = str(data.get("reason") or f"{action} by an admin")
+            actor = str(data.get("actor") or "fleet-admin")
+            try:
+                with write_session(engine) as s:
+                    row = rs.act(s, rollout_id, action, reason, actor, utc_now())
+                    return rs.rollout_dict(s, row, detail=True)
+            except RolloutError as e:
+                raise _refuse(e) from e
+
+        return router

@@ -1,0 +1,497 @@
+"""Rollouts in the database: start, observe, drive (compare-and-set), and the director's policy.
+
+The pure parts are :mod:`._machine` (transitions), :mod:`._gates` (tests) and :mod:`._canary`
+(who is in a stage); this module reads their inputs from the tables and writes their outputs
+back, inside the caller's transaction. Every state change is one ``UPDATE ... WHERE revision =
+<read revision>``: a process that lost the race changes nothing and tries again at its next
+tick, so any number of server processes drive rollouts safely and a restart resumes them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from edgeloop.artifacts import DeviceProfile, RolloutPlan
+from edgeloop.errors import EdgeloopError, RolloutError
+from edgeloop.fleet._canary import cohort_matches, device_hash, parse_cohort, stage_cut
+from edgeloop.fleet._director import DeviceState, FleetState, Policy, default_policy
+from edgeloop.fleet._gates import DeviceSample, GateOptions, GateResult, evaluate_gate, parse_gate
+from edgeloop.fleet._machine import (
+    ACTIVE,
+    IN_EFFECT,
+    TERMINAL,
+    Observation,
+    RolloutStatus,
+    Transition,
+    command,
+    step,
+)
+from edgeloop.fleet._rollout import RolloutCheckRow, RolloutEventRow, RolloutRow
+from edgeloop.fleet._store import desired_versions, list_releases
+from edgeloop.fleet._tables import DeviceRow, ReportRow
+from edgeloop.protocol import Release, iso_time
+from edgeloop.registry import set_alias
+
+__all__ = [
+    "CANARY_ALIAS",
+    "act",
+    "drive",
+    "get_rollout",
+    "list_rollouts",
+    "policy_for",
+    "rollout_dict",
+    "start_rollout",
+]
+
+CANARY_ALIAS = "canary"  # the registry alias that follows a rollout's new version
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _iso(value: datetime | None) -> str | None:
+    v = _utc(value)
+    return iso_time(v) if v is not None else None
+
+
+@dataclass(frozen=True)
+class _Device:
+    device_id: str
+    profile: DeviceProfile | None
+    labels: Mapping[str, str]
+    installed_version: int | None
+
+
+def _eligible(s: Session, row: RolloutRow) -> list[_Device]:
+    """The rollout's model's devices (not revoked) inside its cohort."""
+    q = sa.select(
+        DeviceRow.id, DeviceRow.profile, DeviceRow.labels, DeviceRow.installed_version
+    ).where(
+        DeviceRow.revoked.is_(False),
+        sa.or_(DeviceRow.model == row.model, DeviceRow.model.is_(None)),
+    )
+    cohort = dict(row.cohort)
+    out = []
+    for device_id, profile, labels, installed in s.execute(q):
+        prof = DeviceProfile.from_dict(profile) if (cohort and profile) else None
+        if cohort and not cohort_matches(cohort, prof, labels or {}):
+            continue
+        out.append(_Device(device_id, prof, labels or {}, installed))
+    return out
+
+
+def _status(row: RolloutRow) -> RolloutStatus:
+    return RolloutStatus(
+        state=row.state,
+        stage=row.stage,
+        stages=tuple(float(p) for p in row.stages),
+        soak_s=row.soak_s,
+        stage_started_at=_utc(row.stage_started_at) or row.stage_started_at,
+        soak_started_at=_utc(row.soak_started_at),
+        state_since=_utc(row.state_since),
+    )
+
+
+def _options(row: RolloutRow) -> GateOptions:
+    known = {k: v for k, v in row.options.items() if k in GateOptions.__dataclass_fields__}
+    return GateOptions(**known)
+
+
+# --- start ----------------------------------------------------------------------------------
+
+
+def _check_plan(plan: RolloutPlan) -> None:
+    stages = list(plan.stages)
+    if not stages or any(not 0 < p <= 100 for p in stages) or stages != sorted(set(stages)):
+        raise RolloutError(f"stages {stages}: expected increasing percents in (0, 100]")
+    if stages[-1] != 100:
+        raise RolloutError(f"stages {stages}: the last stage must be 100 (percent of the cohort)")
+    if plan.soak_s < 0:
+        raise RolloutError(f"soak {plan.soak_s} s: expected >= 0")
+    for text in plan.gates:
+        parse_gate(text)
+
+
+def start_rollout(
+    s: Session,
+    plan: RolloutPlan,
+    *,
+    alias: str,
+    now: datetime,
+    options: GateOptions = GateOptions(),
+    switch_timeout_s: float = 180.0,
+    actor: str = "fleet-admin",
+) -> RolloutRow:
+    """Create a rollout of ``plan.model@plan.version`` from the alias's current version."""
+    _check_plan(plan)
+    model, version = plan.model, plan.version
+    if all(r.version != version for r in list_releases(s, [model])):
+        raise RolloutError(f"{model}@{version} is not published; publish it before a rollout")
+    current = desired_versions(s, alias, model).get(model)
+    if current is None:
+        raise RolloutError(
+            f"model {model!r} has no {alias!r} version to roll out from; set one first "
+            "(edgeloop fleet desired MODEL@VERSION)"
+        )
+    if current == version:
+        raise RolloutError(f"{model}@{version} is already the {alias!r} version")
+    busy = s.scalars(
+        sa.select(RolloutRow.id).where(RolloutRow.model == model, RolloutRow.state.in_(IN_EFFECT))
+    ).first()
+    if busy is not None:
+        raise RolloutError(f"rollout {busy} of {model!r} is still in effect; abort it first")
+    row = RolloutRow(
+        model=model,
+        from_version=current,
+        to_version=version,
+        stages=[float(p) for p in plan.stages],
+        soak_s=float(plan.soak_s),
+        gates=list(plan.gates),
+        cohort=parse_cohort(plan.cohort),
+        options={
+            **options.to_dict(),
+            "switch_timeout_s": float(switch_timeout_s),
+            "alias": alias,
+        },
+        salt=secrets.token_hex(8),
+        state="running",
+        stage=0,
+        cut=0.0,
+        stage_devices=0,
+        reason="started",
+        created_by=actor,
+        created_at=now,
+        stage_started_at=now,
+        soak_started_at=None,
+        state_since=now,
+        finished_at=None,
+        revision=0,
+    )
+    s.add(row)
+    s.flush()
+    _cut(s, row)
+    row.reason = f"stage 1 ({row.stages[0]:g}%): {row.stage_devices} device(s)"
+    _event(s, row, "start", None, now, actor, {"plan": plan.to_dict()})
+    set_alias(s, model, CANARY_ALIAS, version, reason=f"rollout {row.id} started", actor="rollout")
+    return row
+
+
+def _cut(s: Session, row: RolloutRow) -> None:
+    devices = _eligible(s, row)
+    pct = float(row.stages[row.stage])
+    row.cut = stage_cut([device_hash(row.salt, d.device_id) for d in devices], pct)
+    row.stage_devices = sum(1 for d in devices if device_hash(row.salt, d.device_id) <= row.cut)
+
+
+def _event(
+    s: Session,
+    row: RolloutRow,
+    kind: str,
+    from_state: str | None,
+    now: datetime,
+    actor: str,
+    data: Mapping[str, Any] | None = None,
+) -> None:
+    s.add(
+        RolloutEventRow(
+            rollout_id=row.id,
+            at=now,
+            kind=kind,
+            from_state=from_state,
+            to_state=row.state,
+            stage=row.stage,
+            reason=row.reason,
+            actor=actor,
+            data=dict(data or {}),
+        )
+    )
+
+
+# --- observe and drive ----------------------------------------------------------------------
+
+
+def _samples(
+    s: Session, row: RolloutRow, version: int, since: datetime, devices: Iterable[str] | None
+) -> list[DeviceSample]:
+    q = sa.select(ReportRow.device_id, ReportRow.metrics).where(
+        ReportRow.model == row.model,
+        ReportRow.version == version,
+        ReportRow.received_at >= since,
+    )
+    keep = set(devices) if devices is not None else None
+    by_device: dict[str, list[Mapping[str, float]]] = defaultdict(list)
+    for device_id, metrics in s.execute(q):
+        if keep is None or device_id in keep:
+            by_device[device_id].append(metrics or {})
+    return [DeviceSample(d, tuple(r)) for d, r in by_device.items()]
+
+
+def observe(s: Session, row: RolloutRow, now: datetime) -> Observation:
+    devices = _eligible(s, row)
+    stage = [d for d in devices if device_hash(row.salt, d.device_id) <= row.cut]
+    control_ids = [d.device_id for d in devices if device_hash(row.salt, d.device_id) > row.cut]
+    opts = _options(row)
+    since = _utc(row.stage_started_at) or now
+    gates: list[GateResult] = []
+    if row.state in ACTIVE and row.gates:
+        treatment = _samples(s, row, row.to_version, since, [d.device_id for d in stage])
+        control = _samples(s, row, row.from_version, since, control_ids)
+        if sum(1 for c in control if c.reports) < opts.min_devices:
+            # a 100 % stage has no control left: the previous version's latest reports
+            lookback = since - timedelta(seconds=max(row.soak_s, 60.0) * 2)
+            control = _samples(s, row, row.from_version, lookback, None)
+        gates = [
+            evaluate_gate(parse_gate(g), treatment, control, opts, stage_size=len(stage))
+            for g in row.gates
+        ]
+    return Observation(
+        now=now,
+        stage_devices=len(stage),
+        on_new=sum(1 for d in stage if d.installed_version == row.to_version),
+        still_new=sum(1 for d in devices if d.installed_version == row.to_version),
+        gates=gates,
+        switch_timeout_s=float(row.options.get("switch_timeout_s", 180.0)),
+    )
+
+
+def _apply(s: Session, row: RolloutRow, t: Transition, now: datetime, actor: str) -> bool:
+    """Write ``t`` with a compare-and-set on the revision; False when another process won."""
+    before, revision = row.state, row.revision
+    values: dict[str, Any] = {
+        "state": t.state,
+        "stage": t.stage,
+        "reason": t.reason,
+        "state_since": now,
+        "revision": revision + 1,
+    }
+    if t.soak_starts:
+        values["soak_started_at"] = now
+    if t.new_stage or t.kind == "resume":
+        values["stage_started_at"] = now
+        values["soak_started_at"] = None
+    if t.state in TERMINAL:
+        values["finished_at"] = now
+    done = s.execute(
+        sa.update(RolloutRow)
+        .where(RolloutRow.id == row.id, RolloutRow.revision == revision)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(done, "rowcount", 0) != 1:
+        return False
+    s.refresh(row)
+    if t.new_stage:
+        _cut(s, row)
+        row.reason = f"{t.reason}; stage {row.stage + 1} ({row.stages[row.stage]:g}%): " + (
+            f"{row.stage_devices} device(s)"
+        )
+    _event(s, row, t.kind, before, now, actor, {"gates": [g.to_dict() for g in t.gates]})
+    _record_aliases(s, row, t, before)
+    return True
+
+
+def _record_aliases(s: Session, row: RolloutRow, t: Transition, before: str) -> None:
+    """Rollbacks and completions go into the registry's alias history."""
+    try:
+        if t.kind in ("gate_failed", "rollback", "abort"):
+            action = None if t.kind == "abort" else "rollback"
+            set_alias(
+                s,
+                row.model,
+                CANARY_ALIAS,
+                row.from_version,
+                reason=f"rollout {row.id}: {t.reason}",
+                actor="rollout",
+                action=action,
+            )
+        if t.kind == "rollback" and before == "completed" and not row.cohort:
+            set_alias(
+                s,
+                row.model,
+                str(row.options.get("alias", "production")),
+                row.from_version,
+                reason=f"rollout {row.id}: {t.reason}",
+                actor="rollout",
+                action="rollback",
+            )
+        if t.kind == "complete" and not row.cohort:
+            set_alias(
+                s,
+                row.model,
+                str(row.options.get("alias", "production")),
+                row.to_version,
+                reason=f"rollout {row.id} completed: {t.reason}",
+                actor="rollout",
+            )
+    except EdgeloopError as e:
+        raise RolloutError(f"rollout {row.id}: cannot record alias move ({e})") from e
+
+
+def _record_checks(s: Session, row: RolloutRow, gates: Sequence[GateResult], now: datetime) -> None:
+    for g in gates:
+        s.add(
+            RolloutCheckRow(
+                rollout_id=row.id,
+                at=now,
+                stage=row.stage,
+                gate=g.gate,
+                status=g.status,
+                treatment=g.treatment,
+                control=g.control,
+                bound=g.bound,
+                result=g.to_dict(),
+            )
+        )
+
+
+def drive(s: Session, now: datetime) -> list[tuple[int, str]]:
+    """One tick over every rollout in effect: observe, step, apply. Returns what changed."""
+    changed = []
+    rows = s.scalars(sa.select(RolloutRow).where(RolloutRow.state.in_(IN_EFFECT))).all()
+    for row in rows:
+        obs = observe(s, row, now)
+        _record_checks(s, row, obs.gates, now)
+        t = step(_status(row), obs)
+        if t is not None and _apply(s, row, t, now, "rollout"):
+            changed.append((row.id, t.state))
+    return changed
+
+
+def act(
+    s: Session, rollout_id: int, action: str, reason: str, actor: str, now: datetime
+) -> RolloutRow:
+    """An admin's pause, resume, abort or rollback (RolloutError when the state forbids it)."""
+    row = get_rollout(s, rollout_id)
+    t = command(_status(row), action, reason)
+    if not _apply(s, row, t, now, actor):
+        raise RolloutError(f"rollout {rollout_id} changed meanwhile; try again")
+    return row
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+
+def get_rollout(s: Session, rollout_id: int) -> RolloutRow:
+    row = s.get(RolloutRow, rollout_id)
+    if row is None:
+        raise RolloutError(f"no rollout {rollout_id} in this fleet")
+    return row
+
+
+def list_rollouts(s: Session, model: str | None = None, limit: int = 100) -> list[RolloutRow]:
+    q = sa.select(RolloutRow).order_by(RolloutRow.id.desc()).limit(limit)
+    if model:
+        q = q.where(RolloutRow.model == model)
+    return list(s.scalars(q))
+
+
+def rollout_dict(s: Session, row: RolloutRow, *, detail: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row.id,
+        "model": row.model,
+        "from_version": row.from_version,
+        "to_version": row.to_version,
+        "stages": list(row.stages),
+        "stage": row.stage,
+        "stage_percent": row.stages[row.stage],
+        "stage_devices": row.stage_devices,
+        "soak_s": row.soak_s,
+        "gates": list(row.gates),
+        "cohort": dict(row.cohort),
+        "options": dict(row.options),
+        "state": row.state,
+        "reason": row.reason,
+        "created_by": row.created_by,
+        "created_at": _iso(row.created_at),
+        "stage_started_at": _iso(row.stage_started_at),
+        "soak_started_at": _iso(row.soak_started_at),
+        "state_since": _iso(row.state_since),
+        "finished_at": _iso(row.finished_at),
+        "revision": row.revision,
+    }
+    if detail:
+        events = s.scalars(
+            sa.select(RolloutEventRow)
+            .where(RolloutEventRow.rollout_id == row.id)
+            .order_by(RolloutEventRow.id)
+        )
+        out["events"] = [
+            {
+                "at": _iso(e.at),
+                "kind": e.kind,
+                "from_state": e.from_state,
+                "to_state": e.to_state,
+                "stage": e.stage,
+                "reason": e.reason,
+                "actor": e.actor,
+            }
+            for e in events
+        ]
+        checks = s.scalars(
+            sa.select(RolloutCheckRow)
+            .where(RolloutCheckRow.rollout_id == row.id)
+            .order_by(RolloutCheckRow.id.desc())
+            .limit(2000)
+        ).all()
+        out["checks"] = [
+            {
+                "at": _iso(c.at),
+                "stage": c.stage,
+                "gate": c.gate,
+                "status": c.status,
+                "treatment": c.treatment,
+                "control": c.control,
+                "bound": c.bound,
+                "devices": c.result.get("devices"),
+                "control_devices": c.result.get("control_devices"),
+                "reason": c.result.get("reason"),
+            }
+            for c in reversed(checks)
+        ]
+    return out
+
+
+# --- the director's policy ------------------------------------------------------------------
+
+
+def policy_for(s: Session) -> Policy:
+    """The director's policy for one check-in: a device in a rollout's stage gets its version."""
+
+    def policy(device: DeviceState, model: str, fleet: FleetState) -> tuple[Release, str] | None:
+        row = s.scalars(
+            sa.select(RolloutRow)
+            .where(RolloutRow.model == model)
+            .order_by(RolloutRow.id.desc())
+            .limit(1)
+        ).first()
+        base = default_policy(device, model, fleet)
+        if row is None:
+            return base
+        cohort = dict(row.cohort)
+        member = cohort_matches(cohort, device.profile, device.labels)
+        takes_new = (
+            row.state in ACTIVE and member and device_hash(row.salt, device.device_id) <= row.cut
+        ) or (row.state == "completed" and cohort and member)
+        if takes_new:
+            release = fleet.release(model, row.to_version)
+            if release is not None:
+                pct = row.stages[row.stage]
+                return release, f"rollout {row.id} stage {row.stage + 1} ({pct:g}%)"
+        if base is not None and row.state in ("failed", "rolled_back", "aborted"):
+            release, reason = base
+            if release.version == row.from_version:
+                return release, f"rollout {row.id} {row.state}: {row.reason}"[:300]
+        return base
+
+    return policy
