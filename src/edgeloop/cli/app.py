@@ -44,6 +44,7 @@ GROUPS: list[tuple[str, str]] = [
     ("keys", "edgeloop.cli.keys:app"),
     ("registry", "edgeloop.cli.registry:app"),
     ("fleet", "edgeloop.cli.fleet:app"),
+    ("rollout", "edgeloop.cli.rollout:app"),
 ]
 
 app = typer.Typer(

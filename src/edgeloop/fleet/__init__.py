@@ -19,7 +19,16 @@ from edgeloop.fleet._director import (
     select_variant,
     variant_fits,
 )
+from edgeloop.fleet._gates import (
+    DeviceSample,
+    Gate,
+    GateOptions,
+    GateResult,
+    evaluate_gate,
+    parse_gate,
+)
 from edgeloop.fleet._http import ServerContext
+from edgeloop.fleet._rollout_client import RolloutClient
 from edgeloop.fleet._settings import FleetSecrets, FleetSettings, prepare_data_dir
 from edgeloop.fleet._tables import (
     FLEET_TABLES,
@@ -34,15 +43,20 @@ from edgeloop.fleet._tables import (
 __all__ = [
     "FLEET_TABLES",
     "DeviceRow",
+    "DeviceSample",
     "DeviceState",
     "FleetSecrets",
     "FleetSettings",
     "FleetState",
+    "Gate",
+    "GateOptions",
+    "GateResult",
     "NonceRow",
     "Policy",
     "PolicyLoader",
     "ReleaseRow",
     "ReportRow",
+    "RolloutClient",
     "ServerContext",
     "TokenRow",
     "VariantRow",
@@ -51,6 +65,8 @@ __all__ = [
     "default_policy",
     "device_model",
     "direct",
+    "evaluate_gate",
+    "parse_gate",
     "prepare_data_dir",
     "select_variant",
     "variant_fits",
