@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -12,37 +11,6 @@ import pytest
 import torch
 
 Cli = Callable[..., CompletedProcess[str]]
-
-
-@pytest.mark.slow
-def test_train_cnn_on_digits_then_export_with_parity(cli: Cli, tmp_path: Path) -> None:
-    # 3 epochs is the smallest count that clears 97% with a margin (2 gives about 98.9%)
-    r = cli(
-        "train", "cnn", "--dataset", "digits", "--epochs", "3", "--out", "m.pt", "--threads", "1"
-    )
-    assert r.returncode == 0, r.stderr
-    m = re.search(r"test accuracy (\d\.\d+)", r.stdout)
-    assert m is not None, r.stdout
-    assert float(m.group(1)) >= 0.97
-    assert (tmp_path / "m.pt").is_file()
-
-    r = cli("export", "m.pt", "--out", "m.onnx")
-    assert r.returncode == 0, r.stderr
-    m = re.search(r"parity max abs diff (\S+)", r.stdout)
-    assert m is not None, r.stdout
-    assert float(m.group(1)) < 1e-4
-    card = json.loads((tmp_path / "m.onnx.card.json").read_text())
-    assert card["metrics"]["accuracy"] >= 0.97
-    assert card["inputs"][0]["shape"] == ["batch", 1, 8, 8]
-
-
-@pytest.mark.slow
-def test_train_json_output(cli: Cli, tmp_path: Path) -> None:
-    r = cli("train", "autoencoder", "--epochs", "1", "--out", "ae.pt", "--json", "--threads", "1")
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    assert out["dataset"] == "anomaly" and 0.5 < out["metrics"]["roc_auc"] <= 1.0
-    assert (tmp_path / "ae.pt").is_file()
 
 
 @pytest.mark.slow
