@@ -50,13 +50,13 @@ def train(
         None,
         "--dataset",
         "-d",
-        help="Built-in dataset or a .npz/.csv/image folder [default: the arch's own].",
+        help="Built-in dataset or a .npz/.csv/image folder (default: the arch's own).",
     ),
     epochs: int | None = typer.Option(
         None, "--epochs", "-e", min=1, help="Passes over the training split."
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Checkpoint to write [default: ARCH.pt]."
+        None, "--out", "-o", help="Checkpoint to write (default: ARCH.pt)."
     ),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),
@@ -123,7 +123,7 @@ def export(
         ..., help="A checkpoint from `edgeloop train`, or a module saved with torch.save."
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="ONNX file to write [default: CHECKPOINT.onnx]."
+        None, "--out", "-o", help="ONNX file to write (default: CHECKPOINT.onnx)."
     ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17 or newer)."),
     input_shape: str | None = typer.Option(
