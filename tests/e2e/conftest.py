@@ -110,8 +110,11 @@ class FleetServer:
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
-    def publish(self, model: str, version: int, scale: float, n_weights: int = 0) -> None:
-        """Pack a bundle with the fleet's release key, push it, publish it, make it desired."""
+    def publish(
+        self, model: str, version: int, scale: float, n_weights: int = 0, desired: bool = True
+    ) -> None:
+        """Pack a bundle with the fleet's release key, push it, publish it, make it desired
+        (unless ``desired=False``: a staged rollout takes it from there)."""
         from edgeloop.artifacts import ModelCard
         from edgeloop.bundle import load_public_key, load_signing_key, pack
         from edgeloop.registry import Registry
@@ -139,7 +142,8 @@ class FleetServer:
             timeout=60,
         )
         assert r.status_code == 201, r.text
-        self.desire(model, version)
+        if desired:
+            self.desire(model, version)
 
     def desire(self, model: str, version: int) -> None:
         r = httpx.put(

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 
 from edgeloop.agent._agent import Agent
-from edgeloop.agent._models import ModelCache
+from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.artifacts import DeviceProfile
 from edgeloop.errors import FleetError, InputError
 
@@ -135,6 +135,7 @@ class Simulator:
         workers: int = 16,
         seed: int = 0,
         labels: dict[str, str] | None = None,
+        fault: Callable[[LoadedModel], float] | None = None,
     ) -> None:
         if len(tokens) != len(profiles):
             raise InputError(
@@ -143,6 +144,7 @@ class Simulator:
         self.server_url = server_url.rstrip("/")
         self.root = Path(state_root)
         self.rps = rps
+        self.fault = fault  # model -> share of its inferences that fail (a bad release)
         self.rng = random.Random(seed)
         self.cache = ModelCache()
         self.requests = _Requests()
@@ -244,6 +246,10 @@ class Simulator:
             agent = agents[self.rng.randrange(len(agents))]
             feeds = self._synthetic(agent)
             if feeds is None:
+                continue
+            m = agent.model
+            if self.fault is not None and m is not None and self.rng.random() < self.fault(m):
+                agent.telemetry.record(None, ok=False)  # an injected failure of this release
                 continue
             try:
                 agent.predict(feeds)
