@@ -352,7 +352,11 @@ def _evaluate_values(
         return _with(base, reason=f"control: {len(c_med)} devices; too few")
     bound = gate.bound(ctrl)
     scaled_dev = _orient(gate, [gate.a * x + gate.b for x in c_med])
-    scaled_rep = _orient(gate, [gate.a * x + gate.b for v in c_vals for x in v])
+    # a device is judged against the control's reports: scaled by the gate when relative, as
+    # they are when absolute (then its median must also break the threshold)
+    scaled_rep = _orient(
+        gate, [gate.a * x + gate.b if gate.relative else x for v in c_vals for x in v]
+    )
     oriented_bound = bound if gate.higher_is_worse else -bound
     bad = []
     level = opts.alpha / max(len(t_med), 1)
@@ -361,7 +365,8 @@ def _evaluate_values(
         if len(mine) < opts.min_reports or statistics.median(mine) <= oriented_bound:
             continue
         if scaled_rep:
-            p = stats.mannwhitneyu(mine, scaled_rep, alternative="greater", method="asymptotic")
+            method = "exact" if len(mine) <= 8 else "asymptotic"  # exact: tiny samples
+            p = stats.mannwhitneyu(mine, scaled_rep, alternative="greater", method=method)
             significant = float(p.pvalue) < level
         else:  # no control: every report beyond the bound, more than chance allows
             above = sum(1 for x in mine if x > oriented_bound)
