@@ -37,6 +37,8 @@ def test_cli_prune_writes_a_loadable_smaller_checkpoint(
             "2",
             "--importance",
             "l1",
+            "--samples",
+            "300",
             "--json",
         )
     )
@@ -93,6 +95,8 @@ def test_cli_distill_zoo_student(cli: Cli, compress_ckpt: Path, tmp_path: Path) 
             str(out),
             "--epochs",
             "1",
+            "--samples",
+            "300",
             "--json",
         )
     )
