@@ -25,12 +25,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeloop._io import atomic_write_text
+from edgeloop._io import atomic_write_bytes, atomic_write_text
 from edgeloop.errors import FleetError, InputError
 
 __all__ = ["DemoResult", "DemoStep", "run_demo"]
 
 MODEL = "digits-cnn"
+
+# (variant name, bundle, requirements the device's profile must meet)
+INT8_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("fp32", "fp32", {}),
+    ("int8-avx512vnni", "int8", {"isa": ["avx512_vnni"]}),
+    ("int8-avxvnni", "int8", {"isa": ["avx_vnni"]}),
+    ("int8-armdot", "int8", {"isa": ["asimddp"]}),
+)
 
 
 @dataclass
@@ -123,7 +131,7 @@ class _Server:
 def run_demo(
     workdir: str | Path,
     *,
-    epochs: int = 12,
+    epochs: int = 5,
     devices: int = 12,
     fresh: bool = True,
     on_step: Callable[[DemoStep], None] | None = None,
@@ -268,19 +276,22 @@ def _bundle(work: Path, state: dict[str, Any], server: _Server) -> tuple[str, di
         raise InputError(f"{keys / 'fleet.pub.pem'} is not an X25519 encryption key")
     trust = load_trust(keys / "root.json")
     bundles: list[tuple[Path, str, dict[str, Any]]] = []
-    for variant, model, card, requires in (
-        ("fp32", state["onnx"], state["card"], {}),
-        ("int8", state["int8"], state["int8_card"], {"isa": ["avx512_vnni"]}),
+    paths: dict[str, Path] = {}
+    for kind, model, card in (
+        ("fp32", state["onnx"], state["card"]),
+        ("int8", state["int8"], state["int8_card"]),
     ):
         assert isinstance(card, ModelCard)
         blob = pack(Path(model).read_bytes(), card, 1, sign, [fleet_pub], name=MODEL)
-        manifest = verify(blob, trust)
-        path = work / f"{MODEL}-1-{variant}.elb"
-        path.write_bytes(blob)
-        bundles.append((path, variant, requires))
-        state[f"manifest_{variant}"] = manifest
+        verify(blob, trust)  # what a device will do, here before anything ships
+        paths[kind] = work / f"{MODEL}-1-{kind}.elb"
+        atomic_write_bytes(paths[kind], blob)
+    # int8 pays off where the CPU has 8-bit dot-product instructions; fp32 everywhere else.
+    # The director gives each device the most specific variant its reported ISA satisfies.
+    for variant, kind, requires in INT8_VARIANTS:
+        bundles.append((paths[kind], variant, requires))
     state["bundles"] = bundles
-    names = ", ".join(p.name for p, _, _ in bundles)
+    names = ", ".join(p.name for p in paths.values())
     return f"signed (Ed25519) and encrypted (AES-256-GCM) and verified: {names}", {
         "bundles": [str(p) for p, _, _ in bundles]
     }
@@ -293,10 +304,13 @@ def _registry(state: dict[str, Any], server: _Server) -> tuple[str, dict[str, An
         v = reg.push(state["onnx"], MODEL, card=state["card"], bundles=state["bundles"])
         tree = reg.lineage(f"{MODEL}@{v.version}")
     depth = len(tree.walk())
-    return f"{MODEL}@{v.version} pushed with {len(state['bundles'])} variants", {
-        "version": v.version,
-        "lineage_nodes": depth,
-    }
+    return (
+        f"{MODEL}@{v.version} pushed with {len(state['bundles'])} variants, lineage of {depth}",
+        {
+            "version": v.version,
+            "lineage_nodes": depth,
+        },
+    )
 
 
 def _publish(state: dict[str, Any], server: _Server) -> tuple[str, dict[str, Any]]:
@@ -314,7 +328,9 @@ def _fleet(
     profiles = simulated_profiles("mix", devices)
 
     async def go() -> Any:
-        sim = Simulator(server.url, work / "devices", tokens, profiles, poll_interval_s=1.0)
+        sim = Simulator(
+            server.url, work / "devices", tokens, profiles, poll_interval_s=1.0, rps=5.0
+        )
         try:
             return await sim.run(60.0, until=lambda: sim.serving().get(f"{MODEL}@1", 0) >= devices)
         finally:

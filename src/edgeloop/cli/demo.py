@@ -13,7 +13,7 @@ def demo(
     workdir: Path = typer.Option(
         Path("edgeloop-demo"), "--workdir", "-w", help="Folder for everything the demo writes."
     ),
-    epochs: int = typer.Option(12, "--epochs", min=1, help="Training epochs for the CNN."),
+    epochs: int = typer.Option(5, "--epochs", min=1, help="Training epochs for the CNN."),
     devices: int = typer.Option(12, "--devices", min=1, help="Simulated devices in the fleet."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
