@@ -68,12 +68,16 @@ class RolloutDB:
             s.execute(
                 sa.update(DeviceRow)
                 .where(DeviceRow.id.in_(device_ids))
-                .values(installed_version=version)
+                .values(
+                    installed_version=version,
+                    installed={"model": "kws", "version": version, "variant": "fp32", "sha256": ""},
+                )
             )
 
     def versions(self) -> dict[str, int | None]:
         with write_session(self.engine) as s:
-            return dict(s.execute(sa.select(DeviceRow.id, DeviceRow.installed_version)))
+            rows = s.execute(sa.select(DeviceRow.id, DeviceRow.installed_version))
+            return {r[0]: r[1] for r in rows}
 
     def report(
         self,
@@ -93,6 +97,12 @@ class RolloutDB:
                     continue
                 rate = (bad or {}).get(device_id, error_rate if version == 2 else 0.002)
                 errors = sum(self.rng.random() < rate for _ in range(requests))
+                metrics = {
+                    "requests": requests,
+                    "errors": errors,
+                    "error_rate": errors / requests,
+                    "p99_ms": (p99_ms if version == 2 else 10.0) * self.rng.lognormvariate(0, 0.15),
+                }
                 s.add(
                     ReportRow(
                         device_id=device_id,
@@ -100,14 +110,8 @@ class RolloutDB:
                         model="kws",
                         version=version,
                         window_s=10.0,
-                        metrics={
-                            "requests": requests,
-                            "errors": errors,
-                            "error_rate": errors / requests,
-                            "p99_ms": (p99_ms if version == 2 else 10.0)
-                            * self.rng.lognormvariate(0, 0.15),
-                        },
-                        report={},
+                        metrics=metrics,
+                        report={"device_id": device_id, "version": version, "metrics": metrics},
                     )
                 )
 
@@ -155,3 +159,74 @@ def rollout_db(tmp_path: Path) -> Iterator[RolloutDB]:
 def at() -> Any:
     """``at(seconds)``: T0 plus that many seconds."""
     return lambda seconds: T0 + timedelta(seconds=seconds)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's headless chromium under Playwright (absent: skipped here, a failure in CI)."""
+    import os
+
+    reason = ""
+    if not Path(CHROMIUM).exists():
+        reason = f"{CHROMIUM} not found (apt install chromium)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = reason or "playwright is not installed (pip install playwright)"
+    if reason:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"CI must provide this: {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def live_app(rollout_db: RolloutDB) -> Iterator[Any]:
+    """The real fleet app on the rollout database, served by uvicorn on 127.0.0.1 (a thread)."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from edgeloop.fleet import FleetSettings, create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    app = create_app(FleetSettings(rollout_db.url, rollout_db.data, poll_interval_s=2.0))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    token = (rollout_db.data / "admin-token").read_text().strip()
+    try:
+        yield url, token
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

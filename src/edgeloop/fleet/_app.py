@@ -27,6 +27,7 @@ from edgeloop.artifacts import DeviceReport
 from edgeloop.errors import AuthError, EdgeloopError, InputError
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._admin import admin_router
+from edgeloop.fleet._dashboard import dashboard_router
 from edgeloop.fleet._director import Policy, default_policy, direct
 from edgeloop.fleet._http import (
     JSON_BODY,
@@ -325,6 +326,7 @@ def create_app(
 
     app.include_router(admin_router(ctx))
     app.include_router(rollouts.router())
+    app.include_router(dashboard_router(ctx))
     for router in routers:
         app.include_router(router)
     app.mount("/tuf", StaticFiles(directory=settings.tuf_path, check_dir=True), name="tuf")

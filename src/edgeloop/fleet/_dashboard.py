@@ -1,0 +1,213 @@
+"""The fleet dashboard: server-rendered pages (jinja2) with inline SVG charts, under /dashboard.
+
+::
+
+    /dashboard                    fleet overview: devices by version, hardware, health; rollouts
+    /dashboard/rollouts/{id}      a rollout's timeline and each gate's stage vs control chart,
+                                  with a pause button
+    /dashboard/devices/{id}       one device and its latest telemetry
+    /dashboard/login              admin token -> an HttpOnly, SameSite=Strict session cookie
+
+Everything ships in the package (``fleet/templates``, ``fleet/static``): no CDN, since fleets
+run offline. The cookie holds an HMAC of the admin token, never the token; forms carry a CSRF
+value derived the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import Counter
+from datetime import datetime
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from edgeloop.errors import RolloutError
+from edgeloop.fleet import _rollout_store as rs
+from edgeloop.fleet import _store as store
+from edgeloop.fleet._charts import Series, line_chart
+from edgeloop.fleet._http import ServerContext, raw_body, utc_now
+from edgeloop.fleet._rollout_api import admin_token_ok
+from edgeloop.fleet._store import Refused
+from edgeloop.registry import read_session, write_session
+
+__all__ = ["dashboard_router"]
+
+COOKIE = "edgeloop_dashboard"
+_STATIC = {"dashboard.css": "text/css; charset=utf-8"}
+
+
+def _derive(ctx: ServerContext, purpose: str) -> str:
+    key = ctx.secrets.admin_token.encode()
+    return hmac.new(key, f"edgeloop-dashboard-{purpose}".encode(), hashlib.sha256).hexdigest()
+
+
+def _seconds(at: str | None, start: datetime) -> float | None:
+    if not at:
+        return None
+    when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    return (when - start).total_seconds()
+
+
+def gate_charts(rollout: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per gate: its latest check and an SVG chart of stage vs control (and the bound)."""
+    start = datetime.fromisoformat(str(rollout["created_at"]).replace("Z", "+00:00"))
+    by_gate: dict[str, list[dict[str, Any]]] = {g: [] for g in rollout["gates"]}
+    for c in rollout.get("checks", []):
+        by_gate.setdefault(c["gate"], []).append(c)
+    out = []
+    for gate, checks in by_gate.items():
+
+        def points(key: str, cs: list[dict[str, Any]] = checks) -> list[tuple[float, float]]:
+            pts = []
+            for c in cs:
+                x = _seconds(c["at"], start)
+                if x is not None and c[key] is not None:
+                    pts.append((x, float(c[key])))
+            return pts
+
+        svg = line_chart(
+            gate,
+            [
+                Series(f"stage (v{rollout['to_version']})", points("treatment"), "treatment"),
+                Series(f"control (v{rollout['from_version']})", points("control"), "control"),
+                Series("bound", points("bound"), "bound", dashed=True),
+            ],
+            "s since start",
+        )
+        out.append({"gate": gate, "svg": svg, "latest": checks[-1] if checks else None})
+    return out
+
+
+def device_chart(reports: list[dict[str, Any]], metric: str) -> str:
+    pts = []
+    rows = list(reversed(reports))
+    for i, r in enumerate(rows):
+        v = (r.get("metrics") or {}).get(metric)
+        if isinstance(v, int | float):
+            pts.append((float(i), float(v)))
+    return line_chart(metric, [Series(metric, pts, "treatment")], "report")
+
+
+def dashboard_router(ctx: ServerContext) -> APIRouter:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("edgeloop.fleet", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+    )
+    engine = ctx.engine
+    session_value, csrf_value = _derive(ctx, "session"), _derive(ctx, "csrf")
+
+    def signed_in(request: Request) -> None:
+        if not hmac.compare_digest(request.cookies.get(COOKIE, ""), session_value):
+            raise HTTPException(303, "sign in first", headers={"Location": "/dashboard/login"})
+
+    def page(name: str, **values: Any) -> HTMLResponse:
+        html = env.get_template(name).render(csrf=csrf_value, now=utc_now(), **values)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    def form(body: bytes) -> dict[str, str]:
+        parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return {k: v[0] for k, v in parsed.items()}
+
+    public = APIRouter(prefix="/dashboard", include_in_schema=False)
+    router = APIRouter(
+        prefix="/dashboard", include_in_schema=False, dependencies=[Depends(signed_in)]
+    )
+
+    @public.get("/login")
+    def login_page(error: str | None = None) -> HTMLResponse:
+        return page("login.html", error=error)
+
+    @public.post("/login")
+    def login(body: bytes = Depends(raw_body)) -> Response:
+        token = form(body).get("token", "")
+        if not admin_token_ok(ctx, token):
+            return RedirectResponse("/dashboard/login?error=1", status_code=303)
+        resp = RedirectResponse("/dashboard", status_code=303)
+        resp.set_cookie(COOKIE, session_value, httponly=True, samesite="strict", path="/dashboard")
+        return resp
+
+    @public.post("/logout")
+    def logout() -> Response:
+        resp = RedirectResponse("/dashboard/login", status_code=303)
+        resp.delete_cookie(COOKIE, path="/dashboard")
+        return resp
+
+    @public.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in _STATIC:
+            raise Refused(404, "not_found", f"no static file {name!r}")
+        data = resources.files("edgeloop.fleet").joinpath("static", name).read_bytes()
+        return Response(data, media_type=_STATIC[name])
+
+    @router.get("")
+    def overview() -> HTMLResponse:
+        with read_session(engine) as s:
+            now = utc_now()
+            devices = [
+                store.device_info(d, now, ctx.stale_after).to_dict() for d in store.list_devices(s)
+            ]
+            rollouts = [rs.rollout_dict(s, r) for r in rs.list_rollouts(s, limit=50)]
+        versions: Counter[str] = Counter()
+        hardware: Counter[str] = Counter()
+        health: Counter[str] = Counter()
+        for d in devices:
+            inst = d.get("installed")
+            versions[f"{inst['model']}@{inst['version']}" if inst else "none"] += 1
+            hardware[(d.get("profile") or {}).get("name", "unknown")] += 1
+            health[
+                "revoked" if d["revoked"] else ("offline" if not d["online"] else d["health"])
+            ] += 1
+        return page(
+            "overview.html",
+            devices=devices[:500],
+            total=len(devices),
+            versions=versions.most_common(),
+            hardware=hardware.most_common(),
+            health=health.most_common(),
+            rollouts=rollouts,
+        )
+
+    @router.get("/rollouts/{rollout_id}")
+    def rollout(rollout_id: int) -> HTMLResponse:
+        try:
+            with read_session(engine) as s:
+                r = rs.rollout_dict(s, rs.get_rollout(s, rollout_id), detail=True)
+        except RolloutError as e:
+            raise Refused(404, "not_found", str(e)) from e
+        return page("rollout.html", r=r, charts=gate_charts(r))
+
+    @router.post("/rollouts/{rollout_id}/{action}")
+    def act(rollout_id: int, action: str, body: bytes = Depends(raw_body)) -> Response:
+        data = form(body)
+        if not hmac.compare_digest(data.get("csrf", ""), csrf_value):
+            raise Refused(403, "csrf", "dashboard form without a valid CSRF value")
+        if action not in ("pause", "resume"):
+            raise Refused(404, "not_found", f"no dashboard action {action!r}")
+        try:
+            with write_session(engine) as s:
+                rs.act(
+                    s, rollout_id, action, f"{action} from the dashboard", "dashboard", utc_now()
+                )
+        except RolloutError as e:
+            raise Refused(409, "rollout", str(e)) from e
+        return RedirectResponse(f"/dashboard/rollouts/{rollout_id}", status_code=303)
+
+    @router.get("/devices/{device_id}")
+    def device(device_id: str) -> HTMLResponse:
+        with read_session(engine) as s:
+            d = store.device_info(store.get_device(s, device_id), utc_now(), ctx.stale_after)
+            reports = store.recent_reports(s, device_id, limit=50)
+        charts = [device_chart(reports, m) for m in ("p99_ms", "error_rate")]
+        return page("device.html", d=d.to_dict(), reports=reports[:20], charts=charts)
+
+    wrapper = APIRouter()
+    wrapper.include_router(public)
+    wrapper.include_router(router)
+    return wrapper

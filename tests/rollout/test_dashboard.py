@@ -1,0 +1,115 @@
+"""The dashboard in real headless Chromium: sign in, overview, a rollout's charts, pause."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from edgeloop.artifacts import RolloutPlan
+from edgeloop.fleet import _rollout_store as rs
+from edgeloop.fleet._gates import GateOptions
+from edgeloop.registry import write_session
+
+
+def _rollout_with_checks(db):
+    """40 devices, a rollout soaking at 10 % for a long soak, a minute of gate checks."""
+    start = datetime.now(timezone.utc) - timedelta(seconds=60)
+
+    def at(seconds):
+        return start + timedelta(seconds=seconds)
+
+    db.add_devices(30, arch="aarch64", region="eu")
+    db.add_devices(10, arch="x86_64", region="us")
+    plan = RolloutPlan(
+        model="kws",
+        version=2,
+        stages=(10.0, 100.0),
+        soak_s=86400.0 * 365,
+        gates=("error_rate<0.05", "p99_ms<=1.5*baseline"),
+    )
+    with write_session(db.engine) as s:
+        row = rs.start_rollout(
+            s,
+            plan,
+            alias="production",
+            now=at(0),
+            options=GateOptions(min_devices=2, min_requests=50),
+        )
+        rid, salt, cut = row.id, row.salt, row.cut
+    from edgeloop.fleet._canary import device_hash
+
+    db.install([d for d in db.versions() if device_hash(salt, d) <= cut], 2)
+    for t in range(5, 56, 5):
+        db.report(at(t))
+        with write_session(db.engine) as s:
+            rs.drive(s, at(t))
+    return rid
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_dashboard_pages_charts_and_pause(rollout_db, live_app, browser, tmp_path):
+    rid = _rollout_with_checks(rollout_db)
+    url, token = live_app
+    # without the cookie, pages send the browser to the login form
+    r = httpx.get(url + "/dashboard", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard/login"
+
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(url + "/dashboard")
+    page.fill("#token", "not-the-token")
+    page.click("#sign-in")
+    assert page.locator("#login-error").is_visible()
+    page.fill("#token", token)
+    page.click("#sign-in")
+    page.wait_for_selector("#device-total")
+    assert page.inner_text("#device-total") == "40"
+    assert "kws@1" in page.inner_text("#by-version") and "kws@2" in page.inner_text("#by-version")
+    assert "rpi4" in page.inner_text("#by-hardware")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "edgeloop_dashboard")
+    assert cookie["httpOnly"] and token not in cookie["value"]
+    page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+
+    page.click(f"#rollouts a[href='/dashboard/rollouts/{rid}']")
+    page.wait_for_selector("#rollout-state")
+    assert page.inner_text("#rollout-state") == "soaking"
+    for gate in ("error_rate<0.05", "p99_ms<=1.5*baseline"):
+        figure = page.locator(f"figure[data-gate='{gate}']")
+        assert figure.locator("svg.chart").count() == 1
+        # stage and control plotted, one point per check each
+        assert figure.locator("circle.pt.treatment").count() >= 4
+        assert figure.locator("circle.pt.control").count() >= 4
+        box = figure.locator("svg.chart").bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 100
+    assert "soak" in page.inner_text("#timeline")
+    page.screenshot(path=str(tmp_path / "rollout.png"), full_page=True)
+
+    page.click("#pause")
+    page.wait_for_selector("#resume")
+    assert page.inner_text("#rollout-state") == "paused"
+    assert "pause from the dashboard" in page.inner_text("#timeline")
+    api = httpx.get(
+        f"{url}/v1/admin/rollouts/{rid}", headers={"Authorization": f"Bearer {token}"}
+    ).json()
+    assert api["state"] == "paused" and api["events"][-1]["actor"] == "dashboard"
+
+    device = sorted(rollout_db.versions())[0]
+    page.goto(f"{url}/dashboard/devices/{device}")
+    assert device in page.inner_text("#device-info")
+    assert page.locator("svg.chart circle.pt").count() >= 5
+    page.screenshot(path=str(tmp_path / "device.png"), full_page=True)
+
+
+def test_dashboard_refuses_forms_without_csrf(rollout_db, live_app):
+    rid = _rollout_with_checks(rollout_db)
+    url, token = live_app
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/dashboard/login", data={"token": token}, follow_redirects=False)
+        assert r.status_code == 303 and "edgeloop_dashboard" in r.headers["set-cookie"]
+        assert "httponly" in r.headers["set-cookie"].lower()
+        r = c.post(f"/dashboard/rollouts/{rid}/pause", data={"csrf": "forged"})
+        assert r.status_code == 403
+        r = c.get(f"/dashboard/rollouts/{rid}")
+        assert r.status_code == 200 and 'id="rollout-state">soaking<' in r.text
