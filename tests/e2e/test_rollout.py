@@ -149,3 +149,27 @@ def test_good_release_reaches_everyone_and_a_bad_one_is_rolled_back(fleet_server
         production = reg.alias_history("kws", "production")
     assert canary[-1].action == "rollback" and "error_rate<0.05" in canary[-1].reason
     assert (production[-1].to_version, production[-1].actor) == (2, "rollout")
+
+
+@pytest.mark.slow
+def test_rollout_page_commands_run(fleet_server, cli):
+    """The command block of docs/rollout.md, in order, against a real server."""
+    import shlex
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "rollout.md"
+    block = doc.read_text().split("<!-- rollout-example -->")[1].split("<!-- /rollout-example")[0]
+    commands = [shlex.split(ln) for ln in block.splitlines() if ln.startswith("edgeloop ")]
+    assert [c[2] for c in commands] == ["start", "status", "pause", "resume", "list", "abort"]
+    fleet_server.publish("kws", 1, scale=1.0)
+    fleet_server.publish("kws", 2, scale=2.0, desired=False)
+    env = {"EDGELOOP_SERVER": fleet_server.url, "EDGELOOP_DATA": str(fleet_server.data)}
+    outputs = []
+    for args in commands:
+        out = cli(*args[1:], env=env)
+        assert out.returncode == 0, (args, out.stderr)
+        outputs.append(out.stdout)
+    assert "rollout 1: kws 1 -> 2" in outputs[0] and "running" in outputs[0]
+    assert "timeline" in outputs[1]
+    assert "paused" in outputs[2] and "looking at the dashboard" in outputs[2]
+    assert "aborted" in outputs[5]
