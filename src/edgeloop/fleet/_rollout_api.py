@@ -9,9 +9,9 @@ compare-and-set, so it is idempotent and every server process may run it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -28,6 +28,8 @@ from edgeloop.fleet._store import Refused
 from edgeloop.registry import read_session, write_session
 
 __all__ = ["Rollouts", "admin_token_ok"]
+
+_log = logging.getLogger("edgeloop.fleet.rollout")
 
 
 def admin_token_ok(ctx: ServerContext, token: str) -> bool:
@@ -94,14 +96,20 @@ class Rollouts:
         return rs.policy_for(s)
 
     def tick(self) -> list[tuple[int, str]]:
+        """One pass over the rollouts in effect (none: no write transaction at all)."""
+        with read_session(self.ctx.engine) as s:
+            if not rs.any_in_effect(s):
+                return []
         with write_session(self.ctx.engine) as s:
             return rs.drive(s, utc_now())
 
     async def run(self) -> None:
         """Tick until cancelled; a failing tick (database away) is retried at the next one."""
         while True:
-            with contextlib.suppress(EdgeloopError):
+            try:
                 await asyncio.to_thread(self.tick)
+            except Exception:  # the loop must outlive any one tick; the next one retries
+                _log.exception("rollout tick failed")
             await asyncio.sleep(self.tick_s)
 
     def router(self) -> APIRouter:

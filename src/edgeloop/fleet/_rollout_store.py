@@ -43,6 +43,7 @@ from edgeloop.registry import set_alias
 __all__ = [
     "CANARY_ALIAS",
     "act",
+    "any_in_effect",
     "drive",
     "get_rollout",
     "list_rollouts",
@@ -353,6 +354,11 @@ def _record_checks(s: Session, row: RolloutRow, gates: Sequence[GateResult], now
                 result=g.to_dict(),
             )
         )
+
+
+def any_in_effect(s: Session) -> bool:
+    q = sa.select(RolloutRow.id).where(RolloutRow.state.in_(IN_EFFECT)).limit(1)
+    return s.scalars(q).first() is not None
 
 
 def drive(s: Session, now: datetime) -> list[tuple[int, str]]:
