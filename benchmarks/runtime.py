@@ -98,6 +98,31 @@ def measure(
     }
 
 
+def _macs(macs: int | None) -> str:
+    if not macs:
+        return "?"
+    return f"{macs / 1e6:.1f} M" if macs >= 100_000 else f"{macs / 1e3:.1f} K"
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table (what docs/benchmarks.md quotes)."""
+    header = ["model", "threads", "MACs", "eager p50 ms", "eager p90", "ORT p50 ms", "ORT p90"]
+    lines = ["| " + " | ".join([*header, "eager/ORT"]) + " |", "|" + "---|" * (len(header) + 1)]
+    for r in rows:
+        cells = [
+            r["model"],
+            str(r["threads"]),
+            _macs(r["macs"]),
+            f"{r['eager_p50_ms']:.3f}",
+            f"{r['eager_p90_ms']:.3f}",
+            f"{r['ort_p50_ms']:.3f}",
+            f"{r['ort_p90_ms']:.3f}",
+            f"{r['eager_over_ort']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=200)
@@ -144,24 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-    header = ["model", "threads", "MACs", "eager p50 ms", "eager p90", "ORT p50 ms", "ORT p90"]
-    print("| " + " | ".join([*header, "eager/ORT"]) + " |")
-    print("|" + "---|" * (len(header) + 1))
-    for r in rows:
-        macs = f"{r['macs'] / 1e6:.1f} M" if r["macs"] else "?"
-        cells = [
-            r["model"],
-            str(r["threads"]),
-            macs,
-            f"{r['eager_p50_ms']:.3f}",
-            f"{r['eager_p90_ms']:.3f}",
-            f"{r['ort_p50_ms']:.3f}",
-            f"{r['ort_p90_ms']:.3f}",
-            f"{r['eager_over_ort']:.2f}",
-        ]
-        print("| " + " | ".join(cells) + " |")
+    print(render(rows))
     result = {
-        "command": "python benchmarks/runtime.py " + " ".join(argv or sys.argv[1:]),
+        "command": " ".join(["python benchmarks/runtime.py", *(argv or sys.argv[1:])]),
         "batch": 1,
         "repeats": args.repeats,
         "warmup": args.warmup,
