@@ -179,3 +179,11 @@ def test_train_an_autoencoder_on_a_users_unlabelled_npz(tmp_path: Path) -> None:
     card = export_onnx(tmp_path / "ae.pt", tmp_path / "ae.onnx")
     assert card.extra["export"]["parity"]["inputs"] == "test data"
     assert card.dataset == "normal.npz" and card.task == "anomaly"
+
+
+def test_dynamo_exporter_on_request(tmp_path: Path) -> None:
+    model = build_model("cnn", width=8)
+    card = export_onnx(model, tmp_path / "d.onnx", input_shape=(1, 1, 8, 8), exporter="dynamo")
+    assert card.extra["export"]["exporter"] == "dynamo"
+    assert card.extra["export"]["opset"] >= 18
+    assert card.inputs[0].shape[0] == "batch"

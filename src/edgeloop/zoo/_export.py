@@ -198,6 +198,7 @@ def _torch_export(
                     opset_version=max(opset, 18),
                     dynamic_shapes=shapes,
                     dynamo=True,
+                    verbose=False,
                 )
             return "dynamo"
         except Exception as e:  # noqa: BLE001
