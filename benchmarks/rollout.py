@@ -103,7 +103,7 @@ async def fleet_rollouts(n: int, args: argparse.Namespace, tmp: Path) -> dict[st
                         without.add(i)
                     elif a.model.version == 3:
                         last_v3[0] = time.time()
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.25)
 
         def steps() -> dict[str, Any]:
             stages = [float(p) for p in args.stages.split(",")]
@@ -262,8 +262,8 @@ def main() -> None:
     p.add_argument("--poll", type=float, default=10.0, help="the server's poll interval (s)")
     p.add_argument("--soak", type=float, default=5.0, help="soak per stage (s)")
     p.add_argument("--stages", default="1,10,50,100")
-    p.add_argument("--rps", type=float, default=1.0, help="inferences per device per second")
-    p.add_argument("--min-requests", type=int, default=100)
+    p.add_argument("--rps", type=float, default=0.3, help="inferences per device per second")
+    p.add_argument("--min-requests", type=int, default=50)
     p.add_argument("--bad-error-rate", type=float, default=0.2)
     p.add_argument("--false-runs", type=int, default=20)
     p.add_argument("--warm-timeout", type=float, default=900.0)

@@ -201,3 +201,17 @@ def test_cohort_limits_the_rollout(rollout_db, at):
                 )
                 assert release.version == want, reason
     assert _row(rollout_db, rid).stage_devices == 10
+
+
+def test_a_tick_planned_before_an_admin_action_is_not_applied(rollout_db, at):
+    rollout_db.add_devices(10)
+    rid = _start(rollout_db, at)
+    _follow_director(rollout_db, rid)
+    with read_session(rollout_db.engine) as s:
+        plans = rs.plan_ticks(s, at(10))  # would start the soak ...
+    assert plans[0].transition is not None and plans[0].transition.state == "soaking"
+    with write_session(rollout_db.engine) as s:
+        rs.act(s, rid, "pause", "hold on", "admin", at(11))  # ... but an admin paused it first
+    with write_session(rollout_db.engine) as s:
+        assert rs.apply_ticks(s, plans, at(12)) == []
+    assert _row(rollout_db, rid).state == "paused"

@@ -97,11 +97,13 @@ class Rollouts:
 
     def tick(self) -> list[tuple[int, str]]:
         """One pass over the rollouts in effect (none: no write transaction at all)."""
+        now = utc_now()
         with read_session(self.ctx.engine) as s:
-            if not rs.any_in_effect(s):
-                return []
+            plans = rs.plan_ticks(s, now)  # the heavy part (telemetry, tests) outside the lock
+        if not plans:
+            return []
         with write_session(self.ctx.engine) as s:
-            return rs.drive(s, utc_now())
+            return rs.apply_ticks(s, plans, now)
 
     async def run(self) -> None:
         """Tick until cancelled; a failing tick (database away) is retried at the next one."""

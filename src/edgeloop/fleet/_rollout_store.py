@@ -43,10 +43,13 @@ from edgeloop.registry import set_alias
 __all__ = [
     "CANARY_ALIAS",
     "act",
+    "Plan",
     "any_in_effect",
+    "apply_ticks",
     "drive",
     "get_rollout",
     "list_rollouts",
+    "plan_ticks",
     "policy_for",
     "rollout_dict",
     "start_rollout",
@@ -361,17 +364,41 @@ def any_in_effect(s: Session) -> bool:
     return s.scalars(q).first() is not None
 
 
-def drive(s: Session, now: datetime) -> list[tuple[int, str]]:
-    """One tick over every rollout in effect: observe, step, apply. Returns what changed."""
-    changed = []
-    rows = s.scalars(sa.select(RolloutRow).where(RolloutRow.state.in_(IN_EFFECT))).all()
-    for row in rows:
+@dataclass(frozen=True)
+class Plan:
+    """What one tick decided for one rollout, from a read: applied later by compare-and-set."""
+
+    rollout_id: int
+    revision: int
+    gates: tuple[GateResult, ...]
+    transition: Transition | None
+
+
+def plan_ticks(s: Session, now: datetime) -> list[Plan]:
+    """Observe every rollout in effect and decide (reads only: no write lock held meanwhile)."""
+    out = []
+    for row in s.scalars(sa.select(RolloutRow).where(RolloutRow.state.in_(IN_EFFECT))).all():
         obs = observe(s, row, now)
-        _record_checks(s, row, obs.gates, now)
-        t = step(_status(row), obs)
-        if t is not None and _apply(s, row, t, now, "rollout"):
-            changed.append((row.id, t.state))
+        out.append(Plan(row.id, row.revision, tuple(obs.gates), step(_status(row), obs)))
+    return out
+
+
+def apply_ticks(s: Session, plans: Sequence[Plan], now: datetime) -> list[tuple[int, str]]:
+    """Write the plans whose rollout did not change since they were read; returns the changes."""
+    changed = []
+    for p in plans:
+        row = s.get(RolloutRow, p.rollout_id)
+        if row is None or row.revision != p.revision:
+            continue  # another process (or an admin) moved it: the next tick looks again
+        _record_checks(s, row, p.gates, now)
+        if p.transition is not None and _apply(s, row, p.transition, now, "rollout"):
+            changed.append((row.id, p.transition.state))
     return changed
+
+
+def drive(s: Session, now: datetime) -> list[tuple[int, str]]:
+    """One tick in one transaction: observe, step, apply. Returns what changed."""
+    return apply_ticks(s, plan_ticks(s, now), now)
 
 
 def act(
