@@ -7,7 +7,8 @@ By default the first and last layers keep float weights: they are small and bina
 costs the most accuracy.
 
 The artifact (``.npz``) stores each binarized weight as ``np.packbits`` of its signs, with its
-scales, every other tensor as float32, and a JSON header (format, architecture, shapes).
+scales, every other tensor as float16 (or float32), and a JSON header (format, architecture,
+shapes).
 :func:`load_binary` unpacks it into an ordinary float module that exports to ONNX like any
 other; the 1-bit saving is in storage and transmission, not in ONNX Runtime's kernels.
 """
@@ -215,8 +216,8 @@ def save_binary(
     """Write the packed artifact; returns its size in bytes.
 
     ``model`` is the float-equivalent module :func:`binarize` returns; the weights of the
-    ``binarized`` layers must be ``alpha * sign`` (checked, not re-binarized). Every other
-    floating tensor (biases, batch norms, kept layers) is stored as ``float_dtype``.
+    ``binarized`` layers must be ``alpha * sign`` (checked, not re-binarized). The scales and
+    every other floating tensor (biases, batch norms, kept layers) are stored as ``float_dtype``.
     The file is an ``.npz`` of four arrays (``bits``, ``scales``, ``floats``, ``header``) so
     that per-entry zip overhead stays small for small models.
     """
@@ -234,7 +235,7 @@ def save_binary(
         if not torch.allclose(w.abs(), scale[:, None].expand_as(w)):
             raise PassError(f"save_binary: layer {name!r} does not hold binary weights")
         bits.append(np.packbits((w >= 0).numpy().reshape(-1)))
-        scales.append(scale.numpy().astype(np.float32))
+        scales.append(scale.numpy().astype(float_dtype))
         entries.append({"key": key, "kind": "binary", "shape": list(model.state_dict()[key].shape)})
     for key, v in state.items():
         if v.is_floating_point():
@@ -257,7 +258,7 @@ def save_binary(
         buf,
         header=np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), np.uint8),
         bits=np.concatenate(bits) if bits else np.zeros(0, np.uint8),
-        scales=np.concatenate(scales) if scales else np.zeros(0, np.float32),
+        scales=np.concatenate(scales) if scales else np.zeros(0, float_dtype),
         floats=np.concatenate(floats) if floats else np.zeros(0, float_dtype),
     )
     blob = buf.getvalue()
@@ -291,7 +292,8 @@ def read_binary(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
             n = int(np.prod(shape))
             if entry["kind"] == "binary":
                 rows = shape[0]
-                w = signs[b : b + n].reshape(rows, -1) * arrays["scales"][s : s + rows, None]
+                scale = arrays["scales"][s : s + rows, None].astype(np.float32)
+                w = signs[b : b + n].reshape(rows, -1) * scale
                 b += (n + 7) // 8 * 8
                 s += rows
                 state[entry["key"]] = torch.from_numpy(w.reshape(shape).copy())
