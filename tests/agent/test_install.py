@@ -46,7 +46,7 @@ def test_first_install_serves_and_survives_restart(
 def test_second_install_goes_to_other_slot_on_trial(
     agent_dir, trust, make_bundle, assignment_for, x1
 ):
-    agent = _agent(agent_dir, trust)
+    agent = _agent(agent_dir, trust, confirm_after_s=0.0)
     pub = agent.encryption_key.public_key()
     b1, b2 = make_bundle(pub, 1), make_bundle(pub, 2)
     agent.install(b1, assignment_for(b1, 1))
@@ -55,6 +55,16 @@ def test_second_install_goes_to_other_slot_on_trial(
     assert _served_scale(agent, x1) == 2.0
     agent.check_trial()
     assert (agent.state.active, agent.state.known_good, agent.state.trial) == ("b", "b", False)
+
+
+def test_trial_is_not_confirmed_before_its_time(agent_dir, trust, make_bundle, assignment_for):
+    agent = _agent(agent_dir, trust, confirm_after_s=3600.0)
+    pub = agent.encryption_key.public_key()
+    b1, b2 = make_bundle(pub, 1), make_bundle(pub, 2)
+    agent.install(b1, assignment_for(b1, 1))
+    agent.install(b2, assignment_for(b2, 2))
+    agent.check_trial()
+    assert (agent.state.active, agent.state.known_good, agent.state.trial) == ("b", "a", True)
     # the slot left behind still holds v1: the state names both
     assert agent.state.slots["a"].version == 1 and agent.state.slots["b"].version == 2
 
@@ -76,7 +86,7 @@ def test_crash_at_every_step_leaves_a_working_model(
     with pytest.raises(Crash):
         agent.install(b2, assignment_for(b2, 2))
 
-    restarted = _agent(agent_dir, trust)
+    restarted = _agent(agent_dir, trust, confirm_after_s=0.0)
     expected = 2.0 if step == "switched" else 1.0
     assert _served_scale(restarted, x1) == expected
     # and the install can be completed afterwards
@@ -121,12 +131,13 @@ def test_older_version_refused_without_signed_rollback(
 def test_rollback_switches_to_known_good_without_download(
     agent_dir, trust, make_bundle, assignment_for, x1
 ):
-    agent = _agent(agent_dir, trust)
+    agent = _agent(agent_dir, trust, confirm_after_s=0.0)
     pub = agent.encryption_key.public_key()
     b1, b2 = make_bundle(pub, 1), make_bundle(pub, 2)
     agent.install(b1, assignment_for(b1, 1))
     agent.install(b2, assignment_for(b2, 2))
     agent.check_trial()
+    assert agent.state.known_good == "b"  # confirmed: v1 is now only the previous version
     # no bundle bytes given: a download would be needed to install, a switch needs none
     assert agent.install(b"", assignment_for(b1, 1, rollback=True)) is True
     assert _served_scale(agent, x1) == 1.0
