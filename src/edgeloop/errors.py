@@ -208,12 +208,16 @@ class RolloutError(EdgeloopError):
 
 
 def all_error_classes() -> list[type[EdgeloopError]]:
-    """Every class in the tree, root first (used by the CLI's help and a test)."""
+    """Every class of the tree drawn above, root first (used by the CLI's help and a test).
+
+    Modules may subclass these for their own internal use (the fleet server's HTTP refusals,
+    say); those keep their parent's exit code and are not part of this public tree.
+    """
     seen: list[type[EdgeloopError]] = []
     stack: list[type[EdgeloopError]] = [EdgeloopError]
     while stack:
         cls = stack.pop(0)
-        if cls not in seen:
+        if cls not in seen and cls.__module__ == __name__:
             seen.append(cls)
             stack.extend(cls.__subclasses__())
     return seen
