@@ -394,12 +394,14 @@ def run_db(db: str, db_url: str, args: argparse.Namespace, out: dict[str, Any]) 
 
 def table(out: dict[str, Any]) -> str:
     lines = [
-        "| db | agents | check-ins/s | p50 ms | p99 ms | errors | telemetry/s | server RSS MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| db | agents | enrolled | window s | check-ins/s | p50 ms | p99 ms | errors "
+        "| telemetry/s | server RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in out["checkins"]:
         lines.append(
-            f"| {r['db']} | {r['devices']} | {r['checkins_per_s']} | {r['checkin_p50_ms']}"
+            f"| {r['db']} | {r['devices']} | {r['enrolled']} | {r['window_s']}"
+            f" | {r['checkins_per_s']} | {r['checkin_p50_ms']}"
             f" | {r['checkin_p99_ms']} | {r['checkin_errors']} | {r['telemetry_per_s']}"
             f" | {r['server_rss_mb']} |"
         )
@@ -411,7 +413,7 @@ def table(out: dict[str, Any]) -> str:
     for r in out["install"]:
         lines.append(
             f"| {r['db']} | {r['devices']} | {r['bundle_mb']} | {r['poll_interval_s']}"
-            f" | {r['all_installed_s']} ({r['installed']}/{r['devices']}) |"
+            f" | {r['all_installed_s']} ({r['installed']}/{r['devices']} after {r['after_s']} s) |"
         )
     if out.get("agent_rss"):
         a = out["agent_rss"]
