@@ -93,6 +93,7 @@ async def fleet_rollouts(n: int, args: argparse.Namespace, tmp: Path) -> dict[st
         out["warm_up_s"] = round(time.monotonic() - t0, 1)
         out["enrolled"] = sum(a.identity is not None for a in sim.agents)
         without: set[int] = set()
+        served: set[int] = set()  # devices seen serving a model
         last_v3 = [0.0]
         done = asyncio.Event()
 
@@ -100,8 +101,11 @@ async def fleet_rollouts(n: int, args: argparse.Namespace, tmp: Path) -> dict[st
             while not done.is_set():
                 for i, a in enumerate(sim.agents):
                     if a.model is None:
-                        without.add(i)
-                    elif a.model.version == 3:
+                        if i in served:  # it had a working model and lost it
+                            without.add(i)
+                        continue
+                    served.add(i)
+                    if a.model.version == 3:
                         last_v3[0] = time.time()
                 await asyncio.sleep(0.25)
 
@@ -167,6 +171,7 @@ async def fleet_rollouts(n: int, args: argparse.Namespace, tmp: Path) -> dict[st
         await watcher
         out.update(res)
         out["devices_ever_without_model"] = len(without)
+        out["devices_never_served"] = n - len(served)  # never finished a first install
         out["installs"] = int(sum(a.telemetry.totals.get("installs", 0) for a in sim.agents))
         out["switches"] = int(sum(a.telemetry.totals.get("switches", 0) for a in sim.agents))
         await sim.aclose()
