@@ -55,6 +55,10 @@ class HttpxFetcher(FetcherInterface):
             yield from resp.iter_bytes(self._chunk)
         except httpx.TimeoutException as e:
             raise tuf_errors.SlowRetrievalError(f"download of {url} stalled") from e
+        except httpx.TransportError as e:  # the server went away mid-body
+            raise tuf_errors.DownloadError(
+                f"download of {url} broke off: {type(e).__name__}: {e}"
+            ) from e
         finally:
             resp.close()
 
