@@ -214,3 +214,12 @@ def test_isa_requirements_are_checked_against_this_cpu(bundle: bytes, trust: Tru
     with pytest.raises(ModelError, match="requires ISA avx512_vnni, which this CPU lacks"):
         check_requirements(m, host_isa=["avx2"])
     check_requirements(m, host_isa=[])  # flags unknown here: not refused on a guess
+
+
+def test_scalar_self_test_tensors_keep_their_shape() -> None:
+    import numpy as np
+
+    from edgeloop.bundle._selftest import decode_array, encode_array
+
+    back = decode_array(encode_array(np.float32(2.5)), "scalar")
+    assert back.shape == () and back.dtype == np.float32 and float(back) == 2.5

@@ -46,7 +46,8 @@ MAX_ELEMENTS = 1 << 24
 
 
 def encode_array(a: np.ndarray[Any, Any]) -> dict[str, Any]:
-    arr = np.ascontiguousarray(a)
+    # np.ascontiguousarray would turn a 0-d output (a scalar score) into shape (1,)
+    arr = np.asarray(a, order="C")
     if arr.dtype.name not in _ALLOWED:
         raise BundleFormatError(f"self-test tensor dtype {arr.dtype.name!r} is not supported")
     little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
