@@ -4,7 +4,9 @@ profile this machine -> train a CNN on scikit-learn's digits -> export to ONNX w
 check -> optimize to int8 within an accuracy budget -> benchmark both -> start a fleet server on
 127.0.0.1 (SQLite, local files) -> pack signed, encrypted bundles (fp32, and int8 for CPUs with
 VNNI) -> push them to the registry with their lineage -> publish through TUF -> a simulated
-fleet of real agents enrolls, downloads, verifies, self-tests and serves.
+fleet of real agents enrolls, downloads, verifies, self-tests and serves -> a staged rollout of
+v2 passes its health gates -> a bad v3 fails its gate and every device goes back to v2 from its
+known-good slot.
 
 This module sits in the interface layer: it calls every stage's public API and imports each
 inside the step that needs it. Every file it writes lands under ``workdir``.
@@ -19,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +34,8 @@ from edgeloop.errors import FleetError, InputError
 __all__ = ["DemoResult", "DemoStep", "run_demo"]
 
 MODEL = "digits-cnn"
+BAD_VERSION = 3
+BAD_ERROR_SHARE = 0.3
 
 # (variant name, bundle, requirements the device's profile must meet)
 INT8_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -176,7 +181,15 @@ def run_demo(
         step("bundle", lambda: _bundle(work, state, server))
         step("registry", lambda: _registry(state, server))
         step("publish", lambda: _publish(state, server))
-        step("fleet", lambda: _fleet(work, state, server, devices))
+        fleet = _Fleet(work, server, devices)
+        try:
+            step("fleet", lambda: _fleet(fleet, server))
+            step("rollout", lambda: _rollout(work, state, server, fleet, 2))
+            step("rollback", lambda: _rollout(work, state, server, fleet, BAD_VERSION))
+            step("telemetry", lambda: _telemetry(fleet))
+        finally:
+            if fleet._thread.is_alive():
+                fleet.stop()
     finally:
         server.stop()
     return result
@@ -319,39 +332,174 @@ def _publish(state: dict[str, Any], server: _Server) -> tuple[str, dict[str, Any
     return f"{MODEL}@1 in the TUF repository and desired for the fleet", {}
 
 
-def _fleet(
-    work: Path, state: dict[str, Any], server: _Server, devices: int
-) -> tuple[str, dict[str, Any]]:
-    from edgeloop.agent import Simulator, simulated_profiles
+class _Fleet:
+    """A simulated fleet of real agents, running in its own thread while the demo goes on.
 
-    tokens = [server.admin("POST", "/v1/admin/tokens", {})["token"] for _ in range(devices)]
-    profiles = simulated_profiles("mix", devices)
+    Version 3 is the demo's bad release: the simulator fails ``BAD_ERROR_SHARE`` of its
+    inferences, as a regression that only shows on the devices would.
+    """
 
-    async def go() -> Any:
-        sim = Simulator(
-            server.url, work / "devices", tokens, profiles, poll_interval_s=1.0, rps=5.0
+    def __init__(self, work: Path, server: _Server, devices: int) -> None:
+        from edgeloop.agent import Simulator, simulated_profiles
+
+        tokens = [server.admin("POST", "/v1/admin/tokens", {})["token"] for _ in range(devices)]
+        self.sim = Simulator(
+            server.url,
+            work / "devices",
+            tokens,
+            simulated_profiles("mix", devices),
+            poll_interval_s=1.0,
+            rps=5.0,
+            fault=lambda m: BAD_ERROR_SHARE if m.version == BAD_VERSION else 0.0,
         )
-        try:
-            return await sim.run(60.0, until=lambda: sim.serving().get(f"{MODEL}@1", 0) >= devices)
-        finally:
-            await sim.aclose()
+        self.devices = devices
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="demo-fleet", daemon=True)
 
-    res = asyncio.run(go())
-    serving = {k: v for k, v in res.serving.items() if k != "none"}
+    def _main(self) -> None:
+        async def go() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._ready.set()
+            try:
+                self.result = await self.sim.run(3600.0, stop=self._stop)
+            finally:
+                await self.sim.aclose()
+
+        try:
+            asyncio.run(go())
+        except BaseException as e:  # reported by stop()
+            self.error = e
+            self._ready.set()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(60)
+
+    def serving(self) -> dict[str, int]:
+        return {k: v for k, v in self.sim.serving().items() if k != "none"}
+
+    def wait_serving(self, ref: str, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.serving().get(ref, 0) < self.devices:
+            if self.error is not None or time.monotonic() > deadline:
+                raise FleetError(
+                    f"only {self.serving().get(ref, 0)} of {self.devices} simulated devices "
+                    f"serve {ref} after {timeout_s:.0f} s"
+                ) from self.error
+            time.sleep(0.25)
+
+    def stop(self) -> Any:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+        if self.error is not None:
+            raise FleetError(f"the simulated fleet stopped: {self.error}") from self.error
+        return self.result
+
+
+def _fleet(fleet: _Fleet, server: _Server) -> tuple[str, dict[str, Any]]:
+    fleet.start()
+    fleet.wait_serving(f"{MODEL}@1")
     inventory = server.admin("GET", "/v1/admin/devices")
     variants: dict[str, int] = {}
     for d in inventory.get("devices", []):
-        installed = d.get("installed") or {}
-        key = str(installed.get("variant", "?"))
+        key = str((d.get("installed") or {}).get("variant", "?"))
         variants[key] = variants.get(key, 0) + 1
-    if sum(serving.values()) < devices:
-        raise FleetError(
-            f"only {sum(serving.values())} of {devices} simulated devices serve {MODEL}@1 "
-            f"after {res.duration_s:.0f} s (see {server.log})"
-        )
     return (
-        f"{devices} agents enrolled, fetched via TUF, verified, self-tested and serve "
-        f"{MODEL}@1; variants {variants}; {res.inferences} inferences, "
-        f"{res.inference_errors} errors",
-        {"serving": serving, "variants": variants, "inferences": res.inferences},
+        f"{fleet.devices} agents enrolled, fetched via TUF, verified, self-tested and serve "
+        f"{MODEL}@1; variants {variants}",
+        {"serving": fleet.serving(), "variants": variants},
+    )
+
+
+def _release(work: Path, state: dict[str, Any], server: _Server, version: int, recipe: str) -> None:
+    """A new version made from v1 by ``recipe``, bundled, pushed and published (not desired)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    from edgeloop.bundle import load_public_key, load_signing_key, pack
+    from edgeloop.optimize import optimize
+    from edgeloop.registry import Registry
+
+    out = work / f"v{version}-{recipe}"
+    card = optimize(state["onnx"], recipe, "digits", out_dir=out)
+    keys = server.data / "keys"
+    fleet_pub = load_public_key(keys / "fleet.pub.pem")
+    assert isinstance(fleet_pub, X25519PublicKey)
+    blob = pack(
+        (out / "model.onnx").read_bytes(),
+        card,
+        version,
+        load_signing_key(keys / "release.pem"),
+        [fleet_pub],
+        name=MODEL,
+    )
+    path = work / f"{MODEL}-{version}.elb"
+    atomic_write_bytes(path, blob)
+    with Registry(server.db_url, server.data) as reg:
+        reg.push(out / "model.onnx", MODEL, card=card, version=version, bundles=[(path, "any", {})])
+    server.admin("POST", "/v1/admin/releases", {"model": MODEL, "version": version})
+
+
+def _rollout(
+    work: Path, state: dict[str, Any], server: _Server, fleet: _Fleet, version: int
+) -> tuple[str, dict[str, Any]]:
+    from edgeloop.fleet import RolloutClient
+
+    recipe = "fused" if version != BAD_VERSION else "fp16"
+    _release(work, state, server, version, recipe)
+    client = RolloutClient(server.url, server.admin_token)
+    r = client.start(
+        MODEL,
+        version,
+        stages=(25, 50, 100),
+        soak_s=3.0,
+        gates=("error_rate<0.05", "p99_ms<=3*baseline"),
+        min_devices=2,
+        min_requests=30,
+    )
+    t0 = time.monotonic()
+    r = client.wait(r["id"], ("completed", "rolled_back", "aborted"), timeout_s=300)
+    took = time.monotonic() - t0
+    events = [str(e["to_state"]) for e in r.get("events", []) if e.get("to_state")]
+    why = next(
+        (e.get("reason", "") for e in r.get("events", []) if e.get("to_state") == "failed"),
+        r.get("reason", ""),
+    )
+    figures = {"state": r["state"], "seconds": round(took, 1), "events": events}
+    if version == BAD_VERSION:
+        if r["state"] != "rolled_back":
+            raise FleetError(f"the bad v{version} ended {r['state']!r}, expected 'rolled_back'")
+        fleet.wait_serving(f"{MODEL}@{version - 1}")
+        return (
+            f"v{version} ({recipe}; {BAD_ERROR_SHARE:.0%} of its inferences fail on the devices) "
+            f"failed its gate at {r['stage_percent']:g}%: {why}; every device back "
+            f"on v{version - 1} in {took:.0f} s, from its known-good slot",
+            figures,
+        )
+    if r["state"] != "completed":
+        raise FleetError(f"the good v{version} ended {r['state']!r}: {r.get('reason', '')}")
+    fleet.wait_serving(f"{MODEL}@{version}")
+    return (
+        f"v{version} ({recipe}) went 25% -> 50% -> 100% through its gates in {took:.0f} s; "
+        f"all {fleet.devices} devices serve it",
+        figures,
+    )
+
+
+def _telemetry(fleet: _Fleet) -> tuple[str, dict[str, Any]]:
+    res = fleet.stop()
+    figures = {
+        "inferences": res.inferences,
+        "inference_errors": res.inference_errors,
+        "installs": res.installs,
+        "serving": {k: v for k, v in res.serving.items() if k != "none"},
+    }
+    return (
+        f"{res.inferences} inferences served ({res.inference_errors} failed, all on the bad "
+        f"version), {res.installs} installs; now serving {figures['serving']}",
+        figures,
     )

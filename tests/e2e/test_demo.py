@@ -19,10 +19,15 @@ def test_demo_runs_the_loop_and_the_fleet_serves(cli, tmp_path: Path) -> None:
     assert steps["train"]["figures"]["accuracy"] > 0.9
     fleet = steps["fleet"]["figures"]
     assert fleet["serving"] == {"digits-cnn@1": 5}
+    assert steps["rollout"]["figures"]["state"] == "completed"
+    assert steps["rollback"]["figures"]["state"] == "rolled_back"
+    assert "failed" in steps["rollback"]["figures"]["events"]
+    # after the automatic rollback every device serves the good v2 again
+    assert steps["telemetry"]["figures"]["serving"] == {"digits-cnn@2": 5}
     # the mix of simulated hardware gets both variants: int8 where dot-product ISA exists
     assert "fp32" in fleet["variants"] and any(v.startswith("int8") for v in fleet["variants"])
     assert (work / "int8" / "report.html").exists()
-    assert json.loads((work / "demo.json").read_text())["steps"][-1]["name"] == steps.popitem()[0]
+    assert json.loads((work / "demo.json").read_text())["steps"][-1]["name"] == "telemetry"
 
 
 def test_demo_refuses_a_folder_that_is_not_its_own(cli, tmp_path: Path) -> None:

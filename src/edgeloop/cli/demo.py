@@ -17,7 +17,7 @@ def demo(
     devices: int = typer.Option(12, "--devices", min=1, help="Simulated devices in the fleet."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Profile, train, export, optimize, bundle, publish and serve on a simulated fleet."""
+    """Profile, train, optimize, bundle, publish to a simulated fleet, roll out, roll back."""
     from edgeloop.cli._console import console, err_console, print_json, table
     from edgeloop.demo import DemoStep, run_demo
 
