@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ def test_session_from_bundle_runs_the_model(
     session = session_from_bundle(bundle_file, trust, device_key)
     np.testing.assert_allclose(session.run({"x": x})["y"], want, rtol=1e-6)
     assert session.manifest.version == 3
+    # the session names the plaintext it runs by the signed hash, which is the real one
+    assert session.model_sha256 == hashlib.sha256(model_bytes).hexdigest()
 
 
 def test_session_from_bundle_takes_paths(

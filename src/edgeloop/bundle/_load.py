@@ -200,8 +200,14 @@ def session_from_bundle(
         recipient=recipient,
         passphrase=passphrase,
     )
+    # The signed manifest names the plaintext's sha256, and the ciphertext it decrypts from
+    # was checked against the signed payload hash: no need to hash the model again.
     session = Session(
-        model, integrity_check=check, integrity_interval_s=integrity_interval_s, **session_kwargs
+        model,
+        integrity_check=check,
+        integrity_interval_s=integrity_interval_s,
+        model_sha256=str(manifest.parts["model"]["sha256"]),
+        **session_kwargs,
     )
     del model
     check_selftest(manifest.selftest, session.run_unchecked)

@@ -51,7 +51,8 @@ class Session:
     ``session.provider_fallback`` why an accelerator was dropped, if one was. ``threads`` sets
     the intra-op thread count (operators run one at a time). ``integrity_check`` is called
     before serving, at most every ``integrity_interval_s`` seconds; it raises
-    :class:`IntegrityError` to refuse.
+    :class:`IntegrityError` to refuse. ``model_sha256`` may be given with model bytes whose hash
+    the caller has already verified.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class Session:
         graph_optimization: str = "all",
         integrity_check: Callable[[], None] | None = None,
         integrity_interval_s: float = 60.0,
+        model_sha256: str | None = None,
     ) -> None:
         if graph_optimization not in GRAPH_OPTIMIZATION:
             raise InputError(
@@ -75,7 +77,10 @@ class Session:
         if isinstance(model, bytes | bytearray):
             source = bytes(model)
             self.path: Path | None = None
-            self.model_sha256 = sha256_bytes(source)
+            # A caller that already holds a verified hash of these bytes (a bundle's signed
+            # manifest, whose ciphertext hash was checked before decryption) passes it in and
+            # saves hashing the model a second time on the load path.
+            self.model_sha256 = model_sha256 or sha256_bytes(source)
             label = "<model bytes>"
         else:
             self.path = Path(model)
