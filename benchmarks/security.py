@@ -23,7 +23,6 @@ Prints a table and writes ``benchmarks/results/security.json``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -100,10 +99,6 @@ def child(mode: str, work: Path) -> None:
         "peak_rss": peak,
         "ok": sess is not None,
     }
-    if mode == "plain":  # what edgeloop.runtime.Session spends re-hashing model bytes it is given
-        t1 = time.perf_counter()
-        hashlib.sha256(data).hexdigest()
-        out["model_sha256_s"] = time.perf_counter() - t1
     print(json.dumps(out))
 
 
@@ -156,7 +151,6 @@ def measure(size_mb: float, repeats: int) -> dict[str, Any]:
         m: statistics.median(r["peak_rss"] - r["base_rss"] for r in rs) for m, rs in runs.items()
     }
     overhead = (med["secure"] - med["plain"]) / med["plain"]
-    rehash = statistics.median(r["model_sha256_s"] for r in runs["plain"])
     extra = peak["secure"] - peak["plain"]
     return {
         "model_bytes": size,
@@ -169,8 +163,6 @@ def measure(size_mb: float, repeats: int) -> dict[str, Any]:
         "plain_cpu_s": cpu["plain"],
         "secure_cpu_s": cpu["secure"],
         "overhead_cpu": (cpu["secure"] - cpu["plain"]) / cpu["plain"],
-        "session_rehash_s": rehash,
-        "overhead_without_session_rehash": (med["secure"] - rehash - med["plain"]) / med["plain"],
         "plain_peak_mib": peak["plain"] / MiB,
         "secure_peak_mib": peak["secure"] / MiB,
         "extra_peak_mib": extra / MiB,
@@ -216,14 +208,12 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     cols = ["model", "plain s", "secure s", "overhead", "best-of overhead", "CPU overhead"]
-    cols += ["Session rehash s", "overhead w/o rehash"]
     cols += ["plain peak", "secure peak", "extra peak"]
     print(" | ".join(cols))
     for name, r in results.items():
         print(
             f"{name} | {r['plain_s']:.3f} | {r['secure_s']:.3f} | {r['overhead']:.1%} | "
             f"{r['overhead_best']:.1%} | {r['overhead_cpu']:.1%} | "
-            f"{r['session_rehash_s']:.3f} | {r['overhead_without_session_rehash']:.1%} | "
             f"{r['plain_peak_mib']:.0f} MiB | {r['secure_peak_mib']:.0f} MiB | "
             f"{r['extra_peak_mib']:.0f} MiB"
         )

@@ -174,7 +174,7 @@ class RollbackError(SecurityError):
 
 class SelfTestError(SecurityError):
     exit_code = 47
-    help = "The model's outputs on the bundle's self-test inputs differ from the signed expectation."
+    help = "The model's outputs on the bundle's self-test inputs differ from the signed ones."
 
 
 class UpdateError(SecurityError):
