@@ -123,6 +123,23 @@ class _Server:
             raise FleetError(f"{method} {path} answered {r.status_code}: {r.text[:300]}")
         return r.json()
 
+    def pack(self, model: Path, card: Any, version: int, dest: Path) -> Path:
+        """Sign with the fleet's release key, encrypt to its fleet key, verify as a device
+        would (against the signed root), and write ``dest`` atomically."""
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+        from edgeloop.bundle import load_public_key, load_signing_key, load_trust, pack, verify
+
+        keys = self.data / "keys"
+        fleet_pub = load_public_key(keys / "fleet.pub.pem")
+        if not isinstance(fleet_pub, X25519PublicKey):
+            raise InputError(f"{keys / 'fleet.pub.pem'} is not an X25519 encryption key")
+        sign = load_signing_key(keys / "release.pem")
+        blob = pack(model.read_bytes(), card, version, sign, [fleet_pub], name=MODEL)
+        verify(blob, load_trust(keys / "root.json"))
+        atomic_write_bytes(dest, blob)
+        return dest
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -188,8 +205,7 @@ def run_demo(
             step("rollback", lambda: _rollout(work, state, server, fleet, BAD_VERSION))
             step("telemetry", lambda: _telemetry(fleet))
         finally:
-            if fleet._thread.is_alive():
-                fleet.stop()
+            fleet.close()
     finally:
         server.stop()
     return result
@@ -277,28 +293,13 @@ def _start(server: _Server) -> tuple[str, dict[str, Any]]:
 
 
 def _bundle(work: Path, state: dict[str, Any], server: _Server) -> tuple[str, dict[str, Any]]:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-
-    from edgeloop.artifacts import ModelCard
-    from edgeloop.bundle import load_public_key, load_signing_key, load_trust, pack, verify
-
-    keys = server.data / "keys"
-    sign = load_signing_key(keys / "release.pem")
-    fleet_pub = load_public_key(keys / "fleet.pub.pem")
-    if not isinstance(fleet_pub, X25519PublicKey):
-        raise InputError(f"{keys / 'fleet.pub.pem'} is not an X25519 encryption key")
-    trust = load_trust(keys / "root.json")
     bundles: list[tuple[Path, str, dict[str, Any]]] = []
     paths: dict[str, Path] = {}
     for kind, model, card in (
         ("fp32", state["onnx"], state["card"]),
         ("int8", state["int8"], state["int8_card"]),
     ):
-        assert isinstance(card, ModelCard)
-        blob = pack(Path(model).read_bytes(), card, 1, sign, [fleet_pub], name=MODEL)
-        verify(blob, trust)  # what a device will do, here before anything ships
-        paths[kind] = work / f"{MODEL}-1-{kind}.elb"
-        atomic_write_bytes(paths[kind], blob)
+        paths[kind] = server.pack(Path(model), card, 1, work / f"{MODEL}-1-{kind}.elb")
     # int8 pays off where the CPU has 8-bit dot-product instructions; fp32 everywhere else.
     # The director gives each device the most specific variant its reported ISA satisfies.
     for variant, kind, requires in INT8_VARIANTS:
@@ -392,9 +393,19 @@ class _Fleet:
                 ) from self.error
             time.sleep(0.25)
 
-    def stop(self) -> Any:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+    def close(self) -> None:
+        """Stop the fleet if it still runs (cleanup after a failed step; errors not raised)."""
+        if self._thread.is_alive():
+            self._loop_stop()
+            self._thread.join(60)
+
+    def _loop_stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
+
+    def stop(self) -> Any:
+        if self._thread.is_alive():
+            self._loop_stop()
         self._thread.join(60)
         if self.error is not None:
             raise FleetError(f"the simulated fleet stopped: {self.error}") from self.error
@@ -418,27 +429,12 @@ def _fleet(fleet: _Fleet, server: _Server) -> tuple[str, dict[str, Any]]:
 
 def _release(work: Path, state: dict[str, Any], server: _Server, version: int, recipe: str) -> None:
     """A new version made from v1 by ``recipe``, bundled, pushed and published (not desired)."""
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-
-    from edgeloop.bundle import load_public_key, load_signing_key, pack
     from edgeloop.optimize import optimize
     from edgeloop.registry import Registry
 
     out = work / f"v{version}-{recipe}"
     card = optimize(state["onnx"], recipe, "digits", out_dir=out)
-    keys = server.data / "keys"
-    fleet_pub = load_public_key(keys / "fleet.pub.pem")
-    assert isinstance(fleet_pub, X25519PublicKey)
-    blob = pack(
-        (out / "model.onnx").read_bytes(),
-        card,
-        version,
-        load_signing_key(keys / "release.pem"),
-        [fleet_pub],
-        name=MODEL,
-    )
-    path = work / f"{MODEL}-{version}.elb"
-    atomic_write_bytes(path, blob)
+    path = server.pack(out / "model.onnx", card, version, work / f"{MODEL}-{version}.elb")
     with Registry(server.db_url, server.data) as reg:
         reg.push(out / "model.onnx", MODEL, card=card, version=version, bundles=[(path, "any", {})])
     server.admin("POST", "/v1/admin/releases", {"model": MODEL, "version": version})

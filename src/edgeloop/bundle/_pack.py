@@ -11,32 +11,15 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from edgeloop.artifacts import Manifest, ModelCard, TensorSpec, sha256_bytes
+from edgeloop.artifacts import Manifest, ModelCard, sha256_bytes
 from edgeloop.bundle._crypto import DEFAULT_CHUNK, encrypt_payload
 from edgeloop.bundle._format import build_container, canonical_json, sign_envelope
-from edgeloop.bundle._selftest import ORT_DTYPES, encode_array, synthesize_inputs
-from edgeloop.errors import InputError, ModelFormatError, SelfTestError
+from edgeloop.bundle._selftest import encode_array, synthesize_inputs
+from edgeloop.errors import EdgeloopError, InputError, SelfTestError
 
 __all__ = ["DEFAULT_MIN_ORT", "pack"]
 
 DEFAULT_MIN_ORT = "1.17"
-
-
-def _ort_session(model: bytes) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ModelFormatError(f"onnxruntime cannot load the model to pack: {e}") from e
-
-
-def _spec(node: Any) -> TensorSpec:
-    dtype = ORT_DTYPES.get(node.type, node.type)
-    shape = tuple(d if isinstance(d, int) else (d or None) for d in node.shape)
-    return TensorSpec(node.name, dtype, shape)
 
 
 def pack(
@@ -70,9 +53,11 @@ def pack(
             f"model card {card.name!r} describes sha256 {card.sha256[:16]}, "
             f"but the model's sha256 is {digest[:16]}"
         )
-    sess = _ort_session(model)
-    inputs = tuple(_spec(i) for i in sess.get_inputs())
-    outputs = tuple(_spec(o) for o in sess.get_outputs())
+    from edgeloop.runtime import Session
+
+    # the runtime's own loader: a model it cannot load is a ModelFormatError naming the cause
+    sess = Session(model, providers=["CPUExecutionProvider"], model_sha256=digest)
+    inputs, outputs = sess.inputs, sess.outputs
     card = dataclasses.replace(
         card,
         sha256=digest,
@@ -85,14 +70,12 @@ def pack(
     if missing:
         raise InputError(f"self-test data lacks input(s) {', '.join(missing)}")
     try:
-        results = sess.run(None, feeds)
-    except Exception as e:
+        results = sess.run_unchecked(feeds)
+    except EdgeloopError as e:
         raise SelfTestError(f"the model cannot run its self-test inputs: {e}") from e
     selftest = {
         "inputs": {k: encode_array(np.asarray(v)) for k, v in feeds.items()},
-        "outputs": {
-            o.name: encode_array(np.asarray(r)) for o, r in zip(outputs, results, strict=True)
-        },
+        "outputs": {o.name: encode_array(results[o.name]) for o in outputs},
         "rtol": rtol,
         "atol": atol,
     }
