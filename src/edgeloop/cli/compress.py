@@ -17,6 +17,22 @@ import typer
 Report = Callable[[str, float], None]
 
 
+def augment_option() -> Any:
+    """``--augment``, shared by every command that trains."""
+    return typer.Option(
+        None,
+        "--augment",
+        help="Augment the training batches: shift (shift:N for N pixels), flip, or shift+flip.",
+    )
+
+
+def check_augment(spec: str | None) -> None:
+    """Refuse an unknown augmentation before anything is loaded or trained."""
+    from edgeloop.zoo import augmentation
+
+    augmentation(spec)
+
+
 def load_inputs(
     model: Path, dataset: str | None, samples: int | None, seed: int
 ) -> tuple[Any, dict[str, Any], Any, Any]:
@@ -97,6 +113,7 @@ def prune(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
     seed: int = typer.Option(0, "--seed"),
+    augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Remove whole channels (structured pruning with torch-pruning) and fine-tune."""
@@ -105,12 +122,13 @@ def prune(
     from edgeloop.optimize._torch_io import save_model
 
     check_ratio(ratio)  # refused before anything is loaded or trained
+    check_augment(augment)
     module, meta, train, val = load_inputs(model, dataset, samples, seed)
     with bar(f"prune {model.name}") as report:
         res = run_prune(
             module, ratio=ratio, data=train, val=val, importance=importance, steps=steps,
             global_pruning=global_, protect=protect, finetune_epochs=finetune_epochs, lr=lr,
-            batch_size=batch_size, progress=report, seed=seed,
+            batch_size=batch_size, progress=report, seed=seed, augment=augment,
         )  # fmt: skip
     d = res.details
     save_model(
@@ -143,6 +161,7 @@ def sparsify(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
     seed: int = typer.Option(0, "--seed"),
+    augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Zero the smallest weights (unstructured); shrinks the compressed download, not latency."""
@@ -151,11 +170,12 @@ def sparsify(
     from edgeloop.optimize._torch_io import save_model
 
     check_ratio(sparsity, "sparsity")
+    check_augment(augment)
     module, meta, train, val = load_inputs(model, dataset, samples, seed)
     with bar(f"sparsify {model.name}") as report:
         res = run_sparsify(
             module, sparsity=sparsity, global_pruning=global_, data=train, val=val,
-            finetune_epochs=finetune_epochs, lr=lr, progress=report, seed=seed,
+            finetune_epochs=finetune_epochs, lr=lr, progress=report, seed=seed, augment=augment,
         )  # fmt: skip
     save_model(res.model, out, meta, pruning_history=None, note=f"sparsify {sparsity}")
     d = res.details
@@ -183,6 +203,7 @@ def qat(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
     seed: int = typer.Option(0, "--seed"),
+    augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Quantization-aware training; writes an int8 QDQ ONNX model."""
@@ -190,9 +211,12 @@ def qat(
     from edgeloop.optimize._qat import qat as run_qat
     from edgeloop.optimize._torch_common import batch_of
 
+    check_augment(augment)
     module, _, train, val = load_inputs(model, dataset, samples, seed)
     with bar(f"qat {model.name}") as report:
-        res = run_qat(module, train, val, epochs=epochs, lr=lr, progress=report, seed=seed)
+        res = run_qat(
+            module, train, val, epochs=epochs, lr=lr, progress=report, seed=seed, augment=augment
+        )
     export_qdq(res.model, out, example=batch_of(train, 1))
     d = res.details
     d.update(out=str(out), seconds=round(res.seconds, 2), bytes=out.stat().st_size)
@@ -226,6 +250,7 @@ def binarize(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
     seed: int = typer.Option(0, "--seed"),
+    augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """1-bit weights with a per-channel scale (straight-through training), stored packed."""
@@ -233,11 +258,12 @@ def binarize(
     from edgeloop.optimize._binary import fp32_bytes, load_binary, save_binary
     from edgeloop.optimize._torch_common import metric
 
+    check_augment(augment)
     module, meta, train, val = load_inputs(model, dataset, samples, seed)
     with bar(f"binarize {model.name}") as report:
         res = run_binarize(
             module, train, val, epochs=epochs, lr=lr, keep=keep,
-            keep_first_last=not all_layers, progress=report, seed=seed,
+            keep_first_last=not all_layers, progress=report, seed=seed, augment=augment,
         )  # fmt: skip
     size = save_binary(
         res.model, out, res.details["binarized"], arch=meta["arch"],

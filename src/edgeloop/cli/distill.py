@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from edgeloop.cli.compress import augment_option
+
 
 def distill(
     teacher: Path = typer.Option(..., "--teacher", "-t", help="Teacher checkpoint (.pt)."),
@@ -31,12 +33,13 @@ def distill(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
     seed: int = typer.Option(0, "--seed"),
+    augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Knowledge distillation: soft targets at a temperature plus hard labels."""
     import torch
 
-    from edgeloop.cli.compress import bar, load_inputs, show
+    from edgeloop.cli.compress import bar, check_augment, load_inputs, show
     from edgeloop.errors import InputError
     from edgeloop.optimize._distill import distill as run_distill
     from edgeloop.optimize._distill import student_kwargs, width_arg
@@ -53,6 +56,7 @@ def distill(
         if not sep or not s_name or not t_name:
             raise InputError(f"--feature {f!r}: expected STUDENT_LAYER=TEACHER_LAYER")
         pairs.append((s_name, t_name))
+    check_augment(augment)
     model, meta, train, val = load_inputs(teacher, dataset, samples, seed)
     kwargs = student_kwargs(student, train, meta.get("arch_kwargs") or {})
     if width is not None:
@@ -63,12 +67,13 @@ def distill(
         res = run_distill(
             model, net, train, val, temperature=temperature, alpha=alpha, epochs=epochs,
             lr=lr, batch_size=batch_size, features=pairs, progress=report, seed=seed,
+            augment=augment,
         )  # fmt: skip
     d = res.details
     save_model(
         res.model, out, meta, arch=student, arch_kwargs=kwargs,
         metrics={"accuracy": d["student_accuracy"]} if "student_accuracy" in d else None,
-        note=f"distilled from {teacher.name} (T={temperature}, alpha={alpha})",
+        note=f"distilled from {teacher.name} (T={temperature}, alpha={alpha}, augment={augment})",
     )  # fmt: skip
     d.update(out=str(out), student=student, student_kwargs=kwargs, seconds=round(res.seconds, 2))
 

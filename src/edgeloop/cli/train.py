@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from edgeloop.cli.compress import augment_option
 from edgeloop.errors import InputError
 
 __all__ = ["export", "parse_input_shape", "train"]
@@ -65,15 +66,18 @@ def train(
         None, "--width", help="Width multiplier (mobilenet) or channels."
     ),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads."),
+    augment: str | None = augment_option(),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train a zoo model on a dataset, report its test metric, and save a checkpoint."""
     from edgeloop.cli._console import console, print_json, progress
+    from edgeloop.cli.compress import check_augment
     from edgeloop.data import load_dataset
     from edgeloop.zoo import train as train_model
     from edgeloop.zoo._registry import arch_info
 
     info = arch_info(arch)  # unknown names fail before the progress bar starts
+    check_augment(augment)
     load_dataset(dataset or info.default_dataset, "train", seed=seed)  # cached for training
     dest = out or Path(f"{arch}.pt")
     with progress() as bar:
@@ -97,6 +101,7 @@ def train(
             out=dest,
             progress=on_epoch,
             threads=threads,
+            augment=augment,
             **_width(arch, width),
         )
     if json_out:

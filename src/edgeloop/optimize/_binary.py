@@ -50,6 +50,7 @@ from edgeloop.optimize._torch_common import (
 from edgeloop.optimize._torch_common import (
     with_limit as _with_limit,
 )
+from edgeloop.zoo._augment import Augment, augmentation, augmentation_name
 
 __all__ = [
     "BINARY_FORMAT",
@@ -140,6 +141,7 @@ def binarize(
     keep_first_last: bool = True,
     progress: Progress | None = None,
     seed: int = 0,
+    augment: Augment | str | None = None,
 ) -> CompressResult:
     """Binarize the Conv/Linear weights of a copy of ``model`` and train it with the STE.
 
@@ -147,6 +149,7 @@ def binarize(
     the classifier head. Returns the float-equivalent module (see :func:`materialize`), with
     ``details['binarized']`` naming the binarized layers (what :func:`save_binary` packs).
     """
+    augmentation(augment)  # an unknown augmentation is refused before any training
     if int(epochs) < 1:
         raise InputError(f"epochs must be >= 1, got {epochs}")
     train = labelled(train, "binarize data")
@@ -181,11 +184,13 @@ def binarize(
         lr=lr,
         batch_size=batch_size,
         seed=seed,
+        augment=augment,
     )
     result = materialize(work)
     call_progress(progress, "binarized", 1.0)
     n_bin = sum(dict(result.named_modules())[n].weight.numel() for n in binarized)
     details: dict[str, Any] = {
+        "augment": augmentation_name(augment),
         "epochs": int(epochs),
         "binarized": binarized,
         "kept_float": [names[i] for i in kept if i in names],
@@ -330,7 +335,8 @@ def load_binary(path: str | Path, model: nn.Module | None = None) -> nn.Module:
 def binarize_pass(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
 ) -> tuple[ModelState, StepResult]:
-    """Recipe pass ``binarize``: params epochs, lr, batch_size, keep, keep_first_last.
+    """Recipe pass ``binarize``: params epochs, lr, batch_size, keep, keep_first_last,
+    augment.
 
     The next state is the float-equivalent model; the packed artifact is written to
     ``binary.npz`` in the work folder and its size reported next to the fp32 size.
@@ -350,6 +356,7 @@ def binarize_pass(
         keep_first_last=bool(param(params, "keep_first_last", True)),
         progress=ctx.progress,
         seed=ctx.seed,
+        augment=param(params, "augment", None),
     )
     packed = Path(ctx.workdir) / "binary.npz"
     size = save_binary(

@@ -40,6 +40,7 @@ from edgeloop.optimize._torch_common import (
 from edgeloop.optimize._torch_common import (
     with_limit as _with_limit,
 )
+from edgeloop.zoo._augment import Augment, augmentation, augmentation_name
 
 __all__ = ["distill", "distillation_loss"]
 
@@ -128,14 +129,19 @@ def distill(
     feature_weight: float = 1.0,
     progress: Progress | None = None,
     seed: int = 0,
+    augment: Augment | str | None = None,
 ) -> CompressResult:
     """Train ``student`` (in place) on ``train`` with ``teacher``'s soft targets.
 
     ``features`` pairs a student layer with a teacher layer (dotted names) whose outputs are
     matched with mean squared error relative to the teacher feature's mean square, weighted by
-    ``feature_weight``. Raises before training if
+    ``feature_weight``. ``augment`` (e.g. ``"shift"``) transforms each training batch, and the
+    teacher scores the same augmented batch the student sees: with a small labelled set this is
+    what makes soft targets worth more than the labels (docs/compress.md measures it). Raises
+    before training if
     the student's outputs do not have the teacher's shape or a layer name is unknown.
     """
+    augmentation(augment)  # an unknown augmentation is refused before any training
     if teacher is student:
         raise InputError("the student must be a different module from the teacher")
     if not temperature > 0:
@@ -200,6 +206,7 @@ def distill(
             batch_size=batch_size,
             loss_fn=loss_fn,
             seed=seed,
+            augment=augment,
         )
     finally:
         del student._modules[_PROJECTIONS]
@@ -210,6 +217,7 @@ def distill(
     seconds = time.perf_counter() - start
     call_progress(progress, "distilled", 1.0)
     details: dict[str, Any] = {
+        "augment": augmentation_name(augment),
         "temperature": float(temperature),
         "alpha": float(alpha),
         "epochs": int(epochs),
@@ -264,7 +272,8 @@ def distill_pass(
     """Recipe pass ``distill``: the state's model teaches a zoo ``student`` architecture.
 
     Params: student (architecture name), student_kwargs (e.g. ``{"width": 0.25}``),
-    temperature, alpha, epochs, lr, batch_size, features (list of [student, teacher] names).
+    temperature, alpha, epochs, lr, batch_size, features (list of [student, teacher] names),
+    augment (e.g. ``shift``; the teacher sees the same augmented batch).
     """
     from edgeloop.zoo import build_model
 
@@ -293,6 +302,7 @@ def distill_pass(
         features=[tuple(p) for p in param(params, "features", [])],
         progress=ctx.progress,
         seed=ctx.seed,
+        augment=param(params, "augment", None),
     )
     new = dataclasses.replace(
         state,

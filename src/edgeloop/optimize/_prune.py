@@ -45,6 +45,7 @@ from edgeloop.optimize._torch_common import (
 from edgeloop.optimize._torch_common import (
     with_limit as _with_limit,
 )
+from edgeloop.zoo._augment import Augment, augmentation, augmentation_name
 
 __all__ = ["IMPORTANCES", "prune"]
 
@@ -134,6 +135,7 @@ def prune(
     batch_size: int = 64,
     progress: Progress | None = None,
     seed: int = 0,
+    augment: Augment | str | None = None,
 ) -> CompressResult:
     """Remove ``ratio`` of the channels of ``model`` (in place) in ``steps`` rounds.
 
@@ -144,6 +146,7 @@ def prune(
     whose output channels stay whole; the classifier head is always protected.
     Everything is checked before the first channel is removed.
     """
+    augmentation(augment)  # an unknown augmentation is refused before any training
     ratio = check_ratio(ratio)
     overrides = {
         n: check_ratio(r, f"ratio of layer {n!r}") for n, r in (layer_ratios or {}).items()
@@ -224,6 +227,7 @@ def prune(
                 lr=lr,
                 batch_size=batch_size,
                 seed=seed + step,
+                augment=augment,
             )
             if val is not None:
                 entry["accuracy_finetuned"] = accuracy(model, val)
@@ -235,6 +239,7 @@ def prune(
     layers = {n: [c, channels1.get(n, c)] for n, c in channels0.items()}
     shrunk = [n for n, (a, b) in layers.items() if b < a]
     details: dict[str, Any] = {
+        "augment": augmentation_name(augment),
         "ratio": ratio,
         "importance": importance,
         "steps": int(steps),
@@ -274,7 +279,7 @@ def prune_pass(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
 ) -> tuple[ModelState, StepResult]:
     """Recipe pass ``prune``: params ratio, importance, steps, global, protect, finetune_epochs,
-    lr, batch_size, layer_ratios."""
+    lr, batch_size, layer_ratios, augment (of the fine-tuning batches)."""
     if state.torch_model is None:
         raise PassError("prune needs a PyTorch model; the state holds none")
     train, val = train_val(_with_limit(ctx, params))
@@ -295,6 +300,7 @@ def prune_pass(
         batch_size=int(param(params, "batch_size", 64)),
         progress=ctx.progress,
         seed=ctx.seed,
+        augment=param(params, "augment", None),
     )
     new = dataclasses.replace(
         state,

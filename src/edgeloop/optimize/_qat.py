@@ -48,6 +48,7 @@ from edgeloop.optimize._torch_common import (
 from edgeloop.optimize._torch_common import (
     with_limit as _with_limit,
 )
+from edgeloop.zoo._augment import Augment, augmentation, augmentation_name
 
 __all__ = ["QuantConv", "QuantLinear", "export_qdq", "prepare_qat", "qat"]
 
@@ -201,12 +202,14 @@ def qat(
     calibration_batches: int = 8,
     progress: Progress | None = None,
     seed: int = 0,
+    augment: Augment | str | None = None,
 ) -> CompressResult:
     """Fold batch norms, insert fake quantization and fine-tune; returns a new module.
 
     Export the result with :func:`export_qdq`. ``epochs`` of 0 gives plain fake-quant
     calibration (what post-training quantization would do), a baseline to compare against.
     """
+    augmentation(augment)  # an unknown augmentation is refused before any training
     if int(epochs) < 0:
         raise InputError(f"epochs must be >= 0, got {epochs}")
     train = labelled(train, "qat data")
@@ -226,9 +229,11 @@ def qat(
         lr=lr,
         batch_size=batch_size,
         seed=seed,
+        augment=augment,
     )
     call_progress(progress, "trained", 1.0)
     details: dict[str, Any] = {
+        "augment": augmentation_name(augment),
         "epochs": int(epochs),
         "lr": lr,
         "bn_folded": did_fold,
@@ -308,7 +313,8 @@ def fold_weight_quantization(blob: bytes) -> bytes:
 def qat_pass(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
 ) -> tuple[ModelState, StepResult]:
-    """Recipe pass ``qat``: params epochs, lr, batch_size, calibration_batches.
+    """Recipe pass ``qat``: params epochs, lr, batch_size, calibration_batches,
+    augment.
 
     Ends the torch part of a recipe: the result is a QDQ ONNX model, so ONNX passes
     (fusion, but not another quantization) may follow.
@@ -327,6 +333,7 @@ def qat_pass(
         calibration_batches=int(param(params, "calibration_batches", 8)),
         progress=ctx.progress,
         seed=ctx.seed,
+        augment=param(params, "augment", None),
     )
     x = example_inputs(res.model, train, state.input_shape)
     path = export_qdq(res.model, Path(ctx.workdir) / "qat.onnx", example=x)

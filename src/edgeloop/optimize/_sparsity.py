@@ -38,6 +38,7 @@ from edgeloop.optimize._torch_common import (
 from edgeloop.optimize._torch_common import (
     with_limit as _with_limit,
 )
+from edgeloop.zoo._augment import Augment, augmentation, augmentation_name
 
 __all__ = ["compressed_sizes", "sparsify", "sparsity_stats"]
 
@@ -74,6 +75,7 @@ def sparsify(
     batch_size: int = 64,
     progress: Progress | None = None,
     seed: int = 0,
+    augment: Augment | str | None = None,
 ) -> CompressResult:
     """Zero the ``sparsity`` fraction of smallest-magnitude weights (in place).
 
@@ -82,6 +84,7 @@ def sparsify(
     ``layers`` limits the pass to named layers (default: every Conv and Linear). With
     ``finetune_epochs`` the surviving weights are retrained with the mask held.
     """
+    augmentation(augment)  # an unknown augmentation is refused before any training
     sparsity = check_ratio(sparsity, "sparsity")
     if finetune_epochs > 0:
         labelled(data, "sparsify data")
@@ -110,6 +113,7 @@ def sparsify(
             lr=lr,
             batch_size=batch_size,
             seed=seed,
+            augment=augment,
         )
     for m, name in pairs:
         tprune.remove(m, name)  # type: ignore[no-untyped-call]  # make the zeros permanent, drop the mask
@@ -119,6 +123,7 @@ def sparsify(
     zeros = sum(s["zeros"] for s in stats.values())
     call_progress(progress, "sparsified", 1.0)
     details: dict[str, Any] = {
+        "augment": augmentation_name(augment),
         "sparsity_target": sparsity,
         "sparsity": zeros / total if total else 0.0,
         "global": bool(global_pruning),
@@ -138,7 +143,8 @@ def sparsify(
 def sparsify_pass(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
 ) -> tuple[ModelState, StepResult]:
-    """Recipe pass ``sparsify``: params sparsity, layers, global, finetune_epochs, lr."""
+    """Recipe pass ``sparsify``: params sparsity, layers, global, finetune_epochs, lr,
+    augment."""
     from edgeloop.errors import PassError
 
     if state.torch_model is None:
@@ -158,6 +164,7 @@ def sparsify_pass(
         batch_size=int(param(params, "batch_size", 64)),
         progress=ctx.progress,
         seed=ctx.seed,
+        augment=param(params, "augment", None),
     )
     new = dataclasses.replace(
         state,

@@ -152,6 +152,7 @@ def finetune(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     seed: int = 0,
+    augment: Any = None,
 ) -> float:
     """Train with the zoo's ``fit`` loop; returns the seconds it took."""
     if epochs <= 0:
@@ -169,6 +170,7 @@ def finetune(
         loss_fn=loss_fn,
         optimizer=optimizer,
         seed=seed,
+        augment=augment,
     )
     model.eval()
     return time.perf_counter() - start

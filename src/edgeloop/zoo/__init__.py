@@ -1,6 +1,7 @@
 """The model zoo: reference PyTorch architectures, their training loop, checkpoints, and ONNX
 export with an output parity check."""
 
+from edgeloop.zoo._augment import AUGMENTATIONS, augmentation
 from edgeloop.zoo._checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from edgeloop.zoo._export import export_onnx
 from edgeloop.zoo._fit import (
@@ -17,10 +18,12 @@ from edgeloop.zoo._train import TrainResult, train
 
 __all__ = [
     "ARCHITECTURES",
+    "AUGMENTATIONS",
     "CHECKPOINT_FORMAT",
     "ArchInfo",
     "FitResult",
     "TrainResult",
+    "augmentation",
     "build_model",
     "evaluate_model",
     "export_onnx",

@@ -14,8 +14,9 @@ from torch import nn
 
 from edgeloop.data import Dataset
 from edgeloop.data._dataset import Inputs
-from edgeloop.errors import DataError
+from edgeloop.errors import DataError, InputError
 from edgeloop.runtime import metrics
+from edgeloop.zoo._augment import Augment, augmentation, augmentation_name
 
 __all__ = [
     "Batch",
@@ -132,6 +133,7 @@ def fit(
     progress: Progress | None = None,
     seed: int = 0,
     weight_decay: float = 1e-4,
+    augment: str | Augment | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``train`` for ``epochs`` passes.
 
@@ -140,7 +142,11 @@ def fit(
     with a distillation loss. Shuffling and dropout are seeded by ``seed``, so the same call
     gives the same weights. After each epoch ``progress(epoch, epochs, stats)`` is called with
     ``train_loss`` and, when ``val`` is given, ``val_loss`` and its task metrics.
+    ``augment`` (``"shift"``, ``"flip"``, ``"shift+flip"`` or a callable, see
+    :func:`edgeloop.zoo.augmentation`) transforms each training batch before ``loss_fn`` sees
+    it; validation batches are left alone.
     """
+    aug = augmentation(augment)  # a bad spec is refused before any training
     if epochs < 1:
         raise DataError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:
@@ -150,6 +156,7 @@ def fit(
     loss_fn = loss_fn or default_loss(train.task)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
     opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     sched: Any = None
@@ -169,7 +176,15 @@ def fit(
                 continue  # a last batch of one sample: batch norm cannot train on it
             opt.zero_grad(set_to_none=True)
             y_t = None if yb is None else torch.from_numpy(yb)
-            loss = loss_fn(model, to_tensors(xb), y_t)
+            x_t = to_tensors(xb)
+            if aug is not None:
+                if isinstance(x_t, dict):
+                    raise InputError(
+                        f"augmentation {augmentation_name(augment)!r} works on one image or "
+                        f"series input; {train.name!r} has inputs {list(x_t)}"
+                    )
+                x_t = aug(x_t, gen)
+            loss = loss_fn(model, x_t, y_t)
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             if sched is not None:

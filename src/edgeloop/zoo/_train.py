@@ -13,6 +13,7 @@ from torch import nn
 
 from edgeloop.data import BUILTIN, Dataset, load_dataset
 from edgeloop.errors import DataError
+from edgeloop.zoo._augment import augmentation, augmentation_name
 from edgeloop.zoo._checkpoint import input_spec_of, save_checkpoint
 from edgeloop.zoo._fit import FitResult, Progress, evaluate_model, fit, predict, primary_metric
 from edgeloop.zoo._registry import arch_info, build_model, kwargs_for
@@ -67,6 +68,7 @@ def train(
     progress: Progress | None = None,
     threads: int | None = None,
     dataset_options: dict[str, Any] | None = None,
+    augment: str | None = None,
     **arch_kwargs: Any,
 ) -> TrainResult:
     """Build ``arch`` for ``dataset`` (default: the arch's own), fit, test, and save to ``out``.
@@ -74,8 +76,10 @@ def train(
     ``arch_kwargs`` override the builder's arguments (e.g. ``width=0.5``); channels, classes and
     sizes come from the dataset. The metrics are on the test split (accuracy and macro_f1, or
     roc_auc for anomaly). The checkpoint is written atomically only when ``out`` is given.
+    ``augment`` (``shift``, ``flip``, ``shift+flip``) transforms the training batches.
     """
     info = arch_info(arch)
+    augmentation(augment)  # refused before the data are loaded
     torch.set_num_threads(threads or default_threads())
     ds_name = dataset if dataset is not None else info.default_dataset
     opts = dict(dataset_options or {})
@@ -102,9 +106,12 @@ def train(
         batch_size=batch_size or info.batch_size,
         progress=progress,
         seed=seed,
+        augment=augment,
     )
     metrics = evaluate_model(model, te)
     extra: dict[str, Any] = {"fit": {"epochs": result.epochs, "seconds": result.seconds}}
+    if augmentation_name(augment):
+        extra["fit"]["augment"] = augmentation_name(augment)
     if info.task == "anomaly" and len(va):
         extra["threshold"] = _anomaly_threshold(model, va)
     path = None

@@ -97,11 +97,14 @@ def test_cli_distill_zoo_student(cli: Cli, compress_ckpt: Path, tmp_path: Path) 
             "1",
             "--samples",
             "300",
+            "--augment",
+            "shift:1",
             "--json",
         )
     )
     assert d["student_macs"] < 0.5 * d["teacher_macs"]
     assert d["student_kwargs"]["width"] == 4
+    assert d["augment"] == "shift:1"
     from edgeloop.zoo import load_checkpoint
 
     model, meta = load_checkpoint(out)  # a plain zoo checkpoint

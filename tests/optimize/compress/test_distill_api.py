@@ -81,7 +81,12 @@ def test_distill_mismatched_student_refused_before_training(
 
 @pytest.mark.parametrize(
     ("kw", "match"),
-    [({"temperature": 0.0}, "temperature"), ({"alpha": 1.5}, "alpha"), ({"epochs": 0}, "epochs")],
+    [
+        ({"temperature": 0.0}, "temperature"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"epochs": 0}, "epochs"),
+        ({"augment": "rotate"}, "unknown augmentation 'rotate'"),
+    ],
 )
 def test_distill_bad_settings(
     compress_user_trained: Any, compress_digits: Any, kw: dict[str, Any], match: str
@@ -95,3 +100,36 @@ def test_distill_unknown_feature_layer(compress_user_trained: Any, compress_digi
     student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     with pytest.raises(UnknownNameError, match="'conv9'"):
         distill(compress_user_trained, student, compress_digits[0], features=[("1", "conv9")])
+
+
+class _Recorder(torch.nn.Module):
+    """Wraps a module and keeps every input batch it was called with in training."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen: list[tuple[torch.Tensor, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((x.detach().clone(), self.training))
+        out: torch.Tensor = self.inner(x)
+        return out
+
+
+def test_distill_teacher_sees_the_students_augmented_batch(
+    compress_user_trained: Any, compress_digits: Any
+) -> None:
+    """Consistent teaching: the soft targets are for the very inputs the student trains on."""
+    train = compress_digits[0].subset(64)
+    teacher = _Recorder(copy.deepcopy(compress_user_trained))
+    student = _Recorder(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)))
+    res = distill(teacher, student, train, epochs=1, batch_size=32, augment="shift:2")
+    assert res.details["augment"] == "shift:2"
+    trained = [x for x, training in student.seen if training]
+    taught = [x for x, _ in teacher.seen]
+    assert len(trained) == 2
+    for s_batch in trained:
+        assert any(torch.equal(s_batch, t) for t in taught)
+    raw = torch.from_numpy(train.x)
+    # and they really are augmented: not rows of the raw training data
+    assert not all(any(torch.equal(r, x) for x in raw) for r in trained[0])
