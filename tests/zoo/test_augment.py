@@ -66,11 +66,31 @@ def test_shift_works_on_time_series_and_flip_mirrors_about_half() -> None:
         ("shift:0", "whole number of pixels"),
         ("shift:x", "whole number of pixels"),
         ("flip:3", "unknown augmentation 'flip:3'"),
+        ("erase:0", "side must be a whole number"),
     ],
 )
 def test_bad_specs_are_refused_naming_the_part(spec: str, words: str) -> None:
     with pytest.raises(InputError, match=words):
         augmentation(spec)
+
+
+def test_erase_blanks_one_square_per_image_to_its_mean() -> None:
+    x = torch.rand(32, 3, 12, 12)
+    erase = augmentation("erase:4")
+    assert erase is not None
+    out = erase(x, torch.Generator().manual_seed(0))
+    changed = (out != x).any(dim=1)  # (N, H, W): pixels blanked in any channel
+    per_image = changed.sum(dim=(1, 2))
+    assert int(per_image.max()) <= 16 and int(per_image.min()) >= 4  # a 4x4 square, clipped
+    for i in range(32):
+        rows, cols = torch.nonzero(changed[i], as_tuple=True)
+        assert int(rows.max() - rows.min()) < 4 and int(cols.max() - cols.min()) < 4
+        mean = x[i].mean(dim=(1, 2))
+        assert torch.allclose(out[i][:, rows[0], cols[0]], mean)
+    default = augmentation("erase")
+    assert default is not None
+    blank = (default(x, torch.Generator().manual_seed(1)) != x).any(dim=1).sum(dim=(1, 2))
+    assert int(blank.max()) <= 36  # half the side by default: 6x6
 
 
 def test_none_and_names() -> None:

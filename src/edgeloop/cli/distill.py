@@ -34,6 +34,12 @@ def distill(
     ),
     seed: int = typer.Option(0, "--seed"),
     augment: str | None = augment_option(),
+    unlabeled: str | None = typer.Option(
+        None,
+        "--unlabeled",
+        help="More inputs without labels (a .npz/.csv/image folder, or a built-in dataset): "
+        "the teacher's soft targets teach on them too.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Knowledge distillation: soft targets at a temperature plus hard labels."""
@@ -42,7 +48,7 @@ def distill(
     from edgeloop.cli.compress import bar, check_augment, load_inputs, show
     from edgeloop.errors import InputError
     from edgeloop.optimize._distill import distill as run_distill
-    from edgeloop.optimize._distill import student_kwargs, width_arg
+    from edgeloop.optimize._distill import load_unlabelled, student_kwargs, width_arg
     from edgeloop.optimize._torch_io import save_model
     from edgeloop.zoo import build_model
 
@@ -58,6 +64,7 @@ def distill(
         pairs.append((s_name, t_name))
     check_augment(augment)
     model, meta, train, val = load_inputs(teacher, dataset, samples, seed)
+    extra = None if unlabeled is None else load_unlabelled(unlabeled, seed)
     kwargs = student_kwargs(student, train, meta.get("arch_kwargs") or {})
     if width is not None:
         kwargs["width"] = width_arg(student, width)
@@ -67,7 +74,7 @@ def distill(
         res = run_distill(
             model, net, train, val, temperature=temperature, alpha=alpha, epochs=epochs,
             lr=lr, batch_size=batch_size, features=pairs, progress=report, seed=seed,
-            augment=augment,
+            augment=augment, unlabeled=extra,
         )  # fmt: skip
     d = res.details
     save_model(

@@ -4,6 +4,9 @@ The loss is ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - 
 (Hinton et al., 2015), optionally plus the mean squared error between intermediate features of
 named layer pairs (FitNets), with a learned 1x1 projection where the channel counts differ.
 The student is checked against the teacher on one batch before any training starts.
+
+Unlabelled inputs can join the labelled ones (``unlabeled=``): the teacher's soft targets need
+no labels, so they teach on them and the label loss skips them (Hinton et al.'s transfer set).
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 import torch_pruning as tp
@@ -54,14 +59,25 @@ def distillation_loss(
     temperature: float,
     alpha: float,
 ) -> torch.Tensor:
-    """Soft-target KL at temperature ``T`` (scaled by T^2) mixed with hard-label CE."""
+    """Soft-target KL at temperature ``T`` (scaled by T^2) mixed with hard-label CE.
+
+    A label of -1 marks an unlabelled sample: it counts in the soft term only (a batch with no
+    labelled sample has a hard term of zero).
+    """
     t = temperature
     soft = F.kl_div(
         F.log_softmax(student_logits / t, dim=-1),
         F.softmax(teacher_logits / t, dim=-1),
         reduction="batchmean",
     ) * (t * t)
-    hard = F.cross_entropy(student_logits, labels.long())
+    labels = labels.long()
+    known = labels >= 0
+    if bool(known.all()):
+        hard = F.cross_entropy(student_logits, labels)
+    elif bool(known.any()):
+        hard = F.cross_entropy(student_logits[known], labels[known])
+    else:
+        hard = student_logits.sum() * 0.0
     return alpha * soft + (1.0 - alpha) * hard
 
 
@@ -130,8 +146,13 @@ def distill(
     progress: Progress | None = None,
     seed: int = 0,
     augment: Augment | str | None = None,
+    unlabeled: Any = None,
 ) -> CompressResult:
     """Train ``student`` (in place) on ``train`` with ``teacher``'s soft targets.
+
+    ``unlabeled`` (a Dataset, or an array of inputs shaped like ``train``'s) adds inputs
+    without labels: the student learns the teacher's soft targets on them too (their labels,
+    if any, are ignored). It needs ``alpha > 0``.
 
     ``features`` pairs a student layer with a teacher layer (dotted names) whose outputs are
     matched with mean squared error relative to the teacher feature's mean square, weighted by
@@ -151,6 +172,15 @@ def distill(
     if int(epochs) < 1:
         raise InputError(f"epochs must be >= 1, got {epochs}")
     train = labelled(train, "distillation data")
+    n_unlabeled, scored = 0, train
+    if unlabeled is not None:
+        if alpha <= 0:
+            raise InputError(
+                "unlabelled data needs alpha > 0: with alpha = 0 only labels teach, and it has none"
+            )
+        extra = _unlabelled(unlabeled, train)
+        n_unlabeled = len(extra)
+        train = _join(train, extra)
     probe = batch_of(train, 2)
     teacher.eval()
     student.eval()
@@ -200,7 +230,7 @@ def distill(
         finetune(
             student,
             train,
-            val if val is not None else train,
+            val if val is not None else scored,
             epochs=int(epochs),
             lr=lr,
             batch_size=batch_size,
@@ -226,11 +256,68 @@ def distill(
         "student_macs": macs_s,
         "macs_ratio": macs_s / macs_t if macs_t else None,
         "train_seconds": round(seconds, 3),
+        "labelled_samples": len(train) - n_unlabeled,
+        "unlabeled_samples": n_unlabeled,
     }
     if val is not None:
         details["teacher_accuracy"] = acc_t
         details["student_accuracy"] = accuracy(student, val)
     return CompressResult(student, details, seconds)
+
+
+def _unlabelled(data: Any, train: Any) -> Any:
+    """``data`` as a Dataset whose inputs match ``train``'s names and sample shapes."""
+    from edgeloop.data import Dataset
+
+    if isinstance(data, Dataset):
+        ds = data
+    else:
+        x = {k: np.asarray(v) for k, v in data.items()} if isinstance(data, Mapping) else data
+        ds = as_dataset((x, None), "unlabelled data")
+    if len(ds) == 0:
+        raise InputError(f"unlabelled data {ds.name!r} is empty")
+    want = {k: tuple(v) for k, v in train.shapes().items()}
+    got = {k: tuple(v) for k, v in ds.shapes().items()}
+    if list(want.values()) != list(got.values()) or len(want) != len(got):
+        raise InputError(
+            f"unlabelled data {ds.name!r} has samples shaped {got}; the distillation data's "
+            f"are {want}"
+        )
+    return ds
+
+
+def load_unlabelled(spec: str | Path, seed: int = 0) -> Any:
+    """Unlabelled inputs named on a command line or in a recipe: a built-in dataset's ``train``
+    split, or a user's ``.npz``/``.csv``/image folder, whole, labels optional (and ignored)."""
+    from edgeloop.data import BUILTIN, load_dataset
+
+    if isinstance(spec, str) and spec in BUILTIN:
+        return load_dataset(spec, "train", seed=seed)
+    return load_dataset(Path(spec), "all", seed=seed, require_labels=False)
+
+
+def _join(train: Any, extra: Any) -> Any:
+    """``train`` followed by ``extra``, whose labels become -1 (unknown)."""
+    from edgeloop.data import Dataset
+
+    a, b = train.inputs, extra.inputs
+    names = list(a)
+    x: Any = {
+        k: np.concatenate([a[k], bv.astype(a[k].dtype)])
+        for k, bv in zip(names, b.values(), strict=True)
+    }
+    if not isinstance(train.x, dict):
+        x = x[names[0]]
+    y = np.concatenate([train.y, np.full(len(extra), -1, dtype=np.int64)])
+    return Dataset(
+        name=f"{train.name}+unlabelled",
+        task=train.task,
+        x=x,
+        y=y,
+        classes=train.classes,
+        split=train.split,
+        input_names=train.input_names,
+    )
 
 
 def student_kwargs(arch: str, data: Any, teacher_kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -273,6 +360,7 @@ def distill_pass(
 
     Params: student (architecture name), student_kwargs (e.g. ``{"width": 0.25}``),
     temperature, alpha, epochs, lr, batch_size, features (list of [student, teacher] names),
+    unlabeled (a data file or built-in dataset whose inputs teach without their labels),
     augment (e.g. ``shift``; the teacher sees the same augmented batch).
     """
     from edgeloop.zoo import build_model
@@ -283,6 +371,7 @@ def distill_pass(
     if not arch:
         raise InputError("distill needs a 'student' architecture name in its params")
     train, val = train_val(_with_limit(ctx, params))
+    extra = param(params, "unlabeled", None)
     kwargs = {
         **student_kwargs(str(arch), train, state.arch_kwargs),
         **param(params, "student_kwargs", {}),
@@ -303,6 +392,7 @@ def distill_pass(
         progress=ctx.progress,
         seed=ctx.seed,
         augment=param(params, "augment", None),
+        unlabeled=None if extra is None else load_unlabelled(str(extra), ctx.seed),
     )
     new = dataclasses.replace(
         state,

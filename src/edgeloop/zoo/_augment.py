@@ -1,10 +1,11 @@
-"""Training-time augmentation of input batches: random shifts and horizontal flips.
+"""Training-time augmentation of input batches: random shifts, flips and erased patches.
 
 An augmentation is named by a short spec: ``shift`` (translate each sample by up to 4 pixels,
-or ``shift:N``), ``flip`` (mirror half the samples left to right) or both joined with ``+``
-(``shift+flip``). It applies to image batches (N, C, H, W) and, for ``shift``, to time series
-(N, C, L). The random draws come from a ``torch.Generator`` that ``fit`` seeds, so a run is
-reproducible.
+or ``shift:N``), ``flip`` (mirror half the samples left to right), ``erase`` (blank a random
+square of each image to its mean, Cutout; ``erase:N`` for an N-pixel side, default half the
+image) or several joined with ``+`` (``shift+flip``). They apply to image batches
+(N, C, H, W) and, for ``shift``, to time series (N, C, L) too. The random draws come from a
+``torch.Generator`` that ``fit`` seeds, so a run is reproducible.
 
 In distillation the teacher sees the same augmented batch as the student ("consistent
 teaching"): that is what lets soft targets carry information the labels do not, on inputs
@@ -26,7 +27,7 @@ __all__ = ["AUGMENTATIONS", "Augment", "augmentation", "augmentation_name"]
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 #: the names a spec is built from
-AUGMENTATIONS = ("shift", "flip")
+AUGMENTATIONS = ("shift", "flip", "erase")
 _DEFAULT_SHIFT = 4
 
 
@@ -66,6 +67,24 @@ def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(mask[:, None, None, None], x.flip(3), x)
 
 
+def _erase(side: int | None) -> Augment:
+    def erase(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        _check(x, "erase", (4,))
+        n, _, h, w = x.shape
+        k = min(side or max(1, min(h, w) // 2), h, w)
+        # the square's centre may sit anywhere, so near the edges only part of it is inside
+        cy = torch.randint(0, h, (n,), generator=gen)
+        cx = torch.randint(0, w, (n,), generator=gen)
+        rows = torch.arange(h)[None, :, None]
+        cols = torch.arange(w)[None, None, :]
+        top, left = (cy - k // 2)[:, None, None], (cx - k // 2)[:, None, None]
+        inside = (rows >= top) & (rows < top + k) & (cols >= left) & (cols < left + k)
+        fill = x.mean(dim=(2, 3), keepdim=True)
+        return torch.where(inside[:, None], fill, x)
+
+    return erase
+
+
 def augmentation(spec: str | Augment | None) -> Augment | None:
     """The augmentation a spec names (``None``, ``""`` and ``"none"`` mean none).
 
@@ -93,10 +112,21 @@ def augmentation(spec: str | Augment | None) -> Augment | None:
             steps.append(_shift(pixels))
         elif name == "flip" and not arg:
             steps.append(_flip)
+        elif name == "erase":
+            try:
+                side = int(arg) if arg else None
+            except ValueError:
+                side = -1
+            if side is not None and side < 1:
+                raise InputError(
+                    f"augmentation {part!r}: the erased square's side must be a whole number of "
+                    f"pixels >= 1 (e.g. erase:8)"
+                )
+            steps.append(_erase(side))
         else:
             raise InputError(
                 f"unknown augmentation {part!r} in {spec!r}; expected 'none' or "
-                f"{' / '.join(AUGMENTATIONS)} (shift:N for N pixels), joined with '+'"
+                f"{' / '.join(AUGMENTATIONS)} (shift:N, erase:N for N pixels), joined with '+'"
             )
     if len(steps) == 1:
         return steps[0]

@@ -134,6 +134,27 @@ def test_cli_distill_mismatched_student_refused(
     assert not (tmp_path / "s.pt").exists()
 
 
+def test_cli_distill_with_unlabelled_inputs_from_a_file(
+    cli: Cli, compress_ckpt: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from edgeloop.data import load_dataset
+
+    extra = load_dataset("digits", "test").x[:150]
+    np.savez(tmp_path / "unlabelled.npz", x=extra)  # inputs only: no labels in the file
+    args = ["distill", "--teacher", str(compress_ckpt), "--student", "cnn", "--width", "4"]
+    args += ["--out", str(tmp_path / "s.pt"), "--epochs", "1", "--samples", "100", "--json"]
+    d = _json(cli(*args, "--unlabeled", str(tmp_path / "unlabelled.npz")))
+    assert d["labelled_samples"] == 100 and d["unlabeled_samples"] == 150
+    bad = np.zeros((4, 3, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "bad.npz", x=bad)
+    proc = cli(*args[:-1], "--out", str(tmp_path / "t.pt"), "--unlabeled", "bad.npz")
+    assert proc.returncode == 10, proc.stderr
+    assert "(3, 8, 8)" in proc.stderr and "(1, 8, 8)" in proc.stderr
+    assert not (tmp_path / "t.pt").exists()
+
+
 def test_cli_sparsify_qat_binarize(cli: Cli, compress_ckpt: Path, tmp_path: Path) -> None:
     d = _json(
         cli(

@@ -133,3 +133,55 @@ def test_distill_teacher_sees_the_students_augmented_batch(
     raw = torch.from_numpy(train.x)
     # and they really are augmented: not rows of the raw training data
     assert not all(any(torch.equal(r, x) for x in raw) for r in trained[0])
+
+
+def test_loss_skips_unlabelled_samples_in_the_label_term() -> None:
+    s = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 3.0]])
+    t = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
+    labels = torch.tensor([0, -1, 2])
+    known = torch.nn.functional.cross_entropy(s[[0, 2]], labels[[0, 2]])
+    assert torch.allclose(distillation_loss(s, t, labels, 2.0, 0.0), known)
+    none = torch.tensor([-1, -1, -1])
+    soft_only = distillation_loss(s, t, none, 2.0, 0.5)
+    assert torch.isfinite(soft_only)
+    assert torch.allclose(soft_only, 0.5 * distillation_loss(s, t, labels, 2.0, 1.0))
+
+
+def test_distill_learns_from_unlabelled_inputs_too(
+    compress_user_trained: Any, compress_digits: Any
+) -> None:
+    from edgeloop.zoo import build_model
+
+    train, val = compress_digits
+    few, rest = train.subset(60), train.take(slice(60, None)).x  # inputs only, no labels
+    torch.manual_seed(0)
+    student = build_model("cnn", in_channels=1, num_classes=10, width=4)
+    res = distill(
+        compress_user_trained, student, few, val, epochs=3, lr=3e-2, alpha=0.9,
+        temperature=4.0, unlabeled=rest,
+    )  # fmt: skip
+    d = res.details
+    assert d["labelled_samples"] == 60 and d["unlabeled_samples"] == len(train) - 60
+    torch.manual_seed(0)
+    alone = build_model("cnn", in_channels=1, num_classes=10, width=4)
+    only = distill(compress_user_trained, alone, few, val, epochs=3, lr=3e-2, alpha=0.9,
+                   temperature=4.0)  # fmt: skip
+    assert only.details["unlabeled_samples"] == 0
+    # twenty times the inputs: the teacher's targets on them teach what 60 labels cannot
+    assert d["student_accuracy"] > only.details["student_accuracy"] + 0.1
+
+
+def test_distill_unlabelled_data_is_checked_before_training(
+    compress_user_trained: Any, compress_digits: Any
+) -> None:
+    import numpy as np
+
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    before = copy.deepcopy(student.state_dict())
+    train = compress_digits[0]
+    wrong = np.zeros((5, 1, 6, 6), dtype=np.float32)
+    with pytest.raises(InputError, match=r"shaped \{'input': \(1, 6, 6\)\}.*\(1, 8, 8\)"):
+        distill(compress_user_trained, student, train, unlabeled=wrong)
+    with pytest.raises(InputError, match="alpha > 0"):
+        distill(compress_user_trained, student, train, alpha=0.0, unlabeled=train.x[:5])
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
