@@ -4,12 +4,17 @@ One process, one inference thread, batch 1, on the ``shapes`` dataset (3x32x32 i
 classes; train/val/test 4200/600/1200, seed 0):
 
 * **prune50-int8**: a MobileNet (MobileNetV1 shape, ``--width``, stride-1 stem at 32x32) is
-  trained, then ``edgeloop.optimize(..., "prune50-int8")`` removes half the channels with
-  torch-pruning (two rounds, fine-tuning after each) and quantizes to static int8 (QDQ). It is
-  compared with ONNX Runtime fp32 of the unpruned model, and with plain ``int8`` for context.
+  trained on the whole train split, then ``edgeloop.optimize(..., "prune50-int8")`` removes
+  half the channels with torch-pruning (two rounds, fine-tuning after each) and quantizes to
+  static int8 (QDQ). It is compared with ONNX Runtime fp32 of the unpruned model, and with
+  plain ``int8`` for context.
 * **distillation**: the same MobileNet teaches a MobileNet of ``--student-width`` (at most a
-  quarter of its MACs); the student is also trained alone with the same epochs and settings.
-  Reported: the share of the teacher/student-alone accuracy gap that distillation recovers.
+  quarter of its MACs) from a small labelled set (``--distill-samples``, the first N training
+  images; Hinton et al.'s transfer-set setting: the teacher was trained on everything, the
+  student gets a little). The student is also trained alone on the same images with the same
+  epochs, learning rate and augmentation (``--augment``; the teacher scores the same augmented
+  batch the student sees). Reported: the share of the teacher/student-alone accuracy gap that
+  distillation recovers, for each transfer-set size.
 * **binary**: the baseline MobileNet gets 1-bit weights (per-channel scale, STE training,
   first and last layer float); the packed artifact is compared with its fp32 ONNX file.
 * **training time** of every pass.
@@ -83,16 +88,29 @@ def export(model: Any, path: Path, meta: dict[str, Any]) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--width", type=float, default=0.5, help="teacher/baseline MobileNet width")
-    ap.add_argument("--epochs", type=int, default=5, help="baseline training epochs")
-    ap.add_argument("--train-samples", type=int, default=2400, help="training subset (0: all)")
+    ap.add_argument("--width", type=float, default=1.0, help="teacher/baseline MobileNet width")
+    ap.add_argument("--epochs", type=int, default=15, help="baseline training epochs")
+    ap.add_argument("--train-samples", type=int, default=0, help="training subset (0: all)")
     ap.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (one-cycle)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--student-width", type=float, default=0.2)
-    ap.add_argument("--distill-epochs", type=int, default=5)
-    ap.add_argument("--binary-epochs", type=int, default=3)
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--student-width", type=float, default=0.4)
+    ap.add_argument(
+        "--distill-samples",
+        default="600",
+        help="labelled transfer-set sizes for distillation, comma-separated",
+    )
+    ap.add_argument(
+        "--unlabeled-epochs",
+        type=int,
+        default=5,
+        help="epochs of a third student: the first transfer set plus the rest of the train "
+        "split without labels (0: skip)",
+    )
+    ap.add_argument("--distill-epochs", type=int, default=30)
+    ap.add_argument("--augment", default="shift", help="augmentation for the student runs")
+    ap.add_argument("--binary-epochs", type=int, default=5)
+    ap.add_argument("--temperature", type=float, default=8.0)
+    ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--finetune-epochs", type=int, default=3, help="per pruning round")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training")
     ap.add_argument("--eval-samples", type=int, default=300, help="per pipeline step")
@@ -106,6 +124,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.quick:
         a.width, a.epochs, a.student_width, a.train_samples = 0.25, 1, 0.125, 300
+        a.distill_samples, a.unlabeled_epochs = "100", 1
         a.distill_epochs = a.binary_epochs = a.finetune_epochs = 1
         a.rounds, a.runs, a.eval_samples = 3, 5, 100
 
@@ -181,29 +200,52 @@ def main() -> None:
     optimize(base, "int8", "shapes", out_dir=work / "int8", eval_samples=a.eval_samples)
     fp32 = export(teacher, work / "fp32.onnx", meta)
 
-    # 3. distillation: the student alone, then distilled, same settings
+    # 3. distillation: for each transfer-set size, the student alone, then distilled
     skw = {**kwargs_for("mobilenet", tr), "width": a.student_width}
-    torch.manual_seed(0)
-    alone = build_model("mobilenet", **skw)
-    t0 = time.perf_counter()
-    fit(alone, sub, va, epochs=a.distill_epochs, lr=a.lr, batch_size=a.batch_size, seed=0)
-    times["student alone"] = time.perf_counter() - t0
-    torch.manual_seed(0)
-    student = build_model("mobilenet", **skw)
-    res = distill(
-        teacher,
-        student,
-        sub,
-        va,
-        epochs=a.distill_epochs,
-        lr=a.lr,
-        batch_size=a.batch_size,
-        temperature=a.temperature,
-        alpha=a.alpha,
-    )
-    times["distill"] = res.seconds
     smeta = {**meta, "arch_kwargs": skw}
-    student_onnx = export(student, work / "student.onnx", smeta)
+    runs: list[dict[str, Any]] = []
+    for n in (int(v) for v in str(a.distill_samples).split(",")):
+        transfer = tr.subset(n)
+        torch.manual_seed(0)
+        alone = build_model("mobilenet", **skw)
+        t0 = time.perf_counter()
+        fit(
+            alone, transfer, va, epochs=a.distill_epochs, lr=a.lr, batch_size=a.batch_size,
+            seed=0, augment=a.augment,
+        )  # fmt: skip
+        times[f"student alone ({n} images)"] = time.perf_counter() - t0
+        torch.manual_seed(0)
+        student = build_model("mobilenet", **skw)
+        res = distill(
+            teacher, student, transfer, va, epochs=a.distill_epochs, lr=a.lr,
+            batch_size=a.batch_size, temperature=a.temperature, alpha=a.alpha, augment=a.augment,
+        )  # fmt: skip
+        times[f"distill ({n} images)"] = res.seconds
+        run = {"samples": len(transfer), "alone": alone, "student": student, "res": res}
+        if not runs and a.augment not in (None, "", "none"):
+            # the control: the same distillation without augmentation
+            torch.manual_seed(0)
+            plain = build_model("mobilenet", **skw)
+            distill(
+                teacher, plain, transfer, va, epochs=a.distill_epochs, lr=a.lr,
+                batch_size=a.batch_size, temperature=a.temperature, alpha=a.alpha,
+            )  # fmt: skip
+            run["plain"] = plain
+            if a.unlabeled_epochs > 0:
+                # the rest of the train split, its labels dropped, joins as unlabelled inputs
+                rest = tr.take(slice(n, None)).x
+                torch.manual_seed(0)
+                semi = build_model("mobilenet", **skw)
+                r_semi = distill(
+                    teacher, semi, transfer, va, epochs=a.unlabeled_epochs, lr=a.lr,
+                    batch_size=a.batch_size, temperature=a.temperature, alpha=a.alpha,
+                    augment=a.augment, unlabeled=rest,
+                )  # fmt: skip
+                times[f"distill ({n} + {len(rest)} unlabelled images)"] = r_semi.seconds
+                run["semi"] = semi
+                run["semi_unlabeled"] = len(rest)
+        runs.append(run)
+    student_onnx = export(runs[0]["student"], work / "student.onnx", smeta)
 
     # 4. binary weights on the baseline MobileNet
     b = binarize(teacher, sub, va, epochs=a.binary_epochs, lr=1e-3, batch_size=a.batch_size)
@@ -250,24 +292,51 @@ def main() -> None:
         },
         "prune_details": {k: v for k, v in steps["prune"]["details"].items() if k != "layers"},
     }
-    t_acc, a_acc, d_acc = fp32_acc, acc(alone), acc(student)
-    gap = t_acc - a_acc
+    t_acc = fp32_acc
+    transfer_runs = []
+    for r in runs:
+        a_acc, d_acc = acc(r["alone"]), acc(r["student"])
+        gap = t_acc - a_acc
+        entry = {
+            "samples": r["samples"],
+            "student_alone_accuracy": a_acc,
+            "student_distilled_accuracy": d_acc,
+            "gap_recovered": (d_acc - a_acc) / gap if gap > 0 else None,
+        }
+        if "plain" in r:
+            entry["distilled_without_augment_accuracy"] = acc(r["plain"])
+        if "semi" in r:
+            s_acc = acc(r["semi"])
+            entry["with_unlabeled"] = {
+                "unlabeled_samples": r["semi_unlabeled"],
+                "epochs": a.unlabeled_epochs,
+                "accuracy": s_acc,
+                "gap_recovered": (s_acc - a_acc) / gap if gap > 0 else None,
+            }
+        transfer_runs.append(entry)
+    res = runs[0]["res"]
     results["distillation"] = {
         "teacher_accuracy": t_acc,
-        "student_alone_accuracy": a_acc,
-        "student_distilled_accuracy": d_acc,
+        "teacher_train_samples": len(sub),
+        "runs": transfer_runs,
         "teacher_macs": res.details["teacher_macs"],
         "student_macs": res.details["student_macs"],
         "macs_ratio": res.details["macs_ratio"],
-        "gap_recovered": (d_acc - a_acc) / gap if gap > 0 else None,
         "temperature": res.details["temperature"],
         "alpha": res.details["alpha"],
+        "augment": a.augment,
         "epochs": a.distill_epochs,
     }
     results["distillation"]["goals"] = {
         "macs_le_quarter": res.details["macs_ratio"] <= 0.25,
-        "recovers_half_gap": (results["distillation"]["gap_recovered"] or 0) >= 0.5,
+        "recovers_half_gap": all((t["gap_recovered"] or 0) >= 0.5 for t in transfer_runs),
     }
+    if any("with_unlabeled" in t for t in transfer_runs):
+        results["distillation"]["goals"]["recovers_half_gap_with_unlabeled"] = all(
+            (t["with_unlabeled"]["gap_recovered"] or 0) >= 0.5
+            for t in transfer_runs
+            if "with_unlabeled" in t
+        )
     b_acc = acc(unpacked)
     results["binary"] = {
         "model": f"mobilenet width {a.width} (the baseline)",
@@ -306,12 +375,31 @@ def _print(r: dict[str, Any]) -> None:
         )
     d = r["distillation"]
     print(
-        f"\ndistillation: teacher {100 * d['teacher_accuracy']:.2f}%, student alone "
-        f"{100 * d['student_alone_accuracy']:.2f}%, "
-        f"distilled {100 * d['student_distilled_accuracy']:.2f}% "
-        f"(MACs {d['macs_ratio']:.3f} of the teacher's; gap recovered "
-        f"{'-' if d['gap_recovered'] is None else format(d['gap_recovered'], '.0%')})"
+        f"\ndistillation: teacher {100 * d['teacher_accuracy']:.2f}% "
+        f"(student MACs {d['macs_ratio']:.3f} of the teacher's; T={d['temperature']:g}, "
+        f"alpha={d['alpha']:g}, augment {d['augment']})"
     )
+    for t in d["runs"]:
+        rec = t["gap_recovered"]
+        print(
+            f"  {t['samples']:>5} labelled images: student alone "
+            f"{100 * t['student_alone_accuracy']:.2f}%, distilled "
+            f"{100 * t['student_distilled_accuracy']:.2f}% (gap recovered "
+            f"{'-' if rec is None else format(rec, '.0%')})"
+        )
+        if "distilled_without_augment_accuracy" in t:
+            print(
+                f"        distilled without augmentation "
+                f"{100 * t['distilled_without_augment_accuracy']:.2f}%"
+            )
+        if "with_unlabeled" in t:
+            u = t["with_unlabeled"]
+            rec = u["gap_recovered"]
+            print(
+                f"        distilled with {u['unlabeled_samples']} more images, unlabelled "
+                f"({u['epochs']} epochs): {100 * u['accuracy']:.2f}% (gap recovered "
+                f"{'-' if rec is None else format(rec, '.0%')})"
+            )
     b = r["binary"]
     print(
         f"binary: {b['fp32_onnx_bytes']:,} B fp32 ONNX -> {b['packed_bytes']:,} B packed "
