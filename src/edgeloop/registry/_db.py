@@ -8,13 +8,17 @@ one Alembic chain shipped inside the package (``0001_registry`` -> ``0002_fleet`
 SQLite is tuned so that several server processes can share one file: WAL journal, foreign keys
 on, a busy timeout, and transactions that start with ``BEGIN`` (reads) or ``BEGIN IMMEDIATE``
 (writes, through :func:`write_session`), so two writers queue instead of failing halfway.
+Within one process, writers to a SQLite file also queue on a lock before ``BEGIN IMMEDIATE``:
+SQLite's busy handler polls with sleeps of up to 100 ms, so a server with dozens of request
+threads contending for the write lock through it spends most of its time asleep.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,6 +50,8 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _BEGIN_OPTION = "edgeloop_sqlite_begin"
 _BUSY_TIMEOUT_MS = 30_000
 _MIGRATION_LOCK = 0x6564_6765_6C6F  # "edgelo": the advisory lock migrations hold on PostgreSQL
+_SQLITE_WRITERS: dict[str, threading.RLock] = {}
+_SQLITE_WRITERS_GUARD = threading.Lock()
 
 _NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -167,14 +173,31 @@ def read_session(engine: Engine) -> Iterator[Session]:
             session.rollback()
 
 
+def _writer_lock(engine: Engine) -> AbstractContextManager[Any]:
+    """The in-process queue for writers to one SQLite database (none for other databases).
+
+    Threads wait on a lock, woken the moment the writer before them commits, instead of in
+    SQLite's busy handler, which polls with growing sleeps. Other processes sharing the file
+    still meet at ``BEGIN IMMEDIATE``. Re-entrant, so a nested write in one thread behaves as
+    it did without the lock.
+    """
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    key = str(engine.url.database or ":memory:")
+    with _SQLITE_WRITERS_GUARD:
+        return _SQLITE_WRITERS.setdefault(key, threading.RLock())
+
+
 @contextmanager
 def write_session(engine: Engine) -> Iterator[Session]:
     """A session committed when the block ends, rolled back if it raises.
 
     On SQLite the transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock first
-    (waiting up to the busy timeout), so concurrent writers from several processes serialize.
+    (waiting up to the busy timeout), so concurrent writers from several processes serialize;
+    writers in this process queue on a lock first (see :func:`_writer_lock`).
     """
     with (
+        _writer_lock(engine),
         _database_errors(engine),
         session_factory(engine, write=True)() as session,
         session.begin(),
