@@ -159,8 +159,8 @@ def distill(
     ``feature_weight``. ``augment`` (e.g. ``"shift"``) transforms each training batch, and the
     teacher scores the same augmented batch the student sees: with a small labelled set this is
     what makes soft targets worth more than the labels (docs/compress.md measures it). Raises
-    before training if
-    the student's outputs do not have the teacher's shape or a layer name is unknown.
+    before training if the student's outputs do not have the teacher's shape, a layer name is
+    unknown, or the unlabelled inputs are not shaped like the labelled ones.
     """
     augmentation(augment)  # an unknown augmentation is refused before any training
     if teacher is student:
