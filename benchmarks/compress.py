@@ -40,40 +40,13 @@ from typing import Any
 
 import numpy as np
 
+from _timing import latencies, session
+
 RESULTS = Path(__file__).parent / "results" / "compress.json"
 
 
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def latencies(models: dict[str, Path], x: np.ndarray, rounds: int, runs: int) -> dict[str, Any]:
-    """Median and minimum ms per batch-1 run, interleaved across models."""
-    sessions = {k: _session(p) for k, p in models.items()}
-    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for k, s in sessions.items():
-        for _ in range(10):
-            s.run(None, feeds[k])
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, feeds[k])
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    return {
-        k: {"p50_ms": float(np.median(v)), "min_ms": float(np.min(v))} for k, v in times.items()
-    }
-
-
 def onnx_accuracy(path: Path, data: Any) -> float:
-    s = _session(path)
+    s = session(path)
     name = s.get_inputs()[0].name
     preds = [s.run(None, {name: xb})[0].argmax(1) for xb, _ in data.batches(200)]
     return float((np.concatenate(preds) == data.y).mean())
@@ -204,6 +177,16 @@ def main() -> None:
     skw = {**kwargs_for("mobilenet", tr), "width": a.student_width}
     smeta = {**meta, "arch_kwargs": skw}
     runs: list[dict[str, Any]] = []
+
+    def taught(transfer: Any, **kw: Any) -> Any:
+        """A fresh student (same seed every time) distilled from the teacher on ``transfer``."""
+        torch.manual_seed(0)
+        settings = {
+            "epochs": a.distill_epochs, "lr": a.lr, "batch_size": a.batch_size,
+            "temperature": a.temperature, "alpha": a.alpha, **kw,
+        }  # fmt: skip
+        return distill(teacher, build_model("mobilenet", **skw), transfer, va, **settings)
+
     for n in (int(v) for v in str(a.distill_samples).split(",")):
         transfer = tr.subset(n)
         torch.manual_seed(0)
@@ -214,35 +197,21 @@ def main() -> None:
             seed=0, augment=a.augment,
         )  # fmt: skip
         times[f"student alone ({n} images)"] = time.perf_counter() - t0
-        torch.manual_seed(0)
-        student = build_model("mobilenet", **skw)
-        res = distill(
-            teacher, student, transfer, va, epochs=a.distill_epochs, lr=a.lr,
-            batch_size=a.batch_size, temperature=a.temperature, alpha=a.alpha, augment=a.augment,
-        )  # fmt: skip
+        res = taught(transfer, augment=a.augment)
+        student = res.model
         times[f"distill ({n} images)"] = res.seconds
         run = {"samples": len(transfer), "alone": alone, "student": student, "res": res}
         if not runs and a.augment not in (None, "", "none"):
             # the control: the same distillation without augmentation
-            torch.manual_seed(0)
-            plain = build_model("mobilenet", **skw)
-            distill(
-                teacher, plain, transfer, va, epochs=a.distill_epochs, lr=a.lr,
-                batch_size=a.batch_size, temperature=a.temperature, alpha=a.alpha,
-            )  # fmt: skip
-            run["plain"] = plain
+            run["plain"] = taught(transfer).model
             if a.unlabeled_epochs > 0:
                 # the rest of the train split, its labels dropped, joins as unlabelled inputs
                 rest = tr.take(slice(n, None)).x
-                torch.manual_seed(0)
-                semi = build_model("mobilenet", **skw)
-                r_semi = distill(
-                    teacher, semi, transfer, va, epochs=a.unlabeled_epochs, lr=a.lr,
-                    batch_size=a.batch_size, temperature=a.temperature, alpha=a.alpha,
-                    augment=a.augment, unlabeled=rest,
-                )  # fmt: skip
+                r_semi = taught(
+                    transfer, augment=a.augment, unlabeled=rest, epochs=a.unlabeled_epochs
+                )
                 times[f"distill ({n} + {len(rest)} unlabelled images)"] = r_semi.seconds
-                run["semi"] = semi
+                run["semi"] = r_semi.model
                 run["semi_unlabeled"] = len(rest)
         runs.append(run)
     student_onnx = export(runs[0]["student"], work / "student.onnx", smeta)

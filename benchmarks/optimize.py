@@ -32,40 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from _timing import latencies, session
+
 RESULTS = Path(__file__).parent / "results" / "optimize.json"
 
 
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def _latencies(
-    models: dict[str, Path], feeds: dict[str, np.ndarray], rounds: int, runs: int
-) -> dict[str, dict[str, float]]:
-    sessions = {k: _session(p) for k, p in models.items()}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for s in sessions.values():
-        for _ in range(5):
-            s.run(None, feeds)
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, feeds)
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    return {
-        k: {"p50_ms": float(np.median(v)), "min_ms": float(np.min(v))} for k, v in times.items()
-    }
-
-
 def _outputs(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    s = _session(path)
+    s = session(path)
     n = len(next(iter(inputs.values())))
     return np.concatenate(
         [s.run(None, {k: v[i : i + 64] for k, v in inputs.items()})[0] for i in range(0, n, 64)]
@@ -75,6 +48,27 @@ def _outputs(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
 def _cosine(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     r, g = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
     return (r * g).sum(1) / (np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1) + 1e-30)
+
+
+def _rows(
+    models: dict[str, Path],
+    fp32: Path,
+    x: dict[str, np.ndarray],
+    y: Any,
+    lat: dict[str, dict[str, float]],
+) -> dict[str, dict[str, Any]]:
+    """Size, test accuracy, worst per-sample cosine to fp32 and latency of each model."""
+    ref = _outputs(fp32, x)
+    rows = {}
+    for name, path in models.items():
+        out = _outputs(path, x)
+        rows[name] = {
+            "size_bytes": _size(path),
+            "accuracy": float((out.argmax(1) == y).mean()),
+            "cosine_min": float(_cosine(ref, out).min()),
+            **lat[name],
+        }
+    return rows
 
 
 def _size(path: Path) -> int:
@@ -163,17 +157,8 @@ def mobilenet(work: Path, epochs: int, n: int, calib: int) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     models["edgeloop-int8"] = work / "mb_edgeloop" / "model.onnx"
 
-    lat = _latencies(models, {"input": x["input"][:1]}, rounds=5, runs=20)
-    ref = _outputs(fp32, x)
-    rows = {}
-    for name, path in models.items():
-        out = _outputs(path, x)
-        rows[name] = {
-            "size_bytes": _size(path),
-            "accuracy": float((out.argmax(1) == test.y).mean()),
-            "cosine_min": float(_cosine(ref, out).min()),
-            **lat[name],
-        }
+    lat = latencies(models, {"input": x["input"][:1]}, rounds=5, runs=20, warmup=5)
+    rows = _rows(models, fp32, x, test.y, lat)
     best = min((k for k in tuned), key=lambda k: rows[k]["p50_ms"])
     ours, base = rows["edgeloop-int8"], rows["fp32"]
     return {
@@ -218,17 +203,8 @@ def mobilenet_accuracy(work: Path, epochs: int, n: int, calib: int) -> dict[str,
         "ort-default": ort_default,
         "edgeloop-int8": work / "mbs_edgeloop" / "model.onnx",
     }
-    lat = _latencies(models, {k: v[:1] for k, v in x.items()}, rounds=5, runs=20)
-    ref = _outputs(fp32, x)
-    rows = {}
-    for name, path in models.items():
-        out = _outputs(path, x)
-        rows[name] = {
-            "size_bytes": _size(path),
-            "accuracy": float((out.argmax(1) == test.y).mean()),
-            "cosine_min": float(_cosine(ref, out).min()),
-            **lat[name],
-        }
+    lat = latencies(models, {k: v[:1] for k, v in x.items()}, rounds=5, runs=20, warmup=5)
+    rows = _rows(models, fp32, x, test.y, lat)
     base, ours = rows["fp32"], rows["edgeloop-int8"]
     return {
         "model": "mobilenet width 0.25, shapes 32x32 (accuracy check)",
@@ -267,18 +243,10 @@ def transformer(work: Path, epochs: int, n_train: int, n_eval: int) -> dict[str,
     models["edgeloop-int8-dynamic"] = work / "tf_dyn" / "model.onnx"
     models["edgeloop-int4"] = work / "tf_int4" / "model.onnx"
     x = test.inputs
-    lat = _latencies(models, {k: v[:1] for k, v in x.items()}, rounds=5, runs=20)
-    ref = _outputs(fp32, x)
-    rows = {}
+    lat = latencies(models, {k: v[:1] for k, v in x.items()}, rounds=5, runs=20, warmup=5)
+    rows = _rows(models, fp32, x, test.y, lat)
     for name, path in models.items():
-        out = _outputs(path, x)
-        rows[name] = {
-            "size_bytes": _size(path),
-            "matmul_weight_bytes": matmul_weight_bytes(load_onnx(path)),
-            "accuracy": float((out.argmax(1) == test.y).mean()),
-            "cosine_min": float(_cosine(ref, out).min()),
-            **lat[name],
-        }
+        rows[name]["matmul_weight_bytes"] = matmul_weight_bytes(load_onnx(path))
     base = rows["fp32"]
     return {
         "model": "transformer dim 256, 4 layers, ff 1024, 48 tokens",

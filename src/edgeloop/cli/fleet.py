@@ -22,7 +22,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8700"
 
 
 @app.callback()
-def _options(
+def admin_options(
     ctx: typer.Context,
     server: str | None = typer.Option(
         None, "--server", help="Fleet server URL; default $EDGELOOP_SERVER."
@@ -34,10 +34,17 @@ def _options(
         None, "--data", help="The server's data dir (for its admin token)."
     ),
 ) -> None:
+    """The options every admin command group shares (``fleet``, ``rollout``)."""
     ctx.obj = {"server": server, "token_file": admin_token_file, "data": data}
 
 
-def _token(opts: dict[str, Any]) -> str:
+def server_url(opts: dict[str, Any], override: str | None = None) -> str:
+    """``override``, else ``--server``, else ``$EDGELOOP_SERVER``, else the local default."""
+    url = override or opts.get("server") or os.environ.get("EDGELOOP_SERVER") or DEFAULT_SERVER
+    return str(url).rstrip("/")
+
+
+def admin_token(opts: dict[str, Any]) -> str:
     path = opts.get("token_file")
     if path is None:
         env = os.environ.get("EDGELOOP_ADMIN_TOKEN")
@@ -59,8 +66,8 @@ def _call(ctx: typer.Context, method: str, path: str, body: Any = None) -> Any:
     import httpx
 
     opts = ctx.obj or {}
-    base = (opts.get("server") or os.environ.get("EDGELOOP_SERVER") or DEFAULT_SERVER).rstrip("/")
-    headers = {"Authorization": f"Bearer {_token(opts)}"}
+    base = server_url(opts)
+    headers = {"Authorization": f"Bearer {admin_token(opts)}"}
     try:
         r = httpx.request(method, base + path, json=body, headers=headers, timeout=60.0)
     except httpx.HTTPError as e:

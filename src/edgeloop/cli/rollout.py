@@ -6,13 +6,12 @@ finds it: ``--admin-token-file``, ``$EDGELOOP_ADMIN_TOKEN`` or ``DATA/admin-toke
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import typer
 
+from edgeloop.cli.fleet import admin_options, admin_token, server_url
 from edgeloop.errors import InputError
 
 app = typer.Typer(
@@ -31,29 +30,14 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-@app.callback()
-def _options(
-    ctx: typer.Context,
-    server: str | None = typer.Option(
-        None, "--server", help="Fleet server URL; default $EDGELOOP_SERVER."
-    ),
-    admin_token_file: Path | None = typer.Option(
-        None, "--admin-token-file", help="File with the admin token; default DATA/admin-token."
-    ),
-    data: Path | None = typer.Option(
-        None, "--data", help="The server's data dir (for its admin token)."
-    ),
-) -> None:
-    ctx.obj = {"server": server, "token_file": admin_token_file, "data": data}
+app.callback()(admin_options)
 
 
 def _client(ctx: typer.Context) -> Any:
-    from edgeloop.cli.fleet import DEFAULT_SERVER, _token
     from edgeloop.fleet import RolloutClient
 
     opts = ctx.obj or {}
-    server = opts.get("server") or os.environ.get("EDGELOOP_SERVER") or DEFAULT_SERVER
-    return RolloutClient(server, _token(opts))
+    return RolloutClient(server_url(opts), admin_token(opts))
 
 
 def _ref(ref: str) -> tuple[str, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,16 +12,15 @@ import typer
 def _admin_token(ctx: typer.Context, token: str | None) -> str:
     if token:
         return token
-    from edgeloop.cli.fleet import _token
+    from edgeloop.cli.fleet import admin_token
 
-    return _token(ctx.obj or {})
+    return admin_token(ctx.obj or {})
 
 
 def _server(ctx: typer.Context, server: str | None) -> str:
-    from edgeloop.cli.fleet import DEFAULT_SERVER
+    from edgeloop.cli.fleet import server_url
 
-    opts = ctx.obj or {}
-    return server or opts.get("server") or os.environ.get("EDGELOOP_SERVER") or DEFAULT_SERVER
+    return server_url(ctx.obj or {}, server)
 
 
 def simulate(

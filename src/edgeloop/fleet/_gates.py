@@ -297,24 +297,37 @@ def _evaluate_rate(
             if z > z_dev:
                 bad.append(s.device_id)
     if t_n < opts.min_requests or t_dev < min_devices:
-        if bad:
-            return _with(base, status="fail", bound=bound, bad_devices=tuple(bad), reason=_bad(bad))
-        return _with(
-            base, bound=bound, reason=f"stage: {t_dev} devices, {t_n:.0f} requests; too few"
-        )
+        return _too_few(base, bound, bad, f"stage: {t_dev} devices, {t_n:.0f} requests; too few")
     if sign > 0:
         z = _rate_z(t_err, t_n, bound, c_var)
     else:
         z = _rate_z(t_n - t_err, t_n, 1.0 - bound, c_var)
     p = _p_upper(z)
-    if p < opts.alpha:
+    return _verdict(
+        base, bound, p, opts.alpha, bad, f"{gate.metric} {rate_t:.4g} beyond {bound:.4g}"
+    )
+
+
+def _too_few(base: GateResult, bound: float, bad: Sequence[str], reason: str) -> GateResult:
+    """Too little data to test the stage as a whole: fail only on devices already beyond."""
+    if bad:
+        return _with(base, status="fail", bound=bound, bad_devices=tuple(bad), reason=_bad(bad))
+    return _with(base, bound=bound, reason=reason)
+
+
+def _verdict(
+    base: GateResult, bound: float, p: float, alpha: float, bad: Sequence[str], beyond: str
+) -> GateResult:
+    """Fail when the stage is significantly beyond the bound (``beyond`` says how) or any
+    device is; else pass."""
+    if p < alpha:
         return _with(
             base,
             status="fail",
             bound=bound,
             p_value=p,
             bad_devices=tuple(bad),
-            reason=f"{gate.metric} {rate_t:.4g} beyond {bound:.4g} (p={p:.2g})",
+            reason=f"{beyond} (p={p:.2g})",
         )
     if bad:
         return _with(
@@ -374,9 +387,7 @@ def _evaluate_values(
         if significant:
             bad.append(device)
     if len(t_med) < min_devices:
-        if bad:
-            return _with(base, status="fail", bound=bound, bad_devices=tuple(bad), reason=_bad(bad))
-        return _with(base, bound=bound, reason=f"stage: {len(t_med)} devices; too few")
+        return _too_few(base, bound, bad, f"stage: {len(t_med)} devices; too few")
     oriented = _orient(gate, list(t_med.values()))
     if gate.relative:
         p = float(
@@ -385,20 +396,8 @@ def _evaluate_values(
     else:
         above = sum(1 for x in oriented if x > oriented_bound)
         p = float(stats.binomtest(above, len(oriented), 0.5, "greater").pvalue)
-    if p < opts.alpha:
-        return _with(
-            base,
-            status="fail",
-            bound=bound,
-            p_value=p,
-            bad_devices=tuple(bad),
-            reason=f"{gate.metric} median {treat:.4g} beyond {bound:.4g} (p={p:.2g})",
-        )
-    if bad:
-        return _with(
-            base, status="fail", bound=bound, p_value=p, bad_devices=tuple(bad), reason=_bad(bad)
-        )
-    return _with(base, status="pass", bound=bound, p_value=p, reason="within the bound")
+    beyond = f"{gate.metric} median {treat:.4g} beyond {bound:.4g}"
+    return _verdict(base, bound, p, opts.alpha, bad, beyond)
 
 
 def evaluate_gate(

@@ -172,15 +172,13 @@ def distill(
     if int(epochs) < 1:
         raise InputError(f"epochs must be >= 1, got {epochs}")
     train = labelled(train, "distillation data")
-    n_unlabeled, scored = 0, train
+    scored = train  # the labelled samples: fit scores on them when there is no val split
     if unlabeled is not None:
         if alpha <= 0:
             raise InputError(
                 "unlabelled data needs alpha > 0: with alpha = 0 only labels teach, and it has none"
             )
-        extra = _unlabelled(unlabeled, train)
-        n_unlabeled = len(extra)
-        train = _join(train, extra)
+        train = _join(train, _unlabelled(unlabeled, train))
     probe = batch_of(train, 2)
     teacher.eval()
     student.eval()
@@ -256,8 +254,8 @@ def distill(
         "student_macs": macs_s,
         "macs_ratio": macs_s / macs_t if macs_t else None,
         "train_seconds": round(seconds, 3),
-        "labelled_samples": len(train) - n_unlabeled,
-        "unlabeled_samples": n_unlabeled,
+        "labelled_samples": len(scored),
+        "unlabeled_samples": len(train) - len(scored),
     }
     if val is not None:
         details["teacher_accuracy"] = acc_t
@@ -269,16 +267,11 @@ def _unlabelled(data: Any, train: Any) -> Any:
     """``data`` as a Dataset whose inputs match ``train``'s names and sample shapes."""
     from edgeloop.data import Dataset
 
-    if isinstance(data, Dataset):
-        ds = data
-    else:
-        x = {k: np.asarray(v) for k, v in data.items()} if isinstance(data, Mapping) else data
-        ds = as_dataset((x, None), "unlabelled data")
+    ds = data if isinstance(data, Dataset) else as_dataset((data, None), "unlabelled data")
     if len(ds) == 0:
         raise InputError(f"unlabelled data {ds.name!r} is empty")
-    want = {k: tuple(v) for k, v in train.shapes().items()}
-    got = {k: tuple(v) for k, v in ds.shapes().items()}
-    if list(want.values()) != list(got.values()) or len(want) != len(got):
+    want, got = train.shapes(), ds.shapes()
+    if list(want.values()) != list(got.values()):
         raise InputError(
             f"unlabelled data {ds.name!r} has samples shaped {got}; the distillation data's "
             f"are {want}"

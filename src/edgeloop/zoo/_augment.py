@@ -85,6 +85,17 @@ def _erase(side: int | None) -> Augment:
     return erase
 
 
+def _pixels(part: str, arg: str, what: str, example: str) -> int | None:
+    """The ``N`` of ``name:N`` (None when absent); anything but a whole number >= 1 is refused."""
+    if not arg:
+        return None
+    if not arg.isdigit() or int(arg) < 1:
+        raise InputError(
+            f"augmentation {part!r}: {what} must be a whole number of pixels >= 1 (e.g. {example})"
+        )
+    return int(arg)
+
+
 def augmentation(spec: str | Augment | None) -> Augment | None:
     """The augmentation a spec names (``None``, ``""`` and ``"none"`` mean none).
 
@@ -100,29 +111,11 @@ def augmentation(spec: str | Augment | None) -> Augment | None:
     for part in text.split("+"):
         name, _, arg = part.strip().partition(":")
         if name == "shift":
-            try:
-                pixels = int(arg) if arg else _DEFAULT_SHIFT
-            except ValueError:
-                pixels = -1
-            if pixels < 1:
-                raise InputError(
-                    f"augmentation {part!r}: the shift must be a whole number of pixels >= 1 "
-                    f"(e.g. shift:4)"
-                )
-            steps.append(_shift(pixels))
+            steps.append(_shift(_pixels(part, arg, "the shift", "shift:4") or _DEFAULT_SHIFT))
         elif name == "flip" and not arg:
             steps.append(_flip)
         elif name == "erase":
-            try:
-                side = int(arg) if arg else None
-            except ValueError:
-                side = -1
-            if side is not None and side < 1:
-                raise InputError(
-                    f"augmentation {part!r}: the erased square's side must be a whole number of "
-                    f"pixels >= 1 (e.g. erase:8)"
-                )
-            steps.append(_erase(side))
+            steps.append(_erase(_pixels(part, arg, "the erased square's side", "erase:8")))
         else:
             raise InputError(
                 f"unknown augmentation {part!r} in {spec!r}; expected 'none' or "
