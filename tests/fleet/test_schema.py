@@ -8,8 +8,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from edgeloop.fleet import FLEET_TABLES
-from edgeloop.registry import Base, current_revision, make_engine, upgrade
+from edgeloop.db import FLEET_TABLES, MIGRATIONS_DIR, Base, current_revision, make_engine, upgrade
 
 
 def test_migration_0002_fleet_matches_the_tables(db_url: str) -> None:
@@ -34,12 +33,8 @@ def test_downgrade_to_the_registry_drops_only_the_fleet_tables(tmp_path: Path) -
         from alembic import command
         from alembic.config import Config
 
-        import edgeloop.registry
-
         cfg = Config()
-        cfg.set_main_option(
-            "script_location", str(Path(edgeloop.registry.__file__).parent / "migrations")
-        )
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0001_registry")

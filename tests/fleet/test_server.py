@@ -323,8 +323,8 @@ def test_expired_nonces_are_swept_and_the_inventory_says_who_is_online(
 def test_the_tuf_timestamp_is_resigned_before_it_expires(sqlite_fleet: Any) -> None:
     from datetime import timedelta
 
+    from edgeloop.db import write_session
     from edgeloop.fleet._publish import refresh_timestamp_if_due
-    from edgeloop.registry import write_session
 
     fleet = sqlite_fleet
     repo = fleet.client.app.state.repository
@@ -402,9 +402,8 @@ def test_old_telemetry_is_swept_and_the_inventory_pages(sqlite_fleet: Any) -> No
     from datetime import timedelta
 
     from edgeloop.artifacts import DeviceReport
-    from edgeloop.fleet import DeviceRow
+    from edgeloop.db import DeviceRow, write_session
     from edgeloop.fleet._store import record_report
-    from edgeloop.registry import write_session
 
     fleet = sqlite_fleet
     devs = [fleet.device() for _ in range(3)]

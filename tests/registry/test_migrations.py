@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from edgeloop.errors import RegistryError
-from edgeloop.registry import (
+from edgeloop.db import (
+    MIGRATIONS_DIR,
+    REGISTRY_TABLES,
     Base,
     current_revision,
     default_url,
@@ -17,7 +18,7 @@ from edgeloop.registry import (
     make_engine,
     upgrade,
 )
-from edgeloop.registry._tables import REGISTRY_TABLES
+from edgeloop.errors import RegistryError
 
 
 def _tables(url: str) -> set[str]:
@@ -86,11 +87,12 @@ def test_downgrade_to_base_and_back(db_url: str) -> None:
 
 
 def test_chain_is_linear_and_rooted_at_0001_registry() -> None:
+    from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from edgeloop.registry._db import _alembic_config
-
-    script = ScriptDirectory.from_config(_alembic_config())
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    script = ScriptDirectory.from_config(cfg)
     revisions = list(script.walk_revisions())  # newest first
 
     assert len(script.get_heads()) == 1

@@ -13,8 +13,16 @@ import pytest
 import sqlalchemy as sa
 
 from edgeloop.artifacts import DeviceProfile
-from edgeloop.fleet._tables import DeviceRow, ReleaseRow, ReportRow, VariantRow
-from edgeloop.registry import Registry, make_engine, upgrade, write_session
+from edgeloop.db import (
+    DeviceRow,
+    ReleaseRow,
+    ReportRow,
+    VariantRow,
+    make_engine,
+    upgrade,
+    write_session,
+)
+from edgeloop.registry import Registry
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 ARM = DeviceProfile(name="rpi4", source="builtin", arch="aarch64", cpu_model="A72", isa=("neon",))

@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from edgeloop.artifacts import RolloutPlan
+from edgeloop.db import write_session
 from edgeloop.fleet import _rollout_store as rs
 from edgeloop.fleet._gates import GateOptions
-from edgeloop.registry import write_session
 
 
 def _rollout_with_checks(db):

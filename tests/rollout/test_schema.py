@@ -8,8 +8,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from edgeloop.fleet._rollout import ROLLOUT_TABLES
-from edgeloop.registry import Base, current_revision, make_engine, upgrade
+from edgeloop.db import MIGRATIONS_DIR, ROLLOUT_TABLES, Base, current_revision, make_engine, upgrade
 
 
 def test_migration_0003_rollout_matches_the_tables(db_url: str) -> None:
@@ -34,16 +33,12 @@ def test_downgrade_to_the_fleet_drops_only_the_rollout_tables(tmp_path: Path) ->
     from alembic import command
     from alembic.config import Config
 
-    import edgeloop.registry
-
     url = f"sqlite:///{tmp_path}/down.db"
     upgrade(url)
     engine = make_engine(url)
     try:
         cfg = Config()
-        cfg.set_main_option(
-            "script_location", str(Path(edgeloop.registry.__file__).parent / "migrations")
-        )
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0002_fleet")

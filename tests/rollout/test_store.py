@@ -6,14 +6,14 @@ import pytest
 import sqlalchemy as sa
 
 from edgeloop.artifacts import RolloutPlan
+from edgeloop.db import RolloutEventRow, RolloutRow, make_engine, read_session, write_session
 from edgeloop.errors import RolloutError
 from edgeloop.fleet import _rollout_store as rs
 from edgeloop.fleet._canary import device_hash
 from edgeloop.fleet._director import DeviceState
 from edgeloop.fleet._gates import GateOptions
-from edgeloop.fleet._rollout import RolloutEventRow, RolloutRow
 from edgeloop.fleet._store import fleet_state, get_device
-from edgeloop.registry import alias_history, make_engine, read_session, write_session
+from edgeloop.registry import alias_history
 
 PLAN = RolloutPlan(
     model="kws", version=2, stages=(10.0, 50.0, 100.0), soak_s=30.0, gates=("error_rate<0.02",)

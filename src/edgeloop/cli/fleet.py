@@ -50,7 +50,7 @@ def admin_token(opts: dict[str, Any]) -> str:
         env = os.environ.get("EDGELOOP_ADMIN_TOKEN")
         if env:
             return env.strip()
-        from edgeloop.registry import default_data_dir
+        from edgeloop.db import default_data_dir
 
         path = (opts.get("data") or default_data_dir()) / "admin-token"
     try:

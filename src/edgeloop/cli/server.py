@@ -46,9 +46,9 @@ def server(
     import uvicorn
 
     from edgeloop.cli._console import console
+    from edgeloop.db import default_data_dir
     from edgeloop.fleet import FleetSettings, create_app, prepare_data_dir
     from edgeloop.fleet._settings import SETTINGS_ENV, settings_to_env
-    from edgeloop.registry import default_data_dir
 
     data_dir = data or default_data_dir()
     settings = FleetSettings(

@@ -30,19 +30,8 @@ from edgeloop.fleet._gates import (
 from edgeloop.fleet._http import ServerContext
 from edgeloop.fleet._rollout_client import RolloutClient
 from edgeloop.fleet._settings import FleetSecrets, FleetSettings, prepare_data_dir
-from edgeloop.fleet._tables import (
-    FLEET_TABLES,
-    DeviceRow,
-    NonceRow,
-    ReleaseRow,
-    ReportRow,
-    TokenRow,
-    VariantRow,
-)
 
 __all__ = [
-    "FLEET_TABLES",
-    "DeviceRow",
     "DeviceSample",
     "DeviceState",
     "FleetSecrets",
@@ -51,15 +40,10 @@ __all__ = [
     "Gate",
     "GateOptions",
     "GateResult",
-    "NonceRow",
     "Policy",
     "PolicyLoader",
-    "ReleaseRow",
-    "ReportRow",
     "RolloutClient",
     "ServerContext",
-    "TokenRow",
-    "VariantRow",
     "app_from_env",
     "create_app",
     "default_policy",

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from edgeloop.bundle import key_id
+from edgeloop.db import read_session, write_session
 from edgeloop.errors import EdgeloopError
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._http import (
@@ -23,7 +24,7 @@ from edgeloop.fleet._http import (
 from edgeloop.fleet._publish import publish
 from edgeloop.fleet._store import Refused
 from edgeloop.protocol import TokenRequest, public_hex
-from edgeloop.registry import read_session, set_alias, write_session
+from edgeloop.registry import set_alias
 
 __all__ = ["admin_router"]
 

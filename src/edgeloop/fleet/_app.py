@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from edgeloop import __version__
 from edgeloop.artifacts import DeviceReport
+from edgeloop.db import DeviceRow, make_engine, read_session, upgrade, write_session
 from edgeloop.errors import AuthError, EdgeloopError, InputError
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._admin import admin_router
@@ -48,7 +49,6 @@ from edgeloop.fleet._settings import (
     settings_from_env,
 )
 from edgeloop.fleet._store import Refused
-from edgeloop.fleet._tables import DeviceRow
 from edgeloop.protocol import (
     ENROLL_DEVICE_ID,
     CheckIn,
@@ -65,13 +65,7 @@ from edgeloop.protocol import (
     sign_assignment,
     verify_request,
 )
-from edgeloop.registry import (
-    BlobStore,
-    make_engine,
-    read_session,
-    upgrade,
-    write_session,
-)
+from edgeloop.registry import BlobStore
 from edgeloop.update import Repository
 
 __all__ = ["PolicyLoader", "app_from_env", "create_app"]

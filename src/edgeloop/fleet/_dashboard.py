@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from edgeloop.db import read_session, write_session
 from edgeloop.errors import RolloutError
 from edgeloop.fleet import _rollout_store as rs
 from edgeloop.fleet import _store as store
@@ -33,7 +34,6 @@ from edgeloop.fleet._charts import Series, line_chart
 from edgeloop.fleet._http import ServerContext, raw_body, utc_now
 from edgeloop.fleet._rollout_api import admin_token_ok
 from edgeloop.fleet._store import Refused
-from edgeloop.registry import read_session, write_session
 
 __all__ = ["dashboard_router"]
 

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from edgeloop._io import read_bytes
 from edgeloop.bundle import key_id, parse_container, parse_manifest, unwrap_data_key, wrap_data_key
+from edgeloop.db import ReleaseRow, VariantRow
 from edgeloop.errors import EdgeloopError, RegistryError, SecurityError
 from edgeloop.fleet._store import Refused, release_of
-from edgeloop.fleet._tables import ReleaseRow, VariantRow
 from edgeloop.protocol import Release, x25519_from_hex
 from edgeloop.registry import BlobStore, get_version
 from edgeloop.update import Repository

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import RolloutPlan
+from edgeloop.db import read_session, write_session
 from edgeloop.errors import EdgeloopError, RolloutError
 from edgeloop.fleet import _rollout_store as rs
 from edgeloop.fleet._canary import parse_cohort
@@ -25,7 +26,6 @@ from edgeloop.fleet._director import Policy
 from edgeloop.fleet._gates import GateOptions
 from edgeloop.fleet._http import JSON_BODY, ServerContext, raw_body, utc_now
 from edgeloop.fleet._store import Refused
-from edgeloop.registry import read_session, write_session
 
 __all__ = ["Rollouts", "admin_token_ok"]
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import DeviceProfile, RolloutPlan
+from edgeloop.db import DeviceRow, ReportRow, RolloutCheckRow, RolloutEventRow, RolloutRow
 from edgeloop.errors import EdgeloopError, RolloutError
 from edgeloop.fleet._canary import cohort_matches, device_hash, parse_cohort, stage_cut
 from edgeloop.fleet._director import DeviceState, FleetState, Policy, default_policy
@@ -34,9 +35,7 @@ from edgeloop.fleet._machine import (
     command,
     step,
 )
-from edgeloop.fleet._rollout import RolloutCheckRow, RolloutEventRow, RolloutRow
 from edgeloop.fleet._store import desired_versions, list_releases
-from edgeloop.fleet._tables import DeviceRow, ReportRow
 from edgeloop.protocol import Release, iso_time
 from edgeloop.registry import set_alias
 

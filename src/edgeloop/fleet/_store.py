@@ -1,6 +1,6 @@
 """The fleet's database edge: every read and write of its tables, given an open session.
 
-Callers own the transaction (``edgeloop.registry.write_session``), so a refused request rolls
+Callers own the transaction (``edgeloop.db.write_session``), so a refused request rolls
 back whatever it touched: an unknown, revoked or replayed request changes nothing.
 """
 
@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import DeviceProfile, DeviceReport
+from edgeloop.db import Base, DeviceRow, NonceRow, ReleaseRow, ReportRow, TokenRow, VariantRow
 from edgeloop.errors import FleetError
 from edgeloop.fleet._director import DeviceState, FleetState
-from edgeloop.fleet._tables import DeviceRow, NonceRow, ReleaseRow, ReportRow, TokenRow, VariantRow
 from edgeloop.protocol import (
     CheckIn,
     DeviceInfo,
@@ -33,7 +33,6 @@ from edgeloop.protocol import (
     iso_time,
     verify_request,
 )
-from edgeloop.registry import Base
 
 __all__ = [
     "Refused",

@@ -1,9 +1,8 @@
 """The model registry: versions, artifacts, cards, evaluations, bundles, aliases and lineage.
 
-Service layer (SQLAlchemy); SQLite by default, PostgreSQL by URL, schema by Alembic. Every
-service table (this package's, the fleet's, rollouts') derives from :class:`Base` and is
-created by :func:`upgrade`, which runs the one migration chain shipped in the package
-(``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout``).
+Service layer (SQLAlchemy); SQLite by default, PostgreSQL by URL. The tables, engines,
+sessions and the migration chain live in :mod:`edgeloop.db`; this package owns what the
+registry's rows mean.
 
 ::
 
@@ -13,7 +12,8 @@ created by :func:`upgrade`, which runs the one migration chain shipped in the pa
         tree = reg.lineage("kws@production")
 
 Code that already holds a :class:`~sqlalchemy.orm.Session` (the fleet server, rollouts) calls
-the session-level functions instead, inside its own transaction::
+the session-level functions instead, inside its own transaction
+(:func:`edgeloop.db.write_session`)::
 
     with write_session(engine) as s:
         set_alias(s, "kws", "production", 2, reason="gate p99_ms failed", actor="rollout",
@@ -22,23 +22,8 @@ the session-level functions instead, inside its own transaction::
 
 from __future__ import annotations
 
-from edgeloop.registry import _tables as _tables  # registers the tables on Base
 from edgeloop.registry._aliases import ALIAS_ACTIONS, alias_history, remove_alias, set_alias
 from edgeloop.registry._blobs import BlobStore, media_type_for
-from edgeloop.registry._db import (
-    Base,
-    current_revision,
-    default_data_dir,
-    default_url,
-    downgrade,
-    head_revision,
-    make_engine,
-    read_session,
-    session_factory,
-    upgrade,
-    utcnow,
-    write_session,
-)
 from edgeloop.registry._lineage import derived_from, lineage
 from edgeloop.registry._ops import (
     add_evaluation,
@@ -64,7 +49,6 @@ from edgeloop.registry._types import (
 __all__ = [
     "ALIAS_ACTIONS",
     "AliasEvent",
-    "Base",
     "BlobInfo",
     "BlobStore",
     "BundleInfo",
@@ -77,28 +61,17 @@ __all__ = [
     "bundle_manifest",
     "add_evaluation",
     "alias_history",
-    "current_revision",
     "default_actor",
-    "default_data_dir",
-    "default_url",
     "derived_from",
-    "downgrade",
     "find_versions",
     "get_model",
     "get_version",
-    "head_revision",
     "lineage",
     "list_models",
     "list_versions",
-    "make_engine",
     "media_type_for",
     "parse_ref",
-    "read_session",
     "remove_alias",
     "resolve",
-    "session_factory",
     "set_alias",
-    "upgrade",
-    "utcnow",
-    "write_session",
 ]

@@ -11,10 +11,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from edgeloop.db import AliasEventRow, AliasRow, ModelRow, VersionRow, utcnow
 from edgeloop.errors import RegistryError
-from edgeloop.registry._db import utcnow
 from edgeloop.registry._ops import model_row, utc, version_row
-from edgeloop.registry._tables import AliasEventRow, AliasRow, ModelRow, VersionRow
 from edgeloop.registry._types import AliasEvent, check_name
 
 __all__ = ["ALIAS_ACTIONS", "alias_history", "remove_alias", "set_alias"]

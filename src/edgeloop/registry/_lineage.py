@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from edgeloop.db import BlobRow, BundleRow, LineageRow, ModelRow, VersionRow
 from edgeloop.registry._ops import version_row
-from edgeloop.registry._tables import BlobRow, BundleRow, LineageRow, ModelRow, VersionRow
 from edgeloop.registry._types import LineageNode
 
 __all__ = ["derived_from", "lineage"]

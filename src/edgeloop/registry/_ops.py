@@ -1,6 +1,6 @@
 """Registry operations on an open :class:`~sqlalchemy.orm.Session`: values in, dataclasses out.
 
-The caller owns the transaction (see :func:`edgeloop.registry.write_session`); nothing here
+The caller owns the transaction (see :func:`edgeloop.db.write_session`); nothing here
 touches files. :class:`edgeloop.registry.Registry` puts the blobs and calls these.
 """
 
@@ -16,9 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import ModelCard
-from edgeloop.errors import RegistryError
-from edgeloop.registry._db import utcnow
-from edgeloop.registry._tables import (
+from edgeloop.db import (
     AliasRow,
     BlobRow,
     BundleRow,
@@ -26,7 +24,9 @@ from edgeloop.registry._tables import (
     LineageRow,
     ModelRow,
     VersionRow,
+    utcnow,
 )
+from edgeloop.errors import RegistryError
 from edgeloop.registry._types import (
     BlobInfo,
     BundleInfo,

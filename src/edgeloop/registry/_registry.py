@@ -15,18 +15,18 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import Manifest, ModelCard
-from edgeloop.errors import BundleFormatError, RegistryError
-from edgeloop.registry import _aliases, _ops
-from edgeloop.registry._blobs import BlobStore
-from edgeloop.registry._db import (
+from edgeloop.db import (
+    BlobRow,
     default_data_dir,
     make_engine,
     read_session,
     upgrade,
     write_session,
 )
+from edgeloop.errors import BundleFormatError, RegistryError
+from edgeloop.registry import _aliases, _ops
+from edgeloop.registry._blobs import BlobStore
 from edgeloop.registry._lineage import derived_from, lineage
-from edgeloop.registry._tables import BlobRow
 from edgeloop.registry._types import (
     AliasEvent,
     BundleInfo,

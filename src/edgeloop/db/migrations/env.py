@@ -1,6 +1,6 @@
 """Alembic environment for every service table (registry, fleet, rollout): one chain.
 
-Run programmatically by :func:`edgeloop.registry.upgrade`, which passes an open connection in
+Run programmatically by :func:`edgeloop.db.upgrade`, which passes an open connection in
 ``config.attributes["connection"]``. For ``alembic revision --autogenerate``, point a config's
 ``script_location`` at this directory and pass ``-x url=DATABASE_URL``.
 SQLite gets batch mode (copy-and-move) so ALTERs work there as on PostgreSQL.
@@ -8,26 +8,12 @@ SQLite gets batch mode (copy-and-move) so ALTERs work there as on PostgreSQL.
 
 from __future__ import annotations
 
-import importlib
-
 from alembic import context
 
-from edgeloop.registry._db import Base, make_engine
+from edgeloop.db import Base, make_engine  # the package declares every service table on Base
 
 config = context.config
 target_metadata = Base.metadata
-
-# Modules that declare service tables on Base. From the alembic command line (autogenerate)
-# they are imported so every table of the chain is seen; edgeloop.registry.upgrade() passes a
-# connection and needs no metadata, so a registry command does not import the fleet server.
-TABLE_MODULES = ("edgeloop.registry._tables", "edgeloop.fleet._tables", "edgeloop.fleet._rollout")
-if config.attributes.get("connection") is None:
-    for _module in TABLE_MODULES:
-        try:
-            importlib.import_module(_module)
-        except ModuleNotFoundError as e:
-            if e.name != _module:
-                raise
 
 
 def _run(connection: object) -> None:

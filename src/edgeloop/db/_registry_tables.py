@@ -1,4 +1,4 @@
-"""The registry's tables (ORM rows stay inside the package; the API returns dataclasses).
+"""The registry's tables (ORM rows stay inside the service layer; APIs return dataclasses).
 
 ::
 
@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edgeloop.registry._db import Base
+from edgeloop.db._engine import Base
 
 __all__ = [
     "AliasEventRow",

@@ -1,4 +1,4 @@
-"""The fleet's tables, on the registry's shared :class:`~edgeloop.registry.Base`.
+"""The fleet's tables, on the service layer's shared :class:`~edgeloop.db.Base`.
 
 ::
 
@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edgeloop.registry import Base
+from edgeloop.db._engine import Base
 
 __all__ = [
     "FLEET_TABLES",

@@ -1,0 +1,99 @@
+"""The service layer's database: engines, sessions, every table, and the one migration chain.
+
+Service layer (SQLAlchemy, Alembic). The registry (``edgeloop.registry``), the fleet server and
+its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here on one
+:class:`Base` and created by one Alembic chain shipped inside this package
+(``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout``; the revision ids are stored in every
+existing database and never change). SQLite is the embedded default, PostgreSQL is chosen by
+URL.
+
+The row classes are the schema, not an API: the packages that own each table (registry, fleet)
+read and write them inside their own transactions and hand dataclasses to everyone else.
+
+::
+
+    engine = make_engine("sqlite:///edgeloop.db")
+    upgrade(engine)                      # create or migrate to the newest revision
+    with write_session(engine) as s:     # BEGIN IMMEDIATE on SQLite; committed at the end
+        s.add(...)
+"""
+
+from __future__ import annotations
+
+from edgeloop.db._engine import (
+    MIGRATIONS_DIR,
+    Base,
+    current_revision,
+    default_data_dir,
+    default_url,
+    downgrade,
+    head_revision,
+    make_engine,
+    read_session,
+    session_factory,
+    upgrade,
+    utcnow,
+    write_session,
+)
+from edgeloop.db._fleet_tables import (
+    FLEET_TABLES,
+    DeviceRow,
+    NonceRow,
+    ReleaseRow,
+    ReportRow,
+    TokenRow,
+    VariantRow,
+)
+from edgeloop.db._registry_tables import (
+    REGISTRY_TABLES,
+    AliasEventRow,
+    AliasRow,
+    BlobRow,
+    BundleRow,
+    EvaluationRow,
+    LineageRow,
+    ModelRow,
+    VersionRow,
+)
+from edgeloop.db._rollout_tables import (
+    ROLLOUT_TABLES,
+    RolloutCheckRow,
+    RolloutEventRow,
+    RolloutRow,
+)
+
+__all__ = [
+    "FLEET_TABLES",
+    "MIGRATIONS_DIR",
+    "REGISTRY_TABLES",
+    "ROLLOUT_TABLES",
+    "AliasEventRow",
+    "AliasRow",
+    "Base",
+    "BlobRow",
+    "BundleRow",
+    "DeviceRow",
+    "EvaluationRow",
+    "LineageRow",
+    "ModelRow",
+    "NonceRow",
+    "ReleaseRow",
+    "ReportRow",
+    "RolloutCheckRow",
+    "RolloutEventRow",
+    "RolloutRow",
+    "TokenRow",
+    "VariantRow",
+    "VersionRow",
+    "current_revision",
+    "default_data_dir",
+    "default_url",
+    "downgrade",
+    "head_revision",
+    "make_engine",
+    "read_session",
+    "session_factory",
+    "upgrade",
+    "utcnow",
+    "write_session",
+]
