@@ -26,7 +26,7 @@ NOW = datetime.now(timezone.utc)
 
 def _state(fleet: Any) -> dict[str, Any]:
     """Everything a refused request must leave as it was."""
-    engine = fleet.client.app.state.engine
+    engine = fleet.client.app.state.ctx.engine
     with engine.connect() as c:
         tables = ["fleet_devices", "fleet_nonces", "fleet_reports", "fleet_enroll_tokens"]
         return {t: sorted(map(str, c.execute(sa.text(f"SELECT * FROM {t}")).all())) for t in tables}
@@ -233,6 +233,21 @@ def test_admin_api_needs_the_admin_token(sqlite_fleet: Any) -> None:
     assert c.get("/v1/admin/devices", headers=sqlite_fleet.admin).status_code == 200
 
 
+def test_admin_and_rollout_routers_share_one_admin_check(sqlite_fleet: Any) -> None:
+    c = sqlite_fleet.client
+    wrong = {"Authorization": "Bearer " + "x" * 43}
+    basic = {"Authorization": "Basic " + sqlite_fleet.admin["Authorization"].split()[1]}
+
+    refusals = [
+        c.get(path, headers=headers).json()["detail"]
+        for path in ("/v1/admin/devices", "/v1/admin/rollouts")
+        for headers in ({}, wrong, basic)
+    ]
+
+    assert len(set(refusals)) == 1 and "Bearer <admin token>" in refusals[0]
+    assert c.get("/v1/admin/rollouts", headers=sqlite_fleet.admin).status_code == 200
+
+
 def test_openapi_metrics_health_and_tuf_are_served(sqlite_fleet: Any) -> None:
     c = sqlite_fleet.client
     schema = c.get("/openapi.json").json()
@@ -306,7 +321,7 @@ def test_expired_nonces_are_swept_and_the_inventory_says_who_is_online(
     dev = fleet.device()
     payload = {"agent_version": "0.1.0", "health": "ok"}
     assert dev.post("/v1/checkin", payload, nonce="1" * 31 + "1").status_code == 200
-    engine = fleet.client.app.state.engine
+    engine = fleet.client.app.state.ctx.engine
     with engine.begin() as c:
         c.execute(sa.text("UPDATE fleet_nonces SET seen_at = '2000-01-01 00:00:00'"))
         c.execute(sa.text("UPDATE fleet_devices SET last_seen = '2000-01-01 00:00:00'"))
@@ -327,8 +342,8 @@ def test_the_tuf_timestamp_is_resigned_before_it_expires(sqlite_fleet: Any) -> N
     from edgeloop.fleet._publish import refresh_timestamp_if_due
 
     fleet = sqlite_fleet
-    repo = fleet.client.app.state.repository
-    engine = fleet.client.app.state.engine
+    repo = fleet.client.app.state.ctx.repo
+    engine = fleet.client.app.state.ctx.engine
     version = repo.current()[2].signed.version
     with write_session(engine) as s:
         assert refresh_timestamp_if_due(s, repo, datetime.now(timezone.utc)) is False
@@ -407,7 +422,7 @@ def test_old_telemetry_is_swept_and_the_inventory_pages(sqlite_fleet: Any) -> No
 
     fleet = sqlite_fleet
     devs = [fleet.device() for _ in range(3)]
-    engine = fleet.client.app.state.engine
+    engine = fleet.client.app.state.ctx.engine
     report = DeviceReport(device_id=devs[0].device_id, model="kws", version=1, window_s=60.0)
     long_ago = datetime(2026, 1, 1, tzinfo=timezone.utc)
     with write_session(engine) as s:

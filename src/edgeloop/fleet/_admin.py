@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
 from edgeloop.bundle import key_id
 from edgeloop.db import read_session, write_session
@@ -18,6 +17,7 @@ from edgeloop.fleet._http import (
     json_object,
     parse_body,
     raw_body,
+    require_admin,
     utc_now,
     version_of,
 )
@@ -33,14 +33,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 def admin_router(ctx: ServerContext) -> APIRouter:
     engine, settings = ctx.engine, ctx.settings
-
-    def require_admin(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), ctx.secrets.admin_token.encode()
-        ):
-            raise Refused(401, "admin", "admin API needs 'Authorization: Bearer <admin token>'")
 
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
 

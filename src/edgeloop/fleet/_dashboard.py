@@ -31,8 +31,7 @@ from edgeloop.errors import RolloutError
 from edgeloop.fleet import _rollout_store as rs
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._charts import Series, line_chart
-from edgeloop.fleet._http import ServerContext, raw_body, utc_now
-from edgeloop.fleet._rollout_api import admin_token_ok
+from edgeloop.fleet._http import ServerContext, admin_token_ok, raw_body, utc_now
 from edgeloop.fleet._store import Refused
 
 __all__ = ["dashboard_router"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -20,10 +21,12 @@ from edgeloop.update import Repository
 __all__ = [
     "JSON_BODY",
     "ServerContext",
+    "admin_token_ok",
     "json_object",
     "utc_now",
     "parse_body",
     "raw_body",
+    "require_admin",
     "signed_path",
     "version_of",
 ]
@@ -53,6 +56,22 @@ class ServerContext:
     def stale_after(self) -> timedelta:
         """A device not heard from for three poll intervals is offline."""
         return timedelta(seconds=3 * self.settings.poll_interval_s)
+
+
+def admin_token_ok(ctx: ServerContext, token: str) -> bool:
+    """Whether ``token`` is the admin token (constant-time, surrounding blanks ignored)."""
+    return hmac.compare_digest(token.strip().encode(), ctx.secrets.admin_token.encode())
+
+
+def require_admin(request: Request) -> None:
+    """The one admin check: a FastAPI dependency on every ``/v1/admin/...`` router.
+
+    401 unless the request carries ``Authorization: Bearer <admin token>``.
+    """
+    ctx: ServerContext = request.app.state.ctx
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not admin_token_ok(ctx, token):
+        raise Refused(401, "admin", "admin API needs 'Authorization: Bearer <admin token>'")
 
 
 def utc_now() -> datetime:

@@ -9,12 +9,11 @@ compare-and-set, so it is idempotent and every server process may run it.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import RolloutPlan
@@ -24,16 +23,12 @@ from edgeloop.fleet import _rollout_store as rs
 from edgeloop.fleet._canary import parse_cohort
 from edgeloop.fleet._director import Policy
 from edgeloop.fleet._gates import GateOptions
-from edgeloop.fleet._http import JSON_BODY, ServerContext, raw_body, utc_now
+from edgeloop.fleet._http import JSON_BODY, ServerContext, raw_body, require_admin, utc_now
 from edgeloop.fleet._store import Refused
 
-__all__ = ["Rollouts", "admin_token_ok"]
+__all__ = ["Rollouts"]
 
 _log = logging.getLogger("edgeloop.fleet.rollout")
-
-
-def admin_token_ok(ctx: ServerContext, token: str) -> bool:
-    return hmac.compare_digest(token.strip().encode(), ctx.secrets.admin_token.encode())
 
 
 def _refuse(e: RolloutError) -> Refused:
@@ -116,11 +111,6 @@ class Rollouts:
 
     def router(self) -> APIRouter:
         ctx, engine = self.ctx, self.ctx.engine
-
-        def require_admin(request: Request) -> None:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not admin_token_ok(ctx, token):
-                raise Refused(401, "admin", "admin API needs 'Authorization: Bearer <admin token>'")
 
         router = APIRouter(prefix="/v1/admin/rollouts", dependencies=[Depends(require_admin)])
 
