@@ -8,7 +8,7 @@ pure function (:func:`direct`) whose ``policy`` hook staged rollouts override.
 
 from __future__ import annotations
 
-from edgeloop.fleet._app import PolicyLoader, app_from_env, create_app
+from edgeloop.fleet._app import app_from_env, create_app
 from edgeloop.fleet._director import (
     DeviceState,
     FleetState,
@@ -30,8 +30,10 @@ from edgeloop.fleet._gates import (
 from edgeloop.fleet._http import ServerContext
 from edgeloop.fleet._rollout_client import RolloutClient
 from edgeloop.fleet._settings import FleetSecrets, FleetSettings, prepare_data_dir
+from edgeloop.fleet._state import AppState, PolicyLoader
 
 __all__ = [
+    "AppState",
     "DeviceSample",
     "DeviceState",
     "FleetSecrets",
