@@ -218,7 +218,8 @@ class Server:
 
 # --- the measurements ---------------------------------------------------------------------------
 async def _simulator(srv: Server, root: Path, n: int, poll_interval: float, rps: float) -> Any:
-    from edgeloop.agent import Simulator, create_tokens, simulated_profiles
+    from edgeloop.agent import Simulator, simulated_profiles
+    from edgeloop.client import create_tokens
 
     tokens = await create_tokens(srv.url, srv.admin_token, n, model="bench")
     return Simulator(

@@ -65,8 +65,8 @@ def _started(r: dict[str, Any]) -> float:
 
 
 async def fleet_rollouts(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from edgeloop.agent import Simulator, create_tokens, simulated_profiles
-    from edgeloop.fleet import RolloutClient
+    from edgeloop.agent import Simulator, simulated_profiles
+    from edgeloop.client import RolloutClient, create_tokens
 
     bench = _fleet_bench()
     srv = bench.Server(f"sqlite:///{tmp / 'fleet.db'}", tmp, args.poll)

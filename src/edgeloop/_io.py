@@ -11,7 +11,13 @@ from typing import IO
 
 from edgeloop.errors import FileError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "read_bytes"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "default_data_dir",
+    "read_bytes",
+]
 
 
 @contextmanager
@@ -66,3 +72,17 @@ def read_bytes(path: str | Path, what: str = "file") -> bytes:
         raise FileError(f"{what} {str(p)!r} is a directory, expected a file") from e
     except OSError as e:
         raise FileError(f"cannot read {what} {str(p)!r}: {e.strerror or e}") from e
+
+
+def default_data_dir() -> Path:
+    """``$EDGELOOP_DATA``, else the platform's user data dir for edgeloop.
+
+    Where a local fleet server keeps its database, keys and admin token; here, beside the
+    other file helpers, so the admin client finds the token without importing the server.
+    """
+    env = os.environ.get("EDGELOOP_DATA")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("edgeloop"))

@@ -26,10 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop._io import atomic_write_bytes, atomic_write_text
 from edgeloop.errors import FleetError, InputError
+
+if TYPE_CHECKING:
+    from edgeloop.client import AdminClient
 
 __all__ = ["DemoResult", "DemoStep", "run_demo"]
 
@@ -109,19 +112,11 @@ class _Server:
     def admin_token(self) -> str:
         return (self.data / "admin-token").read_text().strip()
 
-    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        import httpx
+    def admin(self) -> AdminClient:
+        """The admin client for this server (a long timeout: publishing packs bundles)."""
+        from edgeloop.client import AdminClient
 
-        r = httpx.request(
-            method,
-            self.url + path,
-            json=body,
-            headers={"Authorization": f"Bearer {self.admin_token}"},
-            timeout=120,
-        )
-        if r.status_code >= 300:
-            raise FleetError(f"{method} {path} answered {r.status_code}: {r.text[:300]}")
-        return r.json()
+        return AdminClient(self.url, self.admin_token, timeout_s=120.0)
 
     def pack(self, model: Path, card: Any, version: int, dest: Path) -> Path:
         """Sign with the fleet's release key, encrypt to its fleet key, verify as a device
@@ -328,8 +323,8 @@ def _registry(state: dict[str, Any], server: _Server) -> tuple[str, dict[str, An
 
 
 def _publish(state: dict[str, Any], server: _Server) -> tuple[str, dict[str, Any]]:
-    server.admin("POST", "/v1/admin/releases", {"model": MODEL, "version": 1})
-    server.admin("PUT", f"/v1/admin/models/{MODEL}/desired", {"version": 1})
+    server.admin().publish(MODEL, 1)
+    server.admin().set_desired(MODEL, 1)
     return f"{MODEL}@1 in the TUF repository and desired for the fleet", {}
 
 
@@ -343,7 +338,8 @@ class _Fleet:
     def __init__(self, work: Path, server: _Server, devices: int) -> None:
         from edgeloop.agent import Simulator, simulated_profiles
 
-        tokens = [server.admin("POST", "/v1/admin/tokens", {})["token"] for _ in range(devices)]
+        admin = server.admin()
+        tokens = [admin.create_token()["token"] for _ in range(devices)]
         self.sim = Simulator(
             server.url,
             work / "devices",
@@ -415,7 +411,7 @@ class _Fleet:
 def _fleet(fleet: _Fleet, server: _Server) -> tuple[str, dict[str, Any]]:
     fleet.start()
     fleet.wait_serving(f"{MODEL}@1")
-    inventory = server.admin("GET", "/v1/admin/devices")
+    inventory = {"devices": server.admin().devices()}
     variants: dict[str, int] = {}
     for d in inventory.get("devices", []):
         key = str((d.get("installed") or {}).get("variant", "?"))
@@ -437,13 +433,13 @@ def _release(work: Path, state: dict[str, Any], server: _Server, version: int, r
     path = server.pack(out / "model.onnx", card, version, work / f"{MODEL}-{version}.elb")
     with Registry(server.db_url, server.data) as reg:
         reg.push(out / "model.onnx", MODEL, card=card, version=version, bundles=[(path, "any", {})])
-    server.admin("POST", "/v1/admin/releases", {"model": MODEL, "version": version})
+    server.admin().publish(MODEL, version)
 
 
 def _rollout(
     work: Path, state: dict[str, Any], server: _Server, fleet: _Fleet, version: int
 ) -> tuple[str, dict[str, Any]]:
-    from edgeloop.fleet import RolloutClient
+    from edgeloop.client import RolloutClient
 
     recipe = "fused" if version != BAD_VERSION else "fp16"
     _release(work, state, server, version, recipe)

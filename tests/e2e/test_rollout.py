@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from edgeloop.agent import Simulator, create_tokens, simulated_profiles
-from edgeloop.fleet import RolloutClient
+from edgeloop.agent import Simulator, simulated_profiles
+from edgeloop.client import RolloutClient, create_tokens
 
 N = 20
 

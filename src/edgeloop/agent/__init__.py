@@ -18,7 +18,6 @@ from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.agent._simulator import (
     SimulationResult,
     Simulator,
-    create_tokens,
     simulated_profiles,
 )
 from edgeloop.agent._state import AgentState, Decision, SlotInfo, decide
@@ -39,7 +38,6 @@ __all__ = [
     "SlotInfo",
     "StateDir",
     "Telemetry",
-    "create_tokens",
     "decide",
     "simulated_profiles",
 ]

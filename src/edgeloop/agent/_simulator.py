@@ -31,9 +31,9 @@ import numpy as np
 from edgeloop.agent._agent import Agent
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.artifacts import DeviceProfile
-from edgeloop.errors import FleetError, InputError
+from edgeloop.errors import InputError
 
-__all__ = ["SimulationResult", "Simulator", "create_tokens", "simulated_profiles"]
+__all__ = ["SimulationResult", "Simulator", "simulated_profiles"]
 
 _DEVICES_PER_CLIENT = 16  # simulated devices sharing one HTTP client (and its pool)
 
@@ -51,39 +51,6 @@ def simulated_profiles(kind: str, n: int, seed: int = 0) -> list[DeviceProfile]:
     out = [profiles[i % len(profiles)] for i in range(n)]
     rng.shuffle(out)
     return out
-
-
-async def create_tokens(
-    server_url: str,
-    admin_token: str,
-    n: int,
-    *,
-    model: str | None = None,
-    per_token: int | None = None,
-    concurrency: int = 32,
-) -> list[str]:
-    """Enrollment tokens for ``n`` devices from the admin API, one entry per device.
-
-    ``per_token`` devices share each token (the server's ``uses``); by default one token
-    serves them all, which keeps a 10,000-device run from spending minutes on token writes.
-    ``per_token=1`` gives every device its own one-time token.
-    """
-    per = max(1, min(per_token or n, 1_000_000))
-    counts = [min(per, n - i) for i in range(0, n, per)]
-    sem = asyncio.Semaphore(concurrency)
-    headers = {"Authorization": f"Bearer {admin_token}"}
-    async with httpx.AsyncClient(base_url=server_url.rstrip("/"), timeout=60.0) as http:
-
-        async def one(uses: int) -> list[str]:
-            body = {"model": model, "ttl_s": 86400, "uses": uses}
-            async with sem:
-                r = await http.post("/v1/admin/tokens", json=body, headers=headers)
-            if r.status_code != 201:
-                raise FleetError(f"POST /v1/admin/tokens answered {r.status_code}: {r.text[:200]}")
-            return [str(r.json()["token"])] * uses
-
-        chunks = await asyncio.gather(*(one(c) for c in counts))
-    return [t for chunk in chunks for t in chunk]
 
 
 @dataclass

@@ -1,85 +1,23 @@
 """``edgeloop fleet``: administer a running fleet server over HTTP with the admin token.
 
-The server is ``--server URL`` (default ``$EDGELOOP_SERVER``, else http://127.0.0.1:8700); the
-token comes from ``--admin-token-file``, ``$EDGELOOP_ADMIN_TOKEN``, or ``DATA/admin-token``.
+The server and the token come from the shared admin options (``cli/_admin.py``); requests go
+through :class:`edgeloop.client.AdminClient` (httpx only).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import typer
 
-from edgeloop.errors import AuthError, FleetError, InputError
+from edgeloop.cli._admin import admin_client, admin_options
+from edgeloop.errors import InputError
 
 app = typer.Typer(
     help="Administer a fleet: enrollment tokens, devices, releases.", no_args_is_help=True
 )
 
-DEFAULT_SERVER = "http://127.0.0.1:8700"
-
-
-@app.callback()
-def admin_options(
-    ctx: typer.Context,
-    server: str | None = typer.Option(
-        None, "--server", help="Fleet server URL; default $EDGELOOP_SERVER."
-    ),
-    admin_token_file: Path | None = typer.Option(
-        None, "--admin-token-file", help="File with the admin token; default DATA/admin-token."
-    ),
-    data: Path | None = typer.Option(
-        None, "--data", help="The server's data dir (for its admin token)."
-    ),
-) -> None:
-    """The options every admin command group shares (``fleet``, ``rollout``)."""
-    ctx.obj = {"server": server, "token_file": admin_token_file, "data": data}
-
-
-def server_url(opts: dict[str, Any], override: str | None = None) -> str:
-    """``override``, else ``--server``, else ``$EDGELOOP_SERVER``, else the local default."""
-    url = override or opts.get("server") or os.environ.get("EDGELOOP_SERVER") or DEFAULT_SERVER
-    return str(url).rstrip("/")
-
-
-def admin_token(opts: dict[str, Any]) -> str:
-    path = opts.get("token_file")
-    if path is None:
-        env = os.environ.get("EDGELOOP_ADMIN_TOKEN")
-        if env:
-            return env.strip()
-        from edgeloop.db import default_data_dir
-
-        path = (opts.get("data") or default_data_dir()) / "admin-token"
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as e:
-        raise AuthError(
-            f"cannot read the admin token from {str(path)!r} ({e.strerror or e}); pass "
-            "--admin-token-file or set $EDGELOOP_ADMIN_TOKEN"
-        ) from e
-
-
-def _call(ctx: typer.Context, method: str, path: str, body: Any = None) -> Any:
-    import httpx
-
-    opts = ctx.obj or {}
-    base = server_url(opts)
-    headers = {"Authorization": f"Bearer {admin_token(opts)}"}
-    try:
-        r = httpx.request(method, base + path, json=body, headers=headers, timeout=60.0)
-    except httpx.HTTPError as e:
-        raise FleetError(f"cannot reach the fleet server at {base}: {e}") from e
-    if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        cls = AuthError if r.status_code in (401, 403) else FleetError
-        raise cls(f"{method} {path} -> {r.status_code}: {detail}")
-    return r.json()
+app.callback()(admin_options)
 
 
 def _json_opt() -> Any:
@@ -104,12 +42,7 @@ def token(
         if not sep or not key:
             raise InputError(f"--label {item!r}: expected KEY=VALUE")
         labels[key] = value
-    out = _call(
-        ctx,
-        "POST",
-        "/v1/admin/tokens",
-        {"model": model, "ttl_s": ttl, "labels": labels, "uses": uses},
-    )
+    out = admin_client(ctx).create_token(model=model, ttl_s=ttl, labels=labels, uses=uses)
     if as_json:
         from edgeloop.cli._console import print_json
 
@@ -123,7 +56,7 @@ def devices(ctx: typer.Context, as_json: bool = _json_opt()) -> None:
     """List enrolled devices: hardware, agent, model version, last seen, health."""
     from edgeloop.cli._console import print_json, table
 
-    found = _call(ctx, "GET", "/v1/admin/devices")["devices"]
+    found = admin_client(ctx).devices()
     if as_json:
         print_json(found)
         return
@@ -155,13 +88,13 @@ def device(ctx: typer.Context, device_id: str = typer.Argument(..., help="Device
     """Show one device with its latest telemetry reports (JSON)."""
     from edgeloop.cli._console import print_json
 
-    print_json(_call(ctx, "GET", f"/v1/admin/devices/{device_id}"))
+    print_json(admin_client(ctx).device(device_id))
 
 
 @app.command("revoke")
 def revoke(ctx: typer.Context, device_id: str = typer.Argument(..., help="Device id.")) -> None:
     """Revoke a device: its requests are refused (403) from now on."""
-    out = _call(ctx, "POST", f"/v1/admin/devices/{device_id}/revoke")
+    out = admin_client(ctx).revoke(device_id)
     typer.echo(f"revoked {out['device_id']}")
 
 
@@ -182,11 +115,12 @@ def publish(
 ) -> None:
     """Publish a registry version's bundles to the fleet's TUF repository."""
     model, version = _ref(ref)
-    out = _call(ctx, "POST", "/v1/admin/releases", {"model": model, "version": version})
+    client = admin_client(ctx)
+    out = client.publish(model, version)
     variants = ", ".join(v["variant"] for v in out["variants"])
     typer.echo(f"published {model}@{version}: {variants}")
     if desired:
-        d = _call(ctx, "PUT", f"/v1/admin/models/{model}/desired", {"version": version})
+        d = client.set_desired(model, version)
         typer.echo(f"{model}@{d['alias']} -> {d['version']}")
 
 
@@ -196,7 +130,7 @@ def set_desired(
 ) -> None:
     """Set the version every device of a model should run (moves the registry alias)."""
     model, version = _ref(ref)
-    d = _call(ctx, "PUT", f"/v1/admin/models/{model}/desired", {"version": version})
+    d = admin_client(ctx).set_desired(model, version)
     typer.echo(f"{model}@{d['alias']} -> {d['version']}")
 
 
@@ -209,8 +143,7 @@ def releases(
     """List published releases and their variants."""
     from edgeloop.cli._console import print_json, table
 
-    path = "/v1/admin/releases" + (f"?model={model}" if model else "")
-    found = _call(ctx, "GET", path)["releases"]
+    found = admin_client(ctx).releases(model)
     if as_json:
         print_json(found)
         return

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from edgeloop.cli.fleet import admin_options, admin_token, server_url
+from edgeloop.cli._admin import admin_options, rollout_client
 from edgeloop.errors import InputError
 
 app = typer.Typer(
@@ -31,13 +31,6 @@ def parse_duration(text: str) -> float:
 
 
 app.callback()(admin_options)
-
-
-def _client(ctx: typer.Context) -> Any:
-    from edgeloop.fleet import RolloutClient
-
-    opts = ctx.obj or {}
-    return RolloutClient(server_url(opts), admin_token(opts))
 
 
 def _ref(ref: str) -> tuple[str, int]:
@@ -117,7 +110,7 @@ def start(
         percents = [float(p) for p in stages.split(",") if p.strip()]
     except ValueError as e:
         raise InputError(f"--stages {stages!r}: expected percents like 1,10,50,100") from e
-    r = _client(ctx).start(
+    r = rollout_client(ctx).start(
         model,
         version,
         stages=percents,
@@ -138,7 +131,7 @@ def status(
     as_json: bool = _json_opt(),
 ) -> None:
     """A rollout's state, its gates against the control group, and its timeline."""
-    _show(_client(ctx).get(rollout_id), as_json)
+    _show(rollout_client(ctx).get(rollout_id), as_json)
 
 
 @app.command("list")
@@ -150,7 +143,7 @@ def list_(
     """Rollouts, newest first."""
     from edgeloop.cli._console import print_json, table
 
-    found = _client(ctx).list(model)
+    found = rollout_client(ctx).list(model)
     if as_json:
         print_json(found)
         return
@@ -175,7 +168,7 @@ def _action(name: str, doc: str) -> None:
         reason: str | None = typer.Option(None, "--reason", help="Recorded in the timeline."),
         as_json: bool = _json_opt(),
     ) -> None:
-        _show(getattr(_client(ctx), name)(rollout_id, reason), as_json)
+        _show(getattr(rollout_client(ctx), name)(rollout_id, reason), as_json)
 
     run.__doc__ = doc
     app.command(name)(run)

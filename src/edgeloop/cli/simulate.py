@@ -8,19 +8,7 @@ from typing import Any
 
 import typer
 
-
-def _admin_token(ctx: typer.Context, token: str | None) -> str:
-    if token:
-        return token
-    from edgeloop.cli.fleet import admin_token
-
-    return admin_token(ctx.obj or {})
-
-
-def _server(ctx: typer.Context, server: str | None) -> str:
-    from edgeloop.cli.fleet import server_url
-
-    return server_url(ctx.obj or {}, server)
+from edgeloop.cli import _admin
 
 
 def simulate(
@@ -47,11 +35,12 @@ def simulate(
     """Run N real agents (own keys, state, profile, workload) in one process, then summarise."""
     import asyncio
 
-    from edgeloop.agent import Simulator, create_tokens, simulated_profiles
+    from edgeloop.agent import Simulator, simulated_profiles
     from edgeloop.cli._console import print_json, table
+    from edgeloop.client import create_tokens
 
-    token = _admin_token(ctx, admin_token)
-    server = _server(ctx, server)
+    token = _admin.admin_token(ctx, admin_token)
+    server = _admin.server(ctx, server)
 
     async def main(root: Path) -> Any:
         tokens = await create_tokens(server, token, devices, model=model)

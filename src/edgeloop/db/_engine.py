@@ -28,6 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from edgeloop._io import default_data_dir
 from edgeloop.errors import RegistryError
 
 __all__ = [
@@ -70,16 +71,6 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def default_data_dir() -> Path:
-    """``$EDGELOOP_DATA``, else the platform's user data dir for edgeloop."""
-    env = os.environ.get("EDGELOOP_DATA")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("edgeloop"))
 
 
 def default_url() -> str:

@@ -28,7 +28,6 @@ from edgeloop.fleet._gates import (
     parse_gate,
 )
 from edgeloop.fleet._http import ServerContext
-from edgeloop.fleet._rollout_client import RolloutClient
 from edgeloop.fleet._settings import FleetSecrets, FleetSettings, prepare_data_dir
 from edgeloop.fleet._state import AppState, PolicyLoader
 
@@ -44,7 +43,6 @@ __all__ = [
     "GateResult",
     "Policy",
     "PolicyLoader",
-    "RolloutClient",
     "ServerContext",
     "app_from_env",
     "create_app",

@@ -7,7 +7,8 @@
                      gates=("error_rate<0.01", "p99_ms<=1.2*baseline"), cohort="arch=aarch64")
     done = client.wait(r["id"], ("completed", "rolled_back"), timeout_s=3600)
 
-What ``edgeloop rollout`` and ``edgeloop demo`` use; only httpx underneath.
+What ``edgeloop rollout`` and ``edgeloop demo`` use; requests and errors go through
+:class:`~edgeloop.client.AdminClient` (httpx only underneath).
 """
 
 from __future__ import annotations
@@ -16,35 +17,21 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import httpx
-
-from edgeloop.errors import AuthError, FleetError, RolloutError
+from edgeloop.client._admin import AdminClient
+from edgeloop.client._errors import ROLLOUTS_PATH
+from edgeloop.errors import RolloutError
 
 __all__ = ["RolloutClient"]
 
 
 class RolloutClient:
+    """Staged rollouts on one fleet server (``/v1/admin/rollouts``)."""
+
     def __init__(self, server_url: str, admin_token: str, *, timeout_s: float = 60.0) -> None:
-        self.base = server_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {admin_token.strip()}"}
-        self.timeout_s = timeout_s
+        self.admin = AdminClient(server_url, admin_token, timeout_s=timeout_s)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        url = f"{self.base}/v1/admin/rollouts{path}"
-        try:
-            r = httpx.request(method, url, json=body, headers=self.headers, timeout=self.timeout_s)
-        except httpx.HTTPError as e:
-            raise FleetError(f"cannot reach the fleet server at {self.base}: {e}") from e
-        if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text
-            where = f"{method} /v1/admin/rollouts{path} -> {r.status_code}: {detail}"
-            if r.status_code in (401, 403):
-                raise AuthError(where)
-            raise RolloutError(where) if r.status_code in (404, 409) else FleetError(where)
-        return r.json()
+        return self.admin.call(method, ROLLOUTS_PATH + path, body)
 
     def start(
         self,

@@ -1,0 +1,82 @@
+"""``AdminClient``: the fleet server's admin API over HTTP (httpx only, no server code).
+
+::
+
+    admin = AdminClient("http://127.0.0.1:8700", admin_token)
+    token = admin.create_token(model="kws")["token"]
+    admin.publish("kws", 3)
+    admin.set_desired("kws", 3)
+
+What ``edgeloop fleet`` and the demo use; ``RolloutClient`` (``_rollouts``) and
+:func:`create_tokens` (many tokens at once, for the simulator) share its error mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from edgeloop.client._errors import raise_for_status, unreachable
+
+__all__ = ["AdminClient"]
+
+
+class AdminClient:
+    """One fleet server's admin API, authenticated with its bearer admin token."""
+
+    def __init__(self, server_url: str, admin_token: str, *, timeout_s: float = 60.0) -> None:
+        self.base = server_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {admin_token.strip()}"}
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """``method path`` with a JSON ``body``; the answer's JSON, or the mapped error."""
+        try:
+            r = httpx.request(
+                method, self.base + path, json=body, headers=self.headers, timeout=self.timeout_s
+            )
+        except httpx.HTTPError as e:
+            raise unreachable(self.base, e) from e
+        raise_for_status(method, path, r)
+        return r.json()
+
+    def create_token(
+        self,
+        *,
+        model: str | None = None,
+        ttl_s: float = 86400.0,
+        labels: Mapping[str, str] | None = None,
+        uses: int = 1,
+    ) -> dict[str, Any]:
+        """An enrollment token (``token``, ``expires_at``, ...); one-time unless ``uses`` > 1."""
+        body = {"model": model, "ttl_s": ttl_s, "labels": dict(labels or {}), "uses": uses}
+        return dict(self.call("POST", "/v1/admin/tokens", body))
+
+    def devices(self) -> list[dict[str, Any]]:
+        """The device inventory."""
+        return list(self.call("GET", "/v1/admin/devices")["devices"])
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        """One device with its latest telemetry reports."""
+        return dict(self.call("GET", f"/v1/admin/devices/{device_id}"))
+
+    def revoke(self, device_id: str) -> dict[str, Any]:
+        """Revoke a device: its requests are refused (403) from now on."""
+        return dict(self.call("POST", f"/v1/admin/devices/{device_id}/revoke"))
+
+    def publish(self, model: str, version: int) -> dict[str, Any]:
+        """Publish a registry version's bundles to the fleet's TUF repository."""
+        body = {"model": model, "version": version}
+        return dict(self.call("POST", "/v1/admin/releases", body))
+
+    def set_desired(self, model: str, version: int) -> dict[str, Any]:
+        """Make ``model@version`` (published) what every device of the model should run."""
+        body = {"version": version}
+        return dict(self.call("PUT", f"/v1/admin/models/{model}/desired", body))
+
+    def releases(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Published releases and their variants."""
+        path = "/v1/admin/releases" + (f"?model={model}" if model else "")
+        return list(self.call("GET", path)["releases"])

@@ -1,0 +1,106 @@
+"""``edgeloop fleet ...`` and ``edgeloop rollout ...`` talk to a server through the httpx admin
+client alone: the admin paths import neither the server framework nor the database layer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+SERVER_ONLY = {"fastapi", "starlette", "sqlalchemy", "alembic", "uvicorn", "torch"}
+TOKEN = "t" * 43
+
+ANSWERS: dict[str, Any] = {
+    "/v1/admin/devices": {"devices": []},
+    "/v1/admin/releases": {"releases": []},
+    "/v1/admin/rollouts?limit=100": {"rollouts": []},
+}
+
+
+class _Admin(BaseHTTPRequestHandler):
+    """A stand-in admin API on loopback: checks the bearer token, answers fixed JSON."""
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            self._answer(401, {"detail": "admin API needs 'Authorization: Bearer <admin token>'"})
+        elif self.path in ANSWERS:
+            self._answer(200, ANSWERS[self.path])
+        else:
+            self._answer(404, {"detail": f"no route {self.path}"})
+
+    def _answer(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def admin_url() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Admin)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _run(args: list[str], token: str = TOKEN) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    env = dict(os.environ, EDGELOOP_ADMIN_TOKEN=token)
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "edgeloop", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    names = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in r.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "httpx" in names  # the listing was parsed and the client was used
+    return r, names
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["fleet", "devices", "--json"], []),
+        (["fleet", "releases", "--json"], []),
+        (["rollout", "list", "--json"], []),
+    ],
+)
+def test_admin_commands_import_no_server_code(
+    admin_url: str, args: list[str], expected: object
+) -> None:
+    group, rest = args[0], args[1:]
+
+    r, names = _run([group, "--server", admin_url, *rest])
+
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout) == expected
+    assert names & SERVER_ONLY == set()
+
+
+def test_a_refused_admin_request_is_one_auth_error_line(admin_url: str) -> None:
+    r, names = _run(["fleet", "--server", admin_url, "devices"], token="wrong")
+
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
+    assert r.returncode != 0
+    assert any("GET /v1/admin/devices -> 401" in line for line in errors), errors
+    assert names & SERVER_ONLY == set()
