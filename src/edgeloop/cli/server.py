@@ -47,8 +47,13 @@ def server(
 
     from edgeloop.cli._console import console
     from edgeloop.db import default_data_dir
-    from edgeloop.fleet import FleetSettings, create_app, prepare_data_dir
-    from edgeloop.fleet._settings import SETTINGS_ENV, settings_to_env
+    from edgeloop.fleet import (
+        SETTINGS_ENV,
+        FleetSettings,
+        create_app,
+        prepare_data_dir,
+        settings_to_env,
+    )
 
     data_dir = data or default_data_dir()
     settings = FleetSettings(

@@ -28,10 +28,17 @@ from edgeloop.fleet._gates import (
     parse_gate,
 )
 from edgeloop.fleet._http import ServerContext
-from edgeloop.fleet._settings import FleetSecrets, FleetSettings, prepare_data_dir
+from edgeloop.fleet._settings import (
+    SETTINGS_ENV,
+    FleetSecrets,
+    FleetSettings,
+    prepare_data_dir,
+    settings_to_env,
+)
 from edgeloop.fleet._state import AppState, PolicyLoader
 
 __all__ = [
+    "SETTINGS_ENV",
     "AppState",
     "DeviceSample",
     "DeviceState",
@@ -53,5 +60,6 @@ __all__ = [
     "parse_gate",
     "prepare_data_dir",
     "select_variant",
+    "settings_to_env",
     "variant_fits",
 ]
