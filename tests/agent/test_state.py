@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from edgeloop.agent import AgentState, SlotInfo, decide
-from edgeloop.agent._state import boot, confirm, revert, switch_to
+from edgeloop.agent._state import boot, confirm, fall_back, switch_to
 from edgeloop.errors import AgentError
 
 
@@ -66,9 +66,9 @@ def test_switch_keeps_the_old_slot_known_good_until_confirmed():
     assert (c.active, c.known_good, c.trial) == ("b", "b", False)
 
 
-def test_revert_returns_to_known_good_and_remembers_why():
+def test_fall_back_returns_to_known_good_and_remembers_why():
     s = switch_to(_state(slots={"a": _info(1), "b": _info(2)}, active="a", known_good="a"), "b")
-    r = revert(s, "errors")
+    r = fall_back(s, "errors")
     assert (r.active, r.trial) == ("a", False)
     assert r.failed == {f"{2:064x}": "errors"}
 

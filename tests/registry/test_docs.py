@@ -45,7 +45,7 @@ def test_registry_page_commands_run(
         assert result.returncode == 0, (args, result.stderr)
         outputs[" ".join(args[:3])] = result.stdout
 
-    assert "rollback" in outputs["registry alias --history"]
+    assert "revert" in outputs["registry alias --history"]
     assert "kws canary: 1 -> (removed) (remove)" in outputs["registry alias --remove"]
     assert "source_model" in outputs["registry lineage kws@2"]
     assert "kws@1" in outputs["registry lineage kws@2"]

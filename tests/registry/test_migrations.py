@@ -193,3 +193,41 @@ def test_engine_errors_never_show_the_password() -> None:
         make_engine("mysql+nodriver://admin:hunter2@db.example/edgeloop")
 
     assert "hunter2" not in str(info.value) and "admin:***@" in str(info.value)
+
+
+def test_0004_renames_alias_rollbacks_to_reverts_and_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/alias.db"
+    upgrade(url, "0003_rollout")
+    engine = make_engine(url)
+    now = "2026-01-01 00:00:00"
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO models (id, name, description, created_at, created_by) "
+                    "VALUES (1, 'kws', '', :t, 'ann')"
+                ),
+                {"t": now},
+            )
+            for action in ("set", "rollback", "remove"):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO alias_events (model_id, alias, action, reason, actor, "
+                        "created_at) VALUES (1, 'production', :a, '', 'ann', :t)"
+                    ),
+                    {"a": action, "t": now},
+                )
+
+        def actions() -> list[str]:
+            with engine.connect() as conn:
+                q = "SELECT action FROM alias_events ORDER BY id"
+                return [r[0] for r in conn.execute(sa.text(q))]
+
+        upgrade(engine)
+        after = actions()
+        downgrade(engine, "0003_rollout")
+
+        assert after == ["set", "revert", "remove"]
+        assert actions() == ["set", "rollback", "remove"]
+    finally:
+        engine.dispose()

@@ -155,7 +155,7 @@ def test_non_finite_evaluation_is_refused(registry: Registry, make_onnx: MakeOnn
         registry.add_evaluation("kws@1", "accuracy", float("nan"))
 
 
-def test_alias_history_records_every_move_and_rollbacks(
+def test_alias_history_records_every_move_and_reverts(
     registry: Registry, make_onnx: MakeOnnx
 ) -> None:
     for i in range(3):
@@ -170,7 +170,7 @@ def test_alias_history_records_every_move_and_rollbacks(
     assert [(e.action, e.from_version, e.to_version, e.actor, e.reason) for e in history] == [
         ("set", None, 1, "ann", "first release"),
         ("set", 1, 3, "bob", "better recall"),
-        ("rollback", 3, 2, "rollout", "gate p99_ms failed"),
+        ("revert", 3, 2, "rollout", "gate p99_ms failed"),
     ]
     assert [e.alias for e in registry.alias_history("kws")] == ["production"] * 3 + ["canary"]
     assert registry.resolve("kws@production").version == 2
@@ -183,9 +183,9 @@ def test_alias_action_can_be_given_explicitly(registry: Registry, make_onnx: Mak
     registry.push(make_onnx("m", 2.0), "kws")
     registry.set_alias("kws@1", "production")
 
-    event = registry.set_alias("kws@2", "production", action="rollback", reason="signed rollback")
+    event = registry.set_alias("kws@2", "production", action="revert", reason="signed revert")
 
-    assert (event.action, event.from_version, event.to_version) == ("rollback", 1, 2)
+    assert (event.action, event.from_version, event.to_version) == ("revert", 1, 2)
 
 
 def test_removed_alias_no_longer_resolves_but_stays_in_history(

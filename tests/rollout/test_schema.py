@@ -8,7 +8,15 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from edgeloop.db import MIGRATIONS_DIR, ROLLOUT_TABLES, Base, current_revision, make_engine, upgrade
+from edgeloop.db import (
+    MIGRATIONS_DIR,
+    ROLLOUT_TABLES,
+    Base,
+    current_revision,
+    head_revision,
+    make_engine,
+    upgrade,
+)
 
 
 def test_migration_0003_rollout_matches_the_tables(db_url: str) -> None:
@@ -24,7 +32,7 @@ def test_migration_0003_rollout_matches_the_tables(db_url: str) -> None:
                 if any(t in repr(d) for t in ROLLOUT_TABLES)
             ]
         assert diff == []
-        assert current_revision(engine) == "0003_rollout"
+        assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
 

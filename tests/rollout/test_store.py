@@ -114,7 +114,7 @@ def test_bad_version_fails_its_gate_and_every_stage_device_goes_back(rollout_db,
     assert _row(rollout_db, rid).state == "rolled_back"
     with read_session(rollout_db.engine) as s:
         canary = alias_history(s, "kws", "canary")
-    assert canary[-1].action == "rollback" and canary[-1].to_version == 1
+    assert canary[-1].action == "revert" and canary[-1].to_version == 1
     assert "error_rate<0.02" in canary[-1].reason
 
 

@@ -36,8 +36,8 @@ from edgeloop.agent._state import (
     boot,
     confirm,
     decide,
+    fall_back,
     record_failure,
-    revert,
     switch_to,
 )
 from edgeloop.agent._store import StateDir, Writer
@@ -187,11 +187,11 @@ class Agent:
             except (EdgeloopError, OSError) as e:
                 self.last_error = f"slot {self.state.active} failed to load: {e}"
                 self.telemetry.count("load_failures")
-                reverted = revert(self.state, self.last_error)
-                if reverted.active == self.state.active:
+                fallen_back = fall_back(self.state, self.last_error)
+                if fallen_back.active == self.state.active:
                     self._set_model(None)  # nothing to return to: serve nothing, keep polling
                     return
-                self._commit(reverted)
+                self._commit(fallen_back)
                 continue
             self._set_model(model)
             return
@@ -250,16 +250,16 @@ class Agent:
             self._trial_errors += 0 if ok else 1
             n, bad = self._trial_requests, self._trial_errors
             if n >= self.trial_min_requests and bad / n > self.trial_max_error_rate:
-                self._revert(f"{bad} of {n} requests failed after the switch (last: {error})")
+                self._fall_back(f"{bad} of {n} requests failed after the switch (last: {error})")
 
-    def _revert(self, reason: str) -> None:
+    def _fall_back(self, reason: str) -> None:
         with self._lock:
             if not self.state.trial:
                 return
             self.telemetry.count("rollbacks")
             self.last_error = reason
             self.degraded = True
-            self._commit(revert(self.state, reason))
+            self._commit(fall_back(self.state, reason))
             self._activate()
 
     def check_trial(self) -> None:

@@ -30,7 +30,7 @@ __all__ = [
     "decide",
     "other_slot",
     "record_failure",
-    "revert",
+    "fall_back",
     "switch_to",
 ]
 
@@ -190,8 +190,12 @@ def record_failure(state: AgentState, sha256: str, reason: str) -> AgentState:
     return dataclasses.replace(state, failed=failed, installing=None)
 
 
-def revert(state: AgentState, reason: str) -> AgentState:
-    """Return to the known-good slot, remembering why the abandoned bundle failed."""
+def fall_back(state: AgentState, reason: str) -> AgentState:
+    """Fall back to the known-good slot, remembering why the abandoned bundle failed.
+
+    The agent's own return (a failed trial); a fleet rollback is the server's decision and
+    reaches the agent as a signed assignment with ``rollback: true``.
+    """
     bad = state.current
     if state.known_good is None or state.known_good == state.active:
         # nothing to return to: keep the slot we have (it is the only model there is)
@@ -208,5 +212,5 @@ def boot(state: AgentState) -> AgentState:
     if not state.trial:
         return state
     if state.trial_boots + 1 >= MAX_TRIAL_BOOTS:
-        return revert(state, "did not confirm after a restart (crash while on trial)")
+        return fall_back(state, "did not confirm after a restart (crash while on trial)")
     return dataclasses.replace(state, trial_boots=state.trial_boots + 1)

@@ -127,7 +127,7 @@ class AliasEventRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"))
     alias: Mapped[str] = mapped_column(_NAME)
-    action: Mapped[str] = mapped_column(sa.String(32))  # set, rollback, remove
+    action: Mapped[str] = mapped_column(sa.String(32))  # set, revert, remove
     from_version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     to_version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     reason: Mapped[str] = mapped_column(sa.Text, default="")

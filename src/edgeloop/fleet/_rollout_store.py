@@ -305,10 +305,13 @@ def _apply(s: Session, row: RolloutRow, t: Transition, now: datetime, actor: str
 
 
 def _record_aliases(s: Session, row: RolloutRow, t: Transition, before: str) -> None:
-    """Rollbacks and completions go into the registry's alias history."""
+    """Rollbacks and completions move aliases; each move goes into the alias history.
+
+    A rollback moves the aliases back to the rollout's ``from_version``: a ``revert``.
+    """
     try:
         if t.kind in ("gate_failed", "rollback", "abort"):
-            action = None if t.kind == "abort" else "rollback"
+            action = None if t.kind == "abort" else "revert"
             set_alias(
                 s,
                 row.model,
@@ -326,7 +329,7 @@ def _record_aliases(s: Session, row: RolloutRow, t: Transition, before: str) -> 
                 row.from_version,
                 reason=f"rollout {row.id}: {t.reason}",
                 actor="rollout",
-                action="rollback",
+                action="revert",
             )
         if t.kind == "complete" and not row.cohort:
             set_alias(

@@ -17,7 +17,7 @@ the session-level functions instead, inside its own transaction
 
     with write_session(engine) as s:
         set_alias(s, "kws", "production", 2, reason="gate p99_ms failed", actor="rollout",
-                  action="rollback")
+                  action="revert")
 """
 
 from __future__ import annotations

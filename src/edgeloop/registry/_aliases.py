@@ -1,7 +1,8 @@
 """Aliases (``production``, ``canary``, any name) and the history of every move.
 
-A move to an older version is recorded as a ``rollback`` (the rollout machinery records its
-automatic rollbacks here too, with ``action="rollback"`` and the failed gate as the reason).
+A move to an older version is recorded as a ``revert`` (a rollout that rolls back records the
+alias moves it makes here too, with ``action="revert"`` and the failed gate as the reason).
+"Rollback" is the rollout's word, not the alias's: see docs/design.md's glossary.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from edgeloop.registry._types import AliasEvent, check_name
 
 __all__ = ["ALIAS_ACTIONS", "alias_history", "remove_alias", "set_alias"]
 
-ALIAS_ACTIONS = ("set", "rollback", "remove")
+ALIAS_ACTIONS = ("set", "revert", "remove")
 
 
 def set_alias(
@@ -33,11 +34,11 @@ def set_alias(
 ) -> AliasEvent:
     """Point ``alias`` at ``version`` and record the move.
 
-    ``action`` defaults to ``rollback`` when the alias moves to an older version, else ``set``.
+    ``action`` defaults to ``revert`` when the alias moves to an older version, else ``set``.
     """
     check_name(alias, "alias")
     if action is not None and action not in ALIAS_ACTIONS[:2]:
-        raise RegistryError(f"alias action {action!r} is not one of set, rollback")
+        raise RegistryError(f"alias action {action!r} is not one of set, revert")
     model, row = version_row(session, name, version)
     current = session.scalars(
         sa.select(AliasRow)
@@ -54,7 +55,7 @@ def set_alias(
         current.version_id = row.id
         current.updated_at = now
     if action is None:
-        action = "rollback" if before is not None and version < before else "set"
+        action = "revert" if before is not None and version < before else "set"
     return _record(session, model, alias, action, before, version, reason, actor, now)
 
 

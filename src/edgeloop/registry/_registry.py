@@ -251,7 +251,7 @@ class Registry:
     ) -> AliasEvent:
         """Point ``alias`` at the version ``ref`` names (``model@3``); recorded in the history.
 
-        Moving to an older version is recorded as a ``rollback`` unless ``action`` says
+        Moving to an older version is recorded as a ``revert`` unless ``action`` says
         otherwise.
         """
         with self._write(f"moving alias {alias!r} to {ref}") as s:

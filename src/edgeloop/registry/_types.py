@@ -151,7 +151,7 @@ class ModelInfo(_ToDict):
 
 @dataclass(frozen=True)
 class AliasEvent(_ToDict):
-    """One move of an alias: ``action`` is set, rollback or remove."""
+    """One move of an alias: ``action`` is set, revert or remove."""
 
     model: str
     alias: str
