@@ -127,7 +127,7 @@ def test_good_release_reaches_everyone_and_a_bad_one_is_rolled_back(fleet_server
     assert switches >= N // 2  # ... and left by switching slots, without a download
     assert without_model == set()  # never a device without a working model
 
-    # the CLI shows the rollouts; the registry's alias history has the automatic rollback
+    # the CLI shows the rollouts; the alias history has the rollback's revert of the canary
     out = cli("rollout", "--server", fleet_server.url, "--data", str(fleet_server.data), "list")
     assert out.returncode == 0, out.stderr
     assert "rolled_back" in out.stdout and "completed" in out.stdout
@@ -147,7 +147,7 @@ def test_good_release_reaches_everyone_and_a_bad_one_is_rolled_back(fleet_server
     with Registry(fleet_server.db_url, fleet_server.data) as reg:
         canary = reg.alias_history("kws", "canary")
         production = reg.alias_history("kws", "production")
-    assert canary[-1].action == "rollback" and "error_rate<0.05" in canary[-1].reason
+    assert canary[-1].action == "revert" and "error_rate<0.05" in canary[-1].reason
     assert (production[-1].to_version, production[-1].actor) == (2, "rollout")
 
 
