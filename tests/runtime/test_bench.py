@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeloop.analysis import graph_stats
 from edgeloop.artifacts import TensorSpec
 from edgeloop.errors import InputError, ModelInputError
 from edgeloop.runtime import benchmark, parse_shape_overrides, synthesize_inputs
@@ -33,7 +34,9 @@ def test_shape_overrides_parse_and_refuse_garbage() -> None:
 
 
 def test_benchmark_in_a_child_process(two_input_model: Path) -> None:
-    r = benchmark(two_input_model, iterations=20, warmup=2, batch=3, threads=1)
+    r = benchmark(
+        two_input_model, iterations=20, warmup=2, batch=3, threads=1, graph_stats=graph_stats
+    )
     assert r.iterations == 20
     assert r.input_shapes == {"x": [3, 8], "ids": [3, 32]}  # dynamic seq: 32
     assert r.params == 8 * 2 + 5 * 2 + 1
@@ -53,7 +56,14 @@ def test_compare_interleaves_and_gives_ratios(
     copy.write_bytes(identity_classifier.read_bytes())
     x = np.eye(3, dtype=np.float32)
     y = np.arange(3)
-    r = benchmark(identity_classifier, compare=copy, data=(x, y), iterations=15, warmup=1)
+    r = benchmark(
+        identity_classifier,
+        compare=copy,
+        data=(x, y),
+        iterations=15,
+        warmup=1,
+        graph_stats=graph_stats,
+    )
     assert r.compare is not None
     assert r.iterations == r.compare.iterations == 15
     assert r.ratios["size"] == 1.0 and r.ratios["macs"] == 1.0
@@ -111,3 +121,10 @@ def test_a_slow_model_is_timed_at_least_three_times_not_ten(
     r = benchmark(identity_classifier, min_seconds=0.02, warmup=50, isolate=False)
     assert r.iterations == 3
     assert r.latency_ms["min"] >= 50
+
+
+def test_benchmark_without_a_graph_reader_counts_no_params(identity_classifier: Path) -> None:
+    r = benchmark(identity_classifier, iterations=2, warmup=0, isolate=False)
+
+    assert r.params is None and r.macs is None
+    assert r.size_bytes == identity_classifier.stat().st_size
