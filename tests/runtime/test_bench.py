@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeloop.analysis import graph_stats
 from edgeloop.artifacts import TensorSpec
 from edgeloop.errors import InputError, ModelInputError
 from edgeloop.runtime import benchmark, parse_shape_overrides, synthesize_inputs
@@ -34,6 +33,7 @@ def test_shape_overrides_parse_and_refuse_garbage() -> None:
 
 
 def test_benchmark_in_a_child_process(two_input_model: Path) -> None:
+    graph_stats = pytest.importorskip("edgeloop.analysis").graph_stats
     r = benchmark(
         two_input_model, iterations=20, warmup=2, batch=3, threads=1, graph_stats=graph_stats
     )
@@ -56,6 +56,7 @@ def test_compare_interleaves_and_gives_ratios(
     copy.write_bytes(identity_classifier.read_bytes())
     x = np.eye(3, dtype=np.float32)
     y = np.arange(3)
+    graph_stats = pytest.importorskip("edgeloop.analysis").graph_stats
     r = benchmark(
         identity_classifier,
         compare=copy,
@@ -85,6 +86,7 @@ def test_data_missing_an_input_is_refused_before_timing(two_input_model: Path) -
 def test_memory_is_the_models_own(
     identity_classifier: Path, tmp_path: Path, save_model: Callable[..., Path]
 ) -> None:
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     weights = numpy_helper.from_array(np.ones((1024, 2048), np.float32), "W")  # 8 MiB
