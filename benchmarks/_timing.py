@@ -14,14 +14,10 @@ import numpy as np
 
 
 def session(path: Path) -> Any:
-    """An ONNX Runtime CPU session on one thread, quiet."""
-    import onnxruntime as ort
+    """An ONNX Runtime CPU session on one thread (edgeloop.runtime's, as a device builds it)."""
+    from edgeloop.runtime import Session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return Session(path, threads=1, providers=["CPUExecutionProvider"])
 
 
 def latencies(
@@ -35,18 +31,18 @@ def latencies(
     load hits them alike. ``feeds`` is input name -> array, or one array for the first input."""
     sessions = {k: session(p) for k, p in models.items()}
     inputs = {
-        k: feeds if isinstance(feeds, dict) else {s.get_inputs()[0].name: feeds}
+        k: feeds if isinstance(feeds, dict) else {s.input_names[0]: feeds}
         for k, s in sessions.items()
     }
     times: dict[str, list[float]] = {k: [] for k in models}
     for k, s in sessions.items():
         for _ in range(warmup):
-            s.run(None, inputs[k])
+            s.run_unchecked(inputs[k])
     for _ in range(rounds):
         for k, s in sessions.items():
             for _ in range(runs):
                 t0 = time.perf_counter()
-                s.run(None, inputs[k])
+                s.run_unchecked(inputs[k])
                 times[k].append((time.perf_counter() - t0) * 1e3)
     return {
         k: {"p50_ms": float(np.median(v)), "min_ms": float(np.min(v))} for k, v in times.items()

@@ -47,8 +47,8 @@ RESULTS = Path(__file__).parent / "results" / "compress.json"
 
 def onnx_accuracy(path: Path, data: Any) -> float:
     s = session(path)
-    name = s.get_inputs()[0].name
-    preds = [s.run(None, {name: xb})[0].argmax(1) for xb, _ in data.batches(200)]
+    name, out = s.input_names[0], s.output_names[0]
+    preds = [s.run_unchecked({name: xb})[out].argmax(1) for xb, _ in data.batches(200)]
     return float((np.concatenate(preds) == data.y).mean())
 
 
@@ -104,11 +104,15 @@ def main() -> None:
     import torch
 
     from edgeloop.data import load_dataset
-    from edgeloop.optimize import binarize, distill, load_model, optimize, save_binary
-    from edgeloop.optimize._binary import load_binary
-    from edgeloop.zoo import build_model, evaluate_model, fit, save_checkpoint
-    from edgeloop.zoo._checkpoint import input_spec_of
-    from edgeloop.zoo._registry import kwargs_for
+    from edgeloop.optimize import binarize, distill, load_binary, load_model, optimize, save_binary
+    from edgeloop.zoo import (
+        build_model,
+        evaluate_model,
+        fit,
+        input_spec_of,
+        kwargs_for,
+        save_checkpoint,
+    )
 
     torch.set_num_threads(a.threads)
     work = a.workdir

@@ -35,9 +35,7 @@ MODELS = ("cnn", "mobilenet", "cnn1d", "transformer", "autoencoder", "mobilenet2
 def build(name: str) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
     """(module, export meta, one batch-1 input) for a zoo model at its dataset's size."""
     from edgeloop.data import load_dataset
-    from edgeloop.zoo import build_model
-    from edgeloop.zoo._checkpoint import input_spec_of
-    from edgeloop.zoo._registry import ARCHITECTURES, kwargs_for
+    from edgeloop.zoo import ARCHITECTURES, build_model, input_spec_of, kwargs_for
 
     if name == "mobilenet224":
         kwargs: dict[str, Any] = {"width": 1.0, "input_size": 224, "num_classes": 1000}

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# tests/onnx_writer.py (ONNX models without the onnx package) is importable from every test
+sys.path.insert(0, str(Path(__file__).parent))
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

@@ -20,29 +20,21 @@ from edgeloop.protocol import Assignment, iso_time
 
 def _model(kind: str, scale: float, n_weights: int = 0) -> bytes:
     """y = x * scale (+ a big unused-looking initializer for size); kinds break in ways."""
-    import onnx
-    from onnx import TensorProto, helper
+    from onnx_writer import FLOAT, model_bytes
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
-    inits = [helper.make_tensor("s", TensorProto.FLOAT, [1], [scale])]
-    nodes = [helper.make_node("Mul", ["x", "s"], ["m"])]
+    inits = {"s": np.array([scale], dtype=np.float32)}
+    nodes = [("Mul", ["x", "s"], ["m"])]
     if kind == "fragile":  # passes its self-test (n=1), fails at run time for n != 1
-        inits.append(helper.make_tensor("shape", TensorProto.INT64, [2], [1, 4]))
-        nodes.append(helper.make_node("Reshape", ["m", "shape"], ["y"]))
+        inits["shape"] = np.array([1, 4], dtype=np.int64)
+        nodes.append(("Reshape", ["m", "shape"], ["y"]))
     else:
-        nodes.append(helper.make_node("Identity", ["m"], ["y"]))
+        nodes.append(("Identity", ["m"], ["y"]))
+    outputs = [("y", FLOAT, ["n", 4])]
     if n_weights:
-        w = np.zeros(n_weights, dtype=np.float32)
-        inits.append(onnx.numpy_helper.from_array(w, "pad"))
-        nodes.append(helper.make_node("Identity", ["pad"], ["pad_out"]))
-        outputs = [y, helper.make_tensor_value_info("pad_out", TensorProto.FLOAT, [n_weights])]
-    else:
-        outputs = [y]
-    graph = helper.make_graph(nodes, "g", [x], outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
+        inits["pad"] = np.zeros(n_weights, dtype=np.float32)
+        nodes.append(("Identity", ["pad"], ["pad_out"]))
+        outputs.append(("pad_out", FLOAT, [n_weights]))
+    return model_bytes(nodes, [("x", FLOAT, ["n", 4])], outputs, inits)
 
 
 def _resign_with_wrong_selftest(bundle: bytes, key: Ed25519PrivateKey) -> bytes:

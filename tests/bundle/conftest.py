@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from edgeloop.artifacts import LineageRef, ModelCard
 from edgeloop.bundle import (
@@ -21,6 +20,8 @@ from edgeloop.bundle import (
     parse_container,
 )
 from edgeloop.bundle._format import build_container, sign_envelope
+from onnx_writer import FLOAT
+from onnx_writer import model_bytes as write_model
 
 
 def make_model(n_in: int = 4, n_out: int = 3, seed: int = 0) -> bytes:
@@ -28,20 +29,12 @@ def make_model(n_in: int = 4, n_out: int = 3, seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((n_in, n_out)).astype(np.float32)
     b = rng.standard_normal(n_out).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "W"], ["h"]),
-            helper.make_node("Add", ["h", "b"], ["z"]),
-            helper.make_node("Relu", ["z"], ["y"]),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", n_in])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n_out])],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
+    return write_model(
+        [("MatMul", ["x", "W"], ["h"]), ("Add", ["h", "b"], ["z"]), ("Relu", ["z"], ["y"])],
+        [("x", FLOAT, ["N", n_in])],
+        [("y", FLOAT, ["N", n_out])],
+        {"W": w, "b": b},
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
 
 
 @pytest.fixture(scope="session")

@@ -155,8 +155,7 @@ def quant_zoo_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str],
     def build(arch: str) -> tuple[Path, str]:
         if arch not in cache:
             from edgeloop.data import load_dataset
-            from edgeloop.zoo import build_model, export_onnx
-            from edgeloop.zoo._registry import kwargs_for
+            from edgeloop.zoo import build_model, export_onnx, kwargs_for
 
             ds = load_dataset(datasets[arch], split="test", seed=0)
             model = build_model(arch, **kwargs_for(arch, ds))

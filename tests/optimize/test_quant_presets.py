@@ -115,8 +115,7 @@ def test_static_int8_without_data_says_it_needs_calibration_data(
 @pytest.mark.slow
 def test_zoo_checkpoint_goes_through_export_then_int8(tmp_path: Path) -> None:
     from edgeloop.data import load_dataset
-    from edgeloop.zoo import build_model, save_checkpoint
-    from edgeloop.zoo._registry import kwargs_for
+    from edgeloop.zoo import build_model, kwargs_for, save_checkpoint
 
     ds = load_dataset("digits", split="train", seed=0)
     kwargs = kwargs_for("cnn", ds)

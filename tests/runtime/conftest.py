@@ -1,25 +1,33 @@
-"""Small ONNX models built with onnx.helper, whose outputs the tests can predict exactly."""
+"""Small ONNX models whose outputs the tests can predict exactly (written without onnx)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-F = TensorProto.FLOAT
+from onnx_writer import FLOAT, INT64, model_bytes
 
 
 def save(path: Path, nodes: list, inputs: list, outputs: list, inits: list = ()) -> Path:  # type: ignore[type-arg,assignment]
+    """Check and write a model made with onnx.helper (tests that need onnx itself)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+
     graph = helper.make_graph(nodes, path.stem, inputs, outputs, list(inits))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, path)
+    return path
+
+
+def write(path: Path, *args: Any) -> Path:
+    """Write a model with tests/onnx_writer.py: runs where onnx is not installed (a device)."""
+    path.write_bytes(model_bytes(*args))
     return path
 
 
@@ -32,17 +40,12 @@ def save_model() -> Callable[..., Path]:
 @pytest.fixture
 def identity_classifier(tmp_path: Path) -> Path:
     """logits = x @ I + 0: the predicted class is argmax(x). Input x float32 [N, 3]."""
-    w = numpy_helper.from_array(np.eye(3, dtype=np.float32), "W")
-    b = numpy_helper.from_array(np.zeros(3, dtype=np.float32), "b")
-    return save(
+    return write(
         tmp_path / "clf.onnx",
-        [
-            helper.make_node("MatMul", ["x", "W"], ["h"]),
-            helper.make_node("Add", ["h", "b"], ["logits"]),
-        ],
-        [helper.make_tensor_value_info("x", F, ["batch", 3])],
-        [helper.make_tensor_value_info("logits", F, ["batch", 3])],
-        [w, b],
+        [("MatMul", ["x", "W"], ["h"]), ("Add", ["h", "b"], ["logits"])],
+        [("x", FLOAT, ["batch", 3])],
+        [("logits", FLOAT, ["batch", 3])],
+        {"W": np.eye(3, dtype=np.float32), "b": np.zeros(3, dtype=np.float32)},
     )
 
 
@@ -50,46 +53,42 @@ def identity_classifier(tmp_path: Path) -> Path:
 def two_input_model(tmp_path: Path) -> Path:
     """score = x @ W + sum(E[ids]): float32 x [N, 8] and int64 ids [N, seq]; output [N, 2]."""
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((8, 2)).astype(np.float32), "W")
-    e = numpy_helper.from_array(rng.standard_normal((5, 2)).astype(np.float32), "E")
-    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
-    return save(
+    return write(
         tmp_path / "two.onnx",
         [
-            helper.make_node("MatMul", ["x", "W"], ["a"]),
-            helper.make_node("Gather", ["E", "ids"], ["g"]),
-            helper.make_node("ReduceSum", ["g", "axes"], ["s"], keepdims=0),
-            helper.make_node("Add", ["a", "s"], ["score"]),
+            ("MatMul", ["x", "W"], ["a"]),
+            ("Gather", ["E", "ids"], ["g"]),
+            ("ReduceSum", ["g", "axes"], ["s"], {"keepdims": 0}),
+            ("Add", ["a", "s"], ["score"]),
         ],
-        [
-            helper.make_tensor_value_info("x", F, ["batch", 8]),
-            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [helper.make_tensor_value_info("score", F, ["batch", 2])],
-        [w, e, axes],
+        [("x", FLOAT, ["batch", 8]), ("ids", INT64, ["batch", "seq"])],
+        [("score", FLOAT, ["batch", 2])],
+        {
+            "W": rng.standard_normal((8, 2)).astype(np.float32),
+            "E": rng.standard_normal((5, 2)).astype(np.float32),
+            "axes": np.array([1], dtype=np.int64),
+        },
     )
 
 
 @pytest.fixture
 def clip_autoencoder(tmp_path: Path) -> Path:
     """A 'reconstruction' that clips to [-1, 1]: samples outside that range reconstruct badly."""
-    lo = numpy_helper.from_array(np.array(-1.0, dtype=np.float32), "lo")
-    hi = numpy_helper.from_array(np.array(1.0, dtype=np.float32), "hi")
-    return save(
+    return write(
         tmp_path / "ae.onnx",
-        [helper.make_node("Clip", ["x", "lo", "hi"], ["recon"])],
-        [helper.make_tensor_value_info("x", F, ["batch", 6])],
-        [helper.make_tensor_value_info("recon", F, ["batch", 6])],
-        [lo, hi],
+        [("Clip", ["x", "lo", "hi"], ["recon"])],
+        [("x", FLOAT, ["batch", 6])],
+        [("recon", FLOAT, ["batch", 6])],
+        {"lo": np.array(-1.0, dtype=np.float32), "hi": np.array(1.0, dtype=np.float32)},
     )
 
 
 @pytest.fixture
 def fixed_batch_model(tmp_path: Path) -> Path:
     """Relu on x float32 [1, 4]: a model exported with a static batch of one."""
-    return save(
+    return write(
         tmp_path / "fixed.onnx",
-        [helper.make_node("Relu", ["x"], ["y"])],
-        [helper.make_tensor_value_info("x", F, [1, 4])],
-        [helper.make_tensor_value_info("y", F, [1, 4])],
+        [("Relu", ["x"], ["y"])],
+        [("x", FLOAT, [1, 4])],
+        [("y", FLOAT, [1, 4])],
     )

@@ -33,7 +33,10 @@ def test_shape_overrides_parse_and_refuse_garbage() -> None:
 
 
 def test_benchmark_in_a_child_process(two_input_model: Path) -> None:
-    r = benchmark(two_input_model, iterations=20, warmup=2, batch=3, threads=1)
+    graph_stats = pytest.importorskip("edgeloop.analysis").graph_stats
+    r = benchmark(
+        two_input_model, iterations=20, warmup=2, batch=3, threads=1, graph_stats=graph_stats
+    )
     assert r.iterations == 20
     assert r.input_shapes == {"x": [3, 8], "ids": [3, 32]}  # dynamic seq: 32
     assert r.params == 8 * 2 + 5 * 2 + 1
@@ -53,7 +56,15 @@ def test_compare_interleaves_and_gives_ratios(
     copy.write_bytes(identity_classifier.read_bytes())
     x = np.eye(3, dtype=np.float32)
     y = np.arange(3)
-    r = benchmark(identity_classifier, compare=copy, data=(x, y), iterations=15, warmup=1)
+    graph_stats = pytest.importorskip("edgeloop.analysis").graph_stats
+    r = benchmark(
+        identity_classifier,
+        compare=copy,
+        data=(x, y),
+        iterations=15,
+        warmup=1,
+        graph_stats=graph_stats,
+    )
     assert r.compare is not None
     assert r.iterations == r.compare.iterations == 15
     assert r.ratios["size"] == 1.0 and r.ratios["macs"] == 1.0
@@ -75,6 +86,7 @@ def test_data_missing_an_input_is_refused_before_timing(two_input_model: Path) -
 def test_memory_is_the_models_own(
     identity_classifier: Path, tmp_path: Path, save_model: Callable[..., Path]
 ) -> None:
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     weights = numpy_helper.from_array(np.ones((1024, 2048), np.float32), "W")  # 8 MiB
@@ -111,3 +123,10 @@ def test_a_slow_model_is_timed_at_least_three_times_not_ten(
     r = benchmark(identity_classifier, min_seconds=0.02, warmup=50, isolate=False)
     assert r.iterations == 3
     assert r.latency_ms["min"] >= 50
+
+
+def test_benchmark_without_a_graph_reader_counts_no_params(identity_classifier: Path) -> None:
+    r = benchmark(identity_classifier, iterations=2, warmup=0, isolate=False)
+
+    assert r.params is None and r.macs is None
+    assert r.size_bytes == identity_classifier.stat().st_size

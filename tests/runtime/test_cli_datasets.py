@@ -9,7 +9,9 @@ from subprocess import CompletedProcess
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+
+pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgeloop.runtime import metrics
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -103,7 +104,10 @@ def test_bench_json_with_labelled_data(cli: Cli, identity_classifier: Path, tmp_
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["iterations"] == 10 and out["batch"] == 1
-    assert out["macs"] == 9 and out["params"] == 12
+    if importlib.util.find_spec("onnx") is not None:  # the graph reader (build layer)
+        assert out["macs"] == 9 and out["params"] == 12
+    else:  # a device: no graph reader, the figures are unknown rather than guessed
+        assert out["macs"] is None and out["params"] is None
     assert out["metrics"]["accuracy"] == 1.0
     assert set(out["latency_ms"]) >= {"p50", "p90", "p99", "mean"}
 

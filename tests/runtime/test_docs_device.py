@@ -12,7 +12,9 @@ from subprocess import CompletedProcess
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+
+pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "device.md"
 

@@ -16,27 +16,23 @@ from typing import Any
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from tuf.api.exceptions import DownloadHTTPError
 from tuf.ngclient import FetcherInterface
 
 from edgeloop.artifacts import ModelCard
 from edgeloop.bundle import load_encryption_key, load_signing_key, pack
 from edgeloop.update import HttpxFetcher, KeyRing, Repository, UpdateClient, init_keys
+from onnx_writer import FLOAT, model_bytes
 
 
 def make_model(seed: int) -> bytes:
     w = np.random.default_rng(seed).standard_normal((4, 2)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"])],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-        [numpy_helper.from_array(w, "W")],
+    return model_bytes(
+        [("MatMul", ["x", "W"], ["y"])],
+        [("x", FLOAT, ["N", 4])],
+        [("y", FLOAT, ["N", 2])],
+        {"W": w},
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ def test_list_architectures() -> None:
 def test_forward_shapes_match_the_task(tiny: Tiny) -> None:
     arch, kwargs, dataset, options = tiny
     data = load_dataset(dataset, "test", **options).subset(4)
-    from edgeloop.zoo._registry import kwargs_for
+    from edgeloop.zoo import kwargs_for
 
     model = build_model(arch, **{**kwargs_for(arch, data), **kwargs}).eval()
     out = forward(model, to_tensors(data.x))

@@ -20,10 +20,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
+
+if TYPE_CHECKING:  # imported where used, so the agent starts without python-tuf loaded
+    from tuf.ngclient import FetcherInterface
+
+    from edgeloop.bundle import Trust
 
 from edgeloop.agent._backoff import Backoff
 from edgeloop.agent._client import FleetClient
@@ -92,7 +97,7 @@ class Agent:
         *,
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
-        trust: Any = None,
+        trust: Trust | None = None,
         cache: ModelCache | None = None,
         http: httpx.AsyncClient | None = None,
         writer: Writer | None = None,
@@ -109,8 +114,10 @@ class Agent:
         self._profile = profile
         self.name, self.labels = name, dict(labels or {})
         self._trust = trust
-        self._root_cache: tuple[bytes, Any] | None = None
-        self.fetcher: Any = None  # a shared TUF fetcher (the simulator's connection pool)
+        self._root_cache: tuple[bytes, Trust] | None = None
+        self.fetcher: FetcherInterface | None = (
+            None  # a shared TUF fetcher (the simulator's connection pool)
+        )
         self.signing_key, self.encryption_key = self.store.keys()
         self.identity = self.store.load_identity()
         self._http = http
@@ -143,7 +150,7 @@ class Agent:
         self._activate()
 
     # --- trust and identity ----------------------------------------------------------------
-    def trust(self) -> Any:
+    def trust(self) -> Trust:
         """Release keys to verify bundles with: given, or from the TUF root this device holds."""
         if self._trust is not None:
             return self._trust

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop._io import read_bytes
 from edgeloop.errors import UpdateError
 from edgeloop.protocol import Assignment
+
+if TYPE_CHECKING:
+    from tuf.ngclient import FetcherInterface
 
 __all__ = ["fetch_target"]
 
@@ -25,7 +28,7 @@ def fetch_target(
     server_url: str,
     identity: Mapping[str, Any],
     assignment: Assignment,
-    fetcher: Any = None,
+    fetcher: FetcherInterface | None = None,
 ) -> bytes:
     """The bytes of ``assignment.target``, verified by TUF against the signed assignment."""
     from edgeloop.update import UpdateClient

@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -32,6 +32,9 @@ from edgeloop.agent._store import StateDir
 from edgeloop.artifacts import sha256_bytes
 from edgeloop.errors import AgentError, FileError, IntegrityError, SecurityError
 from edgeloop.protocol import Assignment
+
+if TYPE_CHECKING:
+    from edgeloop.bundle import Trust
 
 __all__ = ["Slots"]
 
@@ -49,7 +52,7 @@ class Slots:
         self,
         store: StateDir,
         device_key: X25519PrivateKey,
-        trust: Callable[[], Any],
+        trust: Callable[[], Trust],
         cache: ModelCache,
         *,
         shared: bool = False,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -32,6 +32,9 @@ from edgeloop.agent._agent import Agent
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.artifacts import DeviceProfile
 from edgeloop.errors import InputError
+
+if TYPE_CHECKING:
+    from edgeloop.update import HttpxFetcher
 
 __all__ = ["SimulationResult", "Simulator", "simulated_profiles"]
 
@@ -132,7 +135,7 @@ class Simulator:
             for _ in range(max(1, -(-len(tokens) // _DEVICES_PER_CLIENT)))
         ]
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim")
-        self.fetcher: Any = None
+        self.fetcher: HttpxFetcher | None = None
         self.started = 0.0
         self.first_served: dict[tuple[int, str], float] = {}
         self._inputs: dict[str, dict[str, np.ndarray]] = {}
@@ -176,7 +179,7 @@ class Simulator:
         await asyncio.gather(*(one(i, a) for i, a in enumerate(self.agents)))
 
     # --- the devices ---------------------------------------------------------------------
-    def _fetcher(self) -> Any:
+    def _fetcher(self) -> HttpxFetcher:
         if self.fetcher is None:
             from edgeloop.update import HttpxFetcher
 

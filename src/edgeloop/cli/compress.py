@@ -42,7 +42,7 @@ def load_inputs(
 
     from edgeloop.data import load_dataset
     from edgeloop.errors import InputError
-    from edgeloop.optimize._torch_io import load_model
+    from edgeloop.optimize import load_model
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     module, meta = load_model(model)
@@ -117,9 +117,8 @@ def prune(
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Remove whole channels (structured pruning with torch-pruning) and fine-tune."""
-    from edgeloop.optimize._prune import prune as run_prune
-    from edgeloop.optimize._torch_common import check_ratio
-    from edgeloop.optimize._torch_io import save_model
+    from edgeloop.optimize import check_ratio, save_model
+    from edgeloop.optimize import prune as run_prune
 
     check_ratio(ratio)  # refused before anything is loaded or trained
     check_augment(augment)
@@ -165,9 +164,8 @@ def sparsify(
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Zero the smallest weights (unstructured); shrinks the compressed download, not latency."""
-    from edgeloop.optimize._sparsity import sparsify as run_sparsify
-    from edgeloop.optimize._torch_common import check_ratio
-    from edgeloop.optimize._torch_io import save_model
+    from edgeloop.optimize import check_ratio, save_model
+    from edgeloop.optimize import sparsify as run_sparsify
 
     check_ratio(sparsity, "sparsity")
     check_augment(augment)
@@ -207,9 +205,8 @@ def qat(
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Quantization-aware training; writes an int8 QDQ ONNX model."""
-    from edgeloop.optimize._qat import export_qdq
-    from edgeloop.optimize._qat import qat as run_qat
-    from edgeloop.optimize._torch_common import batch_of
+    from edgeloop.optimize import batch_of, export_qdq
+    from edgeloop.optimize import qat as run_qat
 
     check_augment(augment)
     module, _, train, val = load_inputs(model, dataset, samples, seed)
@@ -254,9 +251,9 @@ def binarize(
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """1-bit weights with a per-channel scale (straight-through training), stored packed."""
-    from edgeloop.optimize._binary import binarize as run_binarize
-    from edgeloop.optimize._binary import fp32_bytes, load_binary, save_binary
-    from edgeloop.optimize._torch_common import metric
+    from edgeloop.optimize import binarize as run_binarize
+    from edgeloop.optimize import fp32_bytes, load_binary, save_binary
+    from edgeloop.optimize import model_metric as metric
 
     check_augment(augment)
     module, meta, train, val = load_inputs(model, dataset, samples, seed)

@@ -47,9 +47,8 @@ def distill(
 
     from edgeloop.cli.compress import bar, check_augment, load_inputs, show
     from edgeloop.errors import InputError
-    from edgeloop.optimize._distill import distill as run_distill
-    from edgeloop.optimize._distill import load_unlabelled, student_kwargs, width_arg
-    from edgeloop.optimize._torch_io import save_model
+    from edgeloop.optimize import distill as run_distill
+    from edgeloop.optimize import load_unlabelled, save_model, student_kwargs, width_arg
     from edgeloop.zoo import build_model
 
     if not temperature > 0:

@@ -92,6 +92,18 @@ def run(
     )
 
 
+def _graph_reader() -> Any:
+    """``edgeloop.analysis.graph_stats`` where onnx is installed (params, MACs), else None: a
+    device without onnx still benchmarks, without those figures."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        return None
+    from edgeloop.analysis import graph_stats
+
+    return graph_stats
+
+
 def _dataset(data: str | None, dataset: str | None = None) -> Any:
     """A built-in dataset's test split (``dataset``), or ``data``: a built-in name or a file."""
     from edgeloop.data import load_dataset
@@ -182,6 +194,7 @@ def bench(
             min_seconds=seconds,
             compare=compare,
             providers=provider or None,
+            graph_stats=_graph_reader(),
         )
     if as_json:
         print_json(result.to_dict())

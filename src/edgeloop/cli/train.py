@@ -73,8 +73,8 @@ def train(
     from edgeloop.cli._console import console, print_json, progress
     from edgeloop.cli.compress import check_augment
     from edgeloop.data import load_dataset
+    from edgeloop.zoo import arch_info
     from edgeloop.zoo import train as train_model
-    from edgeloop.zoo._registry import arch_info
 
     info = arch_info(arch)  # unknown names fail before the progress bar starts
     check_augment(augment)
@@ -145,8 +145,7 @@ def export(
 ) -> None:
     """Export a PyTorch model to ONNX (dynamic batch), check it, compare outputs with PyTorch."""
     from edgeloop.cli._console import console, print_json
-    from edgeloop.zoo import export_onnx
-    from edgeloop.zoo._export import card_path
+    from edgeloop.zoo import card_path, export_onnx
 
     shapes = parse_input_shape(input_shape) if input_shape else None
     dest = out or checkpoint.with_suffix(".onnx")

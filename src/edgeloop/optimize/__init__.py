@@ -11,6 +11,8 @@ other names come from ``from edgeloop.optimize import ...``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edgeloop.optimize._data import ModelData, StreamingReader, load_model_data, match_inputs
 from edgeloop.optimize._measure import Budget, Evaluator, Quality
 from edgeloop.optimize._passes import (
@@ -33,6 +35,25 @@ from edgeloop.optimize._recipes import (
     register_preset,
 )
 
+if TYPE_CHECKING:  # the lazy names below, typed for mypy without importing torch at run time
+    from edgeloop.optimize._binary import binarize as binarize
+    from edgeloop.optimize._binary import fp32_bytes as fp32_bytes
+    from edgeloop.optimize._binary import load_binary as load_binary
+    from edgeloop.optimize._binary import save_binary as save_binary
+    from edgeloop.optimize._distill import distill as distill
+    from edgeloop.optimize._distill import load_unlabelled as load_unlabelled
+    from edgeloop.optimize._distill import student_kwargs as student_kwargs
+    from edgeloop.optimize._distill import width_arg as width_arg
+    from edgeloop.optimize._prune import prune as prune
+    from edgeloop.optimize._qat import export_qdq as export_qdq
+    from edgeloop.optimize._qat import qat as qat
+    from edgeloop.optimize._sparsity import sparsify as sparsify
+    from edgeloop.optimize._torch_common import batch_of as batch_of
+    from edgeloop.optimize._torch_common import check_ratio as check_ratio
+    from edgeloop.optimize._torch_common import model_metric as model_metric
+    from edgeloop.optimize._torch_io import load_model as load_model
+    from edgeloop.optimize._torch_io import save_model as save_model
+
 # PyTorch compression (import torch on first use, so an ONNX-only recipe never does)
 _TORCH_API: dict[str, str] = {
     "prune": "edgeloop.optimize._prune",
@@ -45,6 +66,13 @@ _TORCH_API: dict[str, str] = {
     "load_binary": "edgeloop.optimize._binary",
     "load_model": "edgeloop.optimize._torch_io",
     "save_model": "edgeloop.optimize._torch_io",
+    "fp32_bytes": "edgeloop.optimize._binary",
+    "load_unlabelled": "edgeloop.optimize._distill",
+    "student_kwargs": "edgeloop.optimize._distill",
+    "width_arg": "edgeloop.optimize._distill",
+    "batch_of": "edgeloop.optimize._torch_common",
+    "check_ratio": "edgeloop.optimize._torch_common",
+    "model_metric": "edgeloop.optimize._torch_common",
 }
 
 

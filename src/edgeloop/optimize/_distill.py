@@ -45,7 +45,7 @@ from edgeloop.optimize._torch_common import (
 from edgeloop.optimize._torch_common import (
     with_limit as _with_limit,
 )
-from edgeloop.zoo._augment import Augment, augmentation, augmentation_name
+from edgeloop.zoo import Augment, augmentation, augmentation_name
 
 __all__ = ["distill", "distillation_loss"]
 
@@ -316,8 +316,7 @@ def _join(train: Any, extra: Any) -> Any:
 def student_kwargs(arch: str, data: Any, teacher_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Constructor kwargs for a zoo student: fitted to the data when there is some, else the
     teacher's kwargs that the student's constructor also takes (classes, channels ...)."""
-    from edgeloop.zoo import ARCHITECTURES
-    from edgeloop.zoo._registry import arch_info, kwargs_for
+    from edgeloop.zoo import ARCHITECTURES, arch_info, kwargs_for
 
     info = arch_info(arch)
     if data is not None:
@@ -332,8 +331,7 @@ def width_arg(arch: str, width: float) -> float | int:
     """``width`` as the architecture takes it: a multiplier (float) or a channel count (int)."""
     import inspect
 
-    from edgeloop.zoo import ARCHITECTURES
-    from edgeloop.zoo._registry import arch_info
+    from edgeloop.zoo import ARCHITECTURES, arch_info
 
     param_ = inspect.signature(ARCHITECTURES[arch_info(arch).name].builder).parameters.get("width")
     if param_ is None:

@@ -18,19 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
-from edgeloop.errors import InputError, PassError
+from edgeloop.errors import InputError, ModelFormatError, PassError
 from edgeloop.optimize._model import load_onnx, uses_external_data
 from edgeloop.optimize._passes import ModelState, PassContext, StepResult, register_pass
+from edgeloop.runtime import save_optimized
 
 __all__ = ["fusions_applied", "op_counts"]
 
-LEVELS = {
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+LEVELS = ("basic", "extended", "all")
 
 # fused op -> what it replaces, to name the fusions from the counts
 _FUSED = {
@@ -83,25 +78,16 @@ def fusions_applied(before: Mapping[str, int], after: Mapping[str, int]) -> list
 
 
 def _optimize(src: Path, dest: Path, level: str, ort_format: bool, external: bool) -> None:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = LEVELS[level]
-    so.optimized_model_filepath = str(dest)
-    so.log_severity_level = 3
-    if ort_format:
-        so.add_session_config_entry("session.save_model_format", "ORT")
-    elif external:
-        so.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name", dest.name + ".data"
-        )
-        so.add_session_config_entry(
-            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-        )
     try:
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime's own exception types
-        raise PassError(
-            f"ONNX Runtime could not optimise {str(src)!r} at level {level}: {e}"
-        ) from e
+        save_optimized(
+            src,
+            dest,
+            graph_optimization=level,
+            ort_format=ort_format,
+            external_data_min_bytes=1024 if external else None,
+        )
+    except ModelFormatError as e:
+        raise PassError(str(e)) from e
 
 
 @register_pass("fuse", "onnx")

@@ -16,24 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from edgeloop.errors import InputError, ModelError, UnknownNameError
+from edgeloop.errors import EdgeloopError, InputError, ModelError, UnknownNameError
 from edgeloop.optimize._data import ModelData
+from edgeloop.runtime import Session
 
 __all__ = ["METRICS", "Budget", "Evaluator", "Quality", "make_session"]
 
 METRICS = ("accuracy", "auc")
 
 
-def make_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+def make_session(path: str | Path, threads: int = 1) -> Session:
+    """A CPU session on ``threads`` intra-op threads (the runtime's, as a device runs it)."""
     try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        return Session(path, threads=threads, providers=["CPUExecutionProvider"])
+    except ModelError:
+        raise
+    except EdgeloopError as e:  # a missing file, ...
         raise ModelError(f"ONNX Runtime cannot load {str(path)!r}: {e}") from e
 
 
@@ -144,16 +143,15 @@ class Evaluator:
         chunks: list[list[np.ndarray]] = []
         try:
             for start in range(0, n, batch):
-                chunks.append(
-                    sess.run(None, {k: v[start : start + batch] for k, v in feeds.items()})
-                )
+                out = sess.run_unchecked({k: v[start : start + batch] for k, v in feeds.items()})
+                chunks.append(list(out.values()))
         except Exception as e:
             raise ModelError(f"running {str(path)!r} on data {self.data.name!r} failed: {e}") from e
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
     @staticmethod
-    def _batch_size(sess: ort.InferenceSession, n: int) -> int:
-        dims = [i.shape[0] if i.shape else None for i in sess.get_inputs()]
+    def _batch_size(sess: Session, n: int) -> int:
+        dims = [i.shape[0] if i.shape else None for i in sess.inputs]
         fixed = [d for d in dims if isinstance(d, int) and d > 0]
         return fixed[0] if fixed else min(n, 64)
 
@@ -162,12 +160,12 @@ class Evaluator:
         fixed = self._batch_size(sess, 1)
         feeds = {k: np.ascontiguousarray(v[:fixed]) for k, v in self.data.inputs.items()}
         for _ in range(3):
-            sess.run(None, feeds)
+            sess.run_unchecked(feeds)
         times: list[float] = []
         deadline = time.perf_counter() + 5.0
         while len(times) < self.latency_runs and (len(times) < 5 or time.perf_counter() < deadline):
             t0 = time.perf_counter()
-            sess.run(None, feeds)
+            sess.run_unchecked(feeds)
             times.append((time.perf_counter() - t0) * 1e3)
         return float(np.median(times))
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import onnxruntime as ort
 
 from edgeloop.artifacts import DeviceProfile
+from edgeloop.runtime import save_optimized
 
 __all__ = ["Preflight", "local_profile", "preflight", "unfused_qdq"]
 
@@ -124,11 +124,7 @@ def unfused_qdq(path: str | Path) -> dict[str, Any]:
     """Optimise the QDQ model as ORT does at load time; count the Q/DQ nodes left unfused."""
     with tempfile.TemporaryDirectory(prefix="edgeloop-qdq-") as tmp:
         out = Path(tmp) / "optimized.onnx"
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        so.optimized_model_filepath = str(out)
-        so.log_severity_level = 3
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        save_optimized(path, out, graph_optimization="extended")
         optimized = onnx.load(str(out), load_external_data=False)
     before = Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
     nodes = list(optimized.graph.node)

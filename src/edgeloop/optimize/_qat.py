@@ -48,7 +48,7 @@ from edgeloop.optimize._torch_common import (
 from edgeloop.optimize._torch_common import (
     with_limit as _with_limit,
 )
-from edgeloop.zoo._augment import Augment, augmentation, augmentation_name
+from edgeloop.zoo import Augment, augmentation, augmentation_name
 
 __all__ = ["QuantConv", "QuantLinear", "export_qdq", "prepare_qat", "qat"]
 

@@ -34,6 +34,7 @@ __all__ = [
     "head_layer",
     "labelled",
     "metric",
+    "model_metric",
     "named_layers",
     "resolve_modules",
     "tp_inputs",
@@ -139,6 +140,10 @@ def metric(model: nn.Module, data: Any) -> float:
 
 
 accuracy = metric
+
+
+# the public name (``edgeloop.optimize.model_metric``): "metric" alone says too little there
+model_metric = metric
 
 
 def finetune(
@@ -332,29 +337,22 @@ def export_onnx_bytes(model: nn.Module, x: Batch, opset: int = 17) -> bytes:
     DequantizeLinear pairs, so the QAT pass needs it; the other passes use it for size figures.
     """
     import io
-    import warnings
+
+    from edgeloop.zoo import torch_to_onnx
 
     buf = io.BytesIO()
     model.eval()
     names = list(x) if isinstance(x, dict) else ["input"]
     args = tuple(x.values()) if isinstance(x, dict) else (x,)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                args,
-                buf,  # type: ignore[arg-type]
-                dynamo=False,
-                opset_version=opset,
-                input_names=names,
-                output_names=["output"],
-                dynamic_axes={**{n: {0: "batch"} for n in names}, "output": {0: "batch"}},
-            )
-    except Exception as e:  # the exporter raises many kinds
-        from edgeloop.errors import ExportError
-
-        raise ExportError(f"cannot export {type(model).__name__} to ONNX: {e}") from e
+    torch_to_onnx(
+        model,
+        args,
+        buf,
+        input_names=names,
+        output_names=["output"],
+        opset=opset,
+        exporter="torchscript",
+    )
     return buf.getvalue()
 
 

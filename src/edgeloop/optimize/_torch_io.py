@@ -91,8 +91,7 @@ def save_model(
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """A zoo checkpoint, pruned or not: ``(module in eval mode, metadata without weights)``."""
-    from edgeloop.zoo import build_model
-    from edgeloop.zoo._checkpoint import check_checkpoint, read_torch_file
+    from edgeloop.zoo import build_model, check_checkpoint, read_torch_file
 
     where = repr(str(path))
     ckpt = check_checkpoint(read_torch_file(path), where)

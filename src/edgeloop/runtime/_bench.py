@@ -8,7 +8,6 @@ measures each one's memory in a child of its own.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import subprocess
@@ -17,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,9 +25,28 @@ from edgeloop.runtime._evaluate import as_feeds, run_batched, score
 from edgeloop.runtime._feeds import synthesize_inputs
 from edgeloop.runtime._session import Session
 
-__all__ = ["BenchResult", "benchmark"]
+__all__ = ["BenchResult", "GraphFigures", "GraphCounter", "benchmark"]
 
 Source = str | bytes
+
+
+class GraphFigures(Protocol):
+    """What a graph reader reports: ``edgeloop.analysis.GraphStats`` is one."""
+
+    @property
+    def params(self) -> int: ...
+    @property
+    def macs(self) -> int: ...
+    @property
+    def size_bytes(self) -> int: ...
+
+
+class GraphCounter(Protocol):
+    """Reads a model's graph: ``edgeloop.analysis.graph_stats`` is one (build layer, onnx)."""
+
+    def __call__(
+        self, model: Source, *, input_shapes: Mapping[str, Sequence[int]] | None = ...
+    ) -> GraphFigures: ...
 
 
 @dataclass
@@ -170,13 +188,14 @@ def _in_child(*args: Any) -> dict[str, Any]:
 
 
 def _graph_figures(
-    source: Source, session: Session, feeds: Mapping[str, np.ndarray]
+    source: Source,
+    session: Session,
+    feeds: Mapping[str, np.ndarray],
+    graph_stats: GraphCounter | None,
 ) -> tuple[int | None, int | None, int | None]:
-    """(params, MACs per sample, size with external data) when onnx is installed, else Nones."""
-    if importlib.util.find_spec("onnx") is None:
+    """(params, MACs per sample, size with external data) from ``graph_stats``, else Nones."""
+    if graph_stats is None:
         return None, None, None
-    from edgeloop.analysis import graph_stats
-
     shapes = {}
     for spec in session.inputs:
         shape = list(feeds[spec.name].shape)
@@ -233,10 +252,11 @@ def _result(
     rss: tuple[float | None, float | None],
     threads: int | None,
     batch: int,
+    graph_stats: GraphCounter | None,
 ) -> BenchResult:
-    params, macs, size = _graph_figures(source, session, feeds)
+    params, macs, size = _graph_figures(source, session, feeds, graph_stats)
     lat = _latency_stats(times)
-    if size is None:  # without onnx, external weight files cannot be found: the file alone
+    if size is None:  # without a graph reader, external weight files are unknown: the file alone
         size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
     return BenchResult(
         model=str(source) if isinstance(source, str) else "<bytes>",
@@ -285,6 +305,7 @@ def benchmark(
     providers: Sequence[str] | None = None,
     task: str | None = None,
     isolate: bool = True,
+    graph_stats: GraphCounter | None = None,
 ) -> BenchResult:
     """Measure a model on ONNX Runtime (and ``compare`` it with another, interleaved).
 
@@ -293,7 +314,9 @@ def benchmark(
     (``{"ids": (1, 64)}``), else ``batch`` for the leading one and 32 for the others. Runs
     ``iterations`` times, or until ``min_seconds`` have passed. When ``data`` has labels, the
     task metric over all of it is added to ``metrics``. ``isolate`` runs the timing in a fresh
-    process so peak memory is the model's own.
+    process so peak memory is the model's own. ``graph_stats`` (``edgeloop.analysis.graph_stats``
+    where onnx is installed; the runtime itself reads no graphs) adds params, MACs and the size
+    with external data files.
     """
     if batch < 1 or warmup < 0 or (iterations is not None and iterations < 1):
         raise InputError(
@@ -317,7 +340,17 @@ def benchmark(
         alone = [measure([r[0]], [r[2]], threads, prov, 1, 1, 0.0) for r in runs]
         rss = [(m["peak_rss_mb"], m["model_rss_mb"]) for m in alone]
     results = [
-        _result(src, sess, feeds, timed["times"][i], timed["providers"][i], rss[i], threads, batch)
+        _result(
+            src,
+            sess,
+            feeds,
+            timed["times"][i],
+            timed["providers"][i],
+            rss[i],
+            threads,
+            batch,
+            graph_stats,
+        )
         for i, (src, sess, feeds) in enumerate(runs)
     ]
     x, y, data_task = _data_parts(data) if data is not None else (None, None, None)

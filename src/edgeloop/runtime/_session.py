@@ -23,7 +23,7 @@ from edgeloop.errors import (
 from edgeloop.runtime._feeds import ORT_DTYPES, validate_feeds
 from edgeloop.runtime._providers import resolve_providers
 
-__all__ = ["GRAPH_OPTIMIZATION", "Session"]
+__all__ = ["GRAPH_OPTIMIZATION", "Session", "check_graph_optimization"]
 
 GRAPH_OPTIMIZATION: dict[str, ort.GraphOptimizationLevel] = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -31,6 +31,14 @@ GRAPH_OPTIMIZATION: dict[str, ort.GraphOptimizationLevel] = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+
+
+def check_graph_optimization(level: str) -> None:
+    """Refuse a graph optimization level that is not one of ``GRAPH_OPTIMIZATION``."""
+    if level not in GRAPH_OPTIMIZATION:
+        raise InputError(
+            f"graph_optimization {level!r} is not one of {', '.join(GRAPH_OPTIMIZATION)}"
+        )
 
 
 def _last_line(e: BaseException) -> str:
@@ -52,7 +60,8 @@ class Session:
     the intra-op thread count (operators run one at a time). ``integrity_check`` is called
     before serving, at most every ``integrity_interval_s`` seconds; it raises
     :class:`IntegrityError` to refuse. ``model_sha256`` may be given with model bytes whose hash
-    the caller has already verified.
+    the caller has already verified. ``profile`` (a file name prefix) turns on ONNX Runtime's
+    per-operator profiler; :meth:`end_profiling` stops it and names the JSON trace written.
     """
 
     def __init__(
@@ -65,12 +74,9 @@ class Session:
         integrity_check: Callable[[], None] | None = None,
         integrity_interval_s: float = 60.0,
         model_sha256: str | None = None,
+        profile: str | Path | None = None,
     ) -> None:
-        if graph_optimization not in GRAPH_OPTIMIZATION:
-            raise InputError(
-                f"graph_optimization {graph_optimization!r} is not one of "
-                f"{', '.join(GRAPH_OPTIMIZATION)}"
-            )
+        check_graph_optimization(graph_optimization)
         if threads is not None and threads < 1:
             raise InputError(f"threads must be a positive integer, got {threads}")
         source: str | bytes
@@ -99,6 +105,9 @@ class Session:
         options.inter_op_num_threads = 1
         if threads is not None:
             options.intra_op_num_threads = threads
+        if profile is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile)
         wanted = resolve_providers(providers, ort.get_available_providers())
         self.provider_fallback: str | None = None
         self._sess = self._load(source, label, options, wanted)
@@ -135,13 +144,12 @@ class Session:
             f"{label!r} is not a valid ONNX model for ONNX Runtime: {_last_line(first)}"
         ) from first
 
-    @classmethod
-    def from_bundle(cls, path: str | Path, trust: Any, device_key: Any, **kw: Any) -> Session:
-        """Verify and decrypt a bundle, then load its model (see :mod:`edgeloop.bundle`)."""
-        from edgeloop.bundle import session_from_bundle  # type: ignore[attr-defined]
-
-        session: Session = session_from_bundle(path, trust, device_key, **kw)
-        return session
+    def end_profiling(self) -> Path:
+        """Stop the profiler started with ``profile=`` and return its JSON trace file."""
+        name = self._sess.end_profiling()
+        if not name:
+            raise InputError("this session was not started with profile=")
+        return Path(name)
 
     @property
     def input_names(self) -> list[str]:

@@ -14,7 +14,7 @@ from torch import nn
 from edgeloop import __version__
 from edgeloop._io import atomic_path
 from edgeloop.errors import FileError, ModelFormatError
-from edgeloop.zoo._registry import arch_info, build_model
+from edgeloop.zoo._architectures import arch_info, build_model
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,7 +34,7 @@ from edgeloop.errors import (
 )
 from edgeloop.zoo._checkpoint import check_checkpoint, model_from_checkpoint, read_torch_file
 
-__all__ = ["card_path", "export_onnx"]
+__all__ = ["card_path", "export_onnx", "torch_to_onnx"]
 
 Shape = Sequence[int]
 
@@ -154,16 +155,24 @@ def _quiet() -> Iterator[None]:
                 lg.setLevel(lv)
 
 
-def _torch_export(
+def torch_to_onnx(
     model: nn.Module,
     args: tuple[torch.Tensor, ...],
-    path: Path,
-    names: list[str],
-    outputs: list[str],
-    opset: int,
-    dynamic_batch: bool,
-    exporter: str,
+    dest: Path | io.BytesIO,
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    exporter: str = "auto",
 ) -> str:
+    """The one torch -> ONNX exporter: write ``model`` traced on ``args`` to ``dest``.
+
+    Returns the exporter that succeeded (``torchscript`` or ``dynamo``; see the module
+    docstring). ``dest`` may be a buffer only with ``exporter="torchscript"``, the exporter that
+    turns fake-quant ops into QuantizeLinear/DequantizeLinear pairs (the QAT pass needs it).
+    """
+    names, outputs = list(input_names), list(output_names)
     errors: list[str] = []
     if exporter in ("auto", "torchscript"):
         try:
@@ -171,7 +180,7 @@ def _torch_export(
                 torch.onnx.export(
                     model,
                     args,
-                    str(path),
+                    dest if isinstance(dest, io.BytesIO) else str(dest),  # type: ignore[arg-type]
                     input_names=names,
                     output_names=outputs,
                     opset_version=opset,
@@ -184,7 +193,7 @@ def _torch_export(
             return "torchscript"
         except Exception as e:  # noqa: BLE001 - any tracing failure: try the other exporter
             errors.append(f"torchscript: {_first_line(e)}")
-    if exporter in ("auto", "dynamo"):
+    if exporter in ("auto", "dynamo") and not isinstance(dest, io.BytesIO):
         try:
             batch = torch.export.Dim("batch", min=1)
             shapes = tuple({0: batch} for _ in args) if dynamic_batch else None
@@ -192,7 +201,7 @@ def _torch_export(
                 torch.onnx.export(
                     model,
                     args,
-                    str(path),
+                    str(dest),
                     input_names=names,
                     output_names=outputs,
                     opset_version=max(opset, 18),
@@ -211,29 +220,19 @@ def _torch_export(
 def _parity(
     path: Path, model: nn.Module, feeds: dict[str, np.ndarray], atol: float, rtol: float
 ) -> float:
-    import onnxruntime as ort
+    from edgeloop.runtime import check_parity
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        got = sess.run(None, feeds)
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ExportError(f"ONNX Runtime cannot run the exported model: {e}") from e
     with torch.no_grad():
         ref = model(*(torch.from_numpy(v) for v in feeds.values()))
     refs = [ref] if isinstance(ref, torch.Tensor) else list(ref)
-    worst = 0.0
-    for i, (g, r) in enumerate(zip(got, refs, strict=False)):
-        r_np = r.numpy()
-        diff = np.abs(np.asarray(g, dtype=np.float64) - r_np)
-        worst = max(worst, float(diff.max()) if diff.size else 0.0)
-        if not np.all(diff <= atol + rtol * np.abs(r_np)):
-            raise ParityError(
-                f"output {i} of the ONNX model differs from PyTorch by up to {worst:.3g} "
-                f"(allowed: atol {atol:g} + rtol {rtol:g} x |reference|)"
-            )
-    return worst
+    try:
+        return check_parity(
+            path, feeds, [r.numpy() for r in refs], atol=atol, rtol=rtol, against="PyTorch"
+        )
+    except ParityError:
+        raise
+    except EdgeloopError as e:  # the runtime cannot load or run it
+        raise ExportError(f"ONNX Runtime cannot run the exported model: {e}") from e
 
 
 def export_onnx(
@@ -299,7 +298,16 @@ def export_onnx(
     dest = Path(out)
     parity: dict[str, Any] | None = None
     with atomic_path(dest) as tmp:
-        used = _torch_export(model, args, tmp, names, outputs, opset, dynamic_batch, exporter)
+        used = torch_to_onnx(
+            model,
+            args,
+            tmp,
+            input_names=names,
+            output_names=outputs,
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            exporter=exporter,
+        )
         try:
             proto = onnx.load(str(tmp))
             onnx.checker.check_model(proto, full_check=True)

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeloop.data import Dataset
-from edgeloop.data._dataset import Inputs
+from edgeloop.data import Dataset, Inputs
 from edgeloop.errors import DataError, InputError
 from edgeloop.runtime import metrics
 from edgeloop.zoo._augment import Augment, augmentation, augmentation_name

@@ -13,10 +13,10 @@ from torch import nn
 
 from edgeloop.data import BUILTIN, Dataset, load_dataset
 from edgeloop.errors import DataError
+from edgeloop.zoo._architectures import arch_info, build_model, kwargs_for
 from edgeloop.zoo._augment import augmentation, augmentation_name
 from edgeloop.zoo._checkpoint import input_spec_of, save_checkpoint
 from edgeloop.zoo._fit import FitResult, Progress, evaluate_model, fit, predict, primary_metric
-from edgeloop.zoo._registry import arch_info, build_model, kwargs_for
 
 __all__ = ["TrainResult", "default_threads", "train"]
 

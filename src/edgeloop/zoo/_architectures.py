@@ -1,4 +1,4 @@
-"""The architecture registry: names, builders, default datasets and training settings."""
+"""The architecture catalogue: names, builders, default datasets and training settings."""
 
 from __future__ import annotations
 
