@@ -335,7 +335,8 @@ class DriftReport(Artifact):
     devices: int = 0
     # "estimated" (CBPE) and "realized" (delayed labels): {value, low, high, n}
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
-    # feature -> {nan_rate, inf_rate, out_of_range_rate, stuck}; only features with an issue
+    # feature -> {nan_rate, inf_rate, out_of_range_rate, stuck, devices}: features with an
+    # issue in the group or on a device (the worse of the two), devices: how many had it
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
     # label -> {"segments": {value: {metric: {value, low, high, n}}}, "gaps": [...]}
     segments: dict[str, Any] = field(default_factory=dict)

@@ -123,7 +123,7 @@ def merge_sketches(items: Sequence[DeviceSketch], *, cap: float = 3.0) -> Merged
     f = len(ref.features)
     first = next(iter(per_device.values()))
     acc: dict[str, Any] = {k: np.zeros_like(getattr(first, k), dtype=np.float64) for k in _ADD}
-    acc.update({k: 0.0 for k in _SCALARS})
+    acc.update(dict.fromkeys(_SCALARS, 0.0))
     counts = {k: np.zeros(f) for k in _COUNTS}
     vmin, vmax = np.full(f, np.inf), np.full(f, -np.inf)
     for d, s in per_device.items():

@@ -84,9 +84,11 @@ def drift_report(
         per_device[it.device_id].append(it)
     device_issues = {d: data_quality(merge_sketches(v, cap=cap)) for d, v in per_device.items()}
     quality = data_quality(merged)
-    for d, issues in device_issues.items():
+    for issues in device_issues.values():  # the worst of the group and of its devices
         for name, row in issues.items():
-            entry = quality.setdefault(name, {**row, "devices": 0.0})
+            entry = quality.setdefault(name, dict(row))
+            for k, v in row.items():
+                entry[k] = max(entry[k], v)
             entry["devices"] = entry.get("devices", 0.0) + 1.0
     tests: dict[str, dict[str, float]] = {}
     if merged.n >= options.min_n:

@@ -78,16 +78,16 @@ def _merge_bins(ref: F64, win: F64, min_expected: float) -> tuple[F64, F64]:
 
 
 def compare_counts(
-    ref: F64,
-    win: F64,
+    ref_counts: npt.ArrayLike,
+    window_counts: npt.ArrayLike,
     *,
     centers: F64 | None = None,
     ordered: bool = True,
     options: DriftOptions = DriftOptions(),
 ) -> FeatureTest:
-    """Test window counts ``win`` against reference counts ``ref`` over the same bins."""
-    ref = np.asarray(ref, dtype=np.float64)
-    win = np.asarray(win, dtype=np.float64)
+    """Test ``window_counts`` against ``ref_counts`` over the same bins."""
+    ref = np.asarray(ref_counts, dtype=np.float64)
+    win = np.asarray(window_counts, dtype=np.float64)
     n, m = float(win.sum()), float(ref.sum())
     if n <= 0 or m <= 0 or len(ref) < 2:
         return FeatureTest(n, 0.0, 0.0, 0.0, 0.0, 1.0, None, None)

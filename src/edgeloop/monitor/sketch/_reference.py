@@ -415,8 +415,8 @@ def build_reference(
         hits = np.bincount(b, weights=correct, minlength=len(edges) + 1)
         # a bin's accuracy with a Beta(1, 1) prior, so an empty or tiny bin is not 0 or 1
         rate = (hits + 1.0) / (counts + 2.0)
-        calibration = Calibration(edges=edges, accuracy=np.clip(_pav(rate, counts + 2.0), 0, 1),
-                                  counts=counts)
+        iso = _pav(rate, counts.astype(np.float64) + 2.0)
+        calibration = Calibration(edges=edges, accuracy=np.clip(iso, 0, 1), counts=counts)
     return MonitorReference(
         features=features,
         classes=names_c,

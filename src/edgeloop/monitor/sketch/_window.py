@@ -22,7 +22,14 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeloop.errors import SketchError
-from edgeloop.monitor.sketch._checks import as_float, as_int, as_str, float_array, int_array, mapping
+from edgeloop.monitor.sketch._checks import (
+    as_float,
+    as_int,
+    as_str,
+    float_array,
+    int_array,
+    mapping,
+)
 from edgeloop.monitor.sketch._reference import MonitorReference, softmax
 
 __all__ = ["MAX_SKETCH_BYTES", "SKETCH_SCHEMA_VERSION", "WindowSketch"]
@@ -90,6 +97,8 @@ class WindowSketch:
         ref = self.reference
         xa = np.asarray(x, dtype=np.float64)
         b = xa.shape[0] if xa.ndim > 1 else 1
+        if b == 0:
+            return None if outputs is None else np.zeros(0)
         xa = xa.reshape(b, -1)
         if xa.shape[1] != ref.width:
             raise _ERR(f"sketch update: expected {ref.width} values per row, got {xa.shape[1]}")
@@ -131,6 +140,7 @@ class WindowSketch:
         if out.shape[1] != len(ref.classes):
             raise _ERR(f"sketch update: expected {len(ref.classes)} outputs per row, "
                        f"got {out.shape[1]}")
+        rows = out.shape[0]
         ok = np.isfinite(out).all(axis=1)
         self.bad_outputs += int((~ok).sum())
         out = out[ok]
@@ -144,7 +154,7 @@ class WindowSketch:
         p = ref.calibration.accuracy[cb]
         self.exp_correct += float(p.sum())
         self.exp_correct_sq += float((p * p).sum())
-        full = np.full(len(ok), np.nan)
+        full = np.full(rows, np.nan)
         full[ok] = p
         return full
 
