@@ -142,3 +142,10 @@ def test_benjamini_hochberg_matches_the_textbook() -> None:
     p = [0.01, 0.04, 0.03, 0.005]
     # sorted 0.005, 0.01, 0.03, 0.04 -> *4/rank: 0.02, 0.02, 0.04, 0.04
     assert benjamini_hochberg(p) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+
+
+def test_empty_windows_give_an_empty_report(reference: MonitorReference) -> None:
+    empty = WindowSketch(reference)
+    r = drift_report("m", 1, [DeviceSketch("a", 1, empty), DeviceSketch("b", 1, empty)])
+    assert (r.n, r.devices, r.features, r.accuracy, r.alarm) == (0.0, 2, {}, {}, False)
+    assert report_metrics(r)["drifted_features"] == 0.0

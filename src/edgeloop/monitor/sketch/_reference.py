@@ -228,7 +228,13 @@ class MonitorReference:
                           allow_nan=False).encode()
 
     def digest(self) -> str:
-        return hashlib.sha256(self.to_json()).hexdigest()
+        """sha256 of :meth:`to_json`, computed once (a reference is not changed after it is
+        built; every sketch of a window checks it)."""
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            cached = hashlib.sha256(self.to_json()).hexdigest()
+            object.__setattr__(self, "_digest", cached)
+        return cached  # type: ignore[no-any-return]
 
     @classmethod
     def from_json(cls, data: bytes | str) -> MonitorReference:
