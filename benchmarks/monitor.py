@@ -5,12 +5,14 @@ Two zoo tasks, each a zoo model trained here (``edgeloop.zoo.train``):
 * ``har`` (time series, ``cnn1d``): accelerometer windows (3, 128). The device watches a PCA
   view of the input (384 values are too wide to watch per value); Evidently gets the raw 384
   values as columns;
-* ``digits`` (images, ``cnn``): the device watches a PCA view of the model's penultimate
-  activations (the embedding view); Evidently gets the raw embedding as columns.
+* ``shapes`` (images (3, 32, 32), ``cnn``): the device watches a PCA view of the model's
+  penultimate activations (the embedding view); Evidently gets the raw embedding as columns.
 
-The validation and test splits are pooled and halved at random: one half is the reference
-(``build_reference``, with the model's calibration), the other the pool windows are drawn from
-(with replacement), so an unshifted window truly comes from the reference's distribution.
+The model trains on the task's training split. Monitoring data are generated afresh (another
+generator seed) and split at random into the reference (``--reference-rows``, with the model's
+calibration) and the pool (``--pool-rows``) windows are drawn from with replacement, so an
+unshifted window comes from the reference's distribution; sizes above a tenth of the pool
+resample it (the JSON lists the sizes within).
 Generated shifts of increasing size on the pool:
 
 * ``covariate``: channel 0 of the input moves by ``s`` standard deviations (a sensor offset,
@@ -72,7 +74,8 @@ SHIFTS = {
     "label": (0.1, 0.2, 0.4, 0.6),
     "concept": (0.1, 0.2, 0.4, 0.6),
 }
-TASKS = {"har": ("cnn1d", "input"), "digits": ("cnn", "embedding")}
+# task -> (zoo architecture, monitored view, what Evidently gets)
+TASKS = {"har": ("cnn1d", "input", "raw input"), "shapes": ("cnn", "embedding", "embedding")}
 
 
 # --- the model side (torch, at benchmark time only) ---------------------------------------
@@ -107,18 +110,21 @@ class Task:
     accuracy: float
 
 
-def load_task(name: str, epochs: int | None, seed: int) -> Task:
+def load_task(name: str, args: argparse.Namespace) -> Task:
+    """Train the task's zoo model on its training split, then generate fresh monitoring data
+    (another generator seed, ``--reference-rows`` + ``--pool-rows`` rows) split at random into
+    the reference and the pool windows are drawn from."""
     from edgeloop.data import load_dataset
     from edgeloop.zoo import train
 
-    arch, view = TASKS[name]
-    result = train(arch, name, epochs, seed=seed, threads=1)
-    parts = [load_dataset(name, split, seed=0) for split in ("val", "test")]
-    x = np.concatenate([np.asarray(p.x, dtype=np.float32) for p in parts])
-    y = np.concatenate([np.asarray(p.y) for p in parts])
-    order = np.random.default_rng(seed).permutation(len(y))
-    half = len(y) // 2
-    r, p = order[:half], order[half:]
+    arch, view, _ = TASKS[name]
+    result = train(arch, name, args.epochs, seed=args.seed, threads=1)
+    rows = args.reference_rows + args.pool_rows
+    opts = {"windows": -(-rows // (30 * 7)), "subjects": 30} if name == "har" else {"n": rows}
+    data = load_dataset(name, "all", seed=args.seed + 1, **opts)
+    x, y = np.asarray(data.x, dtype=np.float32), np.asarray(data.y)
+    order = np.random.default_rng(args.seed).permutation(len(y))
+    r, p = order[: args.reference_rows], order[args.reference_rows : rows]
     return Task(name, view, result.model, x[r], y[r], x[p], y[p],
                 float(result.metrics.get("accuracy", float("nan"))))
 
@@ -308,15 +314,19 @@ def run_evidently(python: Path, reference: np.ndarray, batches: dict[str, list[n
 # --- the benchmark ------------------------------------------------------------------------------
 def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
-    task = load_task(name, args.epochs, args.seed)
+    task = load_task(name, args)
     ref_logits, ref_emb = model_outputs(task.model, task.ref_x)
     ref_view = view_of(task, task.ref_x, ref_emb)
     ref = build_reference(ref_view, ref_logits, task.ref_y, output_kind="logits",
                           components=args.components, max_features=32)
     ref_raw = ref_view if task.view == "embedding" else task.ref_x.reshape(len(task.ref_x), -1)
     out: dict[str, Any] = {
-        "model": {"accuracy_test": task.accuracy, "reference_accuracy": ref.accuracy,
-                  "reference_rows": ref.n, "pool_rows": len(task.pool_y)},
+        "model": {"accuracy_test": task.accuracy, "reference_accuracy": ref.accuracy},
+        "reference_rows": ref.n, "pool_rows": len(task.pool_y),
+        # windows are drawn with replacement from the pool: a window much larger than a tenth
+        # of it resamples the pool, and then compares the pool (a finite sample) with the
+        # reference rather than the population with it
+        "sizes_within_pool_tenth": [s for s in args.sizes if s <= len(task.pool_y) // 10],
         "view": task.view, "monitored_features": len(ref.features),
         "reference_bytes": len(ref.to_json()),
     }
@@ -416,7 +426,9 @@ def bench_merge(args: argparse.Namespace) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", default="har,digits")
+    ap.add_argument("--tasks", default="har,shapes")
+    ap.add_argument("--reference-rows", type=int, default=5000)
+    ap.add_argument("--pool-rows", type=int, default=50_000)
     ap.add_argument("--sizes", default="50,100,1000,10000,100000")
     ap.add_argument("--windows", type=int, default=1000, help="unshifted windows per size")
     ap.add_argument("--shift-windows", type=int, default=200, help="windows per shift and size")
@@ -437,6 +449,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.sizes, args.windows, args.shift_windows = "50,1000", 20, 10
+        args.reference_rows, args.pool_rows = 1000, 3000
         args.epochs, args.evidently_windows, args.merge_reports = 1, 1, 200
         args.evidently_shifts, args.evidently_max_size = "largest", 50
     args.sizes = [int(s) for s in args.sizes.split(",")]

@@ -71,7 +71,8 @@ def float_array(
 ) -> npt.NDArray[np.float64]:
     """A list of finite numbers in [lo, hi] as float64 (no bools, no strings, no nesting)."""
     seq = _sequence(value, where, err, size, max_size)
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in seq):
+    # exact types (what json.loads makes): bool, a subclass of int, is refused
+    if not all(type(v) is float or type(v) is int for v in seq):
         raise err(f"{where}: expected a list of numbers")
     arr = np.asarray(seq, dtype=np.float64)
     if not np.all(np.isfinite(arr)) or (arr.size and (arr.min() < lo or arr.max() > hi)):
@@ -90,6 +91,8 @@ def int_array(
 ) -> npt.NDArray[np.int64]:
     """A list of integers in [0, hi] (counts) as int64."""
     seq = _sequence(value, where, err, size, max_size)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= hi for v in seq):
+    if not all(type(v) is int for v in seq):
+        raise err(f"{where}: expected a list of integers in [0, {hi}]")
+    if seq and (min(seq) < 0 or max(seq) > hi):
         raise err(f"{where}: expected a list of integers in [0, {hi}]")
     return np.asarray(seq, dtype=np.int64).reshape(len(seq))
