@@ -149,3 +149,20 @@ def test_empty_windows_give_an_empty_report(reference: MonitorReference) -> None
     r = drift_report("m", 1, [DeviceSketch("a", 1, empty), DeviceSketch("b", 1, empty)])
     assert (r.n, r.devices, r.features, r.accuracy, r.alarm) == (0.0, 2, {}, {}, False)
     assert report_metrics(r)["drifted_features"] == 0.0
+
+
+def test_group_by_cohort_version_and_window(reference: MonitorReference) -> None:
+    from edgeloop.monitor.drift import group_sketches
+
+    items = []
+    for d in range(6):
+        for window in (0, 1):
+            s = WindowSketch(reference)
+            s.update(*classifier_data(100 + d, np.random.default_rng(d * 10 + window))[:2])
+            items.append(DeviceSketch(f"d{d}", 1 + d % 2, s,
+                                      labels={"region": "eu" if d < 3 else "us"}, window=window))
+    groups = group_sketches(items, lambda it: (it.version, it.labels["region"], it.window))
+    assert len(groups) == 2 * 2 * 2
+    eu_v1_w0 = groups[(1, "eu", 0)]  # devices d0 and d2 in window 0
+    assert (eu_v1_w0.devices, eu_v1_w0.n_raw) == (2, 100 + 102)
+    assert sum(g.n_raw for g in groups.values()) == sum(it.sketch.n for it in items)
