@@ -317,9 +317,27 @@ class DeviceReport(Artifact):
 
 @dataclass(frozen=True)
 class DriftReport(Artifact):
+    """What monitoring concluded about one version over one group of devices and window
+    (``edgeloop.monitor.drift.drift_report`` makes it). Fields after ``window`` were added
+    with defaults, so reports written before them still load."""
+
     KIND: ClassVar[str] = "drift_report"
     model: str
     version: int
-    features: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {stat, p}
+    # name -> {psi, js, wasserstein, chi2, p, p_adj, ks, ks_p, n, drifted}; "@prediction" and
+    # "@confidence" test the predicted classes and the confidence histogram
+    features: dict[str, dict[str, float]] = field(default_factory=dict)
     drifted: tuple[str, ...] = ()
-    window: dict[str, Any] = field(default_factory=dict)
+    window: dict[str, Any] = field(default_factory=dict)  # start, end (unix s), index
+    cohort: dict[str, str] = field(default_factory=dict)  # the device labels of the group
+    reference_sha256: str | None = None
+    n: float = 0.0  # effective rows after capping device weights
+    devices: int = 0
+    # "estimated" (CBPE) and "realized" (delayed labels): {value, low, high, n}
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    # feature -> {nan_rate, inf_rate, out_of_range_rate, stuck, devices}: features with an
+    # issue in the group or on a device (the worse of the two), devices: how many had it
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)
+    # label -> {"segments": {value: {metric: {value, low, high, n}}}, "gaps": [...]}
+    segments: dict[str, Any] = field(default_factory=dict)
+    alarm: bool = False  # this window is bad (drift or accuracy below the floor)

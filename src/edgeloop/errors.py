@@ -28,7 +28,10 @@
     ├── FleetError                     60  the fleet server refused or failed a request
     │   └── AuthError                  61  unknown, revoked or unauthenticated device or admin
     ├── AgentError                     70  the device agent could not fetch, install or serve
-    └── RolloutError                   80  a rollout request that the state machine refuses
+    ├── RolloutError                   80  a rollout request that the state machine refuses
+    └── MonitorError                   90  monitoring data that cannot be used
+        ├── MonitorReferenceError      91  a monitoring reference that is malformed
+        └── SketchError                92  a sketch that is malformed or not of its reference
 
 The CLI maps each class to its ``exit_code`` and prints ``str(error)`` on one line; the
 number ranges follow the stages of the loop, so a script can tell where a run failed.
@@ -52,6 +55,8 @@ __all__ = [
     "InputError",
     "IntegrityError",
     "KeyError_",
+    "MonitorError",
+    "MonitorReferenceError",
     "ModelError",
     "ModelFormatError",
     "ModelInputError",
@@ -64,6 +69,7 @@ __all__ = [
     "SecurityError",
     "SelfTestError",
     "SignatureError",
+    "SketchError",
     "UnknownNameError",
     "UpdateError",
     "all_error_classes",
@@ -205,6 +211,21 @@ class AgentError(EdgeloopError):
 class RolloutError(EdgeloopError):
     exit_code = 80
     help = "The rollout state machine refused the request."
+
+
+class MonitorError(EdgeloopError):
+    exit_code = 90
+    help = "Monitoring data (a reference, a sketch, feedback) is malformed or cannot be used."
+
+
+class MonitorReferenceError(MonitorError):
+    exit_code = 91
+    help = "A monitoring reference is malformed: a field of the wrong type, size or range."
+
+
+class SketchError(MonitorError):
+    exit_code = 92
+    help = "A window sketch is malformed or does not match the reference it claims."
 
 
 def all_error_classes() -> list[type[EdgeloopError]]:

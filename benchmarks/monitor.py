@@ -1,0 +1,490 @@
+"""Monitoring benchmark: drift detection from kilobyte sketches, side by side with Evidently.
+
+Two zoo tasks, each a zoo model trained here (``edgeloop.zoo.train``):
+
+* ``har`` (time series, ``cnn1d``): accelerometer windows (3, 128). The device watches a PCA
+  view of the input (384 values are too wide to watch per value); Evidently gets the raw 384
+  values as columns;
+* ``shapes`` (images (3, 32, 32), ``cnn``): the device watches a PCA view of the model's
+  penultimate activations (the embedding view); Evidently gets the raw embedding as columns.
+
+The model trains on the task's training split. Monitoring data are generated afresh (another
+generator seed) and split at random into the reference (``--reference-rows``, with the model's
+calibration) and the pool (``--pool-rows``) windows are drawn from with replacement, so an
+unshifted window comes from the reference's distribution; sizes above a tenth of the pool
+resample it (the JSON lists the sizes within).
+Generated shifts of increasing size on the pool:
+
+* ``covariate``: channel 0 of the input moves by ``s`` standard deviations (a sensor offset,
+  a brightness change); the model's outputs are recomputed;
+* ``label``: windows drawn with class priors ``(1 - s) * prior + s * onehot(class 0)``;
+* ``concept``: a share ``s`` of class-0 labels become class 1 (inputs unchanged: only delayed
+  labels can tell; 10 % of predictions get a label, as ``--labelled`` says).
+
+Each window is what a device would send: every pool row is sketched once by the real
+``WindowSketch.update`` and a window's sketch is the sum of its rows' contributions (sketches
+add), parsed by the server's ``validate_sketch`` and judged by ``drift_report`` (drift, or
+realized accuracy below the reference's at 99 %). Evidently's default ``DataDriftPreset`` runs
+in its own environment (``--evidently-python``; evidently 0.7.x needs ``pandas<3``) on the same
+windows as raw data, on fewer windows and sizes if it is slow (the JSON says how many).
+
+Reports: false-alarm rate per window size over ``--windows`` unshifted windows; detection rate
+and delay (windows until an alert with hysteresis) per shift; estimated (CBPE) vs realized
+accuracy error under covariate shift; bytes per device report; device CPU per inference for
+sketching; server time to validate, merge and test 10,000 reports.
+
+    python benchmarks/monitor.py                          # the full run (a quiet machine)
+    python benchmarks/monitor.py --smoke                  # minutes: tiny sizes, few windows
+
+Writes ``benchmarks/results/monitor.json`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeloop.monitor.drift import (
+    AlertPolicy,
+    AlertState,
+    DeviceSketch,
+    drift_report,
+    merge_sketches,
+    step_alert,
+    validate_sketch,
+    wilson,
+)
+from edgeloop.monitor.sketch import MonitorReference, WindowSketch, build_reference
+
+RESULTS = Path(__file__).parent / "results" / "monitor.json"
+RUNNER = Path(__file__).with_name("_evidently_runner.py")
+EVIDENTLY_PY = Path("/work/venvs/evidently/bin/python")
+SHIFTS = {
+    "covariate": (0.1, 0.25, 0.5, 1.0),
+    "label": (0.1, 0.2, 0.4, 0.6),
+    "concept": (0.1, 0.2, 0.4, 0.6),
+}
+# task -> (zoo architecture, monitored view, what Evidently gets)
+TASKS = {"har": ("cnn1d", "input", "raw input"), "shapes": ("cnn", "embedding", "embedding")}
+
+
+# --- the model side (torch, at benchmark time only) ---------------------------------------
+def model_outputs(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and penultimate activations (the input of the last Linear layer)."""
+    import torch
+    from torch import nn
+
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    seen: list[np.ndarray] = []
+    hook = last.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach().numpy()))
+    model.eval()
+    logits = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), 256):
+                logits.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + 256]))).numpy())
+    finally:
+        hook.remove()
+    return np.concatenate(logits).astype(np.float64), np.concatenate(seen).astype(np.float64)
+
+
+@dataclass
+class Task:
+    name: str
+    view: str  # "input" or "embedding"
+    model: Any
+    ref_x: np.ndarray
+    ref_y: np.ndarray
+    pool_x: np.ndarray
+    pool_y: np.ndarray
+    accuracy: float
+
+
+def load_task(name: str, args: argparse.Namespace) -> Task:
+    """Train the task's zoo model on its training split, then generate fresh monitoring data
+    (another generator seed, ``--reference-rows`` + ``--pool-rows`` rows) split at random into
+    the reference and the pool windows are drawn from."""
+    from edgeloop.data import load_dataset
+    from edgeloop.zoo import train
+
+    arch, view, _ = TASKS[name]
+    result = train(arch, name, args.epochs, seed=args.seed, threads=1)
+    rows = args.reference_rows + args.pool_rows
+    opts = {"windows": -(-rows // (30 * 7)), "subjects": 30} if name == "har" else {"n": rows}
+    data = load_dataset(name, "all", seed=args.seed + 1, **opts)
+    x, y = np.asarray(data.x, dtype=np.float32), np.asarray(data.y)
+    order = np.random.default_rng(args.seed).permutation(len(y))
+    r, p = order[: args.reference_rows], order[args.reference_rows : rows]
+    return Task(name, view, result.model, x[r], y[r], x[p], y[p],
+                float(result.metrics.get("accuracy", float("nan"))))
+
+
+def view_of(task: Task, x: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    return (x.reshape(len(x), -1) if task.view == "input" else emb).astype(np.float64)
+
+
+# --- per-row sketch contributions ---------------------------------------------------------
+_ROW_FIELDS = ("hist", "finite", "nan", "inf", "below", "above", "sum_z", "sum_z2", "pred",
+               "conf_hist")
+
+
+def _state(s: WindowSketch) -> np.ndarray:
+    parts = [s.hist.ravel(), *(s.counts[k] for k in ("finite", "nan", "inf", "below", "above")),
+             s.sum_z, s.sum_z2, s.pred, s.conf_hist,
+             np.array([s.n, s.bad_rows, s.n_outputs, s.bad_outputs, s.exp_correct,
+                       s.exp_correct_sq])]
+    return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
+
+
+@dataclass
+class Rows:
+    """Each pool row's contribution to a sketch (the real ``update``, one row at a time)."""
+
+    sketch: WindowSketch
+    contrib: np.ndarray  # (rows, fields)
+    values: np.ndarray  # monitored values per row (for vmin/vmax)
+    pred: np.ndarray
+    p_correct: np.ndarray
+    raw: np.ndarray  # what Evidently gets
+
+
+def sketch_rows(ref: MonitorReference, view: np.ndarray, logits: np.ndarray,
+                raw: np.ndarray) -> Rows:
+    s = WindowSketch(ref)
+    before = _state(s)
+    rows, p = [], []
+    for i in range(len(view)):
+        pc = s.update(view[i : i + 1], logits[i : i + 1])
+        after = _state(s)
+        rows.append(after - before)
+        before = after
+        p.append(float(pc[0]) if pc is not None else np.nan)
+    values = ref.projection.apply(view) if ref.projection is not None else view
+    return Rows(WindowSketch(ref), np.array(rows), values, logits.argmax(1), np.array(p), raw)
+
+
+def window_sketch(rows: Rows, counts: np.ndarray, labels: np.ndarray, labelled: np.ndarray
+                  ) -> bytes:
+    """The JSON a device would send for a window holding pool rows ``counts`` times, of which
+    ``labelled`` got a delayed label."""
+    tmpl = rows.sketch
+    total = counts @ rows.contrib
+    f = len(tmpl.reference.features)
+    width = tmpl.hist.shape[1]
+    i = 0
+
+    def take(k: int) -> np.ndarray:
+        nonlocal i
+        out = total[i : i + k]
+        i += k
+        return out
+
+    hist = take(f * width).reshape(f, width)
+    cnt = {k: take(f) for k in ("finite", "nan", "inf", "below", "above")}
+    sum_z, sum_z2 = take(f), take(f)
+    pred, conf = take(len(tmpl.pred)), take(len(tmpl.conf_hist))
+    n, bad_rows, n_out, bad_out, exp_c, exp_sq = take(6)
+    used = counts > 0
+    correct = rows.pred == labels
+    fb_p = np.nan_to_num(rows.p_correct)
+    d = tmpl.to_dict()
+    d.update(
+        n=int(round(n)), bad_rows=int(round(bad_rows)), n_outputs=int(round(n_out)),
+        bad_outputs=int(round(bad_out)),
+        hist=[np.rint(h[: len(ft.edges) + 1]).astype(int).tolist()
+              for h, ft in zip(hist, tmpl.reference.features, strict=True)],
+        **{k: np.rint(v).astype(int).tolist() for k, v in cnt.items()},
+        repeats=[0] * f, sum_z=sum_z.tolist(), sum_z2=sum_z2.tolist(),
+        vmin=rows.values[used].min(axis=0).tolist(), vmax=rows.values[used].max(axis=0).tolist(),
+        pred=np.rint(pred).astype(int).tolist(), conf_hist=np.rint(conf).astype(int).tolist(),
+        exp_correct=float(min(exp_c, n_out)), exp_correct_sq=float(min(exp_sq, exp_c)),
+        fb_n=int(labelled.sum()), fb_correct=int(labelled @ correct),
+        fb_expected=float(labelled @ fb_p),
+        fb_labels=np.bincount(labels, weights=labelled, minlength=len(tmpl.pred)).astype(int)
+        .tolist(),
+    )
+    return json.dumps(d).encode()
+
+
+# --- windows --------------------------------------------------------------------------------
+def draw(rng: np.random.Generator, weights: np.ndarray, n: int, labelled_share: float
+         ) -> tuple[np.ndarray, np.ndarray]:
+    counts = rng.multinomial(n, weights / weights.sum())
+    return counts, rng.binomial(counts, labelled_share)
+
+
+def judge(ref: MonitorReference, wire: bytes, ref_acc: float) -> tuple[bool, dict[str, Any]]:
+    """The server's verdict on one device window: drift, or realized accuracy below the
+    reference's (Wilson 99 % upper bound)."""
+    sketch = validate_sketch(wire, ref)
+    report = drift_report("bench", 1, [DeviceSketch("dev", 1, sketch)])
+    real = wilson(sketch.fb_correct, sketch.fb_n, z=2.576)
+    acc_alarm = real is not None and real.high < ref_acc
+    return bool(report.drifted) or acc_alarm, report.accuracy.get("estimated", {})
+
+
+def shifted_pool(task: Task, kind: str, s: float, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, labels and row weights of the pool under a shift of ``kind`` and size ``s``."""
+    x, y = task.pool_x.copy(), task.pool_y.copy()
+    w = np.ones(len(y))
+    if kind == "covariate":
+        x[:, 0] += s * x[:, 0].std()
+    elif kind == "label":
+        prior = np.bincount(task.ref_y, minlength=int(y.max()) + 1) / len(task.ref_y)
+        target = (1 - s) * prior + s * np.eye(len(prior))[0]
+        w = target[y] / np.maximum(prior[y], 1e-12)
+    elif kind == "concept":
+        flip = (y == 0) & (rng.random(len(y)) < s)
+        y[flip] = 1
+    return x, y, w
+
+
+@dataclass
+class Windows:
+    """Windows of one condition: the device's bytes, the raw rows for Evidently, truth."""
+
+    alarms: list[bool]
+    est: list[float]
+    truth: list[float]
+    evidently_raw: list[np.ndarray]
+
+
+def run_condition(task: Task, ref: MonitorReference, rows: Rows, labels: np.ndarray,
+                  weights: np.ndarray, size: int, windows: int, ev_windows: int,
+                  args: argparse.Namespace, rng: np.random.Generator) -> Windows:
+    out = Windows([], [], [], [])
+    correct = rows.pred == labels
+    for k in range(windows):
+        counts, labelled = draw(rng, weights, size, args.labelled)
+        alarm, est = judge(ref, window_sketch(rows, counts, labels, labelled), ref.accuracy or 0)
+        out.alarms.append(alarm)
+        out.est.append(est.get("value", np.nan))
+        out.truth.append(float(counts @ correct / size))
+        if k < ev_windows and size <= args.evidently_max_size:
+            out.evidently_raw.append(np.repeat(rows.raw, counts, axis=0).astype(np.float32))
+    return out
+
+
+def delay(alarms: list[bool], chunk: int = 10) -> float | None:
+    """Median windows until an alert (raise after 2 bad windows) over sequences of ``chunk``."""
+    delays = []
+    for start in range(0, len(alarms) - chunk + 1, chunk):
+        state = AlertState()
+        for i, bad in enumerate(alarms[start : start + chunk]):
+            state, ev = step_alert(state, bad, AlertPolicy())
+            if ev == "raised":
+                delays.append(i + 1)
+                break
+    return float(np.median(delays)) if delays else None
+
+
+# --- Evidently in its own environment --------------------------------------------------------
+def run_evidently(python: Path, reference: np.ndarray, batches: dict[str, list[np.ndarray]],
+                  tmp: Path) -> dict[str, list[dict[str, Any]]]:
+    if not python.exists():
+        print(f"evidently: {python} not found, skipped (see the docstring for the venv)")
+        return {}
+    ref_path = tmp / "reference.npz"
+    np.savez(ref_path, reference=reference.reshape(len(reference), -1),
+             columns=np.array([f"c{i}" for i in range(reference.reshape(len(reference),
+                                                                        -1).shape[1])]))
+    jobs = []
+    for key, wins in batches.items():
+        if wins:
+            src = tmp / f"{key}.npz"
+            np.savez(src, windows=np.stack([w.reshape(len(w), -1) for w in wins]))
+            jobs.append({"reference": str(ref_path), "windows": str(src),
+                         "out": str(tmp / f"{key}.json")})
+    (tmp / "jobs.json").write_text(json.dumps(jobs))
+    subprocess.run([str(python), str(RUNNER), str(tmp / "jobs.json")], check=True)
+    return {Path(j["out"]).stem: json.loads(Path(j["out"]).read_text()) for j in jobs}
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    rng = np.random.default_rng(args.seed)
+    task = load_task(name, args)
+    ref_logits, ref_emb = model_outputs(task.model, task.ref_x)
+    ref_view = view_of(task, task.ref_x, ref_emb)
+    ref = build_reference(ref_view, ref_logits, task.ref_y, output_kind="logits",
+                          components=args.components, max_features=32)
+    ref_raw = ref_view if task.view == "embedding" else task.ref_x.reshape(len(task.ref_x), -1)
+    out: dict[str, Any] = {
+        "model": {"accuracy_test": task.accuracy, "reference_accuracy": ref.accuracy},
+        "reference_rows": ref.n, "pool_rows": len(task.pool_y),
+        # windows are drawn with replacement from the pool: a window much larger than a tenth
+        # of it resamples the pool, and then compares the pool (a finite sample) with the
+        # reference rather than the population with it
+        "sizes_within_pool_tenth": [s for s in args.sizes if s <= len(task.pool_y) // 10],
+        "view": task.view, "monitored_features": len(ref.features),
+        "reference_bytes": len(ref.to_json()),
+    }
+    logits, emb = model_outputs(task.model, task.pool_x)
+    base_view = view_of(task, task.pool_x, emb)
+    base_raw = base_view if task.view == "embedding" else task.pool_x.reshape(len(task.pool_x), -1)
+    base = sketch_rows(ref, base_view, logits, base_raw)
+    # device cost: one inference at a time through the real update
+    s = WindowSketch(ref)
+    reps = min(len(base_view), 2000)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for i in range(reps):
+            s.update(base_view[i : i + 1], logits[i : i + 1])
+        times.append((time.perf_counter() - t0) / reps)
+    out["sketch_us_per_inference"] = 1e6 * min(times)
+    out["sketch_state_bytes"] = int(s.hist.nbytes + sum(v.nbytes for v in s.counts.values())
+                                    + 4 * s.sum_z.nbytes + s.pred.nbytes + s.conf_hist.nbytes)
+    counts, labelled = draw(rng, np.ones(len(task.pool_y)), 1000, args.labelled)
+    out["report_bytes"] = len(window_sketch(base, counts, task.pool_y, labelled))
+    ev_batches: dict[str, list[np.ndarray]] = {}
+    fa: dict[str, float] = {}
+    for size in args.sizes:
+        w = run_condition(task, ref, base, task.pool_y, np.ones(len(task.pool_y)), size,
+                          args.windows, args.evidently_windows, args, rng)
+        fa[str(size)] = float(np.mean(w.alarms))
+        ev_batches[f"none_0_{size}"] = w.evidently_raw
+    out["false_alarm_rate"] = {"edgeloop": fa}
+    shifts: dict[str, Any] = {}
+    mae: dict[str, list[float]] = {}
+    for kind, sizes in SHIFTS.items():
+        for shift in sizes:
+            x, y, weights = shifted_pool(task, kind, shift, rng)
+            if kind == "covariate":
+                lg, em = model_outputs(task.model, x)
+                v = view_of(task, x, em)
+                rows = sketch_rows(ref, v, lg, v if task.view == "embedding"
+                                   else x.reshape(len(x), -1))
+            else:
+                rows = base
+            per_size = {}
+            for size in args.sizes:
+                ev_n = args.evidently_windows if (args.evidently_shifts == "all"
+                                                  or shift == sizes[-1]) else 0
+                w = run_condition(task, ref, rows, y, weights, size, args.shift_windows,
+                                  ev_n, args, rng)
+                per_size[str(size)] = {"detection_rate": {"edgeloop": float(np.mean(w.alarms))},
+                                       "delay_windows": delay(w.alarms)}
+                ev_batches[f"{kind}_{shift}_{size}"] = w.evidently_raw
+                if kind == "covariate":
+                    err = np.abs(np.array(w.est) - np.array(w.truth))
+                    mae.setdefault(str(size), []).extend(err[np.isfinite(err)].tolist())
+            shifts.setdefault(kind, {})[str(shift)] = per_size
+    out["shifts"] = shifts
+    out["est_accuracy_mae"] = {k: float(np.mean(v)) for k, v in mae.items() if v}
+    ev = run_evidently(args.evidently_python, ref_raw, ev_batches, tmp / name)
+    if ev:
+        out["evidently"] = {"windows_per_condition": args.evidently_windows,
+                            "max_size": args.evidently_max_size,
+                            "seconds_per_window": float(np.mean(
+                                [r["seconds"] for rs in ev.values() for r in rs]))}
+        fa_ev, fa_ds = {}, {}
+        for key, res in ev.items():
+            kind, shift, size = key.split("_")
+            any_col = float(np.mean([r["count"] > 0 for r in res]))
+            dataset = float(np.mean([r["dataset_drift"] for r in res]))
+            if kind == "none":
+                fa_ev[size], fa_ds[size] = any_col, dataset
+            else:
+                det = out["shifts"][kind][shift][size]["detection_rate"]
+                det["evidently"], det["evidently_dataset_drift"] = any_col, dataset
+        out["false_alarm_rate"]["evidently"] = fa_ev
+        out["false_alarm_rate"]["evidently_dataset_drift"] = fa_ds
+    return out
+
+
+def bench_merge(args: argparse.Namespace) -> float:
+    """Server seconds to validate, merge and test 10,000 device reports of one version."""
+    rng = np.random.default_rng(args.seed)
+    x = rng.normal(size=(4000, 16))
+    logits = x[:, :4] @ rng.normal(size=(4, 4))
+    y = logits.argmax(1)
+    ref = build_reference(x, logits, y, output_kind="logits")
+    wires = []
+    for _ in range(args.merge_reports):
+        s = WindowSketch(ref)
+        idx = rng.integers(0, 4000, 100)
+        s.update(x[idx], logits[idx])
+        wires.append(s.to_json())
+    t0 = time.perf_counter()
+    items = [DeviceSketch(f"d{i}", 1, validate_sketch(w, ref)) for i, w in enumerate(wires)]
+    merge_sketches(items)
+    drift_report("bench", 1, items)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", default="har,shapes")
+    ap.add_argument("--reference-rows", type=int, default=5000)
+    ap.add_argument("--pool-rows", type=int, default=50_000)
+    ap.add_argument("--sizes", default="50,100,1000,10000,100000")
+    ap.add_argument("--windows", type=int, default=1000, help="unshifted windows per size")
+    ap.add_argument("--shift-windows", type=int, default=200, help="windows per shift and size")
+    ap.add_argument("--labelled", type=float, default=0.1, help="share of delayed labels")
+    ap.add_argument("--epochs", type=int, default=None, help="zoo training (default: the arch's)")
+    ap.add_argument("--components", type=int, default=8)
+    ap.add_argument("--evidently-python", type=Path, default=EVIDENTLY_PY)
+    ap.add_argument("--evidently-windows", type=int, default=20,
+                    help="windows per condition for Evidently (about a minute each for har's "
+                         "384 columns on a loaded 2-core machine)")
+    ap.add_argument("--evidently-shifts", choices=("all", "largest"), default="all",
+                    help="shift sizes Evidently runs on (always the unshifted windows too)")
+    ap.add_argument("--evidently-max-size", type=int, default=10000)
+    ap.add_argument("--merge-reports", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    if args.smoke:
+        args.sizes, args.windows, args.shift_windows = "50,1000", 20, 10
+        args.reference_rows, args.pool_rows = 1000, 3000
+        args.epochs, args.evidently_windows, args.merge_reports = 1, 1, 200
+        args.evidently_shifts, args.evidently_max_size = "largest", 50
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    results: dict[str, Any] = {
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "tasks": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="edgeloop-monitor-") as tmp:
+        for name in args.tasks.split(","):
+            print(f"[{name}] ...", flush=True)
+            (Path(tmp) / name).mkdir()
+            results["tasks"][name] = bench_task(name, args, Path(tmp))
+    results["merge_10k_s"] = bench_merge(args) * 10_000 / args.merge_reports
+    tasks = results["tasks"].values()
+    results["false_alarm_rate"] = max(max(t["false_alarm_rate"]["edgeloop"].values())
+                                      for t in tasks)
+    results["report_bytes"] = max(t["report_bytes"] for t in tasks)
+    big = [v for t in tasks for s, v in t["est_accuracy_mae"].items() if int(s) >= 1000]
+    results["est_accuracy_mae"] = float(np.mean(big)) if big else None
+    results["detection_rate"] = {
+        kind: {name: {str(sh): {sz: r["detection_rate"] for sz, r in per.items()}
+                      for sh, per in t["shifts"][kind].items()}
+               for name, t in results["tasks"].items()}
+        for kind in SHIFTS
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(results, indent=2) + "\n")
+    tmp_out.replace(args.out)
+    print(json.dumps({k: results[k] for k in ("false_alarm_rate", "report_bytes", "merge_10k_s",
+                                              "est_accuracy_mae")}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

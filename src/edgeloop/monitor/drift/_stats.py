@@ -1,0 +1,126 @@
+"""Two-sample tests of a window against its reference, on binned counts. Pure.
+
+For each monitored feature (and the predicted classes and the confidence histogram):
+
+* effect sizes: PSI and Jensen-Shannon distance on proportions smoothed by half a count per
+  bin (so an empty bin is not infinite), Wasserstein on bin centres in units of the
+  reference's standard deviation;
+* significance: the chi-square test of homogeneity on the 2 x bins table (reference counts are
+  a sample too, so this is a two-sample test), after merging adjacent bins until each expects
+  at least five window counts; and the two-sample KS on the binned CDFs (conservative when
+  binned) for ordered features;
+* p-values adjusted across all tested items with Benjamini-Hochberg.
+
+An item drifts only when BOTH its adjusted p is below ``alpha`` AND its PSI is above the
+floor: a large window makes tiny, harmless differences significant and a small one makes
+large PSI values out of noise; requiring both keeps either from alarming alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+__all__ = ["DriftOptions", "FeatureTest", "benjamini_hochberg", "compare_counts"]
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    alpha: float = 0.01  # false discovery rate across the items of one report
+    psi_floor: float = 0.1  # the smallest drift worth an alarm ("moderate" by the usual scale)
+    min_expected: float = 5.0  # window counts expected per merged chi-square bin
+    min_n: float = 20.0  # fewer effective rows: no test, no alarm
+
+
+@dataclass(frozen=True)
+class FeatureTest:
+    n: float
+    psi: float
+    js: float
+    wasserstein: float
+    chi2: float
+    p: float
+    ks: float | None
+    ks_p: float | None
+
+    def as_dict(self) -> dict[str, float]:
+        out = {k: float(v) for k, v in self.__dict__.items() if v is not None}
+        return out
+
+
+def _smoothed(c: F64) -> F64:
+    return (c + 0.5) / (c.sum() + 0.5 * len(c))  # type: ignore[no-any-return]
+
+
+def _merge_bins(ref: F64, win: F64, min_expected: float) -> tuple[F64, F64]:
+    """Adjacent bins merged until each expects ``min_expected`` window counts."""
+    expected = win.sum() * ref / ref.sum()
+    groups: list[list[int]] = [[]]
+    acc = 0.0
+    for j, e in enumerate(expected):
+        groups[-1].append(j)
+        acc += e
+        if acc >= min_expected:
+            groups.append([])
+            acc = 0.0
+    if not groups[-1]:
+        groups.pop()
+    elif len(groups) > 1 and acc < min_expected:
+        groups[-2].extend(groups.pop())
+    return (np.array([ref[g].sum() for g in groups]), np.array([win[g].sum() for g in groups]))
+
+
+def compare_counts(
+    ref_counts: npt.ArrayLike,
+    window_counts: npt.ArrayLike,
+    *,
+    centers: F64 | None = None,
+    ordered: bool = True,
+    options: DriftOptions = DriftOptions(),
+) -> FeatureTest:
+    """Test ``window_counts`` against ``ref_counts`` over the same bins."""
+    ref = np.asarray(ref_counts, dtype=np.float64)
+    win = np.asarray(window_counts, dtype=np.float64)
+    n, m = float(win.sum()), float(ref.sum())
+    if n <= 0 or m <= 0 or len(ref) < 2:
+        return FeatureTest(n, 0.0, 0.0, 0.0, 0.0, 1.0, None, None)
+    p, q = _smoothed(ref), _smoothed(win)
+    psi = float(np.sum((q - p) * np.log(q / p)))
+    js = float(jensenshannon(p, q, base=2))
+    wd = 0.0
+    if centers is not None:
+        wd = float(stats.wasserstein_distance(centers, centers, ref / m, win / n))
+    r_g, w_g = _merge_bins(ref, win, options.min_expected)
+    chi2, pval = 0.0, 1.0
+    keep = (r_g + w_g) > 0
+    if keep.sum() >= 2:
+        table = np.vstack([r_g[keep], w_g[keep]])
+        res = stats.chi2_contingency(table, correction=False)
+        chi2, pval = float(res.statistic), float(res.pvalue)
+    ks = ks_p = None
+    if ordered:
+        d = float(np.max(np.abs(np.cumsum(ref) / m - np.cumsum(win) / n)))
+        n_eff = n * m / (n + m)
+        ks, ks_p = d, float(stats.kstwobign.sf(math.sqrt(n_eff) * d)) if d > 0 else 1.0
+    return FeatureTest(n, psi, js, wd, chi2, pval if math.isfinite(pval) else 1.0, ks, ks_p)
+
+
+def benjamini_hochberg(pvalues: list[float]) -> list[float]:
+    """BH-adjusted p-values (step-up, monotone), in the input's order."""
+    if not pvalues:
+        return []
+    p = np.asarray(pvalues, dtype=np.float64)
+    order = np.argsort(p)
+    k = len(p)
+    adj = p[order] * k / np.arange(1, k + 1)
+    adj = np.minimum.accumulate(adj[::-1])[::-1]
+    out = np.empty(k)
+    out[order] = np.minimum(adj, 1.0)
+    return out.tolist()  # type: ignore[no-any-return]

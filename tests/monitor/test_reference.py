@@ -1,0 +1,114 @@
+import json
+
+import numpy as np
+import pytest
+
+from edgeloop.errors import MonitorReferenceError
+from edgeloop.monitor.sketch import MonitorReference, build_reference
+
+from .conftest import classifier_data
+
+
+def test_bins_hold_equal_reference_mass(reference: MonitorReference) -> None:
+    for ft in reference.features:
+        assert len(ft.edges) == 9
+        assert ft.counts.sum() == 5000
+        assert np.all(np.abs(ft.counts - 500) <= 1)
+        assert ft.low < -3 and ft.high > 3 and 0.9 < ft.std < 1.1
+
+
+def test_calibration_is_monotone_and_matches_the_calibrated_model(
+    reference: MonitorReference,
+) -> None:
+    cal = reference.calibration
+    assert cal is not None
+    assert np.all(np.diff(cal.accuracy) >= 0)
+    # labels were drawn from the model's softmax: calibrated accuracy tracks confidence
+    x, logits, _ = classifier_data(5000, np.random.default_rng(1234))
+    conf = np.exp(logits - logits.max(1, keepdims=True))
+    conf = (conf / conf.sum(1, keepdims=True)).max(1)
+    mid = [conf[np.searchsorted(cal.edges, conf, side="right") == b].mean()
+           for b in range(len(cal.accuracy))]
+    assert np.max(np.abs(np.array(mid) - cal.accuracy)) < 0.08
+    assert reference.accuracy == pytest.approx(float(np.dot(cal.accuracy, cal.counts) / 5000),
+                                               abs=0.01)
+
+
+def test_json_round_trip_is_canonical(reference: MonitorReference) -> None:
+    data = reference.to_json()
+    again = MonitorReference.from_json(data)
+    assert again.to_json() == data
+    assert again.digest() == reference.digest()
+    assert b" " not in data and json.loads(data)["schema_version"] == 1
+
+
+def test_wide_inputs_get_a_pca_view() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(400, 3, 8, 8))
+    images[:, 0] += rng.normal(size=(400, 1, 1)) * 3  # one strong direction
+    ref = build_reference(images, rng.normal(size=(400, 4)), components=4)
+    assert ref.projection is not None and ref.projection.source == "input"
+    assert ref.projection.components.shape == (4, 192)
+    assert np.allclose(ref.projection.components @ ref.projection.components.T, np.eye(4),
+                       atol=1e-9)
+    assert [f.name for f in ref.features] == ["pc0", "pc1", "pc2", "pc3"]
+    assert ref.features[0].std > 2 * ref.features[1].std  # the strong direction comes first
+    assert MonitorReference.from_json(ref.to_json()).digest() == ref.digest()
+
+
+def test_embeddings_are_the_view_when_given() -> None:
+    rng = np.random.default_rng(0)
+    ref = build_reference(rng.normal(size=(100, 1, 28, 28)), rng.normal(size=(100, 2)),
+                          embeddings=rng.normal(size=(100, 32)), embedding_output="penult",
+                          components=3)
+    assert ref.projection is not None
+    assert (ref.projection.source, ref.projection.output, ref.width) == ("embedding", "penult", 32)
+
+
+def _doc(reference: MonitorReference) -> dict:
+    return json.loads(reference.to_json())
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.update(schema_version=2),
+        lambda d: d.update(kind="window_sketch"),
+        lambda d: d["features"][0].update(edges=d["features"][0]["edges"][::-1]),
+        lambda d: d["features"][0]["edges"].__setitem__(0, "1"),
+        lambda d: d["features"][0]["counts"].__setitem__(0, -1),
+        lambda d: d["features"][0]["counts"].append(0),
+        lambda d: d["features"][0].update(std=0.0),
+        lambda d: d["features"][0].update(mode_share=1.5),
+        lambda d: d["features"][1].update(name=d["features"][0]["name"]),
+        lambda d: d["features"].extend(d["features"] * 30),
+        lambda d: d.update(n=d["n"] + 1),
+        lambda d: d["calibration"]["accuracy"].reverse(),
+        lambda d: d["calibration"]["accuracy"].__setitem__(0, True),
+        lambda d: d.update(classes=["only"]),
+        lambda d: d.update(output_kind="softmax"),
+        lambda d: d.update(accuracy=1.2),
+        lambda d: d.update(projection={"source": "input", "mean": [0.0], "components": []}),
+    ],
+)
+def test_malformed_references_are_refused(reference: MonitorReference, mutate) -> None:
+    d = _doc(reference)
+    mutate(d)
+    with pytest.raises(MonitorReferenceError):
+        MonitorReference.from_dict(d)
+
+
+@pytest.mark.parametrize("text", [b"{", b"[]", b'{"kind": "monitor_reference", "n": NaN}',
+                                  b"1" * (33 << 20)])
+def test_bytes_that_are_not_a_reference_are_refused(text: bytes) -> None:
+    with pytest.raises(MonitorReferenceError):
+        MonitorReference.from_json(text)
+
+
+def test_build_refuses_non_finite_reference_data() -> None:
+    x, logits, y = classifier_data(100, np.random.default_rng(0))
+    x[3, 2] = np.nan
+    with pytest.raises(MonitorReferenceError, match="finite"):
+        build_reference(x, logits, y)
+    with pytest.raises(MonitorReferenceError, match="labels"):
+        build_reference(np.nan_to_num(x), logits, y + 5)
