@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,6 +21,8 @@ from rich.progress import (
 from rich.table import Table
 
 __all__ = ["console", "err_console", "print_json", "progress", "table", "track"]
+
+_UNBOUNDED = 10_000  # wider than any table's natural width
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -37,7 +40,14 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
         t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
-    console.print(t)
+    if console.is_terminal:
+        console.print(t)
+        return
+    # Redirected output has no terminal width to fit (rich assumes 80 and folds cells mid-word:
+    # "origin al"), so print the table at its natural width. Console.print clamps `width` to
+    # the console's, hence a console of that width on the same stream.
+    natural = Measurement.get(console, console.options.update_width(_UNBOUNDED), t).maximum
+    Console(file=console.file, highlight=False, width=max(natural, console.width)).print(t)
 
 
 @contextmanager

@@ -9,12 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import typer
 
 Report = Callable[[str, float], None]
+
+
+class Importance(str, Enum):
+    """``prune --importance``: a choice, so a typo is a usage error before anything loads.
+
+    The values are ``edgeloop.optimize``'s ``IMPORTANCES`` (a test keeps them equal); they are
+    spelled out here because importing the optimize package would pull torch into ``--help``.
+    """
+
+    l1 = "l1"
+    l2 = "l2"
+    magnitude = "magnitude"
+    taylor = "taylor"
 
 
 def augment_option() -> Any:
@@ -100,7 +114,9 @@ def prune(
         None, "--dataset", "-d", help="Dataset (default: the model's)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Pruned checkpoint to write (.pt)."),
-    importance: str = typer.Option("l2", "--importance", help="l1, l2, magnitude or taylor."),
+    importance: Importance = typer.Option(
+        Importance.l2, "--importance", help="How channels are ranked."
+    ),
     steps: int = typer.Option(1, "--steps", min=1, help="Prune in this many rounds."),
     finetune_epochs: int = typer.Option(
         2, "--finetune-epochs", min=0, help="Fine-tuning epochs after each round."
@@ -126,7 +142,7 @@ def prune(
     module, meta, train, val = load_inputs(model, dataset, samples, seed)
     with bar(f"prune {model.name}") as report:
         res = run_prune(
-            module, ratio=ratio, data=train, val=val, importance=importance, steps=steps,
+            module, ratio=ratio, data=train, val=val, importance=importance.value, steps=steps,
             global_pruning=global_, protect=protect, finetune_epochs=finetune_epochs, lr=lr,
             batch_size=batch_size, progress=report, seed=seed, augment=augment,
         )  # fmt: skip
@@ -134,7 +150,7 @@ def prune(
     save_model(
         res.model, out, meta, pruning_history=res.artifacts["pruning_history"],
         metrics={"accuracy": d["accuracy_after"]} if "accuracy_after" in d else None,
-        note=f"prune ratio={ratio} importance={importance} steps={steps}",
+        note=f"prune ratio={ratio} importance={importance.value} steps={steps}",
     )  # fmt: skip
     d.update(out=str(out), seconds=round(res.seconds, 2), warnings=res.warnings)
     rows = [
