@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_redirected_table_keeps_cells_whole() -> None:
@@ -25,3 +26,16 @@ def test_redirected_table_keeps_cells_whole() -> None:
         row = next(line for line in r.stdout.splitlines() if f" {p.name} " in line)
         assert p.cpu_model in row  # rich at 80 columns folded it over several lines
         assert " ".join(p.isa) in row
+
+
+def test_error_inside_a_transient_progress_bar_is_the_first_line(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeloop", "optimize", str(tmp_path / "nope.onnx"),
+         "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+
+    assert r.returncode == 11, r.stderr
+    assert r.stderr.splitlines() == [f"error: model {str(tmp_path / 'nope.onnx')!r} does not exist"]

@@ -62,6 +62,9 @@ def progress(transient: bool = False) -> Iterator[Progress]:
         TextColumn("{task.fields[status]}"),
         console=err_console,
         transient=transient,
+        # a transient bar leaves nothing behind; off a terminal rich still writes a bare
+        # newline at stop, which put a blank line above the error line
+        disable=transient and not err_console.is_terminal,
     ) as p:
         yield p
 
