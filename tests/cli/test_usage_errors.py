@@ -93,3 +93,22 @@ def test_prune_importance_choices_match_the_pass() -> None:
     from edgeloop.optimize._prune import IMPORTANCES
 
     assert tuple(i.value for i in Importance) == IMPORTANCES
+
+
+def test_every_option_has_help() -> None:
+    import typer.main
+
+    from edgeloop.cli.app import app
+
+    missing: list[str] = []
+
+    def walk(command: object, path: str) -> None:
+        for param in getattr(command, "params", []):
+            if param.param_type_name == "option" and not param.help:
+                missing.append(f"{path} {param.opts[0]}")
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(app), "edgeloop")
+
+    assert missing == []

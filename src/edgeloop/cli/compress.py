@@ -124,11 +124,11 @@ def prune(
     protect: list[str] = typer.Option([], "--protect", help="Layer that keeps all its channels."),
     global_: bool = typer.Option(False, "--global", help="Rank channels across all layers."),
     lr: float = typer.Option(3e-3, "--lr", help="Fine-tuning learning rate (peak)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Training batch size."),
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
@@ -170,13 +170,15 @@ def sparsify(
         None, "--dataset", "-d", help="Dataset (default: the model's)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt)."),
-    finetune_epochs: int = typer.Option(1, "--finetune-epochs", min=0),
+    finetune_epochs: int = typer.Option(
+        1, "--finetune-epochs", min=0, help="Fine-tuning epochs after sparsifying."
+    ),
     global_: bool = typer.Option(False, "--global", help="Rank weights across all layers."),
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (peak)."),
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
@@ -213,12 +215,12 @@ def qat(
         None, "--dataset", "-d", help="Dataset (default: the model's)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="QDQ ONNX model to write (.onnx)."),
-    epochs: int = typer.Option(3, "--epochs", min=0),
-    lr: float = typer.Option(1e-4, "--lr"),
+    epochs: int = typer.Option(3, "--epochs", min=0, help="Training epochs."),
+    lr: float = typer.Option(1e-4, "--lr", help="Learning rate (peak)."),
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
@@ -255,8 +257,8 @@ def binarize(
     out: Path = typer.Option(
         ..., "--out", "-o", help="Packed binary-weights file to write (.npz)."
     ),
-    epochs: int = typer.Option(10, "--epochs", min=1),
-    lr: float = typer.Option(1e-3, "--lr"),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="Training epochs."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (peak)."),
     keep: list[str] = typer.Option([], "--keep", help="Layer that keeps float weights."),
     all_layers: bool = typer.Option(
         False, "--all-layers", help="Binarize the first and last layers too."
@@ -265,7 +267,7 @@ def binarize(
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
