@@ -160,7 +160,9 @@ def load_recipe(recipe: str | Path | Recipe | Mapping[str, Any]) -> Recipe:
     files = _preset_files()
     if name not in files:
         known = sorted(set(files) | set(_REGISTERED))
-        hint = f" (a file {name!r} exists here: give it as ./{name})" if Path(name).is_file() else ""
+        hint = ""
+        if Path(name).is_file():
+            hint = f" (a file {name!r} exists here: give it as ./{name})"
         raise UnknownNameError(
             f"unknown recipe {name!r}; expected a preset ({', '.join(known)}) or a recipe file"
             f" (.yaml/.yml/.json, or a path with a '/'){hint}"
