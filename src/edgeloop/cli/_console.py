@@ -35,12 +35,17 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    t = Table(title=title, title_justify="left")
+    # The title is a line of its own: rich wraps a table's title at the table's width, which
+    # split "model on data, the whole file: 50 samples" over four lines above a narrow table.
+    t = Table()
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
-    if console.is_terminal:
+    terminal = console.is_terminal
+    if title:
+        console.print(title, style="table.title", markup=False, soft_wrap=not terminal)
+    if terminal:
         console.print(t)
         return
     # Redirected output has no terminal width to fit (rich assumes 80 and folds cells mid-word:
