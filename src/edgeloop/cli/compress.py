@@ -88,15 +88,25 @@ def bar(description: str) -> Iterator[Report]:
 def show(
     title: str, rows: list[tuple[str, Any, Any]], details: dict[str, Any], as_json: bool
 ) -> None:
-    """Print a before/after table, or the pass's details as JSON."""
-    from edgeloop.cli._console import console, print_json, table
+    """Print a before/after table, or the pass's details as JSON.
 
+    An accuracy drop beyond the budget (``within_budget`` False) is also said on stderr, in
+    bold, with or without ``--json``: the written model is much worse than the one read.
+    """
+    from rich.markup import escape
+
+    from edgeloop.cli._console import console, err_console, print_json, table
+
+    warnings = list(details.get("warnings", []))
+    if details.get("within_budget") is False:
+        err_console.print(f"[bold red]WARNING:[/] {escape(warnings[0])}", soft_wrap=True)
+        warnings = warnings[1:]
     if as_json:
         print_json(details)
         return
     table(title, ["", "before", "after"], rows)
-    for w in details.get("warnings", []):
-        console.print(f"[yellow]warning[/] {w}", highlight=False)
+    for w in warnings:
+        console.print(f"[yellow]warning[/] {escape(w)}", highlight=False)
 
 
 def _pct(v: Any) -> str:
@@ -180,6 +190,9 @@ def sparsify(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
+    max_drop: float = typer.Option(
+        0.01, "--max-drop", min=0.0, help="Warn if val accuracy drops more (0.01 = 1 point)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Zero the smallest weights (unstructured); shrinks the compressed download, not latency."""
@@ -194,6 +207,7 @@ def sparsify(
         res = run_sparsify(
             module, sparsity=sparsity, global_pruning=global_, data=train, val=val,
             finetune_epochs=finetune_epochs, lr=lr, progress=report, seed=seed, augment=augment,
+            max_drop=max_drop,
         )  # fmt: skip
     save_model(res.model, out, meta, pruning_history=None, note=f"sparsify {sparsity}")
     d = res.details
@@ -204,7 +218,7 @@ def sparsify(
         ("ONNX bytes", _num(b["raw"]), _num(a["raw"])),
         ("zlib bytes", _num(b["zlib"]), _num(a["zlib"])),
         ("lzma bytes", _num(b["lzma"]), _num(a["lzma"])),
-        ("val accuracy", "-", _pct(d.get("accuracy_after"))),
+        ("val accuracy", _pct(d.get("accuracy_before")), _pct(d.get("accuracy_after"))),
     ]
     show(f"sparsify {model.name} -> {out}", rows, d, as_json)
 
