@@ -21,10 +21,10 @@ from torch.nn.utils import prune as tprune
 
 from edgeloop.optimize._passes import ModelState, PassContext, StepResult, register_pass
 from edgeloop.optimize._torch_common import (
+    DEFAULT_MAX_DROP,
     PRUNABLE,
     CompressResult,
     Progress,
-    DEFAULT_MAX_DROP,
     accuracy,
     accuracy_budget,
     call_progress,
