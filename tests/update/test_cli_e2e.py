@@ -180,3 +180,26 @@ def test_cli_rotate_resigns_the_repository(release_machine: Path, cli: Callable[
         json.loads((a / "repo" / "metadata" / "timestamp.json").read_text())["signed"]["version"]
         == 3
     )
+
+
+def test_pack_without_card_uses_the_one_beside_the_model_or_makes_one(
+    release_machine: Path, cli: Callable[..., Any], model_factory: Callable[[int], bytes]
+) -> None:
+    a = release_machine
+    (a / "other.onnx").write_bytes(model_factory(3))
+    keys = [
+        "--sign", a / "keys" / "release.pem", "--encrypt-to", a / "keys" / "fleet.pub.pem",
+        "--passphrase-env", "EDGELOOP_TEST_PW",
+    ]  # fmt: skip
+
+    made = cli("pack", a / "other.onnx", "--version", "1", "--out", a / "o1.elb", *keys, env=PW)
+    assert cli("card", a / "other.onnx", "--description", "from elsewhere").returncode == 0
+    beside = cli("pack", a / "other.onnx", "--version", "2", "--out", a / "o2.elb", *keys, env=PW)
+
+    assert made.returncode == 0, made.stderr
+    assert "made a card from the model itself" in made.stderr
+    assert beside.returncode == 0, beside.stderr
+    r = cli("verify", a / "o2.elb", "--trust", a / "keys" / "root.json", "--json")
+    assert r.returncode == 0, r.stderr
+    card = json.loads(r.stdout)["model_card"]
+    assert card["name"] == "other" and card["description"] == "from elsewhere"

@@ -27,6 +27,27 @@ def _load_card(path: Path, model: Path) -> Any:
     return ModelCard.from_dict(data)
 
 
+def _card_for(card: Path | None, model: Path) -> Any:
+    """``--card``, else the card ``edgeloop card``/``export`` left beside the model, else a new
+    one made from the model itself (inputs, outputs, hash, params, MACs; no metrics)."""
+    from edgeloop.cli._console import err_console
+    from edgeloop.runtime import card_path, describe_model
+
+    if card is not None:
+        return _load_card(card, model)
+    beside = card_path(model)
+    if beside.is_file():
+        err_console.print(f"card: {beside}", highlight=False)
+        return _load_card(beside, model)
+    err_console.print(
+        f"no --card and no {beside.name}: made a card from the model itself, without metrics"
+        f" (edgeloop card {model} --dataset DATA scores it)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return describe_model(model)
+
+
 def _load_npz(path: Path) -> dict[str, Any]:
     import numpy as np
 
@@ -41,7 +62,11 @@ def _load_npz(path: Path) -> dict[str, Any]:
 
 def pack(
     model: Path = typer.Argument(..., help="The ONNX model to bundle."),
-    card: Path = typer.Option(..., "--card", help="ModelCard JSON (name, lineage, metrics ...)."),
+    card: Path | None = typer.Option(
+        None,
+        "--card",
+        help="ModelCard JSON (default: MODEL.card.json if there, else one made from the model).",
+    ),
     version: int = typer.Option(..., "--version", help="Monotonic bundle version."),
     sign: Path = typer.Option(..., "--sign", help="Ed25519 release key (KEYS/release.pem)."),
     encrypt_to: list[Path] = typer.Option(
@@ -87,7 +112,7 @@ def pack(
         reqs["min_onnxruntime"] = min_onnxruntime
     data = pack_bundle(
         read_bytes(model, "model"),
-        _load_card(card, model),
+        _card_for(card, model),
         version,
         key,
         recipients,
