@@ -32,6 +32,10 @@ def test_the_setup_commands_are_marked_for_ci() -> None:
         assert m, marker
         assert "pip install torch==2.13.0" in m.group(1)
     assert "edgeloop demo" in text and "python -m pytest" in text
+    test_command = re.search(r"<!-- test-command -->\n```\n(.+?)\n```", text, re.S)
+    assert test_command is not None
+    # pytest-xdist on every core, and the slowest tests named at the end of each CI run
+    assert "-n auto" in test_command.group(1) and "--durations=15" in test_command.group(1)
 
 
 @pytest.mark.slow
