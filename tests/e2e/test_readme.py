@@ -1,4 +1,4 @@
-"""The README's tour runs as written, line by line, in a fresh folder."""
+"""The README's tour runs as written, line by line, in a fresh folder, and then again in it."""
 
 from __future__ import annotations
 
@@ -39,12 +39,14 @@ def test_the_setup_commands_are_marked_for_ci() -> None:
 
 
 @pytest.mark.slow
-def test_the_tour_runs_in_order(cli, tmp_path: Path) -> None:
-    for cmd in tour_commands():
-        r = cli(*cmd[1:])
-        assert r.returncode == 0, (
-            f"{shlex.join(cmd)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
-        )
-    assert (tmp_path / "digits-2.elb").stat().st_size > 0
-    assert (tmp_path / "int8" / "report.html").exists()
-    assert (tmp_path / "tuf").is_dir()
+def test_the_tour_runs_in_order_twice_in_the_same_folder(cli, tmp_path: Path) -> None:
+    """A newcomer runs the tour, then runs it again as printed: every line still works."""
+    for run in (1, 2):
+        for cmd in tour_commands():
+            r = cli(*cmd[1:])
+            assert r.returncode == 0, (
+                f"run {run}: {shlex.join(cmd)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+            )
+        assert (tmp_path / "digits-2.elb").stat().st_size > 0
+        assert (tmp_path / "int8" / "report.html").exists()
+        assert (tmp_path / "tuf").is_dir()
