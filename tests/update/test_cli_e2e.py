@@ -203,3 +203,31 @@ def test_pack_without_card_uses_the_one_beside_the_model_or_makes_one(
     assert r.returncode == 0, r.stderr
     card = json.loads(r.stdout)["model_card"]
     assert card["name"] == "other" and card["description"] == "from elsewhere"
+
+
+def test_pack_and_release_again_keep_the_published_bundle(
+    release_machine: Path, cli: Callable[..., Any], model_factory: Callable[[int], bytes]
+) -> None:
+    a = release_machine
+    pack = [
+        "pack", a / "tiny.onnx", "--card", a / "card.json", "--version", "1",
+        "--sign", a / "keys" / "release.pem", "--encrypt-to", a / "keys" / "fleet.pub.pem",
+        "--out", a / "tiny-1.elb", "--passphrase-env", "EDGELOOP_TEST_PW",
+    ]  # fmt: skip
+    release = ["release", a / "tiny-1.elb", "--repo", a / "repo", "--keys", a / "keys"]
+    release += ["--passphrase-env", "EDGELOOP_TEST_PW"]
+    first = (a / "tiny-1.elb").read_bytes()
+    assert cli(*release, env=PW).returncode == 0
+
+    again = cli(*pack, env=PW)
+    released_again = cli(*release, env=PW)
+    (a / "tiny.onnx").write_bytes(model_factory(8))  # another model under the same version
+    changed = cli(*pack, env=PW)
+    refused = cli(*release, env=PW)
+
+    assert again.returncode == 0, again.stderr
+    assert "kept it" in again.stdout
+    assert released_again.returncode == 0, released_again.stderr
+    assert changed.returncode == 0 and "kept it" not in changed.stdout
+    assert (a / "tiny-1.elb").read_bytes() != first
+    assert refused.returncode == 10 and "already published with another sha256" in refused.stderr

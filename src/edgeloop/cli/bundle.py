@@ -27,6 +27,45 @@ def _load_card(path: Path, model: Path) -> Any:
     return ModelCard.from_dict(data)
 
 
+def _same_bundle(
+    out: Path,
+    model: bytes,
+    name: str,
+    version: int,
+    key: Any,
+    recipients: list[Any],
+    requirements: dict[str, Any],
+) -> bool:
+    """Whether ``out`` is already this release: the same model bytes, name and version, signed
+    by ``key``, encrypted to the same recipients, with the same ISA/ORT requirements.
+
+    Packing again would write different bytes (fresh data key and nonces), which `release`
+    rightly refuses under a published version; keeping the file makes a re-run harmless.
+    """
+    from edgeloop._io import read_bytes
+    from edgeloop.artifacts import sha256_bytes
+    from edgeloop.bundle import Trust, key_id, verify
+    from edgeloop.errors import EdgeloopError
+
+    if not out.is_file():
+        return False
+    try:
+        manifest = verify(read_bytes(out, "bundle"), Trust.from_keys([key.public_key()]))
+    except EdgeloopError:  # not a bundle, or not signed by this key: pack anew
+        return False
+    have = manifest.requirements
+    kids = {r.get("kid") for r in manifest.encryption.get("recipients", [])}
+    return (
+        manifest.name == name
+        and manifest.version == version
+        and manifest.parts.get("model", {}).get("sha256") == sha256_bytes(model)
+        and kids == {key_id(r) for r in recipients}
+        and sorted(have.get("isa", [])) == requirements.get("isa", [])
+        and requirements.get("min_onnxruntime", have.get("min_onnxruntime"))
+        == have.get("min_onnxruntime")
+    )
+
+
 def _card_for(card: Path | None, model: Path) -> Any:
     """``--card``, else the card ``edgeloop card``/``export`` left beside the model, else a new
     one made from the model itself (inputs, outputs, hash, params, MACs; no metrics)."""
@@ -110,9 +149,19 @@ def pack(
         reqs["isa"] = sorted(set(require_isa))
     if min_onnxruntime:
         reqs["min_onnxruntime"] = min_onnxruntime
+    model_bytes = read_bytes(model, "model")
+    model_card = _card_for(card, model)
+    if _same_bundle(out, model_bytes, name or model_card.name, version, key, recipients, reqs):
+        console.print(
+            f"{out} already holds {name or model_card.name} v{version} of this model, signed by"
+            " this key for these recipients: kept it (delete it to pack again)",
+            markup=False,
+            highlight=False,
+        )
+        return
     data = pack_bundle(
-        read_bytes(model, "model"),
-        _card_for(card, model),
+        model_bytes,
+        model_card,
         version,
         key,
         recipients,
