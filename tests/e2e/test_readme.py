@@ -39,6 +39,7 @@ def test_the_setup_commands_are_marked_for_ci() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two tours, each trains and quantizes a CNN
 def test_the_tour_runs_in_order_twice_in_the_same_folder(cli, tmp_path: Path) -> None:
     """A newcomer runs the tour, then runs it again as printed: every line still works."""
     for run in (1, 2):
