@@ -41,6 +41,20 @@ def run_edgeloop(
     )
 
 
+@pytest.fixture(autouse=True)
+def _own_edgeloop_data(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Each test gets its own default registry/data dir (``$EDGELOOP_DATA``, no ``$EDGELOOP_DB``).
+
+    Without it a command run without ``--db``/``--data`` would use the user's real data dir,
+    shared by every pytest-xdist worker (and the developer's own registry). Tests that want
+    the defaults set or delete these variables themselves, as test_migrations does.
+    """
+    monkeypatch.setenv("EDGELOOP_DATA", str(tmp_path_factory.mktemp("edgeloop-data")))
+    monkeypatch.delenv("EDGELOOP_DB", raising=False)
+
+
 @pytest.fixture
 def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``cli("bench", "m.onnx")`` runs the real CLI in ``tmp_path``."""

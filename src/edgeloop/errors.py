@@ -35,6 +35,8 @@
 
 The CLI maps each class to its ``exit_code`` and prints ``str(error)`` on one line; the
 number ranges follow the stages of the loop, so a script can tell where a run failed.
+A usage error (unknown command or option, missing or malformed argument) is refused by the
+command-line parser before any stage runs: one line, exit code 2 (click's usage code).
 Messages name the offending value and what was expected (python-tuf's habit:
 "expected root version 3, got 5").
 """

@@ -1,4 +1,4 @@
-"""The README's tour runs as written, line by line, in a fresh folder."""
+"""The README's tour runs as written, line by line, in a fresh folder, and then again in it."""
 
 from __future__ import annotations
 
@@ -32,15 +32,22 @@ def test_the_setup_commands_are_marked_for_ci() -> None:
         assert m, marker
         assert "pip install torch==2.13.0" in m.group(1)
     assert "edgeloop demo" in text and "python -m pytest" in text
+    test_command = re.search(r"<!-- test-command -->\n```\n(.+?)\n```", text, re.S)
+    assert test_command is not None
+    # pytest-xdist on every core, and the slowest tests named at the end of each CI run
+    assert "-n auto" in test_command.group(1) and "--durations=15" in test_command.group(1)
 
 
 @pytest.mark.slow
-def test_the_tour_runs_in_order(cli, tmp_path: Path) -> None:
-    for cmd in tour_commands():
-        r = cli(*cmd[1:])
-        assert r.returncode == 0, (
-            f"{shlex.join(cmd)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
-        )
-    assert (tmp_path / "digits-2.elb").stat().st_size > 0
-    assert (tmp_path / "int8" / "report.html").exists()
-    assert (tmp_path / "tuf").is_dir()
+@pytest.mark.timeout(1200)  # two tours, each trains and quantizes a CNN
+def test_the_tour_runs_in_order_twice_in_the_same_folder(cli, tmp_path: Path) -> None:
+    """A newcomer runs the tour, then runs it again as printed: every line still works."""
+    for run in (1, 2):
+        for cmd in tour_commands():
+            r = cli(*cmd[1:])
+            assert r.returncode == 0, (
+                f"run {run}: {shlex.join(cmd)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+            )
+        assert (tmp_path / "digits-2.elb").stat().st_size > 0
+        assert (tmp_path / "int8" / "report.html").exists()
+        assert (tmp_path / "tuf").is_dir()

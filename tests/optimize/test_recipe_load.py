@@ -79,3 +79,34 @@ def test_public_optimize_is_the_function_even_after_importing_the_package() -> N
     assert callable(optimize) and optimize.__name__ == "optimize"
     assert edgeloop.optimize is optimize
     assert sys.modules["edgeloop.optimize"].optimize is optimize
+
+
+def test_preset_name_is_a_preset_even_with_a_folder_of_that_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "int8").mkdir()  # what `edgeloop optimize ... --out int8` leaves in the cwd
+    monkeypatch.chdir(tmp_path)
+
+    r = load_recipe("int8")
+
+    assert [p.name for p in r.passes] == ["preprocess", "quantize"]
+
+
+def test_suffixless_file_needs_a_path_separator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mine").write_text("passes:\n  - fuse\n")
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(UnknownNameError, match=r"give it as \./mine"):
+        load_recipe("mine")
+    r = load_recipe("./mine")
+
+    assert [p.name for p in r.passes] == ["fuse"]
+
+
+def test_recipe_path_that_is_a_folder_is_a_file_error(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").mkdir()
+
+    with pytest.raises(FileError, match="is a directory"):
+        load_recipe(str(tmp_path / "r.yaml"))

@@ -151,3 +151,18 @@ def test_verify_exits_44_on_a_corrupt_artifact(
     assert result.returncode == 44
     assert f"1 stored artifact(s) failed: blob {sha} is corrupt" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pushing_the_same_file_again_is_not_a_new_version(
+    cli: Cli, where: list[str], make_onnx: Callable[..., Path]
+) -> None:
+    model = make_onnx("m", 1.0)
+    _ok(cli("registry", "push", model, "-n", "kws", *where))
+
+    again = _ok(cli("registry", "push", model, "-n", "kws", "--alias", "production", *where))
+    listed = json.loads(_ok(cli("registry", "list", "--json", *where)))
+    shown = json.loads(_ok(cli("registry", "show", "kws@production", "--json", *where)))
+
+    assert "already pushed, same sha256: kws@1" in again
+    assert [m["versions"] for m in listed if m["name"] == "kws"] == [[1]]
+    assert (shown["version"], shown["aliases"]) == (1, ["production"])

@@ -217,12 +217,14 @@ def live_app(rollout_db: RolloutDB) -> Iterator[Any]:
 
     from edgeloop.fleet import FleetSettings, create_app
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    # The socket stays bound and goes to uvicorn: picking a free port and binding it later
+    # lets another pytest-xdist worker's server take it in between.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
     app = create_app(FleetSettings(rollout_db.url, rollout_db.data, poll_interval_s=2.0))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -238,3 +240,4 @@ def live_app(rollout_db: RolloutDB) -> Iterator[Any]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+        sock.close()

@@ -142,6 +142,22 @@ def test_evaluate_a_labelled_file(cli: Cli, identity_classifier: Path, tmp_path:
     assert "accuracy" in table.stdout and "1.0000" in table.stdout
 
 
+def test_evaluate_dataset_file_scores_all_of_it_and_says_so(
+    cli: Cli, identity_classifier: Path, tmp_path: Path
+) -> None:
+    x = np.random.default_rng(1).standard_normal((50, 3)).astype(np.float32)
+    data = _npz(tmp_path / "d.npz", x=x, y=np.argmax(x, axis=1))
+
+    r = cli("evaluate", identity_classifier, "--dataset", data, "--json")
+    table = cli("evaluate", identity_classifier, "--dataset", data)
+
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["metrics"]["samples"] == 50.0  # was 10: the file's 20 % "test split"
+    assert out["split"] == "all"
+    assert "the whole file: 50 samples" in table.stdout
+
+
 def test_evaluate_needs_known_labelled_data(cli: Cli, identity_classifier: Path) -> None:
     r = cli("evaluate", identity_classifier)
     assert r.returncode == 10 and "give --dataset NAME" in r.stderr

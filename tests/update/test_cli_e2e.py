@@ -180,3 +180,54 @@ def test_cli_rotate_resigns_the_repository(release_machine: Path, cli: Callable[
         json.loads((a / "repo" / "metadata" / "timestamp.json").read_text())["signed"]["version"]
         == 3
     )
+
+
+def test_pack_without_card_uses_the_one_beside_the_model_or_makes_one(
+    release_machine: Path, cli: Callable[..., Any], model_factory: Callable[[int], bytes]
+) -> None:
+    a = release_machine
+    (a / "other.onnx").write_bytes(model_factory(3))
+    keys = [
+        "--sign", a / "keys" / "release.pem", "--encrypt-to", a / "keys" / "fleet.pub.pem",
+        "--passphrase-env", "EDGELOOP_TEST_PW",
+    ]  # fmt: skip
+
+    made = cli("pack", a / "other.onnx", "--version", "1", "--out", a / "o1.elb", *keys, env=PW)
+    assert cli("card", a / "other.onnx", "--description", "from elsewhere").returncode == 0
+    beside = cli("pack", a / "other.onnx", "--version", "2", "--out", a / "o2.elb", *keys, env=PW)
+
+    assert made.returncode == 0, made.stderr
+    assert "made a card from the model itself" in made.stderr
+    assert beside.returncode == 0, beside.stderr
+    r = cli("verify", a / "o2.elb", "--trust", a / "keys" / "root.json", "--json")
+    assert r.returncode == 0, r.stderr
+    card = json.loads(r.stdout)["model_card"]
+    assert card["name"] == "other" and card["description"] == "from elsewhere"
+
+
+def test_pack_and_release_again_keep_the_published_bundle(
+    release_machine: Path, cli: Callable[..., Any], model_factory: Callable[[int], bytes]
+) -> None:
+    a = release_machine
+    pack = [
+        "pack", a / "tiny.onnx", "--card", a / "card.json", "--version", "1",
+        "--sign", a / "keys" / "release.pem", "--encrypt-to", a / "keys" / "fleet.pub.pem",
+        "--out", a / "tiny-1.elb", "--passphrase-env", "EDGELOOP_TEST_PW",
+    ]  # fmt: skip
+    release = ["release", a / "tiny-1.elb", "--repo", a / "repo", "--keys", a / "keys"]
+    release += ["--passphrase-env", "EDGELOOP_TEST_PW"]
+    first = (a / "tiny-1.elb").read_bytes()
+    assert cli(*release, env=PW).returncode == 0
+
+    again = cli(*pack, env=PW)
+    released_again = cli(*release, env=PW)
+    (a / "tiny.onnx").write_bytes(model_factory(8))  # another model under the same version
+    changed = cli(*pack, env=PW)
+    refused = cli(*release, env=PW)
+
+    assert again.returncode == 0, again.stderr
+    assert "kept it" in again.stdout
+    assert released_again.returncode == 0, released_again.stderr
+    assert changed.returncode == 0 and "kept it" not in changed.stdout
+    assert (a / "tiny-1.elb").read_bytes() != first
+    assert refused.returncode == 10 and "already published with another sha256" in refused.stderr

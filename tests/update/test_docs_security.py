@@ -26,11 +26,12 @@ def test_quick_start_runs(
     tmp_path: Path, cli: Callable[..., Any], model_factory: Callable[[int], bytes]
 ) -> None:
     (tmp_path / "tiny.onnx").write_bytes(model_factory(3))
-    (tmp_path / "card.json").write_text(json.dumps({"name": "tiny"}))
     commands = _commands()
-    assert [c[1] for c in commands] == ["keys", "pack", "verify", "release", "keys"]
+    assert [c[1] for c in commands] == ["card", "keys", "pack", "verify", "release", "keys"]
     for argv in commands:
         assert argv[0] == "edgeloop"
         r = cli(*argv[1:], env={"EDGELOOP_KEY_PW": "pw"})
         assert r.returncode == 0, (argv, r.stderr)
     assert (tmp_path / "repo" / "metadata" / "2.root.json").is_file()  # after the rotation
+    card = json.loads((tmp_path / "tiny.onnx.card.json").read_text())
+    assert card["description"] == "a model built elsewhere" and len(card["sha256"]) == 64

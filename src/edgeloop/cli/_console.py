@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,6 +22,8 @@ from rich.table import Table
 
 __all__ = ["console", "err_console", "print_json", "progress", "table", "track"]
 
+_UNBOUNDED = 10_000  # wider than any table's natural width
+
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -32,12 +35,24 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    t = Table(title=title, title_justify="left")
+    # The title is a line of its own: rich wraps a table's title at the table's width, which
+    # split "model on data, the whole file: 50 samples" over four lines above a narrow table.
+    t = Table()
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
-    console.print(t)
+    terminal = console.is_terminal
+    if title:
+        console.print(title, style="table.title", markup=False, soft_wrap=not terminal)
+    if terminal:
+        console.print(t)
+        return
+    # Redirected output has no terminal width to fit (rich assumes 80 and folds cells mid-word:
+    # "origin al"), so print the table at its natural width. Console.print clamps `width` to
+    # the console's, hence a console of that width on the same stream.
+    natural = Measurement.get(console, console.options.update_width(_UNBOUNDED), t).maximum
+    Console(file=console.file, highlight=False, width=max(natural, console.width)).print(t)
 
 
 @contextmanager
@@ -52,6 +67,9 @@ def progress(transient: bool = False) -> Iterator[Progress]:
         TextColumn("{task.fields[status]}"),
         console=err_console,
         transient=transient,
+        # a transient bar leaves nothing behind; off a terminal rich still writes a bare
+        # newline at stop, which put a blank line above the error line
+        disable=transient and not err_console.is_terminal,
     ) as p:
         yield p
 

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import typer
+import typer.main
 
 from edgeloop import __version__
 from edgeloop.errors import EdgeloopError
@@ -32,6 +33,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("distill", "edgeloop.cli.distill:distill"),
     ("qat", "edgeloop.cli.compress:qat"),
     ("binarize", "edgeloop.cli.compress:binarize"),
+    ("card", "edgeloop.cli.card:card"),
     ("pack", "edgeloop.cli.bundle:pack"),
     ("verify", "edgeloop.cli.bundle:verify"),
     ("release", "edgeloop.cli.bundle:release"),
@@ -86,12 +88,104 @@ def _main(
         os.environ["EDGELOOP_DEBUG"] = "1"
 
 
+def _tidy_help(command: Any) -> None:
+    """Give flags no metavar and repeatable options their element's (``<Path>``, not
+    ``<list[Path]>``): typer >= 0.22 labels them with the Python annotation (``<bool>``).
+
+    Older typer (standalone click) has no ``type_descriptor`` and already prints them well.
+    """
+    for param in getattr(command, "params", []):
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None or param.metavar is not None:
+            continue
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif descriptor.is_list and not descriptor.is_choice:
+            label = str(param.bare_type())
+            if label.startswith("list[") and label.endswith("]"):
+                param.metavar = f"<{label[5:-1].lower()}>"
+    if hasattr(command, "_help_option"):  # bundled click builds --help lazily, per command
+        build_help_option = command.get_help_option
+
+        def get_help_option(ctx: Any, _build: Any = build_help_option) -> Any:
+            option = _build(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub)
+
+
+def _click_exception_bases() -> tuple[type[BaseException], ...]:
+    """The click exception base classes the installed typer raises, from wherever they live.
+
+    typer >= 0.22 bundles its own click (``typer._click``), whose ``ClickException`` derives
+    from ``typer.TyperException``; typer < 0.21 (which Flower pins) raises standalone click's.
+    Both may be importable at once, so both are caught.
+    """
+    bases: list[type[BaseException]] = []
+    try:
+        from typer._click.exceptions import ClickException as BundledClickException
+    except ImportError:  # typer < 0.21: no bundled click
+        pass
+    else:
+        bases.append(BundledClickException)
+    try:
+        import click
+    except ImportError:  # typer >= 0.22 no longer depends on click
+        pass
+    else:
+        bases.append(click.ClickException)
+    return tuple(bases)
+
+
+def _rejected_value(e: BaseException) -> object | None:
+    """The value a parameter refused, where the message leaves it out.
+
+    typer >= 0.22 converts values with pydantic and words the error without the input
+    ("Input should be a valid integer"); the ValidationError it chains still holds it.
+    """
+    errors = getattr(e.__cause__, "errors", None)
+    if not callable(errors):
+        return None
+    try:
+        first = errors()[0]
+    except (IndexError, TypeError):
+        return None
+    return first.get("input") if isinstance(first, dict) else None
+
+
+def _usage_error(e: Exception) -> int | None:
+    """Print a click usage error as one line on stderr and return its exit code (2).
+
+    Returns None for an exception that is not click's, so the caller re-raises it.
+    """
+    bases = _click_exception_bases()
+    if not bases or not isinstance(e, bases):
+        return None
+    if type(e).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+        e.show()  # type: ignore[attr-defined]
+        return 0
+    message = " ".join(str(e.format_message()).split())  # type: ignore[attr-defined]
+    got = _rejected_value(e)
+    if got is not None and repr(got) not in message:
+        message = f"{message.rstrip('.')}; got {got!r}"
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    sys.stderr.write(f"error: {message}{hint}\n")
+    return int(getattr(e, "exit_code", 2))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning an :class:`EdgeloopError` into one line and its code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("EDGELOOP_DEBUG") == "1"
     try:
-        rv = app(args=args, prog_name="edgeloop", standalone_mode=False)
+        command = typer.main.get_command(app)
+        _tidy_help(command)
+        rv = command.main(args=args, prog_name="edgeloop", standalone_mode=False)
     except EdgeloopError as e:
         if debug:
             raise
@@ -112,13 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
-    except Exception as e:  # click's usage errors and friends
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Exit):
-            return e.exit_code
-        raise
+    except Exception as e:
+        code = _usage_error(e)
+        if code is None:
+            raise
+        return code
     return rv if isinstance(rv, int) else 0

@@ -27,6 +27,68 @@ def _load_card(path: Path, model: Path) -> Any:
     return ModelCard.from_dict(data)
 
 
+def _same_bundle(
+    out: Path,
+    model: bytes,
+    name: str,
+    version: int,
+    key: Any,
+    recipients: list[Any],
+    requirements: dict[str, Any],
+) -> bool:
+    """Whether ``out`` is already this release: the same model bytes, name and version, signed
+    by ``key``, encrypted to the same recipients, with the same ISA/ORT requirements.
+
+    Packing again would write different bytes (fresh data key and nonces), which `release`
+    rightly refuses under a published version; keeping the file makes a re-run harmless.
+    """
+    from edgeloop._io import read_bytes
+    from edgeloop.artifacts import sha256_bytes
+    from edgeloop.bundle import Trust, key_id, verify
+    from edgeloop.errors import EdgeloopError
+
+    if not out.is_file():
+        return False
+    try:
+        manifest = verify(read_bytes(out, "bundle"), Trust.from_keys([key.public_key()]))
+    except EdgeloopError:  # not a bundle, or not signed by this key: pack anew
+        return False
+    have = manifest.requirements
+    kids = {r.get("kid") for r in manifest.encryption.get("recipients", [])}
+    return (
+        manifest.name == name
+        and manifest.version == version
+        and manifest.parts.get("model", {}).get("sha256") == sha256_bytes(model)
+        and kids == {key_id(r) for r in recipients}
+        and sorted(have.get("isa", [])) == requirements.get("isa", [])
+        and requirements.get("min_onnxruntime", have.get("min_onnxruntime"))
+        == have.get("min_onnxruntime")
+    )
+
+
+def _card_for(card: Path | None, model: Path) -> Any:
+    """``--card``, else the card ``edgeloop card``/``export`` left beside the model, else a new
+    one made from the model itself (inputs, outputs, hash, params, MACs; no metrics)."""
+    from edgeloop.cli._console import err_console
+    from edgeloop.runtime import card_path, describe_model
+
+    if card is not None:
+        return _load_card(card, model)
+    beside = card_path(model)
+    if beside.is_file():
+        err_console.print(f"card: {beside}", highlight=False)
+        return _load_card(beside, model)
+    err_console.print(
+        f"no --card and no {beside.name}: made a card from the model itself, without metrics"
+        f" (edgeloop card {model} --dataset DATA scores it)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    from edgeloop.cli.run import graph_reader
+
+    return describe_model(model, graph_stats=graph_reader())
+
+
 def _load_npz(path: Path) -> dict[str, Any]:
     import numpy as np
 
@@ -41,7 +103,11 @@ def _load_npz(path: Path) -> dict[str, Any]:
 
 def pack(
     model: Path = typer.Argument(..., help="The ONNX model to bundle."),
-    card: Path = typer.Option(..., "--card", help="ModelCard JSON (name, lineage, metrics ...)."),
+    card: Path | None = typer.Option(
+        None,
+        "--card",
+        help="ModelCard JSON (default: MODEL.card.json if there, else one made from the model).",
+    ),
     version: int = typer.Option(..., "--version", help="Monotonic bundle version."),
     sign: Path = typer.Option(..., "--sign", help="Ed25519 release key (KEYS/release.pem)."),
     encrypt_to: list[Path] = typer.Option(
@@ -85,9 +151,19 @@ def pack(
         reqs["isa"] = sorted(set(require_isa))
     if min_onnxruntime:
         reqs["min_onnxruntime"] = min_onnxruntime
+    model_bytes = read_bytes(model, "model")
+    model_card = _card_for(card, model)
+    if _same_bundle(out, model_bytes, name or model_card.name, version, key, recipients, reqs):
+        console.print(
+            f"{out} already holds {name or model_card.name} v{version} of this model, signed by"
+            " this key for these recipients: kept it (delete it to pack again)",
+            markup=False,
+            highlight=False,
+        )
+        return
     data = pack_bundle(
-        read_bytes(model, "model"),
-        _load_card(card, model),
+        model_bytes,
+        model_card,
         version,
         key,
         recipients,

@@ -9,12 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import typer
 
 Report = Callable[[str, float], None]
+
+
+class Importance(str, Enum):
+    """``prune --importance``: a choice, so a typo is a usage error before anything loads.
+
+    The values are ``edgeloop.optimize``'s ``IMPORTANCES`` (a test keeps them equal); they are
+    spelled out here because importing the optimize package would pull torch into ``--help``.
+    """
+
+    l1 = "l1"
+    l2 = "l2"
+    magnitude = "magnitude"
+    taylor = "taylor"
 
 
 def augment_option() -> Any:
@@ -74,15 +88,25 @@ def bar(description: str) -> Iterator[Report]:
 def show(
     title: str, rows: list[tuple[str, Any, Any]], details: dict[str, Any], as_json: bool
 ) -> None:
-    """Print a before/after table, or the pass's details as JSON."""
-    from edgeloop.cli._console import console, print_json, table
+    """Print a before/after table, or the pass's details as JSON.
 
+    An accuracy drop beyond the budget (``within_budget`` False) is also said on stderr, in
+    bold, with or without ``--json``: the written model is much worse than the one read.
+    """
+    from rich.markup import escape
+
+    from edgeloop.cli._console import console, err_console, print_json, table
+
+    warnings = list(details.get("warnings", []))
+    if details.get("within_budget") is False:
+        err_console.print(f"[bold red]WARNING:[/] {escape(warnings[0])}", soft_wrap=True)
+        warnings = warnings[1:]
     if as_json:
         print_json(details)
         return
     table(title, ["", "before", "after"], rows)
-    for w in details.get("warnings", []):
-        console.print(f"[yellow]warning[/] {w}", highlight=False)
+    for w in warnings:
+        console.print(f"[yellow]warning[/] {escape(w)}", highlight=False)
 
 
 def _pct(v: Any) -> str:
@@ -100,7 +124,9 @@ def prune(
         None, "--dataset", "-d", help="Dataset (default: the model's)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Pruned checkpoint to write (.pt)."),
-    importance: str = typer.Option("l2", "--importance", help="l1, l2, magnitude or taylor."),
+    importance: Importance = typer.Option(
+        Importance.l2, "--importance", help="How channels are ranked."
+    ),
     steps: int = typer.Option(1, "--steps", min=1, help="Prune in this many rounds."),
     finetune_epochs: int = typer.Option(
         2, "--finetune-epochs", min=0, help="Fine-tuning epochs after each round."
@@ -108,11 +134,11 @@ def prune(
     protect: list[str] = typer.Option([], "--protect", help="Layer that keeps all its channels."),
     global_: bool = typer.Option(False, "--global", help="Rank channels across all layers."),
     lr: float = typer.Option(3e-3, "--lr", help="Fine-tuning learning rate (peak)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Training batch size."),
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
@@ -125,7 +151,7 @@ def prune(
     module, meta, train, val = load_inputs(model, dataset, samples, seed)
     with bar(f"prune {model.name}") as report:
         res = run_prune(
-            module, ratio=ratio, data=train, val=val, importance=importance, steps=steps,
+            module, ratio=ratio, data=train, val=val, importance=importance.value, steps=steps,
             global_pruning=global_, protect=protect, finetune_epochs=finetune_epochs, lr=lr,
             batch_size=batch_size, progress=report, seed=seed, augment=augment,
         )  # fmt: skip
@@ -133,7 +159,7 @@ def prune(
     save_model(
         res.model, out, meta, pruning_history=res.artifacts["pruning_history"],
         metrics={"accuracy": d["accuracy_after"]} if "accuracy_after" in d else None,
-        note=f"prune ratio={ratio} importance={importance} steps={steps}",
+        note=f"prune ratio={ratio} importance={importance.value} steps={steps}",
     )  # fmt: skip
     d.update(out=str(out), seconds=round(res.seconds, 2), warnings=res.warnings)
     rows = [
@@ -153,14 +179,19 @@ def sparsify(
         None, "--dataset", "-d", help="Dataset (default: the model's)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt)."),
-    finetune_epochs: int = typer.Option(1, "--finetune-epochs", min=0),
+    finetune_epochs: int = typer.Option(
+        1, "--finetune-epochs", min=0, help="Fine-tuning epochs after sparsifying."
+    ),
     global_: bool = typer.Option(False, "--global", help="Rank weights across all layers."),
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (peak)."),
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
+    max_drop: float = typer.Option(
+        0.01, "--max-drop", min=0.0, help="Warn if val accuracy drops more (0.01 = 1 point)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Zero the smallest weights (unstructured); shrinks the compressed download, not latency."""
@@ -174,6 +205,7 @@ def sparsify(
         res = run_sparsify(
             module, sparsity=sparsity, global_pruning=global_, data=train, val=val,
             finetune_epochs=finetune_epochs, lr=lr, progress=report, seed=seed, augment=augment,
+            max_drop=max_drop,
         )  # fmt: skip
     save_model(res.model, out, meta, pruning_history=None, note=f"sparsify {sparsity}")
     d = res.details
@@ -184,7 +216,7 @@ def sparsify(
         ("ONNX bytes", _num(b["raw"]), _num(a["raw"])),
         ("zlib bytes", _num(b["zlib"]), _num(a["zlib"])),
         ("lzma bytes", _num(b["lzma"]), _num(a["lzma"])),
-        ("val accuracy", "-", _pct(d.get("accuracy_after"))),
+        ("val accuracy", _pct(d.get("accuracy_before")), _pct(d.get("accuracy_after"))),
     ]
     show(f"sparsify {model.name} -> {out}", rows, d, as_json)
 
@@ -195,12 +227,12 @@ def qat(
         None, "--dataset", "-d", help="Dataset (default: the model's)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="QDQ ONNX model to write (.onnx)."),
-    epochs: int = typer.Option(3, "--epochs", min=0),
-    lr: float = typer.Option(1e-4, "--lr"),
+    epochs: int = typer.Option(3, "--epochs", min=0, help="Training epochs."),
+    lr: float = typer.Option(1e-4, "--lr", help="Learning rate (peak)."),
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
@@ -236,8 +268,8 @@ def binarize(
     out: Path = typer.Option(
         ..., "--out", "-o", help="Packed binary-weights file to write (.npz)."
     ),
-    epochs: int = typer.Option(10, "--epochs", min=1),
-    lr: float = typer.Option(1e-3, "--lr"),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="Training epochs."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (peak)."),
     keep: list[str] = typer.Option([], "--keep", help="Layer that keeps float weights."),
     all_layers: bool = typer.Option(
         False, "--all-layers", help="Binarize the first and last layers too."
@@ -246,7 +278,7 @@ def binarize(
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:

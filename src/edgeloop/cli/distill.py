@@ -16,7 +16,7 @@ def distill(
         None, "--dataset", "-d", help="Dataset (default: the teacher's)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Student checkpoint to write (.pt)."),
-    epochs: int = typer.Option(10, "--epochs", min=1),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="Training epochs."),
     temperature: float = typer.Option(2.0, "--temperature", help="Softmax temperature (> 0)."),
     alpha: float = typer.Option(
         0.5, "--alpha", help="Weight of the soft-target loss; 1 - alpha goes to the labels."
@@ -27,12 +27,12 @@ def distill(
         "--feature",
         help="Match intermediate features: STUDENT_LAYER=TEACHER_LAYER (repeatable).",
     ),
-    lr: float = typer.Option(3e-3, "--lr"),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    lr: float = typer.Option(3e-3, "--lr", help="Learning rate (peak)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Training batch size."),
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Use at most N training samples."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
     unlabeled: str | None = typer.Option(
         None,

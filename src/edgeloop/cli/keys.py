@@ -30,14 +30,25 @@ def init(
     from edgeloop.cli._console import console, table
     from edgeloop.update import init_keys
 
-    secret = read_passphrase(passphrase, passphrase_env, confirm=True)
+    existed = (directory / "root.json").is_file()
+    # an existing key set is kept, never replaced: no passphrase is needed to say so
+    secret = None if existed else read_passphrase(passphrase, passphrase_env, confirm=True)
     ring = init_keys(
         directory,
         threshold=threshold,
         root_keys=root_keys,
         passphrase=secret,
         release_public_key=release_key,
+        exist_ok=True,
     )
+    if existed:
+        console.print(
+            f"{ring.dir} already holds these keys (root {threshold}-of-{root_keys}): kept them, "
+            "nothing changed. `edgeloop keys rotate ROLE` replaces a key.",
+            markup=False,
+            highlight=False,
+        )
+        return
     rows = [
         (p.name, oct(p.stat().st_mode & 0o777)) for p in sorted(ring.dir.iterdir()) if p.is_file()
     ]

@@ -81,7 +81,12 @@ def _print_summary(out: Path) -> dict[str, Any] | None:
 
 def optimize(
     model: Path | None = typer.Argument(None, help="ONNX model (or a zoo checkpoint .pt)."),
-    recipe: str = typer.Option("int8", "--recipe", "-r", help="Preset name or recipe .yaml."),
+    recipe: str = typer.Option(
+        "int8",
+        "--recipe",
+        "-r",
+        help="Preset name, or a recipe file (.yaml/.yml/.json or a path with a /).",
+    ),
     data: str | None = typer.Option(
         None, "--data", "-d", help="Dataset name or .npz (one array per input; labels under y)."
     ),

@@ -121,16 +121,20 @@ def push(
     ]
     card = card or _card_beside(model_file)
     with _open(ctx, db, data) as reg:
-        v = reg.push(
-            model_file,
-            name,
-            card=card,
-            version=version,
-            bundles=specs,
-            alias=alias,
-            reason=reason,
-            description=description,
-        )
+        same = _already_pushed(reg, model_file, name) if version is None else None
+        if same is None:
+            v = reg.push(
+                model_file,
+                name,
+                card=card,
+                version=version,
+                bundles=specs,
+                alias=alias,
+                reason=reason,
+                description=description,
+            )
+        else:
+            v = _complete(reg, same, specs, alias, reason)
     if as_json:
         from edgeloop.cli._console import print_json
 
@@ -141,7 +145,38 @@ def push(
     extra = [f"card {card.name}" if card else "no card"]
     extra += [f"{len(v.bundles)} bundle(s)"] if v.bundles else []
     extra += [f"alias {', '.join(v.aliases)}"] if v.aliases else []
-    console.print(f"pushed [bold]{v.ref}[/] sha256 {v.artifact.sha256[:16]} ({'; '.join(extra)})")
+    done = "pushed" if same is None else "already pushed, same sha256:"
+    console.print(f"{done} [bold]{v.ref}[/] sha256 {v.artifact.sha256[:16]} ({'; '.join(extra)})")
+
+
+def _already_pushed(reg: Any, model_file: Path, name: str) -> Any:
+    """The newest version of ``name`` whose model file has ``model_file``'s bytes, or None.
+
+    Pushing the same file again (a re-run script, the README tour twice) is not a new version:
+    it would make digits@3 a copy of digits@1 and the bundles built for @2 fit no version.
+    """
+    from edgeloop.artifacts import sha256_file
+
+    if not model_file.is_file():
+        return None  # push reports the missing file
+    digest = sha256_file(model_file)
+    same = [v for v in reg.find(digest) if v.model == name and v.artifact.sha256 == digest]
+    return max(same, key=lambda v: v.version) if same else None
+
+
+def _complete(
+    reg: Any, v: Any, specs: list[tuple[Path, str, dict[str, Any]]], alias: str | None, reason: str
+) -> Any:
+    """Attach the bundles and alias a re-push names that ``v`` lacks; then ``v`` as it is now."""
+    from edgeloop.artifacts import sha256_file
+
+    have = {b.sha256 for b in v.bundles}
+    for path, variant, reqs in specs:
+        if not (path.is_file() and sha256_file(path) in have):  # add_bundle reports a missing file
+            reg.add_bundle(v.ref, path, variant, reqs)
+    if alias is not None and alias not in v.aliases:
+        reg.set_alias(v.ref, alias, reason=reason)
+    return reg.resolve(v.ref)
 
 
 @app.command("list")

@@ -92,7 +92,7 @@ def run(
     )
 
 
-def _graph_reader() -> Any:
+def graph_reader() -> Any:
     """``edgeloop.analysis.graph_stats`` where onnx is installed (params, MACs), else None: a
     device without onnx still benchmarks, without those figures."""
     import importlib.util
@@ -105,14 +105,18 @@ def _graph_reader() -> Any:
 
 
 def _dataset(data: str | None, dataset: str | None = None) -> Any:
-    """A built-in dataset's test split (``dataset``), or ``data``: a built-in name or a file."""
+    """``dataset``: a built-in dataset's test split, or a whole file; ``data``: a name or file.
+
+    A file given as ``--dataset`` is scored whole, as with ``--data`` (its "test split" would
+    be a silent 20 % of it).
+    """
     from edgeloop.data import load_dataset
     from edgeloop.errors import InputError
 
     if data and dataset:
         raise InputError("give either --data FILE or --dataset NAME, not both")
     if dataset:
-        return load_dataset(dataset, split="test")
+        return load_dataset(dataset)  # test split of a built-in, all of a file
     if data:
         return load_dataset(data)
     return None
@@ -194,7 +198,7 @@ def bench(
             min_seconds=seconds,
             compare=compare,
             providers=provider or None,
-            graph_stats=_graph_reader(),
+            graph_stats=graph_reader(),
         )
     if as_json:
         print_json(result.to_dict())
@@ -238,7 +242,10 @@ def evaluate(
     chosen = task or ds.task
     scores = evaluate_model(session, ds.x, ds.y, chosen, batch_size=batch_size)
     if as_json:
-        print_json({"model": str(model), "dataset": ds.name, "task": chosen, "metrics": scores})
+        out = {"model": str(model), "dataset": ds.name, "split": ds.split, "task": chosen}
+        print_json({**out, "metrics": scores})
         return
     rows = [(k, f"{int(v)}" if k == "samples" else f"{v:.4f}") for k, v in scores.items()]
-    table(f"{model.name} on {ds.name} ({chosen})", ["metric", "value"], rows)
+    what = "the whole file" if ds.split == "all" else f"its {ds.split} split"
+    title = f"{model.name} on {ds.name}, {what}: {len(ds)} samples ({chosen})"
+    table(title, ["metric", "value"], rows)

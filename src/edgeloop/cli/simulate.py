@@ -28,7 +28,12 @@ def simulate(
     state_root: Path | None = typer.Option(
         None, "--state-root", help="Where the devices' state dirs go (default: a temp dir)."
     ),
-    poll_interval: float = typer.Option(10.0, "--poll-interval", min=0.1),
+    poll_interval: float = typer.Option(
+        10.0,
+        "--poll-interval",
+        min=0.1,
+        help="Seconds between a device's check-ins, until the server sets its own interval.",
+    ),
     rps: float = typer.Option(0.5, "--rps", min=0.0, help="Inferences per second per device."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

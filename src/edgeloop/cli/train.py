@@ -60,7 +60,7 @@ def train(
         None, "--out", "-o", help="Checkpoint to write (default: ARCH.pt)."
     ),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Training batch size."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split, initialisation and shuffling."),
     width: float | None = typer.Option(
         None, "--width", help="Width multiplier (mobilenet) or channels."

@@ -16,6 +16,7 @@ Presets are the YAML files in ``edgeloop/optimize/presets/``; other modules add 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -127,16 +128,31 @@ def _read_file(path: Path) -> Recipe:
     return parse_recipe(data, f"recipe {str(path)!r}", default_name=path.stem)
 
 
+def _names_a_file(text: str) -> bool:
+    """A recipe string is a file when it says so: a recipe suffix or a path separator.
+
+    Anything else is a preset name, even if a file or folder of that name sits in the cwd
+    (``edgeloop optimize --out int8`` makes one; ``--recipe int8`` must still mean the preset).
+    """
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return Path(text).suffix.lower() in (".yaml", ".yml", ".json") or any(s in text for s in seps)
+
+
 def load_recipe(recipe: str | Path | Recipe | Mapping[str, Any]) -> Recipe:
-    """A :class:`Recipe` from a preset name, a ``.yaml``/``.json`` file, a mapping or a Recipe."""
+    """A :class:`Recipe` from a preset name, a recipe file, a mapping or a Recipe.
+
+    A string is a file only with a ``.yaml``/``.yml``/``.json`` suffix or a path separator; a
+    :class:`~pathlib.Path` is always a file.
+    """
     if isinstance(recipe, Recipe):
         return parse_recipe(recipe.to_dict(), f"recipe {recipe.name!r}", recipe.name)
     if isinstance(recipe, Mapping):
         return parse_recipe(recipe)
-    path = Path(recipe)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+    if isinstance(recipe, Path) or _names_a_file(recipe):
+        path = Path(recipe)
         if not path.is_file():
-            raise FileError(f"recipe file {str(path)!r} does not exist")
+            what = "is a directory, not" if path.is_dir() else "does not exist; expected"
+            raise FileError(f"recipe file {str(path)!r} {what} a recipe file (.yaml/.yml/.json)")
         return _read_file(path)
     name = str(recipe)
     if name in _REGISTERED:
@@ -144,7 +160,11 @@ def load_recipe(recipe: str | Path | Recipe | Mapping[str, Any]) -> Recipe:
     files = _preset_files()
     if name not in files:
         known = sorted(set(files) | set(_REGISTERED))
+        hint = ""
+        if Path(name).is_file():
+            hint = f" (a file {name!r} exists here: give it as ./{name})"
         raise UnknownNameError(
-            f"unknown recipe {name!r}; expected a preset ({', '.join(known)}) or a .yaml file"
+            f"unknown recipe {name!r}; expected a preset ({', '.join(known)}) or a recipe file"
+            f" (.yaml/.yml/.json, or a path with a '/'){hint}"
         )
     return _read_file(files[name])

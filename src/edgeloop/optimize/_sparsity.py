@@ -21,10 +21,12 @@ from torch.nn.utils import prune as tprune
 
 from edgeloop.optimize._passes import ModelState, PassContext, StepResult, register_pass
 from edgeloop.optimize._torch_common import (
+    DEFAULT_MAX_DROP,
     PRUNABLE,
     CompressResult,
     Progress,
     accuracy,
+    accuracy_budget,
     call_progress,
     check_ratio,
     example_inputs,
@@ -76,13 +78,16 @@ def sparsify(
     progress: Progress | None = None,
     seed: int = 0,
     augment: Augment | str | None = None,
+    max_drop: float | None = DEFAULT_MAX_DROP,
 ) -> CompressResult:
     """Zero the ``sparsity`` fraction of smallest-magnitude weights (in place).
 
     Each layer loses the same fraction unless ``global_pruning`` ranks the weights of every
     layer together (which can empty a layer whose weights are small, e.g. a wide classifier).
     ``layers`` limits the pass to named layers (default: every Conv and Linear). With
-    ``finetune_epochs`` the surviving weights are retrained with the mask held.
+    ``finetune_epochs`` the surviving weights are retrained with the mask held. With ``val``,
+    accuracy is measured before and after; a drop beyond ``max_drop`` (0.01 = 1 point; None:
+    no budget) is a warning in the result and ``details["within_budget"]`` is False.
     """
     augmentation(augment)  # an unknown augmentation is refused before any training
     sparsity = check_ratio(sparsity, "sparsity")
@@ -96,6 +101,7 @@ def sparsify(
     x = example_inputs(model, data, input_shape)
     start = time.perf_counter()
     before = compressed_sizes(export_onnx_bytes(copy.deepcopy(model), x))
+    acc0 = accuracy(model, val) if val is not None else None
     call_progress(progress, "sparsifying", 0.1)
     pairs = [(m, "weight") for m in targets]
     if global_pruning:
@@ -134,9 +140,17 @@ def sparsify(
         "finetune_seconds": round(tune_s, 3),
         "note": NOTE,
     }
+    warnings = [NOTE]
     if val is not None:
-        details["accuracy_after"] = accuracy(model, val)
-    return CompressResult(model, details, time.perf_counter() - start, [NOTE])
+        acc1 = accuracy(model, val)
+        details["accuracy_before"] = acc0
+        details["accuracy_after"] = acc1
+        advice = "lower the sparsity or fine-tune (finetune_epochs)"
+        budget, warning = accuracy_budget(acc0, acc1, max_drop, advice)
+        details.update(budget)
+        if warning is not None:
+            warnings.insert(0, warning)
+    return CompressResult(model, details, time.perf_counter() - start, warnings)
 
 
 @register_pass("sparsify", "torch")
@@ -144,7 +158,7 @@ def sparsify_pass(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
 ) -> tuple[ModelState, StepResult]:
     """Recipe pass ``sparsify``: params sparsity, layers, global, finetune_epochs, lr,
-    augment."""
+    augment, max_drop (the accuracy drop that warns)."""
     from edgeloop.errors import PassError
 
     if state.torch_model is None:
@@ -165,6 +179,7 @@ def sparsify_pass(
         progress=ctx.progress,
         seed=ctx.seed,
         augment=param(params, "augment", None),
+        max_drop=param(params, "max_drop", DEFAULT_MAX_DROP),
     )
     new = dataclasses.replace(
         state,

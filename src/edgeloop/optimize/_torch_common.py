@@ -25,7 +25,9 @@ __all__ = [
     "CompressResult",
     "LayerTracker",
     "Progress",
+    "DEFAULT_MAX_DROP",
     "accuracy",
+    "accuracy_budget",
     "as_dataset",
     "batch_of",
     "call",
@@ -270,6 +272,33 @@ def head_layer(model: nn.Module, x: Batch) -> str | None:
         if isinstance(layers.get(name), PRUNABLE):
             return name
     return None
+
+
+# How far a compression pass may lower validation accuracy (0.01 = 1 point) before it warns.
+DEFAULT_MAX_DROP = 0.01
+
+
+def accuracy_budget(
+    before: float | None, after: float | None, max_drop: float | None, advice: str
+) -> tuple[dict[str, Any], str | None]:
+    """Details on the accuracy change and, when it exceeds ``max_drop``, a warning to show.
+
+    Returns ``({}, None)`` when either figure is missing (no validation data) or no budget.
+    """
+    if before is None or after is None:
+        return {}, None
+    drop = float(before) - float(after)
+    details: dict[str, Any] = {"accuracy_drop": drop, "max_drop": max_drop}
+    if max_drop is None:
+        return details, None
+    within = drop <= max_drop + 1e-12
+    details["within_budget"] = within
+    if within:
+        return details, None
+    return details, (
+        f"val accuracy fell {100 * drop:.2f} points, {100 * before:.2f}% -> {100 * after:.2f}%,"
+        f" beyond the {100 * max_drop:.2f}-point budget (max_drop); {advice}"
+    )
 
 
 def count_params(model: nn.Module) -> int:

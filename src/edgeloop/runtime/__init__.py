@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgeloop.runtime import metrics
 from edgeloop.runtime._bench import BenchResult, GraphCounter, GraphFigures, benchmark
+from edgeloop.runtime._card import card_path, describe_model
 from edgeloop.runtime._evaluate import TASKS, evaluate, run_batched
 from edgeloop.runtime._feeds import parse_shape_overrides, synthesize_inputs, validate_feeds
 from edgeloop.runtime._offline import save_optimized
@@ -20,7 +21,9 @@ __all__ = [
     "GraphFigures",
     "Session",
     "benchmark",
+    "card_path",
     "check_parity",
+    "describe_model",
     "evaluate",
     "metrics",
     "parse_shape_overrides",

@@ -142,11 +142,15 @@ def init_keys(
     expires: timedelta = ROOT_EXPIRY,
     now: datetime | None = None,
     release_public_key: str | Path | None = None,
+    exist_ok: bool = False,
 ) -> KeyRing:
-    """Create every key and the signed root v1 in ``directory`` (refuses to overwrite).
+    """Create every key and the signed root v1 in ``directory`` (never overwrites a key).
 
     ``release_public_key``: trust this existing release key (a PEM file) instead of making one,
     so a fleet server can hold the repository keys while the release key stays with CI.
+    A directory that already holds keys is refused, unless ``exist_ok`` and its keys are the
+    set asked for (same root K-of-N, same release key when one is given): then they are kept
+    as they are, so running the same ``keys init`` twice is harmless.
     """
     from tuf.api.metadata import Root
 
@@ -156,7 +160,12 @@ def init_keys(
             f"root threshold must be between 1 and --root-keys {root_keys}, got {threshold}"
         )
     if (d / "root.json").exists():
-        raise InputError(f"{str(d)!r} already holds keys (root.json); use `edgeloop keys rotate`")
+        if not exist_ok:
+            raise InputError(
+                f"{str(d)!r} already holds keys (root.json); use `edgeloop keys rotate`"
+            )
+        _check_same_set(d, threshold, root_keys, release_public_key)
+        return KeyRing(d, passphrase)
     try:
         d.mkdir(mode=0o700, parents=True, exist_ok=True)  # private keys: owner only
     except OSError as e:
@@ -190,6 +199,26 @@ def init_keys(
     _sign_root(md, signers["root"])
     _write_root(d, md)
     return KeyRing(d, passphrase)
+
+
+def _check_same_set(
+    d: Path, threshold: int, root_keys: int, release_public_key: str | Path | None
+) -> None:
+    """Refuse an existing key set that differs from the one asked for (nothing is changed)."""
+    role = KeyRing(d).root().signed.roles["root"]
+    have = (role.threshold, len(role.keyids))
+    if have != (threshold, root_keys):
+        raise InputError(
+            f"{str(d)!r} already holds keys with a {have[0]}-of-{have[1]} root, not the "
+            f"{threshold}-of-{root_keys} asked for; use `edgeloop keys rotate` or another --dir"
+        )
+    if release_public_key is not None:
+        wanted = key_id(load_public_key(release_public_key))
+        if wanted != key_id(load_public_key(d / "release.pub.pem")):
+            raise InputError(
+                f"{str(d)!r} already holds keys that trust another release key than "
+                f"{str(release_public_key)!r}; use `edgeloop keys rotate release`"
+            )
 
 
 def rotate_key(

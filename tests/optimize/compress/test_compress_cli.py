@@ -155,6 +155,24 @@ def test_cli_distill_with_unlabelled_inputs_from_a_file(
     assert not (tmp_path / "t.pt").exists()
 
 
+def test_cli_sparsify_shows_accuracy_before_and_warns_loudly(
+    cli: Cli, compress_ckpt: Path, tmp_path: Path
+) -> None:
+    args = ["sparsify", str(compress_ckpt), "--sparsity", "0.97", "--finetune-epochs", "0"]
+
+    table = cli(*args, "--out", str(tmp_path / "a.pt"))
+    as_json = cli(*args, "--out", str(tmp_path / "b.pt"), "--json")
+
+    assert table.returncode == 0, table.stderr
+    d = _json(as_json)
+    assert d["within_budget"] is False and d["accuracy_drop"] > 0.01
+    row = next(line for line in table.stdout.splitlines() if "val accuracy" in line)
+    assert f"{100 * d['accuracy_before']:.2f}%" in row  # was "-"
+    for proc in (table, as_json):
+        assert "WARNING: val accuracy fell" in proc.stderr
+    assert d["warnings"][0].startswith("val accuracy fell")
+
+
 def test_cli_sparsify_qat_binarize(cli: Cli, compress_ckpt: Path, tmp_path: Path) -> None:
     d = _json(
         cli(

@@ -42,3 +42,46 @@ def test_sparsify_global_and_finetune_keeps_zeros(
 def test_sparsify_refuses_bad_sparsity(compress_user_model: Any) -> None:
     with pytest.raises(InputError, match="sparsity"):
         sparsify(compress_user_model, sparsity=1.0, input_shape=(1, 8, 8))
+
+
+def test_sparsify_reports_accuracy_before_and_warns_beyond_the_budget(
+    compress_user_trained: Any, compress_digits: Any
+) -> None:
+    import copy
+
+    _, val = compress_digits
+
+    res = sparsify(
+        copy.deepcopy(compress_user_trained),
+        sparsity=0.97,
+        val=val,
+        input_shape=(1, 8, 8),
+        max_drop=0.01,
+    )
+
+    d = res.details
+    assert d["accuracy_before"] > 0.8
+    assert d["accuracy_drop"] == pytest.approx(d["accuracy_before"] - d["accuracy_after"])
+    assert d["accuracy_drop"] > 0.01
+    assert d["within_budget"] is False
+    assert res.warnings[0].startswith("val accuracy fell")
+    assert f"{100 * d['accuracy_before']:.2f}%" in res.warnings[0]
+
+
+def test_sparsify_within_the_budget_does_not_warn(
+    compress_user_trained: Any, compress_digits: Any
+) -> None:
+    import copy
+
+    _, val = compress_digits
+
+    res = sparsify(
+        copy.deepcopy(compress_user_trained),
+        sparsity=0.97,
+        val=val,
+        input_shape=(1, 8, 8),
+        max_drop=1.0,
+    )
+
+    assert res.details["within_budget"] is True
+    assert not any(w.startswith("val accuracy fell") for w in res.warnings)
