@@ -66,3 +66,21 @@ def read_bytes(path: str | Path, what: str = "file") -> bytes:
         raise FileError(f"{what} {str(p)!r} is a directory, expected a file") from e
     except OSError as e:
         raise FileError(f"cannot read {what} {str(p)!r}: {e.strerror or e}") from e
+
+
+@contextmanager
+def scratch_cwd() -> Iterator[Path]:
+    """Run a block with a fresh temporary directory as the working directory, then remove it.
+
+    For third-party code that writes files into the current directory (ONNX Runtime's symbolic
+    shape inference saves ``sym_shape_infer_temp.onnx`` and its ``.data`` there when it gives
+    up): the user's directory stays clean. The working directory is process-wide, so this is
+    for the single-threaded build steps only.
+    """
+    old = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="edgeloop-scratch-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            os.chdir(old)
