@@ -133,40 +133,57 @@ def _mixed(
 def preprocess(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
 ) -> tuple[ModelState, StepResult]:
-    """Shape inference (ONNX and symbolic) and ORT's basic graph optimisation."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """Weight Constants folded, opset lifted to 13, shape inference and graph optimisation.
+
+    The fallbacks and their order are :data:`edgeloop.optimize._prepare.PRE_PROCESS_MODES`;
+    ``details["mode"]`` names the one that held.
+    """
+    from edgeloop.optimize._prepare import (
+        PER_CHANNEL_OPSET,
+        fold_weight_constants,
+        opset_of,
+        run_pre_process,
+        upgrade_opset,
+    )
 
     src = _src(state, "preprocess")
     dest = _out(state, ctx, "preprocess")
     external = uses_external_data(src)
     warnings: list[str] = []
-    attempts = [
-        {"skip_optimization": bool(params.get("skip_optimization", False))},
-        {"skip_optimization": True},
-        {"skip_optimization": True, "skip_symbolic_shape": True},
-    ]
-    done = False
-    for i, kw in enumerate(attempts):
-        try:
-            with _quiet():
-                quant_pre_process(
-                    str(src),
-                    str(dest),
-                    save_as_external_data=external,
-                    all_tensors_to_one_file=True,
-                    external_data_location=dest.name + ".data" if external else None,
-                    **kw,
-                )
-            done = True
-            break
-        except Exception as e:  # symbolic shape inference rejects some graphs
-            warnings.append(f"pre-processing with {kw} failed ({type(e).__name__}: {e}); retrying")
-            if i == len(attempts) - 1:
-                warnings.append("pre-processing skipped: the model goes on as it was")
-    model = load_onnx(dest if done else src)
-    named = name_nodes(model)
+    model = load_onnx(src)
+    folded = fold_weight_constants(model)
+    opset = opset_of(model)
+    details: dict[str, Any] = {"constants_folded": folded, "opset": opset}
+    if opset < PER_CHANNEL_OPSET and bool(_param(params, "upgrade_opset", True)):
+        upgraded, why = upgrade_opset(model)
+        if upgraded is not None:
+            model = upgraded
+            details["opset_upgraded_to"] = PER_CHANNEL_OPSET
+        else:
+            warnings.append(
+                f"opset {opset} could not be upgraded to {PER_CHANNEL_OPSET} ({why}); "
+                "int8 weights will be per tensor (per-channel needs opset 13)"
+            )
+    staged = save_onnx(model, ctx.workdir / "staged.onnx", external=external)
+    mode, failures = run_pre_process(
+        staged,
+        dest,
+        external=external,
+        allow_optimization=not bool(params.get("skip_optimization", False)),
+    )
+    details["mode"] = mode
+    details["fallbacks_failed"] = failures
+    if mode is None:
+        warnings.append(
+            "pre-processing failed in every mode, the model goes on as it was: "
+            + "; ".join(failures)
+        )
+    elif failures:
+        warnings.append(f"pre-processing fell back to {mode!r} ({failures[0]})")
+    model = load_onnx(dest if mode is not None else staged)
+    details["nodes_named"] = name_nodes(model)
+    details["shape_inference"] = mode is not None
     save_onnx(model, dest, external=external)
-    details = {"nodes_named": named, "shape_inference": done}
     return (
         ModelState("onnx", onnx_path=dest, notes=list(state.notes)),
         StepResult("preprocess", dict(params), details, warnings),
@@ -276,6 +293,17 @@ def quantize(
         except Exception as e:
             raise PassError(f"static int8 quantization of {str(src)!r} failed: {e}") from e
 
+    from edgeloop.optimize._prepare import PER_CHANNEL_OPSET, opset_of
+
+    opset_warning: list[str] = []
+    if opset_of(model) < PER_CHANNEL_OPSET and (pc == "auto" or per_channel):
+        # per-channel DequantizeLinear (``axis``) is invalid before opset 13: per tensor, as
+        # NNCF does, rather than a graph ONNX Runtime rejects
+        per_channel, pc = False, False
+        opset_warning.append(
+            f"opset {opset_of(model)} < {PER_CHANNEL_OPSET}: int8 weights are per tensor "
+            "(per-channel needs opset 13; the preprocess pass upgrades the opset when it can)"
+        )
     if pc == "auto":
         per_channel = not _per_tensor_suffices(build, ctx, params)
 
@@ -298,7 +326,7 @@ def quantize(
         tuple(params.get("op_types") or MAC_OP_TYPES),
         details,
     )
-    warnings: list[str] = []
+    warnings: list[str] = list(opset_warning)
     if fmt == "qdq":
         kept = {str(k["node"]) for k in details.get("mixed_precision", {}).get("kept_float", [])}
         warnings += _float_leftovers(dest, kept | set(map(str, params.get("exclude") or [])))
