@@ -72,7 +72,10 @@ def test_dynamic_int8_on_a_conv_net_warns_when_the_file_does_not_shrink(
     ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node)
     assert ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] > 0
     step = _report(tmp_path / "out")["steps"][-1]  # type: ignore[index]
-    assert step["details"]["float_weight_bytes"]["after"] < step["details"]["float_weight_bytes"]["before"]
+    assert (
+        step["details"]["float_weight_bytes"]["after"]
+        < step["details"]["float_weight_bytes"]["before"]
+    )
     assert any("of the float weight bytes float" in w for w in step["warnings"])
     assert card.size_bytes is not None
 
@@ -95,7 +98,10 @@ def test_opset_kept_falls_back_to_per_tensor_with_a_warning(
     assert any("per tensor" in w and "opset 11" in w for w in q["warnings"])
     model = onnx.load(str(tmp_path / "out" / "model.onnx"))
     assert not any(
-        a.name == "axis" for n in model.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute
+        a.name == "axis"
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+        for a in n.attribute
     )
 
 

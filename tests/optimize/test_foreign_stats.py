@@ -42,7 +42,9 @@ def _torch_counts(arch: str) -> tuple[int, int]:
         model(torch.randn(*shape))
     # BatchNorm running statistics are parameters of the exported graph too
     params = sum(p.numel() for p in model.parameters())
-    params += sum(b.numel() for n, b in model.named_buffers() if not n.endswith("num_batches_tracked"))
+    params += sum(
+        b.numel() for n, b in model.named_buffers() if not n.endswith("num_batches_tracked")
+    )
     return macs, params
 
 
