@@ -80,3 +80,31 @@ def test_minus_one_batch_dim_counts_as_dynamic(foreign_cnn: Callable[..., Path])
     # assert
     assert stats.macs == _torch_counts("cnn")[0]
     assert stats.assumed_shapes["x"] == (1, 1, 8, 8)
+
+
+def test_report_counts_macs_at_the_data_shape_for_symbolic_sequence_dims(tmp_path: Path) -> None:
+    # prepare: input [N, S, 16] with S symbolic; the data has S = 5
+    import json
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeloop.optimize import optimize
+
+    w = numpy_helper.from_array(np.ones((16, 8), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "S", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "S", 8])],
+        [w],
+    )
+    src = tmp_path / "seq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    data = {"x": np.random.default_rng(0).standard_normal((16, 5, 16)).astype(np.float32)}
+    # act
+    optimize(src, "fp16", data, out_dir=tmp_path / "out")
+    # assert
+    rows = json.loads((tmp_path / "out" / "report.json").read_text())["steps"]
+    assert rows[0]["macs"] == 5 * 16 * 8
+    assert rows[0]["params"] == 16 * 8

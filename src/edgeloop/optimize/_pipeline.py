@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgeloop.artifacts import DeviceProfile, LineageRef, ModelCard, Recipe, TensorSpec
-from edgeloop.errors import BudgetError, FileError, PassError
+from edgeloop.errors import BudgetError, FileError, InputError, PassError
 from edgeloop.optimize._data import ModelData, load_model_data
 from edgeloop.optimize._measure import Budget, Evaluator, Quality
 from edgeloop.optimize._model import copy_model, input_specs, load_onnx, model_sha256, model_size
@@ -40,8 +40,18 @@ def _measure(path: Path, evaluator: Evaluator) -> tuple[dict[str, Any], Quality]
     try:
         from edgeloop.analysis import graph_stats
 
-        stats = graph_stats(path)
-        row.update(macs=stats.macs, params=stats.params, nodes=stats.nodes)
+        # the data's own shapes at batch 1: symbolic sequence/image dims get concrete values
+        shapes = {k: (1, *v.shape[1:]) for k, v in evaluator.data.inputs.items()}
+        try:
+            stats = graph_stats(path, input_shapes=shapes)
+        except InputError:  # data keyed differently from the graph's inputs: batch 1 only
+            stats = graph_stats(path)
+        row.update(
+            macs=stats.macs if stats.macs_complete else None,
+            macs_lower_bound=None if stats.macs_complete else stats.macs,
+            params=stats.params,
+            nodes=stats.nodes,
+        )
     except Exception:  # a graph the static analysis cannot read still gets measured
         row.update(macs=None, params=None, nodes=None)
     q = evaluator.score(path, latency=False)  # timed later, all steps interleaved
@@ -58,8 +68,8 @@ def _time_interleaved(rows: list[dict[str, Any]], evaluator: Evaluator) -> list[
     paths = [r.pop("_path", None) for r in rows]
     timed = [i for i, p in enumerate(paths) if p is not None]
     p50 = evaluator.latencies([paths[i] for i in timed])
-    for i, ms in zip(timed, p50, strict=True):
-        rows[i]["latency_ms_p50"] = ms
+    for i, t in zip(timed, p50, strict=True):
+        rows[i]["latency_ms_p50"] = t
         rows[i]["latency_timing"] = "interleaved with the original"
     base = rows[0].get("latency_ms_p50")
     slower: list[str] = []
