@@ -136,7 +136,7 @@ def main() -> None:
         opset_version=17,
         input_names=list(feeds),
         output_names=["embedding"],
-        dynamic_axes={**{k: dyn for k in feeds}, "embedding": {0: "batch"}},
+        dynamic_axes={**dict.fromkeys(feeds, dyn), "embedding": {0: "batch"}},
     )
     np.savez(args.out / "sentences.npz", **feeds)
     with torch.no_grad():
