@@ -245,23 +245,24 @@ def held_out_split(md: ModelData, eval_samples: int, calib_samples: int, seed: i
     """One set of samples -> disjoint calibration and evaluation parts, deterministically.
 
     Budgets scored on the calibration samples themselves flatter static int8 (its ranges were
-    fitted to exactly those activations), so the evaluation part is held out: a seeded
-    permutation gives calibration at most half the samples (``calib_samples`` at most), and
-    evaluation the rest (``eval_samples`` at most). Each part gets its own sha256. A single
-    sample cannot be split: it serves both, and the two hashes say so by being equal.
+    fitted to exactly those activations), so the evaluation part is held out: calibration takes
+    the first samples (at most half, ``calib_samples`` at most), evaluation the ones after them
+    (``eval_samples`` at most). Contiguous slices keep memory-mapped ``.npy`` data mapped
+    (a shuffled pick would copy it). Each part gets its own sha256. A single sample cannot be
+    split: it serves both, and the two hashes say so by being equal. ``seed`` is unused (kept
+    for a shuffled split later).
     """
+    del seed
     n = len(md)
     n_cal = min(calib_samples, n // 2)
     if n_cal == 0:
         digest = _hash_arrays(md.inputs, md.labels)
         md.calib, md.sha256, md.calib_sha256 = dict(md.inputs), digest, digest
         return md
-    order = np.random.default_rng(seed).permutation(n)
-    cal_idx = np.sort(order[:n_cal])  # sorted: reads from memory-mapped arrays stay sequential
-    ev_idx = np.sort(order[n_cal : n_cal + eval_samples])
-    md.calib = {k: np.asarray(v[cal_idx]) for k, v in md.inputs.items()}
-    md.inputs = {k: np.asarray(v[ev_idx]) for k, v in md.inputs.items()}
-    md.labels = None if md.labels is None else np.asarray(md.labels[ev_idx])
+    ev = slice(n_cal, n_cal + eval_samples)
+    md.calib = {k: v[:n_cal] for k, v in md.inputs.items()}
+    md.inputs = {k: v[ev] for k, v in md.inputs.items()}
+    md.labels = None if md.labels is None else md.labels[ev]
     md.sha256 = _hash_arrays(md.inputs, md.labels)
     md.calib_sha256 = _hash_arrays(md.calib, None)
     return md

@@ -134,7 +134,8 @@ def load_recipe(recipe: str | Path | Recipe | Mapping[str, Any]) -> Recipe:
     if isinstance(recipe, Mapping):
         return parse_recipe(recipe)
     path = Path(recipe)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+    # a file, not a folder: `--out int8` leaves a folder named like the preset in the cwd
+    if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
         if not path.is_file():
             raise FileError(f"recipe file {str(path)!r} does not exist")
         return _read_file(path)
