@@ -86,3 +86,21 @@ def default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("edgeloop"))
+
+
+@contextmanager
+def scratch_cwd() -> Iterator[Path]:
+    """Run a block with a fresh temporary directory as the working directory, then remove it.
+
+    For third-party code that writes files into the current directory (ONNX Runtime's symbolic
+    shape inference saves ``sym_shape_infer_temp.onnx`` and its ``.data`` there when it gives
+    up): the user's directory stays clean. The working directory is process-wide, so this is
+    for the single-threaded build steps only.
+    """
+    old = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="edgeloop-scratch-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            os.chdir(old)

@@ -5,6 +5,7 @@ Fixture names of the ONNX-side tests start with ``quant_`` (quantize/fuse/recipe
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -167,5 +168,73 @@ def quant_zoo_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str],
             export_onnx(model, path, meta={"input_spec": spec}, check_parity=False)
             cache[arch] = (path, datasets[arch])
         return cache[arch]
+
+    return build
+
+
+# models as other toolchains export them (weights in Constant nodes, opset 11/12, symbolic batch)
+def constants_from_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with each initializer turned into a ``Constant`` node at the graph start."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    consts = [helper.make_node("Constant", [], [t.name], value=t) for t in g.initializer]
+    names = {t.name for t in g.initializer}
+    kept_inputs = [vi for vi in g.input if vi.name not in names]
+    del g.input[:]
+    g.input.extend(kept_inputs)
+    del g.initializer[:]
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend([*consts, *nodes])
+    onnx.checker.check_model(out)
+    return out
+
+
+def export_foreign(
+    arch: str, path: Path, opset: int, *, constants: bool = True, seed: int = 0
+) -> Path:
+    """Export an (untrained, seeded) zoo ``arch`` at ``opset`` with a symbolic batch dim ``N``."""
+    import torch
+
+    from edgeloop.zoo import build_model
+
+    torch.manual_seed(seed)
+    kwargs = {
+        "mobilenet": {"width": 0.5, "input_size": 32, "num_classes": 4},
+        "cnn": {"num_classes": 10},
+    }[arch]
+    model = build_model(arch, **kwargs).eval()
+    shape = {"mobilenet": (1, 3, 32, 32), "cnn": (1, 1, 8, 8)}[arch]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.randn(*shape),),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            do_constant_folding=False,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}},
+        )
+    if constants:
+        onnx.save(constants_from_initializers(onnx.load(str(path))), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def foreign_cnn(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``foreign_cnn(arch, opset, constants=True)`` -> an exported model's path (cached)."""
+    cache: dict[tuple[str, int, bool], Path] = {}
+
+    def build(arch: str, opset: int, constants: bool = True) -> Path:
+        key = (arch, opset, constants)
+        if key not in cache:
+            d = tmp_path_factory.mktemp(f"foreign_{arch}{opset}")
+            kind = "const" if constants else "init"
+            cache[key] = export_foreign(arch, d / f"{arch}_{kind}.onnx", opset, constants=constants)
+        return cache[key]
 
     return build

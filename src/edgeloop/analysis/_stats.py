@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, shape_inference
 
-from edgeloop._io import read_bytes
+from edgeloop._io import read_bytes, scratch_cwd
 from edgeloop.analysis._macs import Shape, node_macs
 from edgeloop.artifacts import TensorSpec
 from edgeloop.errors import InputError, ModelFormatError
@@ -121,6 +121,19 @@ def _all_initializers(graph: onnx.GraphProto) -> Iterator[TensorProto]:
         yield from g.initializer
 
 
+def _all_weights(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+    """Initializers and the tensors of ``Constant`` nodes: other exporters (TensorFlow's,
+    PyTorch's without folding) hold the weights in ``Constant`` nodes, and they are parameters
+    all the same."""
+    for g in _all_graphs(graph):
+        yield from g.initializer
+        for node in g.node:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                for a in node.attribute:
+                    if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                        yield a.t
+
+
 def _tensor_bytes(t: TensorProto) -> int:
     n = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
     try:
@@ -143,6 +156,12 @@ def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:
         else:
             dims.append(None)
     return TensorSpec(vi.name, onnx_dtype_name(tt.elem_type), tuple(dims))
+
+
+def _known(d: onnx.TensorShapeProto.Dimension) -> bool:
+    """A concrete dimension: a positive ``dim_value`` (exporters write -1 or 0 for dynamic
+    dims, which would make MAC counts negative or 0)."""
+    return d.HasField("dim_value") and d.dim_value > 0
 
 
 def _fix_input_shapes(
@@ -169,10 +188,10 @@ def _fix_input_shapes(
                 dims.add().dim_value = v
             assumed[vi.name] = shape
             continue
-        if dims and not dims[0].HasField("dim_value"):
+        if dims and not _known(dims[0]):  # symbolic, missing, or -1/0 as some exporters write
             dims[0].Clear()
             dims[0].dim_value = 1
-        if all(d.HasField("dim_value") for d in dims):
+        if all(_known(d) for d in dims):
             assumed[vi.name] = tuple(d.dim_value for d in dims)
     return assumed
 
@@ -191,7 +210,10 @@ def _symbolic_infer(model: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        out = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
+        with scratch_cwd():  # it saves a temp model into the cwd when it gives up
+            out = SymbolicShapeInference.infer_shapes(
+                model, auto_merge=True, guess_output_rank=True
+            )
     except Exception:
         return None
     return out if isinstance(out, onnx.ModelProto) else None
@@ -204,7 +226,7 @@ def _shape_table(model: onnx.ModelProto) -> dict[str, Shape | None]:
             if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
                 continue
             dims = vi.type.tensor_type.shape.dim
-            if all(d.HasField("dim_value") for d in dims):
+            if all(_known(d) for d in dims):
                 table[vi.name] = tuple(int(d.dim_value) for d in dims)
             else:
                 table.setdefault(vi.name, None)
@@ -266,7 +288,7 @@ def graph_stats(
             if len(retry[2]) < len(unknown):
                 macs, by_op, unknown = retry
 
-    inits = list(_all_initializers(proto.graph))
+    inits = list(_all_weights(proto.graph))
     init_names = {t.name for t in proto.graph.initializer}
     params_by_dtype: Counter[str] = Counter()
     for t in inits:

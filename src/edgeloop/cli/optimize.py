@@ -85,7 +85,8 @@ def optimize(
         "int8",
         "--recipe",
         "-r",
-        help="Preset name, or a recipe file (.yaml/.yml/.json or a path with a /).",
+        help="Preset name, auto (int8 with --data, else int8-dynamic; keeps the original when "
+        "the result is slower), or a recipe file (.yaml/.yml/.json or a path with a /).",
     ),
     data: str | None = typer.Option(
         None, "--data", "-d", help="Dataset name or .npz (one array per input; labels under y)."
@@ -127,6 +128,9 @@ def optimize(
         def report(msg: str, frac: float) -> None:
             bar.update(task, completed=round(frac * 100), status=msg)
 
+        auto = recipe == "auto"
+        if auto:  # static int8 where there is calibration data, else dynamic; keep the faster
+            recipe = "int8" if data is not None else "int8-dynamic"
         try:
             run_optimize(
                 model,
@@ -140,6 +144,7 @@ def optimize(
                 target=target,
                 progress=report,
                 eval_samples=samples,
+                keep_faster=auto,
             )
         except BudgetError as e:  # the best model and the report are written: show them
             error = e

@@ -25,7 +25,14 @@ from onnxruntime.quantization import CalibrationDataReader
 from edgeloop.errors import DataError, FileError, ModelInputError
 from edgeloop.optimize._model import InputSpec
 
-__all__ = ["LABEL_KEYS", "ModelData", "StreamingReader", "load_model_data", "match_inputs"]
+__all__ = [
+    "LABEL_KEYS",
+    "ModelData",
+    "StreamingReader",
+    "held_out_split",
+    "load_model_data",
+    "match_inputs",
+]
 
 LABEL_KEYS = ("y", "label", "labels")
 
@@ -206,29 +213,59 @@ def load_model_data(
         return data
     if isinstance(data, Mapping):
         matched = match_inputs(specs, data, "data")
-        digest = _hash_arrays(matched, None)
-        return ModelData("arrays", digest, matched, calib_sha256=digest)
+        md = ModelData("arrays", "", matched)
+        return held_out_split(md, eval_samples, calib_samples, seed)
     if isinstance(data, str | Path) and (
         Path(data).suffix in (".npz", ".npy") or Path(data).exists()
     ):
-        md = _from_file(Path(data), specs)
-        md.calib = {k: v[:calib_samples] for k, v in md.inputs.items()}
-        md.inputs = {k: v[:eval_samples] for k, v in md.inputs.items()}
-        md.labels = None if md.labels is None else md.labels[:eval_samples]
-        md.calib_sha256 = md.sha256
-        return md
+        return held_out_split(_from_file(Path(data), specs), eval_samples, calib_samples, seed)
     if isinstance(data, str):
         from edgeloop.data import load_dataset
 
         evaluation = load_dataset(data, split="test", seed=seed)
         calibration = load_dataset(data, split="train", seed=seed)
         return _from_dataset(evaluation, specs, eval_samples, calibration, calib_samples)
-    if hasattr(data, "inputs") and hasattr(data, "sha256"):
-        return _from_dataset(data, specs, eval_samples, data, calib_samples)
+    if hasattr(data, "inputs") and hasattr(data, "sha256"):  # one Dataset: split it
+        n = len(data)
+        n_cal = min(calib_samples, n // 2) if n >= 2 else 0
+        if n_cal == 0:
+            return _from_dataset(data, specs, eval_samples, data, calib_samples)
+        calibration = data.take(slice(0, n_cal))
+        evaluation = data.take(slice(n_cal, n))
+        md = _from_dataset(evaluation, specs, eval_samples, calibration, calib_samples)
+        md.name = str(data.name)
+        return md
     raise DataError(
         f"data must be a dataset name, a Dataset, a .npz/.npy path or a dict of arrays; "
         f"got {type(data).__name__}"
     )
+
+
+def held_out_split(md: ModelData, eval_samples: int, calib_samples: int, seed: int) -> ModelData:
+    """One set of samples -> disjoint calibration and evaluation parts, deterministically.
+
+    Budgets scored on the calibration samples themselves flatter static int8 (its ranges were
+    fitted to exactly those activations), so the evaluation part is held out: calibration takes
+    the first samples (at most half, ``calib_samples`` at most), evaluation the ones after them
+    (``eval_samples`` at most). Contiguous slices keep memory-mapped ``.npy`` data mapped
+    (a shuffled pick would copy it). Each part gets its own sha256. A single sample cannot be
+    split: it serves both, and the two hashes say so by being equal. ``seed`` is unused (kept
+    for a shuffled split later).
+    """
+    del seed
+    n = len(md)
+    n_cal = min(calib_samples, n // 2)
+    if n_cal == 0:
+        digest = _hash_arrays(md.inputs, md.labels)
+        md.calib, md.sha256, md.calib_sha256 = dict(md.inputs), digest, digest
+        return md
+    ev = slice(n_cal, n_cal + eval_samples)
+    md.calib = {k: v[:n_cal] for k, v in md.inputs.items()}
+    md.inputs = {k: v[ev] for k, v in md.inputs.items()}
+    md.labels = None if md.labels is None else md.labels[ev]
+    md.sha256 = _hash_arrays(md.inputs, md.labels)
+    md.calib_sha256 = _hash_arrays(md.calib, None)
+    return md
 
 
 def _from_dataset(

@@ -11,7 +11,12 @@ import numpy as np
 import onnx
 
 from edgeloop.errors import InputError, PassError
-from edgeloop.optimize._model import load_onnx, name_nodes, save_onnx, uses_external_data
+from edgeloop.optimize._model import (
+    load_onnx,
+    name_nodes,
+    save_onnx,
+    uses_external_data,
+)
 from edgeloop.optimize._passes import ModelState, PassContext, StepResult, register_pass
 from edgeloop.optimize._preflight import local_profile, preflight
 from edgeloop.optimize._quantize import _mixed, _param, _quiet, _src
@@ -55,6 +60,16 @@ def matmul_weight_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
+def _float_weight_bytes(path: Path) -> int:
+    model = load_onnx(path)
+    return sum(
+        _tensor_bytes(t)
+        for t in model.graph.initializer
+        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+        and int(np.prod(t.dims, dtype=np.int64)) > 16
+    )
+
+
 @register_pass("quantize_dynamic", "onnx")
 def quantize_dynamic(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
@@ -67,6 +82,15 @@ def quantize_dynamic(
     model = load_onnx(src, with_weights=False)
     pre = preflight(model, local_profile(ctx.options.get("target")))
     per_channel = bool(_param(params, "per_channel", True))
+    from edgeloop.optimize._prepare import PER_CHANNEL_OPSET, opset_of
+
+    warnings: list[str] = []
+    if per_channel and opset_of(model) < PER_CHANNEL_OPSET:
+        per_channel = False
+        warnings.append(
+            f"opset {opset_of(model)} < {PER_CHANNEL_OPSET}: int8 weights are per tensor "
+            "(per-channel needs opset 13)"
+        )
     rr = _param(params, "reduce_range", "auto")
     reduce_range = bool(pre["reduce_range"]) if rr == "auto" else bool(rr)
     wt = str(_param(params, "weight_type", "int8")).lower()
@@ -105,7 +129,20 @@ def quantize_dynamic(
     out_model = load_onnx(dest, with_weights=False)
     ops = Counter(n.op_type for n in out_model.graph.node)
     details["integer_ops"] = {k: v for k, v in ops.items() if "Integer" in k or "Quant" in k}
-    warnings = []
+    if not details["integer_ops"]:
+        raise PassError(
+            f"dynamic int8 quantized nothing in {str(src)!r}: no MatMul/Gemm/Gather/Attention/"
+            "LSTM/GRU node with constant weights (for a convolutional network use static "
+            "int8: --recipe int8 with calibration data)"
+        )
+    before, after = _float_weight_bytes(src), _float_weight_bytes(dest)
+    details["float_weight_bytes"] = {"before": before, "after": after}
+    if before and after > before / 2:
+        warnings.append(
+            f"dynamic int8 left {after / before:.0%} of the float weight bytes float "
+            "(it leaves Conv weights alone): the file does not shrink much; for a "
+            "convolutional network use static int8 (--recipe int8)"
+        )
     left = ops.get("MatMul", 0) + ops.get("Gemm", 0)
     if left:
         warnings.append(

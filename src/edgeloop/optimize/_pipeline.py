@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgeloop.artifacts import DeviceProfile, LineageRef, ModelCard, Recipe, TensorSpec
-from edgeloop.errors import BudgetError, FileError, PassError
+from edgeloop.errors import BudgetError, FileError, InputError, PassError
 from edgeloop.optimize._data import ModelData, load_model_data
 from edgeloop.optimize._measure import Budget, Evaluator, Quality
 from edgeloop.optimize._model import copy_model, input_specs, load_onnx, model_sha256, model_size
@@ -40,13 +40,51 @@ def _measure(path: Path, evaluator: Evaluator) -> tuple[dict[str, Any], Quality]
     try:
         from edgeloop.analysis import graph_stats
 
-        stats = graph_stats(path)
-        row.update(macs=stats.macs, params=stats.params, nodes=stats.nodes)
+        # the data's own shapes at batch 1: symbolic sequence/image dims get concrete values
+        shapes = {k: (1, *v.shape[1:]) for k, v in evaluator.data.inputs.items()}
+        try:
+            stats = graph_stats(path, input_shapes=shapes)
+        except InputError:  # data keyed differently from the graph's inputs: batch 1 only
+            stats = graph_stats(path)
+        row.update(
+            macs=stats.macs if stats.macs_complete else None,
+            macs_lower_bound=None if stats.macs_complete else stats.macs,
+            params=stats.params,
+            nodes=stats.nodes,
+        )
     except Exception:  # a graph the static analysis cannot read still gets measured
         row.update(macs=None, params=None, nodes=None)
-    q = evaluator.score(path)
+    q = evaluator.score(path, latency=False)  # timed later, all steps interleaved
     row.update(q.to_dict())
+    row["_path"] = path
     return row, q
+
+
+SLOWER = 0.97  # a step below this speedup vs the original is reported as slower
+
+
+def _time_interleaved(rows: list[dict[str, Any]], evaluator: Evaluator) -> list[str]:
+    """p50 of every step timed interleaved with the original; warnings for slower steps."""
+    paths = [r.pop("_path", None) for r in rows]
+    timed = [i for i, p in enumerate(paths) if p is not None]
+    p50 = evaluator.latencies([paths[i] for i in timed])
+    for i, t in zip(timed, p50, strict=True):
+        rows[i]["latency_ms_p50"] = t
+        rows[i]["latency_timing"] = "interleaved with the original"
+    base = rows[0].get("latency_ms_p50")
+    slower: list[str] = []
+    for r in rows[1:]:
+        ms = r.get("latency_ms_p50")
+        if not base or not ms or base / ms >= SLOWER:
+            continue
+        msg = (
+            f"slower than the original on this machine: {base / ms:.2f}x "
+            f"(p50 {ms:.3f} ms vs {base:.3f} ms, batch 1, {evaluator.threads} thread(s), "
+            "timed interleaved)"
+        )
+        r["warnings"] = [*r.get("warnings", []), msg]
+        slower.append(f"{r['step']}: {msg}")
+    return slower
 
 
 def _synthetic(specs: list[Any], n: int = 32, seed: int = 0) -> ModelData:
@@ -116,6 +154,7 @@ def optimize(
     calib_samples: int = 256,
     threads: int = 1,
     keep_work: bool = False,
+    keep_faster: bool = False,
 ) -> ModelCard:
     """Make ``model`` smaller and faster with ``recipe``; measure and report every step.
 
@@ -124,6 +163,8 @@ def optimize(
     ``y``) or a dict of arrays; needed by static int8 and by labelled budgets.
     ``max_drop``: the labelled metric may drop at most this much (0.005 = 0.5 points);
     ``min_cosine``/``min_sqnr``: per-sample floors on similarity to the original outputs.
+    ``keep_faster``: when the result is slower than the original (timed interleaved), write
+    the original as ``model.onnx`` instead, and say so (``--recipe auto``).
     Returns the :class:`ModelCard` of ``out_dir/model.onnx``; raises :class:`BudgetError`
     (after writing the best model and the report) when the budget is missed.
     """
@@ -196,7 +237,17 @@ def optimize(
             rows.append(_step_row(result, state, evaluator, work, i + 1, data))
         state = _to_onnx(state, work, data, len(rec.passes) + 1)
         assert state.onnx_path is not None
-        final = copy_model(state.onnx_path, out / "model.onnx")
+        note("timing every step interleaved with the original", 0.99)
+        card_warnings = _time_interleaved(rows, evaluator)
+        chosen = state.onnx_path
+        base_ms, last_ms = rows[0].get("latency_ms_p50"), rows[-1].get("latency_ms_p50")
+        if keep_faster and base_ms and last_ms and base_ms / last_ms < SLOWER:
+            chosen, ort_path = source, None
+            why = "kept the original model: the optimized one was slower on this machine"
+            kept = dict(rows[0], step="kept original", warnings=[why], details={}, seconds=0.0)
+            rows.append(kept)
+            card_warnings.append(why)
+        final = copy_model(chosen, out / "model.onnx")
         if ort_path is not None:
             shutil.copyfile(ort_path, out / "model.ort")
         final_q = evaluator.score(final, latency=False)
@@ -211,6 +262,8 @@ def optimize(
         if md.sha256 and md.name != "synthetic":
             lineage.append(LineageRef(role="dataset", sha256=md.sha256, name=md.name))
         card = _card(final, name, rec, md, rows, base_q, final_q, lineage)
+        if card_warnings:
+            card.extra["warnings"] = card_warnings
         card.save(out / "model_card.json")
         from edgeloop.optimize._report import write_report
 

@@ -35,7 +35,7 @@ from edgeloop.optimize._model import (
 from edgeloop.optimize._passes import ModelState, PassContext, StepResult, register_pass
 from edgeloop.optimize._preflight import local_profile, preflight, unfused_qdq
 
-__all__ = ["MAC_OP_TYPES", "candidates"]
+__all__ = ["MAC_OP_TYPES", "candidates", "node_groups"]
 
 MAC_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
@@ -83,6 +83,32 @@ def candidates(
     return out
 
 
+def node_groups(model: onnx.ModelProto, exclude: set[str]) -> dict[str, list[str]]:
+    """Units for the budget search besides single weighted MAC nodes (static int8).
+
+    Each quantizable op type that is not a MAC op is one group (``op:LayerNormalization``,
+    ``op:Softmax``, ``op:Add`` for residual sums, ``op:Mul`` ...), and MatMuls of two
+    activations (attention scores and context) are ``attention:MatMul``: the damage in
+    transformers and some CNNs sits there, where a search over Conv/MatMul/Gemm weights alone
+    never looks. Groups keep the probe count small (one build per group), so the search stays
+    fast on a 100+-node encoder.
+    """
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    quantizable = (set(QDQRegistry) | set(QLinearOpsRegistry)) - set(MAC_OP_TYPES)
+    data_movement = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split"}
+    inits = {t.name for t in model.graph.initializer}
+    groups: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        if not n.name or n.name in exclude:
+            continue
+        if n.op_type in quantizable and n.op_type not in data_movement:
+            groups.setdefault(f"op:{n.op_type}", []).append(n.name)
+        elif n.op_type == "MatMul" and n.input[1] not in inits and n.input[0] not in inits:
+            groups.setdefault("attention:MatMul", []).append(n.name)
+    return groups
+
+
 def _mixed(
     src: Path,
     build: Callable[[list[str], Path], None],
@@ -91,28 +117,64 @@ def _mixed(
     ctx: PassContext,
     op_types: tuple[str, ...],
     details: dict[str, Any],
+    *,
+    grouped: bool = False,
 ) -> Path:
-    """Build the quantized model; run the mixed-precision search when a budget is set."""
+    """Build the quantized model; run the mixed-precision search when a budget is set.
+
+    ``grouped`` (static int8): the search first weighs op-type groups and attention MatMuls
+    (:func:`node_groups`), then, if the budget still misses, single weighted MAC nodes.
+    """
     budget = ctx.options.get("budget")
     evaluator = ctx.options.get("evaluator")
     user_exclude = [str(x) for x in _param(params, "exclude", [])]
+    model = load_onnx(src, with_weights=False)
+    groups = node_groups(model, set(user_exclude)) if grouped else {}
 
     def build_with(extra: list[str], out: Path) -> None:
-        build([*user_exclude, *extra], out)
+        nodes = [n for x in extra for n in groups.get(x, [x])]
+        build([*user_exclude, *nodes], out)
 
     if not budget or evaluator is None:
         build_with([], dest)
         return dest
     from edgeloop.optimize._mixed import search
 
-    model = load_onnx(src, with_weights=False)
-    cands = [c for c in candidates(model, op_types) if c[0] not in user_exclude]
+    attention = set(groups.get("attention:MatMul", []))
+    cands = [
+        c for c in candidates(model, op_types) if c[0] not in user_exclude and c[0] not in attention
+    ]
     max_float = params.get("max_float_nodes")
     if max_float is None:  # at least one node stays quantized, or it is the float model
         max_float = max(1, len(cands) - 1)
+    kept_groups: list[str] = []
+    if groups:
+        first = search(
+            [(g, 0) for g in groups],
+            build_with,
+            evaluator,
+            budget,
+            ctx.options["baseline"],
+            ctx.workdir / f"groups_{dest.stem}",
+            max_float=len(groups),
+            progress=ctx.progress,
+        )
+        details["group_search"] = first.details()
+        kept_groups = [str(k["node"]) for k in first.kept_float]
+        if first.met or not cands:
+            details["mixed_precision"] = first.details()
+            details["mixed_precision"]["kept_float_nodes"] = [
+                n for g in kept_groups for n in groups[g]
+            ]
+            if not first.met:
+                details["budget_missed"] = budget.describe(first.shortfall)
+            from edgeloop.optimize._model import copy_model
+
+            copy_model(first.path, dest)
+            return dest
     result = search(
         cands,
-        build_with,
+        lambda extra, out: build_with([*kept_groups, *extra], out),
         evaluator,
         budget,
         ctx.options["baseline"],
@@ -121,6 +183,10 @@ def _mixed(
         progress=ctx.progress,
     )
     details["mixed_precision"] = result.details()
+    details["mixed_precision"]["kept_float_nodes"] = [
+        *(n for g in kept_groups for n in groups[g]),
+        *(str(k["node"]) for k in result.kept_float),
+    ]
     if not result.met:
         details["budget_missed"] = budget.describe(result.shortfall)
     from edgeloop.optimize._model import copy_model
@@ -133,40 +199,57 @@ def _mixed(
 def preprocess(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
 ) -> tuple[ModelState, StepResult]:
-    """Shape inference (ONNX and symbolic) and ORT's basic graph optimisation."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """Weight Constants folded, opset lifted to 13, shape inference and graph optimisation.
+
+    The fallbacks and their order are :data:`edgeloop.optimize._prepare.PRE_PROCESS_MODES`;
+    ``details["mode"]`` names the one that held.
+    """
+    from edgeloop.optimize._prepare import (
+        PER_CHANNEL_OPSET,
+        fold_weight_constants,
+        opset_of,
+        run_pre_process,
+        upgrade_opset,
+    )
 
     src = _src(state, "preprocess")
     dest = _out(state, ctx, "preprocess")
     external = uses_external_data(src)
     warnings: list[str] = []
-    attempts = [
-        {"skip_optimization": bool(params.get("skip_optimization", False))},
-        {"skip_optimization": True},
-        {"skip_optimization": True, "skip_symbolic_shape": True},
-    ]
-    done = False
-    for i, kw in enumerate(attempts):
-        try:
-            with _quiet():
-                quant_pre_process(
-                    str(src),
-                    str(dest),
-                    save_as_external_data=external,
-                    all_tensors_to_one_file=True,
-                    external_data_location=dest.name + ".data" if external else None,
-                    **kw,
-                )
-            done = True
-            break
-        except Exception as e:  # symbolic shape inference rejects some graphs
-            warnings.append(f"pre-processing with {kw} failed ({type(e).__name__}: {e}); retrying")
-            if i == len(attempts) - 1:
-                warnings.append("pre-processing skipped: the model goes on as it was")
-    model = load_onnx(dest if done else src)
-    named = name_nodes(model)
+    model = load_onnx(src)
+    folded = fold_weight_constants(model)
+    opset = opset_of(model)
+    details: dict[str, Any] = {"constants_folded": folded, "opset": opset}
+    if opset < PER_CHANNEL_OPSET and bool(_param(params, "upgrade_opset", True)):
+        upgraded, why = upgrade_opset(model)
+        if upgraded is not None:
+            model = upgraded
+            details["opset_upgraded_to"] = PER_CHANNEL_OPSET
+        else:
+            warnings.append(
+                f"opset {opset} could not be upgraded to {PER_CHANNEL_OPSET} ({why}); "
+                "int8 weights will be per tensor (per-channel needs opset 13)"
+            )
+    staged = save_onnx(model, ctx.workdir / "staged.onnx", external=external)
+    mode, failures = run_pre_process(
+        staged,
+        dest,
+        external=external,
+        allow_optimization=not bool(params.get("skip_optimization", False)),
+    )
+    details["mode"] = mode
+    details["fallbacks_failed"] = failures
+    if mode is None:
+        warnings.append(
+            "pre-processing failed in every mode, the model goes on as it was: "
+            + "; ".join(failures)
+        )
+    elif failures:
+        warnings.append(f"pre-processing fell back to {mode!r} ({failures[0]})")
+    model = load_onnx(dest if mode is not None else staged)
+    details["nodes_named"] = name_nodes(model)
+    details["shape_inference"] = mode is not None
     save_onnx(model, dest, external=external)
-    details = {"nodes_named": named, "shape_inference": done}
     return (
         ModelState("onnx", onnx_path=dest, notes=list(state.notes)),
         StepResult("preprocess", dict(params), details, warnings),
@@ -276,6 +359,17 @@ def quantize(
         except Exception as e:
             raise PassError(f"static int8 quantization of {str(src)!r} failed: {e}") from e
 
+    from edgeloop.optimize._prepare import PER_CHANNEL_OPSET, opset_of
+
+    opset_warning: list[str] = []
+    if opset_of(model) < PER_CHANNEL_OPSET and (pc == "auto" or per_channel):
+        # per-channel DequantizeLinear (``axis``) is invalid before opset 13: per tensor, as
+        # NNCF does, rather than a graph ONNX Runtime rejects
+        per_channel, pc = False, False
+        opset_warning.append(
+            f"opset {opset_of(model)} < {PER_CHANNEL_OPSET}: int8 weights are per tensor "
+            "(per-channel needs opset 13; the preprocess pass upgrades the opset when it can)"
+        )
     if pc == "auto":
         per_channel = not _per_tensor_suffices(build, ctx, params)
 
@@ -297,10 +391,11 @@ def quantize(
         ctx,
         tuple(params.get("op_types") or MAC_OP_TYPES),
         details,
+        grouped=bool(_param(params, "search_groups", True)) and not params.get("op_types"),
     )
-    warnings: list[str] = []
+    warnings: list[str] = list(opset_warning)
     if fmt == "qdq":
-        kept = {str(k["node"]) for k in details.get("mixed_precision", {}).get("kept_float", [])}
+        kept = set(map(str, details.get("mixed_precision", {}).get("kept_float_nodes", [])))
         warnings += _float_leftovers(dest, kept | set(map(str, params.get("exclude") or [])))
         details["runtime_fusion"] = unfused_qdq(dest)
         if details["runtime_fusion"]["unfused"]:
