@@ -5,8 +5,8 @@ times four periodic fills (stripes, checks, dots, waves), 16 classes. A model mu
 shape's outline *and* read the pattern inside it, against a background drawn from the same
 four textures, so neither cue alone settles the class. Nuisance variation: position, scale
 and rotation of the shape; frequency, angle and phase of both textures; the colours of fill
-and background; an occluding bar across half the images; global brightness and contrast;
-pixel noise. Labels are exact (no label noise): what makes the task hard is the inputs.
+and background; an occluding bar across a quarter of the images; global brightness and
+contrast; pixel noise. Labels are exact (no label noise): what makes the task hard is the inputs.
 
 :func:`sensor_shift` turns inputs into what a different sensor would record (gain, contrast,
 colour cast, blur, noise), with one ``severity`` knob, for covariate-shift experiments.
@@ -53,11 +53,9 @@ class _Nuisance:
     """How strong each nuisance is (tuned so the zoo MobileNet lands between 80 and 95 %)."""
 
     fill_gap: float = 0.55  # least colour distance between the fill's two colours
-    back_gap: float = 0.35  # the same for the background texture, before back_contrast
-    back_contrast: float = 1.0  # the background's second colour is pulled this far from its first
-    occluder: float = 0.5  # share of images with a bar across them
-    noise: tuple[float, float] = (0.02, 0.08)  # range of the pixel noise's standard deviation
-    contrast: tuple[float, float] = (0.6, 1.15)  # range of the global contrast factor
+    back_gap: float = 0.35  # the same for the background texture, before ``clutter`` scales it
+    noise: tuple[float, float] = (0.01, 0.04)  # range of the pixel noise's standard deviation
+    contrast: tuple[float, float] = (0.75, 1.1)  # range of the global contrast factor
 
 
 _NUISANCE = _Nuisance()
@@ -96,13 +94,24 @@ def _colours(k: int, rng: np.random.Generator, gap: float) -> tuple[np.ndarray, 
 
 
 def textures_arrays(
-    seed: int = 0, n: int = 10000, size: int = 32
+    seed: int = 0,
+    n: int = 10000,
+    size: int = 32,
+    clutter: float = 0.15,
+    occlusion: float = 0.25,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Textured shapes on textured backgrounds, shape (N, 3, size, size) float32 in [0, 1].
 
-    Labels are balanced (``n // 16`` or one more per class) and shuffled; the same ``seed``
-    gives the same bytes.
+    ``clutter`` (0-1) is the background texture's contrast relative to the fill's (0: a plain
+    background); ``occlusion`` (0-1) the share of images with a bar across them. Labels are
+    balanced (``n // 16`` or one more per class) and shuffled; the same arguments give the
+    same bytes.
     """
+    for name, value in (("clutter", clutter), ("occlusion", occlusion)):
+        if not 0.0 <= value <= 1.0:
+            raise DataError(f"textures option {name} must be in [0, 1], got {value!r}")
+    if n < 1 or size < 8:
+        raise DataError(f"textures needs n >= 1 and size >= 8, got n={n!r}, size={size!r}")
     rng = np.random.default_rng([seed, 0x7E57])
     n_shapes, n_tex = len(_SHAPES), len(_TEXTURES)
     y = np.arange(n, dtype=np.int64) % (n_shapes * n_tex)
@@ -127,12 +136,12 @@ def textures_arrays(
         back = _texture(rng.integers(0, n_tex, k), xx, yy, rng)[:, None]
         f0, f1 = _colours(k, rng, _NUISANCE.fill_gap)
         b0, b1 = _colours(k, rng, _NUISANCE.back_gap)
-        b1 = b0 + _NUISANCE.back_contrast * (b1 - b0)
+        b1 = b0 + np.float32(clutter) * (b1 - b0)
         fg = f0[:, :, None, None] * (1 - fill) + f1[:, :, None, None] * fill
         bg = b0[:, :, None, None] * (1 - back) + b1[:, :, None, None] * back
         img = bg * (1 - mask) + fg * mask
-        # an occluding bar across half the images
-        bar = rng.random(k) < _NUISANCE.occluder
+        # an occluding bar across a share of the images
+        bar = rng.random(k) < occlusion
         if bar.any():
             m = int(bar.sum())
             ang = rng.uniform(0.0, np.pi, (m, 1, 1)).astype(np.float32)
@@ -173,7 +182,7 @@ def sensor_shift(x: np.ndarray, severity: float = 1.0, seed: int = 0) -> np.ndar
     1 = a clearly different sensor, up to 3) the whole batch gets the same sensor: gain
     ``1 + 0.25 s`` in brightness, contrast scaled by ``1 - 0.3 s`` (floored at 0.1), a colour
     cast of ``0.08 s`` per channel (fixed by ``seed``), a Gaussian blur of ``0.6 s`` pixels and
-    added noise ``0.04 s``; the result is clipped to [0, 1] and float32. The same ``seed``
+    added noise ``0.02 s``; the result is clipped to [0, 1] and float32. The same ``seed``
     gives the same sensor and the same noise.
     """
     if not 0.0 <= severity <= 3.0 or not np.isfinite(severity):
@@ -190,6 +199,6 @@ def sensor_shift(x: np.ndarray, severity: float = 1.0, seed: int = 0) -> np.ndar
     mean = out.mean(axis=(1, 2, 3), keepdims=True)
     out = (out - mean) * max(0.1, 1.0 - 0.3 * s) + mean * (1.0 + 0.25 * s)
     out = out + cast.astype(np.float32)[None, :, None, None]
-    out = out + rng.standard_normal(out.shape, dtype=np.float32) * (0.04 * s)
+    out = out + rng.standard_normal(out.shape, dtype=np.float32) * (0.02 * s)
     result: np.ndarray = np.clip(out, 0.0, 1.0).astype(np.float32)
     return result
