@@ -56,6 +56,8 @@ class _Nuisance:
     back_gap: float = 0.35  # the same for the background texture, before ``clutter`` scales it
     noise: tuple[float, float] = (0.01, 0.04)  # range of the pixel noise's standard deviation
     contrast: tuple[float, float] = (0.75, 1.1)  # range of the global contrast factor
+    rotation: float = 2 * np.pi  # the shape turns by up to this angle (radians)
+    period: tuple[float, float] = (3.6, 6.5)  # range of the textures' period, pixels
 
 
 _NUISANCE = _Nuisance()
@@ -69,7 +71,7 @@ def _texture(
     """One texture per image (``kind`` indexes ``_TEXTURES``), values in [0, 1], (k, H, W)."""
     k = len(kind)
     angle = rng.uniform(0.0, np.pi, (k, 1, 1)).astype(np.float32)
-    freq = (2 * np.pi / rng.uniform(3.6, 6.5, (k, 1, 1))).astype(np.float32)  # period, pixels
+    freq = (2 * np.pi / rng.uniform(*_NUISANCE.period, (k, 1, 1))).astype(np.float32)
     phase = rng.uniform(0.0, 2 * np.pi, (k, 2, 1, 1)).astype(np.float32)
     ca, sa = np.cos(angle), np.sin(angle)
     p = (xx * ca + yy * sa) * freq + phase[:, 0]
@@ -126,7 +128,7 @@ def textures_arrays(
         # the shape: centre, scale and rotation
         scale = rng.uniform(0.30, 0.44, (k, 1, 1)).astype(np.float32) * size
         cx, cy = (rng.uniform(0.36, 0.64, (2, k, 1, 1)) * size).astype(np.float32)
-        rot = rng.uniform(0.0, 2 * np.pi, (k, 1, 1)).astype(np.float32)
+        rot = rng.uniform(0.0, _NUISANCE.rotation, (k, 1, 1)).astype(np.float32)
         dx, dy = (xx - cx) / scale, (yy - cy) / scale
         u = dx * np.cos(rot) + dy * np.sin(rot)
         v = dy * np.cos(rot) - dx * np.sin(rot)
