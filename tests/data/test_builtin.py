@@ -11,6 +11,7 @@ from edgeloop.errors import DataError, FileError, UnknownNameError
 SMALL = {
     "digits": {},
     "shapes": {"n": 300},
+    "textures": {"n": 320},
     "har": {"subjects": 10, "windows": 2},
     "anomaly": {"n": 400},
     "tokens": {"n": 300},

@@ -38,6 +38,12 @@ BUILTIN: dict[str, DatasetInfo] = {
             ("n", "size"),
         ),
         DatasetInfo(
+            "textures",
+            "classification",
+            "generated textured shapes on textured clutter, (3,32,32), 16 classes (harder)",
+            ("n", "size", "clutter", "occlusion"),
+        ),
+        DatasetInfo(
             "har",
             "classification",
             "generated accelerometer windows, (3,128) at 50 Hz, 7 activities, split by subject",
@@ -87,6 +93,11 @@ def _generate(name: str, seed: int, options: tuple[tuple[str, Any], ...]) -> dic
         from edgeloop.data._images import shapes_arrays
 
         x, y, classes = shapes_arrays(seed, **kw)
+        splits = split_indices(len(y), seed, labels=y)
+    elif name == "textures":
+        from edgeloop.data._textures import textures_arrays
+
+        x, y, classes = textures_arrays(seed, **kw)
         splits = split_indices(len(y), seed, labels=y)
     elif name == "har":
         from edgeloop.data._har import HAR_RATE_HZ, har_arrays
