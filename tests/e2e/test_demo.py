@@ -1,7 +1,7 @@
 """`edgeloop demo` (the README's main job) runs the loop end to end on embedded defaults.
 
-The demo runs once for this module (it trains, serves and rolls out for a minute or more);
-each test reads what it printed and wrote.
+The demo runs once per session (it trains, serves and rolls out for minutes); each test reads
+what it printed and wrote.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from _live import ChildServer, fleet_ready
 from edgeloop.demo import NEXT_PORT
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
+pytestmark = pytest.mark.slow
 
 DEVICES = 5
 
@@ -48,11 +48,30 @@ def _edgeloop(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    work = tmp_path_factory.mktemp("demo") / "demo"
-    args = ["demo", "--workdir", str(work), "--epochs", "3", "--devices", str(DEVICES)]
-    proc = _edgeloop(args, cwd=work.parent)
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Demo:
+    """The demo, run once for the whole session, whichever pytest-xdist workers ask for it.
+
+    Workers share the parent of their temp dirs; the first to take the lock runs the demo and
+    keeps its output there, the others read it (pytest-xdist's "run a session fixture once"
+    recipe, with fcntl's lock: ``--dist loadgroup`` cannot keep these tests on one worker, as
+    xdist 3.8 fails to tag the groups under pytest 9.2).
+    """
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    root = base if worker_id == "master" else base.parent
+    work, done = root / "demo-once" / "demo", root / "demo-once" / "done.json"
+    with open(root / "demo-once.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            work.parent.mkdir(parents=True, exist_ok=True)
+            args = ["demo", "--workdir", str(work), "--epochs", "3", "--devices", str(DEVICES)]
+            proc = _edgeloop(args, cwd=work.parent)
+            out = {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+            done.write_text(json.dumps(out))
+    out = json.loads(done.read_text())
+    proc = subprocess.CompletedProcess(["edgeloop", "demo"], **out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return Demo(work, proc, json.loads((work / "demo.json").read_text()))
 
