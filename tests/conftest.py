@@ -86,14 +86,6 @@ def _postgres_bindir() -> Path | None:
     return max(found)[1] if found else None
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL server on a free loopback port for this session: ``postgresql+psycopg://`` URL.
@@ -104,6 +96,8 @@ def postgres_url() -> Iterator[str]:
     """
     import shutil
     import tempfile
+
+    from _live import PortTaken, on_free_port, port_taken
 
     bindir = _postgres_bindir()
     if bindir is None:
@@ -125,7 +119,6 @@ def postgres_url() -> Iterator[str]:
         os.chown(root, pw.pw_uid, pw.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     data, log = root / "data", root / "server.log"
-    port = _free_port()
 
     def pg(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -148,24 +141,24 @@ def postgres_url() -> Iterator[str]:
     if init.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
         pytest.fail(f"initdb failed ({init.returncode}): {init.stderr.strip()}")
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    start = pg(
-        str(bindir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-o",
-        opts,
-        "-l",
-        str(log),
-        "-w",
-        "-t",
-        "60",
-        "start",
-    )
-    if start.returncode != 0:
-        detail = log.read_text(errors="replace")[-2000:] if log.exists() else start.stderr
+
+    def start_on(port: int) -> int:
+        """pg_ctl start on ``port``; PortTaken if another server holds it (tests/_live.py)."""
+        offset = log.stat().st_size if log.exists() else 0
+        opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts += " -c max_connections=200"
+        start = pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w",
+                   "-t", "60", "start")  # fmt: skip
+        if start.returncode == 0:
+            return port
+        detail = log.read_bytes()[offset:].decode(errors="replace") if log.exists() else ""
+        detail = (detail + start.stderr)[-2000:]
+        if port_taken(detail):
+            raise PortTaken(f"PostgreSQL: port {port} is taken")
         shutil.rmtree(root, ignore_errors=True)
         pytest.fail(f"PostgreSQL did not start on port {port}: {detail.strip()}")
+
+    port = on_free_port(start_on)
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:

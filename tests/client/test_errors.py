@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from _live import refused_port
 from edgeloop.client import AdminClient, RolloutClient, error_for
 from edgeloop.errors import AuthError, FleetError, RolloutError
 
@@ -30,16 +29,11 @@ def test_status_maps_to_one_error_class(path: str, status: int, cls: type[Except
     assert str(err) == f"POST {path} -> {status}: the reason"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_an_unreachable_server_is_a_fleet_error_naming_it() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    with refused_port() as port:  # bound, not listening: no other server can take it
+        url = f"http://127.0.0.1:{port}"
 
-    with pytest.raises(FleetError, match=f"cannot reach the fleet server at {url}"):
-        AdminClient(url, "token", timeout_s=5).devices()
-    with pytest.raises(FleetError, match=f"cannot reach the fleet server at {url}"):
-        RolloutClient(url, "token", timeout_s=5).list()
+        with pytest.raises(FleetError, match=f"cannot reach the fleet server at {url}"):
+            AdminClient(url, "token", timeout_s=5).devices()
+        with pytest.raises(FleetError, match=f"cannot reach the fleet server at {url}"):
+            RolloutClient(url, "token", timeout_s=5).list()

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+
+from _live import ChildServer, fleet_ready
 
 # The server command exactly as `edgeloop server` runs it (the same Typer command function),
 # without assembling the rest of the CLI, so this fixture depends on the server alone.
@@ -44,66 +41,38 @@ def scaled_model(scale: float, n_weights: int = 0) -> bytes:
     return bytes(model.SerializeToString())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
 class FleetServer:
-    url: str
-    data: Path
-    db_url: str
-    tmp: Path
-    proc: subprocess.Popen[bytes] | None = None
-    port: int = 0
+    """``edgeloop server`` in a child process; its port is found race-free (tests/_live.py)
+    and kept across ``stop()``/``start()``, so agents holding the URL reach the restarted one."""
+
+    def __init__(self, data: Path, db_url: str, tmp: Path, poll_interval: float = 1.0) -> None:
+        self.data, self.db_url, self.tmp = data, db_url, tmp
+
+        def argv(port: int) -> list[str]:
+            return [
+                sys.executable, "-c", SERVER, "--db", db_url, "--data", str(data),
+                "--port", str(port), "--poll-interval", str(poll_interval),
+            ]  # fmt: skip
+
+        self.child = ChildServer(argv, tmp / "server.log", fleet_ready(data / "admin-token"))
+
+    @property
+    def url(self) -> str:
+        return self.child.url
+
+    @property
+    def port(self) -> int:
+        return self.child.port
 
     @property
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {(self.data / 'admin-token').read_text().strip()}"}
 
-    def start(self, poll_interval: float = 1.0) -> None:
-        log = open(self.tmp / "server.log", "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                SERVER,
-                "--db",
-                self.db_url,
-                "--data",
-                str(self.data),
-                "--port",
-                str(self.port),
-                "--poll-interval",
-                str(poll_interval),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError((self.tmp / "server.log").read_text()[-3000:])
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("fleet server did not answer /healthz within 60 s")
+    def start(self) -> None:
+        self.child.start()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self.proc = None
+        self.child.stop()
 
     def token(self, model: str | None = None) -> str:
         r = httpx.post(self.url + "/v1/admin/tokens", json={"model": model}, headers=self.admin)
@@ -162,14 +131,7 @@ class FleetServer:
 @pytest.fixture
 def fleet_server(tmp_path: Path) -> Iterator[FleetServer]:
     """``edgeloop server`` on SQLite in tmp_path, polled every second."""
-    port = _free_port()
-    srv = FleetServer(
-        url=f"http://127.0.0.1:{port}",
-        data=tmp_path / "data",
-        db_url=f"sqlite:///{tmp_path / 'fleet.db'}",
-        tmp=tmp_path,
-        port=port,
-    )
+    srv = FleetServer(tmp_path / "data", f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path)
     srv.start()
     try:
         yield srv

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from _live import ChildServer, fleet_ready
 from edgeloop.bundle import Trust, decrypt, verify
 from edgeloop.cli.fleet import app as fleet_cli
 from edgeloop.protocol import (
@@ -32,50 +28,31 @@ from edgeloop.update import UpdateClient
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LiveServer:
+    """``python -m edgeloop.cli.server`` in a child process; its port is found race-free
+    (tests/_live.py) and kept across a restart."""
+
     def __init__(self, db: str, data: Path, log: Path) -> None:
         self.db, self.data, self.log = db, data, log
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
+
+        def argv(port: int) -> list[str]:
+            return [
+                sys.executable, "-m", "edgeloop.cli.server",
+                "--db", db, "--data", str(data),
+                "--host", "127.0.0.1", "--port", str(port), "--poll-interval", "5",
+            ]  # fmt: skip
+
+        self.child = ChildServer(argv, log, fleet_ready(data / "admin-token"))
+
+    @property
+    def url(self) -> str:
+        return self.child.url
 
     def start(self) -> None:
-        cmd = [
-            sys.executable, "-m", "edgeloop.cli.server",
-            "--db", self.db, "--data", str(self.data),
-            "--host", "127.0.0.1", "--port", str(self.port), "--poll-interval", "5",
-        ]  # fmt: skip
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"server exited {self.proc.returncode}: {self.log.read_text()}"
-                )
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(f"server not ready in 60 s: {self.log.read_text()}")
+        self.child.start()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        self.child.stop()
 
     @property
     def admin(self) -> dict[str, str]:

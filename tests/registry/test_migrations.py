@@ -149,12 +149,12 @@ def test_bad_database_url_is_a_registry_error() -> None:
 
 
 def test_unreachable_database_is_a_registry_error() -> None:
-    import socket
+    from _live import refused_port
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.raises(RegistryError, match="cannot migrate"):
+    with (
+        refused_port() as port,  # bound, not listening: no other server can take it
+        pytest.raises(RegistryError, match="cannot migrate"),
+    ):
         upgrade(f"postgresql+psycopg://u@127.0.0.1:{port}/x?connect_timeout=2")
 
 

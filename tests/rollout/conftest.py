@@ -207,37 +207,12 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def live_app(rollout_db: RolloutDB) -> Iterator[Any]:
-    """The real fleet app on the rollout database, served by uvicorn on 127.0.0.1 (a thread)."""
-    import socket
-    import threading
-    import time
-
-    import httpx
-    import uvicorn
-
+    """The real fleet app on the rollout database, served by uvicorn on 127.0.0.1 (a thread),
+    on a socket bound before uvicorn starts (tests/_live.py)."""
+    from _live import serve_app
     from edgeloop.fleet import FleetSettings, create_app
 
-    # The socket stays bound and goes to uvicorn: picking a free port and binding it later
-    # lets another pytest-xdist worker's server take it in between.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
     app = create_app(FleetSettings(rollout_db.url, rollout_db.data, poll_interval_s=2.0))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
     token = (rollout_db.data / "admin-token").read_text().strip()
-    try:
+    with serve_app(app) as url:
         yield url, token
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()

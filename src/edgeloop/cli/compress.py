@@ -40,6 +40,13 @@ def augment_option() -> Any:
     )
 
 
+def max_drop_option() -> Any:
+    """``--max-drop``, shared by every command that reports accuracy before and after."""
+    return typer.Option(
+        0.01, "--max-drop", min=0.0, help="Warn if val accuracy drops more (0.01 = 1 point)."
+    )
+
+
 def check_augment(spec: str | None) -> None:
     """Refuse an unknown augmentation before anything is loaded or trained."""
     from edgeloop.zoo import augmentation
@@ -140,6 +147,7 @@ def prune(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
+    max_drop: float = max_drop_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Remove whole channels (structured pruning with torch-pruning) and fine-tune."""
@@ -154,6 +162,7 @@ def prune(
             module, ratio=ratio, data=train, val=val, importance=importance.value, steps=steps,
             global_pruning=global_, protect=protect, finetune_epochs=finetune_epochs, lr=lr,
             batch_size=batch_size, progress=report, seed=seed, augment=augment,
+            max_drop=max_drop,
         )  # fmt: skip
     d = res.details
     save_model(
@@ -189,9 +198,7 @@ def sparsify(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
-    max_drop: float = typer.Option(
-        0.01, "--max-drop", min=0.0, help="Warn if val accuracy drops more (0.01 = 1 point)."
-    ),
+    max_drop: float = max_drop_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Zero the smallest weights (unstructured); shrinks the compressed download, not latency."""
@@ -234,6 +241,7 @@ def qat(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
+    max_drop: float = max_drop_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """Quantization-aware training; writes an int8 QDQ ONNX model."""
@@ -244,11 +252,15 @@ def qat(
     module, _, train, val = load_inputs(model, dataset, samples, seed)
     with bar(f"qat {model.name}") as report:
         res = run_qat(
-            module, train, val, epochs=epochs, lr=lr, progress=report, seed=seed, augment=augment
-        )
+            module, train, val, epochs=epochs, lr=lr, progress=report, seed=seed,
+            augment=augment, max_drop=max_drop,
+        )  # fmt: skip
     export_qdq(res.model, out, example=batch_of(train, 1))
     d = res.details
-    d.update(out=str(out), seconds=round(res.seconds, 2), bytes=out.stat().st_size)
+    d.update(
+        out=str(out), seconds=round(res.seconds, 2), bytes=out.stat().st_size,
+        warnings=res.warnings,
+    )  # fmt: skip
     rows = [
         ("val accuracy (float)", _pct(d.get("accuracy_float")), "-"),
         (
@@ -280,6 +292,7 @@ def binarize(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for data order and initialisation."),
     augment: str | None = augment_option(),
+    max_drop: float = max_drop_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the details as JSON."),
 ) -> None:
     """1-bit weights with a per-channel scale (straight-through training), stored packed."""
@@ -293,6 +306,7 @@ def binarize(
         res = run_binarize(
             module, train, val, epochs=epochs, lr=lr, keep=keep,
             keep_first_last=not all_layers, progress=report, seed=seed, augment=augment,
+            max_drop=max_drop,
         )  # fmt: skip
     size = save_binary(
         res.model, out, res.details["binarized"], arch=meta["arch"],
@@ -303,6 +317,7 @@ def binarize(
     d.update(
         out=str(out), seconds=round(res.seconds, 2), packed_bytes=size,
         fp32_bytes=fp32_bytes(module), accuracy_packed=metric(loaded, val),
+        warnings=res.warnings,
     )  # fmt: skip
     if onnx is not None:
         from edgeloop.zoo import export_onnx

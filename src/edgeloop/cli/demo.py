@@ -18,6 +18,8 @@ def demo(
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Profile, train, optimize, bundle, publish to a simulated fleet, roll out, roll back."""
+    from rich.markup import escape
+
     from edgeloop.cli._console import console, err_console, print_json, table
     from edgeloop.demo import DemoStep, run_demo
 
@@ -27,7 +29,9 @@ def demo(
         status.update(f"[bold]{name}[/] ...")
 
     def done(s: DemoStep) -> None:
-        err_console.print(f"[green]done[/] {s.name:<10} {s.seconds:7.1f} s  {s.summary}")
+        err_console.print(
+            f"[green]done[/] {s.name:<10} {s.seconds:7.1f} s  {escape(s.summary)}", soft_wrap=True
+        )
 
     with status:
         result = run_demo(workdir, epochs=epochs, devices=devices, on_step=done, on_start=started)
@@ -40,3 +44,9 @@ def demo(
         [(s.name, f"{s.seconds:.1f}", s.summary) for s in result.steps],
     )
     console.print(f"Everything is under {result.workdir} (summary in demo.json).")
+    if result.next is not None:
+        from edgeloop.demo import render_next
+
+        console.print()
+        for line in render_next(result.next):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -15,6 +15,9 @@ imported inside the stage that needs it. The runner (``_runner``) passes one
 its own kind: ``_build`` (profile, train, export, quantize, benchmark), ``_publish`` (server,
 bundles, registry, TUF), ``_fleet`` (simulated agents, telemetry), ``_rollout`` (v2 out, bad
 v3 rolled back). :data:`STAGES` lists them in order. Every file lands under ``workdir``.
+``_report`` says what a newcomer needs beyond the figures: which variant each simulated device
+got and which this host would get, and (``demo.json``'s ``next``) how to serve the fleet
+again, where its dashboard and admin token are, and the commands to try next.
 """
 
 from edgeloop.demo._context import (
@@ -28,6 +31,13 @@ from edgeloop.demo._context import (
     StageResult,
 )
 from edgeloop.demo._fleet import DemoFleet
+from edgeloop.demo._report import (
+    DOT_PRODUCT_ISA,
+    NEXT_PORT,
+    next_steps,
+    render_next,
+    variant_report,
+)
 from edgeloop.demo._runner import run_demo, run_stages
 from edgeloop.demo._server import DemoServer
 from edgeloop.demo._stages import STAGES
@@ -35,7 +45,9 @@ from edgeloop.demo._stages import STAGES
 __all__ = [
     "BAD_ERROR_SHARE",
     "BAD_VERSION",
+    "DOT_PRODUCT_ISA",
     "MODEL",
+    "NEXT_PORT",
     "STAGES",
     "DemoContext",
     "DemoFleet",
@@ -44,6 +56,9 @@ __all__ = [
     "DemoStep",
     "Stage",
     "StageResult",
+    "next_steps",
+    "render_next",
     "run_demo",
     "run_stages",
+    "variant_report",
 ]

@@ -54,9 +54,15 @@ class DemoStep:
 class DemoResult:
     workdir: Path
     steps: list[DemoStep] = field(default_factory=list)
+    # how to serve the fleet again, the dashboard, the admin token, commands to try next
+    next: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"workdir": str(self.workdir), "steps": [asdict(s) for s in self.steps]}
+        steps = [asdict(s) for s in self.steps]
+        out: dict[str, Any] = {"workdir": str(self.workdir), "steps": steps}
+        if self.next is not None:
+            out["next"] = self.next
+        return out
 
 
 @dataclass

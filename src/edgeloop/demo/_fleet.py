@@ -16,6 +16,7 @@ from edgeloop.demo._context import (
     StageResult,
     need,
 )
+from edgeloop.demo._report import variant_report
 from edgeloop.demo._server import DemoServer
 from edgeloop.errors import FleetError
 
@@ -108,14 +109,21 @@ def start_fleet(ctx: DemoContext) -> StageResult:
     fleet = ctx.fleet = DemoFleet(ctx.work, server, ctx.devices)
     fleet.start()
     fleet.wait_serving(f"{MODEL}@1")
+    from edgeloop.protocol import Variant
+
+    admin = server.admin()
+    devices = admin.devices()
     variants: dict[str, int] = {}
-    for d in server.admin().devices():
+    for d in devices:
         key = str((d.get("installed") or {}).get("variant", "?"))
         variants[key] = variants.get(key, 0) + 1
+    release = next(r for r in admin.releases(MODEL) if r["version"] == 1)
+    offered = [Variant.from_dict(v) for v in release["variants"]]
+    why, by_target = variant_report(devices, ctx.profile, offered)
     return (
         f"{fleet.devices} agents enrolled, fetched via TUF, verified, self-tested and serve "
-        f"{MODEL}@1; variants {variants}",
-        {"serving": fleet.serving(), "variants": variants},
+        f"{MODEL}@1; {why}",
+        {"serving": fleet.serving(), "variants": variants, **by_target},
     )
 
 
@@ -129,7 +137,8 @@ def telemetry(ctx: DemoContext) -> StageResult:
         "serving": {k: v for k, v in res.serving.items() if k != "none"},
     }
     return (
-        f"{res.inferences} inferences served ({res.inference_errors} failed, all on the bad "
-        f"version), {res.installs} installs; now serving {figures['serving']}",
+        f"{res.inferences} inferences served ({res.inference_errors} failed: the failures the "
+        f"simulator injected into v{BAD_VERSION}), {res.installs} installs; now serving "
+        f"{figures['serving']}",
         figures,
     )

@@ -40,9 +40,19 @@ def bundle(ctx: DemoContext) -> StageResult:
     # int8 pays off where the CPU has 8-bit dot-product instructions; fp32 everywhere else.
     # The director gives each device the most specific variant its reported ISA satisfies.
     ctx.bundles = [(paths[kind], variant, requires) for variant, kind, requires in INT8_VARIANTS]
+    # One entry per bundle file: the int8 file serves three variants (one per dot-product ISA),
+    # so listing ctx.bundles as it is would name that file three times.
+    listed = [
+        {
+            "file": str(path),
+            "kind": kind,
+            "variants": {v: req for v, k, req in INT8_VARIANTS if k == kind},
+        }
+        for kind, path in paths.items()
+    ]
     names = ", ".join(p.name for p in paths.values())
     return f"signed (Ed25519) and encrypted (AES-256-GCM) and verified: {names}", {
-        "bundles": [str(p) for p, _, _ in ctx.bundles]
+        "bundles": listed
     }
 
 

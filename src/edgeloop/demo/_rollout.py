@@ -1,7 +1,8 @@
 """Rollout stages: release a new version made from v1 and roll it out through health gates.
 
-v2 (``fused``) is good and completes; v3 (``fp16``) is the demo's bad release (its devices
-fail ``BAD_ERROR_SHARE`` of their inferences): its gate fails and the rollout rolls it back.
+v2 (``fused``) is good and completes; v3 (``fp16``) is the demo's bad release: the simulator
+injects failures into ``BAD_ERROR_SHARE`` of its inferences (the model is fine; the fault is
+the demo's), its gate fails and the rollout rolls it back. The summary says so plainly.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def roll_out(ctx: DemoContext, version: int, recipe: str) -> tuple[dict[str, Any
 
 def _figures(r: dict[str, Any], took: float) -> dict[str, Any]:
     events = [str(e["to_state"]) for e in r.get("events", []) if e.get("to_state")]
-    return {"state": r["state"], "seconds": round(took, 1), "events": events}
+    return {"id": r["id"], "state": r["state"], "seconds": round(took, 1), "events": events}
 
 
 def roll_out_good(ctx: DemoContext, version: int = 2) -> StageResult:
@@ -90,8 +91,10 @@ def roll_back_bad(ctx: DemoContext, version: int = BAD_VERSION) -> StageResult:
         raise FleetError(f"the bad v{version} ended {r['state']!r}, expected 'rolled_back'")
     fleet.wait_serving(f"{MODEL}@{version - 1}")
     return (
-        f"v{version} ({recipe}; {BAD_ERROR_SHARE:.0%} of its inferences fail on the devices) "
-        f"failed its gate at {r['stage_percent']:g}%: {why}; every device back "
-        f"on v{version - 1} in {took:.0f} s, from its known-good slot",
-        _figures(r, took),
+        f"v{version} ({recipe}) is bad on purpose: the simulator injects failures into "
+        f"{BAD_ERROR_SHARE:.0%} of its inferences on every device that runs it (the model file "
+        f"itself is fine), as a regression that only shows in the field would. Rolled out, it "
+        f"failed its gate at {r['stage_percent']:g}%: {why}; rolled back, every device is on "
+        f"v{version - 1} again in {took:.0f} s, from its known-good slot",
+        {**_figures(r, took), "injected": {"by": "simulator", "error_share": BAD_ERROR_SHARE}},
     )

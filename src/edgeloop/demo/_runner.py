@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edgeloop._io import atomic_write_text
 from edgeloop.demo._context import DemoContext, DemoResult, DemoStep, Stage
+from edgeloop.demo._report import next_steps
 from edgeloop.errors import InputError
 
 __all__ = ["run_demo", "run_stages"]
@@ -66,10 +67,17 @@ def run_stages(
             summary, figures = stage.run(ctx)
             step = DemoStep(stage.name, summary, round(time.perf_counter() - t0, 2), figures)
             result.steps.append(step)
-            text = json.dumps(result.to_dict(), indent=2) + "\n"
-            atomic_write_text(ctx.work / "demo.json", text)
+            _save(result)
             if on_step:
                 on_step(step)
+        if ctx.server is not None:
+            result.next = next_steps(ctx.work, ctx.server.data, ctx.server.db_url, result.steps)
+            _save(result)
     finally:
         ctx.close()
     return result
+
+
+def _save(result: DemoResult) -> None:
+    text = json.dumps(result.to_dict(), indent=2) + "\n"
+    atomic_write_text(result.workdir / "demo.json", text)

@@ -33,6 +33,7 @@ from edgeloop._io import atomic_write_bytes, read_bytes
 from edgeloop.errors import InputError, ModelFormatError, PassError
 from edgeloop.optimize._passes import ModelState, PassContext, StepResult, register_pass
 from edgeloop.optimize._torch_common import (
+    DEFAULT_MAX_DROP,
     PRUNABLE,
     CompressResult,
     Progress,
@@ -44,6 +45,7 @@ from edgeloop.optimize._torch_common import (
     head_layer,
     labelled,
     param,
+    record_accuracy,
     resolve_modules,
     train_val,
 )
@@ -142,12 +144,16 @@ def binarize(
     progress: Progress | None = None,
     seed: int = 0,
     augment: Augment | str | None = None,
+    max_drop: float | None = DEFAULT_MAX_DROP,
 ) -> CompressResult:
     """Binarize the Conv/Linear weights of a copy of ``model`` and train it with the STE.
 
     ``keep`` names layers that stay float; with ``keep_first_last`` so do the first layer and
     the classifier head. Returns the float-equivalent module (see :func:`materialize`), with
     ``details['binarized']`` naming the binarized layers (what :func:`save_binary` packs).
+    With ``val``, accuracy is measured before and after; a drop beyond ``max_drop`` (0.01 = 1
+    point; None: no budget) is a warning in the result and ``details["within_budget"]`` is
+    False.
     """
     augmentation(augment)  # an unknown augmentation is refused before any training
     if int(epochs) < 1:
@@ -198,9 +204,11 @@ def binarize(
         "float_params": sum(p.numel() for p in result.parameters()) - n_bin,
         "train_seconds": round(tune_s, 3),
     }
+    notes: list[str] = []
     if val is not None:
-        details.update(accuracy_before=acc0, accuracy_after=accuracy(result, val))
-    return CompressResult(result, details, time.perf_counter() - start)
+        advice = "keep more layers in float (keep) or train longer (epochs)"
+        record_accuracy(details, notes, acc0, accuracy(result, val), max_drop, advice)
+    return CompressResult(result, details, time.perf_counter() - start, notes)
 
 
 def fp32_bytes(model: nn.Module) -> int:
@@ -336,7 +344,7 @@ def binarize_pass(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
 ) -> tuple[ModelState, StepResult]:
     """Recipe pass ``binarize``: params epochs, lr, batch_size, keep, keep_first_last,
-    augment.
+    augment, max_drop (the accuracy drop that warns).
 
     The next state is the float-equivalent model; the packed artifact is written to
     ``binary.npz`` in the work folder and its size reported next to the fp32 size.
@@ -357,6 +365,7 @@ def binarize_pass(
         progress=ctx.progress,
         seed=ctx.seed,
         augment=param(params, "augment", None),
+        max_drop=param(params, "max_drop", DEFAULT_MAX_DROP),
     )
     packed = Path(ctx.workdir) / "binary.npz"
     size = save_binary(

@@ -26,6 +26,7 @@ from torch import nn
 from edgeloop.errors import InputError, PassError
 from edgeloop.optimize._passes import ModelState, PassContext, StepResult, register_pass
 from edgeloop.optimize._torch_common import (
+    DEFAULT_MAX_DROP,
     CompressResult,
     Progress,
     accuracy,
@@ -37,6 +38,7 @@ from edgeloop.optimize._torch_common import (
     head_layer,
     labelled,
     param,
+    record_accuracy,
     resolve_modules,
     run_checked,
     tp_inputs,
@@ -136,6 +138,7 @@ def prune(
     progress: Progress | None = None,
     seed: int = 0,
     augment: Augment | str | None = None,
+    max_drop: float | None = DEFAULT_MAX_DROP,
 ) -> CompressResult:
     """Remove ``ratio`` of the channels of ``model`` (in place) in ``steps`` rounds.
 
@@ -144,7 +147,9 @@ def prune(
     for named layers. Between rounds, and after the last, the model is fine-tuned on ``data``
     for ``finetune_epochs`` epochs with the zoo's training loop. ``protect`` names layers
     whose output channels stay whole; the classifier head is always protected.
-    Everything is checked before the first channel is removed.
+    Everything is checked before the first channel is removed. With ``val``, accuracy is
+    measured before and after; a drop beyond ``max_drop`` (0.01 = 1 point; None: no budget) is
+    a warning in the result and ``details["within_budget"]`` is False.
     """
     augmentation(augment)  # an unknown augmentation is refused before any training
     ratio = check_ratio(ratio)
@@ -254,16 +259,17 @@ def prune(
         "history": history,
         "finetune_seconds": round(tune_s, 3),
     }
-    if acc0 is not None:
-        details["accuracy_before"] = acc0
-        last = history[-1]
-        details["accuracy_after"] = last.get("accuracy_finetuned", last.get("accuracy_pruned"))
-    warnings = []
+    notes: list[str] = []
     if not shrunk:
-        warnings.append("no layer lost channels: torch-pruning found nothing it could remove")
+        notes.append("no layer lost channels: torch-pruning found nothing it could remove")
+    if acc0 is not None:
+        last = history[-1]
+        acc1 = last.get("accuracy_finetuned", last.get("accuracy_pruned"))
+        advice = "lower the ratio, prune in more steps or fine-tune longer (finetune_epochs)"
+        record_accuracy(details, notes, acc0, acc1, max_drop, advice)
     history_ = [[n, bool(o), [int(i) for i in idx]] for n, o, idx in pruner.pruning_history()]
     return CompressResult(
-        model, details, time.perf_counter() - start, warnings, {"pruning_history": history_}
+        model, details, time.perf_counter() - start, notes, {"pruning_history": history_}
     )
 
 
@@ -279,7 +285,8 @@ def prune_pass(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
 ) -> tuple[ModelState, StepResult]:
     """Recipe pass ``prune``: params ratio, importance, steps, global, protect, finetune_epochs,
-    lr, batch_size, layer_ratios, augment (of the fine-tuning batches)."""
+    lr, batch_size, layer_ratios, augment (of the fine-tuning batches), max_drop (the
+    accuracy drop that warns)."""
     if state.torch_model is None:
         raise PassError("prune needs a PyTorch model; the state holds none")
     train, val = train_val(_with_limit(ctx, params))
@@ -301,6 +308,7 @@ def prune_pass(
         progress=ctx.progress,
         seed=ctx.seed,
         augment=param(params, "augment", None),
+        max_drop=param(params, "max_drop", DEFAULT_MAX_DROP),
     )
     new = dataclasses.replace(
         state,

@@ -32,6 +32,7 @@ from edgeloop._io import atomic_write_bytes
 from edgeloop.errors import InputError, PassError
 from edgeloop.optimize._passes import ModelState, PassContext, StepResult, register_pass
 from edgeloop.optimize._torch_common import (
+    DEFAULT_MAX_DROP,
     Batch,
     CompressResult,
     Progress,
@@ -43,6 +44,7 @@ from edgeloop.optimize._torch_common import (
     finetune,
     labelled,
     param,
+    record_accuracy,
     train_val,
 )
 from edgeloop.optimize._torch_common import (
@@ -203,11 +205,15 @@ def qat(
     progress: Progress | None = None,
     seed: int = 0,
     augment: Augment | str | None = None,
+    max_drop: float | None = DEFAULT_MAX_DROP,
 ) -> CompressResult:
     """Fold batch norms, insert fake quantization and fine-tune; returns a new module.
 
     Export the result with :func:`export_qdq`. ``epochs`` of 0 gives plain fake-quant
     calibration (what post-training quantization would do), a baseline to compare against.
+    With ``val``, the float model's accuracy (``accuracy_before``) is compared with the int8
+    result's (``accuracy_after``); a drop beyond ``max_drop`` (0.01 = 1 point; None: no
+    budget) is a warning in the result and ``details["within_budget"]`` is False.
     """
     augmentation(augment)  # an unknown augmentation is refused before any training
     if int(epochs) < 0:
@@ -241,13 +247,12 @@ def qat(
         "activations": "int8 affine per tensor",
         "train_seconds": round(tune_s, 3),
     }
+    notes: list[str] = []
     if val is not None:
-        details.update(
-            accuracy_float=acc_float,
-            accuracy_fake_quant_before=acc_ptq,
-            accuracy_after=accuracy(qmodel, val),
-        )
-    return CompressResult(qmodel, details, time.perf_counter() - start)
+        details.update(accuracy_float=acc_float, accuracy_fake_quant_before=acc_ptq)
+        advice = "train longer (epochs) or keep this model in float"
+        record_accuracy(details, notes, acc_float, accuracy(qmodel, val), max_drop, advice)
+    return CompressResult(qmodel, details, time.perf_counter() - start, notes)
 
 
 def export_qdq(
@@ -314,7 +319,7 @@ def qat_pass(
     state: ModelState, params: Mapping[str, Any], ctx: PassContext
 ) -> tuple[ModelState, StepResult]:
     """Recipe pass ``qat``: params epochs, lr, batch_size, calibration_batches,
-    augment.
+    augment, max_drop (the accuracy drop that warns).
 
     Ends the torch part of a recipe: the result is a QDQ ONNX model, so ONNX passes
     (fusion, but not another quantization) may follow.
@@ -334,6 +339,7 @@ def qat_pass(
         progress=ctx.progress,
         seed=ctx.seed,
         augment=param(params, "augment", None),
+        max_drop=param(params, "max_drop", DEFAULT_MAX_DROP),
     )
     x = example_inputs(res.model, train, state.input_shape)
     path = export_qdq(res.model, Path(ctx.workdir) / "qat.onnx", example=x)

@@ -26,7 +26,6 @@ from edgeloop.optimize._torch_common import (
     CompressResult,
     Progress,
     accuracy,
-    accuracy_budget,
     call_progress,
     check_ratio,
     example_inputs,
@@ -34,6 +33,7 @@ from edgeloop.optimize._torch_common import (
     finetune,
     labelled,
     param,
+    record_accuracy,
     resolve_modules,
     train_val,
 )
@@ -142,14 +142,8 @@ def sparsify(
     }
     warnings = [NOTE]
     if val is not None:
-        acc1 = accuracy(model, val)
-        details["accuracy_before"] = acc0
-        details["accuracy_after"] = acc1
         advice = "lower the sparsity or fine-tune (finetune_epochs)"
-        budget, warning = accuracy_budget(acc0, acc1, max_drop, advice)
-        details.update(budget)
-        if warning is not None:
-            warnings.insert(0, warning)
+        record_accuracy(details, warnings, acc0, accuracy(model, val), max_drop, advice)
     return CompressResult(model, details, time.perf_counter() - start, warnings)
 
 

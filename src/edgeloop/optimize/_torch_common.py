@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_MAX_DROP",
     "accuracy",
     "accuracy_budget",
+    "record_accuracy",
     "as_dataset",
     "batch_of",
     "call",
@@ -299,6 +300,28 @@ def accuracy_budget(
         f"val accuracy fell {100 * drop:.2f} points, {100 * before:.2f}% -> {100 * after:.2f}%,"
         f" beyond the {100 * max_drop:.2f}-point budget (max_drop); {advice}"
     )
+
+
+def record_accuracy(
+    details: dict[str, Any],
+    warnings: list[str],
+    before: float | None,
+    after: float | None,
+    max_drop: float | None,
+    advice: str,
+) -> None:
+    """The one accuracy report of every compression pass (prune, sparsify, qat, binarize).
+
+    Puts ``accuracy_before``/``accuracy_after`` and :func:`accuracy_budget`'s figures
+    (``accuracy_drop``, ``max_drop``, ``within_budget``) in ``details``; a drop beyond
+    ``max_drop`` puts its warning first in ``warnings``, where the CLI shows it loudly.
+    """
+    details["accuracy_before"] = before
+    details["accuracy_after"] = after
+    budget, warning = accuracy_budget(before, after, max_drop, advice)
+    details.update(budget)
+    if warning is not None:
+        warnings.insert(0, warning)
 
 
 def count_params(model: nn.Module) -> int:

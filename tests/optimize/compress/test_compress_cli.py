@@ -173,6 +173,28 @@ def test_cli_sparsify_shows_accuracy_before_and_warns_loudly(
     assert d["warnings"][0].startswith("val accuracy fell")
 
 
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("prune", ["--ratio", "0.9", "--finetune-epochs", "0", "--out", "p.pt"]),
+        ("qat", ["--epochs", "1", "--lr", "5", "--out", "q.onnx"]),
+        ("binarize", ["--epochs", "1", "--lr", "5", "--all-layers", "--out", "b.npz"]),
+    ],
+)
+def test_cli_prune_qat_binarize_warn_loudly_beyond_max_drop(
+    cli: Cli, compress_ckpt: Path, command: str, args: list[str]
+) -> None:
+    proc = cli(
+        command, str(compress_ckpt), *args, "--samples", "300", "--max-drop", "0.01", "--json"
+    )
+
+    d = _json(proc)
+    assert d["within_budget"] is False and d["max_drop"] == 0.01
+    assert d["accuracy_drop"] == pytest.approx(d["accuracy_before"] - d["accuracy_after"])
+    assert "WARNING: val accuracy fell" in proc.stderr
+    assert d["warnings"][0].startswith("val accuracy fell")
+
+
 def test_cli_sparsify_qat_binarize(cli: Cli, compress_ckpt: Path, tmp_path: Path) -> None:
     d = _json(
         cli(
