@@ -14,7 +14,8 @@ Each gate is judged on per-device samples of the stage (treatment) and of the de
 the previous version (control), with a minimum sample size (``pending`` below it):
 
 * a **rate** (``error_rate`` when reports carry ``errors`` and ``requests``): the pooled rates
-  by a one-sided two-proportion z-test with Agresti-Caffo pseudo-counts against the bound, and
+  by a one-sided two-proportion z-test with Agresti-Caffo pseudo-counts against the bound (each
+  device weighing at most ``weight_cap`` median devices of its group, :func:`cap_weights`), and
   each device on its own against the same bound at ``alpha / devices`` (Bonferroni), so one
   failing device is caught even when the pooled rate hides it;
 * any other metric (``p99_ms``, ``cpu_percent`` ...): each device's median over its reports;
@@ -43,11 +44,12 @@ __all__ = [
     "Gate",
     "GateOptions",
     "GateResult",
+    "cap_weights",
     "evaluate_gate",
     "parse_gate",
 ]
 
-Status = Literal["pass", "fail", "pending"]
+Status = Literal["pass", "fail", "pending", "error"]  # error: evaluation raised (recorded)
 
 _TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)|(baseline)|([-+*/()]))")
 _GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*(.+?)\s*$")
@@ -189,6 +191,7 @@ class GateOptions:
     min_requests: int = 100  # pooled requests per group, for rates
     min_reports: int = 2  # reports a device needs before its own test
     alpha: float = 0.01  # one-sided significance of every test
+    weight_cap: float = 3.0  # a device's counts weigh at most this many median devices
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -251,6 +254,22 @@ def _counts(sample: DeviceSample, num: str, den: str) -> tuple[float, float]:
     return sum(sample.values(num)), sum(sample.values(den))
 
 
+def cap_weights(counts: Sequence[tuple[float, float]], multiple: float) -> list[tuple[float, float]]:
+    """Each device's ``(errors, requests)`` with requests capped at ``multiple`` times the
+    group's median device (errors scaled with them, so the device's own rate is kept).
+
+    One device cannot outvote a group by reporting a huge count: past the cap it weighs as
+    much as ``multiple`` typical devices, whatever it claims. The devices' own rates still
+    count (a per-device median would not: it goes blind to rare errors, where most devices see
+    none in a window). ``median_low`` so that, of two devices, the cap follows the smaller.
+    """
+    served = [n for _, n in counts if n > 0]
+    if len(served) < 2 or multiple <= 0:
+        return list(counts)
+    cap = multiple * statistics.median_low(served)
+    return [(e * cap / n, cap) if n > cap else (e, n) for e, n in counts]
+
+
 def _rate_z(err: float, n: float, bound: float, c_var: float) -> float:
     """One-sided z of ``rate > bound`` with +1/+2 pseudo-counts; ``c_var`` the bound's variance."""
     p = (err + 1.0) / (n + 2.0)
@@ -273,8 +292,10 @@ def _evaluate_rate(
 ) -> GateResult:
     t = [_counts(s, num, den) for s in treatment]
     c = [_counts(s, num, den) for s in control]
-    t_err, t_n = sum(e for e, _ in t), sum(n for _, n in t)
-    c_err, c_n = sum(e for e, _ in c), sum(n for _, n in c)
+    # the pooled tests weigh each device at most opts.weight_cap median devices
+    t_cap, c_cap = cap_weights(t, opts.weight_cap), cap_weights(c, opts.weight_cap)
+    t_err, t_n = sum(e for e, _ in t_cap), sum(n for _, n in t_cap)
+    c_err, c_n = sum(e for e, _ in c_cap), sum(n for _, n in c_cap)
     t_dev = sum(1 for _, n in t if n > 0)
     c_dev = sum(1 for _, n in c if n > 0)
     rate_t = t_err / t_n if t_n else None
