@@ -155,7 +155,7 @@ class Artifact:
     def from_json(cls: type[A], text: str | bytes) -> A:
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise InputError(f"{cls.__name__}: not valid JSON ({e})") from e
         return cls.from_dict(data)
 

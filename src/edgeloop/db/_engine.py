@@ -118,6 +118,12 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         path = Path(parsed.database or "").expanduser()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # a new database file is the owner's alone (0600): it holds device keys and tokens'
+            # hashes; SQLite gives its -wal and -shm files the same mode. An empty file is a
+            # valid empty database.
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
         except OSError as e:
             raise RegistryError(f"cannot create the directory for database {shown}: {e}") from e
     if is_sqlite:

@@ -254,7 +254,9 @@ def _counts(sample: DeviceSample, num: str, den: str) -> tuple[float, float]:
     return sum(sample.values(num)), sum(sample.values(den))
 
 
-def cap_weights(counts: Sequence[tuple[float, float]], multiple: float) -> list[tuple[float, float]]:
+def cap_weights(
+    counts: Sequence[tuple[float, float]], multiple: float
+) -> list[tuple[float, float]]:
     """Each device's ``(errors, requests)`` with requests capped at ``multiple`` times the
     group's median device (errors scaled with them, so the device's own rate is kept).
 

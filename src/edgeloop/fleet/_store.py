@@ -104,7 +104,7 @@ def enroll(s: Session, req: EnrollRequest, now: datetime) -> DeviceRow:
     if row is None:
         raise Refused(401, "bad_token", "enrollment token is not one this server issued")
     if row.uses_left <= 0:
-        raise Refused(401, "used_token", f"enrollment token was already used by {row.device_id}")
+        raise Refused(401, "used_token", "enrollment token was already used")
     expires = _utc(row.expires_at)
     if expires is not None and expires <= now:
         raise Refused(401, "expired_token", f"enrollment token expired at {iso_time(expires)}")

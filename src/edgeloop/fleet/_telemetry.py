@@ -18,8 +18,9 @@ A report is stored only when every field is what the gates and the dashboard can
 
 Anything else is refused with a :class:`~edgeloop.fleet._store.Refused` (400, ``bad_report``)
 naming the field, the value and what was expected, before the report reaches the database.
-Fields this module does not know (``extra``) are left to their own validators: the body size
-limit bounds them.
+Fields this module does not know (``extra``, e.g. monitoring sketches) are left to their own
+validators; here only their nesting is bounded (``limits.max_depth``: deeper JSON would make
+the serializers recurse past Python's limit) and the body size limit bounds the rest.
 
 Without this, a negative ``errors`` count reached the rate gate's ``math.sqrt`` and aborted the
 rollout tick for every rollout; NaN counts turned pooled rates into NaN; a string metric broke
@@ -49,6 +50,7 @@ class TelemetryLimits:
     max_rate: float = 10_000.0
     max_metrics: int = 64
     max_name: int = 64
+    max_depth: int = 32  # nesting of the fields this module does not know (``extra``)
 
 
 def is_count(name: str) -> bool:
@@ -108,6 +110,19 @@ def _metrics(raw: Any, window_s: float, limits: TelemetryLimits) -> dict[str, fl
     return values
 
 
+def _depth(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` containers deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            if level >= limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, level + 1) for c in children)
+    return True
+
+
 def validate_report(report: DeviceReport, limits: TelemetryLimits = TelemetryLimits()) -> None:
     """Refuse (400, ``bad_report``) a report the gates, statistics or dashboard cannot take."""
     _optional_str(report, "model", 200)
@@ -124,3 +139,5 @@ def validate_report(report: DeviceReport, limits: TelemetryLimits = TelemetryLim
     if not (math.isfinite(window) and 0.0 <= window <= limits.max_window_s):
         raise _bad("window_s", window, f"within [0, {limits.max_window_s:g}] seconds")
     _metrics(report.metrics, float(window), limits)
+    if not _depth(report.extra, limits.max_depth):
+        raise _bad("extra fields", "...", f"JSON nested at most {limits.max_depth} deep")
