@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections import Counter
 from datetime import datetime
 from importlib import resources
@@ -87,9 +88,17 @@ def device_chart(reports: list[dict[str, Any]], metric: str) -> str:
     rows = list(reversed(reports))
     for i, r in enumerate(rows):
         v = (r.get("metrics") or {}).get(metric)
-        if isinstance(v, int | float):
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
             pts.append((float(i), float(v)))
     return line_chart(metric, [Series(metric, pts, "treatment")], "report")
+
+
+def number(value: Any, fmt: str = "%g") -> str:
+    """A stored metric formatted for a page; ``-`` for anything that is not a finite number
+    (reports stored before ingest validated them may hold strings or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return fmt % value
 
 
 def dashboard_router(ctx: ServerContext) -> APIRouter:
@@ -99,6 +108,7 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
         loader=jinja2.PackageLoader("edgeloop.fleet", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
     )
+    env.filters["num"] = number
     engine = ctx.engine
     session_value, csrf_value = _derive(ctx, "session"), _derive(ctx, "csrf")
 
