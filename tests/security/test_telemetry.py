@@ -66,7 +66,7 @@ def test_negative_errors_are_refused_and_change_nothing(server, device):
         ('{"requests": 10}', "NaN", "window_s"),
         ('{"requests": 10}', "-1", "window_s"),
         ('{"requests": 10}', '"long"', "window_s"),
-        ('[1, 2]', "60.0", "metrics"),
+        ("[1, 2]", "60.0", "metrics"),
     ],
 )
 def test_malformed_reports_get_400_with_the_reason(server, device, metrics, window, expected):
@@ -125,7 +125,7 @@ def test_a_stored_string_metric_cannot_break_the_device_page(server, device):
         client.post("/dashboard/login", data={"token": token})
         page = client.get(f"/dashboard/devices/{device.device_id}")
     assert page.status_code == 200, page.text[:300]
-    assert device.device_id in page.text and "<td class=\"num\">-</td>" in page.text
+    assert device.device_id in page.text and '<td class="num">-</td>' in page.text
 
 
 # --- the validator on its own (pure) ---------------------------------------------------------

@@ -192,6 +192,7 @@ class GateOptions:
     min_reports: int = 2  # reports a device needs before its own test
     alpha: float = 0.01  # one-sided significance of every test
     weight_cap: float = 3.0  # a device's counts weigh at most this many median devices
+    exclude_implausible: bool = True  # pooled tests leave out devices the others contradict
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -294,15 +295,26 @@ def _evaluate_rate(
 ) -> GateResult:
     t = [_counts(s, num, den) for s in treatment]
     c = [_counts(s, num, den) for s in control]
-    # the pooled tests weigh each device at most opts.weight_cap median devices
+    sign = 1.0 if gate.higher_is_worse else -1.0
+    # the pooled tests weigh each device at most opts.weight_cap median devices, and leave out
+    # a device whose own counts the rest of its group contradicts in the friendly direction
+    # (a stage device claiming a huge error-free count; a control device claiming many errors)
     t_cap, c_cap = cap_weights(t, opts.weight_cap), cap_weights(c, opts.weight_cap)
+    implausible: list[str] = []
+    if opts.exclude_implausible:
+        t_cap, t_out = _exclude_implausible(t, t_cap, -sign, opts.alpha)
+        c_cap, c_out = _exclude_implausible(c, c_cap, sign, opts.alpha)
+        implausible = [treatment[i].device_id for i in t_out] + [
+            control[i].device_id for i in c_out
+        ]
     t_err, t_n = sum(e for e, _ in t_cap), sum(n for _, n in t_cap)
     c_err, c_n = sum(e for e, _ in c_cap), sum(n for _, n in c_cap)
     t_dev = sum(1 for _, n in t if n > 0)
     c_dev = sum(1 for _, n in c if n > 0)
     rate_t = t_err / t_n if t_n else None
     rate_c = c_err / c_n if c_n else None
-    base = GateResult(gate.text, "pending", rate_t, rate_c, None, t_dev, c_dev)
+    extra = {"implausible_devices": implausible} if implausible else {}
+    base = GateResult(gate.text, "pending", rate_t, rate_c, None, t_dev, c_dev, extra=extra)
     if gate.relative and (c_n < opts.min_requests or c_dev < opts.min_devices):
         return _with(base, reason=f"control: {c_dev} devices, {c_n:.0f} requests; too few")
     bound = gate.bound(rate_c)
@@ -310,7 +322,6 @@ def _evaluate_rate(
     if gate.relative and rate_c is not None:
         pc = (c_err + 1.0) / (c_n + 2.0)
         c_var = gate.a**2 * pc * (1.0 - pc) / (c_n + 2.0)
-    sign = 1.0 if gate.higher_is_worse else -1.0
     # the devices on their own: a single failing one is caught whatever the pooled rate
     bad = []
     z_dev = _z(opts.alpha / max(len(treatment), 1))
@@ -329,6 +340,43 @@ def _evaluate_rate(
     return _verdict(
         base, bound, p, opts.alpha, bad, f"{gate.metric} {rate_t:.4g} beyond {bound:.4g}"
     )
+
+
+def _exclude_implausible(
+    raw: Sequence[tuple[float, float]],
+    capped: Sequence[tuple[float, float]],
+    friendly: float,
+    alpha: float,
+) -> tuple[list[tuple[float, float]], list[int]]:
+    """``capped`` without the devices whose raw counts are implausible given the rest of the
+    group, in the ``friendly`` direction (-1: too few errors, +1: too many); and their indexes.
+
+    Each device's own ``errors`` out of ``requests`` against the binomial with the other
+    devices' pooled rate, one-sided at ``alpha / devices`` (Bonferroni), so an honest device is
+    almost never left out but one claiming ``requests=1e6, errors=0`` in a stage erring at 4 %
+    always is. Needs at least three devices with data (two cannot outvote each other).
+    """
+    from scipy import stats
+
+    served = [i for i, (_, n) in enumerate(raw) if n > 0]
+    if len(served) < 3:
+        return list(capped), []
+    err, n = sum(e for e, _ in capped), sum(k for _, k in capped)
+    level = alpha / len(served)
+    out = []
+    for i in served:
+        e_raw, n_raw = raw[i]
+        e_cap, n_cap = capped[i]
+        rest = (err - e_cap + 1.0) / (n - n_cap + 2.0)  # pseudo-counts: never exactly 0 or 1
+        k, trials = round(e_raw), max(round(n_raw), 1)
+        if friendly < 0:
+            p = float(stats.binom.cdf(k, trials, rest))
+        else:
+            p = float(stats.binom.sf(k - 1, trials, rest))
+        if p < level:
+            out.append(i)
+    drop = set(out)
+    return [(0.0, 0.0) if i in drop else c for i, c in enumerate(capped)], out
 
 
 def _too_few(base: GateResult, bound: float, bad: Sequence[str], reason: str) -> GateResult:
