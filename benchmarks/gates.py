@@ -75,15 +75,17 @@ def runs_for(stage_size: int, runs: int, seed: int) -> dict[str, Any]:
         rng = np.random.default_rng([seed, stage_size, run])
         control_rate = float(rng.uniform(0.005, 0.02))
         bad_rate = control_rate * float(rng.uniform(2.0, 3.0))
-        found = {k: False for k in hits}
-        false = {k: False for k in alarms}
+        found = dict.fromkeys(hits, False)
+        false = dict.fromkeys(alarms, False)
         for _ in range(TICKS):
             control = _group(rng, "c", 50, control_rate, 2)
             bad = _group(rng, "t", stage_size, bad_rate, int(rng.integers(1, 5)))
             good = _group(rng, "t", stage_size, control_rate, int(rng.integers(1, 5)))
             k = stage_size + 1
 
-            def fails(stage: list[Any], opts: Any, control: list[Any] = control) -> bool:
+            def fails(
+                stage: list[Any], opts: Any, control: list[Any] = control, k: int = k
+            ) -> bool:
                 return evaluate_gate(gate, stage, control, opts, stage_size=k).status == "fail"
 
             found["clean"] |= fails(bad, capped)
@@ -136,7 +138,7 @@ def main() -> None:
         "gate": GATE,
         "ticks": TICKS,
         "poison_requests": POISON_REQUESTS,
-        "method": "pure gate code on simulated telemetry (binomial errors), as benchmarks/rollout.py",
+        "method": "pure gate code on simulated telemetry (binomial errors), as rollout.py",
         "rows": rows,
         "max_shift_points": max(r["poisoned_shift_points"] for r in rows),
         "seconds": round(time.perf_counter() - start, 1),

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from live_fleet import LiveServer
 
 from edgeloop.fleet import DeviceSample, GateOptions, evaluate_gate, parse_gate
 from edgeloop.fleet._gates import cap_weights
+from live_fleet import LiveServer
 
 GATE = parse_gate("error_rate<0.02")
 RELATIVE = parse_gate("error_rate<1.5*baseline")

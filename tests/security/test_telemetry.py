@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from live_fleet import LiveDevice, LiveServer
 
 from edgeloop.artifacts import DeviceReport
 from edgeloop.fleet._store import Refused
 from edgeloop.fleet._telemetry import TelemetryLimits, is_count, validate_report
+from live_fleet import LiveDevice, LiveServer
 
 pytestmark = pytest.mark.slow
 

@@ -39,10 +39,10 @@ from edgeloop.agent._state import (
     AgentState,
     SlotInfo,
     boot,
+    clean_exit,
     confirm,
     decide,
     fall_back,
-    clean_exit,
     record_failure,
     switch_to,
 )
