@@ -5,12 +5,13 @@
 without one (``Transfer-Encoding: chunked``) is counted as its chunks arrive and refused the
 moment the count passes the limit, before any route, dependency or authentication runs. A body
 within the limit is handed on whole (every route reads its body whole anyway: signatures cover
-its exact bytes), so no process holds more than the limit per request, whoever sent it. Without this, a chunked 600 MiB body was buffered
-whole before the size check (server RSS 137 -> 1311 MiB), without credentials.
+its exact bytes), so no process holds more than the limit per request, whoever sent it. Without
+this, a chunked 600 MiB body was buffered whole before the size check (server RSS 137 -> 1311
+MiB), without credentials.
 
-Written as ASGI rather than as an ``@app.middleware("http")`` function because the latter
-cannot see the body chunk by chunk without buffering it; and it answers the 413 itself rather
-than raising from ``receive``, which Starlette's ``BaseHTTPMiddleware`` would turn into a 500.
+Written as ASGI rather than as an ``@app.middleware("http")`` function because the latter cannot
+see the body chunk by chunk without buffering it; and it answers the 413 itself rather than
+raising from ``receive``, which Starlette's ``BaseHTTPMiddleware`` would turn into a 500.
 """
 
 from __future__ import annotations
