@@ -140,7 +140,7 @@ class LiveDevice:
     encryption: Any = field(default_factory=generate_encryption_key)
     device_id: str = ""
 
-    def enroll(self, token: str) -> httpx.Response:
+    def enroll(self, token: str, **extra: Any) -> httpx.Response:
         body = json.dumps(
             {
                 "token": token,
@@ -148,6 +148,7 @@ class LiveDevice:
                 "encryption_key": public_hex(self.encryption),
                 "profile": PROFILE,
                 "agent_version": "0.1.0",
+                **extra,
             }
         ).encode()
         headers = sign_request(self.signing, ENROLL_DEVICE_ID, "POST", "/v1/enroll", body)
@@ -176,7 +177,8 @@ class LiveDevice:
             },
         )
 
-    def checkin(self, installed: dict[str, Any] | None = None) -> httpx.Response:
+    def checkin(self, installed: dict[str, Any] | None = None, **extra: Any) -> httpx.Response:
         return self.post(
-            "/v1/checkin", {"agent_version": "0.1.0", "installed": installed, "health": "ok"}
+            "/v1/checkin",
+            {"agent_version": "0.1.0", "installed": installed, "health": "ok", **extra},
         )

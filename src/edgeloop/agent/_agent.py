@@ -34,6 +34,7 @@ from edgeloop.agent._backoff import Backoff
 from edgeloop.agent._client import FleetClient
 from edgeloop.agent._fetch import fetch_target
 from edgeloop.agent._install import Slots
+from edgeloop.agent._integrity import package_build_hash
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.agent._state import (
     AgentState,
@@ -405,6 +406,7 @@ class Agent:
             agent_version=AGENT_VERSION,
             name=self.name,
             labels=self.labels,
+            agent_build=package_build_hash(),
         )
         enrollment = await self._client().enroll(request)
         self.store.write(
@@ -436,6 +438,7 @@ class Agent:
             known_good=_installed(self.state.slot(self.state.known_good)),
             health=self.health(),
             last_error=self.last_error,
+            agent_build=package_build_hash(),
         )
 
     def report(self) -> DeviceReport:

@@ -86,6 +86,7 @@ def enroll(
 ) -> dict[str, Any]:
     ctx = app.ctx
     req = parse_body(EnrollRequest, body)
+    _check_build(app, req.agent_build)
     try:
         sig = parse_signature_headers(request.headers)
         if sig.device_id != ENROLL_DEVICE_ID:
@@ -126,6 +127,7 @@ def checkin(
 
     def work(s: Session, device: DeviceRow) -> dict[str, Any]:
         report = parse_body(CheckIn, body)
+        _check_build(app, report.agent_build)
         now = utc_now()
         store.record_checkin(device, report, now)
         assignment = direct(
@@ -195,6 +197,17 @@ def data_key(
         return WrappedKey(target=req.target, recipient=entry).to_dict()
 
     return _device_call(app, request, body, work)
+
+
+def _check_build(app: AppState, build: str | None) -> None:
+    """With ``--require-agent-build``, only allow-listed agent builds enroll or check in.
+
+    The hash is what the device says: this stops unapproved or broken installs, not a
+    compromised device (docs/security.md, ``edgeloop.agent.Attestor``)."""
+    allowed = app.ctx.settings.agent_builds
+    if allowed and build not in allowed:
+        shown = build[:16] if build else "none"
+        raise Refused(403, "agent_build", f"agent build {shown} is not one this server allows")
 
 
 def _entitled(app: AppState, s: Session, device: DeviceRow, variant: VariantRow) -> bool:

@@ -132,6 +132,7 @@ def enroll(s: Session, req: EnrollRequest, now: datetime) -> DeviceRow:
         enrolled_at=now,
         last_seen=now,
         agent_version=req.agent_version,
+        agent_build=req.agent_build,
         profile=req.profile.to_dict(),
         health="unknown",
         revoked=False,
@@ -217,6 +218,7 @@ def authenticate(
 def record_checkin(device: DeviceRow, checkin: CheckIn, now: datetime) -> None:
     device.last_seen = now
     device.agent_version = checkin.agent_version
+    device.agent_build = checkin.agent_build
     device.installed = checkin.installed.to_dict() if checkin.installed else None
     device.installed_version = checkin.installed.version if checkin.installed else None
     device.known_good = checkin.known_good.to_dict() if checkin.known_good else None

@@ -1,4 +1,5 @@
-"""Dashboard sessions kept on the server (expiry, sign-out) and failed sign-ins (throttling).
+"""Dashboard sessions kept on the server (expiry, sign-out) and failed sign-ins (throttling);
+each device's reported agent build (the sha256 of its installed files).
 
 Revision ID: 0005_dashboard_sessions
 Revises: 0004_alias_revert
@@ -18,6 +19,8 @@ _WHEN = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("fleet_devices") as batch:
+        batch.add_column(sa.Column("agent_build", sa.String(64), nullable=True))
     op.create_table(
         "fleet_dashboard_sessions",
         sa.Column("token_sha256", sa.String(64), nullable=False),
@@ -48,3 +51,5 @@ def downgrade() -> None:
         op.f("ix_fleet_dashboard_sessions_expires_at"), table_name="fleet_dashboard_sessions"
     )
     op.drop_table("fleet_dashboard_sessions")
+    with op.batch_alter_table("fleet_devices") as batch:
+        batch.drop_column("agent_build")
