@@ -152,6 +152,18 @@ def test_which_metrics_are_counts():
     ]
 
 
-def test_every_numerator_is_bounded_by_requests():
-    with pytest.raises(Refused, match="'timeouts'.*at most requests"):
-        validate_report(_report(requests=5.0, timeouts=6.0))
+def test_errors_are_bounded_by_requests_but_other_counts_are_not():
+    with pytest.raises(Refused, match="'errors'.*at most requests"):
+        validate_report(_report(requests=5.0, errors=6.0))
+    validate_report(_report(requests=0.0, errors=0.0, installs=1.0, poll_failures=2.0))
+    with pytest.raises(Refused, match="'installs'.*count >= 0"):
+        validate_report(_report(requests=0.0, installs=-1.0))
+
+
+def test_a_real_agents_report_is_accepted():
+    from edgeloop.agent import Telemetry
+
+    t = Telemetry()
+    t.count("installs")
+    t.count("poll_failures", 3)
+    validate_report(t.report("d-1", "m", 1))  # no requests yet, but installs

@@ -252,7 +252,10 @@ def _rate_counts(metric: str) -> tuple[str, str] | None:
 
 
 def _counts(sample: DeviceSample, num: str, den: str) -> tuple[float, float]:
-    return sum(sample.values(num)), sum(sample.values(den))
+    """A device's ``(numerator, requests)``, the numerator within ``[0, requests]``: a rate
+    outside [0, 1] (a count that is not per request) would break the tests' variances."""
+    n = max(sum(sample.values(den)), 0.0)
+    return min(max(sum(sample.values(num)), 0.0), n), n
 
 
 def cap_weights(

@@ -12,7 +12,9 @@ A report is stored only when every field is what the gates and the dashboard can
                    ``timeouts`` ...: a name ending in ``s`` that is not a time unit): >= 0 and
                    at most ``window_s * limits.max_rate`` (a device cannot have served more
                    requests than the window allows at a sane rate)
-      errors       and every other numerator: <= ``requests`` when requests is reported
+      errors       <= ``requests`` when requests is reported (other counts, ``installs`` or
+                   ``poll_failures``, happen without requests; the gates cap each
+                   numerator at its device's requests)
       rates        ``*_rate``: within [0, 1]
     agent_version, sent_at   str of at most 64 characters, or null
 
@@ -39,7 +41,7 @@ from edgeloop.fleet._store import Refused
 
 __all__ = ["TelemetryLimits", "is_count", "validate_report"]
 
-_TIME_UNITS = ("_ms", "_us", "_ns", "_s")
+_UNITS = ("_ms", "_us", "_ns", "_s", "_bytes")  # plural names that are not counts
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,9 @@ def is_count(name: str) -> bool:
     """Whether metric ``name`` is an event count (``requests``, ``errors``, ``timeouts`` ...).
 
     Rate gates read ``X_rate`` as ``Xs / requests`` (``fleet._gates``), so every plural name
-    that is not a duration is a count the gates may sum.
+    that is not a duration or a size is a count the gates may sum.
     """
-    return name.endswith("s") and not name.endswith(_TIME_UNITS)
+    return name.endswith("s") and not name.endswith(_UNITS)
 
 
 def _bad(field: str, value: Any, expected: str) -> Refused:
@@ -103,7 +105,7 @@ def _metrics(raw: Any, window_s: float, limits: TelemetryLimits) -> dict[str, fl
                     v,
                     f"at most {most:.0f} in a {window_s:g} s window ({limits.max_rate:g}/s)",
                 )
-            if name != "requests" and requests is not None and v > requests:
+            if name == "errors" and requests is not None and v > requests:
                 raise _bad(f"metric {name!r}", v, f"at most requests ({requests:g})")
         elif name.endswith("_rate") and not 0.0 <= v <= 1.0:
             raise _bad(f"metric {name!r}", v, "a rate within [0, 1]")
