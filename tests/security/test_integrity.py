@@ -13,7 +13,7 @@ import pytest
 import edgeloop
 from edgeloop.agent import Agent, SoftwareAttestor, package_build_hash
 from edgeloop.artifacts import DeviceProfile
-from live_fleet import LiveDevice, LiveServer
+from live_fleet import LiveDevice, LiveServer, free_port
 
 OTHER = "ab" * 32
 
@@ -86,3 +86,61 @@ def test_a_build_that_changes_after_enrollment_is_refused_at_check_in(server):
     assert r.status_code == 403
     assert server.snapshot() == before
     assert "Traceback" not in server.output
+
+
+# --- a TPM quote over the measured agent build (Debian's swtpm and tpm2-tools) ---------------
+
+TPM_TOOLS = ("swtpm", "tpm2_createek", "tpm2_createak", "tpm2_quote", "tpm2_checkquote")
+
+
+@pytest.fixture
+def swtpm(tmp_path: Path) -> Iterator[str]:
+    """A software TPM 2.0 on loopback; yields its TCTI string for tpm2-tools."""
+    import subprocess
+    import time
+
+    missing = [t for t in TPM_TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (apt install swtpm swtpm-tools tpm2-tools)")
+    port = free_port()  # the swtpm TCTI finds the control channel at port + 1
+    ctrl = port + 1
+    state = tmp_path / "tpm-state"
+    state.mkdir()
+    proc = subprocess.Popen(
+        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
+         "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+         "--ctrl", f"type=tcp,port={ctrl},bindaddr=127.0.0.1",
+         "--flags", "not-need-init,startup-clear"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    try:
+        yield f"swtpm:host=127.0.0.1,port={port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_tpm_quote_binds_the_measured_build_to_the_servers_nonce(swtpm, tmp_path):
+    from edgeloop.agent import TpmAttestor, expected_pcr, verify_quote
+    from edgeloop.errors import SecurityError
+
+    tpm = TpmAttestor(tmp_path / "tpm", tcti=swtpm)
+    ak = tpm.enroll()  # the server would record this at enrollment
+    build = package_build_hash()
+    tpm.measure(build)  # what measured boot does for the agent's files
+    nonce = bytes.fromhex("5eed") * 8
+
+    evidence = tpm.attest(nonce)
+
+    assert evidence.hardware_rooted and evidence.quote and evidence.signature
+    verify_quote(evidence, ak, 16, expected_pcr(build))  # genuine: passes
+    with pytest.raises(SecurityError, match="PCR 16"):
+        verify_quote(evidence, ak, 16, expected_pcr(OTHER))  # another build was measured
+    replay = type(evidence)(**{**evidence.__dict__, "nonce": b"old nonce"})
+    with pytest.raises(SecurityError, match="TPM quote refused"):
+        verify_quote(replay, ak, 16, expected_pcr(build))  # a quote for another nonce
+    forged = type(evidence)(**{**evidence.__dict__, "signature": evidence.signature[:-1] + b"\0"})
+    with pytest.raises(SecurityError, match="TPM quote refused"):
+        verify_quote(forged, ak, 16, expected_pcr(build))

@@ -24,7 +24,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Attestation", "Attestor", "SoftwareAttestor", "package_build_hash"]
+__all__ = [
+    "Attestation",
+    "Attestor",
+    "SoftwareAttestor",
+    "TpmAttestor",
+    "expected_pcr",
+    "package_build_hash",
+    "verify_quote",
+]
 
 
 def _files(root: Path) -> list[Path]:
@@ -86,3 +94,110 @@ class SoftwareAttestor:
 
     def attest(self, nonce: bytes) -> Attestation:
         return Attestation(package_build_hash(self.root), nonce, hardware_rooted=False)
+
+
+def _tpm(args: list[str], tcti: str | None, cwd: Path) -> str:
+    """Run one tpm2-tools command; AgentError naming it when it fails. Transient objects are
+    flushed after each (without a resource manager the TPM holds only three)."""
+    import os
+    import subprocess
+
+    from edgeloop.errors import AgentError
+
+    env = dict(os.environ, **({"TPM2TOOLS_TCTI": tcti} if tcti else {}))
+    try:
+        done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise AgentError(f"{args[0]}: {e}") from e
+    for flush in ("-t", "-s"):
+        subprocess.run(["tpm2_flushcontext", flush], env=env, capture_output=True, timeout=60)
+    if done.returncode != 0:
+        raise AgentError(f"{args[0]} failed: {done.stderr.strip()[-300:]}")
+    return done.stdout
+
+
+class TpmAttestor:
+    """A TPM 2.0 quote through Debian's ``tpm2-tools`` (a real TPM, or ``swtpm`` in tests).
+
+    :meth:`enroll` creates the endorsement key and an attestation key (AK) and returns the AK's
+    public key (PEM), which the server would record at enrollment. :meth:`measure` extends PCR
+    ``pcr`` (sha256; 16, the debug PCR, by default) with a digest, standing in for the measured
+    boot that extends PCRs with each stage. :meth:`attest` quotes that PCR over the server's
+    nonce. :func:`verify_quote` checks a quote against the AK and the expected PCR value.
+    """
+
+    def __init__(self, workdir: Path, tcti: str | None = None, pcr: int = 16) -> None:
+        self.dir, self.tcti, self.pcr = Path(workdir), tcti, pcr
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def enroll(self) -> bytes:
+        _tpm(
+            ["tpm2_createek", "-Q", "-c", "ek.ctx", "-G", "ecc", "-u", "ek.pub"],
+            self.tcti,
+            self.dir,
+        )
+        _tpm(
+            ["tpm2_createak", "-Q", "-C", "ek.ctx", "-c", "ak.ctx", "-G", "ecc", "-g", "sha256",
+             "-s", "ecdsa", "-u", "ak.pem", "-f", "pem", "-n", "ak.name"],
+            self.tcti, self.dir,
+        )  # fmt: skip
+        return (self.dir / "ak.pem").read_bytes()
+
+    def measure(self, digest_hex: str) -> None:
+        _tpm(["tpm2_pcrextend", f"{self.pcr}:sha256={digest_hex}"], self.tcti, self.dir)
+
+    def attest(self, nonce: bytes) -> Attestation:
+        _tpm(
+            ["tpm2_quote", "-Q", "-c", "ak.ctx", "-l", f"sha256:{self.pcr}", "-q", nonce.hex(),
+             "-m", "quote.msg", "-s", "quote.sig", "-o", "quote.pcrs", "-g", "sha256"],
+            self.tcti, self.dir,
+        )  # fmt: skip
+        return Attestation(
+            measurement=package_build_hash(),
+            nonce=nonce,
+            hardware_rooted=True,
+            quote=(self.dir / "quote.msg").read_bytes(),
+            signature=(self.dir / "quote.sig").read_bytes(),
+            pcrs={self.pcr: (self.dir / "quote.pcrs").read_bytes().hex()},
+        )
+
+
+def expected_pcr(*digests_hex: str) -> str:
+    """A sha256 PCR's value after extending a reset PCR (all zeros) with ``digests`` in order."""
+    value = bytes(32)
+    for d in digests_hex:
+        value = hashlib.sha256(value + bytes.fromhex(d)).digest()
+    return value.hex()
+
+
+def verify_quote(evidence: Attestation, ak_pem: bytes, pcr: int, expected: str) -> None:
+    """Check a TPM quote: signed by the AK, over ``evidence.nonce``, and PCR ``pcr`` equal to
+    ``expected`` (hex). Runs ``tpm2_checkquote`` (no TPM needed). SecurityError when not."""
+    import tempfile
+
+    from edgeloop.errors import AgentError, SecurityError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "ak.pem").write_bytes(ak_pem)
+        (d / "quote.msg").write_bytes(evidence.quote)
+        (d / "quote.sig").write_bytes(evidence.signature)
+        (d / "quote.pcrs").write_bytes(bytes.fromhex(evidence.pcrs.get(pcr, "")))
+        try:
+            out = _tpm(
+                ["tpm2_checkquote", "-u", "ak.pem", "-m", "quote.msg", "-s", "quote.sig",
+                 "-f", "quote.pcrs", "-g", "sha256", "-q", evidence.nonce.hex()],
+                None, d,
+            )  # fmt: skip
+        except AgentError as e:
+            raise SecurityError(f"TPM quote refused: {e}") from e
+    got = next(
+        (
+            line.split("0x", 1)[1].strip().lower()
+            for line in out.splitlines()
+            if line.strip().startswith(f"{pcr}:") and "0x" in line
+        ),
+        None,
+    )
+    if got != expected.lower():
+        raise SecurityError(f"PCR {pcr} is {got}, expected {expected} (another build or boot)")
