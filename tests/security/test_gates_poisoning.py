@@ -113,3 +113,11 @@ def test_the_poisoning_report_is_stored_but_cannot_outvote_the_stage(server):
     result = evaluate_gate(GATE, stage, CONTROL)
     assert result.status == "fail"
     assert result.extra["implausible_devices"] == [poisoner.device_id]
+
+
+def test_counts_stored_before_validation_cannot_break_the_rate_test():
+    """Attack 2's report (negative ``errors``) raised ``math domain error`` in every tick; the
+    gates now clamp each device's numerator to [0, requests]."""
+    stored = [*STAGE, _device("negative", 100, -1000), _device("over", 10, 50)]
+    result = evaluate_gate(GATE, stored, CONTROL)
+    assert result.status == "fail" and result.p_value is not None
