@@ -141,7 +141,14 @@ class Artifact:
         missing = sorted(required - set(data))
         if missing:
             raise InputError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
-        kwargs = {n: _from_jsonable(hints[n], data[n]) for n in names if n in data}
+        kwargs: dict[str, Any] = {}
+        for n in names & set(data):
+            try:
+                kwargs[n] = _from_jsonable(hints[n], data[n])
+            except (AttributeError, TypeError, ValueError) as e:  # a list where a dict belongs
+                raise InputError(
+                    f"{cls.__name__}: field {n} {data[n]!r:.40} has the wrong shape ({e})"
+                ) from e
         extra = {k: v for k, v in data.items() if k not in names | {"kind", "schema_version"}}
         try:
             return cls(**kwargs, extra=extra)
@@ -155,7 +162,7 @@ class Artifact:
     def from_json(cls: type[A], text: str | bytes) -> A:
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise InputError(f"{cls.__name__}: not valid JSON ({e})") from e
         return cls.from_dict(data)
 

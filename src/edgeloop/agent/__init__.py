@@ -14,6 +14,15 @@ simulator (``edgeloop.agent.simulator``) runs many agents in one process.
 from edgeloop.agent._agent import AGENT_VERSION, Agent
 from edgeloop.agent._backoff import Backoff
 from edgeloop.agent._http import LocalServer
+from edgeloop.agent._integrity import (
+    Attestation,
+    Attestor,
+    SoftwareAttestor,
+    TpmAttestor,
+    expected_pcr,
+    package_build_hash,
+    verify_quote,
+)
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.agent._simulator import (
     SimulationResult,
@@ -28,6 +37,8 @@ __all__ = [
     "AGENT_VERSION",
     "Agent",
     "AgentState",
+    "Attestation",
+    "Attestor",
     "Backoff",
     "Decision",
     "LoadedModel",
@@ -36,8 +47,13 @@ __all__ = [
     "SimulationResult",
     "Simulator",
     "SlotInfo",
+    "SoftwareAttestor",
     "StateDir",
     "Telemetry",
+    "TpmAttestor",
     "decide",
+    "expected_pcr",
+    "package_build_hash",
     "simulated_profiles",
+    "verify_quote",
 ]

@@ -34,11 +34,13 @@ from edgeloop.agent._backoff import Backoff
 from edgeloop.agent._client import FleetClient
 from edgeloop.agent._fetch import fetch_target
 from edgeloop.agent._install import Slots
+from edgeloop.agent._integrity import package_build_hash
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.agent._state import (
     AgentState,
     SlotInfo,
     boot,
+    clean_exit,
     confirm,
     decide,
     fall_back,
@@ -136,6 +138,7 @@ class Agent:
         self._switched_at = 0.0
         self._trial_requests = 0
         self._trial_errors = 0
+        self._retry_install = False  # the last install failed in a way worth retrying
         self.slots = Slots(
             self.store,
             self.encryption_key,
@@ -323,13 +326,21 @@ class Agent:
                 return False
             try:
                 state, model = self.slots.install(self.state, d.slot, data, assignment, recipient)
-            except SecurityError as e:
-                self.telemetry.count(
-                    "selftest_failures" if isinstance(e, SelfTestError) else "rejected"
-                )
+            except SelfTestError as e:  # a verified bundle that fails: the release is bad
+                self.telemetry.count("selftest_failures")
                 self.last_error = f"{assignment.model}@{assignment.version} refused: {e}"
                 self.degraded = True
                 self._commit(record_failure(self.store.load_state(), assignment.sha256, str(e)))
+                return False
+            except SecurityError as e:
+                # refused, but not remembered as a failed release: the data key comes over an
+                # unsigned channel (/v1/keys), so one flipped bit there must not block the
+                # release forever; the next poll retries, backing off (``apply``)
+                self.telemetry.count("rejected")
+                self.last_error = f"{assignment.model}@{assignment.version} refused: {e}"
+                self.degraded = True
+                self.state = self.store.load_state()
+                self._retry_install = True
                 return False
             except (EdgeloopError, OSError) as e:
                 self.telemetry.count("install_failures")
@@ -395,6 +406,7 @@ class Agent:
             agent_version=AGENT_VERSION,
             name=self.name,
             labels=self.labels,
+            agent_build=package_build_hash(),
         )
         enrollment = await self._client().enroll(request)
         self.store.write(
@@ -426,6 +438,7 @@ class Agent:
             known_good=_installed(self.state.slot(self.state.known_good)),
             health=self.health(),
             last_error=self.last_error,
+            agent_build=package_build_hash(),
         )
 
     def report(self) -> DeviceReport:
@@ -474,7 +487,12 @@ class Agent:
             self.fetcher,
         )
         recipient = await self._client().recipient(str(self.device_id), assignment.target)
-        return await asyncio.to_thread(self.install, data, assignment, recipient)
+        self._retry_install = False
+        if await asyncio.to_thread(self.install, data, assignment, recipient):
+            return True
+        if self._retry_install:  # a poll failure: the caller backs off before the next try
+            raise AgentError(str(self.last_error))
+        return False
 
     async def run(self, stop: asyncio.Event | None = None, duration_s: float | None = None) -> None:
         """Poll until ``stop`` is set or ``duration_s`` passed (forever when neither is given)."""
@@ -508,4 +526,9 @@ class Agent:
         return asyncio.run(once())
 
     def close(self) -> None:
+        with self._lock:
+            if self.state.trial and self._model is not None and not self.degraded:
+                # a clean exit is not a crash: this start does not count against the trial
+                # (``edgeloop agent --once`` run repeatedly must not abandon a fresh install)
+                self._commit(clean_exit(self.state))
         self._set_model(None)

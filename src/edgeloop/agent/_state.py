@@ -29,6 +29,7 @@ __all__ = [
     "confirm",
     "decide",
     "other_slot",
+    "clean_exit",
     "record_failure",
     "fall_back",
     "switch_to",
@@ -214,3 +215,10 @@ def boot(state: AgentState) -> AgentState:
     if state.trial_boots + 1 >= MAX_TRIAL_BOOTS:
         return fall_back(state, "did not confirm after a restart (crash while on trial)")
     return dataclasses.replace(state, trial_boots=state.trial_boots + 1)
+
+
+def clean_exit(state: AgentState) -> AgentState:
+    """At a clean shutdown: the start :func:`boot` counted for a trial slot was not a crash."""
+    if not state.trial or state.trial_boots == 0:
+        return state
+    return dataclasses.replace(state, trial_boots=state.trial_boots - 1)

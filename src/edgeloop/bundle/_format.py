@@ -152,7 +152,7 @@ def sign_envelope(
 def _parse_signatures(signatures: bytes, payload_type: str) -> list[tuple[str, bytes]]:
     try:
         env = json.loads(signatures)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # Recursion: too deep
         raise BundleFormatError(f"signature section is not JSON ({e})") from e
     if not isinstance(env, dict) or not isinstance(env.get("signatures"), list):
         raise BundleFormatError("signature section: expected an object with a 'signatures' list")

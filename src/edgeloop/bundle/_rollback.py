@@ -78,7 +78,7 @@ def verify_rollback(data: bytes, trust: Trust) -> RollbackStatement:
         env = json.loads(data)
         payload = base64.b64decode(env["payload"], validate=True)
         rest = canonical_json({k: v for k, v in env.items() if k != "payload"})
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, RecursionError) as e:
         raise BundleFormatError(f"rollback statement is not a DSSE envelope ({e!r})") from e
     verify_envelope(
         payload, rest, dict(trust.release_keys), trust.threshold, ROLLBACK_TYPE, "rollback"

@@ -39,6 +39,12 @@ def server(
     ),
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes (one database)."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level."),
+    require_agent_build: str | None = typer.Option(
+        None,
+        "--require-agent-build",
+        help="Comma-separated sha256 hashes of agent builds allowed to enroll and check in "
+        "(edgeloop.agent.package_build_hash() on a device gives its own); default: any build.",
+    ),
 ) -> None:
     """Run the fleet server: enrollment, assignments, TUF repository, telemetry, admin API."""
     import os
@@ -65,6 +71,7 @@ def server(
         keys_dir=keys,
         alias=alias,
         poll_interval_s=poll_interval,
+        agent_builds=tuple(b for b in (require_agent_build or "").split(",") if b.strip()),
     )
     secrets = prepare_data_dir(settings)
     for path in secrets.created:

@@ -3,9 +3,9 @@
 Service layer (SQLAlchemy, Alembic). The registry (``edgeloop.registry``), the fleet server and
 its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here on one
 :class:`Base` and created by one Alembic chain shipped inside this package
-(``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert``; the
-revision ids are stored in every existing database and never change). SQLite is the embedded
-default, PostgreSQL is chosen by URL.
+(``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
+``0005_dashboard_sessions``; the revision ids are stored in every existing database and never
+change). SQLite is the embedded default, PostgreSQL is chosen by URL.
 
 The row classes are the schema, not an API: the packages that own each table (registry, fleet)
 read and write them inside their own transactions and hand dataclasses to everyone else.
@@ -20,6 +20,11 @@ read and write them inside their own transactions and hand dataclasses to everyo
 
 from __future__ import annotations
 
+from edgeloop.db._dashboard_tables import (
+    DASHBOARD_TABLES,
+    DashboardSessionRow,
+    LoginFailureRow,
+)
 from edgeloop.db._engine import (
     MIGRATIONS_DIR,
     Base,
@@ -63,6 +68,7 @@ from edgeloop.db._rollout_tables import (
 )
 
 __all__ = [
+    "DASHBOARD_TABLES",
     "FLEET_TABLES",
     "MIGRATIONS_DIR",
     "REGISTRY_TABLES",
@@ -72,9 +78,11 @@ __all__ = [
     "Base",
     "BlobRow",
     "BundleRow",
+    "DashboardSessionRow",
     "DeviceRow",
     "EvaluationRow",
     "LineageRow",
+    "LoginFailureRow",
     "ModelRow",
     "NonceRow",
     "ReleaseRow",

@@ -2,8 +2,9 @@
 
 All service tables derive from the one :class:`Base`, live in one database and are created by
 one Alembic chain shipped inside the package (``0001_registry`` -> ``0002_fleet`` ->
-``0003_rollout`` -> ``0004_alias_revert``). SQLite is the embedded default (a file under the
-user's data dir, or ``$EDGELOOP_DB``); PostgreSQL is chosen by URL (``postgresql+psycopg://...``).
+``0003_rollout`` -> ``0004_alias_revert`` -> ``0005_dashboard_sessions``). SQLite is the
+embedded default (a file under the user's data dir, or ``$EDGELOOP_DB``); PostgreSQL is chosen
+by URL (``postgresql+psycopg://...``).
 
 SQLite is tuned so that several server processes can share one file: WAL journal, foreign keys
 on, a busy timeout, and transactions that start with ``BEGIN`` (reads) or ``BEGIN IMMEDIATE``
@@ -118,6 +119,12 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         path = Path(parsed.database or "").expanduser()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # a new database file is the owner's alone (0600): it holds device keys and tokens'
+            # hashes; SQLite gives its -wal and -shm files the same mode. An empty file is a
+            # valid empty database.
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
         except OSError as e:
             raise RegistryError(f"cannot create the directory for database {shown}: {e}") from e
     if is_sqlite:

@@ -59,6 +59,8 @@ class DeviceRow(Base):
     enrolled_at: Mapped[datetime] = mapped_column(_WHEN)
     last_seen: Mapped[datetime | None] = mapped_column(_WHEN, nullable=True)
     agent_version: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    # sha256 of the agent's installed files, as it last reported (revision 0005)
+    agent_build: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     profile: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
     installed: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
     installed_version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True, index=True)

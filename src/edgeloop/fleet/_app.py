@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -28,6 +29,7 @@ from edgeloop.fleet._admin import admin_router
 from edgeloop.fleet._dashboard import dashboard_router
 from edgeloop.fleet._device_api import device_router, mount_tuf
 from edgeloop.fleet._http import ServerContext, utc_now
+from edgeloop.fleet._limits import BodyLimit
 from edgeloop.fleet._metrics import CONTENT_TYPE, FleetMetrics
 from edgeloop.fleet._publish import refresh_timestamp_if_due
 from edgeloop.fleet._rollout_api import Rollouts
@@ -39,6 +41,8 @@ from edgeloop.update import Repository
 __all__ = ["app_from_env", "create_app"]
 
 _TIMESTAMP_CHECK_S = 600.0
+
+_log = logging.getLogger("edgeloop.fleet")
 
 _public = APIRouter()
 
@@ -91,6 +95,8 @@ def create_app(
     app.state.ctx = ctx
     app.state.fleet = state
     app.middleware("http")(_measure)
+    # outermost: bodies are counted as they stream in, before any route or authentication
+    app.add_middleware(BodyLimit, limit=settings.report_limit_bytes)
     app.add_exception_handler(store.Refused, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(EdgeloopError, _failed)  # type: ignore[arg-type]
     for router in (
@@ -114,6 +120,7 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx: ServerContext = app.state.ctx
+        retry_s = min(_TIMESTAMP_CHECK_S, 60.0)
 
         def refresh_timestamp() -> None:
             with write_session(ctx.engine) as s:
@@ -121,8 +128,12 @@ def _lifespan(
 
         async def keep_timestamp_fresh() -> None:
             while True:
-                with contextlib.suppress(EdgeloopError):
+                try:
                     await asyncio.to_thread(refresh_timestamp)
+                except Exception:  # logged, retried at the next check: devices go stale else
+                    _log.exception("TUF timestamp refresh failed; retrying in %.0f s", retry_s)
+                    await asyncio.sleep(retry_s)
+                    continue
                 await asyncio.sleep(_TIMESTAMP_CHECK_S)
 
         tasks = [asyncio.create_task(keep_timestamp_fresh()), asyncio.create_task(rollouts.run())]

@@ -7,16 +7,18 @@
                                   with a pause button
     /dashboard/devices/{id}       one device and its latest telemetry
     /dashboard/login              admin token -> an HttpOnly, SameSite=Strict session cookie
+                                  (``Secure`` when the server speaks TLS)
 
 Everything ships in the package (``fleet/templates``, ``fleet/static``): no CDN, since fleets
-run offline. The cookie holds an HMAC of the admin token, never the token; forms carry a CSRF
-value derived the same way.
+run offline. Sessions live on the server (``_sessions``): the cookie is a random token whose
+sha256 the database keeps with an expiry; sign-out deletes it; forms carry the session's own
+random CSRF value; failed sign-ins are throttled per client address.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import math
 from collections import Counter
 from datetime import datetime
 from importlib import resources
@@ -32,17 +34,21 @@ from edgeloop.fleet import _rollout_store as rs
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._charts import Series, line_chart
 from edgeloop.fleet._http import ServerContext, admin_token_ok, raw_body, utc_now
+from edgeloop.fleet._sessions import (
+    SessionPolicy,
+    end_session,
+    find_session,
+    record_login_failure,
+    start_session,
+    throttled,
+)
 from edgeloop.fleet._store import Refused
 
 __all__ = ["dashboard_router"]
 
 COOKIE = "edgeloop_dashboard"
+SESSIONS = SessionPolicy()  # 8 h sessions; 5 failed sign-ins per client in 5 min, then 429
 _STATIC = {"dashboard.css": "text/css; charset=utf-8"}
-
-
-def _derive(ctx: ServerContext, purpose: str) -> str:
-    key = ctx.secrets.admin_token.encode()
-    return hmac.new(key, f"edgeloop-dashboard-{purpose}".encode(), hashlib.sha256).hexdigest()
 
 
 def _seconds(at: str | None, start: datetime) -> float | None:
@@ -87,9 +93,17 @@ def device_chart(reports: list[dict[str, Any]], metric: str) -> str:
     rows = list(reversed(reports))
     for i, r in enumerate(rows):
         v = (r.get("metrics") or {}).get(metric)
-        if isinstance(v, int | float):
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
             pts.append((float(i), float(v)))
     return line_chart(metric, [Series(metric, pts, "treatment")], "report")
+
+
+def number(value: Any, fmt: str = "%g") -> str:
+    """A stored metric formatted for a page; ``-`` for anything that is not a finite number
+    (reports stored before ingest validated them may hold strings or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return fmt % value
 
 
 def dashboard_router(ctx: ServerContext) -> APIRouter:
@@ -99,15 +113,19 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
         loader=jinja2.PackageLoader("edgeloop.fleet", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
     )
+    env.filters["num"] = number
     engine = ctx.engine
-    session_value, csrf_value = _derive(ctx, "session"), _derive(ctx, "csrf")
 
     def signed_in(request: Request) -> None:
-        if not hmac.compare_digest(request.cookies.get(COOKIE, ""), session_value):
+        with read_session(engine) as s:
+            csrf = find_session(s, request.cookies.get(COOKIE, ""), utc_now())
+        if csrf is None:
             raise HTTPException(303, "sign in first", headers={"Location": "/dashboard/login"})
+        request.state.csrf = csrf
 
-    def page(name: str, **values: Any) -> HTMLResponse:
-        html = env.get_template(name).render(csrf=csrf_value, now=utc_now(), **values)
+    def page(request: Request, name: str, **values: Any) -> HTMLResponse:
+        csrf = getattr(request.state, "csrf", "")
+        html = env.get_template(name).render(csrf=csrf, now=utc_now(), **values)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     def form(body: bytes) -> dict[str, str]:
@@ -120,20 +138,42 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
     )
 
     @public.get("/login")
-    def login_page(error: str | None = None) -> HTMLResponse:
-        return page("login.html", error=error)
+    def login_page(request: Request, error: str | None = None) -> HTMLResponse:
+        return page(request, "login.html", error=error)
 
     @public.post("/login")
-    def login(body: bytes = Depends(raw_body)) -> Response:
-        token = form(body).get("token", "")
-        if not admin_token_ok(ctx, token):
+    def login(request: Request, body: bytes = Depends(raw_body)) -> Response:
+        client = request.client.host if request.client else "unknown"
+        now = utc_now()
+        with write_session(engine) as s:
+            if throttled(s, client, now, SESSIONS):
+                wait = SESSIONS.window.total_seconds()
+                raise Refused(
+                    429, "throttled", f"too many failed sign-ins from {client}; wait {wait:g} s"
+                )
+            if not admin_token_ok(ctx, form(body).get("token", "")):
+                record_login_failure(s, client, now, SESSIONS)
+                cookie = None
+            else:
+                cookie, _ = start_session(s, now, SESSIONS)
+        if cookie is None:
             return RedirectResponse("/dashboard/login?error=1", status_code=303)
         resp = RedirectResponse("/dashboard", status_code=303)
-        resp.set_cookie(COOKIE, session_value, httponly=True, samesite="strict", path="/dashboard")
+        resp.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=int(SESSIONS.ttl.total_seconds()),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/dashboard",
+        )
         return resp
 
     @public.post("/logout")
-    def logout() -> Response:
+    def logout(request: Request) -> Response:
+        with write_session(engine) as s:
+            end_session(s, request.cookies.get(COOKIE, ""))
         resp = RedirectResponse("/dashboard/login", status_code=303)
         resp.delete_cookie(COOKIE, path="/dashboard")
         return resp
@@ -146,7 +186,7 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
         return Response(data, media_type=_STATIC[name])
 
     @router.get("")
-    def overview() -> HTMLResponse:
+    def overview(request: Request) -> HTMLResponse:
         with read_session(engine) as s:
             now = utc_now()
             devices = [
@@ -164,6 +204,7 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
                 "revoked" if d["revoked"] else ("offline" if not d["online"] else d["health"])
             ] += 1
         return page(
+            request,
             "overview.html",
             devices=devices[:500],
             total=len(devices),
@@ -174,18 +215,20 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
         )
 
     @router.get("/rollouts/{rollout_id}")
-    def rollout(rollout_id: int) -> HTMLResponse:
+    def rollout(request: Request, rollout_id: int) -> HTMLResponse:
         try:
             with read_session(engine) as s:
                 r = rs.rollout_dict(s, rs.get_rollout(s, rollout_id), detail=True)
         except RolloutError as e:
             raise Refused(404, "not_found", str(e)) from e
-        return page("rollout.html", r=r, charts=gate_charts(r))
+        return page(request, "rollout.html", r=r, charts=gate_charts(r))
 
     @router.post("/rollouts/{rollout_id}/{action}")
-    def act(rollout_id: int, action: str, body: bytes = Depends(raw_body)) -> Response:
+    def act(
+        request: Request, rollout_id: int, action: str, body: bytes = Depends(raw_body)
+    ) -> Response:
         data = form(body)
-        if not hmac.compare_digest(data.get("csrf", ""), csrf_value):
+        if not hmac.compare_digest(data.get("csrf", ""), request.state.csrf):
             raise Refused(403, "csrf", "dashboard form without a valid CSRF value")
         if action not in ("pause", "resume"):
             raise Refused(404, "not_found", f"no dashboard action {action!r}")
@@ -199,12 +242,12 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
         return RedirectResponse(f"/dashboard/rollouts/{rollout_id}", status_code=303)
 
     @router.get("/devices/{device_id}")
-    def device(device_id: str) -> HTMLResponse:
+    def device(request: Request, device_id: str) -> HTMLResponse:
         with read_session(engine) as s:
             d = store.device_info(store.get_device(s, device_id), utc_now(), ctx.stale_after)
             reports = store.recent_reports(s, device_id, limit=50)
         charts = [device_chart(reports, m) for m in ("p99_ms", "error_rate")]
-        return page("device.html", d=d.to_dict(), reports=reports[:20], charts=charts)
+        return page(request, "device.html", d=d.to_dict(), reports=reports[:20], charts=charts)
 
     wrapper = APIRouter()
     wrapper.include_router(public)

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import DeviceReport
-from edgeloop.db import DeviceRow, write_session
+from edgeloop.db import DeviceRow, ReleaseRow, VariantRow, write_session
 from edgeloop.errors import AuthError, EdgeloopError
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._director import direct
@@ -28,6 +28,7 @@ from edgeloop.fleet._http import JSON_BODY, parse_body, raw_body, signed_path, u
 from edgeloop.fleet._publish import rewrap_for_device
 from edgeloop.fleet._state import AppState, app_state
 from edgeloop.fleet._store import Refused
+from edgeloop.fleet._telemetry import validate_report
 from edgeloop.protocol import (
     ENROLL_DEVICE_ID,
     CheckIn,
@@ -85,6 +86,7 @@ def enroll(
 ) -> dict[str, Any]:
     ctx = app.ctx
     req = parse_body(EnrollRequest, body)
+    _check_build(app, req.agent_build)
     try:
         sig = parse_signature_headers(request.headers)
         if sig.device_id != ENROLL_DEVICE_ID:
@@ -125,6 +127,7 @@ def checkin(
 
     def work(s: Session, device: DeviceRow) -> dict[str, Any]:
         report = parse_body(CheckIn, body)
+        _check_build(app, report.agent_build)
         now = utc_now()
         store.record_checkin(device, report, now)
         assignment = direct(
@@ -162,6 +165,7 @@ def telemetry(
                 "other_device",
                 f"report for device {report.device_id!r} signed by {device.id!r}",
             )
+        validate_report(report)
         # one report in ~32 also sweeps this device's reports past the retention
         keep = app.report_retention if secrets.randbelow(32) == 0 else None
         store.record_report(s, device, report, utc_now(), keep=keep)
@@ -183,10 +187,51 @@ def data_key(
             raise Refused(
                 404, "not_found", f"target {req.target!r} is not part of a published release"
             )
+        if not _entitled(app, s, device, variant):
+            raise Refused(
+                403,
+                "not_assigned",
+                f"target {req.target!r} is neither assigned to this device nor in its slots",
+            )
         entry = rewrap_for_device(variant, app.ctx.secrets.fleet_keys, device.encryption_key)
         return WrappedKey(target=req.target, recipient=entry).to_dict()
 
     return _device_call(app, request, body, work)
+
+
+def _check_build(app: AppState, build: str | None) -> None:
+    """With ``--require-agent-build``, only allow-listed agent builds enroll or check in.
+
+    The hash is what the device says: this stops unapproved or broken installs, not a
+    compromised device (docs/security.md, ``edgeloop.agent.Attestor``)."""
+    allowed = app.ctx.settings.agent_builds
+    if allowed and build not in allowed:
+        shown = build[:16] if build else "none"
+        raise Refused(403, "agent_build", f"agent build {shown} is not one this server allows")
+
+
+def _entitled(app: AppState, s: Session, device: DeviceRow, variant: VariantRow) -> bool:
+    """Least privilege for data keys: a device gets the key of the target the director assigns
+    it now, or of the model it runs or keeps in its known-good slot; never any other."""
+    release = s.get(ReleaseRow, variant.release_id)
+    if release is None:
+        return False
+    state = store.device_state(device)
+    for slot in (state.installed, state.known_good):
+        if (
+            slot is not None
+            and (slot.model, slot.version) == (release.model, release.version)
+            and (slot.sha256 == variant.sha256 or slot.variant == variant.variant)
+        ):
+            return True
+    assignment = direct(
+        state,
+        store.fleet_state(s, device, app.ctx.settings.alias),
+        now=utc_now(),
+        ttl=app.assignment_ttl,
+        policy=app.policy_loader(s),
+    )
+    return assignment is not None and assignment.target == variant.target
 
 
 def mount_tuf(app: FastAPI, tuf_path: Path) -> None:

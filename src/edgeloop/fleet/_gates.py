@@ -14,7 +14,8 @@ Each gate is judged on per-device samples of the stage (treatment) and of the de
 the previous version (control), with a minimum sample size (``pending`` below it):
 
 * a **rate** (``error_rate`` when reports carry ``errors`` and ``requests``): the pooled rates
-  by a one-sided two-proportion z-test with Agresti-Caffo pseudo-counts against the bound, and
+  by a one-sided two-proportion z-test with Agresti-Caffo pseudo-counts against the bound (each
+  device weighing at most ``weight_cap`` median devices of its group, :func:`cap_weights`), and
   each device on its own against the same bound at ``alpha / devices`` (Bonferroni), so one
   failing device is caught even when the pooled rate hides it;
 * any other metric (``p99_ms``, ``cpu_percent`` ...): each device's median over its reports;
@@ -43,11 +44,12 @@ __all__ = [
     "Gate",
     "GateOptions",
     "GateResult",
+    "cap_weights",
     "evaluate_gate",
     "parse_gate",
 ]
 
-Status = Literal["pass", "fail", "pending"]
+Status = Literal["pass", "fail", "pending", "error"]  # error: evaluation raised (recorded)
 
 _TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)|(baseline)|([-+*/()]))")
 _GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>)\s*(.+?)\s*$")
@@ -189,6 +191,8 @@ class GateOptions:
     min_requests: int = 100  # pooled requests per group, for rates
     min_reports: int = 2  # reports a device needs before its own test
     alpha: float = 0.01  # one-sided significance of every test
+    weight_cap: float = 3.0  # a device's counts weigh at most this many median devices
+    exclude_implausible: bool = True  # pooled tests leave out devices the others contradict
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -248,7 +252,28 @@ def _rate_counts(metric: str) -> tuple[str, str] | None:
 
 
 def _counts(sample: DeviceSample, num: str, den: str) -> tuple[float, float]:
-    return sum(sample.values(num)), sum(sample.values(den))
+    """A device's ``(numerator, requests)``, the numerator within ``[0, requests]``: a rate
+    outside [0, 1] (a count that is not per request) would break the tests' variances."""
+    n = max(sum(sample.values(den)), 0.0)
+    return min(max(sum(sample.values(num)), 0.0), n), n
+
+
+def cap_weights(
+    counts: Sequence[tuple[float, float]], multiple: float
+) -> list[tuple[float, float]]:
+    """Each device's ``(errors, requests)`` with requests capped at ``multiple`` times the
+    group's median device (errors scaled with them, so the device's own rate is kept).
+
+    One device cannot outvote a group by reporting a huge count: past the cap it weighs as
+    much as ``multiple`` typical devices, whatever it claims. The devices' own rates still
+    count (a per-device median would not: it goes blind to rare errors, where most devices see
+    none in a window). ``median_low`` so that, of two devices, the cap follows the smaller.
+    """
+    served = [n for _, n in counts if n > 0]
+    if len(served) < 2 or multiple <= 0:
+        return list(counts)
+    cap = multiple * statistics.median_low(served)
+    return [(e * cap / n, cap) if n > cap else (e, n) for e, n in counts]
 
 
 def _rate_z(err: float, n: float, bound: float, c_var: float) -> float:
@@ -273,13 +298,26 @@ def _evaluate_rate(
 ) -> GateResult:
     t = [_counts(s, num, den) for s in treatment]
     c = [_counts(s, num, den) for s in control]
-    t_err, t_n = sum(e for e, _ in t), sum(n for _, n in t)
-    c_err, c_n = sum(e for e, _ in c), sum(n for _, n in c)
+    sign = 1.0 if gate.higher_is_worse else -1.0
+    # the pooled tests weigh each device at most opts.weight_cap median devices, and leave out
+    # a device whose own counts the rest of its group contradicts in the friendly direction
+    # (a stage device claiming a huge error-free count; a control device claiming many errors)
+    t_cap, c_cap = cap_weights(t, opts.weight_cap), cap_weights(c, opts.weight_cap)
+    implausible: list[str] = []
+    if opts.exclude_implausible:
+        t_cap, t_out = _exclude_implausible(t, t_cap, -sign, opts.alpha)
+        c_cap, c_out = _exclude_implausible(c, c_cap, sign, opts.alpha)
+        implausible = [treatment[i].device_id for i in t_out] + [
+            control[i].device_id for i in c_out
+        ]
+    t_err, t_n = sum(e for e, _ in t_cap), sum(n for _, n in t_cap)
+    c_err, c_n = sum(e for e, _ in c_cap), sum(n for _, n in c_cap)
     t_dev = sum(1 for _, n in t if n > 0)
     c_dev = sum(1 for _, n in c if n > 0)
     rate_t = t_err / t_n if t_n else None
     rate_c = c_err / c_n if c_n else None
-    base = GateResult(gate.text, "pending", rate_t, rate_c, None, t_dev, c_dev)
+    extra = {"implausible_devices": implausible} if implausible else {}
+    base = GateResult(gate.text, "pending", rate_t, rate_c, None, t_dev, c_dev, extra=extra)
     if gate.relative and (c_n < opts.min_requests or c_dev < opts.min_devices):
         return _with(base, reason=f"control: {c_dev} devices, {c_n:.0f} requests; too few")
     bound = gate.bound(rate_c)
@@ -287,7 +325,6 @@ def _evaluate_rate(
     if gate.relative and rate_c is not None:
         pc = (c_err + 1.0) / (c_n + 2.0)
         c_var = gate.a**2 * pc * (1.0 - pc) / (c_n + 2.0)
-    sign = 1.0 if gate.higher_is_worse else -1.0
     # the devices on their own: a single failing one is caught whatever the pooled rate
     bad = []
     z_dev = _z(opts.alpha / max(len(treatment), 1))
@@ -306,6 +343,43 @@ def _evaluate_rate(
     return _verdict(
         base, bound, p, opts.alpha, bad, f"{gate.metric} {rate_t:.4g} beyond {bound:.4g}"
     )
+
+
+def _exclude_implausible(
+    raw: Sequence[tuple[float, float]],
+    capped: Sequence[tuple[float, float]],
+    friendly: float,
+    alpha: float,
+) -> tuple[list[tuple[float, float]], list[int]]:
+    """``capped`` without the devices whose raw counts are implausible given the rest of the
+    group, in the ``friendly`` direction (-1: too few errors, +1: too many); and their indexes.
+
+    Each device's own ``errors`` out of ``requests`` against the binomial with the other
+    devices' pooled rate, one-sided at ``alpha / devices`` (Bonferroni), so an honest device is
+    almost never left out but one claiming ``requests=1e6, errors=0`` in a stage erring at 4 %
+    always is. Needs at least three devices with data (two cannot outvote each other).
+    """
+    from scipy import stats
+
+    served = [i for i, (_, n) in enumerate(raw) if n > 0]
+    if len(served) < 3:
+        return list(capped), []
+    err, n = sum(e for e, _ in capped), sum(k for _, k in capped)
+    level = alpha / len(served)
+    out = []
+    for i in served:
+        e_raw, n_raw = raw[i]
+        e_cap, n_cap = capped[i]
+        rest = (err - e_cap + 1.0) / (n - n_cap + 2.0)  # pseudo-counts: never exactly 0 or 1
+        k, trials = round(e_raw), max(round(n_raw), 1)
+        if friendly < 0:
+            p = float(stats.binom.cdf(k, trials, rest))
+        else:
+            p = float(stats.binom.sf(k - 1, trials, rest))
+        if p < level:
+            out.append(i)
+    drop = set(out)
+    return [(0.0, 0.0) if i in drop else c for i, c in enumerate(capped)], out
 
 
 def _too_few(base: GateResult, bound: float, bad: Sequence[str], reason: str) -> GateResult:

@@ -81,7 +81,7 @@ def utc_now() -> datetime:
 def _json(body: bytes) -> object:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # Recursion: too deep
         raise Refused(400, "bad_body", f"request body is not JSON ({e})") from e
 
 

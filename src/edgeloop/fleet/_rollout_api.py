@@ -40,7 +40,7 @@ def _refuse(e: RolloutError) -> Refused:
 def _body(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body or b"{}")
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
         raise Refused(400, "bad_body", f"request body is not JSON ({e})") from e
     if not isinstance(data, dict):
         raise Refused(400, "bad_body", "request body: expected a JSON object")

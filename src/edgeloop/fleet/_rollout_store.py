@@ -9,6 +9,7 @@ tick, so any number of server processes drive rollouts safely and a restart resu
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ from edgeloop.registry import set_alias
 
 __all__ = [
     "CANARY_ALIAS",
+    "EVALUATION_GATE",
     "act",
     "Plan",
     "any_in_effect",
@@ -55,6 +57,9 @@ __all__ = [
 ]
 
 CANARY_ALIAS = "canary"  # the registry alias that follows a rollout's new version
+EVALUATION_GATE = "(evaluation)"  # the check recorded when evaluating a rollout raised
+
+_log = logging.getLogger("edgeloop.fleet.rollout")
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -377,12 +382,25 @@ class Plan:
 
 
 def plan_ticks(s: Session, now: datetime) -> list[Plan]:
-    """Observe every rollout in effect and decide (reads only: no write lock held meanwhile)."""
+    """Observe every rollout in effect and decide (reads only: no write lock held meanwhile).
+
+    A rollout whose evaluation raises is logged and gets an ``error`` check naming the failure
+    (its state stays as it is); the other rollouts are still observed and driven.
+    """
     out = []
     for row in s.scalars(sa.select(RolloutRow).where(RolloutRow.state.in_(IN_EFFECT))).all():
-        obs = observe(s, row, now)
-        out.append(Plan(row.id, row.revision, tuple(obs.gates), step(_status(row), obs)))
+        try:
+            obs = observe(s, row, now)
+            out.append(Plan(row.id, row.revision, tuple(obs.gates), step(_status(row), obs)))
+        except Exception as e:  # one rollout's bad data must not stop the others
+            _log.exception("rollout %s: evaluation failed", row.id)
+            out.append(Plan(row.id, row.revision, (_evaluation_error(e),), None))
     return out
+
+
+def _evaluation_error(e: Exception) -> GateResult:
+    reason = f"evaluation failed: {type(e).__name__}: {e}"[:500]
+    return GateResult(EVALUATION_GATE, "error", None, None, None, 0, 0, reason=reason)
 
 
 def apply_ticks(s: Session, plans: Sequence[Plan], now: datetime) -> list[tuple[int, str]]:

@@ -64,9 +64,16 @@ class FleetSettings:
     report_limit_bytes: int = 1 << 20
     report_retention_s: float = 7 * 86400.0  # telemetry older than this is swept
     migrate: bool = True
+    # agent builds (sha256 of the agent's files) allowed to enroll and check in; empty: any
+    agent_builds: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        builds = tuple(str(b).strip().lower() for b in self.agent_builds)
+        bad = [b for b in builds if len(b) != 64 or any(c not in "0123456789abcdef" for c in b)]
+        if bad:
+            raise InputError(f"agent build {bad[0]!r}: expected a sha256 (64 hex digits)")
+        object.__setattr__(self, "agent_builds", builds)
         if self.poll_interval_s <= 0 or self.assignment_ttl_s <= self.poll_interval_s:
             raise InputError(
                 f"poll interval {self.poll_interval_s} s and assignment ttl "

@@ -104,7 +104,7 @@ def enroll(s: Session, req: EnrollRequest, now: datetime) -> DeviceRow:
     if row is None:
         raise Refused(401, "bad_token", "enrollment token is not one this server issued")
     if row.uses_left <= 0:
-        raise Refused(401, "used_token", f"enrollment token was already used by {row.device_id}")
+        raise Refused(401, "used_token", "enrollment token was already used")
     expires = _utc(row.expires_at)
     if expires is not None and expires <= now:
         raise Refused(401, "expired_token", f"enrollment token expired at {iso_time(expires)}")
@@ -132,6 +132,7 @@ def enroll(s: Session, req: EnrollRequest, now: datetime) -> DeviceRow:
         enrolled_at=now,
         last_seen=now,
         agent_version=req.agent_version,
+        agent_build=req.agent_build,
         profile=req.profile.to_dict(),
         health="unknown",
         revoked=False,
@@ -217,6 +218,7 @@ def authenticate(
 def record_checkin(device: DeviceRow, checkin: CheckIn, now: datetime) -> None:
     device.last_seen = now
     device.agent_version = checkin.agent_version
+    device.agent_build = checkin.agent_build
     device.installed = checkin.installed.to_dict() if checkin.installed else None
     device.installed_version = checkin.installed.version if checkin.installed else None
     device.known_good = checkin.known_good.to_dict() if checkin.known_good else None

@@ -114,7 +114,7 @@ def verify_assignment(
         )
     try:
         assignment = Assignment.from_dict(json.loads(payload))
-    except (EdgeloopError, ValueError) as e:
+    except (EdgeloopError, ValueError, RecursionError) as e:
         raise SignatureError(f"signed assignment payload is malformed: {e}") from e
     if device_id is not None and assignment.device_id != device_id:
         raise SignatureError(

@@ -144,9 +144,12 @@ class EnrollRequest(Artifact):
     agent_version: str
     name: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    agent_build: str | None = None  # sha256 of the agent's installed files (agent._integrity)
 
     def __post_init__(self) -> None:
         _need(isinstance(self.token, str) and 0 < len(self.token) <= 256, "token: expected text")
+        if self.agent_build is not None:
+            _hex64(self.agent_build, "agent_build")
         _hex64(self.signing_key, "signing_key")
         _hex64(self.encryption_key, "encryption_key")
         _need(isinstance(self.profile, DeviceProfile), "profile: expected a DeviceProfile object")
@@ -186,12 +189,15 @@ class CheckIn(Artifact):
     health: str = "unknown"
     last_error: str | None = None
     profile: DeviceProfile | None = None
+    agent_build: str | None = None  # sha256 of the agent's installed files (agent._integrity)
 
     def __post_init__(self) -> None:
         _need(
             isinstance(self.agent_version, str),
             f"agent_version {self.agent_version!r}: expected text",
         )
+        if self.agent_build is not None:
+            _hex64(self.agent_build, "agent_build")
         _need(
             self.health in HEALTH_STATES,
             f"health {self.health!r}: expected one of {', '.join(HEALTH_STATES)}",
