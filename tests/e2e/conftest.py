@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -58,6 +59,22 @@ class FleetServer:
     tmp: Path
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
+    ca: Any = None  # a tls_certs.TestCA: serve HTTPS with its certificate
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a client that pins this server's CA passes to httpx."""
+        return True if self.ca is None else ssl.create_default_context(cafile=str(self.ca.ca_pem))
+
+    def provision(self, model: str | None = None, uses: int = 1) -> Any:
+        """A device's provisioning (edgeloop.protocol.Provisioning) for this server."""
+        from edgeloop.client import AdminClient
+
+        token = (self.data / "admin-token").read_text().strip()
+        ca = None if self.ca is None else self.ca.ca_pem.read_text()
+        return AdminClient(self.url, token, verify=self.verify).provision(
+            ca_pem=ca, model=model, uses=uses
+        )
 
     @property
     def admin(self) -> dict[str, str]:
@@ -78,6 +95,11 @@ class FleetServer:
                 str(self.port),
                 "--poll-interval",
                 str(poll_interval),
+                *(
+                    []
+                    if self.ca is None
+                    else ["--tls-cert", str(self.ca.cert_pem), "--tls-key", str(self.ca.key_pem)]
+                ),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -88,7 +110,8 @@ class FleetServer:
             if self.proc.poll() is not None:
                 raise RuntimeError((self.tmp / "server.log").read_text()[-3000:])
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                r = httpx.get(self.url + "/healthz", timeout=1, verify=self.verify)
+                if r.status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -106,7 +129,12 @@ class FleetServer:
         self.proc = None
 
     def token(self, model: str | None = None) -> str:
-        r = httpx.post(self.url + "/v1/admin/tokens", json={"model": model}, headers=self.admin)
+        r = httpx.post(
+            self.url + "/v1/admin/tokens",
+            json={"model": model},
+            headers=self.admin,
+            verify=self.verify,
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
@@ -140,6 +168,7 @@ class FleetServer:
             json={"model": model, "version": version},
             headers=self.admin,
             timeout=60,
+            verify=self.verify,
         )
         assert r.status_code == 201, r.text
         if desired:
@@ -150,11 +179,14 @@ class FleetServer:
             self.url + f"/v1/admin/models/{model}/desired",
             json={"version": version},
             headers=self.admin,
+            verify=self.verify,
         )
         assert r.status_code == 200, r.text
 
     def device(self, device_id: str) -> dict[str, Any]:
-        r = httpx.get(self.url + f"/v1/admin/devices/{device_id}", headers=self.admin)
+        r = httpx.get(
+            self.url + f"/v1/admin/devices/{device_id}", headers=self.admin, verify=self.verify
+        )
         assert r.status_code == 200, r.text
         return dict(r.json())
 
@@ -169,6 +201,25 @@ def fleet_server(tmp_path: Path) -> Iterator[FleetServer]:
         db_url=f"sqlite:///{tmp_path / 'fleet.db'}",
         tmp=tmp_path,
         port=port,
+    )
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def tls_fleet_server(tmp_path: Path, test_ca: Any) -> Iterator[FleetServer]:
+    """``edgeloop server --tls-cert --tls-key`` with the session's test CA, on SQLite."""
+    port = _free_port()
+    srv = FleetServer(
+        url=f"https://127.0.0.1:{port}",
+        data=tmp_path / "data",
+        db_url=f"sqlite:///{tmp_path / 'fleet.db'}",
+        tmp=tmp_path,
+        port=port,
+        ca=test_ca,
     )
     srv.start()
     try:

@@ -35,6 +35,7 @@ from edgeloop.agent._client import FleetClient
 from edgeloop.agent._fetch import fetch_target
 from edgeloop.agent._install import Slots
 from edgeloop.agent._models import LoadedModel, ModelCache
+from edgeloop.agent._pinned import PinnedTrust
 from edgeloop.agent._state import (
     AgentState,
     SlotInfo,
@@ -56,12 +57,14 @@ from edgeloop.errors import (
     ModelInputError,
     SecurityError,
     SelfTestError,
+    SignatureError,
 )
 from edgeloop.protocol import (
     Assignment,
     CheckIn,
     EnrollRequest,
     InstalledModel,
+    Provisioning,
     public_hex,
     verify_assignment,
 )
@@ -86,6 +89,10 @@ class Agent:
     ``confirm_after_s`` (default: one poll interval) is confirmed at the next poll.
     ``cache``: share loaded models between agents of one process (the simulator does);
     ``http``: share one connection pool; ``writer``/``on_step``: fault injection for tests.
+    ``provisioning``: the trust this device pins (server URL, TUF root, director key, CA,
+    enrollment token; kept in the state dir); without one the agent enrolls only when
+    ``insecure_first_use`` (trust on first use) is set. ``server_url`` and ``enroll_token``
+    default to the provisioning file's.
     """
 
     def __init__(
@@ -107,10 +114,20 @@ class Agent:
         trial_min_requests: int = 5,
         trial_max_error_rate: float = 0.5,
         rng: random.Random | None = None,
+        provisioning: Provisioning | None = None,
+        insecure_first_use: bool = False,
     ) -> None:
-        self.server_url = server_url
         self.store = StateDir(state_dir, writer)
-        self.enroll_token = enroll_token
+        self.pinned = PinnedTrust(
+            self.store.root,
+            provisioning,
+            insecure_first_use=insecure_first_use,
+            tuf_root_path=self.store.tuf_dir / "root.json",
+            save=lambda path, data: self.store.write(path, data, 0o600),
+        )
+        pinned = self.pinned.provisioning
+        self.server_url = server_url or (pinned.server_url if pinned else None)
+        self.enroll_token = enroll_token or (pinned.enroll_token if pinned else None)
         self._profile = profile
         self.name, self.labels = name, dict(labels or {})
         self._trust = trust
@@ -377,7 +394,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         if self._own_http and (self._http is None or self._http_loop is not loop):
             # a client's connections belong to the event loop that opened them
-            self._http, self._http_loop = httpx.AsyncClient(timeout=30.0), loop
+            self._http = httpx.AsyncClient(timeout=30.0, verify=self.pinned.verify)
+            self._http_loop = loop
         assert self._http is not None
         return FleetClient(self.server_url, self._http, self.signing_key)
 
@@ -386,6 +404,7 @@ class Agent:
             return str(self.identity["device_id"])
         if not self.enroll_token:
             raise AgentError("this device is not enrolled; pass an enrollment token")
+        self.pinned.may_enroll()
         profile = await asyncio.to_thread(self.profile)
         request = EnrollRequest(
             token=self.enroll_token,
@@ -397,9 +416,12 @@ class Agent:
             labels=self.labels,
         )
         enrollment = await self._client().enroll(request)
-        self.store.write(
-            self.store.tuf_dir / "root.json", json.dumps(enrollment.tuf_root).encode(), None
-        )
+        if self.pinned.provisioned:  # the answer must agree with the pinned trust
+            await asyncio.to_thread(self.pinned.check_enrollment, enrollment, self._refresh_root)
+        else:  # trust on first use (insecure_first_use): believe the first answer
+            self.store.write(
+                self.store.tuf_dir / "root.json", json.dumps(enrollment.tuf_root).encode(), None
+            )
         identity = enrollment.to_dict()
         identity.pop("tuf_root", None)
         identity["server_url"] = self.server_url
@@ -408,13 +430,48 @@ class Agent:
         self.backoff.interval = float(enrollment.poll_interval_s)
         return enrollment.device_id
 
-    def _verify(self, envelope: Mapping[str, Any]) -> Assignment:
+    def _tuf(self) -> Any:
+        """An UpdateClient on this device's TUF state (pinned CA; shared fetcher if any)."""
+        from edgeloop.update import UpdateClient
+
+        assert self.server_url is not None
+        base = self.server_url.rstrip("/")
+        ids = self.identity or {}
+        return UpdateClient(
+            base,
+            self.store.tuf_dir.joinpath("root.json").read_bytes(),
+            self.store.tuf_dir,
+            metadata_url=base + str(ids.get("tuf_metadata_url", "/tuf/metadata/")),
+            targets_url=base + str(ids.get("tuf_targets_url", "/tuf/targets/")),
+            fetcher=self.fetcher,
+            verify=self.pinned.verify,
+        )
+
+    def _refresh_root(self) -> bytes:
+        """Walk the TUF root chain from the trusted root; the newest verified root's bytes."""
+        with self._tuf() as client:
+            return bytes(client.trusted_root())
+
+    def director_keys(self) -> dict[str, Any]:
+        """Keys that may sign this device's assignments (named in its newest verified root)."""
+        return self.pinned.director_keys(self.trust().director_keys, self.identity)
+
+    def _verify(self, envelope: Mapping[str, Any], refreshed: bool = False) -> Assignment:
         from datetime import datetime, timezone
 
-        from edgeloop.bundle import ed25519_from_dict
-
-        assert self.identity is not None
-        key = ed25519_from_dict(self.identity["director_key"], "pinned director key")
+        sigs = envelope.get("signatures") if isinstance(envelope, Mapping) else None
+        kid = sigs[0].get("keyid") if isinstance(sigs, list) and sigs else None
+        keys = self.director_keys()
+        key = keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            if not refreshed and self.server_url is not None:
+                # a director key rotated since: a new root names it (TUF verifies the chain)
+                self._refresh_root()
+                return self._verify(envelope, refreshed=True)
+            raise SignatureError(
+                f"assignment signed by key {str(kid)[:16]}, which the trusted root does not "
+                f"name as a director key ({sorted(k[:16] for k in keys)})"
+            )
         return verify_assignment(
             envelope, key, device_id=self.device_id, now=datetime.now(timezone.utc)
         )
@@ -449,7 +506,8 @@ class Agent:
             self.backoff.interval = float(response.poll_interval_s)
             if response.assignment is not None:
                 before = self.checkin_body()
-                await self.apply(self._verify(response.assignment))
+                assignment = await asyncio.to_thread(self._verify, response.assignment)
+                await self.apply(assignment)
                 if self.checkin_body() != before:  # tell the server now, not a poll later
                     await client.checkin(device_id, self.checkin_body())
         except RETRYABLE as e:
@@ -465,14 +523,7 @@ class Agent:
         if d.action != "install":
             return await asyncio.to_thread(self._act, d.action, d.slot, d.reason)
         assert self.identity is not None and self.server_url is not None
-        data = await asyncio.to_thread(
-            fetch_target,
-            self.store.tuf_dir,
-            self.server_url,
-            self.identity,
-            assignment,
-            self.fetcher,
-        )
+        data = await asyncio.to_thread(fetch_target, self._tuf(), assignment)
         recipient = await self._client().recipient(str(self.device_id), assignment.target)
         return await asyncio.to_thread(self.install, data, assignment, recipient)
 

@@ -31,6 +31,7 @@ from edgeloop.demo._fleet import DemoFleet
 from edgeloop.demo._runner import run_demo, run_stages
 from edgeloop.demo._server import DemoServer
 from edgeloop.demo._stages import STAGES
+from edgeloop.demo._tls import LocalCA, make_local_ca
 
 __all__ = [
     "BAD_ERROR_SHARE",
@@ -42,8 +43,10 @@ __all__ = [
     "DemoResult",
     "DemoServer",
     "DemoStep",
+    "LocalCA",
     "Stage",
     "StageResult",
+    "make_local_ca",
     "run_demo",
     "run_stages",
 ]

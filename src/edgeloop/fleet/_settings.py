@@ -31,8 +31,8 @@ from edgeloop.bundle import (
     load_signing_key,
     save_private_key,
 )
-from edgeloop.errors import FileError, InputError
-from edgeloop.update import KeyRing, Repository, init_keys
+from edgeloop.errors import EdgeloopError, FileError, InputError
+from edgeloop.update import KeyRing, Repository, init_keys, name_director
 
 __all__ = [
     "SETTINGS_ENV",
@@ -123,25 +123,43 @@ def prepare_data_dir(settings: FleetSettings) -> FleetSecrets:
     if not settings.director_path.exists():
         save_private_key(settings.director_path, generate_signing_key())
         created.append(settings.director_path)
+    director = load_signing_key(settings.director_path)
     keys = settings.keys_path
     if not (keys / "root.json").exists():
-        init_keys(keys)
+        init_keys(keys, director_public_key=director.public_key())
         created.append(keys)
     ring = KeyRing(keys)
     repo = Repository(settings.tuf_path, ring)
+    renamed = _name_director(ring, director)
     if not repo.exists():
         repo.init()
         created.append(settings.tuf_path)
+    elif renamed:
+        repo.refresh_timestamp()  # publishes the new root for devices to walk to
     fleet = [load_encryption_key(keys / "fleet.pem")]
     for retired in sorted((keys / "retired").glob("fleet*.pem")):
         fleet.append(load_encryption_key(retired))
     return FleetSecrets(
         admin_token=_read_token(token_path),
-        director_key=load_signing_key(settings.director_path),
+        director_key=director,
         fleet_keys=tuple(fleet),
         keyring=ring,
         created=tuple(created),
     )
+
+
+def _name_director(ring: KeyRing, director: Ed25519PrivateKey) -> bool:
+    """Name the director key in the root (a data dir from before issue 13, or a new key).
+
+    Only possible where the root keys are at hand; a root kept offline is updated on the build
+    machine instead (``edgeloop keys director``), and devices keep the key they were provisioned
+    with until then.
+    """
+    try:
+        ring.key_files("root")
+    except EdgeloopError:
+        return False
+    return name_director(ring.dir, director.public_key()) is not None
 
 
 SETTINGS_ENV = "EDGELOOP_FLEET_SETTINGS"

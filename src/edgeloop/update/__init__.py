@@ -14,7 +14,14 @@ Device side::
 """
 
 from edgeloop.update._client import HttpxFetcher, TargetInfo, UpdateClient, fetch_bundle
-from edgeloop.update._keyring import ROLES, ROTATABLE, KeyRing, init_keys, rotate_key
+from edgeloop.update._keyring import (
+    ROLES,
+    ROTATABLE,
+    KeyRing,
+    init_keys,
+    name_director,
+    rotate_key,
+)
 from edgeloop.update._repo import Expiry, PublishedTarget, Repository
 
 __all__ = [
@@ -29,5 +36,6 @@ __all__ = [
     "UpdateClient",
     "fetch_bundle",
     "init_keys",
+    "name_director",
     "rotate_key",
 ]

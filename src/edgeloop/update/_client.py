@@ -8,6 +8,7 @@ tuf's exceptions into :class:`UpdateError` with the role and URL in the message.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,8 @@ class UpdateClient:
     """A device's view of one TUF repository.
 
     ``root``: the trusted root metadata the device shipped with (``KEYS/root.json``);
-    ``metadata_dir`` caches verified metadata between runs. Each :meth:`refresh` builds a new
+    ``metadata_dir`` caches verified metadata between runs; ``verify``: the TLS trust of the
+    default fetcher (a pinned CA's ``ssl.SSLContext``). Each :meth:`refresh` builds a new
     ``Updater`` (python-tuf refreshes once per instance).
     """
 
@@ -109,13 +111,15 @@ class UpdateClient:
         targets_url: str | None = None,
         fetcher: FetcherInterface | None = None,
         config: UpdaterConfig | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         base = base_url.rstrip("/")
         self.metadata_url = metadata_url or f"{base}/metadata/"
         self.targets_url = targets_url or f"{base}/targets/"
         self.root = root
         self.metadata_dir = Path(metadata_dir)
-        self.fetcher = fetcher or HttpxFetcher()
+        self._own_fetcher = fetcher is None  # a given fetcher belongs to its owner
+        self.fetcher = fetcher or HttpxFetcher(httpx.Client(timeout=30.0, verify=verify))
         self.config = config or UpdaterConfig()
         self._updater: Updater | None = None
 
@@ -185,8 +189,8 @@ class UpdateClient:
             raise FileError(f"cannot write bundle to {str(out)!r}: {e}") from e
 
     def close(self) -> None:
-        """Close the HTTP connections of the default fetcher."""
-        if isinstance(self.fetcher, HttpxFetcher):
+        """Close the HTTP connections of the default fetcher (not of a given one)."""
+        if self._own_fetcher and isinstance(self.fetcher, HttpxFetcher):
             self.fetcher.close()
 
     def __enter__(self) -> UpdateClient:
