@@ -3,7 +3,8 @@
 ``mitm(upstream)`` starts a :class:`~security._proxy.MitmProxy` (plain HTTP by default, or TLS
 with ``server_context``) that forwards to ``upstream`` and rewrites answers by path prefix;
 ``proxy.tamper("/v1/enroll", json_tamper(fn))`` swaps what the device sees. Proxies stop at the
-end of the test.
+end of the test. ``fleet_server`` and ``tls_fleet_server`` (the real ``edgeloop server``, plain or
+with the session's test CA) come from tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from e2e.conftest import fleet_server, tls_fleet_server  # noqa: F401 - shared fixtures
 from security._proxy import MitmProxy
 
 
