@@ -36,6 +36,7 @@ from edgeloop.agent._fetch import fetch_target
 from edgeloop.agent._install import Slots
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.agent._pinned import PinnedTrust
+from edgeloop.agent._revocation import plan_revocation
 from edgeloop.agent._state import (
     AgentState,
     SlotInfo,
@@ -92,7 +93,9 @@ class Agent:
     ``provisioning``: the trust this device pins (server URL, TUF root, director key, CA,
     enrollment token; kept in the state dir); without one the agent enrolls only when
     ``insecure_first_use`` (trust on first use) is set. ``server_url`` and ``enroll_token``
-    default to the provisioning file's.
+    default to the provisioning file's. Every ``revocation_check_s`` (and before any switch)
+    the agent reads the release side's signed targets and stops running a revoked version
+    (``_revocation``).
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class Agent:
         rng: random.Random | None = None,
         provisioning: Provisioning | None = None,
         insecure_first_use: bool = False,
+        revocation_check_s: float = 600.0,
     ) -> None:
         self.store = StateDir(state_dir, writer)
         self.pinned = PinnedTrust(
@@ -145,6 +149,8 @@ class Agent:
         self.trial_min_requests = trial_min_requests
         self.trial_max_error_rate = trial_max_error_rate
         self.telemetry = Telemetry()
+        self.revocation_check_s = revocation_check_s
+        self._listing_checked: float | None = None
         self.last_error: str | None = None  # the last install or model failure (reported)
         self.poll_error: str | None = None  # the last poll's failure; None once one succeeds
         self.degraded = False
@@ -203,6 +209,10 @@ class Agent:
         for _ in range(2):
             info = self.state.current
             if info is None:
+                self._set_model(None)
+                return
+            if info.sha256 in self.state.failed:  # revoked while it was running
+                self.last_error = f"slot {self.state.active}: {self.state.failed[info.sha256]}"
                 self._set_model(None)
                 return
             try:
@@ -502,6 +512,8 @@ class Agent:
             client = self._client()
             self.check_trial()  # a trial that served since the last poll without failing
             await client.telemetry(self.report())
+            if self._revocation_due():
+                await self.enforce_revocation()
             response = await client.checkin(device_id, self.checkin_body())
             self.backoff.interval = float(response.poll_interval_s)
             if response.assignment is not None:
@@ -517,15 +529,93 @@ class Agent:
         self.poll_error = None
         return self.backoff.succeeded()
 
+    def listed(self) -> dict[str, Any]:
+        """The release side's current signed targets (TUF refresh): path -> TargetInfo."""
+        with self._tuf() as client:
+            out: dict[str, Any] = client.listed()
+        self._listing_checked = time.monotonic()
+        return out
+
+    async def enforce_revocation(self) -> None:
+        """Stop running a version the signed targets no longer list (``_revocation``)."""
+        if self.state.current is None or self.server_url is None:
+            return
+        listed = await asyncio.to_thread(self.listed)
+        plan = plan_revocation(self.state, listed)
+        if plan.action == "keep":
+            return
+        self.telemetry.count("revocations")
+        with self._lock:
+            revoked = self.state.current
+            assert revoked is not None
+            self._commit(record_failure(self.state, revoked.sha256, plan.reason))
+        if plan.action == "switch" and plan.slot is not None and self.switch(plan.slot):
+            with self._lock:
+                self._commit(confirm(self.state))  # the revoked slot is no longer known-good
+            self.last_error = f"{plan.reason}; switched to slot {plan.slot}"
+            return
+        for target in plan.candidates:
+            if await self._install_listed(target, revoked):
+                self.last_error = f"{plan.reason}; installed {target.path}"
+                return
+        with self._lock:  # nothing listed to run: stop serving (security over availability)
+            self._set_model(None)
+            self.degraded = True
+            self.last_error = f"{plan.reason}; no listed version to run: not serving"
+
+    async def _install_listed(self, target: Any, revoked: SlotInfo) -> bool:
+        from datetime import datetime, timedelta, timezone
+
+        from edgeloop.protocol import iso_time
+
+        now = datetime.now(timezone.utc)
+        local = Assignment(  # the device's own decision, from verified targets metadata
+            device_id=str(self.device_id),
+            model=revoked.model,
+            version=int(target.custom["version"]),
+            variant=target.path.rsplit("-", 1)[-1].removesuffix(".elb"),
+            target=target.path,
+            sha256=target.sha256,
+            length=target.length,
+            issued_at=iso_time(now),
+            expires_at=iso_time(now + timedelta(minutes=5)),
+            rollback=True,
+            reason="revocation: newest listed version",
+        )
+        try:
+            return await self.apply(local)
+        except RETRYABLE as e:
+            self.telemetry.count("install_failures")
+            self.last_error = f"revocation fallback {target.path} failed: {e}"
+            return False
+
     async def apply(self, assignment: Assignment) -> bool:
-        """Act on a verified assignment: nothing, a switch, or a download and install."""
+        """Act on a verified assignment: nothing, a switch, or a download and install.
+
+        A switch (a rollback to the other slot) happens only to a version the release side's
+        signed targets still list: the director alone cannot bring back a revoked version.
+        """
         d = decide(self.state, assignment)
+        if d.action == "switch":
+            listed = await asyncio.to_thread(self.listed)
+            if assignment.sha256 not in {t.sha256 for t in listed.values()}:
+                reason = (
+                    f"{assignment.model}@{assignment.version} is not in the signed targets "
+                    "(revoked): not switching to it"
+                )
+                with self._lock:
+                    self._commit(record_failure(self.state, assignment.sha256, reason))
+                return await asyncio.to_thread(self._act, "refuse", None, reason)
         if d.action != "install":
             return await asyncio.to_thread(self._act, d.action, d.slot, d.reason)
         assert self.identity is not None and self.server_url is not None
         data = await asyncio.to_thread(fetch_target, self._tuf(), assignment)
         recipient = await self._client().recipient(str(self.device_id), assignment.target)
         return await asyncio.to_thread(self.install, data, assignment, recipient)
+
+    def _revocation_due(self) -> bool:
+        last = self._listing_checked
+        return last is None or time.monotonic() - last >= self.revocation_check_s
 
     async def run(self, stop: asyncio.Event | None = None, duration_s: float | None = None) -> None:
         """Poll until ``stop`` is set or ``duration_s`` passed (forever when neither is given)."""

@@ -166,6 +166,33 @@ class UpdateClient:
             custom if isinstance(custom, dict) else {},
         )
 
+    def listed(self) -> dict[str, TargetInfo]:
+        """Every target the current top-level targets metadata lists (verified by refresh).
+
+        python-tuf keeps the targets metadata it verified as ``targets.json`` in the metadata
+        dir; it is read back here, after a refresh in this client, rather than through the
+        Updater's private state.
+        """
+        from tuf.api.metadata import Metadata, Targets
+
+        self._ready()
+        try:
+            md = Metadata[Targets].from_bytes((self.metadata_dir / "targets.json").read_bytes())
+        except (OSError, ValueError) as e:
+            raise UpdateError(f"verified targets metadata unreadable: {e}") from e
+        if not isinstance(md.signed, Targets):
+            raise UpdateError(f"targets.json holds a {md.signed.type!r} role, expected targets")
+        out = {}
+        for path, info in md.signed.targets.items():
+            custom = info.unrecognized_fields.get("custom")
+            out[path] = TargetInfo(
+                path,
+                info.hashes.get("sha256", ""),
+                info.length,
+                custom if isinstance(custom, dict) else {},
+            )
+        return out
+
     def fetch_bundle(self, target_path: str, dest_dir: str | Path) -> Path:
         """Download ``target_path`` (verified by TUF) into ``dest_dir``; return the file's path.
 
