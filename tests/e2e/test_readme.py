@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 import shlex
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,13 +38,42 @@ def test_the_setup_commands_are_marked_for_ci() -> None:
     assert "edgeloop demo" in text and "python -m pytest" in text
 
 
+def _start_in_background(cmd: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+    """A tour line ending in ``&`` (the fleet server): start it, wait for its --port."""
+    port = int(cmd[cmd.index("--port") + 1])
+    log = open(cwd / "background.log", "ab")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeloop", *cmd[1:]], cwd=cwd, stdout=log, stderr=log
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (cwd / "background.log").read_text()[-2000:]
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"{shlex.join(cmd)} did not listen on port {port} within 60 s")
+
+
 @pytest.mark.slow
 def test_the_tour_runs_in_order(cli, tmp_path: Path) -> None:
-    for cmd in tour_commands():
-        r = cli(*cmd[1:])
-        assert r.returncode == 0, (
-            f"{shlex.join(cmd)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
-        )
+    background: list[subprocess.Popen[bytes]] = []
+    try:
+        for cmd in tour_commands():
+            if cmd[-1] == "&":
+                background.append(_start_in_background(cmd[:-1], tmp_path))
+                continue
+            r = cli(*cmd[1:])
+            assert r.returncode == 0, (
+                f"{shlex.join(cmd)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+            )
+    finally:
+        for proc in background:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert (tmp_path / "device.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "device" / "identity.json").exists()  # enrolled over TLS
     assert (tmp_path / "digits-2.elb").stat().st_size > 0
     assert (tmp_path / "int8" / "report.html").exists()
     assert (tmp_path / "tuf").is_dir()

@@ -76,3 +76,20 @@ def rotate(
 
         Repository(repo, KeyRing(directory, secret)).resign()
         console.print(f"re-signed the metadata in {repo}")
+
+
+@app.command("tls")
+def tls(
+    directory: Path = typer.Option(..., "--dir", help="Directory for ca.pem, server.pem/.key."),
+) -> None:
+    """Make a local CA and a server certificate for 127.0.0.1 (loopback trials and the demo).
+
+    Serve with `edgeloop server --tls-cert DIR/server.pem --tls-key DIR/server.key` and pin
+    `DIR/ca.pem` in devices (`edgeloop fleet --ca DIR/ca.pem provision`). A real fleet uses its
+    organisation's CA and a certificate for the server's name.
+    """
+    from edgeloop.cli._console import console
+    from edgeloop.demo import make_local_ca
+
+    ca = make_local_ca(directory)
+    console.print(f"CA {ca.ca_pem}; certificate {ca.cert_pem} and key {ca.key_pem} (0600)")
