@@ -36,7 +36,7 @@ from edgeloop.agent._fetch import fetch_target
 from edgeloop.agent._install import Slots
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.agent._pinned import PinnedTrust
-from edgeloop.agent._revocation import plan_revocation
+from edgeloop.agent._revocation import enforce_revocation
 from edgeloop.agent._state import (
     AgentState,
     SlotInfo,
@@ -538,56 +538,7 @@ class Agent:
 
     async def enforce_revocation(self) -> None:
         """Stop running a version the signed targets no longer list (``_revocation``)."""
-        if self.state.current is None or self.server_url is None:
-            return
-        listed = await asyncio.to_thread(self.listed)
-        plan = plan_revocation(self.state, listed)
-        if plan.action == "keep":
-            return
-        self.telemetry.count("revocations")
-        with self._lock:
-            revoked = self.state.current
-            assert revoked is not None
-            self._commit(record_failure(self.state, revoked.sha256, plan.reason))
-        if plan.action == "switch" and plan.slot is not None and self.switch(plan.slot):
-            with self._lock:
-                self._commit(confirm(self.state))  # the revoked slot is no longer known-good
-            self.last_error = f"{plan.reason}; switched to slot {plan.slot}"
-            return
-        for target in plan.candidates:
-            if await self._install_listed(target, revoked):
-                self.last_error = f"{plan.reason}; installed {target.path}"
-                return
-        with self._lock:  # nothing listed to run: stop serving (security over availability)
-            self._set_model(None)
-            self.degraded = True
-            self.last_error = f"{plan.reason}; no listed version to run: not serving"
-
-    async def _install_listed(self, target: Any, revoked: SlotInfo) -> bool:
-        from datetime import datetime, timedelta, timezone
-
-        from edgeloop.protocol import iso_time
-
-        now = datetime.now(timezone.utc)
-        local = Assignment(  # the device's own decision, from verified targets metadata
-            device_id=str(self.device_id),
-            model=revoked.model,
-            version=int(target.custom["version"]),
-            variant=target.path.rsplit("-", 1)[-1].removesuffix(".elb"),
-            target=target.path,
-            sha256=target.sha256,
-            length=target.length,
-            issued_at=iso_time(now),
-            expires_at=iso_time(now + timedelta(minutes=5)),
-            rollback=True,
-            reason="revocation: newest listed version",
-        )
-        try:
-            return await self.apply(local)
-        except RETRYABLE as e:
-            self.telemetry.count("install_failures")
-            self.last_error = f"revocation fallback {target.path} failed: {e}"
-            return False
+        await enforce_revocation(self)
 
     async def apply(self, assignment: Assignment) -> bool:
         """Act on a verified assignment: nothing, a switch, or a download and install.

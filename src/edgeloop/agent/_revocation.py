@@ -15,16 +15,23 @@ This is the one case where security outranks "never without a model" (docs/secur
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Literal
 
-from edgeloop.agent._state import AgentState, other_slot
+import httpx
+
+from edgeloop.agent._state import AgentState, SlotInfo, confirm, other_slot, record_failure
+from edgeloop.errors import EdgeloopError
+from edgeloop.protocol import Assignment, iso_time
 
 if TYPE_CHECKING:
+    from edgeloop.agent._agent import Agent
     from edgeloop.update import TargetInfo
 
-__all__ = ["RevocationPlan", "plan_revocation"]
+__all__ = ["RevocationPlan", "enforce_revocation", "plan_revocation"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +72,54 @@ def plan_revocation(state: AgentState, listed: Mapping[str, TargetInfo]) -> Revo
         ),
     )
     return RevocationPlan("fetch", reason, candidates=tuple(candidates))
+
+
+async def enforce_revocation(agent: Agent) -> None:
+    """The agent's side of the plan: refresh the listing, then switch, fetch or stop serving."""
+    if agent.state.current is None or agent.server_url is None:
+        return
+    listed = await asyncio.to_thread(agent.listed)
+    plan = plan_revocation(agent.state, listed)
+    if plan.action == "keep":
+        return
+    agent.telemetry.count("revocations")
+    with agent._lock:
+        revoked = agent.state.current
+        assert revoked is not None
+        agent._commit(record_failure(agent.state, revoked.sha256, plan.reason))
+    if plan.action == "switch" and plan.slot is not None and agent.switch(plan.slot):
+        with agent._lock:
+            agent._commit(confirm(agent.state))  # the revoked slot is no longer known-good
+        agent.last_error = f"{plan.reason}; switched to slot {plan.slot}"
+        return
+    for target in plan.candidates:
+        if await _install_listed(agent, target, revoked):
+            agent.last_error = f"{plan.reason}; installed {target.path}"
+            return
+    with agent._lock:  # nothing listed to run: stop serving (security over availability)
+        agent._set_model(None)
+        agent.degraded = True
+        agent.last_error = f"{plan.reason}; no listed version to run: not serving"
+
+
+async def _install_listed(agent: Agent, target: TargetInfo, revoked: SlotInfo) -> bool:
+    now = datetime.now(timezone.utc)
+    local = Assignment(  # the device's own decision, from verified targets metadata
+        device_id=str(agent.device_id),
+        model=revoked.model,
+        version=int(target.custom["version"]),
+        variant=target.path.rsplit("-", 1)[-1].removesuffix(".elb"),
+        target=target.path,
+        sha256=target.sha256,
+        length=target.length,
+        issued_at=iso_time(now),
+        expires_at=iso_time(now + timedelta(minutes=5)),
+        rollback=True,
+        reason="revocation: newest listed version",
+    )
+    try:
+        return await agent.apply(local)
+    except (EdgeloopError, OSError, httpx.HTTPError) as e:  # keep trying the next one
+        agent.telemetry.count("install_failures")
+        agent.last_error = f"revocation fallback {target.path} failed: {e}"
+        return False
