@@ -152,3 +152,18 @@ def test_director_key_and_root_rotate_without_reflashing(server, tmp_path):
     new_keys = set(old_device.director_keys())
     assert old_director not in new_keys and len(new_keys) == 1
     assert old_device.trust().root_version == 3
+
+
+def test_provision_refuses_a_pinned_ca_with_plain_http_and_trust_needs_the_admin(server, test_ca):
+    import httpx
+
+    from edgeloop.client import AdminClient
+    from edgeloop.errors import InputError
+
+    admin = AdminClient(server.url, (server.data / "admin-token").read_text())
+
+    with pytest.raises(InputError, match="a CA is pinned, so expected https://"):
+        admin.provision(ca_pem=test_ca.ca_pem.read_text())
+    assert httpx.get(server.url + "/v1/admin/trust").status_code == 401
+    trust = admin.trust()
+    assert trust["director_keyid"] in trust["tuf_root"]["signed"]["x-edgeloop-director"]["keys"]

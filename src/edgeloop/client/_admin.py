@@ -13,6 +13,7 @@ What ``edgeloop fleet`` and the demo use; ``RolloutClient`` (``_rollouts``) and
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +22,7 @@ import httpx
 
 from edgeloop.bundle import DIRECTOR_FIELD
 from edgeloop.client._errors import raise_for_status, unreachable
-from edgeloop.errors import KeyError_
+from edgeloop.errors import InputError, KeyError_
 from edgeloop.protocol import Provisioning
 
 __all__ = ["AdminClient"]
@@ -127,13 +128,16 @@ class AdminClient:
                 f"the given root names director key(s) {sorted(k[:16] for k in named)}, but "
                 f"the server signs with {trust['director_keyid'][:16]}"
             )
+        try:  # checked before a token is spent on it
+            image = Provisioning(
+                server_url=(server_url or self.base).rstrip("/"),
+                tuf_root=root,
+                director_key=trust["director_key"],
+                director_keyid=trust["director_keyid"],
+                ca_pem=ca_pem,
+                labels=dict(labels or {}),
+            )
+        except ValueError as e:
+            raise InputError(f"provisioning file: {e}") from e
         token = self.create_token(model=model, ttl_s=ttl_s, labels=labels, uses=uses)["token"]
-        return Provisioning(
-            server_url=(server_url or self.base).rstrip("/"),
-            tuf_root=root,
-            director_key=trust["director_key"],
-            director_keyid=trust["director_keyid"],
-            ca_pem=ca_pem,
-            enroll_token=str(token),
-            labels=dict(labels or {}),
-        )
+        return dataclasses.replace(image, enroll_token=str(token))
