@@ -93,3 +93,41 @@ def tls(
 
     ca = make_local_ca(directory)
     console.print(f"CA {ca.ca_pem}; certificate {ca.cert_pem} and key {ca.key_pem} (0600)")
+
+
+@app.command("director")
+def director(
+    directory: Path = typer.Option(..., "--dir", help="The keys directory (with the root keys)."),
+    key: Path = typer.Option(
+        ..., "--key", help="The director's public key (the server's DATA/director.pub.pem)."
+    ),
+    repo: Path | None = typer.Option(
+        None, "--repo", help="Publish the new root in this repository (the server's DATA/tuf)."
+    ),
+    passphrase: bool = PASSPHRASE_OPTION,
+    passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
+) -> None:
+    """Name KEY as the fleet director's key in a new root version (signed by the root keys).
+
+    Devices learn the director key from the root, so this is how a new one (after a server
+    compromise, or for a data dir from before it was named) reaches them without reflashing.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from edgeloop.bundle import load_public_key
+    from edgeloop.cli._console import console
+    from edgeloop.errors import KeyError_
+    from edgeloop.update import KeyRing, Repository, name_director
+
+    public = load_public_key(key)
+    if not isinstance(public, Ed25519PublicKey):
+        raise KeyError_(f"director key {str(key)!r} is X25519, expected Ed25519")
+    secret = read_passphrase(passphrase, passphrase_env)
+    version = name_director(directory, public, passphrase=secret)
+    if version is None:
+        console.print("the root already names this director key; nothing to do")
+        return
+    console.print(f"root version {version} names the director key")
+    if repo is not None:
+        Repository(repo, KeyRing(directory, secret)).refresh_timestamp()
+        console.print(f"published the new root in {repo}")

@@ -4,7 +4,8 @@
 
     DATA/
       admin-token        0600  the admin API's bearer token
-      director.pem       0600  Ed25519: signs assignments (agents pin its public key)
+      director.pem       0600  Ed25519: signs assignments (the TUF root names its public key)
+      director.pub.pem         its public key, for `edgeloop keys director` on the build side
       keys/              the release keys directory (``edgeloop.update.init_keys``): TUF roles,
                          release.pem (signs bundles), fleet.pem (X25519, bundles encrypt to it)
       tuf/metadata/ tuf/targets/   the TUF repository devices fetch from
@@ -30,6 +31,7 @@ from edgeloop.bundle import (
     load_encryption_key,
     load_signing_key,
     save_private_key,
+    save_public_key,
 )
 from edgeloop.errors import EdgeloopError, FileError, InputError
 from edgeloop.update import KeyRing, Repository, init_keys, name_director
@@ -124,6 +126,9 @@ def prepare_data_dir(settings: FleetSettings) -> FleetSecrets:
         save_private_key(settings.director_path, generate_signing_key())
         created.append(settings.director_path)
     director = load_signing_key(settings.director_path)
+    public = settings.data_dir / "director.pub.pem"
+    if not public.exists():
+        save_public_key(public, director)
     keys = settings.keys_path
     if not (keys / "root.json").exists():
         init_keys(keys, director_public_key=director.public_key())
