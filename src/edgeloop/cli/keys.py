@@ -104,6 +104,9 @@ def director(
     repo: Path | None = typer.Option(
         None, "--repo", help="Publish the new root in this repository (the server's DATA/tuf)."
     ),
+    to: Path | None = typer.Option(
+        None, "--to", help="Also update the root in this server keys dir (its --keys)."
+    ),
     passphrase: bool = PASSPHRASE_OPTION,
     passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
 ) -> None:
@@ -128,6 +131,37 @@ def director(
         console.print("the root already names this director key; nothing to do")
         return
     console.print(f"root version {version} names the director key")
+    if to is not None:
+        from edgeloop.update import sync_roots
+
+        sync_roots(directory, to)
     if repo is not None:
         Repository(repo, KeyRing(directory, secret)).refresh_timestamp()
         console.print(f"published the new root in {repo}")
+
+
+@app.command("online")
+def online(
+    directory: Path = typer.Option(..., "--dir", help="The keys directory (build side)."),
+    to: Path = typer.Option(..., "--to", help="The fleet server's keys dir (its --keys)."),
+    repo: Path | None = typer.Option(
+        None, "--repo", help="Create the server's TUF repository here (its DATA/tuf)."
+    ),
+    passphrase: bool = PASSPHRASE_OPTION,
+    passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
+) -> None:
+    """Give a fleet server its online keys only (snapshot, timestamp, fleet; public files).
+
+    The root, targets and release keys stay here: releases are listed (`edgeloop release
+    BUNDLE --repo DATA/tuf --keys KEYS --target NAME/VERSION/NAME-VERSION-VARIANT.elb`) and
+    revoked on this side, and the server cannot list a version on its own.
+    """
+    from edgeloop.cli._console import console
+    from edgeloop.update import KeyRing, Repository, export_online
+
+    written = export_online(directory, to)
+    console.print(f"wrote {len(written)} files to {to} (no root, targets or release key)")
+    if repo is not None:
+        secret = read_passphrase(passphrase, passphrase_env)
+        Repository(repo, KeyRing(directory, secret)).init()
+        console.print(f"created the TUF repository in {repo}")

@@ -137,6 +137,12 @@ def prepare_data_dir(settings: FleetSettings) -> FleetSecrets:
     repo = Repository(settings.tuf_path, ring)
     renamed = _name_director(ring, director)
     if not repo.exists():
+        if not (keys / "targets.pem").is_file():  # online keys only: the build side inits it
+            raise InputError(
+                f"no TUF repository in {str(settings.tuf_path)!r} and no targets key in "
+                f"{str(keys)!r} to create one: on the build machine run `edgeloop keys online "
+                f"--dir KEYS --to {keys} --repo {settings.tuf_path}`"
+            )
         repo.init()
         created.append(settings.tuf_path)
     elif renamed:

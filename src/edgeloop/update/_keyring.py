@@ -46,7 +46,21 @@ from edgeloop.bundle import (
 )
 from edgeloop.errors import FileError, InputError, KeyError_
 
-__all__ = ["ROLES", "ROTATABLE", "KeyRing", "init_keys", "name_director", "rotate_key"]
+__all__ = [
+    "ONLINE_FILES",
+    "ROLES",
+    "ROTATABLE",
+    "KeyRing",
+    "export_online",
+    "init_keys",
+    "name_director",
+    "rotate_key",
+    "sync_roots",
+]
+
+# what a fleet server needs: freshness (snapshot, timestamp), the fleet key it re-wraps data keys
+# with, and public files; never the root, targets or release private keys
+ONLINE_FILES = ("snapshot.pem", "timestamp.pem", "fleet.pem", "fleet.pub.pem", "release.pub.pem")
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ROTATABLE = (*ROLES, "release", "fleet")
@@ -295,3 +309,39 @@ def name_director(
     _sign_root(md, signers)
     ring.write_root(md)
     return int(md.signed.version)
+
+
+def export_online(directory: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the online part of a keys directory to a fleet server's ``dest`` (the Uptane split).
+
+    ``dest`` gets :data:`ONLINE_FILES`, retired fleet keys (to re-wrap older bundles), ``root.json``
+    and every root version; the root, targets and release private keys stay in ``directory``.
+    Refuses a ``dest`` that already holds a root.
+    """
+    ring = KeyRing(directory)
+    out = Path(dest)
+    if (out / "root.json").exists():
+        raise InputError(
+            f"{str(out)!r} already holds keys (root.json); export into a new directory"
+        )
+    files = [ring.dir / name for name in ONLINE_FILES]
+    files += sorted((ring.dir / "retired").glob("fleet*.pem"))
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise KeyError_(f"cannot export online keys, missing: {missing}")
+    written = []
+    for f in files:
+        rel = f.relative_to(ring.dir)
+        mode = 0o644 if f.name.endswith(".pub.pem") else 0o600
+        atomic_write_bytes(out / rel, f.read_bytes(), mode=mode)
+        written.append(out / rel)
+    sync_roots(ring.dir, out)
+    return [*written, out / "root.json"]
+
+
+def sync_roots(directory: str | Path, dest: str | Path) -> None:
+    """Copy ``root.json`` and every root version to a server's keys dir (after a rotation)."""
+    ring = KeyRing(directory)
+    for root in ring.root_history():
+        atomic_write_bytes(Path(dest) / "roots" / root.name, root.read_bytes(), mode=0o644)
+    atomic_write_bytes(Path(dest) / "root.json", ring.root_bytes(), mode=0o644)
