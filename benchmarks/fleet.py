@@ -219,9 +219,10 @@ class Server:
 # --- the measurements ---------------------------------------------------------------------------
 async def _simulator(srv: Server, root: Path, n: int, poll_interval: float, rps: float) -> Any:
     from edgeloop.agent import Simulator, simulated_profiles
-    from edgeloop.client import create_tokens
+    from edgeloop.client import AdminClient, create_tokens
 
     tokens = await create_tokens(srv.url, srv.admin_token, n, model="bench")
+    image = AdminClient(srv.url, srv.admin_token).provision(model="bench")  # provisioned trust
     return Simulator(
         srv.url,
         root,
@@ -230,6 +231,7 @@ async def _simulator(srv: Server, root: Path, n: int, poll_interval: float, rps:
         poll_interval_s=poll_interval,
         rps=rps,
         workers=8,
+        provisioning=image,
     )
 
 

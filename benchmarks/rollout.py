@@ -66,7 +66,7 @@ def _started(r: dict[str, Any]) -> float:
 
 async def fleet_rollouts(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from edgeloop.agent import Simulator, simulated_profiles
-    from edgeloop.client import RolloutClient, create_tokens
+    from edgeloop.client import AdminClient, RolloutClient, create_tokens
 
     bench = _fleet_bench()
     srv = bench.Server(f"sqlite:///{tmp / 'fleet.db'}", tmp, args.poll)
@@ -87,6 +87,7 @@ async def fleet_rollouts(n: int, args: argparse.Namespace, tmp: Path) -> dict[st
             rps=args.rps,
             workers=8,
             fault=lambda m: bad_rate if m.version == 3 else 0.0,
+            provisioning=AdminClient(srv.url, srv.admin_token).provision(model="bench"),
         )
         t0 = time.monotonic()
         await asyncio.wait_for(sim.warm_up(), timeout=args.warm_timeout)

@@ -112,9 +112,10 @@ def serve_app(app: Any, timeout_s: float = 30.0) -> Iterator[str]:
         sock.close()
 
 
-def fleet_ready(token_file: Path) -> Callable[[str], bool]:
+def fleet_ready(token_file: Path, verify: Any = True) -> Callable[[str], bool]:
     """Readiness of *our* fleet server: the admin API accepts the admin token its data dir
-    holds (another worker's server has another token and answers 401)."""
+    holds (another worker's server has another token and answers 401). ``verify``: what
+    httpx checks the server's certificate with (a CA-pinning SSL context under TLS)."""
 
     def ready(url: str) -> bool:
         try:
@@ -122,7 +123,9 @@ def fleet_ready(token_file: Path) -> Callable[[str], bool]:
         except OSError:
             return False
         headers = {"Authorization": f"Bearer {token}"}
-        r = httpx.get(url + "/v1/admin/devices?limit=1", headers=headers, timeout=2)
+        r = httpx.get(
+            url + "/v1/admin/devices?limit=1", headers=headers, timeout=2, verify=verify
+        )
         return r.status_code == 200
 
     return ready
@@ -144,8 +147,9 @@ class ChildServer:
         *,
         env: Mapping[str, str] | None = None,
         timeout_s: float = 60.0,
+        scheme: str = "http",
     ) -> None:
-        self.argv, self.log, self.ready = argv, log, ready
+        self.argv, self.log, self.ready, self.scheme = argv, log, ready, scheme
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.timeout_s = timeout_s
         self.port = 0
@@ -153,7 +157,7 @@ class ChildServer:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{self.scheme}://{HOST}:{self.port}"
 
     def start(self) -> None:
         if self.port:

@@ -193,3 +193,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'edgeloop.db'}"
     return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+# --- TLS: one test CA per session (tests/tls_certs.py); a second one plays the attacker's ---
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A CA and a 127.0.0.1 server certificate it signed (PEM files)."""
+    from tls_certs import make_ca
+
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def rogue_ca(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Another CA with a valid-looking 127.0.0.1 certificate: what a MITM would present."""
+    from tls_certs import make_ca
+
+    return make_ca(tmp_path_factory.mktemp("rogue-ca"), name="attacker CA")

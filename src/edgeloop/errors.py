@@ -23,7 +23,8 @@
     │   ├── DecryptionError            45  the bundle is not for this device or was tampered with
     │   ├── RollbackError              46  a version older than the installed one
     │   ├── SelfTestError              47  the model does not compute the manifest's outputs
-    │   └── UpdateError                48  the update channel (TUF) refused the metadata or target
+    │   ├── UpdateError                48  the update channel (TUF) refused the metadata or target
+    │   └── TrustError                 49  no provisioned trust, or an answer disagrees with it
     ├── RegistryError                  50  a registry lookup or write failed
     ├── FleetError                     60  the fleet server refused or failed a request
     │   └── AuthError                  61  unknown, revoked or unauthenticated device or admin
@@ -73,6 +74,7 @@ __all__ = [
     "SignatureError",
     "SketchError",
     "UnknownNameError",
+    "TrustError",
     "UpdateError",
     "all_error_classes",
 ]
@@ -188,6 +190,14 @@ class SelfTestError(SecurityError):
 class UpdateError(SecurityError):
     exit_code = 48
     help = "The update channel refused the metadata or the target (TUF)."
+
+
+class TrustError(SecurityError):
+    exit_code = 49
+    help = (
+        "The device has no provisioned trust, or a server answer disagrees with it "
+        "(see `edgeloop fleet provision`)."
+    )
 
 
 class RegistryError(EdgeloopError):

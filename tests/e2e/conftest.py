@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,18 +44,35 @@ def scaled_model(scale: float, n_weights: int = 0) -> bytes:
 
 class FleetServer:
     """``edgeloop server`` in a child process; its port is found race-free (tests/_live.py)
-    and kept across ``stop()``/``start()``, so agents holding the URL reach the restarted one."""
+    and kept across ``stop()``/``start()``, so agents holding the URL reach the restarted one.
+    With ``ca`` (a tls_certs.TestCA) it serves HTTPS with that CA's certificate."""
 
-    def __init__(self, data: Path, db_url: str, tmp: Path, poll_interval: float = 1.0) -> None:
-        self.data, self.db_url, self.tmp = data, db_url, tmp
+    def __init__(
+        self,
+        data: Path,
+        db_url: str,
+        tmp: Path,
+        poll_interval: float = 1.0,
+        ca: Any = None,
+    ) -> None:
+        self.data, self.db_url, self.tmp, self.ca = data, db_url, tmp, ca
+        self.poll_interval = poll_interval
+        self.extra: tuple[str, ...] = ()
+        tls = [] if ca is None else ["--tls-cert", str(ca.cert_pem), "--tls-key", str(ca.key_pem)]
 
         def argv(port: int) -> list[str]:
             return [
                 sys.executable, "-c", SERVER, "--db", db_url, "--data", str(data),
-                "--port", str(port), "--poll-interval", str(poll_interval),
+                "--port", str(port), "--poll-interval", str(self.poll_interval),
+                *tls, *self.extra,
             ]  # fmt: skip
 
-        self.child = ChildServer(argv, tmp / "server.log", fleet_ready(data / "admin-token"))
+        self.child = ChildServer(
+            argv,
+            tmp / "server.log",
+            fleet_ready(data / "admin-token", verify=self.verify),
+            scheme="http" if ca is None else "https",
+        )
 
     @property
     def url(self) -> str:
@@ -65,17 +83,41 @@ class FleetServer:
         return self.child.port
 
     @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a client that pins this server's CA passes to httpx."""
+        return True if self.ca is None else ssl.create_default_context(cafile=str(self.ca.ca_pem))
+
+    def provision(self, model: str | None = None, uses: int = 1) -> Any:
+        """A device's provisioning (edgeloop.protocol.Provisioning) for this server."""
+        from edgeloop.client import AdminClient
+
+        token = (self.data / "admin-token").read_text().strip()
+        ca = None if self.ca is None else self.ca.ca_pem.read_text()
+        return AdminClient(self.url, token, verify=self.verify).provision(
+            ca_pem=ca, model=model, uses=uses
+        )
+
+    @property
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {(self.data / 'admin-token').read_text().strip()}"}
 
-    def start(self) -> None:
+    def start(self, poll_interval: float | None = None, extra: tuple[str, ...] = ()) -> None:
+        """Start (or restart, on the same port); ``extra``: more ``edgeloop server`` options."""
+        if poll_interval is not None:
+            self.poll_interval = poll_interval
+        self.extra = tuple(extra)
         self.child.start()
 
     def stop(self) -> None:
         self.child.stop()
 
     def token(self, model: str | None = None) -> str:
-        r = httpx.post(self.url + "/v1/admin/tokens", json={"model": model}, headers=self.admin)
+        r = httpx.post(
+            self.url + "/v1/admin/tokens",
+            json={"model": model},
+            headers=self.admin,
+            verify=self.verify,
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
@@ -109,6 +151,7 @@ class FleetServer:
             json={"model": model, "version": version},
             headers=self.admin,
             timeout=60,
+            verify=self.verify,
         )
         assert r.status_code == 201, r.text
         if desired:
@@ -119,11 +162,14 @@ class FleetServer:
             self.url + f"/v1/admin/models/{model}/desired",
             json={"version": version},
             headers=self.admin,
+            verify=self.verify,
         )
         assert r.status_code == 200, r.text
 
     def device(self, device_id: str) -> dict[str, Any]:
-        r = httpx.get(self.url + f"/v1/admin/devices/{device_id}", headers=self.admin)
+        r = httpx.get(
+            self.url + f"/v1/admin/devices/{device_id}", headers=self.admin, verify=self.verify
+        )
         assert r.status_code == 200, r.text
         return dict(r.json())
 
@@ -132,6 +178,19 @@ class FleetServer:
 def fleet_server(tmp_path: Path) -> Iterator[FleetServer]:
     """``edgeloop server`` on SQLite in tmp_path, polled every second."""
     srv = FleetServer(tmp_path / "data", f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def tls_fleet_server(tmp_path: Path, test_ca: Any) -> Iterator[FleetServer]:
+    """``edgeloop server --tls-cert --tls-key`` with the session's test CA, on SQLite."""
+    srv = FleetServer(
+        tmp_path / "data", f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path, ca=test_ca
+    )
     srv.start()
     try:
         yield srv

@@ -1,4 +1,8 @@
-"""The real fleet server and real agents on loopback: enroll, TUF download, install, serve."""
+"""The real fleet server and real agents on loopback: enroll, TUF download, install, serve.
+
+Over TLS: the server runs with the session's test CA and every agent is provisioned with it
+(``FleetServer.provision``), as a device image would be.
+"""
 
 from __future__ import annotations
 
@@ -18,14 +22,20 @@ def _poll(agent: Agent) -> float:
     return agent.poll_sync()
 
 
+@pytest.fixture
+def fleet_server(tls_fleet_server):
+    """Every test here runs against the server over TLS."""
+    return tls_fleet_server
+
+
 def _agent(fleet_server, tmp_path, name: str, target: str = "rpi4") -> Agent:
     return Agent(
-        fleet_server.url,
+        None,
         tmp_path / name,
-        enroll_token=fleet_server.token(),
         profile=load_target(target),
         poll_interval_s=1.0,
         confirm_after_s=0.0,
+        provisioning=fleet_server.provision(),
     )
 
 
@@ -78,7 +88,8 @@ def test_server_down_keeps_serving_then_recovers(fleet_server, tmp_path):
     assert a.backoff.failures == 0 and a.poll_error is None
     # a restarted agent (new process) serves from its slots before any network
     a.close()
-    again = Agent(fleet_server.url, a.store.root)
+    again = Agent(None, a.store.root)  # its pinned provisioning is in the state dir
+    assert again.server_url == fleet_server.url
     assert float(again.predict({"x": X})["y"][0, 0]) == 3.0
 
 
@@ -88,7 +99,9 @@ def test_revoked_device_keeps_serving_and_is_refused(fleet_server, tmp_path):
     a = _agent(fleet_server, tmp_path, "dev")
     _poll(a)
     r = httpx.post(
-        fleet_server.url + f"/v1/admin/devices/{a.device_id}/revoke", headers=fleet_server.admin
+        fleet_server.url + f"/v1/admin/devices/{a.device_id}/revoke",
+        headers=fleet_server.admin,
+        verify=fleet_server.verify,
     )
     assert r.status_code == 200
     _poll(a)
@@ -110,6 +123,7 @@ def test_simulator_runs_a_handful_of_agents(fleet_server, tmp_path):
             simulated_profiles("mix", n),
             poll_interval_s=1.0,
             rps=5.0,
+            provisioning=fleet_server.provision(),
         )
         try:
             return await sim.run(6.0)
@@ -123,6 +137,10 @@ def test_simulator_runs_a_handful_of_agents(fleet_server, tmp_path):
     assert result.requests["/v1/checkin"]["count"] >= n
     assert result.requests["/v1/checkin"]["errors"] == 0
     assert result.inferences > 0 and result.inference_errors == 0
-    devices = httpx.get(fleet_server.url + "/v1/admin/devices", headers=fleet_server.admin).json()
+    devices = httpx.get(
+        fleet_server.url + "/v1/admin/devices",
+        headers=fleet_server.admin,
+        verify=fleet_server.verify,
+    ).json()
     targets = {d["profile"]["name"] for d in devices["devices"]}
     assert len(targets) > 1  # a mix of hardware profiles

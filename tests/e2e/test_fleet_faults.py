@@ -47,9 +47,9 @@ class _DiesMidTransfer(httpx.BaseTransport):
 def test_download_cut_off_midway_keeps_the_model_and_a_later_poll_installs(fleet_server, tmp_path):
     fleet_server.publish("kws", 1, scale=1.0)
     agent = Agent(
-        fleet_server.url,
+        None,
         tmp_path / "dev",
-        enroll_token=fleet_server.token(),
+        provisioning=fleet_server.provision(),
         profile=load_target("rpi4"),
         poll_interval_s=1.0,
         confirm_after_s=0.0,

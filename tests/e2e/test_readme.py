@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 import shlex
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,16 +42,47 @@ def test_the_setup_commands_are_marked_for_ci() -> None:
     assert "-n auto" in test_command.group(1) and "--durations=15" in test_command.group(1)
 
 
+def _start_in_background(cmd: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+    """A tour line ending in ``&`` (the fleet server): start it, wait for its --port."""
+    port = int(cmd[cmd.index("--port") + 1])
+    log = open(cwd / "background.log", "ab")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeloop", *cmd[1:]], cwd=cwd, stdout=log, stderr=log
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (cwd / "background.log").read_text()[-2000:]
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"{shlex.join(cmd)} did not listen on port {port} within 60 s")
+
+
+@pytest.mark.slow
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # two tours, each trains and quantizes a CNN
 def test_the_tour_runs_in_order_twice_in_the_same_folder(cli, tmp_path: Path) -> None:
-    """A newcomer runs the tour, then runs it again as printed: every line still works."""
+    """A newcomer runs the tour, then runs it again as printed: every line still works (the
+    background fleet server of the first run is stopped before the second, as a user would)."""
     for run in (1, 2):
-        for cmd in tour_commands():
-            r = cli(*cmd[1:])
-            assert r.returncode == 0, (
-                f"run {run}: {shlex.join(cmd)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
-            )
+        background: list[subprocess.Popen[bytes]] = []
+        try:
+            for cmd in tour_commands():
+                if cmd[-1] == "&":
+                    background.append(_start_in_background(cmd[:-1], tmp_path))
+                    continue
+                r = cli(*cmd[1:])
+                assert r.returncode == 0, (
+                    f"run {run}: {shlex.join(cmd)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+                )
+        finally:
+            for proc in background:
+                proc.terminate()
+                proc.wait(timeout=30)
+        assert (tmp_path / "device.json").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "device" / "identity.json").exists()  # enrolled over TLS
         assert (tmp_path / "digits-2.elb").stat().st_size > 0
         assert (tmp_path / "int8" / "report.html").exists()
         assert (tmp_path / "tuf").is_dir()

@@ -26,6 +26,7 @@ async def _drive(fleet_server, tmp_path, steps):
         poll_interval_s=1.0,
         rps=4.0,
         fault=lambda m: 0.3 if m.version == 3 else 0.0,  # version 3 is a bad release
+        provisioning=fleet_server.provision(),
     )
     await sim.warm_up()
     assert sim.serving() == {"kws@1": N}

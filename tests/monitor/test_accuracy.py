@@ -77,6 +77,5 @@ def test_alert_hysteresis() -> None:
     for bad in [True, False, True, None, True, False, False, True, False, False, False]:
         state, ev = step_alert(state, bad, policy, at=1.0)
         events.append(ev)
-    assert events == [None, None, None, None, "raised", None, None, None, None, None,
-                      "cleared"]
+    assert events == [None, None, None, None, "raised", None, None, None, None, None, "cleared"]
     assert not state.active

@@ -33,11 +33,14 @@ def _false_alarms(reference: MonitorReference, n: int, windows: int, seed: int) 
     alarms = 0
     probs = [_true_bin_probs(reference, i) for i in range(len(reference.features))]
     for _ in range(windows):
-        tests = [compare_counts(ft.counts, rng.multinomial(n, probs[i]), options=opts)
-                 for i, ft in enumerate(reference.features)]
+        tests = [
+            compare_counts(ft.counts, rng.multinomial(n, probs[i]), options=opts)
+            for i, ft in enumerate(reference.features)
+        ]
         adj = benjamini_hochberg([t.p for t in tests])
-        alarms += any(p <= opts.alpha and t.psi >= opts.psi_floor
-                      for p, t in zip(adj, tests, strict=True))
+        alarms += any(
+            p <= opts.alpha and t.psi >= opts.psi_floor for p, t in zip(adj, tests, strict=True)
+        )
     return alarms
 
 
@@ -124,14 +127,24 @@ def test_report_round_trips_and_old_reports_still_load(reference: MonitorReferen
     x, logits, y = classifier_data(3000, np.random.default_rng(0), shift=1.0)
     s = WindowSketch(reference)
     s.update(x, logits)
-    r = drift_report("m", 3, [DeviceSketch("d", 3, s)], cohort={"region": "eu"},
-                     window={"start": 0, "end": 60})
+    r = drift_report(
+        "m", 3, [DeviceSketch("d", 3, s)], cohort={"region": "eu"}, window={"start": 0, "end": 60}
+    )
     again = DriftReport.from_json(r.to_json())
     assert again == r and again.alarm and "x0" in again.drifted
     assert again.reference_sha256 == reference.digest()
-    old = DriftReport.from_dict({"kind": "drift_report", "schema_version": 1, "model": "m",
-                                 "version": 1, "features": {}, "drifted": [], "window": {},
-                                 "future_field": 1})
+    old = DriftReport.from_dict(
+        {
+            "kind": "drift_report",
+            "schema_version": 1,
+            "model": "m",
+            "version": 1,
+            "features": {},
+            "drifted": [],
+            "window": {},
+            "future_field": 1,
+        }
+    )
     assert old.n == 0.0 and old.accuracy == {} and old.extra == {"future_field": 1}
     m = report_metrics(r)
     assert m["drift_psi_max"] == max(v["psi"] for k, v in r.features.items() if k[0] != "@")
@@ -159,8 +172,11 @@ def test_group_by_cohort_version_and_window(reference: MonitorReference) -> None
         for window in (0, 1):
             s = WindowSketch(reference)
             s.update(*classifier_data(100 + d, np.random.default_rng(d * 10 + window))[:2])
-            items.append(DeviceSketch(f"d{d}", 1 + d % 2, s,
-                                      labels={"region": "eu" if d < 3 else "us"}, window=window))
+            items.append(
+                DeviceSketch(
+                    f"d{d}", 1 + d % 2, s, labels={"region": "eu" if d < 3 else "us"}, window=window
+                )
+            )
     groups = group_sketches(items, lambda it: (it.version, it.labels["region"], it.window))
     assert len(groups) == 2 * 2 * 2
     eu_v1_w0 = groups[(1, "eu", 0)]  # devices d0 and d2 in window 0

@@ -67,8 +67,10 @@ def test_hostile_sketches_are_refused(reference, wire, mutate, why) -> None:
         validate_sketch(_mutated(wire, mutate), reference)
 
 
-@pytest.mark.parametrize("data", [b"", b"[]", b"{", b'{"n": NaN}', b'{"n": Infinity}',
-                                  b"[" * 100_000, b" " * (300 << 10)])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"[]", b"{", b'{"n": NaN}', b'{"n": Infinity}', b"[" * 100_000, b" " * (300 << 10)],
+)
 def test_non_sketches_are_refused(reference, data: bytes) -> None:
     with pytest.raises(SketchError):
         validate_sketch(data, reference)
@@ -82,16 +84,21 @@ def test_a_sketch_for_another_reference_is_refused(wire: bytes) -> None:
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
     | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
-                                                                 max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.data())
 def test_any_field_replaced_by_any_json_is_refused_cleanly(reference, wire, data) -> None:
     d = json.loads(wire)

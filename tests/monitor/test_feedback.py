@@ -48,14 +48,17 @@ def test_input_bytes_stay_within_the_budget() -> None:
     assert x.shape[1:] == (100,)
 
 
-@pytest.mark.parametrize("call", [
-    lambda s: s.record("", 0),
-    lambda s: s.record("x" * 129, 0),
-    lambda s: s.record("a", 3),
-    lambda s: s.feedback("a", -1),
-    lambda s: s.feedback("a", True),
-    lambda s: s.feedback("a", "1"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.record("", 0),
+        lambda s: s.record("x" * 129, 0),
+        lambda s: s.record("a", 3),
+        lambda s: s.feedback("a", -1),
+        lambda s: s.feedback("a", True),
+        lambda s: s.feedback("a", "1"),
+    ],
+)
 def test_bad_ids_and_classes_are_refused(call) -> None:
     with pytest.raises(MonitorError):
         call(FeedbackStore(3))

@@ -40,8 +40,9 @@ CHILD = textwrap.dedent(
 
 
 def test_sketch_runs_with_torch_and_scipy_unimportable() -> None:
-    child = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
-                           timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=120
+    )
     assert child.returncode == 0, child.stderr
     out = json.loads(child.stdout.strip().splitlines()[-1])
     assert out["n"] == 5 and out["loaded"] == [] and out["bytes"] < 2000
@@ -49,8 +50,15 @@ def test_sketch_runs_with_torch_and_scipy_unimportable() -> None:
 
 def test_the_monitor_package_imports_neither_layer() -> None:
     child = subprocess.run(
-        [sys.executable, "-c", "import sys, edgeloop.monitor; "
-         "print(sorted(m for m in sys.modules if m.startswith('edgeloop.monitor.')))"],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-c",
+            "import sys, edgeloop.monitor; "
+            "print(sorted(m for m in sys.modules if m.startswith('edgeloop.monitor.')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "[]"

@@ -27,11 +27,14 @@ def test_calibration_is_monotone_and_matches_the_calibrated_model(
     x, logits, _ = classifier_data(5000, np.random.default_rng(1234))
     conf = np.exp(logits - logits.max(1, keepdims=True))
     conf = (conf / conf.sum(1, keepdims=True)).max(1)
-    mid = [conf[np.searchsorted(cal.edges, conf, side="right") == b].mean()
-           for b in range(len(cal.accuracy))]
+    mid = [
+        conf[np.searchsorted(cal.edges, conf, side="right") == b].mean()
+        for b in range(len(cal.accuracy))
+    ]
     assert np.max(np.abs(np.array(mid) - cal.accuracy)) < 0.08
-    assert reference.accuracy == pytest.approx(float(np.dot(cal.accuracy, cal.counts) / 5000),
-                                               abs=0.01)
+    assert reference.accuracy == pytest.approx(
+        float(np.dot(cal.accuracy, cal.counts) / 5000), abs=0.01
+    )
 
 
 def test_json_round_trip_is_canonical(reference: MonitorReference) -> None:
@@ -49,8 +52,9 @@ def test_wide_inputs_get_a_pca_view() -> None:
     ref = build_reference(images, rng.normal(size=(400, 4)), components=4)
     assert ref.projection is not None and ref.projection.source == "input"
     assert ref.projection.components.shape == (4, 192)
-    assert np.allclose(ref.projection.components @ ref.projection.components.T, np.eye(4),
-                       atol=1e-9)
+    assert np.allclose(
+        ref.projection.components @ ref.projection.components.T, np.eye(4), atol=1e-9
+    )
     assert [f.name for f in ref.features] == ["pc0", "pc1", "pc2", "pc3"]
     assert ref.features[0].std > 2 * ref.features[1].std  # the strong direction comes first
     assert MonitorReference.from_json(ref.to_json()).digest() == ref.digest()
@@ -58,9 +62,13 @@ def test_wide_inputs_get_a_pca_view() -> None:
 
 def test_embeddings_are_the_view_when_given() -> None:
     rng = np.random.default_rng(0)
-    ref = build_reference(rng.normal(size=(100, 1, 28, 28)), rng.normal(size=(100, 2)),
-                          embeddings=rng.normal(size=(100, 32)), embedding_output="penult",
-                          components=3)
+    ref = build_reference(
+        rng.normal(size=(100, 1, 28, 28)),
+        rng.normal(size=(100, 2)),
+        embeddings=rng.normal(size=(100, 32)),
+        embedding_output="penult",
+        components=3,
+    )
     assert ref.projection is not None
     assert (ref.projection.source, ref.projection.output, ref.width) == ("embedding", "penult", 32)
 
@@ -98,8 +106,9 @@ def test_malformed_references_are_refused(reference: MonitorReference, mutate) -
         MonitorReference.from_dict(d)
 
 
-@pytest.mark.parametrize("text", [b"{", b"[]", b'{"kind": "monitor_reference", "n": NaN}',
-                                  b"1" * (33 << 20)])
+@pytest.mark.parametrize(
+    "text", [b"{", b"[]", b'{"kind": "monitor_reference", "n": NaN}', b"1" * (33 << 20)]
+)
 def test_bytes_that_are_not_a_reference_are_refused(text: bytes) -> None:
     with pytest.raises(MonitorReferenceError):
         MonitorReference.from_json(text)

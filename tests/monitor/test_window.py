@@ -10,8 +10,9 @@ from edgeloop.monitor.sketch import MAX_BINS, MonitorReference, WindowSketch, bu
 
 from .conftest import FEATURES, classifier_data
 
-SETTINGS = settings(max_examples=40, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _sketch(reference: MonitorReference, n: int, seed: int, shift: float = 0.0) -> WindowSketch:
@@ -27,8 +28,9 @@ def test_histograms_and_moments_match_numpy(reference: MonitorReference) -> None
     for chunk in np.array_split(np.arange(3000), 7):  # batches of any size, in order
         s.update(x[chunk], logits[chunk])
     for i, ft in enumerate(reference.features):
-        want = np.bincount(np.searchsorted(ft.edges, x[:, i], side="right"),
-                           minlength=len(ft.edges) + 1)
+        want = np.bincount(
+            np.searchsorted(ft.edges, x[:, i], side="right"), minlength=len(ft.edges) + 1
+        )
         assert s.hist[i, : len(want)].tolist() == want.tolist()
         mean = ft.mean + ft.std * s.sum_z[i] / 3000
         assert mean == pytest.approx(x[:, i].mean(), abs=1e-9)
@@ -74,8 +76,7 @@ def test_wrong_widths_are_refused(reference: MonitorReference) -> None:
 
 def test_projection_view_sketches_images() -> None:
     rng = np.random.default_rng(0)
-    ref = build_reference(rng.normal(size=(500, 3, 8, 8)), rng.normal(size=(500, 5)),
-                          components=6)
+    ref = build_reference(rng.normal(size=(500, 3, 8, 8)), rng.normal(size=(500, 5)), components=6)
     s = WindowSketch(ref)
     batch = rng.normal(size=(4, 3, 8, 8))
     batch[1, 0, 0, 0] = np.nan
@@ -93,24 +94,30 @@ def test_merge_equals_sketching_the_concatenation(reference: MonitorReference) -
     m = a + b
     assert m.hist.tolist() == whole.hist.tolist()
     assert {k: v.tolist() for k, v in m.counts.items() if k != "repeats"} == {
-        k: v.tolist() for k, v in whole.counts.items() if k != "repeats"}
-    assert np.allclose(m.sum_z2, whole.sum_z2) and m.exp_correct == pytest.approx(
-        whole.exp_correct)
+        k: v.tolist() for k, v in whole.counts.items() if k != "repeats"
+    }
+    assert np.allclose(m.sum_z2, whole.sum_z2) and m.exp_correct == pytest.approx(whole.exp_correct)
 
 
 def _same(a: WindowSketch, b: WindowSketch) -> None:
     da, db = a.to_dict(), b.to_dict()
     for k in da:
-        if isinstance(da[k], float) or (isinstance(da[k], list) and da[k]
-                                        and isinstance(da[k][0], float)):
+        if isinstance(da[k], float) or (
+            isinstance(da[k], list) and da[k] and isinstance(da[k][0], float)
+        ):
             assert np.allclose(da[k], db[k], rtol=1e-9, atol=1e-9), k
         else:
             assert da[k] == db[k], k
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 2**16),
-                          st.floats(-2, 2)), min_size=3, max_size=3))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 200), st.integers(0, 2**16), st.floats(-2, 2)),
+        min_size=3,
+        max_size=3,
+    )
+)
 def test_merge_is_associative_and_commutative(reference: MonitorReference, parts) -> None:
     a, b, c = (_sketch(reference, n, seed, shift) for n, seed, shift in parts)
     _same((a + b) + c, a + (b + c))
@@ -118,12 +125,16 @@ def test_merge_is_associative_and_commutative(reference: MonitorReference, parts
 
 
 @SETTINGS
-@given(st.integers(1, 30), st.integers(2, MAX_BINS), st.integers(2, 50),
-       st.integers(1, 5000))
+@given(st.integers(1, 30), st.integers(2, MAX_BINS), st.integers(2, 50), st.integers(1, 5000))
 def test_serialised_size_is_bounded_by_the_shape_not_the_rows(features, bins, classes, n) -> None:
     rng = np.random.default_rng(features * 1000 + bins)
-    ref = build_reference(rng.normal(size=(200, features)), rng.random((200, classes)),
-                          rng.integers(0, classes, 200), bins=bins, max_features=64)
+    ref = build_reference(
+        rng.normal(size=(200, features)),
+        rng.random((200, classes)),
+        rng.integers(0, classes, 200),
+        bins=bins,
+        max_features=64,
+    )
     s = WindowSketch(ref)
     s.update(rng.normal(size=(n, features)) * 1e3, rng.random((n, classes)))
     cells = sum(len(f.edges) + 1 for f in ref.features)

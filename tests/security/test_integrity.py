@@ -51,7 +51,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 @pytest.mark.slow
 def test_a_real_agent_of_an_allowed_build_enrolls_and_checks_in(server, tmp_path):
     profile = DeviceProfile(name="x", source="measured", arch="x86_64", cpu_model="c")
-    agent = Agent(server.url, tmp_path / "agent", server.token(), profile)
+    agent = Agent(
+        server.url, tmp_path / "agent", server.token(), profile, insecure_first_use=True
+    )
     try:
         agent.poll_sync()
     finally:

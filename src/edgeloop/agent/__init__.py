@@ -2,7 +2,8 @@
 
 ::
 
-    agent = Agent("http://127.0.0.1:8700", "/var/lib/edgeloop", enroll_token="...")
+    image = load_provisioning("device.json")   # edgeloop.protocol; `edgeloop fleet provision`
+    agent = Agent(None, "/var/lib/edgeloop", provisioning=image)
     asyncio.run(agent.poll_once())       # one check-in (or agent.run() until stopped)
     agent.predict({"x": array})          # serve the active model
     LocalServer(agent.predict_with_version, agent.status, port=8701).start()

@@ -36,6 +36,8 @@ from edgeloop.agent._fetch import fetch_target
 from edgeloop.agent._install import Slots
 from edgeloop.agent._integrity import package_build_hash
 from edgeloop.agent._models import LoadedModel, ModelCache
+from edgeloop.agent._pinned import PinnedTrust
+from edgeloop.agent._revocation import enforce_revocation
 from edgeloop.agent._state import (
     AgentState,
     SlotInfo,
@@ -58,12 +60,14 @@ from edgeloop.errors import (
     ModelInputError,
     SecurityError,
     SelfTestError,
+    SignatureError,
 )
 from edgeloop.protocol import (
     Assignment,
     CheckIn,
     EnrollRequest,
     InstalledModel,
+    Provisioning,
     public_hex,
     verify_assignment,
 )
@@ -88,6 +92,12 @@ class Agent:
     ``confirm_after_s`` (default: one poll interval) is confirmed at the next poll.
     ``cache``: share loaded models between agents of one process (the simulator does);
     ``http``: share one connection pool; ``writer``/``on_step``: fault injection for tests.
+    ``provisioning``: the trust this device pins (server URL, TUF root, director key, CA,
+    enrollment token; kept in the state dir); without one the agent enrolls only when
+    ``insecure_first_use`` (trust on first use) is set. ``server_url`` and ``enroll_token``
+    default to the provisioning file's. Every ``revocation_check_s`` (and before any switch)
+    the agent reads the release side's signed targets and stops running a revoked version
+    (``_revocation``).
     """
 
     def __init__(
@@ -109,10 +119,21 @@ class Agent:
         trial_min_requests: int = 5,
         trial_max_error_rate: float = 0.5,
         rng: random.Random | None = None,
+        provisioning: Provisioning | None = None,
+        insecure_first_use: bool = False,
+        revocation_check_s: float = 600.0,
     ) -> None:
-        self.server_url = server_url
         self.store = StateDir(state_dir, writer)
-        self.enroll_token = enroll_token
+        self.pinned = PinnedTrust(
+            self.store.root,
+            provisioning,
+            insecure_first_use=insecure_first_use,
+            tuf_root_path=self.store.tuf_dir / "root.json",
+            save=lambda path, data: self.store.write(path, data, 0o600),
+        )
+        pinned = self.pinned.provisioning
+        self.server_url = server_url or (pinned.server_url if pinned else None)
+        self.enroll_token = enroll_token or (pinned.enroll_token if pinned else None)
         self._profile = profile
         self.name, self.labels = name, dict(labels or {})
         self._trust = trust
@@ -130,6 +151,8 @@ class Agent:
         self.trial_min_requests = trial_min_requests
         self.trial_max_error_rate = trial_max_error_rate
         self.telemetry = Telemetry()
+        self.revocation_check_s = revocation_check_s
+        self._listing_checked: float | None = None
         self.last_error: str | None = None  # the last install or model failure (reported)
         self.poll_error: str | None = None  # the last poll's failure; None once one succeeds
         self.degraded = False
@@ -189,6 +212,10 @@ class Agent:
         for _ in range(2):
             info = self.state.current
             if info is None:
+                self._set_model(None)
+                return
+            if info.sha256 in self.state.failed:  # revoked while it was running
+                self.last_error = f"slot {self.state.active}: {self.state.failed[info.sha256]}"
                 self._set_model(None)
                 return
             try:
@@ -388,7 +415,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         if self._own_http and (self._http is None or self._http_loop is not loop):
             # a client's connections belong to the event loop that opened them
-            self._http, self._http_loop = httpx.AsyncClient(timeout=30.0), loop
+            self._http = httpx.AsyncClient(timeout=30.0, verify=self.pinned.verify)
+            self._http_loop = loop
         assert self._http is not None
         return FleetClient(self.server_url, self._http, self.signing_key)
 
@@ -397,6 +425,7 @@ class Agent:
             return str(self.identity["device_id"])
         if not self.enroll_token:
             raise AgentError("this device is not enrolled; pass an enrollment token")
+        self.pinned.may_enroll()
         profile = await asyncio.to_thread(self.profile)
         request = EnrollRequest(
             token=self.enroll_token,
@@ -409,9 +438,12 @@ class Agent:
             agent_build=package_build_hash(),
         )
         enrollment = await self._client().enroll(request)
-        self.store.write(
-            self.store.tuf_dir / "root.json", json.dumps(enrollment.tuf_root).encode(), None
-        )
+        if self.pinned.provisioned:  # the answer must agree with the pinned trust
+            await asyncio.to_thread(self.pinned.check_enrollment, enrollment, self._refresh_root)
+        else:  # trust on first use (insecure_first_use): believe the first answer
+            self.store.write(
+                self.store.tuf_dir / "root.json", json.dumps(enrollment.tuf_root).encode(), None
+            )
         identity = enrollment.to_dict()
         identity.pop("tuf_root", None)
         identity["server_url"] = self.server_url
@@ -420,13 +452,48 @@ class Agent:
         self.backoff.interval = float(enrollment.poll_interval_s)
         return enrollment.device_id
 
-    def _verify(self, envelope: Mapping[str, Any]) -> Assignment:
+    def _tuf(self) -> Any:
+        """An UpdateClient on this device's TUF state (pinned CA; shared fetcher if any)."""
+        from edgeloop.update import UpdateClient
+
+        assert self.server_url is not None
+        base = self.server_url.rstrip("/")
+        ids = self.identity or {}
+        return UpdateClient(
+            base,
+            self.store.tuf_dir.joinpath("root.json").read_bytes(),
+            self.store.tuf_dir,
+            metadata_url=base + str(ids.get("tuf_metadata_url", "/tuf/metadata/")),
+            targets_url=base + str(ids.get("tuf_targets_url", "/tuf/targets/")),
+            fetcher=self.fetcher,
+            verify=self.pinned.verify,
+        )
+
+    def _refresh_root(self) -> bytes:
+        """Walk the TUF root chain from the trusted root; the newest verified root's bytes."""
+        with self._tuf() as client:
+            return bytes(client.trusted_root())
+
+    def director_keys(self) -> dict[str, Any]:
+        """Keys that may sign this device's assignments (named in its newest verified root)."""
+        return self.pinned.director_keys(self.trust().director_keys, self.identity)
+
+    def _verify(self, envelope: Mapping[str, Any], refreshed: bool = False) -> Assignment:
         from datetime import datetime, timezone
 
-        from edgeloop.bundle import ed25519_from_dict
-
-        assert self.identity is not None
-        key = ed25519_from_dict(self.identity["director_key"], "pinned director key")
+        sigs = envelope.get("signatures") if isinstance(envelope, Mapping) else None
+        kid = sigs[0].get("keyid") if isinstance(sigs, list) and sigs else None
+        keys = self.director_keys()
+        key = keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            if not refreshed and self.server_url is not None:
+                # a director key rotated since: a new root names it (TUF verifies the chain)
+                self._refresh_root()
+                return self._verify(envelope, refreshed=True)
+            raise SignatureError(
+                f"assignment signed by key {str(kid)[:16]}, which the trusted root does not "
+                f"name as a director key ({sorted(k[:16] for k in keys)})"
+            )
         return verify_assignment(
             envelope, key, device_id=self.device_id, now=datetime.now(timezone.utc)
         )
@@ -458,11 +525,14 @@ class Agent:
             client = self._client()
             self.check_trial()  # a trial that served since the last poll without failing
             await client.telemetry(self.report())
+            if self._revocation_due():
+                await self.enforce_revocation()
             response = await client.checkin(device_id, self.checkin_body())
             self.backoff.interval = float(response.poll_interval_s)
             if response.assignment is not None:
                 before = self.checkin_body()
-                await self.apply(self._verify(response.assignment))
+                assignment = await asyncio.to_thread(self._verify, response.assignment)
+                await self.apply(assignment)
                 if self.checkin_body() != before:  # tell the server now, not a poll later
                     await client.checkin(device_id, self.checkin_body())
         except RETRYABLE as e:
@@ -472,20 +542,38 @@ class Agent:
         self.poll_error = None
         return self.backoff.succeeded()
 
+    def listed(self) -> dict[str, Any]:
+        """The release side's current signed targets (TUF refresh): path -> TargetInfo."""
+        with self._tuf() as client:
+            out: dict[str, Any] = client.listed()
+        self._listing_checked = time.monotonic()
+        return out
+
+    async def enforce_revocation(self) -> None:
+        """Stop running a version the signed targets no longer list (``_revocation``)."""
+        await enforce_revocation(self)
+
     async def apply(self, assignment: Assignment) -> bool:
-        """Act on a verified assignment: nothing, a switch, or a download and install."""
+        """Act on a verified assignment: nothing, a switch, or a download and install.
+
+        A switch (a rollback to the other slot) happens only to a version the release side's
+        signed targets still list: the director alone cannot bring back a revoked version.
+        """
         d = decide(self.state, assignment)
+        if d.action == "switch":
+            listed = await asyncio.to_thread(self.listed)
+            if assignment.sha256 not in {t.sha256 for t in listed.values()}:
+                reason = (
+                    f"{assignment.model}@{assignment.version} is not in the signed targets "
+                    "(revoked): not switching to it"
+                )
+                with self._lock:
+                    self._commit(record_failure(self.state, assignment.sha256, reason))
+                return await asyncio.to_thread(self._act, "refuse", None, reason)
         if d.action != "install":
             return await asyncio.to_thread(self._act, d.action, d.slot, d.reason)
         assert self.identity is not None and self.server_url is not None
-        data = await asyncio.to_thread(
-            fetch_target,
-            self.store.tuf_dir,
-            self.server_url,
-            self.identity,
-            assignment,
-            self.fetcher,
-        )
+        data = await asyncio.to_thread(fetch_target, self._tuf(), assignment)
         recipient = await self._client().recipient(str(self.device_id), assignment.target)
         self._retry_install = False
         if await asyncio.to_thread(self.install, data, assignment, recipient):
@@ -493,6 +581,10 @@ class Agent:
         if self._retry_install:  # a poll failure: the caller backs off before the next try
             raise AgentError(str(self.last_error))
         return False
+
+    def _revocation_due(self) -> bool:
+        last = self._listing_checked
+        return last is None or time.monotonic() - last >= self.revocation_check_s
 
     async def run(self, stop: asyncio.Event | None = None, duration_s: float | None = None) -> None:
         """Poll until ``stop`` is set or ``duration_s`` passed (forever when neither is given)."""

@@ -30,7 +30,14 @@ from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.agent._state import AgentState, SlotInfo, switch_to
 from edgeloop.agent._store import StateDir
 from edgeloop.artifacts import sha256_bytes
-from edgeloop.errors import AgentError, FileError, IntegrityError, SecurityError
+from edgeloop.errors import (
+    AgentError,
+    BundleFormatError,
+    DecryptionError,
+    FileError,
+    IntegrityError,
+    SecurityError,
+)
 from edgeloop.protocol import Assignment
 
 if TYPE_CHECKING:
@@ -182,7 +189,17 @@ class Slots:
                 installed_at=_now(),
             )
             del data
-            model = self.load(slot, info)
+            try:
+                model = self.load(slot, info)
+            except (DecryptionError, BundleFormatError) as e:
+                # The bundle is the released one (its sha256 matched the signed metadata and it
+                # verified above), so a failure to open it lies with the data key the server
+                # sent (a transport fault, a tampered answer): retry later, never mark the
+                # release as failed. Only a self-test failure condemns a verified bundle.
+                raise AgentError(
+                    f"the data key for {assignment.target!r} does not open the verified "
+                    f"bundle (will fetch it again): {e}"
+                ) from e
             self.on_step("loaded")
             try:
                 self.selftest(model)

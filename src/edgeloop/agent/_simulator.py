@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from edgeloop.agent._agent import Agent
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.artifacts import DeviceProfile
 from edgeloop.errors import InputError
+from edgeloop.protocol import Provisioning, tls_context
 
 if TYPE_CHECKING:
     from edgeloop.update import HttpxFetcher
@@ -108,12 +110,19 @@ class Simulator:
         seed: int = 0,
         labels: dict[str, str] | None = None,
         fault: Callable[[LoadedModel], float] | None = None,
+        provisioning: Provisioning | None = None,
+        insecure_first_use: bool = False,
     ) -> None:
         if len(tokens) != len(profiles):
             raise InputError(
                 f"{len(tokens)} tokens for {len(profiles)} profiles; expected one each"
             )
         self.server_url = server_url.rstrip("/")
+        # every device pins the same provisioned trust (its own token overrides the file's)
+        self.provisioning = provisioning
+        self.verify: ssl.SSLContext | bool = True
+        if provisioning is not None and provisioning.ca_pem is not None:
+            self.verify = tls_context(provisioning.ca_pem)
         self.root = Path(state_root)
         self.rps = rps
         self.fault = fault  # model -> share of its inferences that fail (a bad release)
@@ -130,6 +139,7 @@ class Simulator:
             httpx.AsyncClient(
                 timeout=120.0,
                 limits=limits,
+                verify=self.verify,
                 event_hooks={"request": [self._on_request], "response": [self._on_response]},
             )
             for _ in range(max(1, -(-len(tokens) // _DEVICES_PER_CLIENT)))
@@ -151,6 +161,8 @@ class Simulator:
                 http=self.clients[i // _DEVICES_PER_CLIENT],
                 poll_interval_s=poll_interval_s,
                 rng=random.Random(seed * 1_000_003 + i),
+                provisioning=provisioning,
+                insecure_first_use=insecure_first_use,
             )
             for i, (token, profile) in enumerate(zip(tokens, profiles, strict=True))
         ]
@@ -184,7 +196,9 @@ class Simulator:
             from edgeloop.update import HttpxFetcher
 
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-            self.fetcher = HttpxFetcher(httpx.Client(timeout=120.0, limits=limits))
+            self.fetcher = HttpxFetcher(
+                httpx.Client(timeout=120.0, limits=limits, verify=self.verify)
+            )
         return self.fetcher
 
     def _mark(self, i: int, agent: Agent) -> None:

@@ -38,7 +38,7 @@ from edgeloop.bundle._load import (
 from edgeloop.bundle._pack import pack
 from edgeloop.bundle._rollback import RollbackStatement, sign_rollback, verify_rollback
 from edgeloop.bundle._selftest import check_selftest, synthesize_inputs
-from edgeloop.bundle._trust import RELEASE_FIELD, Trust, load_trust
+from edgeloop.bundle._trust import DIRECTOR_FIELD, RELEASE_FIELD, Trust, load_trust
 from edgeloop.bundle._verify import decrypt, parse_manifest, verify
 
 # the names edgeloop re-exports at the top level
@@ -48,6 +48,7 @@ decrypt_bundle = decrypt
 
 __all__ = [
     "MANIFEST_TYPE",
+    "DIRECTOR_FIELD",
     "RELEASE_FIELD",
     "BundleFileCheck",
     "DeviceKey",

@@ -19,9 +19,10 @@ from edgeloop._io import read_bytes
 from edgeloop.bundle._keys import ed25519_from_dict, key_id, load_public_key
 from edgeloop.errors import BundleFormatError, FileError, KeyError_, SignatureError
 
-__all__ = ["RELEASE_FIELD", "Trust", "load_trust"]
+__all__ = ["DIRECTOR_FIELD", "RELEASE_FIELD", "Trust", "load_trust"]
 
 RELEASE_FIELD = "x-edgeloop-release"
+DIRECTOR_FIELD = "x-edgeloop-director"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Trust:
     release_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
     threshold: int = 1
     root_version: int | None = None
+    director_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.threshold < 1:
@@ -61,24 +63,29 @@ class Trust:
             md.verify_delegate("root", md)
         except UnsignedMetadataError as e:
             raise SignatureError(f"trust root version {md.signed.version}: {e}") from e
-        release = md.signed.unrecognized_fields.get(RELEASE_FIELD)
-        return cls._from_release_field(release, md.signed.version)
+        fields = md.signed.unrecognized_fields
+        keys, threshold = _key_field(fields.get(RELEASE_FIELD), RELEASE_FIELD, md.signed.version)
+        director: dict[str, Ed25519PublicKey] = {}
+        if fields.get(DIRECTOR_FIELD) is not None:  # roots made before issue 13 lack it
+            director, _ = _key_field(fields[DIRECTOR_FIELD], DIRECTOR_FIELD, md.signed.version)
+        return cls(keys, threshold, root_version=md.signed.version, director_keys=director)
 
-    @classmethod
-    def _from_release_field(cls, release: Any, version: int) -> Trust:
-        where = f"root.json version {version} field {RELEASE_FIELD!r}"
-        if not isinstance(release, dict) or not isinstance(release.get("keys"), dict):
-            raise KeyError_(f"{where}: missing or not an object with 'keys'")
-        keys: dict[str, Ed25519PublicKey] = {}
-        for kid, kd in release["keys"].items():
-            key = ed25519_from_dict(kd, f"{where} key {kid[:16]}")
-            if key_id(key) != kid:
-                raise KeyError_(f"{where}: key id {kid[:16]} does not match its key")
-            keys[kid] = key
-        threshold = release.get("threshold", 1)
-        if not isinstance(threshold, int) or isinstance(threshold, bool):
-            raise KeyError_(f"{where}: threshold {threshold!r} is not an integer")
-        return cls(keys, threshold, root_version=version)
+
+def _key_field(value: Any, name: str, version: int) -> tuple[dict[str, Ed25519PublicKey], int]:
+    """``{"threshold": k, "keys": {keyid: key}}`` from a root field, every key id checked."""
+    where = f"root.json version {version} field {name!r}"
+    if not isinstance(value, dict) or not isinstance(value.get("keys"), dict):
+        raise KeyError_(f"{where}: missing or not an object with 'keys'")
+    keys: dict[str, Ed25519PublicKey] = {}
+    for kid, kd in value["keys"].items():
+        key = ed25519_from_dict(kd, f"{where} key {str(kid)[:16]}")
+        if key_id(key) != kid:
+            raise KeyError_(f"{where}: key id {str(kid)[:16]} does not match its key")
+        keys[kid] = key
+    threshold = value.get("threshold", 1)
+    if not isinstance(threshold, int) or isinstance(threshold, bool):
+        raise KeyError_(f"{where}: threshold {threshold!r} is not an integer")
+    return keys, threshold
 
 
 def load_trust(path: str | Path) -> Trust:

@@ -8,7 +8,9 @@ import typer
 
 
 def agent(
-    server: str = typer.Option(..., "--server", help="The fleet server's URL."),
+    server: str | None = typer.Option(
+        None, "--server", help="The fleet server's URL (default: the provisioning file's)."
+    ),
     state: Path = typer.Option(..., "--state", help="The agent's state directory (keys, slots)."),
     enroll_token: str | None = typer.Option(
         None, "--enroll-token", envvar="EDGELOOP_ENROLL_TOKEN", help="One-time enrollment token."
@@ -26,6 +28,16 @@ def agent(
     poll_interval: float = typer.Option(
         60.0, "--poll-interval", min=0.1, help="Seconds between polls until the server says."
     ),
+    provision: Path | None = typer.Option(
+        None,
+        "--provision",
+        help="Provisioning file (`edgeloop fleet provision`): the trust this device pins.",
+    ),
+    insecure_first_use: bool = typer.Option(
+        False,
+        "--insecure-first-use",
+        help="Without a provisioning file, believe the first server that answers (TOFU).",
+    ),
 ) -> None:
     """Run the device agent: enroll, follow the fleet's assignments, serve the model locally."""
     import asyncio
@@ -33,13 +45,28 @@ def agent(
 
     from edgeloop.agent import Agent, LocalServer
     from edgeloop.cli._console import err_console, print_json
+    from edgeloop.protocol import load_provisioning
 
+    provisioning = load_provisioning(provision) if provision is not None else None
+    if provisioning is None and insecure_first_use:
+        err_console.print(
+            "[yellow]warning:[/] --insecure-first-use: this device will trust whatever server "
+            "answers its enrollment (TUF root, director key); provision it instead"
+        )
     profile = None
     if target is not None:
         from edgeloop.hardware import load_target
 
         profile = load_target(target)
-    a = Agent(server, state, enroll_token, profile, poll_interval_s=poll_interval)
+    a = Agent(
+        server,
+        state,
+        enroll_token,
+        profile,
+        poll_interval_s=poll_interval,
+        provisioning=provisioning,
+        insecure_first_use=insecure_first_use,
+    )
     http = None
     if serve_port is not None:
         http = LocalServer(a.predict_with_version, a.status, port=serve_port).start()

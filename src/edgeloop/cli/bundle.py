@@ -218,20 +218,40 @@ def verify(
 
 
 def release(
-    bundle: Path = typer.Argument(..., help="The bundle (.elb) to publish."),
+    bundle: Path | None = typer.Argument(None, help="The bundle (.elb) to publish."),
     repo: Path = typer.Option(..., "--repo", help="TUF repository directory (created if new)."),
     keys: Path = typer.Option(..., "--keys", help="The keys directory (edgeloop keys init)."),
     target: str | None = typer.Option(
         None, "--target", help="Target path (default NAME/VERSION/FILE)."
     ),
+    revoke: str | None = typer.Option(
+        None,
+        "--revoke",
+        help="NAME@VERSION: remove that release from the signed targets; no device runs it.",
+    ),
     passphrase: bool = PASSPHRASE_OPTION,
     passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
 ) -> None:
-    """Add a verified bundle to the TUF repository and re-sign snapshot and timestamp."""
+    """Add a verified bundle to the TUF repository (or --revoke a release); re-sign.
+
+    Both sign the targets metadata with the targets key: run them where the offline release
+    keys are (the build side), against the repository the fleet server serves.
+    """
     from edgeloop.cli._console import console
+    from edgeloop.errors import InputError
     from edgeloop.update import KeyRing, Repository
 
+    if (bundle is None) == (revoke is None):
+        raise InputError("give a BUNDLE to release or --revoke NAME@VERSION, not both or neither")
     secret = read_passphrase(passphrase, passphrase_env)
+    if revoke is not None:
+        name, sep, version = revoke.partition("@")
+        if not sep or not name or not version.isdigit():
+            raise InputError(f"--revoke {revoke!r}: expected NAME@VERSION, e.g. kws@3")
+        gone = Repository(repo, KeyRing(keys, secret)).revoke(name, int(version))
+        console.print(f"revoked {revoke}: {', '.join(gone)} no longer in the signed targets")
+        return
+    assert bundle is not None
     published = Repository(repo, KeyRing(keys, secret)).release(bundle, target)
     console.print(
         f"released {published.path} ({published.name} v{published.version}, sha256 "

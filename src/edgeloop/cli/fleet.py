@@ -6,11 +6,12 @@ through :class:`edgeloop.client.AdminClient` (httpx only).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from edgeloop.cli._admin import admin_client, admin_options
+from edgeloop.cli._admin import admin_client, admin_options, ca_pem
 from edgeloop.errors import InputError
 
 app = typer.Typer(
@@ -49,6 +50,60 @@ def token(
         print_json(out)
     else:
         typer.echo(out["token"])
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+@app.command("provision")
+def provision(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", help="Provisioning file to write (0600)."),
+    device_url: str | None = typer.Option(
+        None, "--device-url", help="The server URL devices use (default: --server)."
+    ),
+    root: Path | None = typer.Option(
+        None,
+        "--root",
+        help="TUF root from the build machine's keys dir (default: the server's copy).",
+    ),
+    model: str | None = typer.Option(None, "--model", help="The model the device runs."),
+    ttl: float = typer.Option(86400.0, "--ttl", help="Seconds until the token expires."),
+    label: list[str] = typer.Option([], "--label", help="KEY=VALUE label for the device (repeat)."),
+    uses: int = typer.Option(1, "--uses", min=1, help="Devices that may enroll with it."),
+) -> None:
+    """Write a device image's trust: TUF root, director key, server URL, CA, enrollment token.
+
+    The agent pins it (`edgeloop agent --provision FILE`) and refuses enrollment answers that
+    disagree with it. The CA is the group's --ca (the one this command trusted).
+    """
+    import json
+
+    from edgeloop._io import read_bytes
+
+    tuf_root = json.loads(read_bytes(root, "TUF root")) if root is not None else None
+    prov = admin_client(ctx).provision(
+        server_url=device_url,
+        ca_pem=ca_pem(ctx),
+        model=model,
+        labels=_labels(label),
+        ttl_s=ttl,
+        uses=uses,
+        tuf_root=tuf_root,
+    )
+    prov.save(out)
+    version = prov.tuf_root.get("signed", {}).get("version")
+    typer.echo(
+        f"wrote {out} (0600): {prov.server_url}, TUF root v{version}, director key "
+        f"{prov.director_keyid[:16]}, {'CA pinned' if prov.ca_pem else 'no CA (plain HTTP)'}"
+    )
 
 
 @app.command("devices")

@@ -45,6 +45,12 @@ def server(
         help="Comma-separated sha256 hashes of agent builds allowed to enroll and check in "
         "(edgeloop.agent.package_build_hash() on a device gives its own); default: any build.",
     ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="Serve HTTPS with this PEM certificate (chain)."
+    ),
+    tls_key: Path | None = typer.Option(
+        None, "--tls-key", help="The certificate's PEM private key (with --tls-cert)."
+    ),
 ) -> None:
     """Run the fleet server: enrollment, assignments, TUF repository, telemetry, admin API."""
     import os
@@ -53,6 +59,7 @@ def server(
 
     from edgeloop.cli._console import console
     from edgeloop.db import default_data_dir
+    from edgeloop.errors import InputError
     from edgeloop.fleet import (
         SETTINGS_ENV,
         FleetSettings,
@@ -61,6 +68,14 @@ def server(
         settings_to_env,
     )
 
+    if (tls_cert is None) != (tls_key is None):
+        raise InputError("--tls-cert and --tls-key go together: give both, or neither")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise InputError(f"TLS file {str(path)!r} does not exist")
+    certfile = None if tls_cert is None else str(tls_cert)
+    keyfile = None if tls_key is None else str(tls_key)
+    scheme = "https" if certfile else "http"
     data_dir = data or default_data_dir()
     settings = FleetSettings(
         db_url=db or os.environ.get("EDGELOOP_DB") or f"sqlite:///{data_dir / 'edgeloop.db'}",
@@ -79,9 +94,18 @@ def server(
     console.print(f"admin token: {settings.admin_token_path} (0600)")
     console.print(f"director key: {settings.director_path} (0600)")
     console.print(f"release keys: {settings.keys_path}")
-    console.print(f"fleet server on http://{host}:{port} (OpenAPI at /docs, metrics at /metrics)")
+    console.print(
+        f"fleet server on {scheme}://{host}:{port} (OpenAPI at /docs, metrics at /metrics)"
+    )
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level=log_level,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+        )
         return
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
     uvicorn.run(
@@ -91,6 +115,8 @@ def server(
         port=port,
         workers=workers,
         log_level=log_level,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
 
 

@@ -47,8 +47,16 @@ def simulate(
     token = _admin.admin_token(ctx, admin_token)
     server = _admin.server(ctx, server)
 
+    verify = _admin.verify(ctx)
+    # every simulated device is provisioned as a real one would be: root, director key, CA
+    from edgeloop.client import AdminClient
+
+    provisioning = AdminClient(server, token, verify=verify).provision(
+        ca_pem=_admin.ca_pem(ctx), model=model
+    )
+
     async def main(root: Path) -> Any:
-        tokens = await create_tokens(server, token, devices, model=model)
+        tokens = await create_tokens(server, token, devices, model=model, verify=verify)
         sim = Simulator(
             server,
             root,
@@ -56,6 +64,7 @@ def simulate(
             simulated_profiles(profiles, devices),
             poll_interval_s=poll_interval,
             rps=rps,
+            provisioning=provisioning,
         )
         try:
             return await sim.run(duration)

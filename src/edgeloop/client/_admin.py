@@ -13,12 +13,17 @@ What ``edgeloop fleet`` and the demo use; ``RolloutClient`` (``_rollouts``) and
 
 from __future__ import annotations
 
+import dataclasses
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from edgeloop.bundle import DIRECTOR_FIELD
 from edgeloop.client._errors import raise_for_status, unreachable
+from edgeloop.errors import InputError, KeyError_
+from edgeloop.protocol import Provisioning
 
 __all__ = ["AdminClient"]
 
@@ -26,16 +31,29 @@ __all__ = ["AdminClient"]
 class AdminClient:
     """One fleet server's admin API, authenticated with its bearer admin token."""
 
-    def __init__(self, server_url: str, admin_token: str, *, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        server_url: str,
+        admin_token: str,
+        *,
+        timeout_s: float = 60.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.base = server_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {admin_token.strip()}"}
         self.timeout_s = timeout_s
+        self.verify = verify  # a pinned CA: edgeloop.protocol.tls_context(ca_pem)
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """``method path`` with a JSON ``body``; the answer's JSON, or the mapped error."""
         try:
             r = httpx.request(
-                method, self.base + path, json=body, headers=self.headers, timeout=self.timeout_s
+                method,
+                self.base + path,
+                json=body,
+                headers=self.headers,
+                timeout=self.timeout_s,
+                verify=self.verify,
             )
         except httpx.HTTPError as e:
             raise unreachable(self.base, e) from e
@@ -80,3 +98,46 @@ class AdminClient:
         """Published releases and their variants."""
         path = "/v1/admin/releases" + (f"?model={model}" if model else "")
         return list(self.call("GET", path)["releases"])
+
+    def trust(self) -> dict[str, Any]:
+        """The TUF root and director key devices pin (``/v1/admin/trust``)."""
+        return dict(self.call("GET", "/v1/admin/trust"))
+
+    def provision(
+        self,
+        *,
+        server_url: str | None = None,
+        ca_pem: str | None = None,
+        model: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        ttl_s: float = 86400.0,
+        uses: int = 1,
+        tuf_root: dict[str, Any] | None = None,
+    ) -> Provisioning:
+        """A device image's trust: a fresh enrollment token, the root, the director key.
+
+        ``server_url``: the URL devices use (default: this client's); ``tuf_root``: the root
+        from the build machine's keys directory instead of the server's copy (it must name the
+        same director key when it names one).
+        """
+        trust = self.trust()
+        root = tuf_root if tuf_root is not None else trust["tuf_root"]
+        named = root.get("signed", {}).get(DIRECTOR_FIELD, {}).get("keys", {})
+        if named and trust["director_keyid"] not in named:
+            raise KeyError_(
+                f"the given root names director key(s) {sorted(k[:16] for k in named)}, but "
+                f"the server signs with {trust['director_keyid'][:16]}"
+            )
+        try:  # checked before a token is spent on it
+            image = Provisioning(
+                server_url=(server_url or self.base).rstrip("/"),
+                tuf_root=root,
+                director_key=trust["director_key"],
+                director_keyid=trust["director_keyid"],
+                ca_pem=ca_pem,
+                labels=dict(labels or {}),
+            )
+        except ValueError as e:
+            raise InputError(f"provisioning file: {e}") from e
+        token = self.create_token(model=model, ttl_s=ttl_s, labels=labels, uses=uses)["token"]
+        return dataclasses.replace(image, enroll_token=str(token))

@@ -13,6 +13,7 @@ What ``edgeloop rollout`` and ``edgeloop demo`` use; requests and errors go thro
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -27,8 +28,15 @@ __all__ = ["RolloutClient"]
 class RolloutClient:
     """Staged rollouts on one fleet server (``/v1/admin/rollouts``)."""
 
-    def __init__(self, server_url: str, admin_token: str, *, timeout_s: float = 60.0) -> None:
-        self.admin = AdminClient(server_url, admin_token, timeout_s=timeout_s)
+    def __init__(
+        self,
+        server_url: str,
+        admin_token: str,
+        *,
+        timeout_s: float = 60.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        self.admin = AdminClient(server_url, admin_token, timeout_s=timeout_s, verify=verify)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         return self.admin.call(method, ROLLOUTS_PATH + path, body)

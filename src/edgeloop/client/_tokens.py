@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import httpx
 
@@ -21,6 +22,7 @@ async def create_tokens(
     model: str | None = None,
     per_token: int | None = None,
     concurrency: int = 32,
+    verify: ssl.SSLContext | bool = True,
 ) -> list[str]:
     """Enrollment tokens for ``n`` devices from the admin API, one entry per device.
 
@@ -34,7 +36,7 @@ async def create_tokens(
     counts = [min(per, n - i) for i in range(0, n, per)]
     sem = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {admin_token.strip()}"}
-    async with httpx.AsyncClient(base_url=base, timeout=60.0) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=60.0, verify=verify) as http:
 
         async def one(uses: int) -> list[str]:
             body = {"model": model, "ttl_s": 86400, "uses": uses}

@@ -41,6 +41,7 @@ from edgeloop.demo._report import (
 from edgeloop.demo._runner import run_demo, run_stages
 from edgeloop.demo._server import DemoServer
 from edgeloop.demo._stages import STAGES
+from edgeloop.demo._tls import LocalCA, make_local_ca
 
 __all__ = [
     "BAD_ERROR_SHARE",
@@ -54,8 +55,10 @@ __all__ = [
     "DemoResult",
     "DemoServer",
     "DemoStep",
+    "LocalCA",
     "Stage",
     "StageResult",
+    "make_local_ca",
     "next_steps",
     "render_next",
     "run_demo",

@@ -35,6 +35,7 @@ class DemoFleet:
 
         admin = server.admin()
         tokens = [admin.create_token()["token"] for _ in range(devices)]
+        provisioning = server.provisioning(uses=1)  # the image: CA, root, director key
         self.sim = Simulator(
             server.url,
             work / "devices",
@@ -43,6 +44,7 @@ class DemoFleet:
             poll_interval_s=1.0,
             rps=5.0,
             fault=lambda m: BAD_ERROR_SHARE if m.version == BAD_VERSION else 0.0,
+            provisioning=provisioning,
         )
         self.devices = devices
         self.result: Any = None

@@ -23,9 +23,8 @@ INT8_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 def start_server(ctx: DemoContext) -> StageResult:
     server = ctx.server = DemoServer(ctx.work / "fleet", poll_interval=1.0)
     server.start()
-    return f"edgeloop server on {server.url} (SQLite {server.data / 'edgeloop.db'})", {
-        "url": server.url
-    }
+    where = f"SQLite {server.data / 'edgeloop.db'}"
+    return f"edgeloop server on {server.url} (TLS with its own CA; {where})", {"url": server.url}
 
 
 def bundle(ctx: DemoContext) -> StageResult:

@@ -43,7 +43,7 @@ def roll_out(ctx: DemoContext, version: int, recipe: str) -> tuple[dict[str, Any
 
     release(ctx, version, recipe)
     server = need(ctx.server, "the fleet server")
-    client = RolloutClient(server.url, server.admin_token)
+    client = RolloutClient(server.url, server.admin_token, verify=server.verify)
     r = client.start(
         MODEL,
         version,

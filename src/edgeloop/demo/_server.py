@@ -1,4 +1,9 @@
-"""The demo's fleet server: ``edgeloop server`` in a child process on 127.0.0.1."""
+"""The demo's fleet server: ``edgeloop server`` over TLS in a child process on 127.0.0.1.
+
+The demo makes its own CA (:func:`~edgeloop.demo.make_local_ca`), serves HTTPS with a
+certificate it signed, and provisions every device with that CA, the TUF root and the director
+key (``AdminClient.provision``): the agents trust nothing the network tells them.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,10 @@ from edgeloop.demo._context import MODEL
 from edgeloop.errors import FleetError, InputError
 
 if TYPE_CHECKING:
+    import ssl
+
     from edgeloop.client import AdminClient
+    from edgeloop.protocol import Provisioning
 
 __all__ = ["DemoServer"]
 
@@ -27,13 +35,18 @@ def _free_port() -> int:
 
 
 class DemoServer:
-    """``edgeloop server`` in a child process on 127.0.0.1, stopped when the demo ends."""
+    """``edgeloop server`` (HTTPS) in a child process on 127.0.0.1, stopped when the demo ends."""
 
     def __init__(self, data: Path, poll_interval: float) -> None:
+        from edgeloop.demo._tls import make_local_ca
+        from edgeloop.protocol import tls_context
+
         self.data = data
         self.db_url = f"sqlite:///{data / 'edgeloop.db'}"
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.ca = make_local_ca(data.parent / "tls", "edgeloop demo CA")
+        self.verify: ssl.SSLContext = tls_context(self.ca.ca_pem.read_text())
         self.log = data.parent / "server.log"
         self.poll_interval = poll_interval
         self.proc: subprocess.Popen[bytes] | None = None
@@ -45,6 +58,7 @@ class DemoServer:
         args = [sys.executable, "-m", "edgeloop", "server", "--db", self.db_url]
         args += ["--data", str(self.data), "--port", str(self.port)]
         args += ["--poll-interval", str(self.poll_interval)]
+        args += ["--tls-cert", str(self.ca.cert_pem), "--tls-key", str(self.ca.key_pem)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, EDGELOOP_DEBUG="")
@@ -55,7 +69,8 @@ class DemoServer:
                 tail = self.log.read_text(errors="replace")[-2000:]
                 raise FleetError(f"the fleet server exited with {self.proc.returncode}: {tail}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                r = httpx.get(self.url + "/healthz", timeout=1, verify=self.verify)
+                if r.status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -70,7 +85,11 @@ class DemoServer:
         """The admin client for this server (a long timeout: publishing packs bundles)."""
         from edgeloop.client import AdminClient
 
-        return AdminClient(self.url, self.admin_token, timeout_s=120.0)
+        return AdminClient(self.url, self.admin_token, timeout_s=120.0, verify=self.verify)
+
+    def provisioning(self, uses: int) -> Provisioning:
+        """What the demo's device images carry: the CA, TUF root, director key, a token."""
+        return self.admin().provision(ca_pem=self.ca.ca_pem.read_text(), uses=uses)
 
     def pack(self, model: Path, card: Any, version: int, dest: Path) -> Path:
         """Sign with the fleet's release key, encrypt to its fleet key, verify as a device

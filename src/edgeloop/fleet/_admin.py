@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -142,6 +143,20 @@ def admin_router(ctx: ServerContext) -> APIRouter:
             except EdgeloopError as e:
                 raise Refused(404, "not_found", str(e)) from e
         return {"model": model, "alias": settings.alias, "version": version}
+
+    @router.get("/trust", summary="What devices pin: the TUF root and the director key")
+    def trust() -> dict[str, Any]:
+        """For ``edgeloop fleet provision`` (over the admin's authenticated channel)."""
+        director = ctx.secrets.director_key
+        return {
+            "tuf_root": json.loads(ctx.secrets.keyring.root_bytes()),
+            "director_key": {
+                "keytype": "ed25519",
+                "scheme": "ed25519",
+                "keyval": {"public": public_hex(director)},
+            },
+            "director_keyid": key_id(director.public_key()),
+        }
 
     @router.get("/fleet-key", summary="The public key bundles must be encrypted to")
     def fleet_key() -> dict[str, str]:

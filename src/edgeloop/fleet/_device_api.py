@@ -231,7 +231,30 @@ def _entitled(app: AppState, s: Session, device: DeviceRow, variant: VariantRow)
         ttl=app.assignment_ttl,
         policy=app.policy_loader(s),
     )
-    return assignment is not None and assignment.target == variant.target
+    if assignment is not None and assignment.target == variant.target:
+        return True
+    return _moving_off_a_revocation(app, state, release, variant)
+
+
+def _moving_off_a_revocation(
+    app: AppState, state: Any, release: ReleaseRow, variant: VariantRow
+) -> bool:
+    """A device whose version the release side revoked moves to the newest version still listed
+    (docs/security.md, "Revocation") before the director knows: it may fetch that key, and only
+    that one: a version of a model it holds, listed now, while a version it holds is not."""
+    held = [slot for slot in (state.installed, state.known_good) if slot is not None]
+    if not any(slot.model == release.model for slot in held):
+        return False
+    from edgeloop.update import Repository
+
+    listed = Repository(app.ctx.settings.tuf_path, app.ctx.secrets.keyring).targets()
+    versions: dict[int, set[str]] = {}
+    for name, target in listed.items():
+        custom = target.unrecognized_fields.get("custom", {})
+        if isinstance(custom, dict) and custom.get("name") == release.model:
+            versions.setdefault(int(custom.get("version", 0)), set()).add(name)
+    revoked = any(s.model == release.model and s.version not in versions for s in held)
+    return revoked and bool(versions) and variant.target in versions[max(versions)]
 
 
 def mount_tuf(app: FastAPI, tuf_path: Path) -> None:

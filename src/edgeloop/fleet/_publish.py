@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,13 +18,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy.orm import Session
 
 from edgeloop._io import read_bytes
+from edgeloop.artifacts import sha256_file
 from edgeloop.bundle import key_id, parse_container, parse_manifest, unwrap_data_key, wrap_data_key
 from edgeloop.db import ReleaseRow, VariantRow
 from edgeloop.errors import EdgeloopError, RegistryError, SecurityError
 from edgeloop.fleet._store import Refused, release_of
 from edgeloop.protocol import Release, x25519_from_hex
 from edgeloop.registry import BlobStore, get_version
-from edgeloop.update import Repository
+from edgeloop.update import PublishedTarget, Repository
 
 __all__ = [
     "lock_publishing",
@@ -98,7 +100,7 @@ def publish(
         try:
             manifest = parse_manifest(parse_container(read_bytes(path, "bundle")).manifest)
             wrap = _fleet_wrap(manifest.encryption, fleet_keys)
-            target = repo.release(path, target_name(model, version, bundle.variant))
+            target = _release(repo, path, target_name(model, version, bundle.variant))
         except Refused:
             raise
         except EdgeloopError as e:
@@ -118,6 +120,34 @@ def publish(
         )
     s.flush()
     return _one(s, row), True
+
+
+def _release(repo: Repository, path: Path, name: str) -> PublishedTarget:
+    """The target as the release side listed it, else listed now (needs the targets key here).
+
+    With the targets key offline (the Uptane split), the build side runs ``edgeloop release
+    BUNDLE --repo DATA/tuf --keys KEYS --target NAME`` first; publishing then only records it.
+    """
+    listed = repo.targets().get(name) if repo.exists() else None
+    if listed is not None:
+        digest = sha256_file(path)
+        if listed.hashes.get("sha256") != digest:
+            raise Refused(
+                409,
+                "listed_differently",
+                f"target {name!r} is listed with sha256 {listed.hashes.get('sha256', '')[:16]}, "
+                f"the registry's bundle is {digest[:16]}",
+            )
+        custom = listed.unrecognized_fields.get("custom", {})
+        return PublishedTarget(
+            name,
+            digest,
+            listed.length,
+            str(custom.get("name", "")),
+            int(custom.get("version", 0)),
+            0,
+        )
+    return repo.release(path, name)
 
 
 def _one(s: Session, row: ReleaseRow) -> Release:

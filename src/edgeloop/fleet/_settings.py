@@ -4,7 +4,8 @@
 
     DATA/
       admin-token        0600  the admin API's bearer token
-      director.pem       0600  Ed25519: signs assignments (agents pin its public key)
+      director.pem       0600  Ed25519: signs assignments (the TUF root names its public key)
+      director.pub.pem         its public key, for `edgeloop keys director` on the build side
       keys/              the release keys directory (``edgeloop.update.init_keys``): TUF roles,
                          release.pem (signs bundles), fleet.pem (X25519, bundles encrypt to it)
       tuf/metadata/ tuf/targets/   the TUF repository devices fetch from
@@ -30,9 +31,10 @@ from edgeloop.bundle import (
     load_encryption_key,
     load_signing_key,
     save_private_key,
+    save_public_key,
 )
-from edgeloop.errors import FileError, InputError
-from edgeloop.update import KeyRing, Repository, init_keys
+from edgeloop.errors import EdgeloopError, FileError, InputError
+from edgeloop.update import KeyRing, Repository, init_keys, name_director
 
 __all__ = [
     "SETTINGS_ENV",
@@ -130,25 +132,52 @@ def prepare_data_dir(settings: FleetSettings) -> FleetSecrets:
     if not settings.director_path.exists():
         save_private_key(settings.director_path, generate_signing_key())
         created.append(settings.director_path)
+    director = load_signing_key(settings.director_path)
+    public = settings.data_dir / "director.pub.pem"
+    if not public.exists():
+        save_public_key(public, director)
     keys = settings.keys_path
     if not (keys / "root.json").exists():
-        init_keys(keys)
+        init_keys(keys, director_public_key=director.public_key())
         created.append(keys)
     ring = KeyRing(keys)
     repo = Repository(settings.tuf_path, ring)
+    renamed = _name_director(ring, director)
     if not repo.exists():
+        if not (keys / "targets.pem").is_file():  # online keys only: the build side inits it
+            raise InputError(
+                f"no TUF repository in {str(settings.tuf_path)!r} and no targets key in "
+                f"{str(keys)!r} to create one: on the build machine run `edgeloop keys online "
+                f"--dir KEYS --to {keys} --repo {settings.tuf_path}`"
+            )
         repo.init()
         created.append(settings.tuf_path)
+    elif renamed:
+        repo.refresh_timestamp()  # publishes the new root for devices to walk to
     fleet = [load_encryption_key(keys / "fleet.pem")]
     for retired in sorted((keys / "retired").glob("fleet*.pem")):
         fleet.append(load_encryption_key(retired))
     return FleetSecrets(
         admin_token=_read_token(token_path),
-        director_key=load_signing_key(settings.director_path),
+        director_key=director,
         fleet_keys=tuple(fleet),
         keyring=ring,
         created=tuple(created),
     )
+
+
+def _name_director(ring: KeyRing, director: Ed25519PrivateKey) -> bool:
+    """Name the director key in the root (a data dir from before issue 13, or a new key).
+
+    Only possible where the root keys are at hand; a root kept offline is updated on the build
+    machine instead (``edgeloop keys director``), and devices keep the key they were provisioned
+    with until then.
+    """
+    try:
+        ring.key_files("root")
+    except EdgeloopError:
+        return False
+    return name_director(ring.dir, director.public_key()) is not None
 
 
 SETTINGS_ENV = "EDGELOOP_FLEET_SETTINGS"

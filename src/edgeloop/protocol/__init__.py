@@ -34,6 +34,12 @@ from edgeloop.protocol._messages import (
     iso_time,
     parse_time,
 )
+from edgeloop.protocol._provisioning import (
+    MAX_PROVISIONING_BYTES,
+    Provisioning,
+    load_provisioning,
+    tls_context,
+)
 from edgeloop.protocol._signing import (
     ENROLL_DEVICE_ID,
     HEADER_DEVICE,
@@ -49,6 +55,10 @@ from edgeloop.protocol._signing import (
 )
 
 __all__ = [
+    "MAX_PROVISIONING_BYTES",
+    "Provisioning",
+    "load_provisioning",
+    "tls_context",
     "ASSIGNMENT_TYPE",
     "ENROLL_DEVICE_ID",
     "HEADER_DEVICE",

@@ -14,10 +14,21 @@ Device side::
 """
 
 from edgeloop.update._client import HttpxFetcher, TargetInfo, UpdateClient, fetch_bundle
-from edgeloop.update._keyring import ROLES, ROTATABLE, KeyRing, init_keys, rotate_key
+from edgeloop.update._keyring import (
+    ONLINE_FILES,
+    ROLES,
+    ROTATABLE,
+    KeyRing,
+    export_online,
+    init_keys,
+    name_director,
+    rotate_key,
+    sync_roots,
+)
 from edgeloop.update._repo import Expiry, PublishedTarget, Repository
 
 __all__ = [
+    "ONLINE_FILES",
     "ROLES",
     "ROTATABLE",
     "Expiry",
@@ -27,7 +38,10 @@ __all__ = [
     "Repository",
     "TargetInfo",
     "UpdateClient",
+    "export_online",
     "fetch_bundle",
     "init_keys",
+    "name_director",
     "rotate_key",
+    "sync_roots",
 ]

@@ -8,6 +8,7 @@ tuf's exceptions into :class:`UpdateError` with the role and URL in the message.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,8 @@ class UpdateClient:
     """A device's view of one TUF repository.
 
     ``root``: the trusted root metadata the device shipped with (``KEYS/root.json``);
-    ``metadata_dir`` caches verified metadata between runs. Each :meth:`refresh` builds a new
+    ``metadata_dir`` caches verified metadata between runs; ``verify``: the TLS trust of the
+    default fetcher (a pinned CA's ``ssl.SSLContext``). Each :meth:`refresh` builds a new
     ``Updater`` (python-tuf refreshes once per instance).
     """
 
@@ -109,13 +111,15 @@ class UpdateClient:
         targets_url: str | None = None,
         fetcher: FetcherInterface | None = None,
         config: UpdaterConfig | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         base = base_url.rstrip("/")
         self.metadata_url = metadata_url or f"{base}/metadata/"
         self.targets_url = targets_url or f"{base}/targets/"
         self.root = root
         self.metadata_dir = Path(metadata_dir)
-        self.fetcher = fetcher or HttpxFetcher()
+        self._own_fetcher = fetcher is None  # a given fetcher belongs to its owner
+        self.fetcher = fetcher or HttpxFetcher(httpx.Client(timeout=30.0, verify=verify))
         self.config = config or UpdaterConfig()
         self._updater: Updater | None = None
 
@@ -162,6 +166,33 @@ class UpdateClient:
             custom if isinstance(custom, dict) else {},
         )
 
+    def listed(self) -> dict[str, TargetInfo]:
+        """Every target the current top-level targets metadata lists (verified by refresh).
+
+        python-tuf keeps the targets metadata it verified as ``targets.json`` in the metadata
+        dir; it is read back here, after a refresh in this client, rather than through the
+        Updater's private state.
+        """
+        from tuf.api.metadata import Metadata, Targets
+
+        self._ready()
+        try:
+            md = Metadata[Targets].from_bytes((self.metadata_dir / "targets.json").read_bytes())
+        except (OSError, ValueError) as e:
+            raise UpdateError(f"verified targets metadata unreadable: {e}") from e
+        if not isinstance(md.signed, Targets):
+            raise UpdateError(f"targets.json holds a {md.signed.type!r} role, expected targets")
+        out = {}
+        for path, info in md.signed.targets.items():
+            custom = info.unrecognized_fields.get("custom")
+            out[path] = TargetInfo(
+                path,
+                info.hashes.get("sha256", ""),
+                info.length,
+                custom if isinstance(custom, dict) else {},
+            )
+        return out
+
     def fetch_bundle(self, target_path: str, dest_dir: str | Path) -> Path:
         """Download ``target_path`` (verified by TUF) into ``dest_dir``; return the file's path.
 
@@ -185,8 +216,8 @@ class UpdateClient:
             raise FileError(f"cannot write bundle to {str(out)!r}: {e}") from e
 
     def close(self) -> None:
-        """Close the HTTP connections of the default fetcher."""
-        if isinstance(self.fetcher, HttpxFetcher):
+        """Close the HTTP connections of the default fetcher (not of a given one)."""
+        if self._own_fetcher and isinstance(self.fetcher, HttpxFetcher):
             self.fetcher.close()
 
     def __enter__(self) -> UpdateClient:

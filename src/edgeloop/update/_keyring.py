@@ -12,8 +12,9 @@
       roots/<V>.root.json         every root version, so clients can walk the rotation chain
       retired/                    keys replaced by ``rotate`` (still 0600)
 
-``root.json`` carries the release key(s) in its signed ``x-edgeloop-release`` field, so one
-file anchors trust in both the update channel and the bundles. Every new root is signed by the
+``root.json`` carries the release key(s) in its signed ``x-edgeloop-release`` field and the fleet
+director's online key in ``x-edgeloop-director`` (:func:`name_director`), so one file anchors
+trust in the update channel, the bundles and the assignments. Every new root is signed by the
 old root keys and the new ones (TUF's rule), so devices follow rotations on their own.
 Holding all root keys in one directory is the simple laptop setup; a production root keeps its
 keys offline (HSMs, separate machines) and signs with ``tuf.api.metadata`` the same way.
@@ -32,6 +33,7 @@ from tuf.api.metadata import Metadata
 
 from edgeloop._io import atomic_write_bytes
 from edgeloop.bundle import (
+    DIRECTOR_FIELD,
     RELEASE_FIELD,
     ed25519_to_dict,
     generate_encryption_key,
@@ -44,7 +46,21 @@ from edgeloop.bundle import (
 )
 from edgeloop.errors import FileError, InputError, KeyError_
 
-__all__ = ["ROLES", "ROTATABLE", "KeyRing", "init_keys", "rotate_key"]
+__all__ = [
+    "ONLINE_FILES",
+    "ROLES",
+    "ROTATABLE",
+    "KeyRing",
+    "export_online",
+    "init_keys",
+    "name_director",
+    "rotate_key",
+    "sync_roots",
+]
+
+# what a fleet server needs: freshness (snapshot, timestamp), the fleet key it re-wraps data keys
+# with, and public files; never the root, targets or release private keys
+ONLINE_FILES = ("snapshot.pem", "timestamp.pem", "fleet.pem", "fleet.pub.pem", "release.pub.pem")
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ROTATABLE = (*ROLES, "release", "fleet")
@@ -124,6 +140,10 @@ def _release_field(d: Path) -> dict[str, Any]:
     return {"threshold": 1, "keys": {key_id(key): ed25519_to_dict(key)}}
 
 
+def _director_field(key: Ed25519PublicKey) -> dict[str, Any]:
+    return {"threshold": 1, "keys": {key_id(key): ed25519_to_dict(key)}}
+
+
 def _sign_root(md: Metadata[Any], signers: list[CryptoSigner]) -> None:
     md.signatures.clear()
     seen: set[str] = set()
@@ -143,6 +163,7 @@ def init_keys(
     now: datetime | None = None,
     release_public_key: str | Path | None = None,
     exist_ok: bool = False,
+    director_public_key: Ed25519PublicKey | None = None,
 ) -> KeyRing:
     """Create every key and the signed root v1 in ``directory`` (never overwrites a key).
 
@@ -151,6 +172,7 @@ def init_keys(
     A directory that already holds keys is refused, unless ``exist_ok`` and its keys are the
     set asked for (same root K-of-N, same release key when one is given): then they are kept
     as they are, so running the same ``keys init`` twice is harmless.
+    ``director_public_key``: name the fleet director's key in the root (:func:`name_director`).
     """
     from tuf.api.metadata import Root
 
@@ -195,6 +217,8 @@ def init_keys(
         for s in signers[role]:
             root.add_key(_tuf_key(s), role)
     root.unrecognized_fields[RELEASE_FIELD] = _release_field(d)
+    if director_public_key is not None:
+        root.unrecognized_fields[DIRECTOR_FIELD] = _director_field(director_public_key)
     md = Metadata(root)
     _sign_root(md, signers["root"])
     _write_root(d, md)
@@ -286,3 +310,67 @@ def rotate_key(
     _sign_root(md, old_root_signers + ring.signers("root"))
     ring.write_root(md)
     return int(md.signed.version)
+
+
+def name_director(
+    directory: str | Path,
+    director_public_key: Ed25519PublicKey,
+    *,
+    passphrase: bytes | None = None,
+    expires: timedelta = ROOT_EXPIRY,
+    now: datetime | None = None,
+) -> int | None:
+    """Name ``director_public_key`` as the only key that may sign assignments; new root version.
+
+    A root rotation (signed by the root keys), so devices follow it through TUF: this is how a
+    director key replaced after a server compromise reaches devices without reflashing them.
+    Returns None when the root already names exactly this key.
+    """
+    ring = KeyRing(directory, passphrase)
+    md = ring.root()
+    field = _director_field(director_public_key)
+    if md.signed.unrecognized_fields.get(DIRECTOR_FIELD) == field:
+        return None
+    signers = ring.signers("root")
+    md.signed.unrecognized_fields[DIRECTOR_FIELD] = field
+    md.signed.version += 1
+    md.signed.expires = _utc(now) + expires
+    _sign_root(md, signers)
+    ring.write_root(md)
+    return int(md.signed.version)
+
+
+def export_online(directory: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the online part of a keys directory to a fleet server's ``dest`` (the Uptane split).
+
+    ``dest`` gets :data:`ONLINE_FILES`, retired fleet keys (to re-wrap older bundles), ``root.json``
+    and every root version; the root, targets and release private keys stay in ``directory``.
+    Refuses a ``dest`` that already holds a root.
+    """
+    ring = KeyRing(directory)
+    out = Path(dest)
+    if (out / "root.json").exists():
+        raise InputError(
+            f"{str(out)!r} already holds keys (root.json); export into a new directory"
+        )
+    files = [ring.dir / name for name in ONLINE_FILES]
+    files += sorted((ring.dir / "retired").glob("fleet*.pem"))
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise KeyError_(f"cannot export online keys, missing: {missing}")
+    written = []
+    for f in files:
+        rel = f.relative_to(ring.dir)
+        mode = 0o644 if f.name.endswith(".pub.pem") else 0o600
+        atomic_write_bytes(out / rel, f.read_bytes(), mode=mode)
+        written.append(out / rel)
+    sync_roots(ring.dir, out)
+    return [*written, out / "root.json"]
+
+
+def sync_roots(directory: str | Path, dest: str | Path) -> None:
+    """Copy ``root.json`` and every root version to a server's keys dir (after a rotation)."""
+    ring = KeyRing(directory)
+    for root in ring.root_history():
+        atomic_write_bytes(Path(dest) / "roots" / root.name, root.read_bytes(), mode=0o644)
+    atomic_write_bytes(Path(dest) / "root.json", ring.root_bytes(), mode=0o644)

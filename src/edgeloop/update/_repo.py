@@ -187,3 +187,30 @@ class Repository:
         return PublishedTarget(
             path, digest, len(data), manifest.name, manifest.version, int(tgt.signed.version)
         )
+
+    def revoke(self, name: str, version: int) -> list[str]:
+        """Remove every target of ``name@version`` from the signed targets; the paths removed.
+
+        Devices refuse to install, switch to or keep running a version the current targets
+        metadata no longer lists (docs/security.md, "Revocation"); the bundle files stay, so
+        re-releasing the same bytes restores it.
+        """
+        tgt, snap, ts = self.current()
+        gone = [
+            path
+            for path, info in tgt.signed.targets.items()
+            if isinstance(custom := info.unrecognized_fields.get("custom"), dict)
+            and custom.get("name") == name
+            and custom.get("version") == version
+        ]
+        if not gone:
+            raise InputError(
+                f"{name}@{version} is not in the signed targets of {str(self.dir)!r}; "
+                "nothing to revoke"
+            )
+        for path in gone:
+            del tgt.signed.targets[path]
+        for md in (tgt, snap, ts):
+            md.signed.version += 1
+        self._write(tgt, snap, ts)
+        return sorted(gone)

@@ -123,8 +123,14 @@ def segment_bias(
             "positive_rate": None if positive is None else positive_rate(m, positive),
         }
         segments[value] = {k: v for k, v in metrics.items() if v is not None}
-    gaps = [g for g in (_largest_gap(segments, k, min_n) for k in
-                        ("est_accuracy", "realized_accuracy", "positive_rate")) if g]
+    gaps = [
+        g
+        for g in (
+            _largest_gap(segments, k, min_n)
+            for k in ("est_accuracy", "realized_accuracy", "positive_rate")
+        )
+        if g
+    ]
     table = {s: {k: e.as_dict() for k, e in v.items()} for s, v in segments.items()}
     return table, gaps
 

@@ -20,8 +20,10 @@ class AlertPolicy:
 
     def __post_init__(self) -> None:
         if self.raise_after < 1 or self.clear_after < 1:
-            raise MonitorError(f"alert policy: raise_after and clear_after must be >= 1, got "
-                               f"{self.raise_after} and {self.clear_after}")
+            raise MonitorError(
+                f"alert policy: raise_after and clear_after must be >= 1, got "
+                f"{self.raise_after} and {self.clear_after}"
+            )
 
 
 @dataclass(frozen=True)

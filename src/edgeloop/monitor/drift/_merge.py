@@ -28,8 +28,17 @@ __all__ = ["DeviceSketch", "MergedSketch", "group_sketches", "merge_sketches", "
 
 F64 = npt.NDArray[np.float64]
 _ADD = ("hist", "sum_z", "sum_z2", "pred", "conf_hist", "fb_labels")
-_SCALARS = ("n", "bad_rows", "n_outputs", "bad_outputs", "exp_correct", "exp_correct_sq",
-            "fb_n", "fb_correct", "fb_expected")
+_SCALARS = (
+    "n",
+    "bad_rows",
+    "n_outputs",
+    "bad_outputs",
+    "exp_correct",
+    "exp_correct_sq",
+    "fb_n",
+    "fb_correct",
+    "fb_expected",
+)
 _COUNTS = ("finite", "nan", "inf", "below", "above", "repeats")
 
 
@@ -136,8 +145,16 @@ def merge_sketches(items: Sequence[DeviceSketch], *, cap: float = 3.0) -> Merged
             counts[k] = counts[k] + w * s.counts[k]
         if w > 0:
             vmin, vmax = np.fmin(vmin, s.vmin), np.fmax(vmax, s.vmax)
-    return MergedSketch(reference=ref, devices=len(per_device), n_raw=sum(sizes.values()),
-                        counts=counts, vmin=vmin, vmax=vmax, weights=weights, **acc)
+    return MergedSketch(
+        reference=ref,
+        devices=len(per_device),
+        n_raw=sum(sizes.values()),
+        counts=counts,
+        vmin=vmin,
+        vmax=vmax,
+        weights=weights,
+        **acc,
+    )
 
 
 def group_sketches(

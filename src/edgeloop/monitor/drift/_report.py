@@ -57,8 +57,12 @@ def data_quality(
         constant = fin >= stuck_min and (m.vmin[i] == m.vmax[i] or c["repeats"][i] >= 0.95 * fin)
         stuck = bool(constant and ft.mode_share < 0.5)
         if nan_rate + inf_rate > max_bad_rate or oor > max_out_of_range or stuck:
-            out[ft.name] = {"nan_rate": float(nan_rate), "inf_rate": float(inf_rate),
-                            "out_of_range_rate": float(oor), "stuck": float(stuck)}
+            out[ft.name] = {
+                "nan_rate": float(nan_rate),
+                "inf_rate": float(inf_rate),
+                "out_of_range_rate": float(oor),
+                "stuck": float(stuck),
+            }
     return out
 
 
@@ -97,23 +101,26 @@ def drift_report(
             m = merged
             if broken and len(broken) < len(per_device):
                 m = merge_sketches([it for it in items if it.device_id not in broken], cap=cap)
-            t = compare_counts(ft.counts, m.feature_hist(i), centers=_centers(ft),
-                               options=options).as_dict()
+            t = compare_counts(
+                ft.counts, m.feature_hist(i), centers=_centers(ft), options=options
+            ).as_dict()
             if broken:
                 t["excluded_devices"] = float(len(broken) if m is not merged else 0)
             tests[ft.name] = t
         if merged.n_outputs >= options.min_n:
-            tests["@prediction"] = compare_counts(ref.class_counts, merged.pred, ordered=False,
-                                                  options=options).as_dict()
+            tests["@prediction"] = compare_counts(
+                ref.class_counts, merged.pred, ordered=False, options=options
+            ).as_dict()
             if ref.calibration is not None:
-                tests["@confidence"] = compare_counts(ref.calibration.counts, merged.conf_hist,
-                                                      options=options).as_dict()
+                tests["@confidence"] = compare_counts(
+                    ref.calibration.counts, merged.conf_hist, options=options
+                ).as_dict()
     names = list(tests)
-    for name, p_adj in zip(names, benjamini_hochberg([tests[k]["p"] for k in names]),
-                           strict=True):
+    for name, p_adj in zip(names, benjamini_hochberg([tests[k]["p"] for k in names]), strict=True):
         tests[name]["p_adj"] = p_adj
-        tests[name]["drifted"] = float(p_adj <= options.alpha
-                                       and tests[name]["psi"] >= options.psi_floor)
+        tests[name]["drifted"] = float(
+            p_adj <= options.alpha and tests[name]["psi"] >= options.psi_floor
+        )
     drifted = tuple(k for k in names if tests[k]["drifted"])
     accuracy = {}
     est, real = estimated_accuracy(merged), realized_accuracy(merged)
@@ -146,8 +153,10 @@ def drift_report(
 def report_metrics(report: DriftReport) -> dict[str, float]:
     """Flat metrics of a report, named as rollout gates use them."""
     feats = {k: v for k, v in report.features.items() if not k.startswith("@")}
-    out: dict[str, float] = {"drifted_features": float(len(report.drifted)),
-                             "monitor_rows": report.n}
+    out: dict[str, float] = {
+        "drifted_features": float(len(report.drifted)),
+        "monitor_rows": report.n,
+    }
     for stat in ("psi", "js", "wasserstein"):
         if feats:
             out[f"drift_{stat}_max"] = max(v.get(stat, 0.0) for v in feats.values())

@@ -48,8 +48,9 @@ def as_float(
     return v
 
 
-def _sequence(value: Any, where: str, err: type[MonitorError], size: int | None,
-              max_size: int) -> Sequence[Any]:
+def _sequence(
+    value: Any, where: str, err: type[MonitorError], size: int | None, max_size: int
+) -> Sequence[Any]:
     if not isinstance(value, list | tuple):
         raise err(f"{where}: expected a list, got {type(value).__name__}")
     if size is not None and len(value) != size:

@@ -83,8 +83,9 @@ class FeedbackStore:
         """Remember a prediction; the oldest ones go when the store is full."""
         _check_id(prediction_id)
         if not 0 <= predicted < self.n_classes:
-            raise MonitorError(f"feedback: predicted class {predicted} not in "
-                               f"0..{self.n_classes - 1}")
+            raise MonitorError(
+                f"feedback: predicted class {predicted} not in 0..{self.n_classes - 1}"
+            )
         x = None if inputs is None else np.array(inputs, dtype=np.float32)
         if x is not None and x.nbytes > self.max_input_bytes:
             x = None  # one sample larger than the whole budget: keep the label only
@@ -100,11 +101,14 @@ class FeedbackStore:
         """Match a label to its prediction; None when the id is unknown, evicted or already
         labelled (a second label for one prediction is ignored)."""
         _check_id(prediction_id)
-        if isinstance(label, bool) or not isinstance(label, int | np.integer) or not (
-            0 <= int(label) < self.n_classes
+        if (
+            isinstance(label, bool)
+            or not isinstance(label, int | np.integer)
+            or not (0 <= int(label) < self.n_classes)
         ):
-            raise MonitorError(f"feedback: label {label!r:.40} not a class in "
-                               f"0..{self.n_classes - 1}")
+            raise MonitorError(
+                f"feedback: label {label!r:.40} not a class in 0..{self.n_classes - 1}"
+            )
         with self._lock:
             entry = self._pending.pop(prediction_id, None)
             if entry is None:
@@ -124,8 +128,11 @@ class FeedbackStore:
         while len(self._pending) > self.capacity or (
             self._bytes > self.max_input_bytes and (self._pending or self._labelled)
         ):
-            table = self._labelled if self._labelled and (
-                len(self._pending) <= self.capacity) else self._pending
+            table = (
+                self._labelled
+                if self._labelled and (len(self._pending) <= self.capacity)
+                else self._pending
+            )
             _, item = table.popitem(last=False)
             x = item.inputs if isinstance(item, _Pending) else item[0]
             self._bytes -= 0 if x is None else x.nbytes
@@ -164,5 +171,7 @@ class FeedbackStore:
 
 def _check_id(prediction_id: str) -> None:
     if not isinstance(prediction_id, str) or not 0 < len(prediction_id) <= MAX_ID_LEN:
-        raise MonitorError(f"feedback: prediction id must be a string of 1..{MAX_ID_LEN} "
-                           f"characters, got {prediction_id!r:.40}")
+        raise MonitorError(
+            f"feedback: prediction id must be a string of 1..{MAX_ID_LEN} "
+            f"characters, got {prediction_id!r:.40}"
+        )

@@ -95,8 +95,9 @@ class FeatureReference:
         edges = float_array(d.get("edges"), f"{where}.edges", _ERR, max_size=MAX_BINS - 1)
         if np.any(np.diff(edges) <= 0):
             raise _ERR(f"{where}.edges: expected strictly increasing values")
-        counts = int_array(d.get("counts"), f"{where}.counts", _ERR, size=len(edges) + 1,
-                           hi=MAX_REFERENCE_N)
+        counts = int_array(
+            d.get("counts"), f"{where}.counts", _ERR, size=len(edges) + 1, hi=MAX_REFERENCE_N
+        )
         low = as_float(d.get("low"), f"{where}.low", _ERR)
         high = as_float(d.get("high"), f"{where}.high", _ERR, lo=low)
         return cls(
@@ -143,11 +144,20 @@ class Projection:
             raise _ERR(f"projection.components: expected 1..{MAX_COMPONENTS} rows")
         if len(rows) * len(mean) > MAX_PROJECTION_VALUES or len(mean) == 0:
             raise _ERR(f"projection: at most {MAX_PROJECTION_VALUES} values, input width >= 1")
-        comps = np.stack([
-            float_array(r, f"projection.components[{i}]", _ERR, size=len(mean),
-                        max_size=MAX_PROJECTION_VALUES, lo=-1, hi=1)
-            for i, r in enumerate(rows)
-        ])
+        comps = np.stack(
+            [
+                float_array(
+                    r,
+                    f"projection.components[{i}]",
+                    _ERR,
+                    size=len(mean),
+                    max_size=MAX_PROJECTION_VALUES,
+                    lo=-1,
+                    hi=1,
+                )
+                for i, r in enumerate(rows)
+            ]
+        )
         output = d.get("output")
         if output is not None:
             output = as_str(output, "projection.output", _ERR)
@@ -175,16 +185,19 @@ class Calibration:
     @classmethod
     def from_dict(cls, data: Any) -> Calibration:
         d = mapping(data, "calibration", _ERR)
-        edges = float_array(d.get("edges"), "calibration.edges", _ERR, max_size=MAX_BINS - 1,
-                            lo=0, hi=1)
+        edges = float_array(
+            d.get("edges"), "calibration.edges", _ERR, max_size=MAX_BINS - 1, lo=0, hi=1
+        )
         if np.any(np.diff(edges) <= 0):
             raise _ERR("calibration.edges: expected strictly increasing values")
-        acc = float_array(d.get("accuracy"), "calibration.accuracy", _ERR, size=len(edges) + 1,
-                          lo=0, hi=1)
+        acc = float_array(
+            d.get("accuracy"), "calibration.accuracy", _ERR, size=len(edges) + 1, lo=0, hi=1
+        )
         if np.any(np.diff(acc) < 0):
             raise _ERR("calibration.accuracy: expected non-decreasing values (isotonic)")
-        counts = int_array(d.get("counts"), "calibration.counts", _ERR, size=len(edges) + 1,
-                           hi=MAX_REFERENCE_N)
+        counts = int_array(
+            d.get("counts"), "calibration.counts", _ERR, size=len(edges) + 1, hi=MAX_REFERENCE_N
+        )
         return cls(edges=edges, accuracy=acc, counts=counts)
 
 
@@ -224,8 +237,9 @@ class MonitorReference:
 
     def to_json(self) -> bytes:
         """Canonical JSON (sorted keys, no spaces, no NaN): the bytes a bundle signs."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
-                          allow_nan=False).encode()
+        return json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False
+        ).encode()
 
     def digest(self) -> str:
         """sha256 of :meth:`to_json`, computed once (a reference is not changed after it is
@@ -253,13 +267,16 @@ class MonitorReference:
             raise _ERR(f"expected kind 'monitor_reference', got {d.get('kind')!r:.40}")
         version = d.get("schema_version")
         if version != REFERENCE_SCHEMA_VERSION:
-            raise _ERR(f"monitor reference: expected schema_version "
-                       f"{REFERENCE_SCHEMA_VERSION}, got {version!r:.20}")
+            raise _ERR(
+                f"monitor reference: expected schema_version "
+                f"{REFERENCE_SCHEMA_VERSION}, got {version!r:.20}"
+            )
         feats = d.get("features")
         if not isinstance(feats, list) or not 1 <= len(feats) <= MAX_FEATURES:
             raise _ERR(f"features: expected a list of 1..{MAX_FEATURES} features")
-        features = tuple(FeatureReference.from_dict(f, f"features[{i}]")
-                         for i, f in enumerate(feats))
+        features = tuple(
+            FeatureReference.from_dict(f, f"features[{i}]") for i, f in enumerate(feats)
+        )
         if len({f.name for f in features}) != len(features):
             raise _ERR("features: names must be unique")
         classes_raw = d.get("classes")
@@ -268,28 +285,42 @@ class MonitorReference:
         classes = tuple(as_str(c, f"classes[{i}]", _ERR, 100) for i, c in enumerate(classes_raw))
         k = len(classes)
         n = as_int(d.get("n"), "n", _ERR, lo=1, hi=MAX_REFERENCE_N)
-        class_counts = int_array(d.get("class_counts"), "class_counts", _ERR, size=k,
-                                 max_size=MAX_CLASSES)
+        class_counts = int_array(
+            d.get("class_counts"), "class_counts", _ERR, size=k, max_size=MAX_CLASSES
+        )
         kind = d.get("output_kind")
         if kind not in ("probabilities", "logits"):
             raise _ERR(f"output_kind: expected 'probabilities' or 'logits', got {kind!r:.40}")
-        projection = None if d.get("projection") is None else Projection.from_dict(
-            d["projection"])
+        projection = None if d.get("projection") is None else Projection.from_dict(d["projection"])
         if projection is not None and len(projection.components) != len(features):
-            raise _ERR(f"projection: {len(projection.components)} components for "
-                       f"{len(features)} features")
-        labels = None if d.get("label_counts") is None else int_array(
-            d["label_counts"], "label_counts", _ERR, size=k, max_size=MAX_CLASSES)
+            raise _ERR(
+                f"projection: {len(projection.components)} components for {len(features)} features"
+            )
+        labels = (
+            None
+            if d.get("label_counts") is None
+            else int_array(d["label_counts"], "label_counts", _ERR, size=k, max_size=MAX_CLASSES)
+        )
         cal = None if d.get("calibration") is None else Calibration.from_dict(d["calibration"])
-        acc = None if d.get("accuracy") is None else as_float(d["accuracy"], "accuracy", _ERR,
-                                                              0, 1)
-        for name, arr in (("class_counts", class_counts), ("label_counts", labels),
-                          *((f"features[{i}].counts", f.counts) for i, f in enumerate(features))):
+        acc = None if d.get("accuracy") is None else as_float(d["accuracy"], "accuracy", _ERR, 0, 1)
+        for name, arr in (
+            ("class_counts", class_counts),
+            ("label_counts", labels),
+            *((f"features[{i}].counts", f.counts) for i, f in enumerate(features)),
+        ):
             if arr is not None and int(arr.sum()) != n:
                 raise _ERR(f"{name}: counts sum to {int(arr.sum())}, expected n={n}")
-        return cls(features=features, classes=classes, class_counts=class_counts, n=n,
-                   output_kind=kind, projection=projection, label_counts=labels,
-                   calibration=cal, accuracy=acc)
+        return cls(
+            features=features,
+            classes=classes,
+            class_counts=class_counts,
+            n=n,
+            output_kind=kind,
+            projection=projection,
+            label_counts=labels,
+            calibration=cal,
+            accuracy=acc,
+        )
 
 
 def _no_constant(name: str) -> float:
@@ -371,8 +402,10 @@ def build_reference(
     out = np.asarray(outputs, dtype=np.float64)
     n = len(xa)
     if n < 2 or out.ndim != 2 or len(out) != n or not 2 <= out.shape[1] <= MAX_CLASSES:
-        raise _ERR(f"build_reference: expected n >= 2 samples and outputs (n, 2..{MAX_CLASSES})"
-                   f", got x {xa.shape} and outputs {out.shape}")
+        raise _ERR(
+            f"build_reference: expected n >= 2 samples and outputs (n, 2..{MAX_CLASSES})"
+            f", got x {xa.shape} and outputs {out.shape}"
+        )
     if not 2 <= bins <= MAX_BINS or not 2 <= calibration_bins <= MAX_BINS:
         raise _ERR(f"build_reference: bins must be in 2..{MAX_BINS}")
     flat = xa.reshape(n, -1)
@@ -383,22 +416,26 @@ def build_reference(
     if embeddings is not None or view.shape[1] > max_features:
         k = max(1, min(components, MAX_COMPONENTS, view.shape[1], n - 1))
         if k * view.shape[1] > MAX_PROJECTION_VALUES:
-            raise _ERR(f"build_reference: a projection of {k} x {view.shape[1]} values exceeds "
-                       f"{MAX_PROJECTION_VALUES}")
+            raise _ERR(
+                f"build_reference: a projection of {k} x {view.shape[1]} values exceeds "
+                f"{MAX_PROJECTION_VALUES}"
+            )
         mean = view.mean(axis=0)
         _, _, vt = np.linalg.svd(view - mean, full_matrices=False)
-        projection = Projection(source="input" if embeddings is None else "embedding",
-                                mean=mean, components=vt[:k].copy(), output=embedding_output)
+        projection = Projection(
+            source="input" if embeddings is None else "embedding",
+            mean=mean,
+            components=vt[:k].copy(),
+            output=embedding_output,
+        )
         monitored = projection.apply(view)
         names = [f"pc{i}" for i in range(k)]
     else:
         monitored = view
         names = list(feature_names) if feature_names else [f"x{i}" for i in range(view.shape[1])]
         if len(names) != view.shape[1]:
-            raise _ERR(f"build_reference: {len(names)} feature names for {view.shape[1]} "
-                       f"features")
-    features = tuple(_feature_ref(nm, monitored[:, i], bins, margin)
-                     for i, nm in enumerate(names))
+            raise _ERR(f"build_reference: {len(names)} feature names for {view.shape[1]} features")
+    features = tuple(_feature_ref(nm, monitored[:, i], bins, margin) for i, nm in enumerate(names))
     probs = softmax(out) if output_kind == "logits" else out
     k_cls = probs.shape[1]
     pred = probs.argmax(axis=1)

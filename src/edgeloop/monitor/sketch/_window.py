@@ -138,8 +138,9 @@ class WindowSketch:
     def _outputs(self, out: F64) -> F64 | None:
         ref = self.reference
         if out.shape[1] != len(ref.classes):
-            raise _ERR(f"sketch update: expected {len(ref.classes)} outputs per row, "
-                       f"got {out.shape[1]}")
+            raise _ERR(
+                f"sketch update: expected {len(ref.classes)} outputs per row, got {out.shape[1]}"
+            )
         rows = out.shape[0]
         ok = np.isfinite(out).all(axis=1)
         self.bad_outputs += int((~ok).sum())
@@ -176,9 +177,23 @@ class WindowSketch:
             raise _ERR("merge: sketches against different references")
         out = WindowSketch.__new__(WindowSketch)
         out.__dict__.update(self.__dict__)
-        for name in ("n", "bad_rows", "hist", "sum_z", "sum_z2", "n_outputs", "bad_outputs",
-                     "pred", "conf_hist", "exp_correct", "exp_correct_sq", "fb_n",
-                     "fb_correct", "fb_expected", "fb_labels"):
+        for name in (
+            "n",
+            "bad_rows",
+            "hist",
+            "sum_z",
+            "sum_z2",
+            "n_outputs",
+            "bad_outputs",
+            "pred",
+            "conf_hist",
+            "exp_correct",
+            "exp_correct_sq",
+            "fb_n",
+            "fb_correct",
+            "fb_expected",
+            "fb_labels",
+        ):
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.counts = {k: self.counts[k] + other.counts[k] for k in _COUNTS}
         out.vmin = np.fmin(self.vmin, other.vmin)
@@ -220,8 +235,9 @@ class WindowSketch:
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
-                          allow_nan=False).encode()
+        return json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False
+        ).encode()
 
     @classmethod
     def from_json(cls, data: bytes | str, reference: MonitorReference) -> WindowSketch:
@@ -240,14 +256,18 @@ class WindowSketch:
         other (histograms sum to the finite count, finite + NaN + inf = rows ...)."""
         d = mapping(data, "sketch", _ERR)
         if d.get("kind") != "window_sketch" or d.get("schema_version") != SKETCH_SCHEMA_VERSION:
-            raise _ERR(f"sketch: expected kind 'window_sketch' schema_version "
-                       f"{SKETCH_SCHEMA_VERSION}, got {d.get('kind')!r:.30} "
-                       f"{d.get('schema_version')!r:.10}")
+            raise _ERR(
+                f"sketch: expected kind 'window_sketch' schema_version "
+                f"{SKETCH_SCHEMA_VERSION}, got {d.get('kind')!r:.30} "
+                f"{d.get('schema_version')!r:.10}"
+            )
         s = cls(reference)
         claimed = as_str(d.get("reference_sha256"), "sketch.reference_sha256", _ERR, 64)
         if claimed != s.reference_sha256:
-            raise _ERR(f"sketch: made against reference {claimed[:12]}..., expected "
-                       f"{s.reference_sha256[:12]}...")
+            raise _ERR(
+                f"sketch: made against reference {claimed[:12]}..., expected "
+                f"{s.reference_sha256[:12]}..."
+            )
         f, k = len(reference.features), len(reference.classes)
         s.n = as_int(d.get("n"), "sketch.n", _ERR, hi=MAX_COUNT)
         s.bad_rows = as_int(d.get("bad_rows"), "sketch.bad_rows", _ERR, hi=s.n)
@@ -265,16 +285,23 @@ class WindowSketch:
         s.n_outputs = as_int(d.get("n_outputs"), "sketch.n_outputs", _ERR, hi=s.n)
         s.bad_outputs = as_int(d.get("bad_outputs"), "sketch.bad_outputs", _ERR, hi=s.n)
         s.pred = int_array(d.get("pred"), "sketch.pred", _ERR, size=k, max_size=k, hi=s.n)
-        s.conf_hist = int_array(d.get("conf_hist"), "sketch.conf_hist", _ERR,
-                                size=len(s.conf_hist), hi=s.n)
+        s.conf_hist = int_array(
+            d.get("conf_hist"), "sketch.conf_hist", _ERR, size=len(s.conf_hist), hi=s.n
+        )
         s.exp_correct = as_float(d.get("exp_correct"), "sketch.exp_correct", _ERR, 0, s.n_outputs)
-        s.exp_correct_sq = as_float(d.get("exp_correct_sq"), "sketch.exp_correct_sq", _ERR, 0,
-                                    s.exp_correct * (1 + 1e-9) + 1e-9)
+        s.exp_correct_sq = as_float(
+            d.get("exp_correct_sq"),
+            "sketch.exp_correct_sq",
+            _ERR,
+            0,
+            s.exp_correct * (1 + 1e-9) + 1e-9,
+        )
         s.fb_n = as_int(d.get("fb_n"), "sketch.fb_n", _ERR, hi=MAX_COUNT)
         s.fb_correct = as_int(d.get("fb_correct"), "sketch.fb_correct", _ERR, hi=s.fb_n)
         s.fb_expected = as_float(d.get("fb_expected"), "sketch.fb_expected", _ERR, 0, s.fb_n)
-        s.fb_labels = int_array(d.get("fb_labels"), "sketch.fb_labels", _ERR, size=k,
-                                max_size=k, hi=s.fb_n)
+        s.fb_labels = int_array(
+            d.get("fb_labels"), "sketch.fb_labels", _ERR, size=k, max_size=k, hi=s.fb_n
+        )
         s.start = _opt_float(d.get("start"), "sketch.start")
         s.end = _opt_float(d.get("end"), "sketch.end")
         s._check_consistent()
@@ -287,21 +314,29 @@ class WindowSketch:
         tol = 1e-6
         problems = [
             (np.any(self.hist.sum(axis=1) != c["finite"]), "histograms must sum to 'finite'"),
-            (np.any(c["finite"] + c["nan"] + c["inf"] != self.n),
-             "finite + nan + inf must equal n for every feature"),
+            (
+                np.any(c["finite"] + c["nan"] + c["inf"] != self.n),
+                "finite + nan + inf must equal n for every feature",
+            ),
             (np.any(c["below"] + c["above"] > c["finite"]), "below + above exceed 'finite'"),
             (np.any(c["repeats"] > c["finite"]), "repeats exceed 'finite'"),
             (self.n_outputs + self.bad_outputs > self.n, "n_outputs + bad_outputs exceed n"),
             (int(self.pred.sum()) != self.n_outputs, "pred must sum to n_outputs"),
             (int(self.conf_hist.sum()) != self.n_outputs, "conf_hist must sum to n_outputs"),
             (int(self.fb_labels.sum()) != self.fb_n, "fb_labels must sum to fb_n"),
-            (np.any(self.sum_z**2 > self.sum_z2 * np.maximum(c["finite"], 1) * (1 + tol) + tol),
-             "sum_z and sum_z2 are inconsistent"),
+            (
+                np.any(self.sum_z**2 > self.sum_z2 * np.maximum(c["finite"], 1) * (1 + tol) + tol),
+                "sum_z and sum_z2 are inconsistent",
+            ),
             (np.any((c["finite"] > 0) & (self.vmin > self.vmax)), "vmin exceeds vmax"),
-            (np.any((c["finite"] == 0) & (np.abs(self.sum_z) + self.sum_z2 > 0)),
-             "moments without finite values"),
-            (self.start is not None and self.end is not None and self.start > self.end,
-             "start after end"),
+            (
+                np.any((c["finite"] == 0) & (np.abs(self.sum_z) + self.sum_z2 > 0)),
+                "moments without finite values",
+            ),
+            (
+                self.start is not None and self.end is not None and self.start > self.end,
+                "start after end",
+            ),
         ]
         for bad, why in problems:
             if bad:
@@ -327,5 +362,3 @@ def _opt_float(v: Any, where: str) -> float | None:
 
 def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a finite number")
-
-
