@@ -5,7 +5,9 @@
     agent = Agent("http://127.0.0.1:8700", "/var/lib/edgeloop", enroll_token="...")
     asyncio.run(agent.poll_once())       # one check-in (or agent.run() until stopped)
     agent.predict({"x": array})          # serve the active model
-    LocalServer(agent.predict_with_version, agent.status, port=8701).start()
+    agent.feedback(prediction_id, label)  # a delayed label (agent.predict_tracked gives ids)
+    LocalServer(agent.predict_with_version, agent.status, port=8701,
+                feedback=agent.feedback).start()
 
 The pure parts (``decide``, ``Backoff``, ``Telemetry``) take values and return values; the
 simulator (``edgeloop.agent.simulator``) runs many agents in one process.
@@ -15,6 +17,7 @@ from edgeloop.agent._agent import AGENT_VERSION, Agent
 from edgeloop.agent._backoff import Backoff
 from edgeloop.agent._http import LocalServer
 from edgeloop.agent._models import LoadedModel, ModelCache
+from edgeloop.agent._monitoring import Monitoring
 from edgeloop.agent._simulator import (
     SimulationResult,
     Simulator,
@@ -33,6 +36,7 @@ __all__ = [
     "LoadedModel",
     "LocalServer",
     "ModelCache",
+    "Monitoring",
     "SimulationResult",
     "Simulator",
     "SlotInfo",

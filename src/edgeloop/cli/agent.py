@@ -42,7 +42,9 @@ def agent(
     a = Agent(server, state, enroll_token, profile, poll_interval_s=poll_interval)
     http = None
     if serve_port is not None:
-        http = LocalServer(a.predict_with_version, a.status, port=serve_port).start()
+        http = LocalServer(
+            a.predict_with_version, a.status, port=serve_port, feedback=a.feedback
+        ).start()
         err_console.print(f"serving inference on {http.url}/v1/predict")
         print(json.dumps({"serving": http.url}), flush=True)
 
