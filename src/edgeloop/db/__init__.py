@@ -3,9 +3,9 @@
 Service layer (SQLAlchemy, Alembic). The registry (``edgeloop.registry``), the fleet server and
 its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here on one
 :class:`Base` and created by one Alembic chain shipped inside this package
-(``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert``; the
-revision ids are stored in every existing database and never change). SQLite is the embedded
-default, PostgreSQL is chosen by URL.
+(``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
+``0005_monitor``; the revision ids are stored in every existing database and never change).
+SQLite is the embedded default, PostgreSQL is chosen by URL.
 
 The row classes are the schema, not an API: the packages that own each table (registry, fleet)
 read and write them inside their own transactions and hand dataclasses to everyone else.
@@ -44,6 +44,14 @@ from edgeloop.db._fleet_tables import (
     TokenRow,
     VariantRow,
 )
+from edgeloop.db._monitor_tables import (
+    MONITOR_TABLES,
+    MonitorAlertRow,
+    MonitorEvaluationRow,
+    MonitorEventRow,
+    MonitorReferenceRow,
+    MonitorSketchRow,
+)
 from edgeloop.db._registry_tables import (
     REGISTRY_TABLES,
     AliasEventRow,
@@ -65,6 +73,7 @@ from edgeloop.db._rollout_tables import (
 __all__ = [
     "FLEET_TABLES",
     "MIGRATIONS_DIR",
+    "MONITOR_TABLES",
     "REGISTRY_TABLES",
     "ROLLOUT_TABLES",
     "AliasEventRow",
@@ -76,6 +85,11 @@ __all__ = [
     "EvaluationRow",
     "LineageRow",
     "ModelRow",
+    "MonitorAlertRow",
+    "MonitorEvaluationRow",
+    "MonitorEventRow",
+    "MonitorReferenceRow",
+    "MonitorSketchRow",
     "NonceRow",
     "ReleaseRow",
     "ReportRow",

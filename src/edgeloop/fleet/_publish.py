@@ -20,6 +20,7 @@ from edgeloop._io import read_bytes
 from edgeloop.bundle import key_id, parse_container, parse_manifest, unwrap_data_key, wrap_data_key
 from edgeloop.db import ReleaseRow, VariantRow
 from edgeloop.errors import EdgeloopError, RegistryError, SecurityError
+from edgeloop.fleet._monitor_store import store_bundle_reference
 from edgeloop.fleet._store import Refused, release_of
 from edgeloop.protocol import Release, x25519_from_hex
 from edgeloop.registry import BlobStore, get_version
@@ -98,6 +99,8 @@ def publish(
         try:
             manifest = parse_manifest(parse_container(read_bytes(path, "bundle")).manifest)
             wrap = _fleet_wrap(manifest.encryption, fleet_keys)
+            # the version's own monitoring reference, from its signed manifest
+            store_bundle_reference(s, model, version, manifest.monitor, now)
             target = repo.release(path, target_name(model, version, bundle.variant))
         except Refused:
             raise
