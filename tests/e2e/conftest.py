@@ -63,7 +63,7 @@ class FleetServer:
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {(self.data / 'admin-token').read_text().strip()}"}
 
-    def start(self, poll_interval: float = 1.0) -> None:
+    def start(self, poll_interval: float = 1.0, extra: tuple[str, ...] = ()) -> None:
         log = open(self.tmp / "server.log", "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [
@@ -78,6 +78,7 @@ class FleetServer:
                 str(self.port),
                 "--poll-interval",
                 str(poll_interval),
+                *extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -111,16 +112,24 @@ class FleetServer:
         return str(r.json()["token"])
 
     def publish(
-        self, model: str, version: int, scale: float, n_weights: int = 0, desired: bool = True
+        self,
+        model: str,
+        version: int,
+        scale: float,
+        n_weights: int = 0,
+        desired: bool = True,
+        onnx: bytes | None = None,
+        reference: Any = None,
     ) -> None:
         """Pack a bundle with the fleet's release key, push it, publish it, make it desired
-        (unless ``desired=False``: a staged rollout takes it from there)."""
+        (unless ``desired=False``: a staged rollout takes it from there). ``onnx`` and
+        ``reference``: another model than y = x * scale, and its monitoring reference."""
         from edgeloop.artifacts import ModelCard
         from edgeloop.bundle import load_public_key, load_signing_key, pack
         from edgeloop.registry import Registry
 
         keys = self.data / "keys"
-        onnx = scaled_model(scale, n_weights)
+        onnx = onnx if onnx is not None else scaled_model(scale, n_weights)
         bundle = pack(
             onnx,
             ModelCard(name=model, sha256=""),
@@ -128,6 +137,7 @@ class FleetServer:
             load_signing_key(keys / "release.pem"),
             [load_public_key(keys / "fleet.pub.pem")],
             name=model,
+            reference=reference,
         )
         path = self.tmp / f"{model}-{version}.elb"
         path.write_bytes(bundle)

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from classifier_model import CLASSES, classifier_bytes, probabilities, reference, sample
 from fastapi.testclient import TestClient
 
+from classifier_model import CLASSES, classifier_bytes, probabilities, reference, sample
 from edgeloop.artifacts import ModelCard, sha256_bytes
 from edgeloop.bundle import load_public_key, load_signing_key, pack
 from edgeloop.db import MonitorSketchRow, ReportRow, make_engine, read_session

@@ -19,8 +19,10 @@ from edgeloop.agent._http import LocalServer
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.agent._monitoring import Monitoring
 from edgeloop.agent._simulator import (
+    InputSource,
     SimulationResult,
     Simulator,
+    covariate_shift,
     simulated_profiles,
 )
 from edgeloop.agent._state import AgentState, Decision, SlotInfo, decide
@@ -33,6 +35,7 @@ __all__ = [
     "AgentState",
     "Backoff",
     "Decision",
+    "InputSource",
     "LoadedModel",
     "LocalServer",
     "ModelCache",
@@ -42,6 +45,7 @@ __all__ = [
     "SlotInfo",
     "StateDir",
     "Telemetry",
+    "covariate_shift",
     "decide",
     "simulated_profiles",
 ]

@@ -92,11 +92,13 @@ class Monitor:
                 targets = [t for t in ms.monitored_versions(s, now - self.window)
                            if model is None or t[0] == model]
             for m, v in targets:
-                for r in ms.evaluate(s, m, v, now, window_s=self.window.total_seconds(),
-                                     policy=self.policy, force=force):
+                results = ms.evaluate(s, m, v, now, window_s=self.window.total_seconds(),
+                                      policy=self.policy, force=force)
+                actions = self._act(s, m, v, [r for r in results if r.event == "raised"], now)
+                for r in results:
                     item = {"model": m, "version": v, **r.to_dict()}
                     if r.event is not None:
-                        item["actions"] = self._act(s, m, v, r, now)
+                        item["actions"] = actions if r.event == "raised" else []
                         events.append({"event": r.event, "model": m, "version": v,
                                        "cohort": r.cohort, "at": now.isoformat(),
                                        "detail": r.alert.get("detail", {}),
@@ -108,19 +110,22 @@ class Monitor:
             self._notify(ev)
         return out
 
-    def _act(self, s: Session, model: str, version: int, r: ms.CohortResult,
+    def _act(self, s: Session, model: str, version: int, raised: list[ms.CohortResult],
              now: datetime) -> list[str]:
+        """Pause the running rollouts of ``model`` to or from ``version`` (when configured),
+        naming the cohorts whose alerts were raised, the labelled ones first."""
         done: list[str] = []
-        if r.event != "raised" or not self.ctx.settings.monitor_pause_rollouts:
+        if not raised or not self.ctx.settings.monitor_pause_rollouts:
             return done
         rows = s.scalars(sa.select(RolloutRow).where(
             RolloutRow.model == model, RolloutRow.state.in_(("running", "soaking")),
             sa.or_(RolloutRow.to_version == version, RolloutRow.from_version == version)))
-        drifted = ", ".join(r.alert.get("detail", {}).get("drifted", [])) or "accuracy"
-        reason = f"monitoring alert on {model}@{version} cohort {r.cohort}: {drifted}"
+        named = sorted(raised, key=lambda r: (r.cohort == ms.ALL, r.cohort))
+        what = "; ".join(f"cohort {r.cohort} ({_drifted(r)})" for r in named)
+        reason = f"monitoring alert on {model}@{version}: {what}"
         for row in list(rows):
             try:
-                rs.act(s, row.id, "pause", reason, "monitor", now)
+                rs.act(s, row.id, "pause", reason[:1000], "monitor", now)
                 done.append(f"paused rollout {row.id}")
             except RolloutError as e:
                 done.append(f"rollout {row.id} not paused: {e}")
@@ -244,6 +249,10 @@ class Monitor:
                 latest = r
         return {"model": model, "version": version, "cohort": want, "since": start.isoformat(),
                 "evaluations": rows, "latest": latest, "alerts": alerts}
+
+
+def _drifted(r: ms.CohortResult) -> str:
+    return ", ".join(r.alert.get("detail", {}).get("drifted", [])) or "accuracy"
 
 
 def _sweep_due(now: datetime) -> bool:
