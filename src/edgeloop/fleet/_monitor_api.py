@@ -252,7 +252,11 @@ class Monitor:
 
 
 def _drifted(r: ms.CohortResult) -> str:
-    return ", ".join(r.alert.get("detail", {}).get("drifted", [])) or "accuracy"
+    detail = r.alert.get("detail", {})
+    text = ", ".join(detail.get("drifted", [])) or "accuracy"
+    if detail.get("cohorts"):  # a fleet-wide alarm: the labelled cohorts alarming with it
+        text += f"; alarming: {', '.join(detail['cohorts'])}"
+    return text
 
 
 def _sweep_due(now: datetime) -> bool:

@@ -275,7 +275,7 @@ def evaluate(s: Session, model: str, version: int, now: datetime, *, window_s: f
     if ref is None:
         return []
     items, last = sketches(s, model, version, now - timedelta(seconds=window_s), ref)
-    out = []
+    tested = []
     for cohort, group in cohorts(items).items():
         alert = _alert_row(s, model, version, cohort, now)
         if not force and alert.last_sketch_id >= last:
@@ -285,6 +285,11 @@ def evaluate(s: Session, model: str, version: int, now: datetime, *, window_s: f
                               cohort={} if cohort == ALL else {label: value},
                               window={"start": (now - timedelta(seconds=window_s)).timestamp(),
                                       "end": now.timestamp()})
+        tested.append((cohort, alert, report))
+    # the labelled cohorts that alarm in this evaluation: what explains a fleet-wide alarm
+    alarming = sorted(c for c, _, r in tested if c != ALL and r.alarm and r.n >= options.min_n)
+    out = []
+    for cohort, alert, report in tested:
         metrics = report_metrics(report)
         alarm = None if report.n < options.min_n else bool(report.alarm)
         state = AlertState(active=alert.active, bad=alert.bad, good=alert.good,
@@ -292,6 +297,8 @@ def evaluate(s: Session, model: str, version: int, now: datetime, *, window_s: f
         state, event = step_alert(state, alarm, policy, at=now.timestamp())
         summary = {"drifted": list(report.drifted), "devices": report.devices, "n": report.n,
                    "metrics": metrics, "quality": sorted(report.quality)}
+        if cohort == ALL:
+            summary["cohorts"] = alarming
         alert.active, alert.bad, alert.good = state.active, state.bad, state.good
         alert.since = now if event == "raised" else (None if not state.active else alert.since)
         alert.updated_at, alert.last_sketch_id, alert.detail = now, last, summary
