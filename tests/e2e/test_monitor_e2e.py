@@ -76,7 +76,7 @@ def _inputs(i: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], in
 
 @pytest.mark.slow
 def test_drift_on_a_fifth_of_the_fleet_is_found_named_alerted_and_pauses_the_rollout(
-    monitored_server, webhook, tmp_path
+    monitored_server, webhook, tmp_path, cli
 ):
     srv = monitored_server
     ref = reference()
@@ -151,3 +151,15 @@ def test_drift_on_a_fifth_of_the_fleet_is_found_named_alerted_and_pauses_the_rol
     html = monitor.report_html("clf", 1, cohort="region=north")
     assert "data:image/png;base64," in html and "region=north" in html
     (tmp_path / "report.html").write_text(html)
+    # the CLI shows the same, through the admin client
+    admin = ("--server", srv.url, "--data", str(srv.data))
+    st = cli("monitor", *admin, "status", "clf@1")
+    assert st.returncode == 0, st.stderr
+    assert "region=north" in st.stdout and "ACTIVE" in st.stdout
+    rep = cli("monitor", *admin, "report", "clf@1", "--cohort", "region=north", "--since", "1h")
+    assert rep.returncode == 0, rep.stderr
+    assert "DRIFT" in rep.stdout and "est accuracy" in rep.stdout
+    page = cli("monitor", *admin, "report", "clf@1", "--html", str(tmp_path / "cli.html"))
+    assert page.returncode == 0 and "data:image/png" in (tmp_path / "cli.html").read_text()
+    bad = cli("monitor", *admin, "report", "clf")
+    assert bad.returncode != 0 and "MODEL@VERSION" in bad.stderr

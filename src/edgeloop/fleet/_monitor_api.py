@@ -243,10 +243,10 @@ class Monitor:
                 raise Refused(404, "not_found", f"{model}@{version} has no monitoring reference")
             rows = ms.evaluations(s, model, version, start, None if every_cohort else [want])
             alerts = ms.alerts(s, model, version)
-        latest: dict[str, Any] | None = None
-        for r in rows:
-            if r["cohort"] == want:
-                latest = r
+        # the latest evaluation that had enough rows to test (a thin last window says little)
+        mine = [r for r in rows if r["cohort"] == want]
+        judged = [r for r in mine if r["alarm"] is not None]
+        latest = judged[-1] if judged else (mine[-1] if mine else None)
         return {"model": model, "version": version, "cohort": want, "since": start.isoformat(),
                 "evaluations": rows, "latest": latest, "alerts": alerts}
 
