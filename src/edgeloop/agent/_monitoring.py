@@ -109,7 +109,7 @@ class Monitoring:
         if w.embedding is not None:
             return np.asarray(outputs[w.embedding])
         if isinstance(inputs, Mapping):
-            key = w.input if w.input in inputs else next(iter(inputs))
+            key = w.input if w.input is not None and w.input in inputs else next(iter(inputs))
             return np.asarray(inputs[key])
         return np.asarray(inputs)
 

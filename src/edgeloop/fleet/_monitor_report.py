@@ -37,7 +37,8 @@ def _plot(title: str, ylabel: str, series: dict[str, list[tuple[datetime, float]
     fig, ax = plt.subplots(figsize=(8, 3))
     for name, pts in series.items():
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=name)
+            xs: list[Any] = [p[0] for p in pts]  # matplotlib plots datetimes on a date axis
+            ax.plot(xs, [p[1] for p in pts], marker="o", ms=3, label=name)
     if hline is not None:
         ax.axhline(hline, color="grey", ls="--", lw=1)
     ax.set_title(title)
