@@ -213,3 +213,32 @@ def test_rebaselining_is_explicit_and_recorded(mfleet, ref):
     d = mfleet.device()
     assert report(d, 1, window(ref, 50, 0)).status_code == 400
     assert report(d, 1, window(new, 50, 0)).status_code == 202
+
+
+def test_a_monitoring_gate_judges_the_stage_from_its_sketches(mfleet, ref):
+    from edgeloop.db import RolloutRow, write_session
+    from edgeloop.fleet._http import utc_now
+    from edgeloop.fleet._rollout_store import observe
+
+    publish(mfleet, 1, ref)
+    publish(mfleet, 2, ref)
+    devices = [mfleet.device() for _ in range(6)]
+    for dev in devices:
+        dev.checkin({"model": "clf", "version": 1, "variant": "fp32", "sha256": "0" * 64})
+    mfleet.client.put("/v1/admin/models/clf/desired", json={"version": 1}, headers=mfleet.admin)
+    r = mfleet.client.post("/v1/admin/rollouts", headers=mfleet.admin, json={
+        "model": "clf", "version": 2, "stages": [100], "soak_s": 3600, "min_devices": 1,
+        "gates": ["drift_psi_max<0.2", "est_accuracy>=baseline-0.02"]})
+    assert r.status_code == 201, r.text
+    for i, dev in enumerate(devices):  # every device in the 100 % stage reports v2, drifted
+        assert report(dev, 2, window(ref, 300, i, shift=1.5)).status_code == 202
+    engine = make_engine(mfleet.settings.db_url)
+    try:
+        with write_session(engine) as s:
+            row = s.get(RolloutRow, r.json()["id"])
+            obs = observe(s, row, utc_now())
+    finally:
+        engine.dispose()
+    psi, acc = obs.gates
+    assert psi.status == "fail" and psi.treatment > 0.2 and "monitored" not in psi.reason
+    assert acc.status == "pending"  # no control group reported v1 sketches

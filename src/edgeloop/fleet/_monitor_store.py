@@ -59,6 +59,7 @@ __all__ = [
     "evaluate",
     "evaluations",
     "events",
+    "group_metrics",
     "latest_reference",
     "monitored_versions",
     "rebaseline",
@@ -220,6 +221,21 @@ def monitored_versions(s: Session, since: datetime) -> list[tuple[str, int]]:
     q = sa.select(MonitorSketchRow.model, MonitorSketchRow.version).where(
         MonitorSketchRow.received_at >= since).distinct()
     return sorted((m, v) for m, v in s.execute(q))
+
+
+def group_metrics(s: Session, model: str, version: int, devices: set[str] | None,
+                  since: datetime) -> dict[str, float] | None:
+    """The gate metrics (``report_metrics``) of the merged sketches ``devices`` (None: all)
+    sent for ``model@version`` since ``since``; None without a reference or sketches."""
+    ref = latest_reference(s, model, version)
+    if ref is None:
+        return None
+    items, _ = sketches(s, model, version, since, ref)
+    if devices is not None:
+        items = [it for it in items if it.device_id in devices]
+    if not items:
+        return None
+    return report_metrics(drift_report(model, version, items))
 
 
 # --- evaluation --------------------------------------------------------------------------
