@@ -37,7 +37,7 @@ from edgeloop.fleet._http import (
 from edgeloop.fleet._store import Refused
 from edgeloop.monitor.drift import AlertPolicy
 
-__all__ = ["Monitor", "parse_since"]
+__all__ = ["Monitor", "parse_since", "post_with_retries"]
 
 _log = logging.getLogger("edgeloop.fleet.monitor")
 WEBHOOK_ATTEMPTS = 4
@@ -139,24 +139,10 @@ class Monitor:
                          name="edgeloop-monitor-webhook").start()
 
     def _deliver(self, url: str, event: dict[str, Any]) -> None:
-        """POST with bounded retries (exponential back-off); a receiver that stays down loses
-        the notification, never the alert (it is in the database and on the dashboard)."""
-        import httpx
-
         body = json.dumps({"kind": "monitor_alert", **event}, default=str).encode()
-        for attempt in range(WEBHOOK_ATTEMPTS):
-            try:
-                r = httpx.post(url, content=body, timeout=WEBHOOK_TIMEOUT_S,
-                               headers={"Content-Type": "application/json"})
-                if r.status_code < 500:
-                    self.webhook_log.append({"url": url, "status": r.status_code,
-                                             "attempts": attempt + 1, **event})
-                    return
-            except httpx.HTTPError as e:
-                _log.warning("monitor webhook %s: %s", url, e)
-            time.sleep(0.5 * 2**attempt)
-        self.webhook_log.append({"url": url, "status": None, "attempts": WEBHOOK_ATTEMPTS,
-                                 **event})
+        status, attempts = post_with_retries(url, body)
+        self.webhook_log.append({"url": url, "status": status, "attempts": attempts, **event})
+        del self.webhook_log[:-100]  # bounded
 
     async def run(self) -> None:
         interval = self.ctx.settings.monitor_interval_s
@@ -249,6 +235,35 @@ class Monitor:
         latest = judged[-1] if judged else (mine[-1] if mine else None)
         return {"model": model, "version": version, "cohort": want, "since": start.isoformat(),
                 "evaluations": rows, "latest": latest, "alerts": alerts}
+
+
+def post_with_retries(
+    url: str,
+    body: bytes,
+    *,
+    attempts: int = WEBHOOK_ATTEMPTS,
+    timeout_s: float = WEBHOOK_TIMEOUT_S,
+    backoff_s: float = 0.5,
+) -> tuple[int | None, int]:
+    """POST ``body`` with bounded retries (a 5xx or a transport error is retried after
+    ``backoff_s * 2**attempt``); returns the last status (None: never answered) and the
+    attempts made. A receiver that stays down loses the notification, never the alert (it is
+    in the database and on the dashboard)."""
+    import httpx
+
+    status: int | None = None
+    for attempt in range(attempts):
+        try:
+            r = httpx.post(url, content=body, timeout=timeout_s,
+                           headers={"Content-Type": "application/json"})
+            status = r.status_code
+            if status < 500:
+                return status, attempt + 1
+        except httpx.HTTPError as e:
+            _log.warning("monitor webhook %s: %s", url, e)
+        if attempt + 1 < attempts:
+            time.sleep(backoff_s * 2**attempt)
+    return status, attempts
 
 
 def _drifted(r: ms.CohortResult) -> str:
