@@ -106,3 +106,47 @@ def test_a_model_without_reference_is_not_watched(agent_dir, trust, make_bundle,
     assert pid and agent.report().sketch is None
     with pytest.raises(Exception, match="no monitoring reference"):
         agent.feedback(pid, 0)
+
+
+class _Server:
+    """The agent's side of the protocol, answered in memory: refuses any sketch (as a server
+    without the version's reference does) and records what it was sent."""
+
+    def __init__(self) -> None:
+        self.reports: list = []
+
+    async def telemetry(self, report) -> None:
+        from edgeloop.errors import FleetError
+
+        if report.sketch is not None:
+            raise FleetError("POST /v1/telemetry: server answered 400: m@3 has no monitoring "
+                             "reference on this server")
+        self.reports.append(report)
+
+    async def checkin(self, device_id, body):
+        from edgeloop.protocol import CheckInResponse
+
+        return CheckInResponse(device_id=device_id, assignment=None, poll_interval_s=60.0,
+                               server_time="2026-01-01T00:00:00Z")
+
+
+def test_a_refused_sketch_does_not_cost_the_window_its_telemetry(watched, monkeypatch):
+    import asyncio
+
+    agent, _ = watched
+    server = _Server()
+
+    async def enroll() -> str:
+        return "d-1"
+
+    monkeypatch.setattr(agent, "enroll", enroll)
+    monkeypatch.setattr(agent, "_client", lambda: server)
+    x, _ = sample(5, np.random.default_rng(3))
+    for i in range(5):
+        agent.predict({"x": x[i : i + 1]})
+    asyncio.run(agent.poll_once())
+    assert agent.poll_error is None
+    assert [r.metrics["requests"] for r in server.reports] == [5.0]
+    assert server.reports[0].sketch is None
+    assert agent.telemetry.totals["sketches_refused"] == 1
+    assert "no monitoring reference" in (agent.last_error or "")

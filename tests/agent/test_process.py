@@ -133,26 +133,33 @@ def test_agent_serves_with_torch_unimportable(
 def test_agent_monitors_with_torch_unimportable(
     tmp_path, agent_dir, release_key, trust, assignment_for
 ):
-    """Monitoring on: a bundle with a reference, sketches and a delayed label over the local
-    endpoint, with torch, onnx, scipy and the server stack unimportable or unloaded."""
+    """Monitoring on: the child installs a bundle with a reference (verify, decrypt, self-test),
+    sketches inferences and takes a delayed label over the local endpoint, with torch
+    unimportable and onnx, scipy and the server stack never loaded."""
     from classifier_model import classifier_bytes, reference
     from edgeloop.artifacts import ModelCard, sha256_bytes
     from edgeloop.bundle import pack
 
-    agent = Agent(None, agent_dir, trust=trust)
+    agent = Agent(None, agent_dir, trust=trust)  # keys only; the child installs
     model = classifier_bytes()
     b = pack(model, ModelCard(name="m", sha256=sha256_bytes(model)), 3, release_key,
              [agent.encryption_key.public_key()], reference=reference())
-    agent.install(b, assignment_for(b, 3))
     agent.close()
+    (tmp_path / "m.elb").write_bytes(b)
+    (tmp_path / "assignment.json").write_text(json.dumps(assignment_for(b, 3).to_dict()))
     trust_file = _write_trust(tmp_path / "release.pub.pem", release_key)
     child = _run(
         f"""
         import json, sys, httpx
+        from pathlib import Path
         from edgeloop.agent import Agent, LocalServer
         from edgeloop.bundle import load_trust
+        from edgeloop.protocol import Assignment
 
         agent = Agent(None, {str(agent_dir)!r}, trust=load_trust({str(trust_file)!r}))
+        assignment = Assignment.from_dict(json.loads(Path({str(tmp_path / "assignment.json")!r}
+                                                          ).read_text()))
+        assert agent.install(Path({str(tmp_path / "m.elb")!r}).read_bytes(), assignment)
         server = LocalServer(agent.predict_with_version, agent.status,
                              feedback=agent.feedback).start()
         for i in range(20):
