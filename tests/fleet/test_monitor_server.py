@@ -162,6 +162,9 @@ def test_drift_on_one_cohort_raises_its_alert_after_two_windows_and_pauses_a_rol
     assert "x0" in second["region=north"]["report"]["drifted"]
     assert second["region=south"]["alarm"] is False and second["region=south"]["event"] is None
     assert second["region=north"]["actions"] == [f"paused rollout {rollout}"]
+    # the fleet-wide report compares the regions (bias): estimated accuracy per segment
+    segments = second["*"]["report"]["segments"]["region"]["segments"]
+    assert set(segments) == {"north", "south"} and "est_accuracy" in segments["north"]
     r = mfleet.client.get(f"/v1/admin/rollouts/{rollout}", headers=mfleet.admin)
     assert r.json()["state"] == "paused" and "region=north" in r.json()["reason"]
     status = mfleet.client.get("/v1/admin/monitor/status", headers=mfleet.admin).json()
@@ -190,6 +193,9 @@ def test_the_report_json_and_html(mfleet, ref):
     html = mfleet.client.get("/v1/admin/monitor/report/clf/1/html",
                              params={"cohort": "region=north"}, headers=mfleet.admin).text
     assert html.count("data:image/png;base64,") == 3 and "id='tests'" in html
+    fleet_wide = mfleet.client.get("/v1/admin/monitor/report/clf/1/html",
+                                   headers=mfleet.admin).text
+    assert "Segments (bias)" in fleet_wide and "by region" in fleet_wide
     assert mfleet.client.get("/v1/admin/monitor/report/clf/9", headers=mfleet.admin
                              ).status_code == 404
 

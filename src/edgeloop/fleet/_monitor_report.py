@@ -86,6 +86,7 @@ def render_report(data: dict[str, Any]) -> str:
         "<h2>Drift per cohort (largest feature PSI)</h2>",
         _img(_plot("drift_psi_max per cohort", "PSI", dict(per_cohort), hline=0.1), "cohorts"),
         "<h2>Latest tests</h2>", _latest(data.get("latest")),
+        _segments(data.get("latest")),
     ]
     style = ("body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:"
              "collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
@@ -122,3 +123,25 @@ def _latest(latest: dict[str, Any] | None) -> str:
             f"{latest['report'].get('n', 0):.0f} rows. {escape(acc)}</p>"
             "<table id='tests'><tr><th>feature</th><th>PSI</th><th>JS</th><th>Wasserstein</th>"
             f"<th>p (BH)</th><th>n</th></tr>{rows}</table>")
+
+
+def _segments(latest: dict[str, Any] | None) -> str:
+    """Bias: per segment of each label, estimated and realized accuracy (the fleet-wide
+    cohort's report), and the largest gap with its 95 % interval."""
+    segs = (latest or {}).get("report", {}).get("segments") or {}
+    parts = []
+    for label, body in segs.items():
+        rows = "".join(
+            f"<tr><td>{escape(value)}</td>"
+            + "".join(f"<td>{m[k]['value']:.3f} [{m[k]['low']:.3f}, {m[k]['high']:.3f}]</td>"
+                      if k in m else "<td>-</td>"
+                      for k in ("est_accuracy", "realized_accuracy"))
+            + "</tr>"
+            for value, m in body.get("segments", {}).items())
+        gaps = "; ".join(f"largest {g['metric']} gap: {g['high_segment']} - "
+                         f"{g['low_segment']} = {g['gap']:.3f} [{g['low']:.3f}, "
+                         f"{g['high']:.3f}]" for g in body.get("gaps", []) if "metric" in g)
+        parts.append(f"<h3>by {escape(label)}</h3><table class='segments'><tr><th>segment</th>"
+                     f"<th>est. accuracy</th><th>realized</th></tr>{rows}</table>"
+                     f"<p>{escape(gaps)}</p>")
+    return "<h2>Segments (bias)</h2>" + "".join(parts) if parts else ""

@@ -292,7 +292,10 @@ def evaluate(s: Session, model: str, version: int, now: datetime, *, window_s: f
         return []
     items, last = sketches(s, model, version, now - timedelta(seconds=window_s), ref)
     tested = []
-    for cohort, group in cohorts(items).items():
+    groups = cohorts(items)
+    # the fleet-wide report also compares the segments of each cohort label (bias)
+    segment_labels = sorted({c.partition("=")[0] for c in groups if c != ALL})
+    for cohort, group in groups.items():
         alert = _alert_row(s, model, version, cohort, now)
         if not force and alert.last_sketch_id >= last:
             continue
@@ -300,7 +303,8 @@ def evaluate(s: Session, model: str, version: int, now: datetime, *, window_s: f
         report = drift_report(model, version, group, options=options,
                               cohort={} if cohort == ALL else {label: value},
                               window={"start": (now - timedelta(seconds=window_s)).timestamp(),
-                                      "end": now.timestamp()})
+                                      "end": now.timestamp()},
+                              segment_labels=segment_labels if cohort == ALL else ())
         tested.append((cohort, alert, report))
     # the labelled cohorts that alarm in this evaluation: what explains a fleet-wide alarm
     alarming = sorted(c for c, _, r in tested if c != ALL and r.alarm and r.n >= options.min_n)
