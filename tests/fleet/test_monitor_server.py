@@ -100,6 +100,21 @@ def test_a_valid_sketch_is_stored_with_the_report(mfleet, ref):
     assert counts(mfleet) == (1, 1)
 
 
+def test_a_devices_sketches_of_one_window_are_stored_as_their_sum(mfleet, ref):
+    publish(mfleet, 1, ref)
+    d = mfleet.device()
+    for seed in range(3):
+        assert report(d, 1, window(ref, 40, seed)).status_code == 202
+    engine = make_engine(mfleet.settings.db_url)
+    try:
+        with read_session(engine) as s:
+            rows = list(s.scalars(sa.select(MonitorSketchRow)))
+            assert [(r.n, r.sketch["n"]) for r in rows] == [(120, 120)]
+    finally:
+        engine.dispose()
+    assert counts(mfleet) == (3, 1)
+
+
 @pytest.mark.parametrize(
     ("mutate", "version", "reason"),
     [

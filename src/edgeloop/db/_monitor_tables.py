@@ -5,8 +5,9 @@
     monitor_references    each version's monitoring reference (from its bundle, or an
                           explicit re-baseline, recorded with its reason); the newest row of a
                           (model, version) is the one sketches are checked against
-    monitor_sketches      one validated device sketch per telemetry report (device, version,
-                          window, the device's labels when it arrived); bounded by retention
+    monitor_sketches      per device, version, reference and server window, the sum of the
+                          device's validated sketches (the device's labels at the last one);
+                          bounded by retention
     monitor_evaluations   each evaluation of a (model, version, cohort): metrics and report
                           (the report's plots over time); bounded by retention
     monitor_alerts        alert state with hysteresis per (model, version, cohort)
@@ -99,7 +100,8 @@ class MonitorAlertRow(Base):
     good: Mapped[int] = mapped_column(sa.Integer)
     since: Mapped[datetime | None] = mapped_column(_WHEN, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(_WHEN)
-    last_sketch_id: Mapped[int] = mapped_column(sa.BigInteger)  # evaluated up to this sketch
+    # evaluated up to sketches received at this time (µs since the epoch)
+    last_sketch_id: Mapped[int] = mapped_column(sa.BigInteger)
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON)  # the last evaluation's summary
 
 

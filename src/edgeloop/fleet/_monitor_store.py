@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -191,26 +191,43 @@ def record_sketch(s: Session, device: DeviceRow, report: DeviceReport, now: date
     if keep is not None:
         s.execute(sa.delete(MonitorSketchRow).where(MonitorSketchRow.device_id == device.id,
                                                     MonitorSketchRow.received_at < now - keep))
+    # one row per device, version, reference and server window: a report's sketch is added to
+    # its window's row (sketches merge by addition), so storage grows with windows, not reports
+    window = int(now.timestamp() // window_s)
+    row = s.scalars(sa.select(MonitorSketchRow).where(
+        MonitorSketchRow.device_id == device.id, MonitorSketchRow.model == report.model,
+        MonitorSketchRow.version == report.version, MonitorSketchRow.window == window,
+        MonitorSketchRow.reference_sha256 == sketch.reference_sha256)).first()
+    if row is not None:
+        merged = WindowSketch.from_dict(row.sketch, ref) + sketch
+        row.sketch, row.n, row.received_at = merged.to_dict(), merged.n, now
+        row.labels = dict(device.labels or {})
+        return row
     row = MonitorSketchRow(device_id=device.id, model=report.model, version=report.version,
-                           reference_sha256=sketch.reference_sha256,
-                           window=int(now.timestamp() // window_s), received_at=now,
-                           n=sketch.n, labels=dict(device.labels or {}),
+                           reference_sha256=sketch.reference_sha256, window=window,
+                           received_at=now, n=sketch.n, labels=dict(device.labels or {}),
                            sketch=sketch.to_dict())
     s.add(row)
     return row
 
 
+def _micros(when: datetime) -> int:
+    aware = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return int(aware.timestamp() * 1_000_000)
+
+
 def sketches(s: Session, model: str, version: int, since: datetime,
              ref: MonitorReference) -> tuple[list[DeviceSketch], int]:
-    """Stored sketches of ``model@version`` since ``since`` made against ``ref`` (those made
-    against an older reference are left out), and the highest row id read."""
+    """Stored window sketches of ``model@version`` updated since ``since`` made against ``ref``
+    (those against an older reference are left out), and when the newest was received (µs
+    since the epoch: an evaluation steps its alerts only when something new arrived)."""
     q = sa.select(MonitorSketchRow).where(
         MonitorSketchRow.model == model, MonitorSketchRow.version == version,
         MonitorSketchRow.received_at >= since,
         MonitorSketchRow.reference_sha256 == ref.digest()).order_by(MonitorSketchRow.id)
     items, last = [], 0
     for row in s.scalars(q):
-        last = max(last, row.id)
+        last = max(last, _micros(row.received_at))
         items.append(DeviceSketch(row.device_id, version, WindowSketch.from_dict(row.sketch, ref),
                                   labels={str(k): str(v) for k, v in row.labels.items()},
                                   window=row.window))
