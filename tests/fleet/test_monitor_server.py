@@ -189,6 +189,17 @@ def test_drift_on_one_cohort_raises_its_alert_after_two_windows_and_pauses_a_rol
             if e["cohort"] == "region=north"] == [("raised", "region=north")]
     # no new sketches: evaluating again steps nothing
     assert evaluate(mfleet) == {}
+    # the dashboard lists the alert and links the version's report
+    r = mfleet.client.post("/dashboard/login", data={"token": mfleet.admin_token},
+                           follow_redirects=False)
+    assert r.status_code == 303
+    page = mfleet.client.get("/dashboard").text
+    table = page[page.index('id="monitor-alerts"'):page.index('id="rollouts"')]
+    assert "region=north" in table and "ACTIVE" in table
+    assert "/dashboard/monitor/clf/1?cohort=region%3Dnorth" in table
+    report_page = mfleet.client.get("/dashboard/monitor/clf/1",
+                                    params={"cohort": "region=north"}).text
+    assert "Monitoring report: clf@1" in report_page and "data:image/png" in report_page
 
 
 def test_the_report_json_and_html(mfleet, ref):
