@@ -30,9 +30,10 @@ def ref() -> MonitorReference:
 
 
 @pytest.fixture
-def mfleet(tmp_path: Path) -> Iterator[Fleet]:
+def mfleet(tmp_path: Path, db_url: str) -> Iterator[Fleet]:
+    """The app in-process on SQLite and on PostgreSQL, evaluating only when asked."""
     settings = FleetSettings(
-        db_url=f"sqlite:///{tmp_path / 'fleet.db'}", data_dir=tmp_path / "data",
+        db_url=db_url, data_dir=tmp_path / "data",
         poll_interval_s=30.0, monitor_interval_s=0, monitor_raise_after=2,
         monitor_clear_after=2, monitor_pause_rollouts=True,
     )

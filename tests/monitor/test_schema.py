@@ -11,8 +11,8 @@ from alembic.migration import MigrationContext
 from edgeloop.db import MIGRATIONS_DIR, MONITOR_TABLES, Base, make_engine, upgrade
 
 
-def test_migration_0005_monitor_matches_the_tables(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/m.db"
+def test_migration_0005_monitor_matches_the_tables(db_url: str) -> None:
+    url = db_url
     upgrade(url)
     engine = make_engine(url)
     try:
