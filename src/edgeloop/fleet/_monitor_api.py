@@ -85,15 +85,21 @@ class Monitor:
         now = utc_now()
         out: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
-        with write_session(self.ctx.engine) as s:
+        window_s = self.window.total_seconds()
+        with read_session(self.ctx.engine) as s:  # the statistics, outside the write lock
             if model is not None and version is not None:
                 targets = [(model, version)]
             else:
                 targets = [t for t in ms.monitored_versions(s, now - self.window)
                            if model is None or t[0] == model]
-            for m, v in targets:
-                results = ms.evaluate(s, m, v, now, window_s=self.window.total_seconds(),
-                                      policy=self.policy, force=force)
+            tested = [t for m, v in targets if (t := ms.cohort_reports(
+                s, m, v, now, window_s=window_s, force=force)) is not None and t.reports]
+        if not tested:
+            return out
+        with write_session(self.ctx.engine) as s:
+            for t in tested:
+                m, v = t.model, t.version
+                results = ms.record_evaluation(s, t, now, policy=self.policy, force=force)
                 actions = self._act(s, m, v, [r for r in results if r.event == "raised"], now)
                 for r in results:
                     item = {"model": m, "version": v, **r.to_dict()}

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from edgeloop.artifacts import DeviceReport
+from edgeloop.artifacts import DeviceReport, DriftReport
 from edgeloop.db import (
     DeviceRow,
     MonitorAlertRow,
@@ -56,13 +56,16 @@ __all__ = [
     "CohortResult",
     "alerts",
     "cohort_key",
+    "cohort_reports",
     "evaluate",
     "evaluations",
     "events",
     "group_metrics",
     "latest_reference",
     "monitored_versions",
+    "Tested",
     "rebaseline",
+    "record_evaluation",
     "record_sketch",
     "sketches",
     "store_bundle_reference",
@@ -298,35 +301,64 @@ def _alert_row(s: Session, model: str, version: int, cohort: str,
     return row
 
 
-def evaluate(s: Session, model: str, version: int, now: datetime, *, window_s: float,
-             policy: AlertPolicy, options: DriftOptions = DriftOptions(),
-             force: bool = False) -> list[CohortResult]:
-    """Test the last ``window_s`` of sketches of ``model@version`` by cohort, store the results
-    and step each cohort's alert. A cohort with no new sketch since its last evaluation is not
-    stepped again (unless ``force``): one window of data is one step of the hysteresis."""
+@dataclass
+class Tested:
+    """One evaluation's drift reports by cohort, computed outside the write transaction."""
+
+    model: str
+    version: int
+    last: int  # when the newest sketch read was received (µs since the epoch)
+    reports: dict[str, DriftReport]
+
+
+def _evaluated_up_to(s: Session, model: str, version: int) -> dict[str, int]:
+    q = sa.select(MonitorAlertRow.cohort, MonitorAlertRow.last_sketch_id).where(
+        MonitorAlertRow.model == model, MonitorAlertRow.version == version)
+    return {c: int(v) for c, v in s.execute(q)}
+
+
+def cohort_reports(s: Session, model: str, version: int, now: datetime, *, window_s: float,
+                 options: DriftOptions = DriftOptions(), force: bool = False) -> Tested | None:
+    """The drift reports of ``model@version`` by cohort over the last ``window_s`` (reads
+    only: run it in a read transaction, the statistics are the slow part). Cohorts with no
+    sketch newer than their last evaluation are left out (unless ``force``)."""
     ref = latest_reference(s, model, version)
     if ref is None:
-        return []
+        return None
     items, last = sketches(s, model, version, now - timedelta(seconds=window_s), ref)
-    tested = []
+    done = {} if force else _evaluated_up_to(s, model, version)
     groups = cohorts(items)
     # the fleet-wide report also compares the segments of each cohort label (bias)
     segment_labels = sorted({c.partition("=")[0] for c in groups if c != ALL})
+    reports = {}
     for cohort, group in groups.items():
+        if done.get(cohort, 0) >= last:
+            continue
+        label, _, value = cohort.partition("=")
+        reports[cohort] = drift_report(
+            model, version, group, options=options,
+            cohort={} if cohort == ALL else {label: value},
+            window={"start": (now - timedelta(seconds=window_s)).timestamp(),
+                    "end": now.timestamp()},
+            segment_labels=segment_labels if cohort == ALL else ())
+    return Tested(model, version, last, reports)
+
+
+def record_evaluation(s: Session, tested: Tested, now: datetime, *, policy: AlertPolicy,
+                      options: DriftOptions = DriftOptions(),
+                      force: bool = False) -> list[CohortResult]:
+    """Store the reports and step each cohort's alert (in the write transaction). A cohort
+    evaluated meanwhile up to the same sketches (another server process) is not stepped
+    twice: one window of data is one step of the hysteresis."""
+    model, version, last = tested.model, tested.version, tested.last
+    # the labelled cohorts that alarm in this evaluation: what explains a fleet-wide alarm
+    alarming = sorted(c for c, r in tested.reports.items()
+                      if c != ALL and r.alarm and r.n >= options.min_n)
+    out = []
+    for cohort, report in tested.reports.items():
         alert = _alert_row(s, model, version, cohort, now)
         if not force and alert.last_sketch_id >= last:
             continue
-        label, _, value = cohort.partition("=")
-        report = drift_report(model, version, group, options=options,
-                              cohort={} if cohort == ALL else {label: value},
-                              window={"start": (now - timedelta(seconds=window_s)).timestamp(),
-                                      "end": now.timestamp()},
-                              segment_labels=segment_labels if cohort == ALL else ())
-        tested.append((cohort, alert, report))
-    # the labelled cohorts that alarm in this evaluation: what explains a fleet-wide alarm
-    alarming = sorted(c for c, _, r in tested if c != ALL and r.alarm and r.n >= options.min_n)
-    out = []
-    for cohort, alert, report in tested:
         metrics = report_metrics(report)
         alarm = None if report.n < options.min_n else bool(report.alarm)
         state = AlertState(active=alert.active, bad=alert.bad, good=alert.good,
@@ -347,6 +379,17 @@ def evaluate(s: Session, model: str, version: int, now: datetime, *, window_s: f
         out.append(CohortResult(cohort, report.to_dict(), metrics, alarm,
                                 alert=_alert_dict(alert), event=event))
     return out
+
+
+def evaluate(s: Session, model: str, version: int, now: datetime, *, window_s: float,
+             policy: AlertPolicy, options: DriftOptions = DriftOptions(),
+             force: bool = False) -> list[CohortResult]:
+    """:func:`cohort_reports` then :func:`record_evaluation` in one session."""
+    tested = cohort_reports(s, model, version, now, window_s=window_s, options=options,
+                          force=force)
+    if tested is None:
+        return []
+    return record_evaluation(s, tested, now, policy=policy, options=options, force=force)
 
 
 def _alert_dict(row: MonitorAlertRow) -> dict[str, Any]:
