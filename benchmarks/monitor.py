@@ -346,6 +346,7 @@ def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     out["sketch_us_per_inference"] = 1e6 * min(times)
     out["sketch_state_bytes"] = int(s.hist.nbytes + sum(v.nbytes for v in s.counts.values())
                                     + 4 * s.sum_z.nbytes + s.pred.nbytes + s.conf_hist.nbytes)
+    out["agent_observe_us_per_inference"] = agent_observe_us(ref, base_view, logits, reps)
     counts, labelled = draw(rng, np.ones(len(task.pool_y)), 1000, args.labelled)
     out["report_bytes"] = len(window_sketch(base, counts, task.pool_y, labelled))
     ev_batches: dict[str, list[np.ndarray]] = {}
@@ -422,6 +423,30 @@ def bench_merge(args: argparse.Namespace) -> float:
     merge_sketches(items)
     drift_report("bench", 1, items)
     return time.perf_counter() - t0
+
+
+def agent_observe_us(ref: MonitorReference, view: np.ndarray, logits: np.ndarray,
+                     reps: int) -> float:
+    """The agent's whole monitoring path per inference (``agent.Monitoring.observe``: the
+    sketch, a prediction id, the pending-label record with its input), best of three."""
+    from edgeloop.agent import Monitoring
+    from edgeloop.artifacts import Manifest, ModelCard, TensorSpec
+
+    manifest = Manifest(name="bench", version=1, model_card=ModelCard(name="bench", sha256=""),
+                        inputs=(TensorSpec("x", "float32", (None, view.shape[1])),),
+                        monitor=ref.to_dict())
+    mon = Monitoring()
+    mon.activate("bench", manifest)
+    x = view.astype(np.float32)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for i in range(reps):
+            mon.observe({"x": x[i : i + 1]}, {"out": logits[i : i + 1]})
+        times.append((time.perf_counter() - t0) / reps)
+    if mon.errors:
+        raise RuntimeError(f"agent monitoring failed: {mon.last_error}")
+    return 1e6 * min(times)
 
 
 def main() -> None:

@@ -105,6 +105,9 @@ class Artifact:
 
     SCHEMA_VERSION: ClassVar[int] = 1
     KIND: ClassVar[str] = "artifact"
+    # optional fields added later, left out of the JSON while None: what older readers (and
+    # older signed manifests) see stays byte-for-byte the same
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset()
 
     extra: dict[str, Any] = field(default_factory=dict, kw_only=True, compare=False)
 
@@ -112,7 +115,10 @@ class Artifact:
         out: dict[str, Any] = {"kind": self.KIND, "schema_version": self.SCHEMA_VERSION}
         for f in dataclasses.fields(self):
             if f.name != "extra":
-                out[f.name] = _to_jsonable(getattr(self, f.name))
+                value = getattr(self, f.name)
+                if value is None and f.name in self.OMIT_NONE:
+                    continue
+                out[f.name] = _to_jsonable(value)
         for k, v in self.extra.items():
             out.setdefault(k, v)
         return out
@@ -285,6 +291,7 @@ class Manifest(Artifact):
     """The signed table of contents of a bundle (see ``edgeloop.bundle``)."""
 
     KIND: ClassVar[str] = "manifest"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"monitor"})
     name: str
     version: int
     model_card: ModelCard
@@ -295,6 +302,9 @@ class Manifest(Artifact):
     requirements: dict[str, Any] = field(default_factory=dict)
     encryption: dict[str, Any] = field(default_factory=dict)
     created_at: str | None = None
+    # the signed monitoring reference (``edgeloop.monitor.sketch.MonitorReference.to_dict``),
+    # or None for a bundle packed without one
+    monitor: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -313,6 +323,7 @@ class DeviceReport(Artifact):
     """Telemetry one device sends: any metric by name, so gates can take any of them."""
 
     KIND: ClassVar[str] = "device_report"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"sketch"})
     device_id: str
     model: str | None
     version: int | None
@@ -320,6 +331,9 @@ class DeviceReport(Artifact):
     metrics: dict[str, float] = field(default_factory=dict)  # requests, errors, p50_ms, p99_ms ...
     agent_version: str | None = None
     sent_at: str | None = None
+    # the window's monitoring sketch (``WindowSketch.to_dict``), when the model has a
+    # reference; optional on the wire: a report without it is as before
+    sketch: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

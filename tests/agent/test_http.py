@@ -22,7 +22,9 @@ def test_predict_over_http(served):
     agent, server = served
     r = httpx.post(server.url + "/v1/predict", json={"inputs": {"x": [[1, 2, 3, 4]]}})
     assert r.status_code == 200
-    assert r.json() == {"model": "m", "version": 2, "outputs": {"y": [[2.0, 4.0, 6.0, 8.0]]}}
+    body = r.json()
+    assert len(body.pop("prediction_id")) == 16
+    assert body == {"model": "m", "version": 2, "outputs": {"y": [[2.0, 4.0, 6.0, 8.0]]}}
     assert agent.telemetry.requests == 1
 
 

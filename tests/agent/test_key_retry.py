@@ -52,7 +52,7 @@ def test_a_flipped_key_is_refused_but_not_remembered_and_the_retry_installs(setu
     assert agent.install(bundle, a, setup["flipped"]) is False
 
     assert a.sha256 not in agent.state.failed
-    assert agent.telemetry.metrics()["rejected"] == 1.0
+    assert agent.telemetry.metrics()["install_failures"] == 1.0  # retried, not "rejected"
     assert "wrapped key was altered" in (agent.last_error or "")
     assert agent.install(bundle, a, setup["good"]) is True
     assert float(agent.predict({"x": np.ones((1, 4), np.float32)})["y"][0, 0]) == 2.0
@@ -70,6 +70,7 @@ def test_apply_turns_the_refusal_into_a_poll_failure_so_the_agent_backs_off(setu
 
     monkeypatch.setattr("edgeloop.agent._agent.fetch_target", lambda *args: bundle)
     monkeypatch.setattr(agent, "_client", lambda: Client())
+    monkeypatch.setattr(agent, "_tuf", lambda: None)  # fetch_target is replaced above
 
     with pytest.raises(AgentError, match="wrapped key was altered"):
         asyncio.run(agent.apply(a))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -121,9 +122,59 @@ def test_agent_serves_with_torch_unimportable(
     )
     assert child.returncode == 0, child.stderr
     assert "torch is blocked" in child.stdout
-    import json
-
     out = json.loads(child.stdout.strip().splitlines()[-1])
     assert out["y"] == [[3.0, 6.0, 9.0, 12.0]]
+    assert len(out["http"].pop("prediction_id")) == 16
     assert out["http"] == {"model": "m", "version": 3, "outputs": {"y": [[3.0, 3.0, 3.0, 3.0]]}}
     assert out["loaded"] == []
+
+
+@pytest.mark.slow
+def test_agent_monitors_with_torch_unimportable(
+    tmp_path, agent_dir, release_key, trust, assignment_for
+):
+    """Monitoring on: the child installs a bundle with a reference (verify, decrypt, self-test),
+    sketches inferences and takes a delayed label over the local endpoint, with torch
+    unimportable and onnx, scipy and the server stack never loaded."""
+    from classifier_model import classifier_bytes, reference
+    from edgeloop.artifacts import ModelCard, sha256_bytes
+    from edgeloop.bundle import pack
+
+    agent = Agent(None, agent_dir, trust=trust)  # keys only; the child installs
+    model = classifier_bytes()
+    b = pack(model, ModelCard(name="m", sha256=sha256_bytes(model)), 3, release_key,
+             [agent.encryption_key.public_key()], reference=reference())
+    agent.close()
+    (tmp_path / "m.elb").write_bytes(b)
+    (tmp_path / "assignment.json").write_text(json.dumps(assignment_for(b, 3).to_dict()))
+    trust_file = _write_trust(tmp_path / "release.pub.pem", release_key)
+    child = _run(
+        f"""
+        import json, sys, httpx
+        from pathlib import Path
+        from edgeloop.agent import Agent, LocalServer
+        from edgeloop.bundle import load_trust
+        from edgeloop.protocol import Assignment
+
+        agent = Agent(None, {str(agent_dir)!r}, trust=load_trust({str(trust_file)!r}))
+        assignment = Assignment.from_dict(json.loads(Path({str(tmp_path / "assignment.json")!r}
+                                                          ).read_text()))
+        assert agent.install(Path({str(tmp_path / "m.elb")!r}).read_bytes(), assignment)
+        server = LocalServer(agent.predict_with_version, agent.status,
+                             feedback=agent.feedback).start()
+        for i in range(20):
+            r = httpx.post(server.url + "/v1/predict",
+                           json={{"inputs": {{"x": [[i / 10, 0.0, -i / 20, 1.0]]}}}})
+        fb = httpx.post(server.url + "/v1/feedback",
+                        json={{"prediction_id": r.json()["prediction_id"], "label": 1}})
+        server.close()
+        sketch = agent.report().sketch
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in
+                     ("torch", "onnx", "scipy", "fastapi", "sqlalchemy"))
+        print(json.dumps({{"fb": fb.json(), "n": sketch["n"], "fb_n": sketch["fb_n"],
+                          "loaded": bad}}))
+        """
+    )
+    assert child.returncode == 0, child.stderr
+    out = json.loads(child.stdout.strip().splitlines()[-1])
+    assert out == {"fb": {"matched": True}, "n": 20, "fb_n": 1, "loaded": []}

@@ -21,6 +21,7 @@ ANSWERS: dict[str, Any] = {
     "/v1/admin/devices": {"devices": []},
     "/v1/admin/releases": {"releases": []},
     "/v1/admin/rollouts?limit=100": {"rollouts": []},
+    "/v1/admin/monitor/status?model=kws&version=3": {"alerts": [], "events": []},
 }
 
 
@@ -83,6 +84,7 @@ def _run(args: list[str], token: str = TOKEN) -> tuple[subprocess.CompletedProce
         (["fleet", "devices", "--json"], []),
         (["fleet", "releases", "--json"], []),
         (["rollout", "list", "--json"], []),
+        (["monitor", "status", "kws@3", "--json"], {"alerts": [], "events": []}),
     ],
 )
 def test_admin_commands_import_no_server_code(

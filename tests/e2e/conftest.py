@@ -122,16 +122,24 @@ class FleetServer:
         return str(r.json()["token"])
 
     def publish(
-        self, model: str, version: int, scale: float, n_weights: int = 0, desired: bool = True
+        self,
+        model: str,
+        version: int,
+        scale: float,
+        n_weights: int = 0,
+        desired: bool = True,
+        onnx: bytes | None = None,
+        reference: Any = None,
     ) -> None:
         """Pack a bundle with the fleet's release key, push it, publish it, make it desired
-        (unless ``desired=False``: a staged rollout takes it from there)."""
+        (unless ``desired=False``: a staged rollout takes it from there). ``onnx`` and
+        ``reference``: another model than y = x * scale, and its monitoring reference."""
         from edgeloop.artifacts import ModelCard
         from edgeloop.bundle import load_public_key, load_signing_key, pack
         from edgeloop.registry import Registry
 
         keys = self.data / "keys"
-        onnx = scaled_model(scale, n_weights)
+        onnx = onnx if onnx is not None else scaled_model(scale, n_weights)
         bundle = pack(
             onnx,
             ModelCard(name=model, sha256=""),
@@ -139,6 +147,7 @@ class FleetServer:
             load_signing_key(keys / "release.pem"),
             [load_public_key(keys / "fleet.pub.pem")],
             name=model,
+            reference=reference,
         )
         path = self.tmp / f"{model}-{version}.elb"
         path.write_bytes(bundle)

@@ -141,3 +141,37 @@ def test_lower_is_worse_gates():
     g = parse_gate("accuracy>=baseline-0.02")
     assert evaluate_gate(g, good, control).status == "pass"
     assert evaluate_gate(g, worse, control).status == "fail"
+
+
+# --- monitoring metrics: group values from merged sketches --------------------------------
+
+
+def test_monitoring_metrics_are_gate_metrics():
+    from edgeloop.fleet import MONITOR_METRICS
+
+    assert {"drift_psi_max", "est_accuracy", "realized_accuracy"} <= MONITOR_METRICS
+
+
+@pytest.mark.parametrize(
+    ("text", "treatment", "control", "status"),
+    [
+        ("drift_psi_max<0.2", {"drift_psi_max": 0.05, "monitor_rows": 500}, None, "pass"),
+        ("drift_psi_max<0.2", {"drift_psi_max": 0.4, "monitor_rows": 500}, None, "fail"),
+        ("drift_psi_max<0.2", {"drift_psi_max": 0.4, "monitor_rows": 50}, None, "pending"),
+        ("drift_psi_max<0.2", None, None, "pending"),
+        ("est_accuracy>=baseline-0.02", {"est_accuracy": 0.80, "monitor_rows": 500},
+         {"est_accuracy": 0.81, "monitor_rows": 500}, "pass"),
+        ("est_accuracy>=baseline-0.02", {"est_accuracy": 0.70, "monitor_rows": 500},
+         {"est_accuracy": 0.81, "monitor_rows": 500}, "fail"),
+        ("est_accuracy>=baseline-0.02", {"est_accuracy": 0.70, "monitor_rows": 500},
+         {"est_accuracy": 0.81, "monitor_rows": 10}, "pending"),
+    ],
+)
+def test_group_gate(text, treatment, control, status):
+    from edgeloop.fleet import evaluate_group_gate
+
+    r = evaluate_group_gate(parse_gate(text), treatment, control, min_rows=100)
+    assert r.status == status, r.reason
+    if status != "pending":
+        assert r.bound == pytest.approx(
+            0.2 if "psi" in text else control["est_accuracy"] - 0.02)

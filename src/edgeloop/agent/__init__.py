@@ -6,7 +6,9 @@
     agent = Agent(None, "/var/lib/edgeloop", provisioning=image)
     asyncio.run(agent.poll_once())       # one check-in (or agent.run() until stopped)
     agent.predict({"x": array})          # serve the active model
-    LocalServer(agent.predict_with_version, agent.status, port=8701).start()
+    agent.feedback(prediction_id, label)  # a delayed label (agent.predict_tracked gives ids)
+    LocalServer(agent.predict_with_version, agent.status, port=8701,
+                feedback=agent.feedback).start()
 
 The pure parts (``decide``, ``Backoff``, ``Telemetry``) take values and return values; the
 simulator (``edgeloop.agent.simulator``) runs many agents in one process.
@@ -25,9 +27,12 @@ from edgeloop.agent._integrity import (
     verify_quote,
 )
 from edgeloop.agent._models import LoadedModel, ModelCache
+from edgeloop.agent._monitoring import Monitoring
 from edgeloop.agent._simulator import (
+    InputSource,
     SimulationResult,
     Simulator,
+    covariate_shift,
     simulated_profiles,
 )
 from edgeloop.agent._state import AgentState, Decision, SlotInfo, decide
@@ -42,9 +47,11 @@ __all__ = [
     "Attestor",
     "Backoff",
     "Decision",
+    "InputSource",
     "LoadedModel",
     "LocalServer",
     "ModelCache",
+    "Monitoring",
     "SimulationResult",
     "Simulator",
     "SlotInfo",
@@ -52,6 +59,7 @@ __all__ = [
     "StateDir",
     "Telemetry",
     "TpmAttestor",
+    "covariate_shift",
     "decide",
     "expected_pcr",
     "package_build_hash",

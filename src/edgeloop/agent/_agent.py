@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import threading
@@ -36,6 +37,7 @@ from edgeloop.agent._fetch import fetch_target
 from edgeloop.agent._install import Slots
 from edgeloop.agent._integrity import package_build_hash
 from edgeloop.agent._models import LoadedModel, ModelCache
+from edgeloop.agent._monitoring import Monitoring
 from edgeloop.agent._pinned import PinnedTrust
 from edgeloop.agent._revocation import enforce_revocation
 from edgeloop.agent._state import (
@@ -54,6 +56,7 @@ from edgeloop.agent._telemetry import Telemetry, process_resources
 from edgeloop.artifacts import DeviceProfile, DeviceReport, sha256_bytes
 from edgeloop.errors import (
     AgentError,
+    AuthError,
     EdgeloopError,
     FleetError,
     InputError,
@@ -153,6 +156,7 @@ class Agent:
         self.telemetry = Telemetry()
         self.revocation_check_s = revocation_check_s
         self._listing_checked: float | None = None
+        self.monitoring = Monitoring()
         self.last_error: str | None = None  # the last install or model failure (reported)
         self.poll_error: str | None = None  # the last poll's failure; None once one succeeds
         self.degraded = False
@@ -235,6 +239,7 @@ class Agent:
 
     def _set_model(self, model: LoadedModel | None) -> None:
         old, self._model = self._model, model
+        self.monitoring.activate(model.sha256 if model else None, model.manifest if model else None)
         self._switched_at = time.monotonic()
         self._trial_requests = self._trial_errors = 0
         if old is not None and (model is None or old.sha256 != model.sha256):
@@ -246,6 +251,13 @@ class Agent:
 
     def predict(self, inputs: Mapping[str, Any] | np.ndarray) -> dict[str, np.ndarray]:
         """Run the active model on ``inputs`` (a mapping of input name to array, or one array)."""
+        return self.predict_tracked(inputs)[1]
+
+    def predict_tracked(
+        self, inputs: Mapping[str, Any] | np.ndarray
+    ) -> tuple[str, dict[str, np.ndarray]]:
+        """Like :meth:`predict`, and the prediction's id for :meth:`feedback`. The inference
+        goes into the window's monitoring sketch when the model has a reference."""
         model = self._model
         if model is None:
             self.telemetry.record(None, ok=False)
@@ -262,11 +274,19 @@ class Agent:
             raise
         self.telemetry.record((time.perf_counter() - t0) * 1e3, ok=True)
         self._after_request(model, ok=True)
-        return out
+        return self.monitoring.observe(inputs, out), out
+
+    def feedback(self, prediction_id: str, label: int) -> bool:
+        """A delayed label for an earlier prediction (its id from :meth:`predict_tracked` or
+        the local endpoint); True when it matched a prediction of the active model. Counted
+        into the window's realized accuracy and kept for fine-tuning."""
+        matched = self.monitoring.feedback(prediction_id, label)
+        self.telemetry.count("feedback" if matched else "feedback_unmatched")
+        return matched
 
     def predict_with_version(
         self, inputs: Mapping[str, Any]
-    ) -> tuple[str, int, dict[str, np.ndarray]]:
+    ) -> tuple[str, int, dict[str, np.ndarray], str]:
         """Like :meth:`predict` for JSON callers: lists become arrays of the declared dtype."""
         model = self._model
         if model is not None:
@@ -275,9 +295,9 @@ class Agent:
                 k: np.asarray(v, dtype=dtypes[k]) if isinstance(v, list) and k in dtypes else v
                 for k, v in inputs.items()
             }
-        out = self.predict(inputs)
+        pid, out = self.predict_tracked(inputs)
         assert model is not None
-        return model.name, model.version, out
+        return model.name, model.version, out, pid
 
     def _after_request(self, model: LoadedModel, ok: bool, error: Exception | None = None) -> None:
         if not self.state.trial or model is not self._model:
@@ -370,9 +390,12 @@ class Agent:
                 self._retry_install = True
                 return False
             except (EdgeloopError, OSError) as e:
+                # a key that did not decrypt a verified bundle, a full disk: retried at a later
+                # poll, backing off (``apply``), never remembered as a failed release
                 self.telemetry.count("install_failures")
                 self.last_error = f"install of {assignment.model}@{assignment.version} failed: {e}"
                 self.state = self.store.load_state()
+                self._retry_install = True
                 return False
             self.state = state
             self.degraded = False
@@ -509,14 +532,17 @@ class Agent:
         )
 
     def report(self) -> DeviceReport:
+        """The telemetry window as a report, with the window's monitoring sketch (both reset)."""
         m = self._model
-        return self.telemetry.report(
+        report = self.telemetry.report(
             self.device_id or "unenrolled",
             m.name if m else None,
             m.version if m else None,
             agent_version=AGENT_VERSION,
             resources=process_resources(),
         )
+        sketch = self.monitoring.take_sketch()
+        return report if sketch is None else dataclasses.replace(report, sketch=sketch)
 
     async def poll_once(self) -> float:
         """One cycle: enroll if needed, report, check in, act. Returns seconds to the next one."""
@@ -524,7 +550,17 @@ class Agent:
             device_id = await self.enroll()
             client = self._client()
             self.check_trial()  # a trial that served since the last poll without failing
-            await client.telemetry(self.report())
+            report = self.report()
+            try:
+                await client.telemetry(report)
+            except FleetError as e:
+                if report.sketch is None or isinstance(e, AuthError):
+                    raise
+                # the server refused the sketch (no reference for this version, ...): the
+                # window's telemetry still goes, without it
+                self.telemetry.count("sketches_refused")
+                self.last_error = f"sketch refused: {e}"
+                await client.telemetry(dataclasses.replace(report, sketch=None))
             if self._revocation_due():
                 await self.enforce_revocation()
             response = await client.checkin(device_id, self.checkin_body())

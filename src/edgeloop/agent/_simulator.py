@@ -8,6 +8,12 @@ loaded model per bundle hash (:class:`ModelCache`), so 10,000 devices do not nee
 Runtime sessions. Each device also runs a synthetic inference workload (Poisson arrivals at
 ``rps`` per device) through its agent, so the telemetry it reports is real.
 
+For monitoring, the workload's inputs can come from a callable (``inputs``: device index and a
+numpy generator in, feeds and the true label out), a chosen set of devices can drift (a
+covariate shift of their float inputs, :func:`covariate_shift`), and a share of predictions
+get their true label later through ``agent.feedback`` (``feedback_share``, after
+``feedback_delay_s``), as a real application would send delayed labels.
+
 The simulator measures every protocol request at the HTTP layer (latency and status by
 endpoint) and when each device first served each version.
 """
@@ -20,7 +26,7 @@ import random
 import ssl
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +44,24 @@ from edgeloop.protocol import Provisioning, tls_context
 if TYPE_CHECKING:
     from edgeloop.update import HttpxFetcher
 
-__all__ = ["SimulationResult", "Simulator", "simulated_profiles"]
+__all__ = ["InputSource", "SimulationResult", "Simulator", "covariate_shift",
+           "simulated_profiles"]
+
+# device index, a numpy generator -> the feeds of one inference and its true label (or None)
+InputSource = Callable[[int, np.random.Generator], tuple[dict[str, np.ndarray], int | None]]
+
+
+def covariate_shift(
+    feeds: Mapping[str, np.ndarray], shift: float, scale: float = 1.0
+) -> dict[str, np.ndarray]:
+    """A covariate shift of every float input: ``x * scale + shift`` (in the inputs' units).
+    Integer inputs (token ids) are left alone. Numpy only, as a device's sensors would drift:
+    an offset (``shift``) and a gain (``scale``)."""
+    out = {}
+    for k, v in feeds.items():
+        a = np.asarray(v)
+        out[k] = (a * scale + shift).astype(a.dtype) if np.issubdtype(a.dtype, np.floating) else a
+    return out
 
 _DEVICES_PER_CLIENT = 16  # simulated devices sharing one HTTP client (and its pool)
 
@@ -112,6 +135,13 @@ class Simulator:
         fault: Callable[[LoadedModel], float] | None = None,
         provisioning: Provisioning | None = None,
         insecure_first_use: bool = False,
+        inputs: InputSource | None = None,
+        drifted: Collection[int] = (),
+        shift: float = 0.0,
+        scale: float = 1.0,
+        feedback_share: float = 0.0,
+        feedback_delay_s: float = 1.0,
+        device_labels: Callable[[int], Mapping[str, str]] | None = None,
     ) -> None:
         if len(tokens) != len(profiles):
             raise InputError(
@@ -126,6 +156,15 @@ class Simulator:
         self.root = Path(state_root)
         self.rps = rps
         self.fault = fault  # model -> share of its inferences that fail (a bad release)
+        if not 0.0 <= feedback_share <= 1.0 or feedback_delay_s < 0:
+            raise InputError(f"feedback share {feedback_share} and delay {feedback_delay_s} s: "
+                             "expected a share in [0, 1] and a delay >= 0")
+        self.inputs = inputs
+        self.drifted = frozenset(drifted)
+        self.shift, self.scale = shift, scale
+        self.feedback_share, self.feedback_delay_s = feedback_share, feedback_delay_s
+        self.np_rng = np.random.default_rng(seed)
+        self.labels_sent = 0
         self.rng = random.Random(seed)
         self.cache = ModelCache()
         self.requests = _Requests()
@@ -156,7 +195,12 @@ class Simulator:
                 enroll_token=token,
                 profile=profile,
                 name=f"sim-{i:05d}",
-                labels=dict(labels or {}, simulated="1", target=profile.name),
+                labels=dict(
+                    labels or {},
+                    **(device_labels(i) if device_labels else {}),
+                    simulated="1",
+                    target=profile.name,
+                ),
                 cache=self.cache,
                 http=self.clients[i // _DEVICES_PER_CLIENT],
                 poll_interval_s=poll_interval_s,
@@ -237,18 +281,37 @@ class Simulator:
             return
         while not stop.is_set() and time.monotonic() < end:
             await asyncio.sleep(self.rng.expovariate(total))
-            agent = agents[self.rng.randrange(len(agents))]
-            feeds = self._synthetic(agent)
-            if feeds is None:
-                continue
+            i = self.rng.randrange(len(agents))
+            agent = agents[i]
+            label: int | None = None
+            if self.inputs is not None:
+                if agent.model is None:
+                    continue
+                feeds, label = self.inputs(i, self.np_rng)
+            else:
+                synthetic = self._synthetic(agent)
+                if synthetic is None:
+                    continue
+                feeds = synthetic
+            if i in self.drifted:
+                feeds = covariate_shift(feeds, self.shift, self.scale)
             m = agent.model
             if self.fault is not None and m is not None and self.rng.random() < self.fault(m):
                 agent.telemetry.record(None, ok=False)  # an injected failure of this release
                 continue
             try:
-                agent.predict(feeds)
+                pid, _ = agent.predict_tracked(feeds)
             except Exception:  # counted by the agent's telemetry; the workload goes on
                 continue
+            if label is not None and self.rng.random() < self.feedback_share:
+                asyncio.get_running_loop().call_later(
+                    self.feedback_delay_s, self._feedback, agent, pid, label
+                )
+
+    def _feedback(self, agent: Agent, prediction_id: str, label: int) -> None:
+        with contextlib.suppress(Exception):  # a model switched meanwhile: the label is lost
+            agent.feedback(prediction_id, label)
+            self.labels_sent += 1
 
     async def _watch(self, until: Callable[[], bool], stop: asyncio.Event, end: float) -> None:
         while not stop.is_set() and time.monotonic() < end:

@@ -3,6 +3,7 @@
 ::
 
     pack(model, card, version, release_key, [fleet_pub])  -> bundle bytes (.elb)
+    model_reference(model, x, labels)                      -> MonitorReference (pack(reference=))
     verify(bundle, trust)                                  -> Manifest   (pure, no I/O)
     decrypt(bundle, manifest, device_key)                  -> model bytes (in memory)
     session_from_bundle(path, trust, device_key)           -> edgeloop.runtime.Session
@@ -36,6 +37,7 @@ from edgeloop.bundle._load import (
     session_from_bundle,
 )
 from edgeloop.bundle._pack import pack
+from edgeloop.bundle._reference import model_reference
 from edgeloop.bundle._rollback import RollbackStatement, sign_rollback, verify_rollback
 from edgeloop.bundle._selftest import check_selftest, synthesize_inputs
 from edgeloop.bundle._trust import DIRECTOR_FIELD, RELEASE_FIELD, Trust, load_trust
@@ -69,6 +71,7 @@ __all__ = [
     "load_public_key",
     "load_signing_key",
     "load_trust",
+    "model_reference",
     "open_bundle",
     "pack",
     "pack_bundle",

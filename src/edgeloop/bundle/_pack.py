@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,6 +16,9 @@ from edgeloop.bundle._crypto import DEFAULT_CHUNK, encrypt_payload
 from edgeloop.bundle._format import build_container, canonical_json, sign_envelope
 from edgeloop.bundle._selftest import encode_array, synthesize_inputs
 from edgeloop.errors import EdgeloopError, InputError, SelfTestError
+
+if TYPE_CHECKING:
+    from edgeloop.monitor.sketch import MonitorReference
 
 __all__ = ["DEFAULT_MIN_ORT", "pack"]
 
@@ -36,11 +39,14 @@ def pack(
     requirements: Mapping[str, Any] | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     created_at: str | None = None,
+    reference: MonitorReference | None = None,
 ) -> bytes:
     """Sign and encrypt ``model`` (ONNX bytes) into a bundle.
 
     Expected self-test outputs are computed here with onnxruntime; inputs default to
-    deterministic tensors synthesized from the model's input specs.
+    deterministic tensors synthesized from the model's input specs. ``reference``: the
+    monitoring reference (``edgeloop.monitor.sketch.build_reference``) signed into the manifest,
+    so a device sketches its windows against it and the server tests them against it.
     """
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise InputError(f"bundle version must be an integer >= 0, got {version!r}")
@@ -80,6 +86,8 @@ def pack(
         "atol": atol,
     }
     del sess
+    if reference is not None:
+        _check_reference(reference, results, [o.name for o in outputs])
     encryption, ciphertext = encrypt_payload(model, recipients, chunk_size)
     reqs: dict[str, Any] = {"min_onnxruntime": DEFAULT_MIN_ORT, "isa": []}
     reqs.update(requirements or {})
@@ -97,6 +105,24 @@ def pack(
         requirements=reqs,
         encryption=encryption,
         created_at=created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        monitor=None if reference is None else reference.to_dict(),
     )
     body = canonical_json(manifest.to_dict())
     return build_container(body, sign_envelope(body, keys), ciphertext)
+
+
+def _check_reference(
+    reference: MonitorReference, results: Mapping[str, Any], outputs: Sequence[str]
+) -> None:
+    """The reference must fit the model: its classes are the width of an output, and an
+    embedding view names an output of the graph."""
+    k = len(reference.classes)
+    widths = {n: np.asarray(results[n]).reshape(len(np.asarray(results[n])), -1).shape[1]
+              for n in outputs if np.asarray(results[n]).ndim >= 1}
+    if k not in widths.values():
+        raise InputError(f"monitoring reference has {k} classes; no model output has that "
+                         f"width ({', '.join(f'{n}: {w}' for n, w in widths.items())})")
+    proj = reference.projection
+    if proj is not None and proj.source == "embedding" and proj.output not in widths:
+        raise InputError(f"monitoring reference watches embedding output {proj.output!r}; the "
+                         f"model's outputs are {', '.join(outputs)}")

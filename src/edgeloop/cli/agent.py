@@ -69,7 +69,9 @@ def agent(
     )
     http = None
     if serve_port is not None:
-        http = LocalServer(a.predict_with_version, a.status, port=serve_port).start()
+        http = LocalServer(
+            a.predict_with_version, a.status, port=serve_port, feedback=a.feedback
+        ).start()
         err_console.print(f"serving inference on {http.url}/v1/predict")
         print(json.dumps({"serving": http.url}), flush=True)
 

@@ -47,6 +47,7 @@ GROUPS: list[tuple[str, str]] = [
     ("registry", "edgeloop.cli.registry:app"),
     ("fleet", "edgeloop.cli.fleet:app"),
     ("rollout", "edgeloop.cli.rollout:app"),
+    ("monitor", "edgeloop.cli.monitor:app"),
 ]
 
 app = typer.Typer(

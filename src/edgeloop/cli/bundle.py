@@ -101,6 +101,33 @@ def _load_npz(path: Path) -> dict[str, Any]:
         raise DataError(f"self-test data {str(path)!r} is not an .npz of arrays ({e})") from e
 
 
+WIDE = 32  # inputs wider than this are watched through a projection
+
+
+def _reference(model: bytes, path: Path) -> tuple[bytes, Any]:
+    """The model to pack and its monitoring reference from the .npz at ``path``: for wide
+    inputs the penultimate activations become a graph output (needs onnx; without it, or when
+    the graph has no MatMul/Gemm head, the reference watches a PCA of the raw input)."""
+    import numpy as np
+
+    from edgeloop.bundle import model_reference
+
+    arrays = _load_npz(path)
+    if "x" not in arrays:
+        raise DataError(f"reference data {str(path)!r}: expected an array 'x' (and 'y'), got "
+                        f"{sorted(arrays)}")
+    x, y = arrays["x"], arrays.get("y")
+    embedding = None
+    if int(np.prod(x.shape[1:])) > WIDE:
+        try:
+            from edgeloop.optimize import add_embedding_output
+
+            model, embedding = add_embedding_output(model)
+        except (ImportError, InputError):
+            embedding = None  # the reference falls back to a PCA of the raw input
+    return model, model_reference(model, x, y, embedding_output=embedding)
+
+
 def pack(
     model: Path = typer.Argument(..., help="The ONNX model to bundle."),
     card: Path | None = typer.Option(
@@ -126,6 +153,11 @@ def pack(
     ),
     rtol: float = typer.Option(1e-3, "--rtol", help="Self-test relative tolerance."),
     atol: float = typer.Option(1e-5, "--atol", help="Self-test absolute tolerance."),
+    reference: Path | None = typer.Option(
+        None,
+        "--reference",
+        help=".npz of held-out inputs 'x' (and labels 'y'): sign a monitoring reference in.",
+    ),
     passphrase: bool = PASSPHRASE_OPTION,
     passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
 ) -> None:
@@ -152,6 +184,14 @@ def pack(
     if min_onnxruntime:
         reqs["min_onnxruntime"] = min_onnxruntime
     model_bytes = read_bytes(model, "model")
+    ref = None
+    if reference is not None:
+        model_bytes, ref = _reference(model_bytes, reference)
+        console.print(
+            f"monitoring reference: {len(ref.features)} feature(s)"
+            + (f" ({ref.projection.source} view)" if ref.projection else ""),
+            highlight=False,
+        )
     model_card = _card_for(card, model)
     if _same_bundle(out, model_bytes, name or model_card.name, version, key, recipients, reqs):
         console.print(
@@ -172,6 +212,7 @@ def pack(
         rtol=rtol,
         atol=atol,
         requirements=reqs,
+        reference=ref,
     )
     atomic_write_bytes(out, data, mode=0o644)  # signed and encrypted: fine to publish
     console.print(

@@ -37,6 +37,18 @@ def server(
     poll_interval: float = typer.Option(
         60.0, "--poll-interval", help="Seconds between device check-ins."
     ),
+    monitor_window: float = typer.Option(
+        3600.0, "--monitor-window", help="Seconds of device sketches each evaluation merges."
+    ),
+    monitor_interval: float = typer.Option(
+        300.0, "--monitor-interval", help="Seconds between evaluations (0: only when asked)."
+    ),
+    monitor_webhook: str | None = typer.Option(
+        None, "--monitor-webhook", help="URL that monitoring alerts are POSTed to."
+    ),
+    monitor_pause_rollouts: bool = typer.Option(
+        False, "--monitor-pause-rollouts", help="A raised alert pauses the model's rollouts."
+    ),
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes (one database)."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level."),
     require_agent_build: str | None = typer.Option(
@@ -87,6 +99,10 @@ def server(
         alias=alias,
         poll_interval_s=poll_interval,
         agent_builds=tuple(b for b in (require_agent_build or "").split(",") if b.strip()),
+        monitor_window_s=monitor_window,
+        monitor_interval_s=monitor_interval,
+        monitor_webhook_url=monitor_webhook,
+        monitor_pause_rollouts=monitor_pause_rollouts,
     )
     secrets = prepare_data_dir(settings)
     for path in secrets.created:

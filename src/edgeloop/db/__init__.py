@@ -4,8 +4,8 @@ Service layer (SQLAlchemy, Alembic). The registry (``edgeloop.registry``), the f
 its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here on one
 :class:`Base` and created by one Alembic chain shipped inside this package
 (``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
-``0005_dashboard_sessions``; the revision ids are stored in every existing database and never
-change). SQLite is the embedded default, PostgreSQL is chosen by URL.
+``0005_dashboard_sessions`` -> ``0006_monitor``; the revision ids are stored in every existing
+database and never change). SQLite is the embedded default, PostgreSQL is chosen by URL.
 
 The row classes are the schema, not an API: the packages that own each table (registry, fleet)
 read and write them inside their own transactions and hand dataclasses to everyone else.
@@ -49,6 +49,14 @@ from edgeloop.db._fleet_tables import (
     TokenRow,
     VariantRow,
 )
+from edgeloop.db._monitor_tables import (
+    MONITOR_TABLES,
+    MonitorAlertRow,
+    MonitorEvaluationRow,
+    MonitorEventRow,
+    MonitorReferenceRow,
+    MonitorSketchRow,
+)
 from edgeloop.db._registry_tables import (
     REGISTRY_TABLES,
     AliasEventRow,
@@ -71,6 +79,7 @@ __all__ = [
     "DASHBOARD_TABLES",
     "FLEET_TABLES",
     "MIGRATIONS_DIR",
+    "MONITOR_TABLES",
     "REGISTRY_TABLES",
     "ROLLOUT_TABLES",
     "AliasEventRow",
@@ -84,6 +93,11 @@ __all__ = [
     "LineageRow",
     "LoginFailureRow",
     "ModelRow",
+    "MonitorAlertRow",
+    "MonitorEvaluationRow",
+    "MonitorEventRow",
+    "MonitorReferenceRow",
+    "MonitorSketchRow",
     "NonceRow",
     "ReleaseRow",
     "ReportRow",

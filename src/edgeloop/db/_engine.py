@@ -2,9 +2,9 @@
 
 All service tables derive from the one :class:`Base`, live in one database and are created by
 one Alembic chain shipped inside the package (``0001_registry`` -> ``0002_fleet`` ->
-``0003_rollout`` -> ``0004_alias_revert`` -> ``0005_dashboard_sessions``). SQLite is the
-embedded default (a file under the user's data dir, or ``$EDGELOOP_DB``); PostgreSQL is chosen
-by URL (``postgresql+psycopg://...``).
+``0003_rollout`` -> ``0004_alias_revert`` -> ``0005_dashboard_sessions`` -> ``0006_monitor``).
+SQLite is the embedded default (a file under the user's data dir, or ``$EDGELOOP_DB``);
+PostgreSQL is chosen by URL (``postgresql+psycopg://...``).
 
 SQLite is tuned so that several server processes can share one file: WAL journal, foreign keys
 on, a busy timeout, and transactions that start with ``BEGIN`` (reads) or ``BEGIN IMMEDIATE``

@@ -20,11 +20,13 @@ from edgeloop.fleet._director import (
     variant_fits,
 )
 from edgeloop.fleet._gates import (
+    MONITOR_METRICS,
     DeviceSample,
     Gate,
     GateOptions,
     GateResult,
     evaluate_gate,
+    evaluate_group_gate,
     parse_gate,
 )
 from edgeloop.fleet._http import ServerContext
@@ -47,6 +49,7 @@ __all__ = [
     "FleetState",
     "Gate",
     "GateOptions",
+    "MONITOR_METRICS",
     "GateResult",
     "Policy",
     "PolicyLoader",
@@ -57,6 +60,7 @@ __all__ = [
     "device_model",
     "direct",
     "evaluate_gate",
+    "evaluate_group_gate",
     "parse_gate",
     "prepare_data_dir",
     "select_variant",

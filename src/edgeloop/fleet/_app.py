@@ -31,6 +31,7 @@ from edgeloop.fleet._device_api import device_router, mount_tuf
 from edgeloop.fleet._http import ServerContext, utc_now
 from edgeloop.fleet._limits import BodyLimit
 from edgeloop.fleet._metrics import CONTENT_TYPE, FleetMetrics
+from edgeloop.fleet._monitor_api import Monitor
 from edgeloop.fleet._publish import refresh_timestamp_if_due
 from edgeloop.fleet._rollout_api import Rollouts
 from edgeloop.fleet._settings import FleetSettings, prepare_data_dir, settings_from_env
@@ -79,6 +80,7 @@ def create_app(
     repo = Repository(settings.tuf_path, secrets.keyring)
     ctx = ServerContext(settings, engine, secrets, BlobStore(settings.registry_path), repo)
     rollouts = Rollouts(ctx)  # staged rollouts: the default policy, an admin API, a driver
+    monitor = Monitor(ctx)  # drift, accuracy and alerts from device sketches
 
     def count_devices() -> dict[str, int]:
         with read_session(engine) as s:
@@ -90,10 +92,11 @@ def create_app(
         version=__version__,
         description="Enrollment, signed assignments, TUF repository, telemetry and inventory "
         "for a fleet of edge devices. Wire protocol: docs/fleet-protocol.md.",
-        lifespan=_lifespan(rollouts),
+        lifespan=_lifespan(rollouts, monitor),
     )
     app.state.ctx = ctx
     app.state.fleet = state
+    app.state.monitor = monitor
     app.middleware("http")(_measure)
     # outermost: bodies are counted as they stream in, before any route or authentication
     app.add_middleware(BodyLimit, limit=settings.report_limit_bytes)
@@ -104,6 +107,7 @@ def create_app(
         device_router,
         admin_router(ctx),
         rollouts.router(),
+        monitor.router(),
         dashboard_router(ctx),
         *routers,
     ):
@@ -113,9 +117,10 @@ def create_app(
 
 
 def _lifespan(
-    rollouts: Rollouts,
+    rollouts: Rollouts, monitor: Monitor
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
-    """The server's background work: keep the TUF timestamp fresh and drive the rollouts."""
+    """The server's background work: keep the TUF timestamp fresh, drive the rollouts and
+    evaluate the monitoring sketches."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,7 +141,11 @@ def _lifespan(
                     continue
                 await asyncio.sleep(_TIMESTAMP_CHECK_S)
 
-        tasks = [asyncio.create_task(keep_timestamp_fresh()), asyncio.create_task(rollouts.run())]
+        tasks = [
+            asyncio.create_task(keep_timestamp_fresh()),
+            asyncio.create_task(rollouts.run()),
+            asyncio.create_task(monitor.run()),
+        ]
         try:
             yield
         finally:

@@ -6,6 +6,8 @@
     /dashboard/rollouts/{id}      a rollout's timeline and each gate's stage vs control chart,
                                   with a pause button
     /dashboard/devices/{id}       one device and its latest telemetry
+    /dashboard/monitor/{m}/{v}    the monitoring report of a version (plots over time per
+                                  feature and per cohort, latest tests, alerts)
     /dashboard/login              admin token -> an HttpOnly, SameSite=Strict session cookie
                                   (``Secure`` when the server speaks TLS)
 
@@ -30,6 +32,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from edgeloop.db import read_session, write_session
 from edgeloop.errors import RolloutError
+from edgeloop.fleet import _monitor_store as ms
 from edgeloop.fleet import _rollout_store as rs
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._charts import Series, line_chart
@@ -193,6 +196,8 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
                 store.device_info(d, now, ctx.stale_after).to_dict() for d in store.list_devices(s)
             ]
             rollouts = [rs.rollout_dict(s, r) for r in rs.list_rollouts(s, limit=50)]
+            alerts = ms.alerts(s)
+            alerts.sort(key=lambda a: (not a["active"], a["model"], a["version"], a["cohort"]))
         versions: Counter[str] = Counter()
         hardware: Counter[str] = Counter()
         health: Counter[str] = Counter()
@@ -212,6 +217,7 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
             hardware=hardware.most_common(),
             health=health.most_common(),
             rollouts=rollouts,
+            alerts=alerts[:100],
         )
 
     @router.get("/rollouts/{rollout_id}")
@@ -240,6 +246,15 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
         except RolloutError as e:
             raise Refused(409, "rollout", str(e)) from e
         return RedirectResponse(f"/dashboard/rollouts/{rollout_id}", status_code=303)
+
+    @router.get("/monitor/{model}/{version}")
+    def monitor(request: Request, model: str, version: int, cohort: str | None = None,
+                since: str | None = None) -> HTMLResponse:
+        from edgeloop.fleet._monitor_report import render_report
+
+        data = request.app.state.monitor.report_data(model, version, cohort, since,
+                                                     every_cohort=True)
+        return HTMLResponse(render_report(data), headers={"Cache-Control": "no-store"})
 
     @router.get("/devices/{device_id}")
     def device(request: Request, device_id: str) -> HTMLResponse:

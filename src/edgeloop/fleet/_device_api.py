@@ -12,6 +12,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from edgeloop.artifacts import DeviceReport
 from edgeloop.db import DeviceRow, ReleaseRow, VariantRow, write_session
 from edgeloop.errors import AuthError, EdgeloopError
+from edgeloop.fleet import _monitor_store as monitor_store
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._director import direct
 from edgeloop.fleet._http import JSON_BODY, parse_body, raw_body, signed_path, utc_now
@@ -166,12 +168,26 @@ def telemetry(
                 f"report for device {report.device_id!r} signed by {device.id!r}",
             )
         validate_report(report)
+        now = utc_now()
         # one report in ~32 also sweeps this device's reports past the retention
-        keep = app.report_retention if secrets.randbelow(32) == 0 else None
-        store.record_report(s, device, report, utc_now(), keep=keep)
+        sweep = secrets.randbelow(32) == 0
+        _record_sketch(app, s, device, report, now, sweep)  # before the report: a refusal
+        store.record_report(s, device, report, now, keep=app.report_retention if sweep else None)
         return {"accepted": 1}
 
     return _device_call(app, request, body, work)
+
+
+def _record_sketch(
+    app: AppState, s: Session, device: DeviceRow, report: DeviceReport, now: Any, sweep: bool
+) -> None:
+    """The report's optional monitoring sketch, validated against the reference of the version
+    the report names (400 with the reason otherwise; nothing of the report is stored then)."""
+    settings = app.ctx.settings
+    keep = timedelta(seconds=settings.monitor_retention_s) if sweep else None
+    monitor_store.record_sketch(
+        s, device, report, now, window_s=settings.monitor_window_s, keep=keep
+    )
 
 
 @device_router.post(

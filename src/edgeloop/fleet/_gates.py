@@ -26,6 +26,14 @@ the previous version (control), with a minimum sample size (``pending`` below it
 
 A gate fails only when a test is significant, so noise in a small stage does not fail a good
 release; it passes when the samples are large enough and no test is significant.
+
+**Monitoring metrics** (:data:`MONITOR_METRICS`: ``drift_psi_max``, ``est_accuracy``,
+``realized_accuracy`` ...) are not per-device samples but properties of a group's merged
+sketches (``edgeloop.monitor.drift.report_metrics`` of the stage's devices, and of the control
+group for ``baseline``): :func:`evaluate_group_gate` compares the group value with the bound,
+pending below ``min_rows`` merged rows. Their own significance is in the monitoring tests
+(drift needs an adjusted p-value and an effect above a floor; accuracy comes with an interval,
+and ``est_accuracy_low`` is the gate for a conservative check).
 """
 
 from __future__ import annotations
@@ -40,14 +48,24 @@ from typing import Any, Literal
 from edgeloop.errors import RolloutError
 
 __all__ = [
+    "MONITOR_METRICS",
     "DeviceSample",
     "Gate",
     "GateOptions",
     "GateResult",
     "cap_weights",
     "evaluate_gate",
+    "evaluate_group_gate",
     "parse_gate",
 ]
+
+# gate metrics computed from a group's merged monitoring sketches, not from device reports
+MONITOR_METRICS = frozenset({
+    "drift_psi_max", "drift_js_max", "drift_wasserstein_max", "drifted_features",
+    "prediction_psi", "confidence_psi", "est_accuracy", "est_accuracy_low",
+    "realized_accuracy", "nan_rate_max", "out_of_range_rate_max", "stuck_features",
+    "bias_gap_max",
+})
 
 Status = Literal["pass", "fail", "pending", "error"]  # error: evaluation raised (recorded)
 
@@ -494,3 +512,32 @@ def evaluate_gate(
     if counts is not None and any(s.values(counts[1]) for s in (*treatment, *control)):
         return _evaluate_rate(gate, treatment, control, *counts, opts, min_devices)
     return _evaluate_values(gate, treatment, control, opts, min_devices)
+
+
+def evaluate_group_gate(
+    gate: Gate,
+    treatment: Mapping[str, float] | None,
+    control: Mapping[str, float] | None,
+    *,
+    devices: int = 0,
+    control_devices: int = 0,
+    min_rows: float = 100.0,
+) -> GateResult:
+    """Judge a monitoring gate on the stage's merged-sketch metrics (``treatment``) against
+    the control group's (``control``, for ``baseline``). Pending while either group has fewer
+    than ``min_rows`` merged rows (``monitor_rows``) or lacks the metric."""
+    t = None if treatment is None else treatment.get(gate.metric)
+    c = None if control is None else control.get(gate.metric)
+    base = GateResult(gate.text, "pending", t, c, None, devices, control_devices)
+    t_rows = 0.0 if treatment is None else treatment.get("monitor_rows", 0.0)
+    if t is None or t_rows < min_rows:
+        return _with(base, reason=f"stage: {t_rows:.0f} monitored rows with {gate.metric}; "
+                                  f"too few (< {min_rows:g})")
+    c_rows = 0.0 if control is None else control.get("monitor_rows", 0.0)
+    if gate.relative and (c is None or c_rows < min_rows):
+        return _with(base, reason=f"control: {c_rows:.0f} monitored rows; too few")
+    bound = gate.bound(c)
+    if gate.holds(t, c):
+        return _with(base, status="pass", bound=bound, reason="within the bound")
+    return _with(base, status="fail", bound=bound,
+                 reason=f"{gate.metric} {t:.4g} beyond {bound:.4g} ({t_rows:.0f} rows)")

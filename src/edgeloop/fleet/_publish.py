@@ -22,6 +22,7 @@ from edgeloop.artifacts import sha256_file
 from edgeloop.bundle import key_id, parse_container, parse_manifest, unwrap_data_key, wrap_data_key
 from edgeloop.db import ReleaseRow, VariantRow
 from edgeloop.errors import EdgeloopError, RegistryError, SecurityError
+from edgeloop.fleet._monitor_store import store_bundle_reference
 from edgeloop.fleet._store import Refused, release_of
 from edgeloop.protocol import Release, x25519_from_hex
 from edgeloop.registry import BlobStore, get_version
@@ -100,6 +101,8 @@ def publish(
         try:
             manifest = parse_manifest(parse_container(read_bytes(path, "bundle")).manifest)
             wrap = _fleet_wrap(manifest.encryption, fleet_keys)
+            # the version's own monitoring reference, from its signed manifest
+            store_bundle_reference(s, model, version, manifest.monitor, now)
             target = _release(repo, path, target_name(model, version, bundle.variant))
         except Refused:
             raise

@@ -25,7 +25,15 @@ from edgeloop.db import DeviceRow, ReportRow, RolloutCheckRow, RolloutEventRow, 
 from edgeloop.errors import EdgeloopError, RolloutError
 from edgeloop.fleet._canary import cohort_matches, device_hash, parse_cohort, stage_cut
 from edgeloop.fleet._director import DeviceState, FleetState, Policy, default_policy
-from edgeloop.fleet._gates import DeviceSample, GateOptions, GateResult, evaluate_gate, parse_gate
+from edgeloop.fleet._gates import (
+    MONITOR_METRICS,
+    DeviceSample,
+    GateOptions,
+    GateResult,
+    evaluate_gate,
+    evaluate_group_gate,
+    parse_gate,
+)
 from edgeloop.fleet._machine import (
     ACTIVE,
     IN_EFFECT,
@@ -36,6 +44,7 @@ from edgeloop.fleet._machine import (
     command,
     step,
 )
+from edgeloop.fleet._monitor_store import group_metrics
 from edgeloop.fleet._store import desired_versions, list_releases
 from edgeloop.protocol import Release, iso_time
 from edgeloop.registry import set_alias
@@ -259,10 +268,18 @@ def observe(s: Session, row: RolloutRow, now: datetime) -> Observation:
             # a 100 % stage has no control left: the previous version's latest reports
             lookback = since - timedelta(seconds=max(row.soak_s, 60.0) * 2)
             control = _samples(s, row, row.from_version, lookback, None)
-        gates = [
-            evaluate_gate(parse_gate(g), treatment, control, opts, stage_size=len(stage))
-            for g in row.gates
-        ]
+        gates = []
+        for text in row.gates:
+            gate = parse_gate(text)
+            if gate.metric in MONITOR_METRICS:  # from the groups' merged monitoring sketches
+                stage_ids = {d.device_id for d in stage}
+                t = group_metrics(s, row.model, row.to_version, stage_ids, since)
+                c = group_metrics(s, row.model, row.from_version, set(control_ids), since)
+                gates.append(evaluate_group_gate(
+                    gate, t, c, devices=len(stage_ids), control_devices=len(control_ids)))
+            else:
+                gates.append(evaluate_gate(gate, treatment, control, opts,
+                                           stage_size=len(stage)))
     return Observation(
         now=now,
         stage_devices=len(stage),

@@ -68,6 +68,17 @@ class FleetSettings:
     migrate: bool = True
     # agent builds (sha256 of the agent's files) allowed to enroll and check in; empty: any
     agent_builds: tuple[str, ...] = ()
+    # monitoring (docs/monitor.md): each evaluation merges the sketches of the last
+    # ``monitor_window_s`` by version and cohort; one runs every ``monitor_interval_s`` (0:
+    # only when asked through the admin API); an alert is raised after ``monitor_raise_after``
+    # bad evaluations in a row and cleared after ``monitor_clear_after`` good ones
+    monitor_window_s: float = 3600.0
+    monitor_interval_s: float = 300.0
+    monitor_raise_after: int = 2
+    monitor_clear_after: int = 3
+    monitor_pause_rollouts: bool = False  # a raised alert pauses running rollouts of the model
+    monitor_webhook_url: str | None = None  # alerts raised and cleared are POSTed here
+    monitor_retention_s: float = 7 * 86400.0  # sketches and evaluations older are swept
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -81,6 +92,16 @@ class FleetSettings:
                 f"poll interval {self.poll_interval_s} s and assignment ttl "
                 f"{self.assignment_ttl_s} s: expected 0 < poll interval < ttl"
             )
+        if (self.monitor_window_s <= 0 or self.monitor_interval_s < 0
+                or self.monitor_raise_after < 1 or self.monitor_clear_after < 1):
+            raise InputError(
+                f"monitor window {self.monitor_window_s} s, interval {self.monitor_interval_s} "
+                f"s, raise after {self.monitor_raise_after}, clear after "
+                f"{self.monitor_clear_after}: expected window > 0, interval >= 0, counts >= 1"
+            )
+        url = self.monitor_webhook_url
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise InputError(f"monitor webhook {url!r}: expected an http:// or https:// URL")
 
     @property
     def admin_token_path(self) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgeloop.optimize._data import ModelData, StreamingReader, load_model_data, match_inputs
+from edgeloop.optimize._embedding import EMBEDDING_OUTPUT, add_embedding_output
 from edgeloop.optimize._measure import Budget, Evaluator, Quality
 from edgeloop.optimize._passes import (
     PASS_MODULES,
@@ -89,6 +90,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     *sorted(_TORCH_API),
+    "EMBEDDING_OUTPUT",
     "PASS_MODULES",
     "Budget",
     "Evaluator",
@@ -99,6 +101,7 @@ __all__ = [
     "Quality",
     "StepResult",
     "StreamingReader",
+    "add_embedding_output",
     "add_preset_dir",
     "get_pass",
     "list_recipes",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from edgeloop.registry._aliases import ALIAS_ACTIONS, alias_history, remove_alias, set_alias
 from edgeloop.registry._blobs import BlobStore, media_type_for
-from edgeloop.registry._lineage import derived_from, lineage
+from edgeloop.registry._lineage import add_lineage_ref, derived_from, lineage
 from edgeloop.registry._ops import (
     add_evaluation,
     find_versions,
@@ -47,6 +47,7 @@ from edgeloop.registry._types import (
 )
 
 __all__ = [
+    "add_lineage_ref",
     "ALIAS_ACTIONS",
     "AliasEvent",
     "BlobInfo",

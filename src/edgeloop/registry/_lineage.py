@@ -15,7 +15,7 @@ from edgeloop.db import BlobRow, BundleRow, LineageRow, ModelRow, VersionRow
 from edgeloop.registry._ops import version_row
 from edgeloop.registry._types import LineageNode
 
-__all__ = ["derived_from", "lineage"]
+__all__ = ["add_lineage_ref", "derived_from", "lineage"]
 
 MAX_DEPTH = 64
 
@@ -117,3 +117,26 @@ def derived_from(session: Session, sha256: str) -> list[tuple[str, int, str]]:
         .order_by(VersionRow.id, LineageRow.position)
     ).all()
     return [(str(m), int(v), str(r)) for m, v, r in rows]
+
+
+def add_lineage_ref(
+    session: Session, name: str, version: int, role: str, sha256: str, note: str | None = None
+) -> None:
+    """Append a reference to ``name@version``'s lineage after it was registered: e.g. the
+    monitoring reference it is judged against (``monitor_reference``) and each explicit
+    re-baseline (``monitor_rebaseline``, the reason in ``note``). Appending never rewrites what
+    the version was registered with."""
+    _, row = version_row(session, name, version)
+    last = session.scalar(
+        sa.select(sa.func.max(LineageRow.position)).where(LineageRow.version_id == row.id)
+    )
+    session.add(
+        LineageRow(
+            version_id=row.id,
+            position=(-1 if last is None else int(last)) + 1,
+            role=role,
+            sha256=sha256.lower(),
+            name=note,
+            uri=None,
+        )
+    )
