@@ -145,6 +145,7 @@ class Server:
                 str(self.port),
                 "--poll-interval",
                 str(poll_interval),
+                "--create-release-keys",  # a trial server: the benchmark packs on its keys
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -57,7 +57,8 @@ class LiveServer:
         cmd = [
             sys.executable, "-m", "edgeloop.cli.server",
             "--db", self.db, "--data", str(self.data), "--host", "127.0.0.1",
-            "--port", str(self.port), "--poll-interval", "5", *self.extra,
+            "--port", str(self.port), "--poll-interval", "5", "--create-release-keys",
+            *self.extra,
         ]  # fmt: skip
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log, "ab") as log:

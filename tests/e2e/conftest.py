@@ -64,7 +64,7 @@ class FleetServer:
             return [
                 sys.executable, "-c", SERVER, "--db", db_url, "--data", str(data),
                 "--port", str(port), "--poll-interval", str(self.poll_interval),
-                *tls, *self.extra,
+                "--create-release-keys", *tls, *self.extra,
             ]  # fmt: skip
 
         self.child = ChildServer(

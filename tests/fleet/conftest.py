@@ -165,7 +165,9 @@ class Fleet:
 
 @pytest.fixture
 def fleet_settings(tmp_path: Path, db_url: str) -> FleetSettings:
-    return FleetSettings(db_url=db_url, data_dir=tmp_path / "data", poll_interval_s=30.0)
+    return FleetSettings(
+        db_url=db_url, data_dir=tmp_path / "data", poll_interval_s=30.0, create_release_keys=True
+    )
 
 
 @pytest.fixture
@@ -182,6 +184,7 @@ def sqlite_fleet(tmp_path: Path) -> Iterator[Fleet]:
         db_url=f"sqlite:///{tmp_path / 'fleet.db'}",
         data_dir=tmp_path / "data",
         poll_interval_s=30.0,
+        create_release_keys=True,
     )
     with TestClient(create_app(settings)) as client:
         yield Fleet(settings, client, tmp_path)

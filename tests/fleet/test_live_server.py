@@ -40,6 +40,7 @@ class LiveServer:
                 sys.executable, "-m", "edgeloop.cli.server",
                 "--db", db, "--data", str(data),
                 "--host", "127.0.0.1", "--port", str(port), "--poll-interval", "5",
+                "--create-release-keys",
             ]  # fmt: skip
 
         self.child = ChildServer(argv, log, fleet_ready(data / "admin-token"))
@@ -128,7 +129,9 @@ def test_a_device_goes_from_enrollment_to_a_decrypted_model_over_http(
     # push a version to the registry the server reads, then publish it with the admin CLI
     from edgeloop.fleet import FleetSettings
 
-    settings = FleetSettings(db_url=live_server.db, data_dir=live_server.data)
+    settings = FleetSettings(
+        db_url=live_server.db, data_dir=live_server.data, create_release_keys=True
+    )
     fleet_on(settings, None).push("kws", 1, {"fp32": {}, "int8": {"isa": ["avx512_vnni"]}})
     out = admin("publish", "kws@1", "--desired")
     assert "published kws@1: fp32, int8" in out and "kws@production -> 1" in out

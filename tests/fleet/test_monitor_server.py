@@ -35,7 +35,7 @@ def mfleet(tmp_path: Path, db_url: str) -> Iterator[Fleet]:
     settings = FleetSettings(
         db_url=db_url, data_dir=tmp_path / "data",
         poll_interval_s=30.0, monitor_interval_s=0, monitor_raise_after=2,
-        monitor_clear_after=2, monitor_pause_rollouts=True,
+        monitor_clear_after=2, monitor_pause_rollouts=True, create_release_keys=True,
     )
     with TestClient(create_app(settings)) as client:
         yield Fleet(settings, client, tmp_path)

@@ -375,7 +375,9 @@ def test_a_policy_loader_and_extra_routers_plug_into_the_app(tmp_path: Any, flee
 
     extra = APIRouter()
     extra.add_api_route("/dashboard/ping", lambda: {"pong": True})
-    settings = FleetSettings(db_url=f"sqlite:///{tmp_path / 'p.db'}", data_dir=tmp_path / "d")
+    settings = FleetSettings(
+        db_url=f"sqlite:///{tmp_path / 'p.db'}", data_dir=tmp_path / "d", create_release_keys=True
+    )
     with TestClient(create_app(settings, policy_loader=loader, routers=[extra])) as client:
         fleet = fleet_on(settings, client)
         canary = fleet.device(labels={"ring": "canary"})

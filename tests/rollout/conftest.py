@@ -212,7 +212,9 @@ def live_app(rollout_db: RolloutDB) -> Iterator[Any]:
     from _live import serve_app
     from edgeloop.fleet import FleetSettings, create_app
 
-    app = create_app(FleetSettings(rollout_db.url, rollout_db.data, poll_interval_s=2.0))
+    app = create_app(FleetSettings(
+            rollout_db.url, rollout_db.data, poll_interval_s=2.0, create_release_keys=True
+        ))
     token = (rollout_db.data / "admin-token").read_text().strip()
     with serve_app(app) as url:
         yield url, token

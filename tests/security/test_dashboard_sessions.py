@@ -127,7 +127,9 @@ def test_failed_sign_ins_are_throttled_per_client(tmp_path):
 
 
 def test_the_cookie_is_secure_when_the_server_speaks_tls(tmp_path: Path):
-    settings = FleetSettings(db_url=f"sqlite:///{tmp_path / 'f.db'}", data_dir=tmp_path / "d")
+    settings = FleetSettings(
+        db_url=f"sqlite:///{tmp_path / 'f.db'}", data_dir=tmp_path / "d", create_release_keys=True
+    )
     with TestClient(create_app(settings), base_url="https://testserver") as client:
         token = settings.admin_token_path.read_text().strip()
         r = client.post("/dashboard/login", data={"token": token}, follow_redirects=False)

@@ -119,3 +119,31 @@ def test_export_refuses_a_directory_that_holds_keys(tmp_path: Path, cli):
     r = cli("keys", "online", "--dir", "keys", "--to", "data/keys")
 
     assert r.returncode != 0 and "already holds keys" in r.stderr + r.stdout
+
+
+def test_a_server_on_an_empty_data_dir_makes_only_online_keys_and_says_what_to_run(
+    tmp_path: Path, cli
+):
+    r = cli("server", "--data", "data", "--port", str(free_port()))
+
+    out = r.stderr + r.stdout
+    assert r.returncode != 0 and "Traceback" not in out
+    assert "edgeloop keys init" in out and "edgeloop keys online --dir KEYS --to" in out
+    made = {p.relative_to(tmp_path / "data").as_posix() for p in (tmp_path / "data").rglob("*")}
+    assert made == {"admin-token", "director.pem", "director.pub.pem"}
+    assert not (tmp_path / "data" / "keys").exists() and not (tmp_path / "data" / "tuf").exists()
+
+
+def test_create_release_keys_makes_every_key_on_the_server_and_warns(tmp_path: Path):
+    srv = FleetServer(tmp_path / "data", f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path)
+    srv.start()  # FleetServer passes --create-release-keys (the trial server tests run)
+    try:
+        health = httpx.get(srv.url + "/healthz")
+    finally:
+        srv.stop()
+
+    keys = {p.name for p in (tmp_path / "data" / "keys").iterdir()}
+    log = (tmp_path / "server.log").read_text()
+    assert health.status_code == 200
+    assert set(PRIVATE_RELEASE_SIDE) <= keys
+    assert "warning:" in log and "holds the offline root, targets and release keys" in log

@@ -130,7 +130,9 @@ def test_a_failing_timestamp_refresh_is_logged_and_retried(tmp_path, monkeypatch
 
     monkeypatch.setattr("edgeloop.fleet._app.refresh_timestamp_if_due", broken)
     monkeypatch.setattr("edgeloop.fleet._app._TIMESTAMP_CHECK_S", 0.05)
-    settings = FleetSettings(db_url=f"sqlite:///{tmp_path / 'f.db'}", data_dir=tmp_path / "d")
+    settings = FleetSettings(
+        db_url=f"sqlite:///{tmp_path / 'f.db'}", data_dir=tmp_path / "d", create_release_keys=True
+    )
     with caplog.at_level(logging.ERROR, logger="edgeloop.fleet"), TestClient(create_app(settings)):
         deadline = time.monotonic() + 10
         while len(calls) < 3 and time.monotonic() < deadline:

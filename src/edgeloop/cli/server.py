@@ -29,7 +29,16 @@ def server(
         "created with a fresh token if missing).",
     ),
     keys: Path | None = typer.Option(
-        None, "--keys", help="Release keys directory (default DATA/keys; created if missing)."
+        None,
+        "--keys",
+        help="The server's release keys (default DATA/keys), from `edgeloop keys online` "
+        "on the build machine.",
+    ),
+    create_release_keys: bool = typer.Option(
+        False,
+        "--create-release-keys",
+        help="With no keys yet, make every key here, the offline root, targets and release "
+        "keys included (a trial server; a fleet keeps them on the build machine).",
     ),
     alias: str = typer.Option(
         "production", "--alias", help="Registry alias that names each model's desired version."
@@ -69,7 +78,7 @@ def server(
 
     import uvicorn
 
-    from edgeloop.cli._console import console
+    from edgeloop.cli._console import console, err_console
     from edgeloop.db import default_data_dir
     from edgeloop.errors import InputError
     from edgeloop.fleet import (
@@ -103,10 +112,20 @@ def server(
         monitor_interval_s=monitor_interval,
         monitor_webhook_url=monitor_webhook,
         monitor_pause_rollouts=monitor_pause_rollouts,
+        create_release_keys=create_release_keys,
     )
     secrets = prepare_data_dir(settings)
     for path in secrets.created:
         console.print(f"created {path}")
+    if settings.keys_path in secrets.created:
+        err_console.print(
+            f"warning: {settings.keys_path} holds the offline root, targets and release keys "
+            "(--create-release-keys): a trial server; a fleet keeps them on the build machine "
+            "(docs/security.md)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,  # one line, whatever the terminal's width
+        )
     console.print(f"admin token: {settings.admin_token_path} (0600)")
     console.print(f"director key: {settings.director_path} (0600)")
     console.print(f"release keys: {settings.keys_path}")

@@ -58,6 +58,9 @@ class DemoServer:
         args = [sys.executable, "-m", "edgeloop", "server", "--db", self.db_url]
         args += ["--data", str(self.data), "--port", str(self.port)]
         args += ["--poll-interval", str(self.poll_interval)]
+        # the demo publishes through POST /v1/admin/releases, which signs the targets metadata
+        # on the server: a trial server that holds every key (docs/security.md, "Fleet trust")
+        args += ["--create-release-keys"]
         args += ["--tls-cert", str(self.ca.cert_pem), "--tls-key", str(self.ca.key_pem)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

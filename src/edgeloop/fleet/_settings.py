@@ -6,8 +6,12 @@
       admin-token        0600  the admin API's bearer token
       director.pem       0600  Ed25519: signs assignments (the TUF root names its public key)
       director.pub.pem         its public key, for `edgeloop keys director` on the build side
-      keys/              the release keys directory (``edgeloop.update.init_keys``): TUF roles,
-                         release.pem (signs bundles), fleet.pem (X25519, bundles encrypt to it)
+      keys/              the server's part of the release keys (``edgeloop keys online`` on the
+                         build machine): root.json, snapshot/timestamp keys, fleet.pem (X25519,
+                         bundles encrypt to it), release.pub.pem; the root, targets and release
+                         private keys stay on the build side. Only with ``create_release_keys``
+                         (``edgeloop server --create-release-keys``, a trial server) does the
+                         server make every key here itself (``edgeloop.update.init_keys``).
       tuf/metadata/ tuf/targets/   the TUF repository devices fetch from
       blobs/             the registry's files (when the registry shares this data dir)
 
@@ -66,6 +70,9 @@ class FleetSettings:
     report_limit_bytes: int = 1 << 20
     report_retention_s: float = 7 * 86400.0  # telemetry older than this is swept
     migrate: bool = True
+    # an empty keys dir: make every release key here (root, targets, release included) instead
+    # of refusing; a trial server only (docs/security.md, "Fleet trust")
+    create_release_keys: bool = False
     # agent builds (sha256 of the agent's files) allowed to enroll and check in; empty: any
     agent_builds: tuple[str, ...] = ()
     # monitoring (docs/monitor.md): each evaluation merges the sketches of the last
@@ -143,7 +150,12 @@ def _read_token(path: Path) -> str:
 
 
 def prepare_data_dir(settings: FleetSettings) -> FleetSecrets:
-    """Load the server's secrets, generating the missing ones (0600) on first start."""
+    """Load the server's secrets, generating the missing online ones (0600) on first start.
+
+    The server makes its admin token and director key. The release keys come from the build
+    side (``edgeloop keys online``); without them the start is refused with what to run there,
+    unless ``settings.create_release_keys`` (then every key is made here, as a trial server).
+    """
     created: list[Path] = []
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     token_path = settings.admin_token_path
@@ -159,6 +171,13 @@ def prepare_data_dir(settings: FleetSettings) -> FleetSecrets:
         save_public_key(public, director)
     keys = settings.keys_path
     if not (keys / "root.json").exists():
+        if not settings.create_release_keys:
+            raise InputError(
+                f"no release keys in {str(keys)!r}: on the build machine run `edgeloop keys "
+                f"init --dir KEYS` then `edgeloop keys online --dir KEYS --to {keys} --repo "
+                f"{settings.tuf_path}` (or `edgeloop server --create-release-keys` for a trial "
+                "server that holds every key)"
+            )
         init_keys(keys, director_public_key=director.public_key())
         created.append(keys)
     ring = KeyRing(keys)
