@@ -3,16 +3,12 @@ one line with the figure) and starts one that does not."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 from edgeloop.artifacts import ModelCard
 from edgeloop.bundle import load_public_key, load_signing_key, pack
 from edgeloop.registry import Registry
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
-from test_suites import linear_model, suite_file  # noqa: E402
+from suite_models import linear_model, suite_file
 
 
 def _release(fleet: Any, version: int, bias: tuple[float, float]) -> None:
