@@ -22,7 +22,28 @@ ANSWERS: dict[str, Any] = {
     "/v1/admin/releases": {"releases": []},
     "/v1/admin/rollouts?limit=100": {"rollouts": []},
     "/v1/admin/monitor/status?model=kws&version=3": {"alerts": [], "events": []},
+    "/v1/admin/monitor/status?model=kws": {
+        "alerts": [],
+        "events": [],
+        "degradation": [
+            {
+                "model": "kws",
+                "version": 2,
+                "cohort": "region=north",
+                "selftest_failures": 1.0,
+                "degrading": ["error_rate", "selftest"],
+                "buckets": [
+                    {"error_rate": 0.001, "p99_ms": 10.0},
+                    {"error_rate": 0.05, "p99_ms": 11.0},
+                ],
+            },
+        ],
+    },
 }
+REGRESSION = (
+    "kws@2 regresses against kws@1 (production) on its evaluation suite: accuracy on "
+    "region=north 0.5000 vs 1.0000, a drop of 0.5000 beyond the budget 0.0100"
+)
 
 
 class _Admin(BaseHTTPRequestHandler):
@@ -33,6 +54,13 @@ class _Admin(BaseHTTPRequestHandler):
             self._answer(401, {"detail": "admin API needs 'Authorization: Bearer <admin token>'"})
         elif self.path in ANSWERS:
             self._answer(200, ANSWERS[self.path])
+        else:
+            self._answer(404, {"detail": f"no route {self.path}"})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/v1/admin/rollouts":
+            self._answer(409, {"detail": REGRESSION})
         else:
             self._answer(404, {"detail": f"no route {self.path}"})
 
@@ -106,3 +134,20 @@ def test_a_refused_admin_request_is_one_auth_error_line(admin_url: str) -> None:
     assert r.returncode != 0
     assert any("GET /v1/admin/devices -> 401" in line for line in errors), errors
     assert names & SERVER_ONLY == set()
+
+
+def test_monitor_status_shows_the_degradation_trends(admin_url: str) -> None:
+    r, _names = _run(["monitor", "--server", admin_url, "status", "kws"])
+
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "0.0010 -> 0.0500" in text and "10.0 -> 11.0" in text
+    assert "error_rate, selftest" in text
+
+
+def test_rollout_start_of_a_regressing_version_exits_80_with_the_figure(admin_url: str) -> None:
+    r, _names = _run(["rollout", "--server", admin_url, "start", "kws@2"])
+
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
+    assert r.returncode == 80
+    assert any("409" in line and REGRESSION in line for line in errors), errors

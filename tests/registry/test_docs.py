@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeloop.artifacts import LineageRef, ModelCard, sha256_file
@@ -37,6 +38,10 @@ def test_registry_page_commands_run(
         sha256=sha256_file(int8),
         lineage=(LineageRef(role="source_model", sha256=sha256_file(base)),),
     ).save(tmp_path / "kws-int8.card.json")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 4)).astype(np.float32)  # run one row at a time: [1, 4]
+    region = np.array(["north", "south"] * 30)
+    np.savez(tmp_path / "holdout.npz", x=x, y=x.argmax(axis=1), region=region)
     env = {"EDGELOOP_DATA": str(tmp_path / "data"), "EDGELOOP_DB": f"sqlite:///{tmp_path}/r.db"}
 
     outputs = {}
@@ -51,7 +56,10 @@ def test_registry_page_commands_run(
     assert "kws@1" in outputs["registry lineage kws@2"]
     assert "kws@2" in outputs["registry lineage kws@1"]  # --derived
     assert (tmp_path / "kws-live.onnx").read_bytes() == base.read_bytes()
-    assert "all 2 stored artifact(s) match" in outputs["registry verify"]
+    assert "kws@2 region=north: 1.0000 (30 rows)" in " ".join(
+        outputs["registry suite run"].split()
+    )
+    assert "all 3 stored artifact(s) match" in outputs["registry verify"]
     assert "would delete 0" in outputs["registry gc --dry-run"]
 
 

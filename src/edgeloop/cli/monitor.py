@@ -58,6 +58,16 @@ def status(
          _num(a["detail"].get("metrics", {}).get("est_accuracy")))
         for a in st["alerts"]
     ]
+    trends = [
+        (f"{d['model']}@{d['version']}", d["cohort"], str(len(d["buckets"])),
+         _change(d["buckets"], "error_rate", 4), _change(d["buckets"], "p99_ms", 1),
+         f"{d['selftest_failures']:g}", ", ".join(d["degrading"]) or "-")
+        for d in st.get("degradation", [])
+    ]
+    if trends:
+        table("degradation (first -> last window)",
+              ["version", "cohort", "windows", "error rate", "p99 ms", "self-test fails",
+               "worse"], trends)
     if not rows:
         console.print("no monitoring results yet", highlight=False)
         return
@@ -67,6 +77,14 @@ def status(
         table("events", ["at", "version", "cohort", "event"],
               [(e["at"], f"{e['model']}@{e['version']}", e["cohort"], e["event"])
                for e in st["events"][:10]])
+
+
+def _change(buckets: list[dict[str, Any]], key: str, digits: int) -> str:
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    first, last = buckets[0].get(key), buckets[-1].get(key)
+    return fmt(first) if len(buckets) == 1 else f"{fmt(first)} -> {fmt(last)}"
 
 
 @app.command("report")

@@ -515,3 +515,55 @@ def gc(
     console.print(f"{verb} {len(gone)} unreferenced file(s)")
     for sha in gone:
         console.print(f"  {sha}")
+
+
+suite_app = typer.Typer(
+    help="Evaluation suites: held-out data every pushed version is scored on.",
+    no_args_is_help=True,
+)
+app.add_typer(suite_app, name="suite")
+
+
+@suite_app.command("add")
+def suite_add(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="Model name."),
+    data_file: Path = typer.Option(..., "--data-file", "-f", help=".npz with x, y (and segment)."),
+    segment_key: str | None = typer.Option(
+        None, "--segment-key", help="Array in the .npz naming each row's segment (e.g. region)."
+    ),
+    metric: str = typer.Option("accuracy", "--metric", help="accuracy or macro_f1."),
+    max_drop: float = typer.Option(
+        0.01, "--max-drop", help="Largest drop against production a rollout may show."
+    ),
+    db: str | None = _db_opt(),
+    data: Path | None = _data_opt(),
+) -> None:
+    """Register MODEL's evaluation suite and score the versions its aliases point to."""
+    from edgeloop.cli._console import console
+
+    with _open(ctx, db, data) as reg:
+        s = reg.set_suite(
+            model, data_file, segment_key=segment_key, metric=metric, max_drop=max_drop
+        )
+    seg = f", segments by {s.segment_key}" if s.segment_key else ""
+    console.print(
+        f"suite of {s.model}: data sha256 {s.data_sha256[:16]}, {s.metric} may drop at most "
+        f"{s.max_drop:g}{seg}"
+    )
+
+
+@suite_app.command("run")
+def suite_run(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="NAME@VERSION or NAME@ALIAS to score."),
+    db: str | None = _db_opt(),
+    data: Path | None = _data_opt(),
+) -> None:
+    """Score a version on its model's suite and record the result (push does this itself)."""
+    from edgeloop.cli._console import console
+
+    with _open(ctx, db, data) as reg:
+        scores = reg.run_suite(ref)
+    for slice_, (value, rows) in scores.items():
+        console.print(f"{ref} {slice_}: {value:.4f} ({rows} rows)")

@@ -4,8 +4,9 @@ Service layer (SQLAlchemy, Alembic). The registry (``edgeloop.registry``), the f
 its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here on one
 :class:`Base` and created by one Alembic chain shipped inside this package
 (``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
-``0005_dashboard_sessions`` -> ``0006_monitor``; the revision ids are stored in every existing
-database and never change). SQLite is the embedded default, PostgreSQL is chosen by URL.
+``0005_dashboard_sessions`` -> ``0006_monitor`` -> ``0007_eval_suites``; the revision ids
+are stored in every existing database and never change). SQLite is the embedded default,
+PostgreSQL is chosen by URL.
 
 The row classes are the schema, not an API: the packages that own each table (registry, fleet)
 read and write them inside their own transactions and hand dataclasses to everyone else.
@@ -63,6 +64,7 @@ from edgeloop.db._registry_tables import (
     AliasRow,
     BlobRow,
     BundleRow,
+    EvalSuiteRow,
     EvaluationRow,
     LineageRow,
     ModelRow,
@@ -89,6 +91,7 @@ __all__ = [
     "BundleRow",
     "DashboardSessionRow",
     "DeviceRow",
+    "EvalSuiteRow",
     "EvaluationRow",
     "LineageRow",
     "LoginFailureRow",

@@ -8,9 +8,10 @@
                      │        └──< lineage_refs   (the ModelCard's lineage, indexed by sha256)
                      └──< aliases                 (name -> version, one row per alias)
     models ──< alias_events                       (every move of an alias: who, when, why)
+    models ──  eval_suites                        (held-out data blob, segment key, budget)
 
-The schema is created by the Alembic revision ``0001_registry``; a test checks that the two
-agree.
+The schema is created by the Alembic revisions ``0001_registry`` (``eval_suites``:
+``0007_eval_suites``); a test checks that the two agree.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "AliasRow",
     "BlobRow",
     "BundleRow",
+    "EvalSuiteRow",
     "EvaluationRow",
     "LineageRow",
     "ModelRow",
@@ -135,6 +137,21 @@ class AliasEventRow(Base):
     created_at: Mapped[datetime] = mapped_column(_WHEN)
 
 
+class EvalSuiteRow(Base):
+    """A model's evaluation suite: held-out data every pushed version is scored on."""
+
+    __tablename__ = "eval_suites"
+    model_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    data_sha256: Mapped[str] = mapped_column(sa.ForeignKey("blobs.sha256"), index=True)
+    segment_key: Mapped[str | None] = mapped_column(_NAME, nullable=True)
+    metric: Mapped[str] = mapped_column(_NAME)
+    max_drop: Mapped[float] = mapped_column(sa.Float)
+    updated_at: Mapped[datetime] = mapped_column(_WHEN)
+    updated_by: Mapped[str] = mapped_column(_NAME)
+
+
 REGISTRY_TABLES = frozenset(
     t.__tablename__
     for t in (
@@ -146,5 +163,6 @@ REGISTRY_TABLES = frozenset(
         LineageRow,
         AliasRow,
         AliasEventRow,
+        EvalSuiteRow,
     )
 )

@@ -22,10 +22,17 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy.orm import Session
 
-from edgeloop.db import MonitorReferenceRow, RolloutRow, read_session, write_session
+from edgeloop.db import (
+    MonitorReferenceRow,
+    ReportRow,
+    RolloutRow,
+    read_session,
+    write_session,
+)
 from edgeloop.errors import RolloutError
 from edgeloop.fleet import _monitor_store as ms
 from edgeloop.fleet import _rollout_store as rs
+from edgeloop.fleet._degradation import degradation
 from edgeloop.fleet._http import (
     JSON_BODY,
     ServerContext,
@@ -38,6 +45,8 @@ from edgeloop.fleet._store import Refused
 from edgeloop.monitor.drift import AlertPolicy
 
 __all__ = ["Monitor", "parse_since", "post_with_retries"]
+
+DEGRADATION_SPAN = 24  # trends over the last 24 monitoring windows (a day at the default hour)
 
 _log = logging.getLogger("edgeloop.fleet.monitor")
 WEBHOOK_ATTEMPTS = 4
@@ -166,14 +175,29 @@ class Monitor:
         engine = self.ctx.engine
         router = APIRouter(prefix="/v1/admin/monitor", dependencies=[Depends(require_admin)])
 
-        @router.get("/status", summary="Alerts (active first) and recent alert events")
+        @router.get("/status", summary="Alerts (active first), recent alert events, and "
+                    "latency, error and self-test trends per version and cohort")
         def status(model: str | None = None, version: int | None = None) -> dict[str, Any]:
+            now = utc_now()
+            window = self.ctx.settings.monitor_window_s
             with read_session(engine) as s:
                 alerts = ms.alerts(s, model, version)
                 alerts.sort(key=lambda a: (not a["active"], a["model"], a["version"],
                                            a["cohort"]))
+                since = now - timedelta(seconds=DEGRADATION_SPAN * window)
+                models = [model] if model is not None else sorted(
+                    m for m in s.scalars(
+                        sa.select(ReportRow.model).where(ReportRow.received_at >= since)
+                        .distinct()
+                    ) if m is not None
+                )
+                trends = [
+                    t for m in models
+                    for t in degradation(s, m, version, now, since_s=DEGRADATION_SPAN * window,
+                                         bucket_s=window)
+                ]
                 return {"alerts": alerts, "events": ms.events(s, model, 50),
-                        "webhook": self.webhook_log[-20:]}
+                        "webhook": self.webhook_log[-20:], "degradation": trends}
 
         @router.post("/evaluate", openapi_extra=JSON_BODY, summary="Evaluate now")
         def evaluate(body: bytes = Depends(raw_body)) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import DeviceProfile, RolloutPlan
 from edgeloop.db import DeviceRow, ReportRow, RolloutCheckRow, RolloutEventRow, RolloutRow
-from edgeloop.errors import EdgeloopError, RolloutError
+from edgeloop.errors import EdgeloopError, RegistryError, RolloutError
 from edgeloop.fleet._canary import cohort_matches, device_hash, parse_cohort, stage_cut
 from edgeloop.fleet._director import DeviceState, FleetState, Policy, default_policy
 from edgeloop.fleet._gates import (
@@ -47,7 +47,7 @@ from edgeloop.fleet._machine import (
 from edgeloop.fleet._monitor_store import group_metrics
 from edgeloop.fleet._store import desired_versions, list_releases
 from edgeloop.protocol import Release, iso_time
-from edgeloop.registry import set_alias
+from edgeloop.registry import set_alias, suite_regression
 
 __all__ = [
     "CANARY_ALIAS",
@@ -163,6 +163,12 @@ def start_rollout(
         )
     if current == version:
         raise RolloutError(f"{model}@{version} is already the {alias!r} version")
+    try:  # continuous evaluation: the candidate against the alias's version on the model's suite
+        worse = suite_regression(s, model, version, current)
+    except RegistryError as e:
+        raise RolloutError(f"{model}@{version} refused: {e}") from e
+    if worse is not None:
+        raise RolloutError(worse.message(alias))
     busy = s.scalars(
         sa.select(RolloutRow.id).where(RolloutRow.model == model, RolloutRow.state.in_(IN_EFFECT))
     ).first()

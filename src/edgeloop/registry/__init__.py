@@ -35,6 +35,14 @@ from edgeloop.registry._ops import (
     resolve,
 )
 from edgeloop.registry._registry import BundleSpec, Registry, bundle_manifest, default_actor
+from edgeloop.registry._suites import (
+    SUITE_DATASET,
+    SUITE_METRICS,
+    EvalSuite,
+    Regression,
+    get_suite,
+    suite_regression,
+)
 from edgeloop.registry._types import (
     AliasEvent,
     BlobInfo,
@@ -54,10 +62,14 @@ __all__ = [
     "BlobStore",
     "BundleInfo",
     "BundleSpec",
+    "EvalSuite",
     "Evaluation",
     "LineageNode",
     "ModelInfo",
     "Registry",
+    "Regression",
+    "SUITE_DATASET",
+    "SUITE_METRICS",
     "VersionInfo",
     "bundle_manifest",
     "add_evaluation",
@@ -66,6 +78,7 @@ __all__ = [
     "derived_from",
     "find_versions",
     "get_model",
+    "get_suite",
     "get_version",
     "lineage",
     "list_models",
@@ -75,4 +88,5 @@ __all__ = [
     "remove_alias",
     "resolve",
     "set_alias",
+    "suite_regression",
 ]

@@ -24,7 +24,7 @@ from edgeloop.db import (
     write_session,
 )
 from edgeloop.errors import BundleFormatError, RegistryError
-from edgeloop.registry import _aliases, _ops
+from edgeloop.registry import _aliases, _ops, _suites
 from edgeloop.registry._blobs import BlobStore
 from edgeloop.registry._lineage import derived_from, lineage
 from edgeloop.registry._types import (
@@ -151,6 +151,7 @@ class Registry:
                 f"card {str(card_file)!r} describes sha256 {card.sha256}, but "
                 f"{str(model_file)!r} has sha256 {artifact.sha256}: is it the card of another file?"
             )
+        suite, scores = self._score_new(artifact.sha256, name)
         stored = []
         for path, variant, reqs in bundles:
             manifest = bundle_manifest(path)
@@ -179,6 +180,8 @@ class Registry:
                             requirements=reqs,
                             actor=actor,
                         )
+                    if suite is not None:
+                        _suites.record_suite(s, name, info.version, suite, scores, actor)
                     if alias is not None:
                         _aliases.set_alias(s, name, alias, info.version, reason=reason, actor=actor)
                     return _ops.get_version(s, name, info.version)
@@ -187,6 +190,89 @@ class Registry:
                 if attempt == _RETRIES - 1:
                     raise RegistryError(f"cannot push {name!r}: {e.orig}") from e
         raise AssertionError("unreachable")
+
+    def _score_new(
+        self, model_sha256: str, name: str
+    ) -> tuple[_suites.EvalSuite | None, dict[str, tuple[float, int]]]:
+        """The model's suite and a new model file's scores on it (before the version exists,
+        so a file that cannot be scored on its model's suite is refused, nothing written)."""
+        with read_session(self.engine) as s:
+            suite = _suites.get_suite(s, name)
+        if suite is None:
+            return None, {}
+        data = self.blobs.read(suite.data_sha256)
+        scores = _suites.score_suite(
+            self.blobs.path(model_sha256), data, suite.segment_key, suite.metric
+        )
+        return suite, scores
+
+    def set_suite(
+        self,
+        name: str,
+        data_file: str | Path,
+        *,
+        segment_key: str | None = None,
+        metric: str = "accuracy",
+        max_drop: float = 0.01,
+        actor: str | None = None,
+    ) -> _suites.EvalSuite:
+        """Register ``name``'s evaluation suite (an ``.npz`` with ``x``, ``y`` and optionally
+        the ``segment_key`` column) and score the versions its aliases point to on it.
+
+        Every version pushed from then on is scored on it; ``rollout start`` holds a version to
+        at most ``max_drop`` below production, overall and in every segment.
+        """
+        actor = actor or default_actor()
+        raw = Path(data_file).read_bytes() if Path(data_file).is_file() else None
+        if raw is None:
+            raise RegistryError(f"evaluation suite {str(data_file)!r}: no such file")
+        _suites.load_suite_data(raw, segment_key, repr(str(data_file)))
+        blob = self.blobs.put_file(data_file, "application/x-npz")
+        with self._write(f"registering the evaluation suite of {name!r}") as s:
+            suite = _suites.set_suite(
+                s,
+                name,
+                blob,
+                segment_key=segment_key,
+                metric=metric,
+                max_drop=max_drop,
+                actor=actor,
+            )
+            aliased = sorted(set(_ops.get_model(s, name).aliases.values()))
+        for version in aliased:
+            self.run_suite(f"{name}@{version}", actor=actor)
+        return suite
+
+    def get_suite(self, name: str) -> _suites.EvalSuite | None:
+        with read_session(self.engine) as s:
+            return _suites.get_suite(s, name)
+
+    def run_suite(self, ref: str, *, actor: str | None = None) -> dict[str, tuple[float, int]]:
+        """Score the version ``ref`` names on its model's suite and record it;
+        ``{slice: (value, rows)}``."""
+        with read_session(self.engine) as s:
+            v = self._resolve(s, ref)
+            suite = _suites.get_suite(s, v.model)
+        if suite is None:
+            raise RegistryError(
+                f"model {v.model!r} has no evaluation suite; add one: edgeloop registry suite "
+                f"add {v.model} --data FILE.npz"
+            )
+        scores = _suites.score_suite(
+            self.blobs.path(v.artifact.sha256),
+            self.blobs.read(suite.data_sha256),
+            suite.segment_key,
+            suite.metric,
+        )
+        with self._write(f"recording the suite scores of {ref}") as s:
+            _suites.record_suite(s, v.model, v.version, suite, scores, actor or default_actor())
+        return scores
+
+    def suite_regression(
+        self, name: str, candidate: int, baseline: int
+    ) -> _suites.Regression | None:
+        with read_session(self.engine) as s:
+            return _suites.suite_regression(s, name, candidate, baseline)
 
     def add_bundle(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgeloop.runtime import metrics
 from edgeloop.runtime._bench import BenchResult, GraphCounter, GraphFigures, benchmark
 from edgeloop.runtime._card import card_path, describe_model
-from edgeloop.runtime._evaluate import TASKS, evaluate, run_batched
+from edgeloop.runtime._evaluate import TASKS, evaluate, run_batched, score
 from edgeloop.runtime._feeds import parse_shape_overrides, synthesize_inputs, validate_feeds
 from edgeloop.runtime._offline import save_optimized
 from edgeloop.runtime._parity import check_parity
@@ -30,6 +30,7 @@ __all__ = [
     "resolve_providers",
     "run_batched",
     "save_optimized",
+    "score",
     "synthesize_inputs",
     "validate_feeds",
 ]
