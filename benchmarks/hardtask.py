@@ -102,11 +102,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.n, args.epochs, args.seeds = 400, 1, args.seeds[:1]
-    opts = {
-        k: v
-        for k, v in (("n", args.n), ("difficulty", args.difficulty))
-        if v is not None
-    }
+    opts = {k: v for k, v in (("n", args.n), ("difficulty", args.difficulty)) if v is not None}
     jobs = [(w, s) for s in args.seeds for w in args.widths]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:

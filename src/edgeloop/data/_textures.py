@@ -5,9 +5,9 @@ four fills (solid, stripes, checks, dots), 16 classes. A model must find the sha
 *and* read the fill inside it, against a background drawn from the same four fills, so
 neither cue alone settles the class. Labels are exact (no label noise): what makes the task
 hard is the inputs, and one ``difficulty`` knob (0-1) scales every nuisance together: at 0
-the fills are coarse and high-contrast on a plain background; towards 1 the patterns get
-finer and fainter, the background clutter stronger, occluding bars more frequent, shapes
-turn further and pixel noise and contrast changes grow.
+the fills are coarse, upright and high-contrast on a plain background; towards 1 the
+patterns get finer, fainter and turn further, the background clutter gets stronger,
+occluding bars more frequent, shapes turn further and pixel noise and contrast changes grow.
 
 :func:`sensor_shift` turns inputs into what a different sensor would record (gain, contrast,
 colour cast, blur, noise), with one ``severity`` knob, for covariate-shift experiments.
@@ -27,7 +27,7 @@ __all__ = ["DEFAULT_DIFFICULTY", "TEXTURE_CLASSES", "sensor_shift", "textures_ar
 Pattern = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 # chosen so that the zoo MobileNet (width 0.25, default training) lands between 80 and 95 %
-DEFAULT_DIFFICULTY = 0.5
+DEFAULT_DIFFICULTY = 0.2
 
 
 def _box(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -60,7 +60,11 @@ class _Nuisance:
 
     @property
     def period(self) -> tuple[float, float]:  # the fills' period range, pixels
-        return 10.0 - 4.0 * self.d, 12.0
+        return 6.0 - 2.0 * self.d, 8.0
+
+    @property
+    def angle(self) -> float:  # the fills' stripes turn by up to +- this angle (radians)
+        return np.pi / 2 * self.d
 
     @property
     def fill_contrast(self) -> float:  # the fill pattern's contrast (1: full colour gap)
@@ -99,10 +103,11 @@ def _texture(
     yy: np.ndarray,
     rng: np.random.Generator,
     period: tuple[float, float],
+    turn: float,
 ) -> np.ndarray:
     """One texture per image (``kind`` indexes ``_TEXTURES``), values in [0, 1], (k, H, W)."""
     k = len(kind)
-    angle = rng.uniform(0.0, np.pi, (k, 1, 1)).astype(np.float32)
+    angle = rng.uniform(-turn, turn, (k, 1, 1)).astype(np.float32)
     freq = (2 * np.pi / rng.uniform(*period, (k, 1, 1))).astype(np.float32)
     phase = rng.uniform(0.0, 2 * np.pi, (k, 2, 1, 1)).astype(np.float32)
     ca, sa = np.cos(angle), np.sin(angle)
@@ -165,8 +170,8 @@ def textures_arrays(
         v = dy * np.cos(rot) - dx * np.sin(rot)
         mask = shape_fn(u, v).astype(np.float32)[:, None]  # (k, 1, H, W)
         # the fill is this class's texture; the background any texture, in other colours
-        fill = _texture(np.full(k, c % n_tex), xx, yy, rng, period)[:, None]
-        back = _texture(rng.integers(0, n_tex, k), xx, yy, rng, period)[:, None]
+        fill = _texture(np.full(k, c % n_tex), xx, yy, rng, period, nu.angle)[:, None]
+        back = _texture(rng.integers(0, n_tex, k), xx, yy, rng, period, nu.angle)[:, None]
         f0, f1 = _colours(k, rng, FILL_GAP)
         b0, b1 = _colours(k, rng, BACK_GAP)
         # the fill's pattern fades towards its mean colour; the background's towards b0
