@@ -1,7 +1,8 @@
 """Hard-task benchmark: how the zoo MobileNet scores on the generated ``textures`` dataset.
 
-The ``textures`` task (16 classes: 4 outlines x 4 fill textures, on textured clutter with
-occluders, colour, contrast and noise variation; train/val/test 7000/1000/2000) exists so
+The ``textures`` task (16 classes: 4 outlines x 4 fills, on textured clutter with occluders,
+colour, contrast and noise variation, all scaled by one ``difficulty`` knob; train/val/test
+7000/1000/2000) exists so
 that optimization costs show: fp32 should sit between 80 and 95 % test accuracy, and the task
 should be hard through its inputs, so a model twice as wide scores at least 3 points higher.
 
@@ -14,7 +15,7 @@ covariate shift the drift experiments apply), without retraining.
     python benchmarks/hardtask.py                    # widths 0.25 and 0.5, seeds 0 1 2
     python benchmarks/hardtask.py --jobs 6           # the six runs side by side (6 cores)
     python benchmarks/hardtask.py --quick            # a smoke run: tiny data, one epoch
-    python benchmarks/hardtask.py --clutter 0.3      # tune: stronger background texture
+    python benchmarks/hardtask.py --difficulty 0.6   # tune: the dataset's one nuisance knob
 
 Prints a table (mean and standard deviation over seeds) and writes
 ``benchmarks/results/hardtask.json`` with every run; ``BENCH_LOAD_BEFORE`` (e.g. the output of
@@ -92,19 +93,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=None, help="default: the arch's own (10)")
     ap.add_argument("--n", type=int, default=None, help="dataset size (default 10000)")
-    ap.add_argument("--clutter", type=float, default=None, help="dataset option (default 0.15)")
-    ap.add_argument("--occlusion", type=float, default=None, help="dataset option (default 0.25)")
+    ap.add_argument(
+        "--difficulty", type=float, default=None, help="dataset option (default: the dataset's)"
+    )
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
     ap.add_argument("--quick", action="store_true", help="smoke run: n=400, 1 epoch, 1 seed")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.quick:
         args.n, args.epochs, args.seeds = 400, 1, args.seeds[:1]
-    opts = {
-        k: v
-        for k, v in (("n", args.n), ("clutter", args.clutter), ("occlusion", args.occlusion))
-        if v is not None
-    }
+    opts = {k: v for k, v in (("n", args.n), ("difficulty", args.difficulty)) if v is not None}
     jobs = [(w, s) for s in args.seeds for w in args.widths]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgeloop.data import TEXTURE_CLASSES, load_dataset, sensor_shift
-from edgeloop.data._textures import textures_arrays
+from edgeloop.data._textures import DEFAULT_DIFFICULTY, textures_arrays
 from edgeloop.errors import DataError
 
 Cli = Callable[..., CompletedProcess[str]]
@@ -25,7 +25,7 @@ def test_textures_are_rgb_float32_images_in_unit_range() -> None:
     assert float(d.x.min()) >= 0.0 and float(d.x.max()) <= 1.0
     assert d.y is not None and d.y.dtype == np.int64
     assert d.classes == TEXTURE_CLASSES and len(d.classes) == 16
-    assert d.classes[0] == "circle-stripes" and d.classes[-1] == "plus-waves"
+    assert d.classes[0] == "circle-solid" and d.classes[-1] == "plus-dots"
 
 
 def test_every_class_has_the_same_number_of_images_within_one() -> None:
@@ -147,21 +147,36 @@ def test_train_export_and_evaluate_on_textures_through_the_cli(cli: Cli, tmp_pat
     assert scored["metrics"]["accuracy"] == pytest.approx(trained["metrics"]["accuracy"], abs=1e-3)
 
 
-def test_clutter_zero_gives_a_plain_background_and_more_clutter_more_edges() -> None:
-    plain, _, _ = textures_arrays(seed=1, n=160, clutter=0.0, occlusion=0.0)
-    busy, _, _ = textures_arrays(seed=1, n=160, clutter=1.0, occlusion=0.0)
+def test_difficulty_zero_is_clean_and_more_difficulty_more_clutter_and_noise() -> None:
+    easy, _, _ = textures_arrays(seed=1, n=160, difficulty=0.0)
+    hard, _, _ = textures_arrays(seed=1, n=160, difficulty=1.0)
 
     def corner_edges(a: np.ndarray) -> float:  # the top-left corner is background
         return float(np.abs(np.diff(a[:, :, :5, :5], axis=3)).mean())
 
-    assert corner_edges(plain) < 0.06 < corner_edges(busy)
+    assert corner_edges(easy) < 0.05 < corner_edges(hard)
+
+
+def test_the_knob_moves_inputs_only_labels_stay_the_same() -> None:
+    _, y_easy, _ = textures_arrays(seed=4, n=320, difficulty=0.0)
+    _, y_hard, _ = textures_arrays(seed=4, n=320, difficulty=1.0)
+
+    assert np.array_equal(y_easy, y_hard)
+
+
+def test_default_difficulty_is_the_documented_one() -> None:
+    a, _, _ = textures_arrays(seed=0, n=64)
+    b, _, _ = textures_arrays(seed=0, n=64, difficulty=DEFAULT_DIFFICULTY)
+
+    assert np.array_equal(a, b)
+    assert 0.0 < DEFAULT_DIFFICULTY < 1.0
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"clutter": 1.5}, "textures option clutter must be in [0, 1], got 1.5"),
-        ({"occlusion": -0.1}, "textures option occlusion must be in [0, 1], got -0.1"),
+        ({"difficulty": 1.5}, "textures option difficulty must be in [0, 1], got 1.5"),
+        ({"difficulty": -0.1}, "textures option difficulty must be in [0, 1], got -0.1"),
         ({"n": 0}, "textures needs n >= 1 and size >= 8, got n=0"),
     ],
 )

@@ -41,7 +41,7 @@ BUILTIN: dict[str, DatasetInfo] = {
             "textures",
             "classification",
             "generated textured shapes on textured clutter, (3,32,32), 16 classes (harder)",
-            ("n", "size", "clutter", "occlusion"),
+            ("n", "size", "difficulty"),
         ),
         DatasetInfo(
             "har",
