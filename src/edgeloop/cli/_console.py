@@ -26,6 +26,10 @@ _UNBOUNDED = 10_000  # wider than any table's natural width
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+# Off a terminal there is no width to fit: rich assumes 80 columns and breaks long lines, which
+# split "parity max abs diff" over two lines of a redirected log. Lines stay whole there.
+for _c in (console, err_console):
+    _c.soft_wrap = not _c.is_terminal
 
 
 def print_json(data: Any) -> None:
