@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -143,6 +144,10 @@ def main() -> None:
         "max_shift_points": max(r["poisoned_shift_points"] for r in rows),
         "seconds": round(time.perf_counter() - start, 1),
         "machine": platform.platform(),
+        # detection rates come from seeded simulation and do not depend on load; the load is
+        # recorded all the same (run through ../shared/tools/quiet)
+        "load_before": os.environ.get("BENCH_LOAD_BEFORE"),
+        "load_after": os.getloadavg()[0],
     }
     print(table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
