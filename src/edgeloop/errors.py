@@ -6,7 +6,8 @@
     ├── InputError                     10  a value given by the user is wrong
     │   ├── FileError                  11  missing, unreadable or not the expected kind of file
     │   ├── DataError                  12  a dataset that is unknown, malformed or unlabelled
-    │   └── UnknownNameError           13  an unknown architecture, target, recipe, dataset ...
+    │   ├── UnknownNameError           13  an unknown architecture, target, recipe, dataset ...
+    │   └── MissingExtraError          14  a command needs a package the install left out
     ├── ModelError                     20  a model that cannot be loaded, exported or run
     │   ├── ModelFormatError           21  a file that is not a valid model
     │   ├── ModelInputError            22  inputs of the wrong name, dtype or shape
@@ -60,6 +61,7 @@ __all__ = [
     "KeyError_",
     "MonitorError",
     "MonitorReferenceError",
+    "MissingExtraError",
     "ModelError",
     "ModelFormatError",
     "ModelInputError",
@@ -105,6 +107,14 @@ class DataError(InputError):
 class UnknownNameError(InputError):
     exit_code = 13
     help = "A name (architecture, dataset, target, recipe, metric) is not one edgeloop knows."
+
+
+class MissingExtraError(InputError):
+    exit_code = 14
+    help = (
+        "A command needs a package this install left out (a device install has no torch, onnx "
+        "or server packages): install the extra the message names."
+    )
 
 
 class ModelError(EdgeloopError):

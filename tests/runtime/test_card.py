@@ -23,7 +23,18 @@ def _labelled(path: Path, n: int) -> Path:
     return path
 
 
+def test_describe_model_reads_the_file_without_reading_its_graph(
+    identity_classifier: Path,
+) -> None:
+    card = describe_model(identity_classifier)  # runtime reads no graphs: a device has no onnx
+
+    assert card.sha256 == sha256_file(identity_classifier)
+    assert [(s.name, s.dtype, s.shape) for s in card.inputs] == [("x", "float32", ("batch", 3))]
+    assert card.params is None and card.macs is None
+
+
 def test_describe_model_reads_the_file(identity_classifier: Path) -> None:
+    pytest.importorskip("onnx")
     from edgeloop.analysis import graph_stats
 
     card = describe_model(identity_classifier, graph_stats=graph_stats)

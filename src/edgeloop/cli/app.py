@@ -15,7 +15,7 @@ import typer
 import typer.main
 
 from edgeloop import __version__
-from edgeloop.errors import EdgeloopError
+from edgeloop.errors import EdgeloopError, MissingExtraError
 
 # (command name, "module:function"), in the order `edgeloop --help` lists them.
 COMMANDS: list[tuple[str, str]] = [
@@ -207,9 +207,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except ModuleNotFoundError as e:
+        missing = _missing_extra(e)
+        if missing is None or debug:
+            raise
+        sys.stderr.write(f"error: {missing}\n")
+        return MissingExtraError.exit_code
     except Exception as e:
         code = _usage_error(e)
         if code is None:
             raise
         return code
     return rv if isinstance(rv, int) else 0
+
+
+# What a command may need beyond `pip install edgeloop` (the device install), by extra.
+_EXTRAS = {
+    "train": ("torch", "onnx", "onnxscript", "sklearn", "torch_pruning", "optuna", "yaml",
+              "matplotlib", "jinja2", "PIL"),
+    "server": ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "scipy",
+               "prometheus_client"),
+}  # fmt: skip
+
+
+def _missing_extra(e: ModuleNotFoundError) -> str | None:
+    """One line for a command that needs a package of an extra this install left out."""
+    root = (e.name or "").split(".")[0]
+    for extra, modules in _EXTRAS.items():
+        if root in modules:
+            return (
+                f"this command needs {root!r}, which this install does not have (a device "
+                f"install leaves it out): pip install 'edgeloop[{extra}]'"
+            )
+    return None
