@@ -123,9 +123,11 @@ def test_good_release_reaches_everyone_and_a_bad_one_is_rolled_back(fleet_server
     assert failed_after < 30  # caught by the gate, long before the soak ends
     assert back["state"] == "rolled_back"
     assert serving_end == {"kws@2": N}  # every device of the stage is back on the previous one
-    assert new_installs == N // 2  # the bad release was downloaded once by each stage device ...
+    # the bad release was downloaded at most once by each stage device (the gate may fail the
+    # stage before its last device has fetched it: with min_devices=2 it need not wait) ...
+    assert 0 < new_installs <= N // 2
     switches = sum(a.telemetry.totals.get("switches", 0) for a in sim.agents)
-    assert switches >= N // 2  # ... and left by switching slots, without a download
+    assert switches >= new_installs  # ... and left by switching slots, without a download
     assert without_model == set()  # never a device without a working model
 
     # the CLI shows the rollouts; the alias history has the rollback's revert of the canary
