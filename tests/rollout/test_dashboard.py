@@ -61,6 +61,9 @@ def test_dashboard_pages_charts_and_pause(rollout_db, live_app, browser, tmp_pat
     page.goto(url + "/dashboard")
     page.fill("#token", "not-the-token")
     page.click("#sign-in")
+    # the redirect lands before the page has painted: wait for the element, do not poll once
+    page.wait_for_url("**/dashboard/login?error=1")
+    page.locator("#login-error").wait_for(state="visible", timeout=10_000)
     assert page.locator("#login-error").is_visible()
     page.fill("#token", token)
     page.click("#sign-in")
