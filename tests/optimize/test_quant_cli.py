@@ -8,6 +8,7 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 import numpy as np
+import onnx
 import pytest
 
 Cli = Callable[..., CompletedProcess[str]]
@@ -86,3 +87,35 @@ def test_recipe_file_and_unknown_recipe(cli: Cli, quant_conv: Path, tmp_path: Pa
     assert card["recipe"]["name"] == "mine"
     bad = cli("optimize", quant_conv.name, "--recipe", "int3", "--out", "o2")
     assert bad.returncode == 13 and "unknown recipe 'int3'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_recipe_auto_keeps_the_faster_model_and_says_so(
+    cli: Cli, quant_tokens: Path, quant_tokens_npz: Path, tmp_path: Path
+) -> None:
+    # act: auto with data is static int8, then the faster of the result and the original
+    r = cli(
+        "optimize",
+        quant_tokens.name,
+        "--recipe",
+        "auto",
+        "--data",
+        quant_tokens_npz.name,
+        "--out",
+        "o",
+    )
+    # assert: whichever way the interleaved timing went, the written model and the words agree
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    steps = [s["step"] for s in report["steps"]]
+    assert steps[:3] == ["original", "preprocess", "quantize"]
+    quant = report["steps"][2]
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "o" / "model.onnx")).graph.node}
+    if quant["speedup"] < 0.97:
+        assert steps[-1] == "kept original"
+        assert "QuantizeLinear" not in ops
+        assert "slower than the original" in r.stdout and "kept the original" in r.stdout
+    else:
+        assert steps[-1] == "quantize"
+        assert "QuantizeLinear" in ops
+        assert "kept the original" not in r.stdout
