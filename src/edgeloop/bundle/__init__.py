@@ -7,12 +7,22 @@
     verify(bundle, trust)                                  -> Manifest   (pure, no I/O)
     decrypt(bundle, manifest, device_key)                  -> model bytes (in memory)
     session_from_bundle(path, trust, device_key)           -> edgeloop.runtime.Session
+    make_delta(base_bundle, target_bundle, release_key, fleet_key) -> delta bytes (.eld)
+    apply_delta(delta, base_model, trust, device_key)      -> the target bundle's bytes
 
 The container format is described in ``_format``, the encryption in ``_crypto``, trust roots
-in ``_trust`` and signed rollback statements in ``_rollback``.
+in ``_trust``, signed rollback statements in ``_rollback`` and delta bundles in ``_delta``.
 """
 
 from edgeloop.bundle._crypto import unwrap_data_key, wrap_data_key
+from edgeloop.bundle._delta import (
+    DELTA_TYPE,
+    DeltaInfo,
+    apply_delta,
+    cdc_chunks,
+    make_delta,
+    read_delta,
+)
 from edgeloop.bundle._format import MANIFEST_TYPE, canonical_json, pae, parse_container
 from edgeloop.bundle._keys import (
     DeviceKey,
@@ -49,14 +59,18 @@ verify_bundle = verify
 decrypt_bundle = decrypt
 
 __all__ = [
+    "DELTA_TYPE",
     "MANIFEST_TYPE",
     "DIRECTOR_FIELD",
     "RELEASE_FIELD",
     "BundleFileCheck",
+    "DeltaInfo",
     "DeviceKey",
     "RollbackStatement",
     "Trust",
+    "apply_delta",
     "canonical_json",
+    "cdc_chunks",
     "check_requirements",
     "check_selftest",
     "decrypt",
@@ -71,6 +85,7 @@ __all__ = [
     "load_public_key",
     "load_signing_key",
     "load_trust",
+    "make_delta",
     "model_reference",
     "open_bundle",
     "pack",
@@ -79,6 +94,7 @@ __all__ = [
     "parse_container",
     "parse_manifest",
     "public_key_from_pem",
+    "read_delta",
     "save_private_key",
     "save_public_key",
     "session_from_bundle",

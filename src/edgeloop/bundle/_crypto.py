@@ -35,7 +35,9 @@ from edgeloop.errors import BundleFormatError, DecryptionError
 __all__ = [
     "ALGORITHM",
     "DEFAULT_CHUNK",
+    "decrypt_chunks",
     "decrypt_payload",
+    "encrypt_chunks",
     "encrypt_payload",
     "unwrap_data_key",
     "wrap_data_key",
@@ -92,6 +94,26 @@ def encrypt_payload(
         raise DecryptionError("a bundle needs at least one recipient (--encrypt-to)")
     data_key = AESGCM.generate_key(256)
     prefix = os.urandom(4)
+    ciphertext = encrypt_chunks(plaintext, data_key, prefix, chunk_size)
+    wrapped = [wrap_data_key(data_key, rcpt) for rcpt in recipients]
+    info = {
+        "algorithm": ALGORITHM,
+        "chunk_size": chunk_size,
+        "nonce_prefix": _b64(prefix),
+        "recipients": wrapped,
+    }
+    return info, ciphertext
+
+
+def encrypt_chunks(
+    plaintext: bytes | memoryview, data_key: bytes, prefix: bytes, chunk_size: int
+) -> bytes:
+    """The chunked ciphertext of ``plaintext`` under ``data_key`` and nonce ``prefix``.
+
+    Deterministic for a given key and prefix: a delta (``_delta``) rebuilds a bundle's exact
+    ciphertext from its plaintext this way. Never call it twice with one key and prefix on
+    different plaintexts (GCM nonce reuse); only for re-creating an existing ciphertext.
+    """
     aead = AESGCM(data_key)
     n = chunk_count(len(plaintext), chunk_size)
     view = memoryview(plaintext)
@@ -100,14 +122,7 @@ def encrypt_payload(
         nonce = _nonce(prefix, i)
         block = view[i * chunk_size : (i + 1) * chunk_size]
         out.append(aead.encrypt(nonce, bytes(block), _aad(nonce, i, i == n - 1)))
-    wrapped = [wrap_data_key(data_key, rcpt) for rcpt in recipients]
-    info = {
-        "algorithm": ALGORITHM,
-        "chunk_size": chunk_size,
-        "nonce_prefix": _b64(prefix),
-        "recipients": wrapped,
-    }
-    return info, b"".join(out)
+    return b"".join(out)
 
 
 def wrap_data_key(data_key: bytes, recipient: X25519PublicKey) -> dict[str, str]:
@@ -172,7 +187,22 @@ def decrypt_payload(
             f"encrypted payload is {len(payload)} bytes, expected {expected} for a "
             f"{plain_len}-byte model in {n} chunk(s)"
         )
-    aead = AESGCM(unwrap_data_key(encryption, device_key))
+    return decrypt_chunks(
+        payload, unwrap_data_key(encryption, device_key), prefix, chunk_size, plain_len
+    )
+
+
+def decrypt_chunks(
+    payload: bytes | memoryview, data_key: bytes, prefix: bytes, chunk_size: int, plain_len: int
+) -> bytes:
+    """Decrypt chunked ciphertext under ``data_key``, in place into one ``bytes``."""
+    n = chunk_count(plain_len, chunk_size)
+    if len(payload) != plain_len + n * TAG:
+        raise DecryptionError(
+            f"encrypted payload is {len(payload)} bytes, expected {plain_len + n * TAG} for "
+            f"{plain_len} bytes in {n} chunk(s)"
+        )
+    aead = AESGCM(data_key)
     into = getattr(aead, "decrypt_into", None)  # cryptography >= 46; else one copy per chunk
     src = memoryview(payload)
     step = chunk_size + TAG

@@ -1,0 +1,256 @@
+"""Delta bundles: a delta rebuilds the target bundle byte for byte, and every trust check that
+holds for a full bundle (signature, encryption to the device, version floor, the signed target
+hash) holds for a delta. Device-install test: numpy + cryptography only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgeloop.artifacts import ModelCard
+from edgeloop.bundle import (
+    DELTA_TYPE,
+    Trust,
+    apply_delta,
+    canonical_json,
+    cdc_chunks,
+    decrypt,
+    generate_encryption_key,
+    generate_signing_key,
+    make_delta,
+    pack,
+    parse_container,
+    read_delta,
+    sign_rollback,
+    unwrap_data_key,
+    verify,
+    wrap_data_key,
+)
+from edgeloop.bundle._delta import _apply_ops, delta_ops
+from edgeloop.bundle._format import build_container, sign_envelope
+from edgeloop.errors import (
+    BundleFormatError,
+    DecryptionError,
+    IntegrityError,
+    RollbackError,
+    SecurityError,
+    SignatureError,
+)
+from onnx_writer import FLOAT
+from onnx_writer import model_bytes as write_model
+
+
+def two_layer(seed_body: int, seed_head: int, hidden: int = 512) -> bytes:
+    """x(64) -> relu(x W1 + b1) (the body, 128 KiB) -> W2 (the head, 4 KiB) -> y(2)."""
+    body, head = np.random.default_rng(seed_body), np.random.default_rng(seed_head)
+    w1 = body.standard_normal((64, hidden)).astype(np.float32)
+    b1 = body.standard_normal(hidden).astype(np.float32)
+    w2 = head.standard_normal((hidden, 2)).astype(np.float32)
+    return write_model(
+        [
+            ("MatMul", ["x", "W1"], ["h"]),
+            ("Add", ["h", "b1"], ["z"]),
+            ("Relu", ["z"], ["r"]),
+            ("MatMul", ["r", "W2"], ["y"]),
+        ],
+        [("x", FLOAT, ["N", 64])],
+        [("y", FLOAT, ["N", 2])],
+        {"W1": w1, "b1": b1, "W2": w2},
+    )
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, Any]:
+    return {
+        "release": generate_signing_key(),
+        "fleet": generate_encryption_key(),
+        "device": generate_encryption_key(),
+        "other": generate_encryption_key(),
+    }
+
+
+@pytest.fixture(scope="module")
+def trust(keys: dict[str, Any]) -> Trust:
+    return Trust.from_keys([keys["release"].public_key()])
+
+
+def _pack(model: bytes, version: int, keys: dict[str, Any]) -> bytes:
+    card = ModelCard(name="cnn", sha256="", architecture="mlp")
+    return pack(
+        model, card, version, keys["release"], [keys["fleet"].public_key()], chunk_size=4096
+    )
+
+
+@pytest.fixture(scope="module")
+def versions(keys: dict[str, Any]) -> dict[str, Any]:
+    a_model, b_model = two_layer(1, 2), two_layer(1, 3)  # same body, new head
+    a, b = _pack(a_model, 1, keys), _pack(b_model, 2, keys)
+    delta = make_delta(a, b, keys["release"], keys["fleet"])
+    mb = verify(b, Trust.from_keys([keys["release"].public_key()]))
+    recipient = wrap_data_key(
+        unwrap_data_key(mb.encryption, keys["fleet"]), keys["device"].public_key()
+    )
+    return {
+        "a_model": a_model,
+        "b_model": b_model,
+        "a": a,
+        "b": b,
+        "delta": delta,
+        "recipient": recipient,
+    }
+
+
+def _apply(v: dict[str, Any], trust: Trust, keys: dict[str, Any], **kw: Any) -> bytes:
+    args: dict[str, Any] = {"recipient": v["recipient"], "installed_version": 1}
+    args.update(kw)
+    delta = args.pop("delta", v["delta"])
+    base = args.pop("base", v["a_model"])
+    key = args.pop("key", keys["device"])
+    return apply_delta(delta, base, trust, key, **args)
+
+
+def test_delta_rebuilds_the_target_bundle_exactly(
+    versions: dict[str, Any], trust: Trust, keys: dict[str, Any]
+) -> None:
+    b = _apply(versions, trust, keys, expect_sha256=hashlib.sha256(versions["b"]).hexdigest())
+    assert b == versions["b"]
+    m = verify(b, trust, installed_version=1)
+    assert decrypt(b, m, keys["device"], versions["recipient"]) == versions["b_model"]
+    # a head-only change ships a fraction of the bundle
+    assert len(versions["delta"]) < len(versions["b"]) / 5
+
+
+def test_delta_opens_through_the_manifests_own_recipient(
+    versions: dict[str, Any], trust: Trust, keys: dict[str, Any]
+) -> None:
+    """Without a re-wrapped key the target manifest's recipients are used (the fleet key)."""
+    b = apply_delta(versions["delta"], versions["a_model"], trust, keys["fleet"])
+    assert b == versions["b"]
+
+
+def test_read_delta_names_base_and_target(versions: dict[str, Any], trust: Trust) -> None:
+    info, m = read_delta(versions["delta"], trust)
+    assert (info.name, info.base_version, info.target_version) == ("cnn", 1, 2)
+    assert info.bundle_sha256 == hashlib.sha256(versions["b"]).hexdigest()
+    assert m.version == 2
+
+
+@pytest.mark.parametrize("where", ["manifest", "payload", "signature"])
+def test_tampered_delta_is_refused(
+    versions: dict[str, Any], trust: Trust, keys: dict[str, Any], where: str
+) -> None:
+    data = bytearray(versions["delta"])
+    c = parse_container(data)
+    off = {
+        "manifest": 12 + 12 + 40,
+        "payload": c.payload_offset + 5,
+        "signature": 12 + 12 + len(c.manifest) + 12 + 40,
+    }[where]
+    del c
+    data[off] ^= 0x01
+    with pytest.raises(SecurityError):
+        _apply(versions, trust, keys, delta=bytes(data))
+
+
+def test_validly_signed_but_edited_delta_fails_the_target_hash(
+    versions: dict[str, Any], trust: Trust, keys: dict[str, Any]
+) -> None:
+    """A delta re-signed by the release key whose ops were swapped (a bug or an insider on the
+    build side) still cannot produce anything but B's signed model."""
+    c = parse_container(versions["delta"])
+    man = json.loads(c.manifest)
+    man["target"]["model_sha256"] = hashlib.sha256(b"x").hexdigest()
+    body = canonical_json(man)
+    forged = build_container(
+        body, sign_envelope(body, [keys["release"]], DELTA_TYPE), bytes(c.payload)
+    )
+    with pytest.raises(IntegrityError):
+        _apply(versions, trust, keys, delta=forged)
+
+
+def test_untrusted_signer_is_refused(versions: dict[str, Any], keys: dict[str, Any]) -> None:
+    other = Trust.from_keys([generate_signing_key().public_key()])
+    with pytest.raises(SignatureError):
+        _apply(versions, other, keys)
+
+
+def test_wrong_base_is_refused(
+    versions: dict[str, Any], trust: Trust, keys: dict[str, Any]
+) -> None:
+    with pytest.raises(IntegrityError, match="base model"):
+        _apply(versions, trust, keys, base=two_layer(9, 2))
+
+
+def test_wrong_device_key_is_refused(
+    versions: dict[str, Any], trust: Trust, keys: dict[str, Any]
+) -> None:
+    with pytest.raises(DecryptionError):
+        _apply(versions, trust, keys, key=keys["other"])
+    # a recipient wrapped for another device does not open it either
+    with pytest.raises(DecryptionError):
+        _apply(versions, trust, keys, key=keys["other"], recipient=None)
+
+
+def test_rollback_through_a_delta_is_refused(
+    versions: dict[str, Any], trust: Trust, keys: dict[str, Any]
+) -> None:
+    back = make_delta(versions["b"], versions["a"], keys["release"], keys["fleet"])
+    with pytest.raises(RollbackError):
+        apply_delta(back, versions["b_model"], trust, keys["fleet"], installed_version=2)
+    statement = sign_rollback("cnn", 2, 1, keys["release"])
+    assert (
+        apply_delta(
+            back, versions["b_model"], trust, keys["fleet"], installed_version=2, rollback=statement
+        )
+        == versions["a"]
+    )
+
+
+def test_revoked_or_other_target_is_refused(
+    versions: dict[str, Any], trust: Trust, keys: dict[str, Any]
+) -> None:
+    """The signed metadata (TUF target, assignment) names B's hash; a delta to anything else,
+    e.g. a revoked version the metadata no longer lists, is refused before it is applied."""
+    with pytest.raises(IntegrityError, match="expects"):
+        _apply(versions, trust, keys, expect_sha256=hashlib.sha256(versions["a"]).hexdigest())
+
+
+def test_a_delta_is_not_a_bundle(versions: dict[str, Any], trust: Trust) -> None:
+    with pytest.raises(SignatureError, match="payloadType"):
+        verify(versions["delta"], trust)
+    with pytest.raises(SignatureError, match="payloadType"):
+        read_delta(versions["b"], trust)
+
+
+def test_cdc_chunks_cover_the_data_and_survive_a_shift() -> None:
+    data = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    chunks = cdc_chunks(data)
+    assert chunks[0][0] == 0 and sum(n for _, n in chunks) == len(data)
+    assert all(o2 == o1 + n1 for (o1, n1), (o2, _) in zip(chunks, chunks[1:], strict=False))
+    assert all(n <= 32768 for _, n in chunks) and all(n >= 1024 for _, n in chunks[:-1])
+    shifted = b"inserted!" + data
+    a = {data[o : o + n] for o, n in chunks}
+    b = [shifted[o : o + n] for o, n in cdc_chunks(shifted)]
+    assert sum(1 for c in b if c in a) >= len(b) - 2  # only the chunk at the insert differs
+    ops = delta_ops(data, shifted)
+    assert len(ops) < 40_000
+    assert _apply_ops(ops, data, len(shifted)) == shifted
+
+
+@pytest.mark.parametrize(
+    "ops",
+    [
+        b"\x00" + (10**9).to_bytes(8, "big") + (5).to_bytes(8, "big"),  # copy past the base
+        b"\x01" + bytes(8) + (100).to_bytes(8, "big") + b"short",  # literal past the ops
+        b"\x07" + bytes(16),  # unknown kind
+        b"\x00" + bytes(7),  # truncated record
+        b"\x00" + bytes(8) + (1).to_bytes(8, "big"),  # rebuilds 1 byte of 10
+    ],
+)
+def test_hostile_ops_are_refused(ops: bytes) -> None:
+    with pytest.raises(BundleFormatError):
+        _apply_ops(ops, b"0123456789", 10)
