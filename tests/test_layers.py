@@ -140,6 +140,14 @@ def test_every_existing_device_package_is_held_to_the_device_imports() -> None:
     device = [name for name, _ in _layer_names(layers[-1])]
     sources = contracts()["device-externals"]["source_modules"]
     assert isinstance(sources, list)
+    # federated.device alone may import flwr: held to the same list, less flwr, in its own contract
+    flower = contracts()["federated-device-externals"]
+    assert flower["source_modules"] == ["edgeloop.federated.device"]
+    assert isinstance(flower["forbidden_modules"], list)
+    device_forbidden = contracts()["device-externals"]["forbidden_modules"]
+    assert isinstance(device_forbidden, list)
+    assert set(device_forbidden) - set(flower["forbidden_modules"]) == {"flwr"}
+    sources = [*sources, "edgeloop.federated.device"]
     existing = [
         n
         for n in device
