@@ -40,6 +40,15 @@ ANSWERS: dict[str, Any] = {
         ],
     },
 }
+JOB = {
+    "id": 7, "kind": "finetune", "state": "queued", "model": "kws", "version": 3,
+    "cohort": "region=north", "event_id": 4, "reason": "monitoring alert on kws@3: cohort "
+    "region=north (x0)", "detail": {}, "created_by": "monitor",
+    "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00",
+    "worker": None, "claimed_at": None, "attempts": 0, "result": {},
+}
+ANSWERS["/v1/admin/monitor/jobs?state=queued&limit=50"] = {"jobs": [JOB]}
+ANSWERS["/v1/admin/monitor/jobs?limit=50"] = {"jobs": []}
 REGRESSION = (
     "kws@2 regresses against kws@1 (production) on its evaluation suite: accuracy on "
     "region=north 0.5000 vs 1.0000, a drop of 0.5000 beyond the budget 0.0100"
@@ -113,6 +122,7 @@ def _run(args: list[str], token: str = TOKEN) -> tuple[subprocess.CompletedProce
         (["fleet", "releases", "--json"], []),
         (["rollout", "list", "--json"], []),
         (["monitor", "status", "kws@3", "--json"], {"alerts": [], "events": []}),
+        (["monitor", "jobs", "--json"], []),
     ],
 )
 def test_admin_commands_import_no_server_code(
@@ -143,6 +153,15 @@ def test_monitor_status_shows_the_degradation_trends(admin_url: str) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     assert "0.0010 -> 0.0500" in text and "10.0 -> 11.0" in text
     assert "error_rate, selftest" in text
+
+
+def test_monitor_jobs_lists_the_queued_finetune_jobs(admin_url: str) -> None:
+    r, names = _run(["monitor", "--server", admin_url, "jobs", "--state", "queued"])
+
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "finetune" in text and "kws@3" in text and "region=north" in text
+    assert names & SERVER_ONLY == set()
 
 
 def test_rollout_start_of_a_regressing_version_exits_80_with_the_figure(admin_url: str) -> None:

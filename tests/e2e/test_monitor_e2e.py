@@ -2,8 +2,9 @@
 
 A fifth of the fleet (region=north) drifts: a covariate shift of its inputs. The server sees
 only the agents' window sketches (no raw data), detects the drift, names the cohort, raises
-the alert after two bad evaluations (hysteresis), POSTs it to the webhook and pauses the
-running rollout of the model; the cohorts of devices that do not drift raise nothing.
+the alert after two bad evaluations (hysteresis), POSTs it to the webhook, pauses the
+running rollout of the model and queues a fine-tuning job for the cohort; the cohorts of
+devices that do not drift raise nothing.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def webhook():
 def monitored_server(tmp_path, webhook):
     srv = FleetServer(tmp_path / "data", f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path)
     srv.start(1.0, ("--monitor-window", "3", "--monitor-interval", "3",
-                    "--monitor-webhook", webhook[0], "--monitor-pause-rollouts"))
+                    "--monitor-webhook", webhook[0], "--monitor-pause-rollouts",
+                    "--monitor-finetune"))
     try:
         yield srv
     finally:
@@ -142,6 +144,11 @@ def test_drift_on_a_fifth_of_the_fleet_is_found_named_alerted_and_pauses_the_rol
     assert hooks and hooks[0]["event"] == "raised" and hooks[0]["model"] == "clf"
     # the first alert raised (north's, or the fleet-wide one it explains) paused the rollout
     assert any(f"paused rollout {out['rollout']}" in a for h in webhook[1] for a in h["actions"])
+    # ... and queued a fine-tuning job for the drifting cohort, none for the others
+    jobs = monitor.jobs(kind="finetune")
+    assert any((j["cohort"], j["version"], j["state"]) == ("region=north", 1, "queued")
+               for j in jobs), jobs
+    assert not {j["cohort"] for j in jobs} & {"region=south", "region=east"}
     # delayed labels arrived and realized accuracy is known where they exist
     report = monitor.report("clf", 1, cohort="region=north")
     assert out["labels"] > 0
@@ -159,5 +166,7 @@ def test_drift_on_a_fifth_of_the_fleet_is_found_named_alerted_and_pauses_the_rol
     assert "DRIFT" in rep.stdout and "est accuracy" in rep.stdout
     page = cli("monitor", *admin, "report", "clf@1", "--html", str(tmp_path / "cli.html"))
     assert page.returncode == 0 and "data:image/png" in (tmp_path / "cli.html").read_text()
+    queued = cli("monitor", *admin, "jobs", "--state", "queued")
+    assert queued.returncode == 0 and "region=north" in queued.stdout, queued.stderr
     bad = cli("monitor", *admin, "report", "clf")
     assert bad.returncode != 0 and "MODEL@VERSION" in bad.stderr

@@ -127,3 +127,31 @@ def report(
              _num(t.get("wasserstein")), _num(t.get("p_adj")))
             for name, t in rep.get("features", {}).items()]
     table("tests", ["feature", "", "psi", "js", "wasserstein", "p (BH)"], rows)
+
+
+@app.command("jobs")
+def jobs(
+    ctx: typer.Context,
+    state: str | None = typer.Option(
+        None, "--state", help="queued, running, succeeded or failed; default: all."),
+    kind: str | None = typer.Option(None, "--kind", help="Job kind (finetune); default: all."),
+    model: str | None = typer.Option(None, "--model", help="Only this model's jobs."),
+    limit: int = typer.Option(50, "--limit", min=1, max=1000, help="At most this many."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Jobs raised alerts queued (fine-tuning for a cohort), newest first; a worker claims
+    and finishes them through the API (``MonitorClient.claim_job`` / ``finish_job``)."""
+    from edgeloop.cli._console import console, print_json, table
+
+    found = _client(ctx).jobs(kind=kind, state=state, model=model, limit=limit)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        console.print("no monitoring jobs", highlight=False)
+        return
+    table("monitoring jobs", ["id", "kind", "state", "version", "cohort", "created",
+                              "worker", "attempts", "reason"],
+          [(str(j["id"]), j["kind"], j["state"], f"{j['model']}@{j['version']}", j["cohort"],
+            j["created_at"], j["worker"] or "-", str(j["attempts"]), j["reason"])
+           for j in found])

@@ -58,6 +58,14 @@ def server(
     monitor_pause_rollouts: bool = typer.Option(
         False, "--monitor-pause-rollouts", help="A raised alert pauses the model's rollouts."
     ),
+    monitor_rollback: bool = typer.Option(
+        False, "--monitor-rollback",
+        help="A raised alert rolls back the model's active rollouts to the alerting version.",
+    ),
+    monitor_finetune: bool = typer.Option(
+        False, "--monitor-finetune",
+        help="A raised alert queues a fine-tuning job (edgeloop monitor jobs) for its cohort.",
+    ),
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes (one database)."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level."),
     require_agent_build: str | None = typer.Option(
@@ -112,6 +120,8 @@ def server(
         monitor_interval_s=monitor_interval,
         monitor_webhook_url=monitor_webhook,
         monitor_pause_rollouts=monitor_pause_rollouts,
+        monitor_rollback=monitor_rollback,
+        monitor_finetune_jobs=monitor_finetune,
         create_release_keys=create_release_keys,
     )
     secrets = prepare_data_dir(settings)

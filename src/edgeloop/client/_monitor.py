@@ -7,6 +7,8 @@
     mon.evaluate()                                 # evaluate every version now
     mon.report("kws", 3, cohort="region=north", since="6h")
     html = mon.report_html("kws", 3)               # the report page (plots embedded)
+    job = mon.claim_job("finetune", worker="trainer-1")  # a job an alert queued, or None
+    mon.finish_job(job["id"], {"version": 4})           # succeeded (ok=False: failed)
 """
 
 from __future__ import annotations
@@ -79,3 +81,35 @@ class MonitorClient(AdminClient):
         """Give ``model@version`` a new monitoring reference (recorded with ``reason``)."""
         path = f"{_BASE}/references/{quote(model, safe='')}/{version}"
         return dict(self.call("POST", path, {"reference": dict(reference), "reason": reason}))
+
+    # --- jobs an alert queued (fine-tuning): what a worker claims and finishes ---------------
+    def jobs(self, *, kind: str | None = None, state: str | None = None,
+             model: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Monitoring jobs, newest first."""
+        q = _query({"kind": kind, "state": state, "model": model, "limit": limit})
+        return list(self.call("GET", f"{_BASE}/jobs{q}")["jobs"])
+
+    def queue_job(self, model: str, version: int, *, cohort: str = "*",
+                  kind: str = "finetune", reason: str = "queued by an admin") -> dict[str, Any]:
+        """Queue a job by hand (an open one for the same model, version and cohort is
+        returned instead of a second)."""
+        body = {"kind": kind, "model": model, "version": version, "cohort": cohort,
+                "reason": reason}
+        return dict(self.call("POST", f"{_BASE}/jobs", body)["job"])
+
+    def claim_job(self, kind: str = "finetune", *, worker: str = "worker",
+                  lease_s: float = 3600.0) -> dict[str, Any] | None:
+        """The oldest queued job of ``kind``, now running for ``worker``; None when none is
+        queued. Finish it within ``lease_s`` or another worker may claim it again."""
+        body = {"kind": kind, "worker": worker, "lease_s": lease_s}
+        job = self.call("POST", f"{_BASE}/jobs/claim", body)["job"]
+        return None if job is None else dict(job)
+
+    def finish_job(self, job_id: int, result: Mapping[str, Any], *, ok: bool = True,
+                   worker: str | None = None) -> dict[str, Any]:
+        """Mark a claimed job ``succeeded`` (``ok``) or ``failed``, with its ``result`` (a
+        JSON object: the new version, metrics, the error)."""
+        body: dict[str, Any] = {"state": "succeeded" if ok else "failed", "result": dict(result)}
+        if worker is not None:
+            body["worker"] = worker
+        return dict(self.call("POST", f"{_BASE}/jobs/{int(job_id)}/finish", body)["job"])

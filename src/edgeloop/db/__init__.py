@@ -4,7 +4,8 @@ Service layer (SQLAlchemy, Alembic). The registry (``edgeloop.registry``), the f
 its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here on one
 :class:`Base` and created by one Alembic chain shipped inside this package
 (``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
-``0005_dashboard_sessions`` -> ``0006_monitor`` -> ``0007_eval_suites``; the revision ids
+``0005_dashboard_sessions`` -> ``0006_monitor`` -> ``0007_eval_suites`` ->
+``0008_monitor_jobs``; the revision ids
 are stored in every existing database and never change). SQLite is the embedded default,
 PostgreSQL is chosen by URL.
 
@@ -55,6 +56,7 @@ from edgeloop.db._monitor_tables import (
     MonitorAlertRow,
     MonitorEvaluationRow,
     MonitorEventRow,
+    MonitorJobRow,
     MonitorReferenceRow,
     MonitorSketchRow,
 )
@@ -99,6 +101,7 @@ __all__ = [
     "MonitorAlertRow",
     "MonitorEvaluationRow",
     "MonitorEventRow",
+    "MonitorJobRow",
     "MonitorReferenceRow",
     "MonitorSketchRow",
     "NonceRow",

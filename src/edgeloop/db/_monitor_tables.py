@@ -12,8 +12,12 @@
                           (the report's plots over time); bounded by retention
     monitor_alerts        alert state with hysteresis per (model, version, cohort)
     monitor_events        alerts raised and cleared, and the actions taken
+    monitor_jobs          work an alert asks for (a fine-tuning job for the alerting model,
+                          version and cohort): queued -> running -> succeeded | failed,
+                          claimed by a worker through the admin API
 
-Created by the Alembic revision ``0006_monitor``; a test checks that the two agree.
+Created by the Alembic revisions ``0006_monitor`` and ``0008_monitor_jobs``; a test checks that
+the two agree.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ __all__ = [
     "MonitorAlertRow",
     "MonitorEvaluationRow",
     "MonitorEventRow",
+    "MonitorJobRow",
     "MonitorReferenceRow",
     "MonitorSketchRow",
 ]
@@ -117,8 +122,32 @@ class MonitorEventRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON)  # drifted features, actions taken
 
 
+class MonitorJobRow(Base):
+    __tablename__ = "monitor_jobs"
+    __table_args__ = (sa.Index("ix_monitor_jobs_kind_state", "kind", "state", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))  # "finetune"
+    state: Mapped[str] = mapped_column(sa.String(16))  # queued, running, succeeded, failed
+    model: Mapped[str] = mapped_column(_NAME)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    cohort: Mapped[str] = mapped_column(_COHORT)
+    # the alert event that asked for it (None: queued by an admin)
+    event_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("monitor_events.id", ondelete="SET NULL"), nullable=True
+    )
+    reason: Mapped[str] = mapped_column(sa.Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON)  # the alert's summary
+    created_by: Mapped[str] = mapped_column(_NAME)
+    created_at: Mapped[datetime] = mapped_column(_WHEN)
+    updated_at: Mapped[datetime] = mapped_column(_WHEN)
+    worker: Mapped[str | None] = mapped_column(_NAME, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(_WHEN, nullable=True)
+    attempts: Mapped[int] = mapped_column(sa.Integer)
+    result: Mapped[dict[str, Any]] = mapped_column(sa.JSON)  # what the worker reported
+
+
 MONITOR_TABLES = frozenset(
     t.__tablename__
     for t in (MonitorReferenceRow, MonitorSketchRow, MonitorEvaluationRow, MonitorAlertRow,
-              MonitorEventRow)
+              MonitorEventRow, MonitorJobRow)
 )

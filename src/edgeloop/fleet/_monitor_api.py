@@ -3,9 +3,11 @@
 :class:`Monitor` gives ``create_app`` a background task (:meth:`Monitor.run`: every
 ``monitor_interval_s``, evaluate each version that sent sketches within the window) and a
 router under ``/v1/admin/monitor``. A raised alert is recorded as an event, shown on the
-dashboard, POSTed to ``monitor_webhook_url`` (bounded retries, in the background) and, with
-``monitor_pause_rollouts``, pauses the running rollouts of that model that move devices to or
-from the alerting version.
+dashboard, POSTed to ``monitor_webhook_url`` (bounded retries, in the background) and, as
+configured, rolls back the model's active rollouts to the alerting version
+(``monitor_rollback``), pauses its running rollouts to or from it (``monitor_pause_rollouts``)
+and queues a fine-tuning job for each alerting cohort (``monitor_finetune_jobs``; the jobs API
+under ``/v1/admin/monitor/jobs`` lists, claims and finishes them, ``_monitor_jobs``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi import APIRouter, Depends, Response
 from sqlalchemy.orm import Session
 
 from edgeloop.db import (
+    MonitorEventRow,
     MonitorReferenceRow,
     ReportRow,
     RolloutRow,
@@ -40,6 +43,15 @@ from edgeloop.fleet._http import (
     raw_body,
     require_admin,
     utc_now,
+)
+from edgeloop.fleet._monitor_jobs import (
+    DEFAULT_LEASE_S,
+    claim_job,
+    finish_job,
+    get_job,
+    job_dict,
+    list_jobs,
+    queue_job,
 )
 from edgeloop.fleet._store import Refused
 from edgeloop.monitor.drift import AlertPolicy
@@ -127,23 +139,52 @@ class Monitor:
 
     def _act(self, s: Session, model: str, version: int, raised: list[ms.CohortResult],
              now: datetime) -> list[str]:
-        """Pause the running rollouts of ``model`` to or from ``version`` (when configured),
-        naming the cohorts whose alerts were raised, the labelled ones first."""
+        """What the settings ask of a raised alert, naming its cohorts (the labelled ones
+        first): roll back the active rollouts of ``model`` to ``version``
+        (``monitor_rollback``), pause the running ones to or from it
+        (``monitor_pause_rollouts``; a rollout to it that is rolled back is not also paused),
+        and queue a fine-tuning job per alerting cohort (``monitor_finetune_jobs``). Each
+        action taken is recorded on the alert's event."""
         done: list[str] = []
-        if not raised or not self.ctx.settings.monitor_pause_rollouts:
+        st = self.ctx.settings
+        if not raised:
             return done
-        rows = s.scalars(sa.select(RolloutRow).where(
-            RolloutRow.model == model, RolloutRow.state.in_(("running", "soaking")),
-            sa.or_(RolloutRow.to_version == version, RolloutRow.from_version == version)))
         named = sorted(raised, key=lambda r: (r.cohort == ms.ALL, r.cohort))
         what = "; ".join(f"cohort {r.cohort} ({_drifted(r)})" for r in named)
         reason = f"monitoring alert on {model}@{version}: {what}"
-        for row in list(rows):
-            try:
-                rs.act(s, row.id, "pause", reason[:1000], "monitor", now)
-                done.append(f"paused rollout {row.id}")
-            except RolloutError as e:
-                done.append(f"rollout {row.id} not paused: {e}")
+        if st.monitor_pause_rollouts or st.monitor_rollback:
+            rows = s.scalars(sa.select(RolloutRow).where(
+                RolloutRow.model == model, RolloutRow.state.in_(("running", "soaking", "paused")),
+                sa.or_(RolloutRow.to_version == version, RolloutRow.from_version == version),
+            ).order_by(RolloutRow.id))
+            for row in list(rows):
+                if st.monitor_rollback and row.to_version == version:
+                    action, did = "rollback", "rolled back"
+                elif st.monitor_pause_rollouts and row.state != "paused":
+                    action, did = "pause", "paused"
+                else:
+                    continue
+                try:
+                    rs.act(s, row.id, action, reason[:1000], "monitor", now)
+                    done.append(f"{did} rollout {row.id}")
+                except RolloutError as e:
+                    done.append(f"rollout {row.id} not {did}: {e}")
+        if st.monitor_finetune_jobs:
+            for r in named:
+                detail = r.alert.get("detail", {})
+                # a fleet-wide alarm explained by labelled cohorts is theirs to fine-tune for
+                if r.cohort == ms.ALL and detail.get("cohorts"):
+                    continue
+                job, new = queue_job(
+                    s, "finetune", model, version, r.cohort, now=now, detail=detail,
+                    event_id=r.event_id, reason=f"monitoring alert on {model}@{version}: "
+                    f"cohort {r.cohort} ({_drifted(r)})")
+                done.append(f"queued finetune job {job.id}" if new
+                            else f"finetune job {job.id} already {job.state}")
+        for r in raised:  # the actions go with the stored event
+            ev = s.get(MonitorEventRow, r.event_id) if r.event_id is not None else None
+            if ev is not None:
+                ev.detail = {**ev.detail, "actions": done}
         return done
 
     def _notify(self, event: dict[str, Any]) -> None:
@@ -247,6 +288,60 @@ class Monitor:
                                     str(data.get("actor") or "fleet-admin"), utc_now())
                 return {"sha256": row.sha256, "origin": row.origin, "reason": row.reason}
 
+        @router.get("/jobs", summary="Monitoring jobs (fine-tuning), newest first")
+        def jobs(kind: str | None = None, state: str | None = None, model: str | None = None,
+                 limit: int = 100) -> dict[str, Any]:
+            with read_session(engine) as s:
+                return {"jobs": [job_dict(j) for j in list_jobs(
+                    s, kind=kind, state=state, model=model, limit=limit)]}
+
+        @router.post("/jobs", status_code=201, openapi_extra=JSON_BODY,
+                     summary="Queue a job by hand (an alert queues its own)")
+        def queue(body: bytes = Depends(raw_body)) -> dict[str, Any]:
+            data = json_object(body)
+            kind = _text(data, "kind", "finetune")
+            model = _text(data, "model")
+            version = data.get("version")
+            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+                raise Refused(400, "bad_body", f"version {version!r:.40}: expected an int >= 0")
+            cohort = _cohort(_text(data, "cohort", ms.ALL))
+            reason = _text(data, "reason", "queued by an admin", limit=1000)
+            with write_session(engine) as s:
+                row, new = queue_job(s, kind, model, version, cohort, reason=reason,
+                                     now=utc_now(), created_by=_text(data, "actor",
+                                                                     "fleet-admin"))
+                return {"job": job_dict(row), "created": new}
+
+        @router.post("/jobs/claim", openapi_extra=JSON_BODY,
+                     summary="Claim the oldest queued job of a kind ({'job': null}: none)")
+        def claim(body: bytes = Depends(raw_body)) -> dict[str, Any]:
+            data = json_object(body)
+            kind, worker = _text(data, "kind", "finetune"), _text(data, "worker")
+            lease = data.get("lease_s", DEFAULT_LEASE_S)
+            if not isinstance(lease, int | float) or isinstance(lease, bool):
+                raise Refused(400, "bad_body", f"lease_s {lease!r:.40}: expected seconds > 0")
+            with write_session(engine) as s:
+                row = claim_job(s, kind, worker, utc_now(), lease_s=float(lease))
+                return {"job": None if row is None else job_dict(row)}
+
+        @router.get("/jobs/{job_id}", summary="One monitoring job")
+        def job(job_id: int) -> dict[str, Any]:
+            with read_session(engine) as s:
+                return {"job": job_dict(get_job(s, job_id))}
+
+        @router.post("/jobs/{job_id}/finish", openapi_extra=JSON_BODY,
+                     summary="Finish a running job: succeeded or failed, with its result")
+        def finish(job_id: int, body: bytes = Depends(raw_body)) -> dict[str, Any]:
+            data = json_object(body)
+            state = _text(data, "state")
+            result = data.get("result", {})
+            if not isinstance(result, dict):
+                raise Refused(400, "bad_body", f"result {result!r:.40}: expected a JSON object")
+            worker = _text(data, "worker") if "worker" in data else None
+            with write_session(engine) as s:
+                return {"job": job_dict(finish_job(s, job_id, state, result, utc_now(),
+                                                   worker=worker))}
+
         return router
 
     def report_data(self, model: str, version: int, cohort: str | None, since: str | None,
@@ -302,6 +397,20 @@ def _drifted(r: ms.CohortResult) -> str:
     if detail.get("cohorts"):  # a fleet-wide alarm: the labelled cohorts alarming with it
         text += f"; alarming: {', '.join(detail['cohorts'])}"
     return text
+
+
+_MISSING = object()
+
+
+def _text(data: dict[str, Any], key: str, default: Any = _MISSING, *, limit: int = 200) -> str:
+    """A non-empty string field of at most ``limit`` characters (400 naming it otherwise)."""
+    value = data.get(key, default)
+    if value is _MISSING:
+        raise Refused(400, "bad_body", f"{key}: required (a string)")
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise Refused(400, "bad_body", f"{key} {value!r:.40}: expected a non-empty string of "
+                                       f"at most {limit} characters")
+    return value
 
 
 def _sweep_due(now: datetime) -> bool:

@@ -269,6 +269,7 @@ class CohortResult:
     alarm: bool | None  # None: too few rows to judge
     alert: dict[str, Any] = field(default_factory=dict)
     event: str | None = None  # "raised" or "cleared" by this evaluation
+    event_id: int | None = None  # the stored event's id (monitor_events)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -373,11 +374,15 @@ def record_evaluation(s: Session, tested: Tested, now: datetime, *, policy: Aler
         alert.updated_at, alert.last_sketch_id, alert.detail = now, last, summary
         s.add(MonitorEvaluationRow(model=model, version=version, cohort=cohort, at=now,
                                    alarm=alarm, metrics=metrics, report=report.to_dict()))
+        event_id = None
         if event is not None:
-            s.add(MonitorEventRow(model=model, version=version, cohort=cohort, at=now,
-                                  event=event, detail=summary))
+            ev = MonitorEventRow(model=model, version=version, cohort=cohort, at=now,
+                                 event=event, detail=summary)
+            s.add(ev)
+            s.flush()
+            event_id = ev.id
         out.append(CohortResult(cohort, report.to_dict(), metrics, alarm,
-                                alert=_alert_dict(alert), event=event))
+                                alert=_alert_dict(alert), event=event, event_id=event_id))
     return out
 
 

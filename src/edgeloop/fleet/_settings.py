@@ -84,6 +84,11 @@ class FleetSettings:
     monitor_raise_after: int = 2
     monitor_clear_after: int = 3
     monitor_pause_rollouts: bool = False  # a raised alert pauses running rollouts of the model
+    # a raised alert rolls back the model's active rollouts *to* the alerting version (rollouts
+    # from it are paused when monitor_pause_rollouts is set)
+    monitor_rollback: bool = False
+    # a raised alert queues a fine-tuning job (monitor_jobs) for its model, version and cohort
+    monitor_finetune_jobs: bool = False
     monitor_webhook_url: str | None = None  # alerts raised and cleared are POSTed here
     monitor_retention_s: float = 7 * 86400.0  # sketches and evaluations older are swept
 
