@@ -224,6 +224,7 @@ class DeviceProfile(Artifact):
     """What a target can do: measured on this machine or a built-in published profile."""
 
     KIND: ClassVar[str] = "device_profile"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"kernels"})
     name: str
     source: str  # "measured" or "builtin"
     arch: str  # x86_64, aarch64, armv7l ...
@@ -243,6 +244,11 @@ class DeviceProfile(Artifact):
     providers: tuple[str, ...] = ()
     references: tuple[str, ...] = ()  # where published figures come from
     notes: str = ""
+    # measured kernel figures the cost model reads (edgeloop.analysis.estimate): "FAMILY@MACS"
+    # -> GOPS for the kernel families fp32_gemm, fp32_conv, fp32_dwconv, int8_gemm, int8_conv
+    # at a few sizes, plus op_overhead_us, run_overhead_us, elementwise_gbps, runtime_bytes.
+    # None (left out of the JSON) for a profile written before they were measured.
+    kernels: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,359 @@
+"""``estimate``: latency, peak memory and energy of an ONNX model on a :class:`DeviceProfile`.
+
+The graph side is :func:`edgeloop.analysis._plan.execution_plan` (the kernels ONNX Runtime would
+run, with their MACs, bytes and precision); this module prices each kernel with the profile:
+
+- a MAC kernel (conv, depthwise conv, GEMM, recurrent) takes the longer of its compute time,
+  ``2 * MACs / GOPS`` at the throughput the profile measured for that kernel family and
+  precision near that size (``kernels["fp32_conv@MACS"]`` ..., interpolated on log MACs), and
+  the time to move its bytes at the memory bandwidth;
+- any other kernel moves its bytes at the element-wise bandwidth (transcendental ops cost
+  ``TRANSCENDENTAL_FACTOR`` times more per byte, views only their overhead);
+- every kernel pays the per-operator overhead, and the run the ``Run()`` overhead once.
+
+Peak memory is the weights the kernels read (at their stored size) plus the activation arena
+(a liveness pass over the steps in order) plus the runtime's own footprint. Energy is the
+profile's power figure times the latency, and None where the profile has no power figure.
+
+A profile from ``edgeloop profile`` measures the kernel figures; an older profile or a built-in
+target falls back on its fp32/int8 GOPS and bandwidth with the fractions below.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgeloop.analysis._plan import ExecutionPlan, Step, activation_peak, execution_plan
+from edgeloop.artifacts import DeviceProfile
+from edgeloop.errors import InputError
+
+__all__ = ["KERNEL_FAMILIES", "CostEstimate", "OpCost", "estimate"]
+
+KERNEL_FAMILIES = ("fp32_gemm", "fp32_conv", "fp32_dwconv", "int8_gemm", "int8_conv")
+PRECISIONS = ("fp32", "int8")
+
+# Fallbacks for a profile without measured kernels. Built-in targets quote derived peaks; a
+# measured profile's fp32/int8 GOPS come from a 512-cubed GEMM. Small kernels reach a part of
+# that: the fraction grows with log MACs from SMALL_FRACTION at 1e4 MACs to 1 at 1e8.
+BUILTIN_EFFICIENCY = 0.4  # as edgeloop.hardware.BUILTIN_EFFICIENCY
+SMALL_FRACTION = 0.1
+FAMILY_FRACTION = {  # of the GEMM figure of the same precision
+    "fp32_gemm": 1.0,
+    "fp32_conv": 0.8,
+    "fp32_dwconv": 0.1,  # depthwise: few MACs per byte, no GEMM packing
+    "int8_gemm": 1.0,
+    "int8_conv": 0.7,
+}
+DEFAULT_OP_OVERHEAD_US = 3.0
+DEFAULT_RUN_OVERHEAD_US = 10.0
+DEFAULT_RUNTIME_BYTES = 8 * 2**20  # ONNX Runtime's session, thread pool and arena bookkeeping
+CACHE_BYTES = 2**20  # tensors smaller than this move at ELEMENTWISE_CACHE_FACTOR x bandwidth
+ELEMENTWISE_CACHE_FACTOR = 2.0
+TRANSCENDENTAL_FACTOR = 4.0
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """One kernel's share: the node (and the nodes fused into it), its work and its time."""
+
+    name: str
+    op_type: str  # "Conv+Relu" for a fused kernel
+    macs: int
+    bytes: int  # activations read and written plus weights read
+    latency_ms: float
+    kind: str  # conv, dwconv, gemm, recurrent, pool, elementwise, transcendental, layout, view
+    precision: str  # fp32 or int8
+    fused: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "op_type": self.op_type,
+            "macs": self.macs,
+            "bytes": self.bytes,
+            "latency_ms": self.latency_ms,
+            "kind": self.kind,
+            "precision": self.precision,
+            "fused": list(self.fused),
+        }
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """A prediction for one inference (batch 1, or the shapes given) on one target.
+
+    ``peak_memory_bytes`` = ``weight_bytes`` + ``activation_bytes`` + ``runtime_bytes``.
+    ``energy_mj`` is None when the profile has no power figure ("unknown"). ``threads`` is the
+    thread count the profile's kernel figures were measured with (None: a built-in target's
+    all-core peak). ``notes`` say what the estimate assumed or could not see.
+    """
+
+    target: str
+    precision: str
+    latency_ms: float
+    peak_memory_bytes: int
+    weight_bytes: int
+    activation_bytes: int
+    runtime_bytes: int
+    energy_mj: float | None
+    macs: int
+    macs_complete: bool
+    per_op: tuple[OpCost, ...]
+    threads: int | None = None
+    kernel_source: str = "measured"  # "measured" kernels, or "derived" from the GOPS figures
+    assumed_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "precision": self.precision,
+            "latency_ms": self.latency_ms,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "weight_bytes": self.weight_bytes,
+            "activation_bytes": self.activation_bytes,
+            "runtime_bytes": self.runtime_bytes,
+            "energy_mj": self.energy_mj,
+            "macs": self.macs,
+            "macs_complete": self.macs_complete,
+            "threads": self.threads,
+            "kernel_source": self.kernel_source,
+            "assumed_shapes": {k: list(v) for k, v in self.assumed_shapes.items()},
+            "notes": list(self.notes),
+            "per_op": [op.to_dict() for op in self.per_op],
+        }
+
+
+def _curve(kernels: Mapping[str, float], family: str) -> list[tuple[float, float]]:
+    """(log10 MACs, GOPS) points the profile measured for ``family``, by size."""
+    points = []
+    for key, value in kernels.items():
+        fam, sep, macs = key.partition("@")
+        if fam != family or not sep:
+            continue
+        try:
+            m = float(macs)
+        except ValueError:
+            continue
+        if m > 0 and isinstance(value, int | float) and math.isfinite(value) and value > 0:
+            points.append((math.log10(m), float(value)))
+    return sorted(points)
+
+
+def _interp(points: Sequence[tuple[float, float]], x: float) -> float:
+    if x <= points[0][0]:
+        return points[0][1]
+    if x >= points[-1][0]:
+        return points[-1][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if x0 <= x <= x1:
+            t = (x - x0) / (x1 - x0) if x1 > x0 else 0.0
+            return y0 + t * (y1 - y0)
+    return points[-1][1]
+
+
+class _Rates:
+    """The profile's figures as the per-kernel rates the estimate needs."""
+
+    def __init__(self, profile: DeviceProfile) -> None:
+        self.profile = profile
+        k = profile.kernels or {}
+        self.kernels = k
+        self.curves = {f: _curve(k, f) for f in KERNEL_FAMILIES}
+        self.measured = any(self.curves.values())
+        eff = 1.0 if profile.source == "measured" else BUILTIN_EFFICIENCY
+        self.peak = {
+            "fp32": (profile.fp32_gops or 0.0) * eff,
+            "int8": (profile.int8_gops or profile.fp32_gops or 0.0) * eff,
+        }
+        bw = k.get("elementwise_gbps") or profile.mem_bandwidth_gbps
+        self.bandwidth = float(profile.mem_bandwidth_gbps or bw or 1.0)
+        self.elementwise = float(bw or 1.0)
+        self.elementwise_measured = "elementwise_gbps" in k
+        self.op_overhead_ms = float(k.get("op_overhead_us", DEFAULT_OP_OVERHEAD_US)) / 1e3
+        self.run_overhead_ms = float(k.get("run_overhead_us", DEFAULT_RUN_OVERHEAD_US)) / 1e3
+        self.runtime_bytes = int(k.get("runtime_bytes", DEFAULT_RUNTIME_BYTES))
+
+    def gops(self, family: str, macs: int) -> float:
+        x = math.log10(max(macs, 1))
+        curve = self.curves.get(family)
+        if curve:
+            return _interp(curve, x)
+        precision = family.split("_")[0]
+        same_gemm = self.curves.get(f"{precision}_gemm")
+        if same_gemm:  # measured GEMM, a family not measured: a fraction of it
+            return _interp(same_gemm, x) * FAMILY_FRACTION[family]
+        peak = self.peak[precision]
+        if peak <= 0:
+            raise InputError(
+                f"target {self.profile.name!r} has no {precision} throughput figure "
+                "(fp32_gops/int8_gops or measured kernels)"
+            )
+        ramp = min(1.0, max(0.0, (x - 4.0) / 4.0))
+        fraction = SMALL_FRACTION + (1.0 - SMALL_FRACTION) * ramp
+        return peak * fraction * FAMILY_FRACTION[family]
+
+    def move_ms(self, nbytes: int, *, elementwise: bool) -> float:
+        if elementwise:
+            gbps = self.elementwise
+            if not self.elementwise_measured and nbytes < CACHE_BYTES:
+                gbps *= ELEMENTWISE_CACHE_FACTOR
+        else:
+            gbps = self.bandwidth
+        return nbytes / (gbps * 1e9) * 1e3
+
+
+def _family(step: Step) -> str | None:
+    if step.kind in ("conv", "dwconv"):
+        if step.precision == "int8":
+            return "int8_conv"
+        return f"fp32_{step.kind}"
+    if step.kind in ("gemm", "recurrent", "control"):
+        return f"{step.precision}_gemm"
+    return None
+
+
+def _step_ms(step: Step, rates: _Rates) -> float:
+    overhead = rates.op_overhead_ms
+    if step.kind == "view":
+        return overhead
+    family = _family(step)
+    if family is not None and step.macs > 0:
+        compute = 2.0 * step.macs / (rates.gops(family, step.macs) * 1e9) * 1e3
+        memory = rates.move_ms(step.bytes, elementwise=False)
+        return max(compute, memory) + overhead
+    factor = TRANSCENDENTAL_FACTOR if step.kind == "transcendental" else 1.0
+    return rates.move_ms(step.bytes, elementwise=True) * factor + overhead
+
+
+def _as_int8(step: Step) -> Step:
+    """The step as static int8 quantization would run it: int8 weights and MAC arithmetic."""
+    if _family(step) is None or step.precision == "int8" or step.macs == 0:
+        return step
+    return Step(
+        name=step.name,
+        op_type=step.op_type,
+        kind=step.kind,
+        precision="int8",
+        macs=step.macs,
+        macs_known=step.macs_known,
+        weight_bytes=step.weight_bytes // 4,
+        input_bytes=step.input_bytes // 4,
+        output_bytes=step.output_bytes // 4,
+        inputs=step.inputs,
+        outputs=step.outputs,
+        fused=step.fused,
+        elements=step.elements,
+    )
+
+
+def estimate(
+    model: str | Path | bytes | onnx.ModelProto,
+    profile: DeviceProfile,
+    *,
+    precision: str | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> CostEstimate:
+    """Predict latency, peak memory and energy of one inference of ``model`` on ``profile``.
+
+    ``precision`` None takes the model as it is (int8 where it is quantized); ``"int8"`` prices
+    a float model as if its Conv/MatMul/Gemm kernels were statically quantized (int8 weights,
+    activations and arithmetic), to screen quantization before running it; ``"fp32"`` on a
+    quantized model is refused. ``input_shapes`` pins dynamic input dimensions (dynamic batch
+    dimensions are 1). Raises :class:`InputError` for a bad precision or a profile with no
+    throughput figure, :class:`ModelFormatError` for a file that is not ONNX.
+    """
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    plan = execution_plan(model, input_shapes=input_shapes)
+    rates = _Rates(profile)
+    steps = plan.steps
+    quantized = [s for s in steps if s.precision == "int8"]
+    if precision == "fp32" and quantized:
+        raise InputError(
+            f"precision 'fp32': the model is quantized ({len(quantized)} int8 kernels); "
+            "estimate its float source instead"
+        )
+    weight_bytes = plan.weight_bytes
+    if precision == "int8":
+        converted = [_as_int8(s) for s in steps]
+        weight_bytes -= sum(
+            a.weight_bytes - b.weight_bytes for a, b in zip(steps, converted, strict=True)
+        )
+        steps = converted
+    used = precision or ("int8" if quantized else "fp32")
+    per_op = tuple(
+        OpCost(
+            name=s.name,
+            op_type=s.op_type,
+            macs=s.macs,
+            bytes=s.bytes,
+            latency_ms=_step_ms(s, rates),
+            kind=s.kind,
+            precision=s.precision,
+            fused=tuple(s.fused),
+        )
+        for s in steps
+    )
+    latency = rates.run_overhead_ms + sum(op.latency_ms for op in per_op)
+    activations = activation_peak(plan)
+    if precision == "int8":
+        activations = _int8_activation_peak(plan, steps)
+    peak = weight_bytes + activations + rates.runtime_bytes
+    energy = None if profile.power_w is None else profile.power_w * latency  # W x ms = mJ
+    notes: list[str] = []
+    if plan.unknown_shapes:
+        shown = ", ".join(plan.unknown_shapes[:5])
+        more = f" and {len(plan.unknown_shapes) - 5} more" if len(plan.unknown_shapes) > 5 else ""
+        notes.append(
+            f"shapes unknown for {shown}{more}: their bytes are not counted (pin the inputs "
+            "with input_shapes)"
+        )
+    unknown_macs = [s.name for s in steps if not s.macs_known]
+    if unknown_macs:
+        notes.append(
+            f"MACs unknown for {len(unknown_macs)} kernel(s): {', '.join(unknown_macs[:5])}"
+        )
+    if not rates.measured:
+        notes.append(
+            "no measured kernel figures in this profile: throughput derived from its "
+            f"{'peak ' if profile.source != 'measured' else ''}GOPS (run `edgeloop profile` "
+            "on the device for measured ones)"
+        )
+    if energy is None:
+        notes.append("energy unknown: the profile has no power figure")
+    threads = profile.extra.get("kernel_threads") if profile.source == "measured" else None
+    return CostEstimate(
+        target=profile.name,
+        precision=used,
+        latency_ms=latency,
+        peak_memory_bytes=int(peak),
+        weight_bytes=int(weight_bytes),
+        activation_bytes=int(activations),
+        runtime_bytes=rates.runtime_bytes,
+        energy_mj=energy,
+        macs=sum(s.macs for s in steps),
+        macs_complete=not unknown_macs,
+        per_op=per_op,
+        threads=threads if isinstance(threads, int) else None,
+        kernel_source="measured" if rates.measured else "derived",
+        assumed_shapes=plan.assumed_shapes,
+        notes=tuple(notes),
+    )
+
+
+def _int8_activation_peak(plan: ExecutionPlan, steps: Sequence[Step]) -> int:
+    """The arena with the tensors int8 MAC kernels write at one byte an element."""
+    sizes = dict(plan.tensor_bytes)
+    for s in steps:
+        if s.precision == "int8" and s.macs:
+            for o in s.outputs:
+                if o in sizes and o not in plan.graph_outputs:
+                    sizes[o] = sizes[o] // 4
+    return activation_peak(replace(plan, tensor_bytes=sizes))

@@ -1,0 +1,306 @@
+"""The cost model: the graph side (fusions, constant folding, QDQ, liveness) on hand-built graphs
+whose answers are known by arithmetic, checked against ONNX Runtime's own optimized graph, and
+the pricing side on profiles with known kernel figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeloop.analysis import activation_peak, estimate, execution_plan
+from edgeloop.artifacts import DeviceProfile
+from edgeloop.errors import InputError
+from edgeloop.hardware import load_target
+
+F = TensorProto.FLOAT
+
+
+def _w(name: str, *shape: int, dtype: type = np.float32, value: float = 0.5) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.full(shape, value, dtype=dtype), name)
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[tuple[str, int, list[int | str]]],
+    outputs: list[tuple[str, int, list[int | str] | None]],
+    inits: list[onnx.TensorProto] = (),  # type: ignore[assignment]
+    opset: int = 17,
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+        list(inits),
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def _profile(**kernels: float) -> DeviceProfile:
+    return DeviceProfile(
+        name="test",
+        source="measured",
+        arch="x86_64",
+        cpu_model="test",
+        fp32_gops=100.0,
+        int8_gops=400.0,
+        mem_bandwidth_gbps=10.0,
+        power_w=None,
+        kernels=dict(kernels) or None,
+        extra={"kernel_threads": 1},
+    )
+
+
+def _cnn() -> onnx.ModelProto:
+    """Conv -> BN -> Relu, Conv -> Add(residual) -> Relu, pool, flatten, MatMul + bias."""
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", "s", "b", "m", "v"], ["n1"], name="bn1"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "W2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Add", ["c2", "r1"], ["a2"], name="add2"),
+        helper.make_node("Relu", ["a2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "G"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "gb"], ["y"], name="fc_bias"),
+    ]
+    inits = [
+        _w("W1", 8, 3, 3, 3),
+        _w("B1", 8),
+        _w("s", 8),
+        _w("b", 8),
+        _w("m", 8),
+        _w("v", 8, value=1.0),
+        _w("W2", 8, 8, 3, 3),
+        _w("G", 8, 10),
+        _w("gb", 10),
+    ]
+    return _model(nodes, [("x", F, [1, 3, 16, 16])], [("y", F, [1, 10])], inits)
+
+
+def test_conv_bn_relu_residual_and_matmul_bias_fuse_as_onnx_runtime_fuses_them() -> None:
+    plan = execution_plan(_cnn())
+
+    kernels = [(s.name, s.op_type, s.kind) for s in plan.steps]
+    assert kernels == [
+        ("conv1", "Conv+BatchNormalization+Relu", "conv"),
+        ("conv2", "Conv+Add+Relu", "conv"),
+        ("pool", "GlobalAveragePool", "pool"),
+        ("flat", "Flatten", "view"),
+        ("fc", "MatMul+Add", "gemm"),
+    ]
+    conv1, conv2 = plan.steps[0], plan.steps[1]
+    assert conv1.macs == 8 * 16 * 16 * 27
+    assert conv2.macs == 8 * 16 * 16 * 72
+    # conv2 reads its input and the residual once (the same tensor r1), its weights, writes r2
+    assert conv2.inputs == ["r1"]
+    assert conv2.weight_bytes == 8 * 8 * 9 * 4
+    assert conv2.input_bytes == 8 * 16 * 16 * 4
+    assert conv2.output_bytes == 8 * 16 * 16 * 4
+    # BN's four vectors and the conv bias are weights of the fused kernel
+    assert conv1.weight_bytes == (8 * 27 + 5 * 8) * 4
+    assert plan.weight_bytes == (8 * 27 + 5 * 8 + 8 * 72 + 80 + 10) * 4
+
+
+@pytest.mark.parametrize("build", [_cnn, lambda: _qdq_conv()], ids=["cnn", "qdq"])
+def test_the_plan_has_the_kernels_of_onnx_runtimes_optimized_graph(
+    tmp_path: Path, build: object
+) -> None:
+    """ONNX Runtime's own optimized graph (ORT_ENABLE_ALL, as sessions run) has one node per
+    step of the plan, once the layout changes it inserts for its blocked (NCHWc) and NHWC
+    kernels are set aside."""
+    from edgeloop.runtime import save_optimized
+
+    src = tmp_path / "m.onnx"
+    onnx.save(build(), src)  # type: ignore[operator]
+    save_optimized(src, tmp_path / "opt.onnx", graph_optimization="all")
+    ort_nodes = [
+        n.op_type
+        for n in onnx.load(tmp_path / "opt.onnx").graph.node
+        if n.op_type not in ("ReorderInput", "ReorderOutput", "Transpose")
+    ]
+
+    plan = execution_plan(src)
+
+    assert len(plan.steps) == len(ort_nodes), (ort_nodes, [s.op_type for s in plan.steps])
+    macs_kernels = sum(s.macs > 0 for s in plan.steps)
+    assert macs_kernels == sum(
+        op in ("Conv", "FusedConv", "QLinearConv", "Gemm", "FusedGemm", "MatMul")
+        for op in ort_nodes
+    )
+
+
+def test_matmul_bias_on_a_3d_input_is_not_a_gemm() -> None:
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+        helper.make_node("Add", ["m", "b"], ["y"], name="bias"),
+    ]
+    m = _model(nodes, [("x", F, [1, 4, 8])], [("y", F, [1, 4, 6])], [_w("W", 8, 6), _w("b", 6)])
+    assert [s.op_type for s in execution_plan(m).steps] == ["MatMul", "Add"]
+
+
+def test_shape_arithmetic_on_known_shapes_is_folded_into_constants() -> None:
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0, name="gather"),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsq"),
+        helper.make_node("Concat", ["n1", "minus1"], ["target"], axis=0, name="concat"),
+        helper.make_node("Reshape", ["x", "target"], ["r"], name="reshape"),
+        helper.make_node("Relu", ["r"], ["y"], name="relu"),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array([0], np.int64), "axes"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+    ]
+    m = _model(nodes, [("x", F, [2, 3, 4])], [("y", F, [2, 12])], inits)
+
+    plan = execution_plan(m)
+
+    assert [s.name for s in plan.steps] == ["reshape", "relu"]
+    assert set(plan.folded) == {"shape", "gather", "unsq", "concat"}
+    # the reshape is a view of x: x and y are the only buffers, never more than both
+    assert plan.aliases == {"r": "x"}
+    assert activation_peak(plan) == 2 * 24 * 4
+
+
+def test_activation_peak_is_a_liveness_pass_in_topological_order() -> None:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r1"], name="a"),
+        helper.make_node("Relu", ["r1"], ["r2"], name="b"),
+        helper.make_node("Add", ["r1", "r2"], ["y"], name="c"),
+    ]
+    m = _model(nodes, [("x", F, [1, 1000])], [("y", F, [1, 1000])])
+    # x, r1 live at a; x is freed, r1 and r2 at b; r1, r2 and y at c: 3 buffers of 4000 bytes
+    assert activation_peak(execution_plan(m)) == 3 * 4000
+    wide = [
+        helper.make_node("Relu", ["x"], ["r1"], name="a"),
+        helper.make_node("Relu", ["r1"], ["r2"], name="b"),
+        helper.make_node("Relu", ["r2"], ["y"], name="c"),
+    ]
+    chain = _model(wide, [("x", F, [1, 1000])], [("y", F, [1, 1000])])
+    assert activation_peak(execution_plan(chain)) == 2 * 4000  # never more than two alive
+
+
+def _qdq_conv() -> onnx.ModelProto:
+    """DQ(x) and DQ(int8 weight) -> Conv -> Relu -> Q -> DQ -> output: a QDQ model's block."""
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"], name="qx"),
+        helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"], name="dqx"),
+        helper.make_node("DequantizeLinear", ["Wq", "sw"], ["wd"], name="dqw"),
+        helper.make_node("Conv", ["xd", "wd"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("QuantizeLinear", ["r", "sy", "zy"], ["yq"], name="qy"),
+        helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"], name="dqy"),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0.02, np.float32), "sx"),
+        numpy_helper.from_array(np.array(128, np.uint8), "zx"),
+        numpy_helper.from_array(np.ones((16, 8, 3, 3), np.int8), "Wq"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "sw"),
+        numpy_helper.from_array(np.array(0.05, np.float32), "sy"),
+        numpy_helper.from_array(np.array(0, np.uint8), "zy"),
+    ]
+    return _model(nodes, [("x", F, [1, 8, 12, 12])], [("y", F, [1, 16, 12, 12])], inits)
+
+
+def test_a_qdq_conv_runs_as_one_int8_kernel_with_one_byte_weights() -> None:
+    plan = execution_plan(_qdq_conv())
+
+    by_name = {s.name: s for s in plan.steps}
+    assert set(by_name) == {"qx", "conv", "dqy"}
+    conv = by_name["conv"]
+    assert conv.precision == "int8"
+    assert conv.op_type == "Conv+DequantizeLinear+DequantizeLinear+Relu+QuantizeLinear"
+    assert conv.macs == 16 * 144 * 72
+    assert conv.input_bytes == 8 * 144  # uint8 activations
+    assert conv.output_bytes == 16 * 144
+    # int8 weights, and the scales (fp32) and zero points (uint8) of x, w and y
+    assert conv.weight_bytes == 16 * 72 + 3 * 4 + 2
+
+
+def test_estimate_prices_kernels_from_the_profile_measurements() -> None:
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+    m = _model(nodes, [("x", F, [64, 256])], [("y", F, [64, 128])], [_w("W", 256, 128)])
+    macs = 64 * 256 * 128
+    p = _profile(
+        **{"fp32_gemm@1e3": 1.0, f"fp32_gemm@{macs}": 50.0, "fp32_gemm@1e9": 100.0},
+        op_overhead_us=2.0,
+        run_overhead_us=5.0,
+        runtime_bytes=1000.0,
+    )
+
+    e = estimate(m, p)
+
+    compute_ms = 2 * macs / 50e9 * 1e3
+    assert e.latency_ms == pytest.approx(compute_ms + 0.002 + 0.005)
+    assert e.per_op[0].latency_ms == pytest.approx(compute_ms + 0.002)
+    assert e.kernel_source == "measured"
+    assert e.weight_bytes == 256 * 128 * 4
+    assert e.activation_bytes == (64 * 256 + 64 * 128) * 4
+    assert e.peak_memory_bytes == e.weight_bytes + e.activation_bytes + 1000
+    assert e.energy_mj is None and e.threads == 1
+    # between measured sizes the throughput is interpolated on log MACs
+    half = estimate(m, _profile(**{"fp32_gemm@1e5": 10.0, "fp32_gemm@1e7": 30.0}))
+    gops = 10.0 + 20.0 * (math.log10(macs) - 5) / 2
+    assert half.per_op[0].latency_ms == pytest.approx(2 * macs / (gops * 1e9) * 1e3 + 0.003)
+
+
+def test_energy_is_power_times_latency_and_unknown_without_power() -> None:
+    rpi4 = load_target("rpi4")
+    e = estimate(_cnn(), rpi4)
+    assert rpi4.power_w is not None
+    assert e.energy_mj == pytest.approx(rpi4.power_w * e.latency_ms)
+    assert e.kernel_source == "derived"
+    no_power = estimate(_cnn(), _profile())
+    assert no_power.energy_mj is None
+    assert any("energy unknown" in n for n in no_power.notes)
+
+
+def test_int8_precision_screens_quantization_and_bad_precisions_are_refused() -> None:
+    p = _profile()
+    fp32 = estimate(_cnn(), p)
+    int8 = estimate(_cnn(), p, precision="int8")
+    assert int8.precision == "int8" and fp32.precision == "fp32"
+    assert int8.latency_ms < fp32.latency_ms
+    assert int8.weight_bytes < fp32.weight_bytes
+    assert estimate(_qdq_conv(), p).precision == "int8"
+    with pytest.raises(InputError, match="quantized"):
+        estimate(_qdq_conv(), p, precision="fp32")
+    with pytest.raises(InputError, match="precision 'int4'"):
+        estimate(_cnn(), p, precision="int4")
+    with pytest.raises(InputError, match="no fp32 throughput"):
+        estimate(_cnn(), DeviceProfile(name="bare", source="builtin", arch="x", cpu_model="x"))
+
+
+def test_symbolic_dimensions_are_resolved_from_the_given_input_shape() -> None:
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+    m = _model(nodes, [("x", F, ["N", "S", 64])], [("y", F, ["N", "S", 32])], [_w("W", 64, 32)])
+    e = estimate(m, _profile(), input_shapes={"x": (1, 128, 64)})
+    assert e.macs == 128 * 64 * 32 and e.macs_complete
+    assert e.assumed_shapes == {"x": (1, 128, 64)}
+    assert e.activation_bytes == 128 * (64 + 32) * 4
+
+
+def test_to_dict_is_json_and_lists_every_kernel() -> None:
+    e = estimate(_cnn(), load_target("rpi5"))
+    d = json.loads(json.dumps(e.to_dict()))
+    assert d["latency_ms"] == pytest.approx(sum(o["latency_ms"] for o in d["per_op"]) + 0.01)
+    assert [o["name"] for o in d["per_op"]] == ["conv1", "conv2", "pool", "flat", "fc"]
+    assert d["per_op"][0]["fused"] == ["bn1", "relu1"]
+
+
+def test_profiles_without_kernels_load_and_keep_their_json() -> None:
+    old = load_target("rpi4")
+    assert old.kernels is None and "kernels" not in old.to_dict()
+    new = DeviceProfile.from_json(_profile(fp32_gemm=1.0, **{"fp32_gemm@1e6": 20.0}).to_json())
+    assert new.kernels == {"fp32_gemm": 1.0, "fp32_gemm@1e6": 20.0}
