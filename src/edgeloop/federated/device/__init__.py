@@ -10,8 +10,11 @@
 The head is the deployed ONNX model's last MatMul/Gemm over its penultimate activations (the
 ``edgeloop_embedding`` output the monitoring pack step adds). The Flower ClientApp that wraps
 this trainer imports ``flwr`` (the ``federated`` extra) and is loaded only when asked for, so
-this package imports without Flower.
+this package imports without Flower: ``client_app`` and ``TrainerProvider`` load
+``edgeloop.federated.device._clientapp`` (and Flower) on first use.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.federated.device._compress import (
     COMPRESSIONS,
@@ -26,18 +29,42 @@ from edgeloop.federated.device._local import (
     embedding_features,
     feedback_features,
 )
+from edgeloop.federated.device._trainers import (
+    HeadTrainer,
+    LocalTrainer,
+    split_held_out,
+    train_config,
+)
+
+if TYPE_CHECKING:
+    from edgeloop.federated.device._clientapp import TrainerProvider, client_app
 
 __all__ = [
     "COMPRESSIONS",
     "EMBEDDING_OUTPUT",
     "Head",
+    "HeadTrainer",
+    "LocalTrainer",
     "TrainConfig",
     "TrainResult",
+    "TrainerProvider",
+    "client_app",
     "decode_update",
     "embedding_features",
     "encode_update",
     "feedback_features",
     "parse_compression",
+    "split_held_out",
+    "train_config",
     "train_head",
     "wire_bytes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``client_app`` and ``TrainerProvider`` import Flower: only when asked for."""
+    if name in ("client_app", "TrainerProvider"):
+        from edgeloop.federated.device import _clientapp
+
+        return getattr(_clientapp, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,49 @@
+"""The server half of federated learning (build layer): Flower's ServerApp and strategies
+around the device half's ClientApp, the in-process simulation, the federated evaluation gate,
+and the candidate model (the base ONNX model with the federated head).
+
+::
+
+    plan = SimulationPlan(clients=20, rounds=10, partition="dirichlet:0.5", strategy="fedavg")
+    result = simulate(model_bytes, x, y, plan)     # same ClientApp/ServerApp as a deployment
+    result.gate.accepted, result.gate.reason       # candidate vs base on held-out feedback
+    result.model, result.record()                  # the candidate ONNX and the run's record
+
+Registering the candidate is the caller's (the CLI's): this layer never imports the registry.
+Imports ``flwr`` (the ``federated`` extra), ``onnx`` and the device half.
+"""
+
+from edgeloop.federated.server._grid import InProcessGrid
+from edgeloop.federated.server._onnx_head import read_head, with_embedding, write_head
+from edgeloop.federated.server._partition import PARTITIONS, parse_partition, partition
+from edgeloop.federated.server._serverapp import (
+    GateResult,
+    RunOutcome,
+    evaluate_gate,
+    run_rounds,
+    server_app,
+)
+from edgeloop.federated.server._simulate import SimulationPlan, SimulationResult, simulate
+from edgeloop.federated.server._strategy import STRATEGIES, RoundGuard, RoundLog, make_strategy
+
+__all__ = [
+    "PARTITIONS",
+    "STRATEGIES",
+    "GateResult",
+    "InProcessGrid",
+    "RoundGuard",
+    "RoundLog",
+    "RunOutcome",
+    "SimulationPlan",
+    "SimulationResult",
+    "evaluate_gate",
+    "make_strategy",
+    "parse_partition",
+    "partition",
+    "read_head",
+    "run_rounds",
+    "server_app",
+    "simulate",
+    "with_embedding",
+    "write_head",
+]

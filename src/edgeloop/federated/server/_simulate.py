@@ -1,0 +1,282 @@
+"""The in-process simulation: the same ClientApp and ServerApp as a deployment, one process.
+
+Each simulated device gets a share of the data (:func:`partition`), runs the deployed model on
+it as the agent would (ONNX Runtime, the ``edgeloop_embedding`` output), records each prediction
+in its own :class:`~edgeloop.monitor.sketch.FeedbackStore`, and the simulator sends the true label
+for ``label_share`` of the predictions as delayed feedback: those labelled samples are all a
+device trains and evaluates on. Drifted devices (``drift:F``) see shifted inputs
+(``data.sensor_shift`` for images); poisoned devices (``poisoned``) send their update
+sign-flipped and scaled by ``poison_scale`` (a model-poisoning attack); stragglers answer after
+the round's timeout and are left out of that round.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from flwr.app import Array, ArrayRecord, Context, Message, MessageType, RecordDict
+
+from edgeloop.artifacts import sha256_bytes
+from edgeloop.errors import DataError, InputError
+from edgeloop.federated.device import (
+    EMBEDDING_OUTPUT,
+    Head,
+    HeadTrainer,
+    LocalTrainer,
+    client_app,
+    feedback_features,
+    parse_compression,
+    split_held_out,
+)
+from edgeloop.federated.server._grid import InProcessGrid
+from edgeloop.federated.server._onnx_head import read_head, with_embedding, write_head
+from edgeloop.federated.server._partition import parse_partition, partition
+from edgeloop.federated.server._serverapp import GateResult, RunOutcome, server_app
+from edgeloop.federated.server._strategy import RoundGuard, RoundLog, make_strategy
+from edgeloop.monitor.sketch import FeedbackStore
+from edgeloop.runtime import Session, run_batched
+
+__all__ = ["SimulationPlan", "SimulationResult", "simulate"]
+
+
+@dataclass(frozen=True)
+class SimulationPlan:
+    """One simulated federated run (see the module for the device model)."""
+
+    clients: int = 10
+    rounds: int = 5
+    partition: str = "iid"
+    strategy: str = "fedavg"
+    trainer: str = "head"
+    epochs: int = 5
+    lr: float = 0.05
+    batch_size: int = 32
+    compression: str = "none"
+    label_share: float = 0.5  # of predictions that get a delayed label
+    fraction: float = 1.0  # of clients sampled per round
+    quorum: float = 0.5  # of the sampled clients whose valid updates a round needs
+    stragglers: float = 0.0  # chance a sampled client answers after the round closed
+    poisoned: float = 0.0  # share of clients that attack
+    poison_scale: float = 10.0
+    round_timeout: float = 600.0
+    proximal_mu: float = 0.01  # FedProx only
+    min_gain: float = 0.0  # accuracy the candidate must gain over the base to be accepted
+    dp_noise: float = 0.0  # central DP (server-side fixed clipping): noise multiplier
+    dp_clip: float = 0.0  # and clipping norm; 0 = no DP
+    drift_severity: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        parse_partition(self.partition)
+        parse_compression(self.compression)
+        checks = {
+            "clients": 2 <= self.clients <= 10_000,
+            "rounds": 1 <= self.rounds <= 10_000,
+            "label_share": 0 < self.label_share <= 1,
+            "fraction": 0 < self.fraction <= 1,
+            "quorum": 0 < self.quorum <= 1,
+            "stragglers": 0 <= self.stragglers < 1,
+            "poisoned": 0 <= self.poisoned < 0.5,
+            "poison_scale": 0 < self.poison_scale <= 1e6,
+            "round_timeout": 0 < self.round_timeout <= 86_400,
+            "dp_noise": 0 <= self.dp_noise <= 100,
+            "dp_clip": 0 <= self.dp_clip <= 1e6,
+            "drift_severity": 0 <= self.drift_severity <= 3,
+            "min_gain": -1 <= self.min_gain <= 1,
+        }
+        bad = [k for k, ok in checks.items()
+               if not ok or not math.isfinite(float(getattr(self, k)))]
+        if bad:
+            raise InputError(f"simulation: {bad[0]}={getattr(self, bad[0])!r} out of range")
+        if self.trainer != "head":
+            raise InputError(f"trainer {self.trainer!r}: the simulation runs the head trainer "
+                             "(the torch fine-tune is not wired into it yet)")
+        if (self.dp_noise > 0) != (self.dp_clip > 0):
+            raise InputError("differential privacy needs both dp_noise > 0 and dp_clip > 0")
+
+    @property
+    def sampled(self) -> int:
+        return max(2, int(self.clients * self.fraction))
+
+    @property
+    def quorum_count(self) -> int:
+        return max(1, math.ceil(self.quorum * self.sampled))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SimulationResult:
+    plan: SimulationPlan
+    run_id: str
+    base_sha256: str
+    base_head: Head
+    head: Head
+    model: bytes  # the candidate: the base model with the trained head
+    rounds: list[RoundLog]
+    round_accuracy: dict[int, float]
+    gate: GateResult
+    labelled: int  # delayed labels the devices held
+    drifted: int
+    poisoned: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def privacy(self) -> dict[str, Any]:
+        if self.plan.dp_noise > 0:
+            return {"mechanism": "central DP, server-side fixed clipping",
+                    "noise_multiplier": self.plan.dp_noise, "clipping_norm": self.plan.dp_clip}
+        return {"mechanism": "none"}
+
+    def participants(self) -> dict[str, int]:
+        """Counts, never node ids."""
+        return {"clients": self.plan.clients,
+                "sampled": sum(r.sampled for r in self.rounds),
+                "answered": sum(r.answered for r in self.rounds),
+                "aggregated_updates": sum(r.answered - r.failed - r.rejected
+                                          for r in self.rounds if r.aggregated),
+                "rounds_aggregated": sum(r.aggregated for r in self.rounds),
+                "drifted": self.drifted, "poisoned": self.poisoned}
+
+    def record(self) -> dict[str, Any]:
+        """The run as JSON data (what the registry's lineage points at)."""
+        return {"run_id": self.run_id, "base_sha256": self.base_sha256,
+                "candidate_sha256": sha256_bytes(self.model), "plan": self.plan.to_dict(),
+                "participants": self.participants(), "privacy": self.privacy,
+                "rounds": [r.to_dict() for r in self.rounds],
+                "round_accuracy": {str(k): v for k, v in self.round_accuracy.items()},
+                "gate": self.gate.to_dict(), "labelled_samples": self.labelled,
+                "seconds": self.seconds, **self.extra}
+
+    def record_json(self) -> bytes:
+        return json.dumps(self.record(), sort_keys=True, indent=2).encode()
+
+
+def _shift(x: npt.NDArray[Any], severity: float, seed: int) -> npt.NDArray[Any]:
+    if x.ndim == 4:
+        from edgeloop.data import sensor_shift
+
+        return sensor_shift(x, severity, seed)
+    rng = np.random.default_rng([seed, 0xD1F7])  # a sensor's gain and offset per feature
+    gain = 1 + 0.3 * severity * rng.choice([-1.0, 1.0], x.shape[1:])
+    return (x * gain + 0.5 * severity).astype(x.dtype)
+
+
+def _poison(reply: Message, scale: float) -> None:
+    """Sign-flip and scale an encoded update in place (every encoding)."""
+    parts = {k: v.numpy() for k, v in reply.content.array_records["arrays"].items()}
+    out = {}
+    for k, v in parts.items():
+        if k.endswith("::q"):
+            out[k] = (-v.astype(np.int16)).clip(-127, 127).astype(np.int8)
+        elif k.endswith("::scale"):
+            out[k] = (v * scale).astype(np.float32)
+        elif k.endswith("::idx"):
+            out[k] = v
+        else:
+            out[k] = (-scale * v).astype(np.float32)
+    reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in out.items()})
+
+
+def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationPlan, *,
+             on_round: Callable[[RoundLog], None] | None = None) -> SimulationResult:
+    """Run ``plan`` on samples ``x``/``y`` (spread over the clients) with ``model`` (ONNX bytes)
+    deployed on every client; the candidate is the base with the federated head."""
+    import random
+
+    start = time.perf_counter()
+    xa, ya = np.asarray(x), np.asarray(y).astype(np.int64)
+    if len(xa) != len(ya) or len(ya) < plan.clients:
+        raise DataError(f"simulation data: {len(xa)} inputs, {len(ya)} labels for "
+                        f"{plan.clients} clients")
+    base_sha = sha256_bytes(model)
+    served = with_embedding(model)
+    base_head = read_head(served)
+    session = Session(served, providers=["CPUExecutionProvider"])
+    parts, drifted = partition(ya, plan.clients, plan.partition, plan.seed)
+    rng = np.random.default_rng([plan.seed, 0x51])
+    n_poison = round(plan.poisoned * plan.clients)
+    poisoned = {int(i) + 1 for i in rng.choice(plan.clients, int(n_poison), replace=False)}
+    trainers: dict[int, dict[str, LocalTrainer]] = {}
+    labelled = 0
+    for c, idx in enumerate(parts):
+        xc = xa[idx]
+        if c in drifted:
+            xc = _shift(xc, plan.drift_severity, plan.seed + c)
+        out = run_batched(session, xc)
+        feats = np.asarray(out[EMBEDDING_OUTPUT], np.float32).reshape(len(xc), -1)
+        probs = next(v for k, v in out.items() if k != EMBEDDING_OUTPUT)
+        store = FeedbackStore(base_head.n_classes, capacity=len(xc) + 1,
+                              max_input_bytes=feats.nbytes + 1, keep_labelled=len(xc))
+        for i in range(len(xc)):  # the agent records each prediction with its embedding
+            store.record(f"c{c}-{i}", int(np.argmax(probs[i])), None, feats[i])
+        for j in np.flatnonzero(rng.random(len(xc)) < plan.label_share).tolist():
+            store.feedback(f"c{c}-{j}", int(ya[idx][j]))  # the delayed label
+        fx, fy = feedback_features(store)
+        labelled += len(fy)
+        trainers[c + 1] = {"head": HeadTrainer(*split_held_out(fx, fy))}
+
+    app = client_app(lambda ctx: trainers[ctx.node_id])
+
+    def node(msg: Message, ctx: Context) -> Message:
+        reply = app(msg, ctx)
+        if ctx.node_id in poisoned and msg.metadata.message_type == MessageType.TRAIN \
+                and not reply.has_error():
+            _poison(reply, plan.poison_scale)
+        return reply
+
+    latency_rng = np.random.default_rng([plan.seed, 0x1A7])
+
+    def latency(node_id: int, msg: Message) -> float:
+        if msg.metadata.message_type != MessageType.TRAIN or plan.stragglers == 0:
+            return 0.0
+        late = latency_rng.random() < plan.stragglers
+        return 2 * plan.round_timeout if late else 0.0
+
+    grid = InProcessGrid(node, plan.clients, latency=latency)  # type: ignore[arg-type]
+    inner = make_strategy(plan.strategy, fraction=plan.fraction, min_nodes=2,
+                          proximal_mu=plan.proximal_mu, malicious=n_poison)
+    if plan.dp_noise > 0:
+        from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+
+        inner = DifferentialPrivacyServerSideFixedClipping(
+            inner, noise_multiplier=plan.dp_noise, clipping_norm=plan.dp_clip,
+            num_sampled_clients=plan.sampled)
+    guard = RoundGuard(inner, quorum=plan.quorum_count)
+    outcome = RunOutcome()
+    train_config = {"trainer": plan.trainer, "epochs": plan.epochs, "lr": plan.lr,
+                    "batch-size": plan.batch_size, "compression": plan.compression,
+                    "seed": plan.seed}
+    initial = {k: np.asarray(v) for k, v in base_head.to_arrays().items()}
+    state = random.getstate()  # Flower samples nodes with the random module: seed it
+    random.seed(plan.seed)
+    np_state = np.random.get_state()
+    np.random.seed(plan.seed)  # Flower's DP noise uses numpy's global generator
+    try:
+        server = server_app(guard, initial, outcome, rounds=plan.rounds,
+                            train_config=train_config, timeout=plan.round_timeout,
+                            min_gain=plan.min_gain, on_round=on_round)
+        server(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                             run_config={}))
+    finally:
+        random.setstate(state)
+        np.random.set_state(np_state)
+    head = Head.from_arrays(outcome.arrays)
+    assert outcome.gate is not None
+    return SimulationResult(
+        plan=plan, run_id=f"fl-{secrets.token_hex(6)}", base_sha256=base_sha,
+        base_head=base_head, head=head, model=write_head(served, head),
+        rounds=outcome.rounds, round_accuracy=outcome.round_accuracy, gate=outcome.gate,
+        labelled=labelled, drifted=len(drifted), poisoned=len(poisoned),
+        seconds=time.perf_counter() - start,
+    )
