@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -31,8 +33,11 @@ __all__ = [
     "ModelCard",
     "PassSpec",
     "Recipe",
+    "RolloutControls",
     "RolloutPlan",
     "TensorSpec",
+    "parse_utc_offset",
+    "parse_window",
     "sha256_bytes",
     "sha256_file",
 ]
@@ -322,6 +327,128 @@ class RolloutPlan(Artifact):
     soak_s: float = 600.0
     gates: tuple[str, ...] = ()  # e.g. "error_rate<0.01", "p99_ms<=1.2*baseline"
     cohort: dict[str, str] = field(default_factory=dict)
+
+
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]|24):([0-5]\d)$")
+_OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):?(\d{2})$")
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    """``"02:00-05:00"`` -> (120, 300) minutes after local midnight; the end may pass midnight
+    (``"22:00-04:00"``); InputError otherwise."""
+    m = _WINDOW.match(text.strip()) if isinstance(text, str) else None
+    start = int(m.group(1)) * 60 + int(m.group(2)) if m else 0
+    end = int(m.group(3)) * 60 + int(m.group(4)) if m else 0
+    if m is None or end > 24 * 60 or start == end:
+        raise InputError(f"window {text!r}: expected HH:MM-HH:MM (device-local), e.g. 02:00-05:00")
+    return start, end
+
+
+def parse_utc_offset(text: str) -> int:
+    """``"+02:00"``, ``"-0530"``, ``"UTC+01:00"`` -> minutes east of UTC (at most 14 h)."""
+    m = _OFFSET.match(text.strip()) if isinstance(text, str) else None
+    minutes = int(m.group(2)) * 60 + int(m.group(3)) if m else 0
+    if m is None or minutes > 14 * 60 or int(m.group(3)) >= 60:
+        raise InputError(f"UTC offset {text!r}: expected +HH:MM or -HH:MM, e.g. +02:00")
+    return -minutes if m.group(1) == "-" else minutes
+
+
+def _positive_int(name: str, value: Any, limit: int) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= limit
+    if value is not None and not ok:
+        raise InputError(f"{name} {value!r}: expected a whole number from 1 to {limit}")
+
+
+@dataclass(frozen=True)
+class RolloutControls(Artifact):
+    """An operator's limits on a rollout, besides its statistical gates (hawkBit, Mender and
+    AWS IoT Jobs have the same): None leaves a control off.
+
+    * ``max_per_minute``: devices newly given the version per minute;
+    * ``max_concurrent_downloads``: devices given the version that have not yet reported it
+      installed (or failed), counted until ``download_timeout_s`` after their assignment;
+    * ``window``: ``HH:MM-HH:MM`` device-local time in which a device may be given the new
+      version (a rollback is never held back); the device's UTC offset is its label
+      ``window_label`` (``utc_offset=+02:00``), else ``window_offset``;
+    * ``max_failures`` / ``max_failure_rate``: the rollout fails (and rolls back) when more
+      than this many devices, or this share of the stage's devices, failed to install the
+      version or fell back from it (self-test, load or the agent's trial error limit).
+    """
+
+    KIND: ClassVar[str] = "rollout_controls"
+    max_per_minute: int | None = None
+    max_concurrent_downloads: int | None = None
+    download_timeout_s: float = 1800.0
+    window: str | None = None
+    window_label: str = "utc_offset"
+    window_offset: str = "+00:00"
+    max_failures: int | None = None
+    max_failure_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive_int("max_per_minute", self.max_per_minute, 1_000_000)
+        _positive_int("max_concurrent_downloads", self.max_concurrent_downloads, 10_000_000)
+        t = self.download_timeout_s
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 1.0 <= t <= 7 * 86400:
+            raise InputError(f"download_timeout_s {t!r}: expected seconds from 1 to 604800")
+        if self.window is not None:
+            parse_window(self.window)
+        label = self.window_label
+        if not isinstance(label, str) or not 0 < len(label) <= 64:
+            raise InputError(f"window_label {label!r}: expected a label name (1-64 characters)")
+        try:
+            parse_utc_offset(self.window_offset)
+        except InputError as e:
+            raise InputError(f"window_offset {str(e).removeprefix('UTC offset ')}") from e
+        if self.max_failures is not None and not (
+            isinstance(self.max_failures, int)
+            and not isinstance(self.max_failures, bool)
+            and 0 <= self.max_failures <= 10_000_000
+        ):
+            raise InputError(
+                f"max_failures {self.max_failures!r}: expected a whole number from 0 up"
+            )
+        rate = self.max_failure_rate
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0
+        ):
+            raise InputError(f"max_failure_rate {rate!r}: expected a share from 0 to below 1")
+
+    @property
+    def tracked(self) -> bool:
+        """Whether any control is on (the server then records each device's assignment)."""
+        return any(
+            v is not None
+            for v in (
+                self.max_per_minute,
+                self.max_concurrent_downloads,
+                self.window,
+                self.max_failures,
+                self.max_failure_rate,
+            )
+        )
+
+    def utc_offset(self, labels: Mapping[str, Any]) -> int:
+        """The device's offset in minutes: its label when it is a valid offset, else the
+        rollout's default (a device with a malformed label is not locked out)."""
+        value = labels.get(self.window_label)
+        if isinstance(value, str):
+            try:
+                return parse_utc_offset(value)
+            except InputError:
+                pass
+        return parse_utc_offset(self.window_offset)
+
+    def in_window(self, now_utc: datetime, labels: Mapping[str, Any]) -> bool:
+        """Whether ``now_utc`` falls inside the window in the device's local time."""
+        if self.window is None:
+            return True
+        start, end = parse_window(self.window)
+        local = now_utc.astimezone(timezone.utc) + timedelta(minutes=self.utc_offset(labels))
+        minute = local.hour * 60 + local.minute
+        if start < end:
+            return start <= minute < end
+        return minute >= start or minute < end  # the window passes midnight
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,18 @@ def _show(r: dict[str, Any], as_json: bool) -> None:
         highlight=False,
     )
     console.print(f"  {r['reason']}", highlight=False, markup=False)
+    controls = r.get("controls") or {}
+    shown = [
+        f"{flag} {controls[k]}" for k, flag in _CONTROL_NAMES.items() if controls.get(k) is not None
+    ]
+    if shown:
+        if controls.get("window"):
+            shown.append(f"--window-label {controls.get('window_label')}")
+            shown.append(f"--window-offset {controls.get('window_offset')}")
+        counts = ", ".join(f"{n} {k}" for k, n in (r.get("devices") or {}).items())
+        console.print(
+            f"  controls: {', '.join(shown)}; devices: {counts}", highlight=False, markup=False
+        )
     checks = r.get("checks") or []
     latest: dict[str, dict[str, Any]] = {}
     for c in checks:
@@ -79,6 +91,15 @@ def _show(r: dict[str, Any], as_json: bool) -> None:
         )
 
 
+_CONTROL_NAMES = {
+    "max_per_minute": "--max-per-minute",
+    "max_concurrent_downloads": "--max-concurrent-downloads",
+    "window": "--window",
+    "max_failures": "--max-failures",
+    "max_failure_rate": "--max-failure-rate",
+}
+
+
 def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
@@ -102,6 +123,30 @@ def start(
     min_devices: int | None = typer.Option(None, "--min-devices", help="Devices per group."),
     min_requests: int | None = typer.Option(None, "--min-requests", help="Requests for rates."),
     alpha: float | None = typer.Option(None, "--alpha", help="Significance of each test."),
+    max_per_minute: int | None = typer.Option(
+        None, "--max-per-minute", help="Devices newly given the version per minute."
+    ),
+    max_concurrent_downloads: int | None = typer.Option(
+        None, "--max-concurrent-downloads", help="Devices given it but not yet installed."
+    ),
+    download_timeout: str | None = typer.Option(
+        None, "--download-timeout", help="A download stops counting after this (30m)."
+    ),
+    window: str | None = typer.Option(
+        None, "--window", help="Maintenance window, device-local HH:MM-HH:MM (02:00-05:00)."
+    ),
+    window_label: str | None = typer.Option(
+        None, "--window-label", help="Device label holding its UTC offset (utc_offset)."
+    ),
+    window_offset: str | None = typer.Option(
+        None, "--window-offset", help="UTC offset of devices without that label (+00:00)."
+    ),
+    max_failures: int | None = typer.Option(
+        None, "--max-failures", help="Roll back when more devices fail to install."
+    ),
+    max_failure_rate: float | None = typer.Option(
+        None, "--max-failure-rate", help="Roll back when a larger share of a stage fails (0.1)."
+    ),
     as_json: bool = _json_opt(),
 ) -> None:
     """Start a staged rollout of MODEL@VERSION from the fleet's current version."""
@@ -120,6 +165,14 @@ def start(
         min_devices=min_devices,
         min_requests=min_requests,
         alpha=alpha,
+        max_per_minute=max_per_minute,
+        max_concurrent_downloads=max_concurrent_downloads,
+        download_timeout_s=None if download_timeout is None else parse_duration(download_timeout),
+        window=window,
+        window_label=window_label,
+        window_offset=window_offset,
+        max_failures=max_failures,
+        max_failure_rate=max_failure_rate,
     )
     _show(r, as_json)
 

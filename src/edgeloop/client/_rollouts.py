@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from edgeloop.artifacts import RolloutControls
 from edgeloop.client._admin import AdminClient
 from edgeloop.client._errors import ROLLOUTS_PATH
 from edgeloop.errors import RolloutError
@@ -54,8 +55,20 @@ class RolloutClient:
         min_requests: int | None = None,
         alpha: float | None = None,
         switch_timeout_s: float | None = None,
+        max_per_minute: int | None = None,
+        max_concurrent_downloads: int | None = None,
+        download_timeout_s: float | None = None,
+        window: str | None = None,
+        window_label: str | None = None,
+        window_offset: str | None = None,
+        max_failures: int | None = None,
+        max_failure_rate: float | None = None,
     ) -> dict[str, Any]:
-        """Start a rollout of ``model@version`` from the fleet's current version."""
+        """Start a rollout of ``model@version`` from the fleet's current version.
+
+        The controls (``max_per_minute`` ... ``max_failure_rate``, see
+        :class:`~edgeloop.artifacts.RolloutControls`) are checked here before the request, and
+        again by the server."""
         body: dict[str, Any] = {
             "model": model,
             "version": version,
@@ -64,12 +77,25 @@ class RolloutClient:
             "gates": list(gates),
             "cohort": cohort or {},
         }
-        extra = {
+        extra: dict[str, Any] = {
             "min_devices": min_devices,
             "min_requests": min_requests,
             "alpha": alpha,
             "switch_timeout_s": switch_timeout_s,
         }
+        controls: dict[str, Any] = {
+            "max_per_minute": max_per_minute,
+            "max_concurrent_downloads": max_concurrent_downloads,
+            "download_timeout_s": download_timeout_s,
+            "window": window,
+            "window_label": window_label,
+            "window_offset": window_offset,
+            "max_failures": max_failures,
+            "max_failure_rate": max_failure_rate,
+        }
+        controls = {k: v for k, v in controls.items() if v is not None}
+        RolloutControls.from_dict(controls)  # InputError naming the bad value, nothing sent
+        extra.update(controls)
         body.update({k: v for k, v in extra.items() if v is not None})
         return dict(self._call("POST", "", body))
 

@@ -5,7 +5,7 @@ its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here
 :class:`Base` and created by one Alembic chain shipped inside this package
 (``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
 ``0005_dashboard_sessions`` -> ``0006_monitor`` -> ``0007_eval_suites`` ->
-``0008_monitor_jobs``; the revision ids
+``0008_monitor_jobs`` -> ``0009_rollout_controls``; the revision ids
 are stored in every existing database and never change). SQLite is the embedded default,
 PostgreSQL is chosen by URL.
 
@@ -75,6 +75,7 @@ from edgeloop.db._registry_tables import (
 from edgeloop.db._rollout_tables import (
     ROLLOUT_TABLES,
     RolloutCheckRow,
+    RolloutDeviceRow,
     RolloutEventRow,
     RolloutRow,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "ReleaseRow",
     "ReportRow",
     "RolloutCheckRow",
+    "RolloutDeviceRow",
     "RolloutEventRow",
     "RolloutRow",
     "TokenRow",

@@ -3,9 +3,12 @@
 ::
 
     fleet_rollouts ──< fleet_rollout_events   every transition with its reason (the timeline)
-                   └──< fleet_rollout_checks  each gate's values at each evaluation (the charts)
+                   ├──< fleet_rollout_checks  each gate's values at each evaluation (the charts)
+                   └──< fleet_rollout_devices each device given the new version under the
+                                              rollout's controls, and how its install went
 
-Created by the Alembic revision ``0003_rollout``; a test checks that the two agree. A rollout
+Created by the Alembic revisions ``0003_rollout`` and ``0009_rollout_controls`` (the
+``controls`` column and ``fleet_rollout_devices``); a test checks that they agree. A rollout
 row is changed only by a compare-and-set on ``revision`` (``_rollout_store``), so any number of
 server processes may drive it.
 """
@@ -20,7 +23,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from edgeloop.db._engine import Base
 
-__all__ = ["ROLLOUT_TABLES", "RolloutCheckRow", "RolloutEventRow", "RolloutRow"]
+__all__ = [
+    "ROLLOUT_TABLES",
+    "RolloutCheckRow",
+    "RolloutDeviceRow",
+    "RolloutEventRow",
+    "RolloutRow",
+]
 
 _NAME = sa.String(200)
 _WHEN = sa.DateTime(timezone=True)
@@ -37,6 +46,8 @@ class RolloutRow(Base):
     gates: Mapped[list[Any]] = mapped_column(sa.JSON)  # gate texts
     cohort: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     options: Mapped[dict[str, Any]] = mapped_column(sa.JSON)  # GateOptions and timeouts
+    # RolloutControls.to_dict(): rate, concurrency, window, failure thresholds (0008)
+    controls: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     salt: Mapped[str] = mapped_column(sa.String(64))
     state: Mapped[str] = mapped_column(sa.String(16), index=True)
     stage: Mapped[int] = mapped_column(sa.Integer)
@@ -83,4 +94,24 @@ class RolloutCheckRow(Base):
     result: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
 
 
-ROLLOUT_TABLES = frozenset(t.__tablename__ for t in (RolloutRow, RolloutEventRow, RolloutCheckRow))
+class RolloutDeviceRow(Base):
+    """A device the director gave the rollout's version while controls were on: counted by
+    the rate limit (``assigned_at``) and the concurrent downloads (``state``), and by the
+    failure thresholds once its install failed or it fell back."""
+
+    __tablename__ = "fleet_rollout_devices"
+    __table_args__ = (sa.Index("ix_fleet_rollout_devices_rollout_at", "rollout_id", "assigned_at"),)
+    rollout_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("fleet_rollouts.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    stage: Mapped[int] = mapped_column(sa.Integer)
+    assigned_at: Mapped[datetime] = mapped_column(_WHEN)
+    state: Mapped[str] = mapped_column(sa.String(16))  # downloading, installed, failed
+    finished_at: Mapped[datetime | None] = mapped_column(_WHEN, nullable=True)
+    detail: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+
+
+ROLLOUT_TABLES = frozenset(
+    t.__tablename__ for t in (RolloutRow, RolloutEventRow, RolloutCheckRow, RolloutDeviceRow)
+)

@@ -45,6 +45,7 @@ class DeviceState:
     known_good: InstalledModel | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     health: str = "unknown"
+    last_error: str | None = None  # the agent's last install or model failure, as reported
 
 
 @dataclass(frozen=True)

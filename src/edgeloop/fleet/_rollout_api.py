@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
-from edgeloop.artifacts import RolloutPlan
+from edgeloop.artifacts import RolloutControls, RolloutPlan
 from edgeloop.db import read_session, write_session
 from edgeloop.errors import EdgeloopError, RolloutError
 from edgeloop.fleet import _rollout_store as rs
@@ -45,6 +45,27 @@ def _body(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Refused(400, "bad_body", "request body: expected a JSON object")
     return data
+
+
+CONTROL_FIELDS = (
+    "max_per_minute",
+    "max_concurrent_downloads",
+    "download_timeout_s",
+    "window",
+    "window_label",
+    "window_offset",
+    "max_failures",
+    "max_failure_rate",
+)
+
+
+def controls_from_body(data: dict[str, Any]) -> RolloutControls:
+    """The request's rollout controls (absent or null: off); 400 naming the bad value."""
+    given = {k: data[k] for k in CONTROL_FIELDS if data.get(k) is not None}
+    try:
+        return RolloutControls.from_dict(given)
+    except EdgeloopError as e:
+        raise Refused(400, "bad_body", f"rollout request: {e}") from e
 
 
 def plan_from_body(data: dict[str, Any]) -> tuple[RolloutPlan, GateOptions, float]:
@@ -88,7 +109,7 @@ class Rollouts:
         self.default_switch_timeout_s = 3.0 * poll
 
     def policy(self, s: Session) -> Policy:
-        return rs.policy_for(s)
+        return rs.policy_for(s, utc_now())
 
     def tick(self) -> list[tuple[int, str]]:
         """One pass over the rollouts in effect (none: no write transaction at all)."""
@@ -116,7 +137,9 @@ class Rollouts:
 
         @router.post("", status_code=201, openapi_extra=JSON_BODY, summary="Start a rollout")
         def start(body: bytes = Depends(raw_body)) -> dict[str, Any]:
-            plan, opts, switch = plan_from_body(_body(body))
+            data = _body(body)
+            plan, opts, switch = plan_from_body(data)
+            controls = controls_from_body(data)
             try:
                 with write_session(engine) as s:
                     row = rs.start_rollout(
@@ -126,6 +149,7 @@ class Rollouts:
                         now=utc_now(),
                         options=opts,
                         switch_timeout_s=switch or self.default_switch_timeout_s,
+                        controls=controls,
                     )
                     return rs.rollout_dict(s, row, detail=True)
             except RolloutError as e:

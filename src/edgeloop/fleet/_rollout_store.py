@@ -10,6 +10,7 @@ tick, so any number of server processes drive rollouts safely and a restart resu
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,8 +21,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from edgeloop.artifacts import DeviceProfile, RolloutPlan
-from edgeloop.db import DeviceRow, ReportRow, RolloutCheckRow, RolloutEventRow, RolloutRow
+from edgeloop.artifacts import DeviceProfile, RolloutControls, RolloutPlan
+from edgeloop.db import (
+    DeviceRow,
+    ReportRow,
+    RolloutCheckRow,
+    RolloutDeviceRow,
+    RolloutEventRow,
+    RolloutRow,
+)
 from edgeloop.errors import EdgeloopError, RegistryError, RolloutError
 from edgeloop.fleet._canary import cohort_matches, device_hash, parse_cohort, stage_cut
 from edgeloop.fleet._director import DeviceState, FleetState, Policy, default_policy
@@ -52,10 +60,12 @@ from edgeloop.registry import set_alias, suite_regression
 __all__ = [
     "CANARY_ALIAS",
     "EVALUATION_GATE",
+    "FAILURES_GATE",
     "act",
     "Plan",
     "any_in_effect",
     "apply_ticks",
+    "device_counts",
     "drive",
     "get_rollout",
     "list_rollouts",
@@ -67,6 +77,7 @@ __all__ = [
 
 CANARY_ALIAS = "canary"  # the registry alias that follows a rollout's new version
 EVALUATION_GATE = "(evaluation)"  # the check recorded when evaluating a rollout raised
+FAILURES_GATE = "(install failures)"  # the check of the controls' failure thresholds
 
 _log = logging.getLogger("edgeloop.fleet.rollout")
 
@@ -120,6 +131,10 @@ def _status(row: RolloutRow) -> RolloutStatus:
     )
 
 
+def _controls(row: RolloutRow) -> RolloutControls:
+    return RolloutControls.from_dict(row.controls or {})
+
+
 def _options(row: RolloutRow) -> GateOptions:
     known = {k: v for k, v in row.options.items() if k in GateOptions.__dataclass_fields__}
     return GateOptions(**known)
@@ -149,6 +164,7 @@ def start_rollout(
     options: GateOptions = GateOptions(),
     switch_timeout_s: float = 180.0,
     actor: str = "fleet-admin",
+    controls: RolloutControls = RolloutControls(),
 ) -> RolloutRow:
     """Create a rollout of ``plan.model@plan.version`` from the alias's current version."""
     _check_plan(plan)
@@ -187,6 +203,7 @@ def start_rollout(
             "switch_timeout_s": float(switch_timeout_s),
             "alias": alias,
         },
+        controls=controls.to_dict(),
         salt=secrets.token_hex(8),
         state="running",
         stage=0,
@@ -205,7 +222,10 @@ def start_rollout(
     s.flush()
     _cut(s, row)
     row.reason = f"stage 1 ({row.stages[0]:g}%): {row.stage_devices} device(s)"
-    _event(s, row, "start", None, now, actor, {"plan": plan.to_dict()})
+    data: dict[str, Any] = {"plan": plan.to_dict()}
+    if controls.tracked:
+        data["controls"] = controls.to_dict()
+    _event(s, row, "start", None, now, actor, data)
     set_alias(s, model, CANARY_ALIAS, version, reason=f"rollout {row.id} started", actor="rollout")
     return row
 
@@ -281,19 +301,70 @@ def observe(s: Session, row: RolloutRow, now: datetime) -> Observation:
                 stage_ids = {d.device_id for d in stage}
                 t = group_metrics(s, row.model, row.to_version, stage_ids, since)
                 c = group_metrics(s, row.model, row.from_version, set(control_ids), since)
-                gates.append(evaluate_group_gate(
-                    gate, t, c, devices=len(stage_ids), control_devices=len(control_ids)))
+                gates.append(
+                    evaluate_group_gate(
+                        gate, t, c, devices=len(stage_ids), control_devices=len(control_ids)
+                    )
+                )
             else:
-                gates.append(evaluate_gate(gate, treatment, control, opts,
-                                           stage_size=len(stage)))
+                gates.append(evaluate_gate(gate, treatment, control, opts, stage_size=len(stage)))
+    controls = _controls(row)
+    if row.state in ACTIVE:
+        failures = _failure_check(s, row, controls, len(stage))
+        if failures is not None:
+            gates.insert(0, failures)
+    switch = float(row.options.get("switch_timeout_s", 180.0))
+    if controls.max_per_minute:  # a rate-limited stage needs this long to hand its version out
+        switch += 60.0 * math.ceil(len(stage) / controls.max_per_minute)
     return Observation(
         now=now,
         stage_devices=len(stage),
         on_new=sum(1 for d in stage if d.installed_version == row.to_version),
         still_new=sum(1 for d in devices if d.installed_version == row.to_version),
         gates=gates,
-        switch_timeout_s=float(row.options.get("switch_timeout_s", 180.0)),
+        switch_timeout_s=switch,
     )
+
+
+def _failure_check(
+    s: Session, row: RolloutRow, controls: RolloutControls, stage_devices: int
+) -> GateResult | None:
+    """hawkBit's error threshold: more than ``max_failures`` devices, or more than
+    ``max_failure_rate`` of the stage, failed to install the version or fell back from it."""
+    n, rate = controls.max_failures, controls.max_failure_rate
+    if n is None and rate is None:
+        return None
+    failed = device_counts(s, row.id).get("failed", 0)
+    share = failed / stage_devices if stage_devices else 0.0
+    limits = []
+    if n is not None:
+        limits.append(f"at most {n} device(s)")
+    if rate is not None:
+        limits.append(f"at most {rate:.4g} of the stage's {stage_devices}")
+    over = (n is not None and failed > n) or (rate is not None and share > rate)
+    why = f"{failed} device(s) failed to install or fell back ({share:.1%} of the stage); "
+    why += " and ".join(limits) + " allowed"
+    return GateResult(
+        FAILURES_GATE,
+        "fail" if over else "pass",
+        float(failed),
+        None,
+        float(n) if n is not None else None,
+        stage_devices,
+        0,
+        reason=why,
+        extra={"failed": failed, "share": share, "max_failure_rate": rate},
+    )
+
+
+def device_counts(s: Session, rollout_id: int) -> dict[str, int]:
+    """The rollout's tracked devices by state: downloading, installed, failed."""
+    q = (
+        sa.select(RolloutDeviceRow.state, sa.func.count())
+        .where(RolloutDeviceRow.rollout_id == rollout_id)
+        .group_by(RolloutDeviceRow.state)
+    )
+    return {state: int(n) for state, n in s.execute(q)}
 
 
 def _apply(s: Session, row: RolloutRow, t: Transition, now: datetime, actor: str) -> bool:
@@ -486,6 +557,7 @@ def rollout_dict(s: Session, row: RolloutRow, *, detail: bool = False) -> dict[s
         "gates": list(row.gates),
         "cohort": dict(row.cohort),
         "options": dict(row.options),
+        "controls": dict(row.controls or {}),
         "state": row.state,
         "reason": row.reason,
         "created_by": row.created_by,
@@ -496,6 +568,8 @@ def rollout_dict(s: Session, row: RolloutRow, *, detail: bool = False) -> dict[s
         "finished_at": _iso(row.finished_at),
         "revision": row.revision,
     }
+    if _controls(row).tracked:
+        out["devices"] = {"downloading": 0, "installed": 0, "failed": 0, **device_counts(s, row.id)}
     if detail:
         events = s.scalars(
             sa.select(RolloutEventRow)
@@ -541,8 +615,10 @@ def rollout_dict(s: Session, row: RolloutRow, *, detail: bool = False) -> dict[s
 # --- the director's policy ------------------------------------------------------------------
 
 
-def policy_for(s: Session) -> Policy:
-    """The director's policy for one check-in: a device in a rollout's stage gets its version."""
+def policy_for(s: Session, now: datetime | None = None) -> Policy:
+    """The director's policy for one check-in: a device in a rollout's stage gets its version,
+    when the rollout's controls (rate, concurrent downloads, window) let it have it now."""
+    at = now or datetime.now(timezone.utc)
 
     def policy(device: DeviceState, model: str, fleet: FleetState) -> tuple[Release, str] | None:
         row = s.scalars(
@@ -556,9 +632,14 @@ def policy_for(s: Session) -> Policy:
             return base
         cohort = dict(row.cohort)
         member = cohort_matches(cohort, device.profile, device.labels)
-        takes_new = (
+        in_stage = (
             row.state in ACTIVE and member and device_hash(row.salt, device.device_id) <= row.cut
-        ) or (row.state == "completed" and cohort and member)
+        )
+        takes_new = in_stage or bool(row.state == "completed" and cohort and member)
+        if takes_new and in_stage:
+            controls = _controls(row)
+            if controls.tracked:
+                takes_new = _admit(s, row, controls, device, at)
         if takes_new:
             release = fleet.release(model, row.to_version)
             if release is not None:
@@ -571,3 +652,82 @@ def policy_for(s: Session) -> Policy:
         return base
 
     return policy
+
+
+def _failure_of(row: RolloutRow, device: DeviceState) -> str | None:
+    """The agent's report that it refused the rollout's version (verification or self-test).
+    A transient failure the agent retries (a full disk, a bad download) is not one."""
+    error = device.last_error or ""
+    if f"{row.model}@{row.to_version} refused" in error:
+        return error[:500]
+    return None
+
+
+def _track(rec: RolloutDeviceRow, row: RolloutRow, device: DeviceState, now: datetime) -> None:
+    """Move a tracked device on from what its check-in says."""
+    installed = device.installed
+    on_new = installed is not None and installed.version == row.to_version
+    if rec.state == "downloading":
+        failure = _failure_of(row, device)
+        if on_new:
+            rec.state, rec.finished_at = "installed", now
+        elif failure is not None:
+            rec.state, rec.finished_at, rec.detail = "failed", now, failure
+    elif rec.state == "installed" and not on_new and installed is not None:
+        rec.state, rec.finished_at = "failed", now
+        rec.detail = f"fell back from {row.model}@{row.to_version}: {device.last_error or ''}"[:500]
+
+
+def _admit(
+    s: Session, row: RolloutRow, controls: RolloutControls, device: DeviceState, now: datetime
+) -> bool:
+    """Whether a stage device gets the new version at this check-in under the controls; the
+    first time it does is recorded (the rate limit and concurrent downloads count those)."""
+    rec = s.get(RolloutDeviceRow, (row.id, device.device_id))
+    if rec is not None:
+        _track(rec, row, device, now)
+        return rec.state != "failed"  # a failed device stays on (or goes back to) the old one
+    installed = device.installed
+    if installed is not None and installed.version == row.to_version:
+        s.add(_device_row(row, device.device_id, now, "installed"))
+        return True
+    if not controls.in_window(now, device.labels):
+        return False
+    if controls.max_per_minute is not None:
+        recent = s.scalar(
+            sa.select(sa.func.count())
+            .select_from(RolloutDeviceRow)
+            .where(
+                RolloutDeviceRow.rollout_id == row.id,
+                RolloutDeviceRow.assigned_at > now - timedelta(minutes=1),
+            )
+        )
+        if (recent or 0) >= controls.max_per_minute:
+            return False
+    if controls.max_concurrent_downloads is not None:
+        busy = s.scalar(
+            sa.select(sa.func.count())
+            .select_from(RolloutDeviceRow)
+            .where(
+                RolloutDeviceRow.rollout_id == row.id,
+                RolloutDeviceRow.state == "downloading",
+                RolloutDeviceRow.assigned_at > now - timedelta(seconds=controls.download_timeout_s),
+            )
+        )
+        if (busy or 0) >= controls.max_concurrent_downloads:
+            return False
+    s.add(_device_row(row, device.device_id, now, "downloading"))
+    s.flush()
+    return True
+
+
+def _device_row(row: RolloutRow, device_id: str, now: datetime, state: str) -> RolloutDeviceRow:
+    return RolloutDeviceRow(
+        rollout_id=row.id,
+        device_id=device_id,
+        stage=row.stage,
+        assigned_at=now,
+        state=state,
+        finished_at=now if state != "downloading" else None,
+        detail=None,
+    )

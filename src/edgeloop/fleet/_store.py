@@ -274,6 +274,7 @@ def device_state(device: DeviceRow) -> DeviceState:
         known_good=_installed(device.known_good),
         labels=dict(device.labels),
         health=device.health,
+        last_error=device.last_error,
     )
 
 
