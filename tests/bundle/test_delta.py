@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from delta_models import two_layer
 from edgeloop.artifacts import ModelCard
 from edgeloop.bundle import (
     DELTA_TYPE,
@@ -40,27 +41,6 @@ from edgeloop.errors import (
     SecurityError,
     SignatureError,
 )
-from onnx_writer import FLOAT
-from onnx_writer import model_bytes as write_model
-
-
-def two_layer(seed_body: int, seed_head: int, hidden: int = 512) -> bytes:
-    """x(64) -> relu(x W1 + b1) (the body, 128 KiB) -> W2 (the head, 4 KiB) -> y(2)."""
-    body, head = np.random.default_rng(seed_body), np.random.default_rng(seed_head)
-    w1 = body.standard_normal((64, hidden)).astype(np.float32)
-    b1 = body.standard_normal(hidden).astype(np.float32)
-    w2 = head.standard_normal((hidden, 2)).astype(np.float32)
-    return write_model(
-        [
-            ("MatMul", ["x", "W1"], ["h"]),
-            ("Add", ["h", "b1"], ["z"]),
-            ("Relu", ["z"], ["r"]),
-            ("MatMul", ["r", "W2"], ["y"]),
-        ],
-        [("x", FLOAT, ["N", 64])],
-        [("y", FLOAT, ["N", 2])],
-        {"W1": w1, "b1": b1, "W2": w2},
-    )
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +88,10 @@ def _apply(v: dict[str, Any], trust: Trust, keys: dict[str, Any], **kw: Any) -> 
     args: dict[str, Any] = {"recipient": v["recipient"], "installed_version": 1}
     args.update(kw)
     delta = args.pop("delta", v["delta"])
-    base = args.pop("base", v["a_model"])
+    base = args.pop("base", v["a"])
+    model = args.pop("model", v["a_model"])
     key = args.pop("key", keys["device"])
-    return apply_delta(delta, base, trust, key, **args)
+    return apply_delta(delta, base, model, trust, key, **args)
 
 
 def test_delta_rebuilds_the_target_bundle_exactly(
@@ -128,15 +109,15 @@ def test_delta_opens_through_the_manifests_own_recipient(
     versions: dict[str, Any], trust: Trust, keys: dict[str, Any]
 ) -> None:
     """Without a re-wrapped key the target manifest's recipients are used (the fleet key)."""
-    b = apply_delta(versions["delta"], versions["a_model"], trust, keys["fleet"])
+    b = apply_delta(versions["delta"], versions["a"], versions["a_model"], trust, keys["fleet"])
     assert b == versions["b"]
 
 
 def test_read_delta_names_base_and_target(versions: dict[str, Any], trust: Trust) -> None:
-    info, m = read_delta(versions["delta"], trust)
+    info = read_delta(versions["delta"], trust)
     assert (info.name, info.base_version, info.target_version) == ("cnn", 1, 2)
     assert info.bundle_sha256 == hashlib.sha256(versions["b"]).hexdigest()
-    assert m.version == 2
+    assert info.base_bundle_sha256 == hashlib.sha256(versions["a"]).hexdigest()
 
 
 @pytest.mark.parametrize("where", ["manifest", "payload", "signature"])
@@ -164,6 +145,7 @@ def test_validly_signed_but_edited_delta_fails_the_target_hash(
     c = parse_container(versions["delta"])
     man = json.loads(c.manifest)
     man["target"]["model_sha256"] = hashlib.sha256(b"x").hexdigest()
+    man["base"]["version"] = 0  # and any other field: only B's signed hashes decide
     body = canonical_json(man)
     forged = build_container(
         body, sign_envelope(body, [keys["release"]], DELTA_TYPE), bytes(c.payload)
@@ -181,8 +163,10 @@ def test_untrusted_signer_is_refused(versions: dict[str, Any], keys: dict[str, A
 def test_wrong_base_is_refused(
     versions: dict[str, Any], trust: Trust, keys: dict[str, Any]
 ) -> None:
-    with pytest.raises(IntegrityError, match="base model"):
-        _apply(versions, trust, keys, base=two_layer(9, 2))
+    with pytest.raises(IntegrityError, match="base bundle"):
+        _apply(versions, trust, keys, model=two_layer(9, 2))
+    with pytest.raises(IntegrityError, match="base bundle"):
+        _apply(versions, trust, keys, base=versions["b"])
 
 
 def test_wrong_device_key_is_refused(
@@ -199,15 +183,14 @@ def test_rollback_through_a_delta_is_refused(
     versions: dict[str, Any], trust: Trust, keys: dict[str, Any]
 ) -> None:
     back = make_delta(versions["b"], versions["a"], keys["release"], keys["fleet"])
+    b, b_model = versions["b"], versions["b_model"]
     with pytest.raises(RollbackError):
-        apply_delta(back, versions["b_model"], trust, keys["fleet"], installed_version=2)
+        apply_delta(back, b, b_model, trust, keys["fleet"], installed_version=2)
     statement = sign_rollback("cnn", 2, 1, keys["release"])
-    assert (
-        apply_delta(
-            back, versions["b_model"], trust, keys["fleet"], installed_version=2, rollback=statement
-        )
-        == versions["a"]
+    rebuilt = apply_delta(
+        back, b, b_model, trust, keys["fleet"], installed_version=2, rollback=statement
     )
+    assert rebuilt == versions["a"]
 
 
 def test_revoked_or_other_target_is_refused(
@@ -238,7 +221,10 @@ def test_cdc_chunks_cover_the_data_and_survive_a_shift() -> None:
     assert sum(1 for c in b if c in a) >= len(b) - 2  # only the chunk at the insert differs
     ops = delta_ops(data, shifted)
     assert len(ops) < 40_000
-    assert _apply_ops(ops, data, len(shifted)) == shifted
+    assert _apply_ops(ops, [data], len(shifted)) == shifted
+    # a copy may span the segments of the base stream
+    parts = [data[:1000], b"", data[1000:1001], data[1001:]]
+    assert _apply_ops(ops, parts, len(shifted)) == shifted
 
 
 @pytest.mark.parametrize(
@@ -253,4 +239,4 @@ def test_cdc_chunks_cover_the_data_and_survive_a_shift() -> None:
 )
 def test_hostile_ops_are_refused(ops: bytes) -> None:
     with pytest.raises(BundleFormatError):
-        _apply_ops(ops, b"0123456789", 10)
+        _apply_ops(ops, [b"01234", b"56789"], 10)

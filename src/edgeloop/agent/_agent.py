@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # imported where used, so the agent starts without python-tuf
 
 from edgeloop.agent._backoff import Backoff
 from edgeloop.agent._client import FleetClient
+from edgeloop.agent._delta import fetch_by_delta
 from edgeloop.agent._fetch import fetch_target
 from edgeloop.agent._install import Slots
 from edgeloop.agent._integrity import package_build_hash
@@ -100,7 +101,8 @@ class Agent:
     ``insecure_first_use`` (trust on first use) is set. ``server_url`` and ``enroll_token``
     default to the provisioning file's. Every ``revocation_check_s`` (and before any switch)
     the agent reads the release side's signed targets and stops running a revoked version
-    (``_revocation``).
+    (``_revocation``). ``deltas``: update by a signed delta from the running model when one is
+    listed and smaller than the bundle (``_delta``), falling back to the full bundle.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class Agent:
         provisioning: Provisioning | None = None,
         insecure_first_use: bool = False,
         revocation_check_s: float = 600.0,
+        deltas: bool = True,
     ) -> None:
         self.store = StateDir(state_dir, writer)
         self.pinned = PinnedTrust(
@@ -155,6 +158,7 @@ class Agent:
         self.trial_max_error_rate = trial_max_error_rate
         self.telemetry = Telemetry()
         self.revocation_check_s = revocation_check_s
+        self.deltas = deltas
         self._listing_checked: float | None = None
         self.monitoring = Monitoring()
         self.last_error: str | None = None  # the last install or model failure (reported)
@@ -609,14 +613,61 @@ class Agent:
         if d.action != "install":
             return await asyncio.to_thread(self._act, d.action, d.slot, d.reason)
         assert self.identity is not None and self.server_url is not None
-        data = await asyncio.to_thread(fetch_target, self._tuf(), assignment)
         recipient = await self._client().recipient(str(self.device_id), assignment.target)
+        data = await asyncio.to_thread(self.download, assignment, recipient)
         self._retry_install = False
         if await asyncio.to_thread(self.install, data, assignment, recipient):
             return True
         if self._retry_install:  # a poll failure: the caller backs off before the next try
             raise AgentError(str(self.last_error))
         return False
+
+    def download(self, assignment: Assignment, recipient: dict[str, Any] | None) -> bytes:
+        """The assigned bundle's bytes: rebuilt from a listed delta when that is smaller,
+        else downloaded in full (also when the delta fails any check). Counts the bytes."""
+        current = self.state.current
+        if (
+            self.deltas
+            and self._model is not None
+            and current is not None
+            and current.model == assignment.model
+            and current.sha256 != assignment.sha256
+        ):
+            active = str(self.state.active)
+            highest = self.state.highest.get(assignment.model)
+            result = fetch_by_delta(
+                self._tuf(),
+                assignment,
+                current.sha256,
+                lambda: self._active_bundle(active),
+                self.trust(),
+                self.encryption_key,
+                recipient,
+                None if assignment.rollback else highest,
+            )
+            if result.downloaded:
+                self.telemetry.count("bytes_downloaded", result.downloaded)
+                self.telemetry.count("delta_bytes_downloaded", result.downloaded)
+            if result.bundle is not None:
+                self.telemetry.count("delta_updates")
+                return result.bundle
+            if result.error is not None:
+                self.telemetry.count("delta_fallbacks")
+                self.last_error = f"{result.error}; fetching the full bundle"
+        data = fetch_target(self._tuf(), assignment)
+        self.telemetry.count("bytes_downloaded", len(data))
+        return data
+
+    def _active_bundle(self, slot: str) -> tuple[bytes, bytes]:
+        """The bundle of ``slot`` and its model, decrypted in memory (a delta's base)."""
+        from edgeloop._io import read_bytes
+        from edgeloop.bundle import open_bundle
+
+        path = self.store.slot_path(slot)
+        _, model, _ = open_bundle(
+            path, self.trust(), self.encryption_key, recipient=self.slots.stored_recipient(slot)
+        )
+        return read_bytes(path, f"slot {slot} bundle"), model
 
     def _revocation_due(self) -> bool:
         last = self._listing_checked

@@ -76,6 +76,10 @@ class Slots:
     def recipient_path(self, slot: str) -> Path:
         return self.store.slot_path(slot).with_name("recipient.json")
 
+    def stored_recipient(self, slot: str) -> dict[str, Any] | None:
+        """The data key the server wrapped for this device, kept beside the slot's bundle."""
+        return self._recipient(slot)
+
     def _recipient(self, slot: str) -> dict[str, Any] | None:
         p = self.recipient_path(slot)
         if not p.exists():

@@ -4,28 +4,33 @@ A delta uses the bundle container (``_format``: magic, MNFT, SIGS, DATA) with it
 payload type, :data:`DELTA_TYPE`, so a delta never verifies as a bundle nor a bundle as a delta.
 Its signed manifest (canonical JSON) names::
 
-    name, base {version, model_sha256, model_length}
-    target {version, model_sha256, model_length, bundle_sha256, bundle_length,
-            manifest (base64 of B's MNFT), signatures (base64 of B's SIGS)}
-    ops {encoding, compression, length}, chunking {algorithm, min, avg, max}
-    encryption {algorithm, chunk_size, nonce_prefix, salt}, parts.payload {sha256, length}
+    name, base {version, bundle_sha256, model_sha256, stream_length}
+    target {version, bundle_sha256, bundle_length, model_sha256, model_length,
+            manifest_length, signatures_length}
+    ops {encoding, compression, length, packed_length}, chunking {algorithm, min, avg, max}
+    encryption {algorithm, chunk_size, nonce_prefix, salt, recipients (B's)}
+    parts.payload {sha256, length}
+
+The op list rebuilds the *target stream* ``MNFT_B || SIGS_B || model_B`` (B's signed manifest,
+its signatures, its plaintext model) from the *base stream* ``MNFT_A || SIGS_A || model_A``,
+which the device has (its bundle file and the model it decrypts from it). Records are
+``u8 kind | u64 a | u64 b``: kind 0 copies ``b`` bytes of the base stream from offset ``a``,
+kind 1 is ``b`` literal bytes that follow the record (``a`` is 0); the ops cover the target in
+order. Shipping B's manifest this way costs only what changed in it (self-test outputs, hashes).
 
 DATA is the op list, zlib-compressed, then encrypted with AES-256-GCM in chunks (``_crypto``)
 under ``HKDF-SHA256(B's data key, salt, "edgeloop delta key v1")``. The delta is therefore
 encrypted to exactly the devices B is encrypted to, through the same per-device wrapped key
-(the fleet server's re-wrap of B, or B's recipients list): no extra key exchange.
-
-The op list rebuilds B's model bytes from A's: records ``u8 kind | u64 a | u64 b``, kind 0 =
-copy ``b`` bytes from A at offset ``a``, kind 1 = ``b`` literal bytes that follow the record
-(``a`` is 0). Ops cover B in order.
+(the fleet server's re-wrap of B, or B's recipients, copied into the signed delta manifest).
 
 Applying (:func:`apply_delta`, on the device, stdlib + cryptography + numpy): verify the delta's
-signature, its payload hash and length; check that the device's model is the delta's base;
-verify B's own signed manifest (same trust, version floor and rollback statement as a full
-bundle); rebuild B's model and check its signed sha256; re-encrypt it with B's data key and
-B's nonce prefix (AES-GCM is deterministic for a key and nonce), which must give B's signed
-payload hash; return B's full bundle, byte for byte. The caller installs that like a
-downloaded bundle; any refusal means: fetch the full bundle.
+signature, payload hash and length; the signed bundle hash the caller expects (assignment,
+TUF target); the version floor and rollback statement, as for a full bundle; that the device's
+bundle and model are the delta's base; decrypt and rebuild; verify B's own signed manifest
+(same trust) and that it is the version the delta names; check the model's signed sha256;
+re-encrypt it with B's data key and nonce prefix (AES-GCM is deterministic for a key and
+nonce), which must give B's signed payload hash; return B's full bundle, byte for byte. The
+caller installs it like a downloaded bundle; any refusal means: fetch the full bundle.
 
 Why content-defined chunks, not a tensor diff: a tensor diff would need an ONNX parser on the
 device (the onnx package is not part of the device install) and would be tied to one format.
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import json
 import os
@@ -55,7 +61,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from edgeloop.artifacts import Manifest
 from edgeloop.bundle._buffers import writable_bytes
 from edgeloop.bundle._crypto import (
     ALGORITHM,
@@ -66,7 +71,8 @@ from edgeloop.bundle._crypto import (
     unwrap_data_key,
 )
 from edgeloop.bundle._format import (
-    MANIFEST_TYPE,
+    MAX_MANIFEST,
+    MAX_SIGS,
     build_container,
     canonical_json,
     parse_container,
@@ -188,9 +194,15 @@ def delta_ops(
     return b"".join(parts)
 
 
-def _apply_ops(ops: bytes, base: bytes, target_len: int) -> bytes:
-    """Rebuild the target from ``base`` and an op list; every offset and length is checked."""
-    view, src = memoryview(ops), memoryview(base)
+def _apply_ops(ops: bytes, base: Sequence[bytes | memoryview], target_len: int) -> bytes:
+    """Rebuild the target from the base stream (``base``: its segments, read as one) and an op
+    list; every offset and length is checked."""
+    view = memoryview(ops)
+    segs = [memoryview(b).cast("B") for b in base]
+    starts = [0]
+    for seg in segs:
+        starts.append(starts[-1] + len(seg))
+    base_len = starts[-1]
     pos = out_pos = 0
     with writable_bytes(target_len) as (dst, result):
         while pos < len(view):
@@ -204,12 +216,18 @@ def _apply_ops(ops: bytes, base: bytes, target_len: int) -> bytes:
                     f"{target_len}-byte target"
                 )
             if kind == _COPY:
-                if a > len(src) or b > len(src) - a:
+                if a > base_len or b > base_len - a:
                     raise BundleFormatError(
                         f"delta ops: copy of {b} bytes from offset {a} overruns the "
-                        f"{len(src)}-byte base"
+                        f"{base_len}-byte base"
                     )
-                dst[out_pos : out_pos + b] = src[a : a + b]
+                src, left, dpos = a, b, out_pos
+                i = bisect.bisect_right(starts, src) - 1
+                while left:
+                    off = src - starts[i]
+                    n = min(left, len(segs[i]) - off)
+                    dst[dpos : dpos + n] = segs[i][off : off + n]
+                    src, left, dpos, i = src + n, left - n, dpos + n, i + 1
             elif kind == _LITERAL:
                 if a != 0 or b > len(view) - pos:
                     raise BundleFormatError(f"delta ops: malformed literal at offset {pos}")
@@ -267,20 +285,22 @@ class DeltaInfo:
 
     name: str
     base_version: int
-    base_sha256: str
-    base_length: int
+    base_bundle_sha256: str
+    base_model_sha256: str
+    base_stream_length: int
     target_version: int
-    target_sha256: str
-    target_length: int
     bundle_sha256: str
     bundle_length: int
-    target_manifest: bytes
-    target_signatures: bytes
+    model_sha256: str
+    model_length: int
+    manifest_length: int
+    signatures_length: int
     ops_length: int
+    packed_length: int
+    compression: str
     encryption: dict[str, Any]
     payload_sha256: str
     payload_length: int
-    raw: dict[str, Any]
 
 
 def _parse_delta_manifest(data: bytes) -> DeltaInfo:
@@ -294,8 +314,6 @@ def _parse_delta_manifest(data: bytes) -> DeltaInfo:
     if not isinstance(name, str) or not name:
         raise BundleFormatError(f"delta manifest name {name!r}: expected a non-empty string")
     base, target, ops = obj.get("base"), obj.get("target"), obj.get("ops")
-    if not isinstance(target, dict):
-        raise BundleFormatError("delta manifest target: expected an object")
     enc, parts = obj.get("encryption"), obj.get("parts")
     if not isinstance(enc, dict):
         raise BundleFormatError("delta manifest encryption: expected an object")
@@ -304,35 +322,42 @@ def _parse_delta_manifest(data: bytes) -> DeltaInfo:
     _int(enc, "chunk_size", "encryption", 1, 1 << 30)
     _unb64(enc.get("nonce_prefix"), "encryption.nonce_prefix", 4)
     _unb64(enc.get("salt"), "encryption.salt", 16)
+    if not isinstance(enc.get("recipients"), list):
+        raise BundleFormatError("delta manifest encryption.recipients: expected a list")
     if not isinstance(ops, dict) or ops.get("encoding") != OPS_ENCODING:
         raise BundleFormatError(f"delta manifest ops: expected encoding {OPS_ENCODING!r}")
     if ops.get("compression") not in ("zlib", "none"):
         raise BundleFormatError(f"delta ops.compression {ops.get('compression')!r}")
     payload = parts.get("payload") if isinstance(parts, dict) else None
-    return DeltaInfo(
+    info = DeltaInfo(
         name=name,
         base_version=_int(base, "version", "base"),
-        base_sha256=_hex(base, "model_sha256", "base"),
-        base_length=_int(base, "model_length", "base"),
+        base_bundle_sha256=_hex(base, "bundle_sha256", "base"),
+        base_model_sha256=_hex(base, "model_sha256", "base"),
+        base_stream_length=_int(base, "stream_length", "base"),
         target_version=_int(target, "version", "target"),
-        target_sha256=_hex(target, "model_sha256", "target"),
-        target_length=_int(target, "model_length", "target"),
         bundle_sha256=_hex(target, "bundle_sha256", "target"),
         bundle_length=_int(target, "bundle_length", "target"),
-        target_manifest=_unb64(target.get("manifest"), "target.manifest"),
-        target_signatures=_unb64(target.get("signatures"), "target.signatures"),
+        model_sha256=_hex(target, "model_sha256", "target"),
+        model_length=_int(target, "model_length", "target"),
+        manifest_length=_int(target, "manifest_length", "target", 1, MAX_MANIFEST),
+        signatures_length=_int(target, "signatures_length", "target", 1, MAX_SIGS),
         ops_length=_int(ops, "length", "ops", 0, 2 * _MAX_MODEL),
+        packed_length=_int(ops, "packed_length", "ops", 0, 2 * _MAX_MODEL),
+        compression=str(ops["compression"]),
         encryption=enc,
         payload_sha256=_hex(payload, "sha256", "parts.payload"),
         payload_length=_int(payload, "length", "parts.payload", 0, 2 * _MAX_MODEL),
-        raw=obj,
     )
+    if info.compression == "none" and info.packed_length != info.ops_length:
+        raise BundleFormatError("delta ops: uncompressed, yet packed_length != length")
+    return info
 
 
-def read_delta(delta: bytes | memoryview, trust: Trust) -> tuple[DeltaInfo, Manifest]:
-    """Verify a delta's signature, payload and embedded target manifest; no key needed.
+def read_delta(delta: bytes | memoryview, trust: Trust) -> DeltaInfo:
+    """Verify a delta's signature, payload hash and length (no key needed); its fields.
 
-    Returns the delta's fields and B's verified manifest. Raises a :class:`SecurityError`.
+    Raises a :class:`SecurityError`.
     """
     c = parse_container(delta)
     verify_envelope(
@@ -355,26 +380,17 @@ def read_delta(delta: bytes | memoryview, trust: Trust) -> tuple[DeltaInfo, Mani
             f"delta payload has sha256 {digest[:16]}, its signed manifest says "
             f"{info.payload_sha256[:16]}"
         )
-    verify_envelope(
-        info.target_manifest,
-        info.target_signatures,
-        dict(trust.release_keys),
-        trust.threshold,
-        payload_type=MANIFEST_TYPE,
-    )
-    m = parse_manifest(info.target_manifest)
-    want = (info.name, info.target_version, info.target_sha256, info.target_length)
-    have = (m.name, m.version, m.parts["model"]["sha256"], m.parts["model"]["length"])
-    if have != want:
-        raise IntegrityError(
-            f"delta names target {want[0]}@{want[1]} ({want[2][:16]}), its embedded manifest "
-            f"is {have[0]}@{have[1]} ({str(have[2])[:16]})"
-        )
-    return info, m
+    return info
+
+
+def _sections(bundle: bytes | memoryview) -> tuple[bytes, bytes]:
+    c = parse_container(bundle)
+    return c.manifest, c.signatures
 
 
 def apply_delta(
     delta: bytes | memoryview,
+    base_bundle: bytes,
     base_model: bytes,
     trust: Trust,
     device_key: DeviceKey,
@@ -385,52 +401,69 @@ def apply_delta(
     expect_sha256: str | None = None,
     now: datetime | None = None,
 ) -> bytes:
-    """Rebuild version B's full bundle from the device's model (A) and a delta A -> B.
+    """Rebuild version B's full bundle from the device's bundle and model (A) and a delta.
 
-    ``base_model``: the plaintext model this device runs (decrypted from its bundle).
+    ``base_bundle``/``base_model``: the bundle this device runs and its plaintext model.
     ``recipient``: B's data key wrapped for this device (the fleet server's re-wrap), else
-    B's manifest's own recipients are tried. ``installed_version``/``rollback``: the version
-    floor, exactly as :func:`verify` applies it to a full bundle. ``expect_sha256``: B's bundle
+    the recipients B was encrypted to are tried. ``installed_version``/``rollback``: the
+    version floor, as :func:`verify` applies it to a full bundle. ``expect_sha256``: B's bundle
     sha256 from signed metadata (the assignment, the TUF target). Returns B's bundle bytes,
     which reproduce B's signed payload sha256; raises a :class:`SecurityError` otherwise.
     """
-    info, m = read_delta(delta, trust)
+    info = read_delta(delta, trust)
     if expect_sha256 is not None and info.bundle_sha256 != expect_sha256:
         raise IntegrityError(
             f"delta rebuilds bundle {info.bundle_sha256[:16]}, the signed metadata expects "
             f"{expect_sha256[:16]}"
         )
-    check_rollback(m.name, m.version, installed_version, rollback, trust, now)
-    base_digest = hashlib.sha256(base_model).hexdigest()
-    if base_digest != info.base_sha256 or len(base_model) != info.base_length:
+    check_rollback(info.name, info.target_version, installed_version, rollback, trust, now)
+    base_digest = hashlib.sha256(base_bundle).hexdigest()
+    model_digest = hashlib.sha256(base_model).hexdigest()
+    if base_digest != info.base_bundle_sha256 or model_digest != info.base_model_sha256:
         raise IntegrityError(
-            f"delta {info.name}@{info.base_version}->{info.target_version} is for base model "
-            f"{info.base_sha256[:16]}; this device's model is {base_digest[:16]}"
+            f"delta {info.name}@{info.base_version}->{info.target_version} is for base bundle "
+            f"{info.base_bundle_sha256[:16]}; this device runs {base_digest[:16]}"
         )
-    enc = m.encryption if recipient is None else {**m.encryption, "recipients": [recipient]}
-    data_key = unwrap_data_key(enc, device_key)  # DecryptionError: not for this device
-    denc = info.encryption
+    base_mnft, base_sigs = _sections(base_bundle)
+    base = (base_mnft, base_sigs, base_model)
+    if sum(map(len, base)) != info.base_stream_length:
+        raise IntegrityError("delta base stream length differs from the signed one")
+    enc = info.encryption
+    recipients = enc["recipients"] if recipient is None else [recipient]
+    data_key = unwrap_data_key({"recipients": recipients}, device_key)  # not for this device
     c = parse_container(delta)
-    comp = info.raw["ops"]["compression"]
-    packed_len = _int(info.raw["ops"], "packed_length", "ops", 0, 2 * _MAX_MODEL)
     try:
         packed = decrypt_chunks(
             c.payload,
-            _delta_key(data_key, _unb64(denc["salt"], "encryption.salt", 16)),
-            _unb64(denc["nonce_prefix"], "encryption.nonce_prefix", 4),
-            int(denc["chunk_size"]),
-            packed_len,
+            _delta_key(data_key, _unb64(enc["salt"], "encryption.salt", 16)),
+            _unb64(enc["nonce_prefix"], "encryption.nonce_prefix", 4),
+            int(enc["chunk_size"]),
+            info.packed_length,
         )
     except DecryptionError as e:
         raise DecryptionError(f"delta payload: {e}") from e
-    ops = packed if comp == "none" else _inflate(packed, info.ops_length)
-    model = _apply_ops(ops, base_model, info.target_length)
-    del ops, packed
+    del c
+    ops = packed if info.compression == "none" else _inflate(packed, info.ops_length)
+    del packed
+    n_m, n_s = info.manifest_length, info.signatures_length
+    stream = _apply_ops(ops, base, n_m + n_s + info.model_length)
+    del ops
+    view = memoryview(stream)
+    mnft, sigs, model = bytes(view[:n_m]), bytes(view[n_m : n_m + n_s]), view[n_m + n_s :]
+    verify_envelope(mnft, sigs, dict(trust.release_keys), trust.threshold)
+    m = parse_manifest(mnft)
+    have = (m.name, m.version, m.parts["model"]["sha256"], m.parts["model"]["length"])
+    want = (info.name, info.target_version, info.model_sha256, info.model_length)
+    if have != want:
+        raise IntegrityError(
+            f"delta names {want[0]}@{want[1]} ({want[2][:16]}); the manifest it rebuilt is "
+            f"{have[0]}@{have[1]} ({str(have[2])[:16]})"
+        )
     digest = hashlib.sha256(model).hexdigest()
-    if digest != info.target_sha256:
+    if digest != info.model_sha256:
         raise IntegrityError(
             f"delta rebuilt a model with sha256 {digest[:16]}, the signed manifest of "
-            f"{m.name}@{m.version} says {info.target_sha256[:16]}"
+            f"{m.name}@{m.version} says {info.model_sha256[:16]}"
         )
     tenc = m.encryption
     ciphertext = encrypt_chunks(
@@ -439,9 +472,11 @@ def apply_delta(
         _unb64(tenc.get("nonce_prefix"), "target encryption.nonce_prefix", 4),
         _int(tenc, "chunk_size", "target encryption", 1, 1 << 30),
     )
-    del model
+    model.release()
+    view.release()
+    del stream
     check_payload(m, hashlib.sha256(ciphertext).hexdigest())
-    bundle = build_container(info.target_manifest, info.target_signatures, ciphertext)
+    bundle = build_container(mnft, sigs, ciphertext)
     got = hashlib.sha256(bundle).hexdigest()
     if got != info.bundle_sha256 or len(bundle) != info.bundle_length:
         raise IntegrityError(
@@ -474,7 +509,7 @@ def make_delta(
     chunk_size: int = DEFAULT_CHUNK,
     created_at: str | None = None,
 ) -> bytes:
-    """The delta that turns ``base_bundle``'s model into ``target_bundle`` (release side).
+    """The delta that turns ``base_bundle`` into ``target_bundle`` (release side).
 
     ``key``: an X25519 key both bundles are encrypted to (the fleet key): it opens both models
     and B's data key, from which the delta's key is derived. ``signing_keys``: the release
@@ -492,7 +527,9 @@ def make_delta(
     a = decrypt_payload(ca.payload, ma.encryption, key, int(ma.parts["model"]["length"]))
     b = decrypt_payload(cb.payload, mb.encryption, key, int(mb.parts["model"]["length"]))
     data_key = unwrap_data_key(mb.encryption, key)
-    ops = delta_ops(a, b, min_size, avg_size, max_size)
+    base_stream = ca.manifest + ca.signatures + a
+    target_stream = cb.manifest + cb.signatures + b
+    ops = delta_ops(base_stream, target_stream, min_size, avg_size, max_size)
     packed = zlib.compress(ops, 6)
     comp = "zlib"
     if len(packed) >= len(ops):
@@ -503,17 +540,18 @@ def make_delta(
         "name": mb.name,
         "base": {
             "version": ma.version,
+            "bundle_sha256": hashlib.sha256(base_bundle).hexdigest(),
             "model_sha256": hashlib.sha256(a).hexdigest(),
-            "model_length": len(a),
+            "stream_length": len(base_stream),
         },
         "target": {
             "version": mb.version,
-            "model_sha256": hashlib.sha256(b).hexdigest(),
-            "model_length": len(b),
             "bundle_sha256": hashlib.sha256(target_bundle).hexdigest(),
             "bundle_length": len(target_bundle),
-            "manifest": _b64(cb.manifest),
-            "signatures": _b64(cb.signatures),
+            "model_sha256": hashlib.sha256(b).hexdigest(),
+            "model_length": len(b),
+            "manifest_length": len(cb.manifest),
+            "signatures_length": len(cb.signatures),
         },
         "ops": {
             "encoding": OPS_ENCODING,
@@ -528,6 +566,7 @@ def make_delta(
             "nonce_prefix": _b64(prefix),
             "salt": _b64(salt),
             "key": "HKDF-SHA256(target data key, salt, 'edgeloop delta key v1')",
+            "recipients": mb.encryption.get("recipients", []),
         },
         "parts": {
             "payload": {

@@ -270,13 +270,26 @@ def release(
         "--revoke",
         help="NAME@VERSION: remove that release from the signed targets; no device runs it.",
     ),
+    deltas: bool = typer.Option(
+        False,
+        "--deltas",
+        help="Also write and list deltas to this bundle from the model's other listed versions "
+        "(needs KEYS/release.pem and KEYS/fleet.pem).",
+    ),
+    field: Path | None = typer.Option(
+        None,
+        "--field",
+        help="Device inventory JSON (edgeloop fleet devices --json): write deltas only from "
+        "the bundles devices run (implies --deltas).",
+    ),
     passphrase: bool = PASSPHRASE_OPTION,
     passphrase_env: str | None = PASSPHRASE_ENV_OPTION,
 ) -> None:
     """Add a verified bundle to the TUF repository (or --revoke a release); re-sign.
 
     Both sign the targets metadata with the targets key: run them where the offline release
-    keys are (the build side), against the repository the fleet server serves.
+    keys are (the build side), against the repository the fleet server serves. With
+    --deltas/--field the release also lists a delta (.eld) from each version in the field.
     """
     from edgeloop.cli._console import console
     from edgeloop.errors import InputError
@@ -293,8 +306,44 @@ def release(
         console.print(f"revoked {revoke}: {', '.join(gone)} no longer in the signed targets")
         return
     assert bundle is not None
-    published = Repository(repo, KeyRing(keys, secret)).release(bundle, target)
+    installed = None if field is None else _field_bundles(field)
+    repository = Repository(repo, KeyRing(keys, secret))
+    if deltas or field is not None:  # the keys first: a missing key leaves the repo untouched
+        from edgeloop.bundle import load_encryption_key, load_signing_key
+
+        sign_key = load_signing_key(keys / "release.pem", secret)
+        fleet_key = load_encryption_key(keys / "fleet.pem", secret)
+    published = repository.release(bundle, target)
     console.print(
         f"released {published.path} ({published.name} v{published.version}, sha256 "
         f"{published.sha256[:16]}) as targets version {published.targets_version}"
     )
+    if deltas or field is not None:
+        written = repository.write_deltas(
+            published.path, sign_key, fleet_key, from_bundles=installed
+        )
+        for d in written:
+            console.print(f"delta {d.path}: {d.length} bytes (the bundle: {published.length})")
+        if not written:
+            console.print("no delta written: no other listed version of this model in the field")
+
+
+def _field_bundles(path: Path) -> set[str]:
+    """The bundle sha256s devices run (installed or known good), from an inventory JSON list."""
+    from edgeloop._io import read_bytes
+
+    try:
+        rows = json.loads(read_bytes(path, "device inventory"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FileError(f"--field {str(path)!r} is not JSON ({e})") from e
+    if isinstance(rows, dict):
+        rows = rows.get("devices")
+    if not isinstance(rows, list):
+        raise InputError(f"--field {str(path)!r}: expected a JSON list of device rows")
+    out: set[str] = set()
+    for row in rows:
+        for key in ("installed", "known_good"):
+            entry = row.get(key) if isinstance(row, dict) else None
+            if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
+                out.add(entry["sha256"])
+    return out

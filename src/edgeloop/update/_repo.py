@@ -7,6 +7,12 @@
     REPO/metadata/timestamp.json
     REPO/metadata/<V>.snapshot.json, <V>.targets.json   (consistent snapshots)
     REPO/targets/<name>/<version>/<sha256>.<file>.elb
+    REPO/targets/<name>/<version>/<sha256>.<file>.from-<A>-<sha12>.eld   deltas A -> version
+
+A delta target's ``custom`` carries ``delta: {from_version, base_sha256, bundle_sha256,
+bundle_length, target}``: the device picks it when it runs the base bundle (``base_sha256``)
+and the delta is smaller than the bundle the director assigned (``bundle_sha256``); revoking
+the version removes its deltas with it.
 
 Any static file server can serve ``REPO`` (``/metadata/`` and ``/targets/``). Every release
 adds a target, bumps targets, snapshot and timestamp and re-signs them; files are written
@@ -19,14 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, Timestamp
 
 from edgeloop._io import atomic_write_bytes, read_bytes
-from edgeloop.bundle import load_trust, verify
-from edgeloop.errors import InputError, UpdateError
+from edgeloop.bundle import DeviceKey, load_trust, make_delta, read_delta, verify
+from edgeloop.errors import InputError, SecurityError, UpdateError
 from edgeloop.update._keyring import KeyRing
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = ["Expiry", "PublishedTarget", "Repository"]
 
@@ -187,6 +196,107 @@ class Repository:
         return PublishedTarget(
             path, digest, len(data), manifest.name, manifest.version, int(tgt.signed.version)
         )
+
+    def target_bytes(self, path: str) -> bytes:
+        """The stored file of a listed target (its hash checked against the signed listing)."""
+        info = self.targets().get(path)
+        if info is None:
+            raise InputError(f"target {path!r} is not in the signed targets of {str(self.dir)!r}")
+        dirname, _, base = path.rpartition("/")
+        data = read_bytes(self.targets_dir / dirname / f"{info.hashes['sha256']}.{base}", "target")
+        try:
+            info.verify_length_and_hashes(data)
+        except Exception as e:
+            raise UpdateError(f"stored target {path!r} does not match its listing: {e}") from e
+        return data
+
+    def release_delta(self, delta: bytes, path: str) -> PublishedTarget:
+        """List a delta (``bundle.make_delta``) as a target; its version must be listed."""
+        if path.startswith("/") or ".." in path.split("/"):
+            raise InputError(f"target path {path!r} must be relative, without '..'")
+        info = read_delta(delta, load_trust(self.keys.dir))
+        tgt, snap, ts = self.current()
+        full = [
+            (p, t)
+            for p, t in tgt.signed.targets.items()
+            if t.hashes.get("sha256") == info.bundle_sha256
+        ]
+        if not full:
+            raise InputError(
+                f"delta to {info.name}@{info.target_version} rebuilds bundle "
+                f"{info.bundle_sha256[:16]}, which the signed targets do not list; release it first"
+            )
+        tinfo = TargetFile.from_data(path, delta, ["sha256"])
+        old = tgt.signed.targets.get(path)
+        if old is not None and old.hashes != tinfo.hashes:
+            raise InputError(f"target {path!r} is already published with another sha256")
+        tinfo.unrecognized_fields["custom"] = {
+            "name": info.name,
+            "version": info.target_version,
+            "delta": {
+                "from_version": info.base_version,
+                "base_sha256": info.base_bundle_sha256,
+                "bundle_sha256": info.bundle_sha256,
+                "bundle_length": info.bundle_length,
+                "target": full[0][0],
+            },
+        }
+        digest = tinfo.hashes["sha256"]
+        dirname, _, base = path.rpartition("/")
+        _publish(self.targets_dir / dirname / f"{digest}.{base}", delta)
+        tgt.signed.targets[path] = tinfo
+        for md in (tgt, snap, ts):
+            md.signed.version += 1
+        self._write(tgt, snap, ts)
+        return PublishedTarget(
+            path, digest, len(delta), info.name, info.target_version, int(tgt.signed.version)
+        )
+
+    def write_deltas(
+        self,
+        target_path: str,
+        signing_key: Ed25519PrivateKey,
+        fleet_key: DeviceKey,
+        *,
+        from_bundles: set[str] | None = None,
+    ) -> list[PublishedTarget]:
+        """Deltas to the listed bundle ``target_path`` from the other listed bundles of its
+        model (only those whose sha256 is in ``from_bundles`` when given: the versions the
+        fleet inventory says devices run); a delta not smaller than the bundle is skipped, one
+        already listed is kept. Returns the deltas listed now.
+        """
+        targets = self.targets()
+        want = targets.get(target_path)
+        if want is None:
+            raise InputError(f"target {target_path!r} is not in the signed targets")
+        custom = want.unrecognized_fields.get("custom", {})
+        name, version = custom.get("name"), custom.get("version")
+        b = self.target_bytes(target_path)
+        out: list[PublishedTarget] = []
+        for path, t in sorted(targets.items()):
+            c = t.unrecognized_fields.get("custom", {})
+            if (
+                path == target_path
+                or not isinstance(c, dict)
+                or "delta" in c
+                or c.get("name") != name
+                or c.get("version") == version
+                or (from_bundles is not None and t.hashes.get("sha256") not in from_bundles)
+            ):
+                continue
+            stem = target_path.rpartition("/")[2].removesuffix(".elb")
+            sha = str(t.hashes.get("sha256", ""))[:12]
+            dpath = f"{target_path.rpartition('/')[0]}/{stem}.from-{c.get('version')}-{sha}.eld"
+            if dpath in targets:  # listed by an earlier run: a delta is not deterministic
+                continue
+            try:
+                delta = make_delta(self.target_bytes(path), b, signing_key, fleet_key)
+            except SecurityError as e:
+                raise InputError(f"cannot write a delta from {path!r}: {e}") from e
+            if len(delta) >= len(b):
+                continue
+            out.append(self.release_delta(delta, dpath))
+        return out
 
     def revoke(self, name: str, version: int) -> list[str]:
         """Remove every target of ``name@version`` from the signed targets; the paths removed.
