@@ -29,7 +29,14 @@ Tiny = tuple[str, dict[str, Any], str, dict[str, Any]]
 
 
 def test_list_architectures() -> None:
-    assert list_architectures() == ["autoencoder", "cnn", "cnn1d", "mobilenet", "transformer"]
+    assert list_architectures() == [
+        "autoencoder",
+        "cnn",
+        "cnn1d",
+        "mbconv",
+        "mobilenet",
+        "transformer",
+    ]
 
 
 def test_forward_shapes_match_the_task(tiny: Tiny) -> None:

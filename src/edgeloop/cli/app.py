@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("distill", "edgeloop.cli.distill:distill"),
     ("qat", "edgeloop.cli.compress:qat"),
     ("binarize", "edgeloop.cli.compress:binarize"),
+    ("search", "edgeloop.cli.search:search"),
     ("card", "edgeloop.cli.card:card"),
     ("pack", "edgeloop.cli.bundle:pack"),
     ("verify", "edgeloop.cli.bundle:verify"),

@@ -10,7 +10,14 @@ from torch import nn
 
 from edgeloop.data import Dataset
 from edgeloop.errors import DataError, InputError, UnknownNameError
-from edgeloop.zoo._models import CNN, CNN1d, DenseAutoencoder, MobileNet, TokenTransformer
+from edgeloop.zoo._models import (
+    CNN,
+    CNN1d,
+    DenseAutoencoder,
+    MBConvNet,
+    MobileNet,
+    TokenTransformer,
+)
 
 __all__ = ["ARCHITECTURES", "ArchInfo", "build_model", "kwargs_for", "list_architectures"]
 
@@ -69,6 +76,7 @@ def _vector_kwargs(ds: Dataset) -> dict[str, Any]:
 _KWARGS: dict[str, Callable[[Dataset], dict[str, Any]]] = {
     "cnn": _image_kwargs,
     "mobilenet": _mobilenet_kwargs,
+    "mbconv": _mobilenet_kwargs,
     "cnn1d": _series_kwargs,
     "transformer": _token_kwargs,
     "autoencoder": _vector_kwargs,
@@ -88,6 +96,18 @@ ARCHITECTURES: dict[str, ArchInfo] = {
             3e-3,
             64,
             {"width": 0.25},
+        ),
+        ArchInfo(
+            "mbconv",
+            MBConvNet,
+            "textures",
+            "classification",
+            "MobileNetV2-style inverted residuals: width, depth, kernel, expansion, resolution "
+            "(the search space of `edgeloop search mobilenet`)",
+            10,
+            3e-3,
+            64,
+            {"width": 0.5, "depth": 1},
         ),
         ArchInfo(
             "cnn1d", CNN1d, "har", "classification", "depthwise-separable 1-D CNN", 15, 3e-3, 32

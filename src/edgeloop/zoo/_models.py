@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["CNN", "CNN1d", "DenseAutoencoder", "MobileNet", "TokenTransformer"]
+__all__ = ["CNN", "CNN1d", "DenseAutoencoder", "MBConvNet", "MobileNet", "TokenTransformer"]
 
 
 def _bn_relu(conv: nn.Module, channels: int, dims: int = 2) -> nn.Sequential:
@@ -84,6 +84,94 @@ class MobileNet(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(c, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.classifier(self.features(x))
+        return out
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expansion, k x k depthwise, 1x1 linear projection; a residual
+    connection when the shape is kept."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, expansion: int, k: int) -> None:
+        super().__init__()
+        hidden = c_in * expansion
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers.append(_bn_relu(nn.Conv2d(c_in, hidden, 1, bias=False), hidden))
+        layers += [
+            _bn_relu(
+                nn.Conv2d(hidden, hidden, k, stride, k // 2, groups=hidden, bias=False), hidden
+            ),
+            nn.Conv2d(hidden, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        ]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.block(x)
+        return x + out if self.residual else out
+
+
+# (output channels, stride of the stage's first block) of MBConvNet's four stages
+MBCONV_STAGES = ((16, 1), (24, 2), (40, 2), (80, 2))
+
+
+class MBConvNet(nn.Module):
+    """A searchable MobileNetV2-style network (the space ``edgeloop search mobilenet`` explores).
+
+    A 3x3 stem, then four stages of ``depth`` inverted-residual blocks (``expansion`` times
+    wider inside, ``kernel`` x ``kernel`` depthwise convs), channels scaled by ``width``.
+    ``resolution`` resizes the input (bilinear) before the stem, so a smaller resolution costs
+    fewer MACs on the same data; None keeps ``input_size``. Inputs under 64 pixels get a
+    stride-1 stem.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        width: float = 1.0,
+        depth: int = 2,
+        kernel: int = 3,
+        expansion: int = 4,
+        input_size: int = 32,
+        resolution: int | None = None,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if depth < 1 or kernel < 1 or kernel % 2 == 0 or expansion < 1 or width <= 0:
+            raise ValueError(
+                f"need depth >= 1, an odd kernel, expansion >= 1 and width > 0; got depth={depth}, "
+                f"kernel={kernel}, expansion={expansion}, width={width}"
+            )
+        if resolution is not None and not 4 <= resolution <= 4 * input_size:
+            raise ValueError(f"resolution must be in [4, {4 * input_size}], got {resolution}")
+        self.resolution = None if resolution in (None, input_size) else int(resolution)
+        size = self.resolution or input_size
+
+        def ch(c: float) -> int:
+            return max(8, int(round(c * width / 8)) * 8)
+
+        stem = ch(16)
+        layers: list[nn.Module] = [
+            _bn_relu(nn.Conv2d(in_channels, stem, 3, 2 if size >= 64 else 1, 1, bias=False), stem)
+        ]
+        c = stem
+        for out, stride in MBCONV_STAGES:
+            for i in range(depth):
+                layers.append(
+                    _InvertedResidual(c, ch(out), stride if i == 0 else 1, expansion, kernel)
+                )
+                c = ch(out)
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(c, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resolution is not None:
+            x = nn.functional.interpolate(
+                x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False
+            )
         out: torch.Tensor = self.classifier(self.features(x))
         return out
 
