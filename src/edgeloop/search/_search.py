@@ -21,6 +21,7 @@ test split and written to ``out_dir/model.pt``, with the front as ``front.json``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -368,9 +369,7 @@ def search(
             )
             if measure:
                 ms = measure_latency_ms(onnx_path, threads=threads or 1)
-                cost = Cost(
-                    ms, cost.peak_memory_bytes, cost.size_bytes, cost.macs, None, "measured"
-                )
+                cost = dataclasses.replace(cost, latency_ms=ms, energy_mj=None, source="measured")
         excess = lim.excess(cost)
         trial.set_user_attr("cost", cost.to_dict())
         trial.set_user_attr("excess", excess)
