@@ -49,6 +49,7 @@ GROUPS: list[tuple[str, str]] = [
     ("fleet", "edgeloop.cli.fleet:app"),
     ("rollout", "edgeloop.cli.rollout:app"),
     ("monitor", "edgeloop.cli.monitor:app"),
+    ("fl", "edgeloop.cli.fl:app"),
 ]
 
 app = typer.Typer(
@@ -228,6 +229,7 @@ _EXTRAS = {
               "matplotlib", "jinja2", "PIL"),
     "server": ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "scipy",
                "prometheus_client"),
+    "federated": ("flwr",),
 }  # fmt: skip
 
 

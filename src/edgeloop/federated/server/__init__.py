@@ -13,6 +13,7 @@ Registering the candidate is the caller's (the CLI's): this layer never imports 
 Imports ``flwr`` (the ``federated`` extra), ``onnx`` and the device half.
 """
 
+from edgeloop.federated.server._card import candidate_card, candidate_reference
 from edgeloop.federated.server._grid import InProcessGrid
 from edgeloop.federated.server._onnx_head import read_head, with_embedding, write_head
 from edgeloop.federated.server._partition import PARTITIONS, parse_partition, partition
@@ -36,6 +37,8 @@ __all__ = [
     "RunOutcome",
     "SimulationPlan",
     "SimulationResult",
+    "candidate_card",
+    "candidate_reference",
     "evaluate_gate",
     "make_strategy",
     "parse_partition",

@@ -1,0 +1,168 @@
+"""``edgeloop fl``: federated learning on Flower.
+
+``fl simulate`` runs the same ClientApp and ServerApp a deployment runs, in process, over
+simulated devices that label a share of their predictions (delayed feedback); the candidate is
+evaluated against its base on the devices' held-out labels and, when it is better and a
+registry is named, registered as a new version whose lineage names the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgeloop.errors import InputError
+
+app = typer.Typer(help="Federated learning on Flower: simulate rounds, register the result.",
+                  no_args_is_help=True)
+
+
+def _base(model: str, db: str | None, data: Path | None) -> tuple[bytes, str | None, Any, str]:
+    """(model bytes, registry ref, base card, model name) from a file or ``NAME@VERSION``."""
+    from edgeloop._io import read_bytes
+
+    path = Path(model)
+    if path.exists() or model.endswith(".onnx"):
+        return read_bytes(path, "model"), None, None, path.stem
+    if "@" not in model:
+        raise InputError(f"--model {model!r}: expected an ONNX file or a registry ref NAME@VERSION"
+                         " (or NAME@ALIAS)")
+    from edgeloop.registry import Registry
+
+    with Registry(db, data) as reg:
+        v = reg.resolve(model)
+        return reg.read_blob(v.artifact.sha256), v.ref, v.card, v.model
+
+
+def simulate(
+    model: str = typer.Option(..., "--model", help="The base: MODEL.onnx or a registry ref "
+                              "NAME@VERSION / NAME@ALIAS."),
+    dataset: str = typer.Option("textures", "--dataset", help="Built-in dataset or data file "
+                                "the simulated devices see (its train split)."),
+    clients: int = typer.Option(10, "--clients", help="Simulated devices (2..10000)."),
+    rounds: int = typer.Option(5, "--rounds", help="Federated rounds (1..10000)."),
+    partition: str = typer.Option("iid", "--partition",
+                                  help="iid, dirichlet:ALPHA or drift:FRACTION."),
+    strategy: str = typer.Option("fedavg", "--strategy", help="fedavg, fedprox, fedadam, "
+                                 "fedmedian, fedtrimmedavg or krum."),
+    compression: str = typer.Option("none", "--compression", help="none, int8 or topk:F."),
+    epochs: int = typer.Option(5, "--epochs", help="Local epochs per round."),
+    lr: float = typer.Option(0.05, "--lr", help="Local learning rate."),
+    label_share: float = typer.Option(0.5, "--label-share",
+                                      help="Share of predictions that get a delayed label."),
+    fraction: float = typer.Option(1.0, "--fraction", help="Share of devices per round."),
+    quorum: float = typer.Option(0.5, "--quorum", help="Share of the sampled devices whose "
+                                 "updates a round needs to be aggregated."),
+    stragglers: float = typer.Option(0.0, "--stragglers",
+                                     help="Chance a device answers after the round closed."),
+    poisoned: float = typer.Option(0.0, "--poisoned", help="Share of attacking devices."),
+    dp_noise: float = typer.Option(0.0, "--dp-noise", help="Central DP noise multiplier."),
+    dp_clip: float = typer.Option(0.0, "--dp-clip", help="Central DP clipping norm."),
+    min_gain: float = typer.Option(0.0, "--min-gain", help="Accuracy the candidate must gain "
+                                   "over the base on the devices' held-out labels."),
+    samples: int | None = typer.Option(None, "--samples", help="Use at most this many "
+                                       "training samples in all."),
+    seed: int = typer.Option(0, "--seed", help="Seed for partitions, labels and sampling."),
+    out: Path | None = typer.Option(None, "--out", help="Directory for the candidate, its "
+                                    "card, reference and run record (default: fl-RUN_ID)."),
+    register: str | None = typer.Option(None, "--register", help="Register an accepted "
+                                        "candidate as a version of this model (default for a "
+                                        "registry base: its own model)."),
+    no_register: bool = typer.Option(False, "--no-register", help="Never register."),
+    db: str | None = typer.Option(None, "--db", help="Registry database URL."),
+    data_dir: Path | None = typer.Option(None, "--data", help="Registry data directory."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Simulate federated rounds over a deployed model; register a better candidate."""
+    import logging
+
+    import numpy as np
+
+    from edgeloop._io import atomic_write_bytes
+    from edgeloop.cli._console import console, print_json, progress
+    from edgeloop.data import load_dataset
+    from edgeloop.federated.server import (
+        SimulationPlan,
+        candidate_card,
+        candidate_reference,
+    )
+    from edgeloop.federated.server import simulate as run_simulation
+
+    plan = SimulationPlan(
+        clients=clients, rounds=rounds, partition=partition, strategy=strategy.lower(),
+        compression=compression, epochs=epochs, lr=lr, label_share=label_share,
+        fraction=fraction, quorum=quorum, stragglers=stragglers, poisoned=poisoned,
+        dp_noise=dp_noise, dp_clip=dp_clip, min_gain=min_gain, seed=seed)
+    from edgeloop.federated.server import make_strategy
+
+    make_strategy(plan.strategy)  # an unknown name fails before any work
+    if samples is not None and samples < clients:
+        raise InputError(f"--samples {samples}: expected at least one per client ({clients})")
+    base, base_ref, base_card, name = _base(model, db, data_dir)
+    train = load_dataset(dataset, "train", seed=seed)
+    if not isinstance(train.x, np.ndarray) or train.y is None:
+        raise InputError(f"--dataset {dataset!r}: expected array inputs with labels")
+    x, y = train.x, np.asarray(train.y)
+    if samples is not None and samples < len(y):
+        keep = np.random.default_rng(seed).permutation(len(y))[:samples]
+        x, y = x[keep], y[keep]
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    with progress() as bar:
+        task = bar.add_task("federated rounds", total=rounds, status="")
+
+        def on_round(r: Any) -> None:
+            loss = "" if r.train_loss is None else f" · loss {r.train_loss:.4f}"
+            bar.update(task, completed=r.round, status=f"{r.answered}/{r.sampled} answered"
+                       f"{' · aggregated' if r.aggregated else ' · ' + r.note}{loss}")
+
+        result = run_simulation(base, x, y, plan, on_round=on_round)
+    dest = out or Path(f"fl-{result.run_id.removeprefix('fl-')}")
+    dest.mkdir(parents=True, exist_ok=True)
+    record = result.record_json()
+    atomic_write_bytes(dest / "run.json", record)
+    summary: dict[str, Any] = {"run_id": result.run_id, "gate": result.gate.to_dict(),
+                               "participants": result.participants(),
+                               "bytes_up": sum(r.bytes_up for r in result.rounds),
+                               "out": str(dest), "registered": None}
+    if result.gate.accepted:
+        val = load_dataset(dataset, "val", seed=seed)
+        if not isinstance(val.x, np.ndarray) or val.y is None:
+            raise InputError(f"--dataset {dataset!r}: its val split has no labelled arrays")
+        ref = candidate_reference(result, val.x, val.y, tuple(val.classes) or None)
+        ref_bytes = ref.to_json()
+        from edgeloop.artifacts import sha256_bytes
+
+        card = candidate_card(result, name=register or name, base_card=base_card,
+                              base_ref=base_ref, record_sha256=sha256_bytes(record),
+                              reference_sha256=sha256_bytes(ref_bytes))
+        atomic_write_bytes(dest / "model.onnx", result.model)
+        atomic_write_bytes(dest / "reference.json", ref_bytes)
+        atomic_write_bytes(dest / "model.card.json", card.to_json().encode())
+        target = None if no_register else (register or (name if base_ref else None))
+        if target is not None:
+            from edgeloop.registry import Registry
+
+            with Registry(db, data_dir) as reg:
+                reg.blobs.put_file(dest / "run.json")
+                reg.blobs.put_file(dest / "reference.json")
+                v = reg.push(dest / "model.onnx", target, card=card,
+                             description=card.description,
+                             reason=f"federated run {result.run_id}")
+            summary["registered"] = v.ref
+    if json_out:
+        print_json(summary)
+        return
+    gate = result.gate
+    console.print(f"{result.run_id}: {gate.reason}")
+    if summary["registered"]:
+        console.print(f"registered {summary['registered']} · candidate, card, reference and "
+                      f"run record in {dest}")
+    elif gate.accepted:
+        console.print(f"accepted, not registered (no registry named) · candidate in {dest}")
+    else:
+        console.print(f"not registered · run record in {dest / 'run.json'}")
+
+
+app.command("simulate")(simulate)
