@@ -2,7 +2,9 @@
 
 ::
 
-    /dashboard                    fleet overview: devices by version, hardware, health; rollouts
+    /dashboard                    fleet overview: devices by state, version, hardware; rollouts
+    /dashboard/devices            the device list: filters (version, hardware, state, label, last
+                                  seen), counts by state, pages (SQL-side: ``_inventory``)
     /dashboard/rollouts/{id}      a rollout's timeline and each gate's stage vs control chart,
                                   with a pause button
     /dashboard/devices/{id}       one device and its latest telemetry
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import hmac
 import math
-from collections import Counter
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -37,6 +38,7 @@ from edgeloop.fleet import _rollout_store as rs
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._charts import Series, line_chart
 from edgeloop.fleet._http import ServerContext, admin_token_ok, raw_body, utc_now
+from edgeloop.fleet._inventory import DeviceQuery, device_page, fleet_counts, human_duration
 from edgeloop.fleet._sessions import (
     SessionPolicy,
     end_session,
@@ -117,6 +119,7 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
         autoescape=jinja2.select_autoescape(["html"]),
     )
     env.filters["num"] = number
+    env.filters["duration"] = human_duration
     engine = ctx.engine
 
     def signed_in(request: Request) -> None:
@@ -188,37 +191,45 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
         data = resources.files("edgeloop.fleet").joinpath("static", name).read_bytes()
         return Response(data, media_type=_STATIC[name])
 
+    def ago(value: datetime | None, now: datetime) -> str:
+        if value is None:
+            return "never"
+        when = value if value.tzinfo else value.replace(tzinfo=now.tzinfo)
+        return f"{human_duration((now - when).total_seconds())} ago"
+
+    env.filters["ago"] = ago
+
     @router.get("")
     def overview(request: Request) -> HTMLResponse:
+        now = utc_now()
         with read_session(engine) as s:
-            now = utc_now()
-            devices = [
-                store.device_info(d, now, ctx.stale_after).to_dict() for d in store.list_devices(s)
-            ]
+            counts = fleet_counts(s, now, ctx.stale_after)
+            first = device_page(s, DeviceQuery(per_page=50), now, ctx.stale_after)
             rollouts = [rs.rollout_dict(s, r) for r in rs.list_rollouts(s, limit=50)]
             alerts = ms.alerts(s)
             alerts.sort(key=lambda a: (not a["active"], a["model"], a["version"], a["cohort"]))
-        versions: Counter[str] = Counter()
-        hardware: Counter[str] = Counter()
-        health: Counter[str] = Counter()
-        for d in devices:
-            inst = d.get("installed")
-            versions[f"{inst['model']}@{inst['version']}" if inst else "none"] += 1
-            hardware[(d.get("profile") or {}).get("name", "unknown")] += 1
-            health[
-                "revoked" if d["revoked"] else ("offline" if not d["online"] else d["health"])
-            ] += 1
         return page(
             request,
             "overview.html",
-            devices=devices[:500],
-            total=len(devices),
-            versions=versions.most_common(),
-            hardware=hardware.most_common(),
-            health=health.most_common(),
+            counts=counts,
+            total=counts["total"],
+            versions=counts["version"],
+            hardware=counts["hardware"],
+            health=counts["state"],
+            devices=first,
+            query=DeviceQuery(),
             rollouts=rollouts,
             alerts=alerts[:100],
         )
+
+    @router.get("/devices")
+    def devices(request: Request) -> HTMLResponse:
+        query = DeviceQuery.from_params(dict(request.query_params))
+        now = utc_now()
+        with read_session(engine) as s:
+            counts = fleet_counts(s, now, ctx.stale_after)
+            found = device_page(s, query, now, ctx.stale_after)
+        return page(request, "devices.html", counts=counts, devices=found, query=query)
 
     @router.get("/rollouts/{rollout_id}")
     def rollout(request: Request, rollout_id: int) -> HTMLResponse:
