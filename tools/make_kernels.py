@@ -10,8 +10,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from edgeloop.hardware._kernels import CHAIN_DEPTHS, KERNEL_SPECS, KernelSpec  # noqa: E402
 
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "src" / "edgeloop" / "hardware" / "kernels"
 OPSET = 13
@@ -39,6 +43,105 @@ def _matmul(name: str, op: str, a_type: int, b_type: int, y_type: int) -> onnx.M
     return model
 
 
+def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="edgeloop tools/make_kernels.py",
+        ir_version=IR_VERSION,
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
+def _const(name: str, value: float | int, dtype: type) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+
+
+def _filled(name: str, shape: tuple[int, ...], value: float | int, dtype: type) -> list:
+    """A weight of ``shape`` as ConstantOfShape: folded and prepacked at load, a tiny file."""
+    return [
+        helper.make_node(
+            "Constant",
+            [],
+            [name + "_shape"],
+            value=numpy_helper.from_array(np.array(shape, np.int64)),
+        ),
+        helper.make_node(
+            "ConstantOfShape",
+            [name + "_shape"],
+            [name],
+            value=numpy_helper.from_array(np.array([value], dtype=dtype)),
+        ),
+    ]
+
+
+def _cost_kernel(spec: KernelSpec, depth: int) -> onnx.ModelProto:
+    """``depth`` kernels of edgeloop.hardware._kernels.KERNEL_SPECS in a chain, fixed (square)
+    shapes, one constant weight they share."""
+    u8, f32 = TensorProto.UINT8, TensorProto.FLOAT
+    in_type = u8 if spec.int8 else f32
+    inits: list[onnx.TensorProto] = []
+    if spec.is_conv:
+        c_in, c_out, h, k, group = spec.dims
+        w_shape = (c_out, c_in // group, k, k)
+        out_shape: tuple[int, ...] = (1, c_out, h, h)
+        attrs = {"pads": [k // 2] * 4, "group": group, "kernel_shape": [k, k]}
+        op = "QLinearConv" if spec.int8 else "Conv"
+    else:
+        m, kk, n = spec.dims
+        w_shape = (kk, n)
+        out_shape = (m, n)
+        attrs = {}
+        op = "QLinearMatMul" if spec.int8 else "MatMul"
+    nodes = _filled("W", w_shape, 1 if spec.int8 else 0.01, np.int8 if spec.int8 else np.float32)
+    x = spec.input_name
+    if spec.int8:
+        inits = [
+            _const("xs", 0.02, np.float32),
+            _const("xz", 128, np.uint8),
+            _const("ws", 0.01, np.float32),
+            _const("wz", 0, np.int8),
+        ]
+    names = [x, *(f"h{i}" for i in range(1, depth)), "Y"]
+    for i, (a, b) in enumerate(zip(names, names[1:], strict=False)):
+        ins = [a, "xs", "xz", "W", "ws", "wz", "xs", "xz"] if spec.int8 else [a, "W"]
+        nodes.append(helper.make_node(op, ins, [b], name=f"{op}{i}", **attrs))
+    graph = helper.make_graph(
+        nodes,
+        spec.file(depth).removesuffix(".onnx"),
+        [helper.make_tensor_value_info(x, in_type, list(spec.input_shape))],
+        [helper.make_tensor_value_info("Y", in_type, list(out_shape))],
+        inits,
+    )
+    return _finish(graph)
+
+
+def _relu_chain(n: int) -> onnx.ModelProto:
+    names = ["X", *(f"r{i}" for i in range(1, n)), "Y"]
+    nodes = [
+        helper.make_node("Relu", [a], [b], name=f"relu{i}")
+        for i, (a, b) in enumerate(zip(names, names[1:], strict=False))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        f"relu_chain_{n}",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 16])],
+    )
+    return _finish(graph)
+
+
+def _add(n: int) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["X", "X"], ["Y"], name="add")],
+        f"add_{n}",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, n])],
+    )
+    return _finish(graph)
+
+
 def build_kernels() -> dict[str, bytes]:
     """File name -> serialized model."""
     kernels = {
@@ -51,7 +154,14 @@ def build_kernels() -> dict[str, bytes]:
         "matmul_int8.onnx": _matmul(
             "matmul_int8", "MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
         ),
+        "relu_chain_1.onnx": _relu_chain(1),
+        "relu_chain_64.onnx": _relu_chain(64),
+        "add_65536.onnx": _add(65536),
     }
+    # the cost model's kernels (edgeloop.analysis.estimate reads what profile measures)
+    kernels.update(
+        {spec.file(d): _cost_kernel(spec, d) for spec in KERNEL_SPECS for d in CHAIN_DEPTHS}
+    )
     return {name: m.SerializeToString(deterministic=True) for name, m in kernels.items()}
 
 

@@ -233,7 +233,7 @@ def test_estimate_prices_kernels_from_the_profile_measurements() -> None:
     m = _model(nodes, [("x", F, [64, 256])], [("y", F, [64, 128])], [_w("W", 256, 128)])
     macs = 64 * 256 * 128
     p = _profile(
-        **{"fp32_gemm@1e3": 1.0, f"fp32_gemm@{macs}": 50.0, "fp32_gemm@1e9": 100.0},
+        **{"fp32_gemm@1x16x16": 1.0, "fp32_gemm@64x256x128": 50.0, "fp32_gemm@512x512x512": 90.0},
         op_overhead_us=2.0,
         run_overhead_us=5.0,
         runtime_bytes=1000.0,
@@ -241,7 +241,8 @@ def test_estimate_prices_kernels_from_the_profile_measurements() -> None:
 
     e = estimate(m, p)
 
-    compute_ms = 2 * macs / 50e9 * 1e3
+    assert execution_plan(m).steps[0].dims == (64, 256, 128)
+    compute_ms = 2 * macs / 50e9 * 1e3  # the measured shape itself
     assert e.latency_ms == pytest.approx(compute_ms + 0.002 + 0.005)
     assert e.per_op[0].latency_ms == pytest.approx(compute_ms + 0.002)
     assert e.kernel_source == "measured"
@@ -249,10 +250,25 @@ def test_estimate_prices_kernels_from_the_profile_measurements() -> None:
     assert e.activation_bytes == (64 * 256 + 64 * 128) * 4
     assert e.peak_memory_bytes == e.weight_bytes + e.activation_bytes + 1000
     assert e.energy_mj is None and e.threads == 1
-    # between measured sizes the throughput is interpolated on log MACs
-    half = estimate(m, _profile(**{"fp32_gemm@1e5": 10.0, "fp32_gemm@1e7": 30.0}))
-    gops = 10.0 + 20.0 * (math.log10(macs) - 5) / 2
-    assert half.per_op[0].latency_ms == pytest.approx(2 * macs / (gops * 1e9) * 1e3 + 0.003)
+    # between measured shapes: inverse-square-distance weights in log2 (M, K, N); here two
+    # shapes one octave away on either side in M weigh alike, a geometric mean
+    between = _profile(**{"fp32_gemm@32x256x128": 10.0, "fp32_gemm@128x256x128": 40.0})
+    gops = math.sqrt(10.0 * 40.0)
+    assert estimate(m, between).per_op[0].latency_ms == pytest.approx(
+        2 * macs / (gops * 1e9) * 1e3 + 0.003
+    )
+    # the nearer shape counts more
+    near = estimate(m, _profile(**{"fp32_gemm@64x256x64": 10.0, "fp32_gemm@1x4096x4096": 90.0}))
+    assert 10.0 < 2 * macs / (near.per_op[0].latency_ms - 0.003) / 1e6 < math.sqrt(10.0 * 90.0)
+
+
+def test_a_measured_profile_prices_a_depthwise_conv_from_its_own_family() -> None:
+    nodes = [helper.make_node("Conv", ["x", "D"], ["y"], group=16, pads=[1, 1, 1, 1], name="dw")]
+    m = _model(nodes, [("x", F, [1, 16, 8, 8])], [("y", F, [1, 16, 8, 8])], [_w("D", 16, 1, 3, 3)])
+    step = execution_plan(m).steps[0]
+    assert (step.kind, step.dims, step.macs) == ("dwconv", (64, 9, 16), 64 * 9 * 16)
+    p = _profile(**{"fp32_dwconv@64x9x16": 4.0, "fp32_gemm@64x9x16": 100.0})
+    assert estimate(m, p).per_op[0].latency_ms == pytest.approx(2 * 9216 / 4e9 * 1e3 + 0.003)
 
 
 def test_energy_is_power_times_latency_and_unknown_without_power() -> None:
@@ -302,5 +318,5 @@ def test_to_dict_is_json_and_lists_every_kernel() -> None:
 def test_profiles_without_kernels_load_and_keep_their_json() -> None:
     old = load_target("rpi4")
     assert old.kernels is None and "kernels" not in old.to_dict()
-    new = DeviceProfile.from_json(_profile(fp32_gemm=1.0, **{"fp32_gemm@1e6": 20.0}).to_json())
-    assert new.kernels == {"fp32_gemm": 1.0, "fp32_gemm@1e6": 20.0}
+    new = DeviceProfile.from_json(_profile(op_overhead_us=1.0, **{"fp32_gemm@1x2x3": 2}).to_json())
+    assert new.kernels == {"op_overhead_us": 1.0, "fp32_gemm@1x2x3": 2}

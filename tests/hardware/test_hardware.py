@@ -11,6 +11,8 @@ import pytest
 from edgeloop.artifacts import DeviceProfile
 from edgeloop.errors import InputError, UnknownNameError
 from edgeloop.hardware import (
+    KERNEL_SPECS,
+    KernelSpec,
     RaplMeter,
     cpu_model,
     estimate_latency_ms,
@@ -18,9 +20,11 @@ from edgeloop.hardware import (
     isa_features,
     list_targets,
     load_target,
+    measure_kernels,
     memory_bandwidth_gbps,
     profile_device,
 )
+from edgeloop.hardware._kernels import CHAIN_DEPTHS, runtime_bytes
 from edgeloop.hardware._measure import kernel_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +89,8 @@ def test_kernels_match_the_generator() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     built = module.build_kernels()
-    assert set(built) == {"matmul_fp32.onnx", "matmul_int8.onnx"}
+    assert {"matmul_fp32.onnx", "matmul_int8.onnx", "relu_chain_64.onnx"} <= set(built)
+    assert {spec.file(d) for spec in KERNEL_SPECS for d in CHAIN_DEPTHS} <= set(built)
     for name, data in built.items():
         assert kernel_bytes(name) == data, f"{name} is stale: run python tools/make_kernels.py"
 
@@ -134,6 +139,27 @@ def test_quick_profile_measures_this_machine(tmp_path: Path) -> None:
     assert (p.power_w is None) == (p.power_source == "unknown")
     assert "CPUExecutionProvider" in p.providers
     assert DeviceProfile.load(p.save(tmp_path / "p.json")) == p
+    assert p.kernels is not None
+    assert {spec.key for spec in KERNEL_SPECS} <= set(p.kernels)
+    assert {"op_overhead_us", "run_overhead_us", "elementwise_gbps"} <= set(p.kernels)
+
+
+def test_kernel_figures_are_positive_and_keyed_by_the_gemm_they_run_as() -> None:
+    kernels = measure_kernels(threads=1, seconds=0.0)
+    for spec in KERNEL_SPECS:
+        assert kernels[spec.key] > 0, spec
+        m, k, n = spec.gemm_dims
+        assert m * k * n == spec.macs, spec
+    assert kernels["op_overhead_us"] >= 0 and kernels["run_overhead_us"] >= 0
+    assert kernels["elementwise_gbps"] > 0
+    assert KernelSpec("fp32_dwconv", (32, 32, 8, 3, 32)).gemm_dims == (64, 9, 32)
+    assert KernelSpec("fp32_conv", (16, 32, 8, 3, 1)).gemm_dims == (64, 144, 32)
+    assert KernelSpec("fp32_conv", (16, 32, 8, 3, 1)).macs == 64 * 144 * 32
+
+
+def test_runtime_bytes_come_from_a_fresh_process() -> None:
+    used = runtime_bytes(threads=1)
+    assert used is not None and 0 <= used < 2**30
 
 
 def test_builtin_targets_name_sources_and_say_what_is_derived() -> None:

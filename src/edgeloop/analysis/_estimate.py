@@ -3,12 +3,14 @@
 The graph side is :func:`edgeloop.analysis._plan.execution_plan` (the kernels ONNX Runtime would
 run, with their MACs, bytes and precision); this module prices each kernel with the profile:
 
-- a MAC kernel (conv, depthwise conv, GEMM, recurrent) takes the longer of its compute time,
-  ``2 * MACs / GOPS`` at the throughput the profile measured for that kernel family and
-  precision near that size (``kernels["fp32_conv@MACS"]`` ..., interpolated on log MACs), and
-  the time to move its bytes at the memory bandwidth;
-- any other kernel moves its bytes at the element-wise bandwidth (transcendental ops cost
-  ``TRANSCENDENTAL_FACTOR`` times more per byte, views only their overhead);
+- a MAC kernel (conv, 1x1 conv, depthwise conv, GEMM, recurrent) takes the longer of its
+  compute time, ``2 * MACs / GOPS`` at the throughput the profile measured for that kernel
+  family and precision at the nearest shapes (``kernels["fp32_conv@MxKxN"]``: the GEMM it runs
+  as, weighted by inverse square distance in log2 M, K, N), and the time to stream the bytes
+  that do not fit in cache at the memory bandwidth;
+- any other kernel moves its bytes at the element-wise rate while they fit in cache and at the
+  memory bandwidth beyond (transcendental ops cost ``TRANSCENDENTAL_FACTOR`` times more per
+  byte, views only their overhead);
 - every kernel pays the per-operator overhead, and the run the ``Run()`` overhead once.
 
 Peak memory is the weights the kernels read (at their stored size) plus the activation arena
@@ -35,7 +37,15 @@ from edgeloop.errors import InputError
 
 __all__ = ["KERNEL_FAMILIES", "CostEstimate", "OpCost", "estimate"]
 
-KERNEL_FAMILIES = ("fp32_gemm", "fp32_conv", "fp32_dwconv", "int8_gemm", "int8_conv")
+KERNEL_FAMILIES = (
+    "fp32_gemm",
+    "fp32_conv",
+    "fp32_conv1x1",
+    "fp32_dwconv",
+    "int8_gemm",
+    "int8_conv",
+    "int8_conv1x1",
+)
 PRECISIONS = ("fp32", "int8")
 
 # Fallbacks for a profile without measured kernels. Built-in targets quote derived peaks; a
@@ -46,14 +56,19 @@ SMALL_FRACTION = 0.1
 FAMILY_FRACTION = {  # of the GEMM figure of the same precision
     "fp32_gemm": 1.0,
     "fp32_conv": 0.8,
+    "fp32_conv1x1": 0.8,
     "fp32_dwconv": 0.1,  # depthwise: few MACs per byte, no GEMM packing
     "int8_gemm": 1.0,
     "int8_conv": 0.7,
+    "int8_conv1x1": 0.7,
 }
 DEFAULT_OP_OVERHEAD_US = 3.0
 DEFAULT_RUN_OVERHEAD_US = 10.0
 DEFAULT_RUNTIME_BYTES = 8 * 2**20  # ONNX Runtime's session, thread pool and arena bookkeeping
-CACHE_BYTES = 2**20  # tensors smaller than this move at ELEMENTWISE_CACHE_FACTOR x bandwidth
+# bytes a kernel moves through the cache (a 2 MiB last-level share, as small edge cores have):
+# at the measured element-wise rate (else ELEMENTWISE_CACHE_FACTOR x bandwidth); beyond it at
+# the memory bandwidth
+CACHE_BYTES = 2 * 2**20
 ELEMENTWISE_CACHE_FACTOR = 2.0
 TRANSCENDENTAL_FACTOR = 4.0
 
@@ -67,7 +82,7 @@ class OpCost:
     macs: int
     bytes: int  # activations read and written plus weights read
     latency_ms: float
-    kind: str  # conv, dwconv, gemm, recurrent, pool, elementwise, transcendental, layout, view
+    kind: str  # conv, pwconv, dwconv, gemm, recurrent, pool, elementwise, transcendental, ...
     precision: str  # fp32 or int8
     fused: tuple[str, ...] = ()
 
@@ -130,32 +145,48 @@ class CostEstimate:
         }
 
 
-def _curve(kernels: Mapping[str, float], family: str) -> list[tuple[float, float]]:
-    """(log10 MACs, GOPS) points the profile measured for ``family``, by size."""
-    points = []
+Point = tuple[float, float, float]
+
+
+def _points(kernels: Mapping[str, float], family: str) -> list[tuple[Point, float]]:
+    """((log2 M, log2 K, log2 N), log GOPS) of every ``family@MxKxN`` the profile measured."""
+    out = []
     for key, value in kernels.items():
-        fam, sep, macs = key.partition("@")
+        fam, sep, dims = key.partition("@")
         if fam != family or not sep:
             continue
         try:
-            m = float(macs)
+            m, k, n = (float(d) for d in dims.split("x"))
         except ValueError:
             continue
-        if m > 0 and isinstance(value, int | float) and math.isfinite(value) and value > 0:
-            points.append((math.log10(m), float(value)))
-    return sorted(points)
+        if min(m, k, n) <= 0 or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value) or value <= 0:
+            continue
+        out.append(((math.log2(m), math.log2(k), math.log2(n)), math.log(value)))
+    return out
 
 
-def _interp(points: Sequence[tuple[float, float]], x: float) -> float:
-    if x <= points[0][0]:
-        return points[0][1]
-    if x >= points[-1][0]:
-        return points[-1][1]
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
-        if x0 <= x <= x1:
-            t = (x - x0) / (x1 - x0) if x1 > x0 else 0.0
-            return y0 + t * (y1 - y0)
-    return points[-1][1]
+def _lookup(points: Sequence[tuple[Point, float]], at: Point) -> float:
+    """GOPS at ``at``: inverse-square-distance weighting of the measured points in log2 space
+    (the nearest sizes count most; an exact size returns its measurement)."""
+    num = den = 0.0
+    for p, log_gops in points:
+        d2 = sum((a - b) ** 2 for a, b in zip(p, at, strict=True))
+        if d2 < 1e-9:
+            return math.exp(log_gops)
+        w = 1.0 / d2
+        num += w * log_gops
+        den += w
+    return math.exp(num / den)
+
+
+def _at(dims: tuple[int, int, int] | None, macs: int) -> Point:
+    if dims is None:  # not a GEMM-shaped kernel (recurrent, control): a cube of its MACs
+        side = math.log2(max(macs, 1)) / 3
+        return side, side, side
+    m, k, n = dims
+    return math.log2(max(m, 1)), math.log2(max(k, 1)), math.log2(max(n, 1))
 
 
 class _Rates:
@@ -165,55 +196,57 @@ class _Rates:
         self.profile = profile
         k = profile.kernels or {}
         self.kernels = k
-        self.curves = {f: _curve(k, f) for f in KERNEL_FAMILIES}
+        self.curves = {f: _points(k, f) for f in KERNEL_FAMILIES}
         self.measured = any(self.curves.values())
         eff = 1.0 if profile.source == "measured" else BUILTIN_EFFICIENCY
         self.peak = {
             "fp32": (profile.fp32_gops or 0.0) * eff,
             "int8": (profile.int8_gops or profile.fp32_gops or 0.0) * eff,
         }
-        bw = k.get("elementwise_gbps") or profile.mem_bandwidth_gbps
-        self.bandwidth = float(profile.mem_bandwidth_gbps or bw or 1.0)
-        self.elementwise = float(bw or 1.0)
-        self.elementwise_measured = "elementwise_gbps" in k
+        self.bandwidth = float(profile.mem_bandwidth_gbps or k.get("elementwise_gbps") or 1.0)
+        self.elementwise = float(
+            k.get("elementwise_gbps") or self.bandwidth * ELEMENTWISE_CACHE_FACTOR
+        )
         self.op_overhead_ms = float(k.get("op_overhead_us", DEFAULT_OP_OVERHEAD_US)) / 1e3
         self.run_overhead_ms = float(k.get("run_overhead_us", DEFAULT_RUN_OVERHEAD_US)) / 1e3
         self.runtime_bytes = int(k.get("runtime_bytes", DEFAULT_RUNTIME_BYTES))
 
-    def gops(self, family: str, macs: int) -> float:
-        x = math.log10(max(macs, 1))
+    def gops(self, family: str, macs: int, dims: tuple[int, int, int] | None = None) -> float:
         curve = self.curves.get(family)
         if curve:
-            return _interp(curve, x)
+            return _lookup(curve, _at(dims, macs))
         precision = family.split("_")[0]
         same_gemm = self.curves.get(f"{precision}_gemm")
         if same_gemm:  # measured GEMM, a family not measured: a fraction of it
-            return _interp(same_gemm, x) * FAMILY_FRACTION[family]
+            return _lookup(same_gemm, _at(dims, macs)) * FAMILY_FRACTION[family]
         peak = self.peak[precision]
         if peak <= 0:
             raise InputError(
                 f"target {self.profile.name!r} has no {precision} throughput figure "
                 "(fp32_gops/int8_gops or measured kernels)"
             )
+        x = math.log10(max(macs, 1))
         ramp = min(1.0, max(0.0, (x - 4.0) / 4.0))
         fraction = SMALL_FRACTION + (1.0 - SMALL_FRACTION) * ramp
         return peak * fraction * FAMILY_FRACTION[family]
 
-    def move_ms(self, nbytes: int, *, elementwise: bool) -> float:
-        if elementwise:
-            gbps = self.elementwise
-            if not self.elementwise_measured and nbytes < CACHE_BYTES:
-                gbps *= ELEMENTWISE_CACHE_FACTOR
-        else:
-            gbps = self.bandwidth
-        return nbytes / (gbps * 1e9) * 1e3
+    def move_ms(self, nbytes: int) -> float:
+        """Time to move ``nbytes``: the first ``CACHE_BYTES`` at the cache-resident
+        (element-wise) rate, the rest at the memory bandwidth."""
+        cached = min(nbytes, CACHE_BYTES)
+        return (cached / self.elementwise + (nbytes - cached) / self.bandwidth) / 1e9 * 1e3
+
+    def stream_ms(self, nbytes: int) -> float:
+        """A MAC kernel's floor: the bytes that cannot stay in cache, at the bandwidth (the
+        measured kernels already include their cache-resident traffic)."""
+        return max(0, nbytes - CACHE_BYTES) / (self.bandwidth * 1e9) * 1e3
 
 
 def _family(step: Step) -> str | None:
-    if step.kind in ("conv", "dwconv"):
-        if step.precision == "int8":
-            return "int8_conv"
-        return f"fp32_{step.kind}"
+    if step.kind == "dwconv":  # int8 depthwise kernels are as memory-bound as fp32 ones
+        return "fp32_dwconv"
+    if step.kind in ("conv", "pwconv"):
+        return f"{step.precision}_{'conv1x1' if step.kind == 'pwconv' else 'conv'}"
     if step.kind in ("gemm", "recurrent", "control"):
         return f"{step.precision}_gemm"
     return None
@@ -225,11 +258,11 @@ def _step_ms(step: Step, rates: _Rates) -> float:
         return overhead
     family = _family(step)
     if family is not None and step.macs > 0:
-        compute = 2.0 * step.macs / (rates.gops(family, step.macs) * 1e9) * 1e3
-        memory = rates.move_ms(step.bytes, elementwise=False)
+        compute = 2.0 * step.macs / (rates.gops(family, step.macs, step.dims) * 1e9) * 1e3
+        memory = rates.stream_ms(step.bytes)
         return max(compute, memory) + overhead
     factor = TRANSCENDENTAL_FACTOR if step.kind == "transcendental" else 1.0
-    return rates.move_ms(step.bytes, elementwise=True) * factor + overhead
+    return rates.move_ms(step.bytes) * factor + overhead
 
 
 def _as_int8(step: Step) -> Step:

@@ -130,11 +130,11 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 class Step:
     """One kernel ONNX Runtime runs per inference: a node and the nodes fused into it.
 
-    ``kind`` is the kernel family the latency comes from: ``conv``, ``dwconv`` (a grouped
-    convolution with one input channel per group), ``gemm``, ``recurrent``, ``pool``,
-    ``elementwise``, ``transcendental``, ``layout`` (copies, gathers, casts), ``view`` (no
-    bytes) or ``control`` (If/Loop/Scan: its subgraphs' MACs). ``bytes`` is what it reads and
-    writes once: activation inputs, weights and outputs.
+    ``kind`` is the kernel family the latency comes from: ``conv``, ``pwconv`` (1x1),
+    ``dwconv`` (a grouped convolution with one input channel per group), ``gemm``,
+    ``recurrent``, ``pool``, ``elementwise``, ``transcendental``, ``layout`` (copies,
+    gathers, casts), ``view`` (no bytes) or ``control`` (If/Loop/Scan: its subgraphs' MACs).
+    ``bytes`` is what it reads and writes once: activation inputs, weights and outputs.
     """
 
     name: str
@@ -150,6 +150,9 @@ class Step:
     outputs: list[str]
     fused: list[str] = field(default_factory=list)
     elements: int = 0  # output elements (element-wise work)
+    # (M, K, N) of the GEMM a MAC kernel runs as (a convolution: output pixels, input channels
+    # x kernel area, output channels; a depthwise one: output pixels, kernel area, channels)
+    dims: tuple[int, int, int] | None = None
 
     @property
     def bytes(self) -> int:
@@ -256,6 +259,55 @@ def _is_depthwise(node: onnx.NodeProto, shape: Mapping[str, Shape | None]) -> bo
     w_idx = 3 if node.op_type == "QLinearConv" else 1
     w = shape.get(node.input[w_idx]) if len(node.input) > w_idx else None
     return group > 1 and w is not None and len(w) >= 2 and w[1] == 1
+
+
+def _conv_kind(node: onnx.NodeProto, shape: Mapping[str, Shape | None]) -> str:
+    """``dwconv`` (one input channel per group), ``pwconv`` (1x1, one group) or ``conv``."""
+    if _is_depthwise(node, shape):
+        return "dwconv"
+    group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+    w_idx = 3 if node.op_type == "QLinearConv" else 1
+    w = shape.get(node.input[w_idx]) if len(node.input) > w_idx else None
+    if group == 1 and w is not None and len(w) > 2 and all(k == 1 for k in w[2:]):
+        return "pwconv"
+    return "conv"
+
+
+def _gemm_dims(
+    node: onnx.NodeProto, kind: str, shape: Mapping[str, Shape | None]
+) -> tuple[int, int, int] | None:
+    """(M, K, N) of a MAC kernel, for the throughput lookup (see :class:`Step`)."""
+    op = node.op_type
+
+    def get(i: int) -> Shape | None:
+        return shape.get(node.input[i]) if len(node.input) > i and node.input[i] else None
+
+    y = shape.get(node.output[0]) if node.output else None
+    if kind in ("conv", "pwconv", "dwconv"):
+        w = get(3 if op == "QLinearConv" else 1)
+        if y is None or w is None or len(y) < 3 or len(w) < 3:
+            return None
+        group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+        pixels = math.prod(y[2:]) * y[0]
+        area = math.prod(w[2:])
+        if kind == "dwconv":
+            return pixels, area, y[1]
+        return pixels, w[1] * area, max(1, y[1] // max(group, 1))
+    if op in ("Gemm",):
+        a, b = get(0), get(1)
+        if a is None or b is None or len(a) != 2 or len(b) != 2:
+            return None
+        trans_a = next((int(x.i) for x in node.attribute if x.name == "transA"), 0)
+        trans_b = next((int(x.i) for x in node.attribute if x.name == "transB"), 0)
+        m, k = (a[1], a[0]) if trans_a else (a[0], a[1])
+        return m, k, b[0] if trans_b else b[1]
+    if op in ("MatMul", "MatMulInteger", "FusedMatMul", "MatMulIntegerToFloat", "QLinearMatMul"):
+        a = get(0)
+        b = get(3 if op == "QLinearMatMul" else 1)
+        if a is None or b is None or not a or not b:
+            return None
+        return max(1, math.prod(a[:-1])), a[-1], b[-1] if len(b) >= 2 else 1
+    return None
 
 
 def execution_plan(
@@ -517,7 +569,7 @@ def execution_plan(
             macs, macs_known = _subgraph_macs(node, table)
             kind = "control"
         elif op in CONV_OPS:
-            kind = "dwconv" if _is_depthwise(node, table) else "conv"
+            kind = _conv_kind(node, table)
         elif op in GEMM_OPS:
             kind = "gemm"
         elif op in RECURRENT_OPS:
@@ -559,6 +611,7 @@ def execution_plan(
                 outputs=outs,
                 fused=[label_of(j) for j in group],
                 elements=out_elems,
+                dims=_gemm_dims(node, kind, table) if macs else None,
             )
         )
     tensor_bytes: dict[str, int] = {}

@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("demo", "edgeloop.cli.demo:demo"),
     ("profile", "edgeloop.cli.profile:profile"),
     ("targets", "edgeloop.cli.profile:targets"),
+    ("estimate", "edgeloop.cli.estimate:estimate"),
     ("train", "edgeloop.cli.train:train"),
     ("export", "edgeloop.cli.train:export"),
     ("run", "edgeloop.cli.run:run"),

@@ -40,6 +40,30 @@ def _rows(p: DeviceProfile) -> list[tuple[str, str]]:
     ]
     if p.os:
         rows.insert(3, ("os", p.os))
+    kernels = p.kernels or {}
+    families: dict[str, list[tuple[float, float]]] = {}
+    for key, gops in kernels.items():
+        family, sep, macs = key.partition("@")
+        if sep:
+            try:
+                families.setdefault(family, []).append((float(macs), float(gops)))
+            except ValueError:
+                continue
+    for family, points in sorted(families.items()):
+        rows.append(
+            (
+                f"{family} GOPS",
+                " / ".join(f"{g:,.1f}" for _, g in sorted(points)) + " (small→large)",
+            )
+        )
+    if "op_overhead_us" in kernels:
+        rows.append(
+            (
+                "overheads",
+                f"{_fmt(kernels['op_overhead_us'], ' µs')} per operator, "
+                f"{_fmt(kernels.get('run_overhead_us'), ' µs')} per run",
+            )
+        )
     return rows
 
 

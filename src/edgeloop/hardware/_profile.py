@@ -9,12 +9,13 @@ from datetime import datetime, timezone
 
 from edgeloop.artifacts import DeviceProfile
 from edgeloop.hardware._cpu import core_counts, cpu_model, isa_features
+from edgeloop.hardware._kernels import measure_kernels
 from edgeloop.hardware._measure import RaplMeter, gemm_gops, memory_bandwidth_gbps
 
 __all__ = ["PROFILE_STEPS", "profile_device"]
 
 
-PROFILE_STEPS = ("fp32 GEMM", "int8 GEMM", "memory bandwidth")
+PROFILE_STEPS = ("fp32 GEMM", "int8 GEMM", "memory bandwidth", "kernels")
 
 
 def profile_device(
@@ -23,12 +24,14 @@ def profile_device(
     threads: int | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> DeviceProfile:
-    """Measure this machine: CPU, ISA, memory, fp32/int8 GEMM throughput, bandwidth, power.
+    """Measure this machine: CPU, ISA, memory, fp32/int8 GEMM throughput, bandwidth, power,
+    and the kernel figures the cost model reads (``DeviceProfile.kernels``, see
+    :func:`edgeloop.hardware.measure_kernels`).
 
     Throughput comes from ONNX Runtime's own GEMM kernels (MatMul for fp32, MatMulInteger for
     int8) on ``threads`` threads (default: every physical core), so it is what ONNX models can
     reach here, not a theoretical peak. ``quick`` uses smaller problems and shorter runs (about
-    half a second in all instead of a few seconds). Power is the average RAPL package power
+    a second in all instead of several). Power is the average RAPL package power
     over the kernels when ``/sys/class/powercap`` is readable, else unknown. ``on_step`` is
     called with the name of each measurement (``PROFILE_STEPS``) as it starts, for progress bars.
     """
@@ -50,6 +53,8 @@ def profile_device(
     energy = meter.stop()
     step(PROFILE_STEPS[2])
     bandwidth = memory_bandwidth_gbps(mib=mib, seconds=seconds)
+    step(PROFILE_STEPS[3])
+    kernels = measure_kernels(threads=n_threads, seconds=0.02 if quick else 0.1)
     mem = psutil.virtual_memory()
     power_w = energy[0] / energy[1] if energy and energy[1] > 0 else None
     return DeviceProfile(
@@ -74,11 +79,14 @@ def profile_device(
             "python": sys.version.split()[0],
         },
         providers=tuple(ort.get_available_providers()),
+        kernels=kernels,
         notes=(
             f"measured {'quickly ' if quick else ''}with {n_threads} thread(s): GOPS = 2*M*N*K / "
             f"best run time of ONNX Runtime MatMul (fp32) and MatMulInteger (u8 x s8) at "
             f"{size}x{size}x{size}; bandwidth = bytes read + written by a {mib} MiB numpy copy, "
-            f"best run; power = RAPL package energy over the GEMM runs"
+            f"best run; kernels (the cost model's) = GOPS of fp32/int8 GEMM, conv, 1x1 conv "
+            f"and depthwise conv at a few sizes, per-operator and Run() overheads; "
+            f"power = RAPL package energy over the GEMM runs"
             + ("" if power_w is not None else " (not readable here: unknown)")
         ),
         extra={
