@@ -1,0 +1,269 @@
+"""Federated benchmark: head-only federated fine-tuning on Flower against no tuning and central
+retraining, on an image task and a time-series task, with label skew, drift and poisoning.
+
+Per task and seed: a *base* model is trained with the zoo's own loop on a small build-time draw
+of the dataset (``--base-n`` samples, another seed) and exported to ONNX; that is what the
+devices run. The devices hold the task's train split (``--clients``, partitioned ``iid``,
+``dirichlet:0.5``, ``dirichlet:0.1`` or ``drift:0.2``: a fifth of the devices see
+``sensor_shift``-ed inputs for images, a gain and offset for time series), and label
+``--label-share`` of their predictions (delayed feedback). Compared, on the task's test split:
+
+- ``none``: the base as deployed;
+- ``head-fedavg`` (and ``head-fedprox``): the federated head (``edgeloop.federated``), its
+  accuracy per round on the devices' held-out labels, the rounds and wall time to reach 95 % of
+  the central head's accuracy, and bytes per round (updates in, global arrays out);
+- ``central-head``: the same head trained on the pooled labelled features (the head-only
+  upper bound);
+- ``central-full``: the zoo model retrained on the whole train split (``--central-full``; the
+  expensive one);
+- poisoning: 20 % of the devices send sign-flipped, 10x updates; FedAvg vs FedMedian vs Krum;
+- compression: int8 and top-k 10 % updates, accuracy and bytes per round;
+- one 100-device configuration (``dirichlet:0.5``).
+
+Not measured here: full federated fine-tuning with torch on the devices (the ClientApp takes a
+``full`` trainer, but no torch trainer is wired into the simulation yet) and Flower's Ray
+simulation (Ray is not installed in this environment).
+
+    python benchmarks/federated.py                 # textures and har, 3 seeds
+    python benchmarks/federated.py --quick         # smoke run: tiny data, 1 seed, 2 rounds
+    python benchmarks/federated.py --central-full  # also retrain the zoo model centrally
+
+Prints a table (mean and standard deviation over seeds) and writes
+``benchmarks/results/federated.json``; ``BENCH_LOAD_BEFORE`` (e.g. ``uptime`` before the run)
+is recorded when set, with the load after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "federated.json"
+TASKS = {  # task -> (zoo arch, dataset, arch kwargs)
+    "textures": ("mobilenet", "textures", {"width": 0.25}),
+    "har": ("cnn1d", "har", {}),
+}
+PARTITIONS = ("iid", "dirichlet:0.5", "dirichlet:0.1", "drift:0.2")
+
+
+def base_model(task: str, seed: int, epochs: int | None, base_n: int | None,
+               work: Path) -> tuple[bytes, float]:
+    """The deployed model: trained on a small build-time draw, exported to ONNX."""
+    import torch
+
+    from edgeloop.zoo import export_onnx, train
+
+    arch, dataset, kw = TASKS[task]
+    torch.set_num_threads(1)
+    opts = {"n": base_n} if base_n and dataset == "textures" else {}
+    if base_n and dataset == "har":
+        opts = {"subjects": max(4, base_n // 200)}
+    ckpt = work / f"{task}-{seed}.pt"
+    res = train(arch, dataset, epochs, seed=seed + 100, threads=1, dataset_options=opts,
+                out=ckpt, **kw)
+    out = work / f"{task}-{seed}.onnx"
+    export_onnx(ckpt, out, check_parity=False)
+    return out.read_bytes(), res.fit.seconds
+
+
+def central_full(task: str, seed: int, epochs: int | None, n: int | None) -> float:
+    import torch
+
+    from edgeloop.zoo import train
+
+    arch, dataset, kw = TASKS[task]
+    torch.set_num_threads(1)
+    opts = {"n": n} if n and dataset == "textures" else {}
+    return float(train(arch, dataset, epochs, seed=seed, threads=1, dataset_options=opts,
+                       **kw).metrics["accuracy"])
+
+
+def accuracy(model: bytes, x: np.ndarray, y: np.ndarray) -> float:
+    from edgeloop.runtime import Session, run_batched
+
+    out = run_batched(Session(model, providers=["CPUExecutionProvider"]), x)
+    probs = next(v for k, v in out.items() if k != "edgeloop_embedding")
+    return float(np.mean(np.asarray(probs).argmax(1) == y))
+
+
+def central_head(model: bytes, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
+                 label_share: float, epochs: int, lr: float, seed: int) -> float:
+    """The head trained on the pooled labelled features (same label share as the devices)."""
+    from edgeloop.federated.device import EMBEDDING_OUTPUT, TrainConfig, train_head
+    from edgeloop.federated.server import read_head, with_embedding, write_head
+    from edgeloop.runtime import Session, run_batched
+
+    served = with_embedding(model)
+    feats = run_batched(Session(served, providers=["CPUExecutionProvider"]), x)[EMBEDDING_OUTPUT]
+    feats = np.asarray(feats, np.float32).reshape(len(x), -1)
+    keep = np.random.default_rng(seed).random(len(y)) < label_share
+    head = train_head(read_head(served), feats[keep], y[keep],
+                      TrainConfig(epochs=epochs, lr=lr, seed=seed)).head
+    return accuracy(write_head(served, head), xt, yt)
+
+
+def federated(model: bytes, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
+              target: float | None, **plan_kw: Any) -> dict[str, Any]:
+    from edgeloop.federated.server import SimulationPlan, simulate
+
+    plan = SimulationPlan(**plan_kw)
+    times: list[float] = []
+    start = time.perf_counter()
+    result = simulate(model, x, y, plan,
+                      on_round=lambda r: times.append(time.perf_counter() - start))
+    acc = accuracy(result.model, xt, yt)
+    per_round = [result.round_accuracy.get(r.round) for r in result.rounds]
+    reach = None
+    if target is not None:
+        reach = next((i + 1 for i, a in enumerate(per_round)
+                      if a is not None and a >= 0.95 * target), None)
+    return {
+        "accuracy": acc, "gate": result.gate.to_dict(), "round_accuracy": per_round,
+        "rounds_to_95": reach,
+        "seconds_to_95": times[reach - 1] if reach and reach <= len(times) else None,
+        "bytes_up_per_round": statistics.fmean(r.bytes_up for r in result.rounds),
+        "bytes_down_per_round": statistics.fmean(r.bytes_down for r in result.rounds),
+        "wall_seconds": result.seconds, "rounds_aggregated": sum(r.aggregated
+                                                                   for r in result.rounds),
+    }
+
+
+def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    from edgeloop.data import load_dataset
+
+    _, dataset, _ = TASKS[task]
+    opts = {"n": args.n} if args.n and dataset == "textures" else {}
+    train = load_dataset(dataset, "train", seed=seed, **opts)
+    test = load_dataset(dataset, "test", seed=seed, **opts)
+    x, y = np.asarray(train.x), np.asarray(train.y)
+    xt, yt = np.asarray(test.x), np.asarray(test.y)
+    model, base_seconds = base_model(task, seed, args.base_epochs, args.base_n, work)
+    rows: list[dict[str, Any]] = []
+    common = {"rounds": args.rounds, "epochs": args.local_epochs, "lr": args.lr,
+              "label_share": args.label_share, "seed": seed}
+
+    def add(method: str, partition: str, clients: int, **values: Any) -> None:
+        rows.append({"task": task, "seed": seed, "method": method, "partition": partition,
+                     "clients": clients, **values})
+        print(f"  {task} seed {seed} {method:<22} {partition:<14} "
+              f"acc {values.get('accuracy', float('nan')):.4f}", flush=True)
+
+    base_acc = accuracy(model, xt, yt)
+    add("none", "-", 0, accuracy=base_acc, base_fit_seconds=base_seconds)
+    head_epochs = args.rounds * args.local_epochs
+    c_head = central_head(model, x, y, xt, yt, args.label_share, head_epochs, args.lr, seed)
+    add("central-head", "-", 0, accuracy=c_head)
+    if args.central_full:
+        add("central-full", "-", 0, accuracy=central_full(task, seed, args.base_epochs, args.n))
+    for part in args.partitions:
+        for strategy in ("fedavg", "fedprox"):
+            add(f"head-{strategy}", part, args.clients, **federated(
+                model, x, y, xt, yt, c_head, clients=args.clients, partition=part,
+                strategy=strategy, **common))
+    part = args.partitions[min(1, len(args.partitions) - 1)]
+    for strategy in ("fedavg", "fedmedian", "krum"):
+        add(f"poisoned20-{strategy}", part, args.clients, **federated(
+            model, x, y, xt, yt, c_head, clients=args.clients, partition=part,
+            strategy=strategy, poisoned=0.2, **common))
+    for comp in ("int8", "topk:0.1"):
+        add(f"head-fedavg-{comp}", part, args.clients, **federated(
+            model, x, y, xt, yt, c_head, clients=args.clients, partition=part,
+            compression=comp, **common))
+    if args.many and seed == args.seeds[0]:
+        add("head-fedavg", part, args.many, **federated(
+            model, x, y, xt, yt, c_head, clients=args.many, partition=part, fraction=0.2,
+            **common))
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = sorted({(r["task"], r["method"], r["partition"], r["clients"]) for r in rows},
+                  key=lambda k: (k[0], k[2], k[1], k[3]))
+    out = []
+    for task, method, part, clients in keys:
+        runs = [r for r in rows if (r["task"], r["method"], r["partition"], r["clients"])
+                == (task, method, part, clients)]
+        acc = [r["accuracy"] for r in runs]
+        reach = [r["rounds_to_95"] for r in runs if r.get("rounds_to_95") is not None]
+        out.append({
+            "task": task, "method": method, "partition": part, "clients": clients,
+            "seeds": len(runs), "accuracy_mean": statistics.fmean(acc),
+            "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "rounds_to_95_mean": statistics.fmean(reach) if reach else None,
+            "reached_95": f"{len(reach)}/{len(runs)}" if "rounds_to_95" in runs[0] else "-",
+            "bytes_up_per_round": runs[0].get("bytes_up_per_round"),
+            "wall_seconds_mean": statistics.fmean(r.get("wall_seconds", 0.0) for r in runs),
+        })
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--many", type=int, default=100, help="clients of the large configuration "
+                    "(0: skip)")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--local-epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--label-share", type=float, default=0.5)
+    ap.add_argument("--partitions", nargs="+", default=list(PARTITIONS))
+    ap.add_argument("--base-epochs", type=int, default=None, help="default: the arch's own")
+    ap.add_argument("--base-n", type=int, default=2000,
+                    help="build-time samples the base is trained on (textures: n; har: /200 "
+                    "subjects)")
+    ap.add_argument("--n", type=int, default=None, help="textures dataset size (default 10000)")
+    ap.add_argument("--central-full", action="store_true",
+                    help="also retrain the zoo model on the whole train split (slow)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: small data, 1 seed, 2 rounds, 8 clients, base 3 epochs")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.rounds, args.clients, args.many = args.seeds[:1], 2, 8, 0
+        args.n, args.base_n, args.base_epochs = 800, 400, args.base_epochs or 3
+        args.partitions = ["dirichlet:0.5", "drift:0.2"]
+    import edgeloop.federated.server  # noqa: F401 - Flower sets its logger up on import
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="edgeloop-fl-bench-") as tmp:
+        for task in args.tasks:
+            for seed in args.seeds:
+                rows.extend(run_task(task, seed, args, Path(tmp)))
+    table = summarise(rows)
+    print(f"\n{'task':<9} {'method':<24} {'partition':<14} {'n':>4} {'acc mean':>9} {'std':>7} "
+          f"{'r→95%':>6} {'up B/round':>11}")
+    for t in table:
+        r95 = "-" if t["rounds_to_95_mean"] is None else f"{t['rounds_to_95_mean']:.1f}"
+        up = "-" if t["bytes_up_per_round"] is None else f"{t['bytes_up_per_round']:.0f}"
+        print(f"{t['task']:<9} {t['method']:<24} {t['partition']:<14} {t['clients']:>4} "
+              f"{t['accuracy_mean']:>9.4f} {t['accuracy_std']:>7.4f} {r95:>6} {up:>11}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": "federated", "quick": args.quick, "args": {k: (str(v) if isinstance(
+            v, Path) else v) for k, v in vars(args).items()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "load_before": os.environ.get("BENCH_LOAD_BEFORE"), "load_after": os.getloadavg()[0],
+        "wall_seconds": time.perf_counter() - start, "summary": table, "runs": rows,
+    }
+    tmp_out = args.out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(payload, indent=2, default=str))
+    tmp_out.replace(args.out)
+    print(f"\nwrote {args.out} ({payload['wall_seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
