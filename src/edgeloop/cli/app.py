@@ -35,6 +35,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("qat", "edgeloop.cli.compress:qat"),
     ("binarize", "edgeloop.cli.compress:binarize"),
     ("search", "edgeloop.cli.search:search"),
+    ("fit", "edgeloop.cli.fit:fit"),
     ("card", "edgeloop.cli.card:card"),
     ("pack", "edgeloop.cli.bundle:pack"),
     ("verify", "edgeloop.cli.bundle:verify"),
