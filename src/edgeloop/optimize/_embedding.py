@@ -48,16 +48,21 @@ def add_embedding_output(model: bytes, output: str | None = None) -> tuple[bytes
                 raise InputError(f"head {node.name or node.op_type!r} has no activation input")
             break
         if node.op_type not in _PASS_THROUGH:
-            raise InputError(f"output {target!r} comes from {node.op_type}, not a classifier "
-                             "head (MatMul or Gemm, then Add/Softmax)")
+            raise InputError(
+                f"output {target!r} comes from {node.op_type}, not a classifier "
+                "head (MatMul or Gemm, then Add/Softmax)"
+            )
         name = next(i for i in node.input if i not in inits)
         seen += 1
     else:
         raise InputError(f"no MatMul/Gemm head within 64 nodes of output {target!r}")
     inferred = onnx.shape_inference.infer_shapes(m)
     typed = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.input)}
-    g.node.append(helper.make_node("Identity", [head_in], [EMBEDDING_OUTPUT],
-                                   name="edgeloop_embedding_output"))
+    g.node.append(
+        helper.make_node(
+            "Identity", [head_in], [EMBEDDING_OUTPUT], name="edgeloop_embedding_output"
+        )
+    )
     if head_in in typed:
         out = onnx.ValueInfoProto()
         out.CopyFrom(typed[head_in])

@@ -78,7 +78,10 @@ def quantize_dynamic(
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
-    src = _named_source(_src(state, "quantize_dynamic"), ctx)
+    from edgeloop.optimize._smooth import smooth_before_quantize
+
+    smoothed, smoothing = smooth_before_quantize(_src(state, "quantize_dynamic"), params, ctx)
+    src = _named_source(smoothed, ctx)
     model = load_onnx(src, with_weights=False)
     pre = preflight(model, local_profile(ctx.options.get("target")))
     per_channel = bool(_param(params, "per_channel", True))
@@ -123,6 +126,8 @@ def quantize_dynamic(
         "weight_type": wt,
         "op_types": op_types,
     }
+    if smoothing is not None:
+        details["smooth"] = smoothing
     dest = _mixed(
         src, build, ctx.workdir / "quantize_dynamic.onnx", params, ctx, ("MatMul", "Gemm"), details
     )

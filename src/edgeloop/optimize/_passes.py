@@ -96,6 +96,7 @@ PASS_MODULES: dict[str, str] = {
     "quantize_dynamic": "edgeloop.optimize._lowbit",
     "int4": "edgeloop.optimize._lowbit",
     "fp16": "edgeloop.optimize._lowbit",
+    "smooth": "edgeloop.optimize._smooth",
     "fuse": "edgeloop.optimize._fuse",
     "prune": "edgeloop.optimize._prune",
     "sparsify": "edgeloop.optimize._sparsity",

@@ -83,7 +83,9 @@ def candidates(
     return out
 
 
-def node_groups(model: onnx.ModelProto, exclude: set[str]) -> dict[str, list[str]]:
+def node_groups(
+    model: onnx.ModelProto, exclude: set[str], op_types: set[str] | None = None
+) -> dict[str, list[str]]:
     """Units for the budget search besides single weighted MAC nodes (static int8).
 
     Each quantizable op type that is not a MAC op is one group (``op:LayerNormalization``,
@@ -91,7 +93,7 @@ def node_groups(model: onnx.ModelProto, exclude: set[str]) -> dict[str, list[str
     activations (attention scores and context) are ``attention:MatMul``: the damage in
     transformers and some CNNs sits there, where a search over Conv/MatMul/Gemm weights alone
     never looks. Groups keep the probe count small (one build per group), so the search stays
-    fast on a 100+-node encoder.
+    fast on a 100+-node encoder. ``op_types``: only the types being quantized (None: all).
     """
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -101,6 +103,8 @@ def node_groups(model: onnx.ModelProto, exclude: set[str]) -> dict[str, list[str
     groups: dict[str, list[str]] = {}
     for n in model.graph.node:
         if not n.name or n.name in exclude:
+            continue
+        if op_types is not None and n.op_type not in op_types:
             continue
         if n.op_type in quantizable and n.op_type not in data_movement:
             groups.setdefault(f"op:{n.op_type}", []).append(n.name)
@@ -119,6 +123,7 @@ def _mixed(
     details: dict[str, Any],
     *,
     grouped: bool = False,
+    quantized_types: set[str] | None = None,
 ) -> Path:
     """Build the quantized model; run the mixed-precision search when a budget is set.
 
@@ -129,7 +134,7 @@ def _mixed(
     evaluator = ctx.options.get("evaluator")
     user_exclude = [str(x) for x in _param(params, "exclude", [])]
     model = load_onnx(src, with_weights=False)
-    groups = node_groups(model, set(user_exclude)) if grouped else {}
+    groups = node_groups(model, set(user_exclude), quantized_types) if grouped else {}
 
     def build_with(extra: list[str], out: Path) -> None:
         nodes = [n for x in extra for n in groups.get(x, [x])]
@@ -293,11 +298,15 @@ def quantize(
         raise DataError(
             "static int8 needs calibration data: give a dataset name or a .npz (--data)"
         )
+    from edgeloop.optimize._smooth import smooth_before_quantize
+
+    src, smoothing = smooth_before_quantize(src, params, ctx)
     model = load_onnx(src, with_weights=False)
     if name_nodes(model):
         model = load_onnx(src)
         name_nodes(model)
         src = save_onnx(model, ctx.workdir / "named.onnx", external=uses_external_data(src))
+    op_types, kept_float_ops = _op_types(model, params)
     profile = local_profile(ctx.options.get("target"))
     pre = preflight(model, profile)
     method_name = str(_param(params, "calibration", "minmax")).lower()
@@ -327,6 +336,11 @@ def quantize(
         extra["CalibPercentile"] = float(_param(params, "percentile", 99.999))
     if params.get("symmetric_activations"):
         extra["ActivationSymmetric"] = True
+    if fmt == "qdq" and not params.get("quantize_matmul_outputs", False):
+        # a MatMul output feeding a float op (a residual Add, GELU) gains nothing from a Q/DQ
+        # pair and loses much: BERT's FFN outputs span +-200 for the [CLS] token, and one u8
+        # scale over that range took all-MiniLM-L6-v2's min cosine from 0.98 to 0.91
+        extra["OpTypesToExcludeOutputQuantization"] = ["MatMul"]
     cache = ctx.workdir / f"calibration_{method_name}.json"
     cache.unlink(missing_ok=True)
     external = uses_external_data(src)
@@ -350,7 +364,7 @@ def quantize(
                     activation_type=act_t,
                     weight_type=weight_t,
                     nodes_to_exclude=exclude or None,
-                    op_types_to_quantize=params.get("op_types"),
+                    op_types_to_quantize=op_types,
                     use_external_data_format=external,
                     calibrate_method=methods[method_name],
                     extra_options=extra,
@@ -382,7 +396,11 @@ def quantize(
         "reduce_range": reduce_range,
         "per_channel": per_channel,
         "format": fmt.upper(),
+        "op_types": op_types or "all ONNX Runtime quantizes",
+        "kept_float_ops": kept_float_ops,
     }
+    if smoothing is not None:
+        details["smooth"] = smoothing
     dest = _mixed(
         src,
         build,
@@ -392,6 +410,7 @@ def quantize(
         tuple(params.get("op_types") or MAC_OP_TYPES),
         details,
         grouped=bool(_param(params, "search_groups", True)) and not params.get("op_types"),
+        quantized_types=set(op_types) if op_types else None,
     )
     warnings: list[str] = list(opset_warning)
     if fmt == "qdq":
@@ -410,6 +429,37 @@ def quantize(
     return ModelState("onnx", onnx_path=dest, notes=list(state.notes)), StepResult(
         "quantize", dict(params), details, warnings
     )
+
+
+TRANSFORMER_OPS = ("LayerNormalization", "Softmax", "SkipLayerNormalization", "Attention")
+
+
+def _op_types(
+    model: onnx.ModelProto, params: Mapping[str, Any]
+) -> tuple[list[str] | None, list[str]]:
+    """The op types static int8 quantizes, and the quantizable ones it keeps float.
+
+    ``float_ops: auto`` (default): in a transformer (LayerNormalization or Softmax in the graph)
+    only Conv/MatMul/Gemm are quantized; LayerNorm, Softmax, residual Adds, Mul, Div and the
+    rest stay float, where every tool's all-op default loses the model (min cosine 0.17-0.23 on
+    all-MiniLM-L6-v2). Elsewhere, everything ONNX Runtime can quantize. ``none``: everything.
+    ``op_types`` given: exactly those.
+    """
+    given = params.get("op_types")
+    if given:
+        return [str(t) for t in given], []
+    mode = str(_param(params, "float_ops", "auto")).lower()
+    if mode not in ("auto", "none"):
+        raise InputError(f"float_ops must be auto or none; got {mode!r}")
+    present = {n.op_type for n in model.graph.node}
+    if mode == "none" or not present & set(TRANSFORMER_OPS):
+        return None, []
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    moves = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split"}
+    quantizable = set(QDQRegistry) | set(QLinearOpsRegistry)
+    kept = sorted((present & quantizable) - set(MAC_OP_TYPES) - moves)
+    return list(MAC_OP_TYPES), kept
 
 
 def _per_tensor_suffices(
