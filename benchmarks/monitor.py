@@ -26,28 +26,38 @@ Each window is what a device would send: every pool row is sketched once by the 
 add), parsed by the server's ``validate_sketch`` and judged by ``drift_report`` (drift, or
 realized accuracy below the reference's at 99 %). Evidently's default ``DataDriftPreset`` runs
 in its own environment (``--evidently-python``; evidently 0.7.x needs ``pandas<3``) on the same
-windows as raw data, on fewer windows and sizes if it is slow (the JSON says how many).
+windows as raw data, on a reduced grid because it is slow (seconds per window for har's 384
+columns): window sizes ``--evidently-sizes`` (100, 1,000), 20 unshifted and 10 shifted windows
+per size, the two largest shifts of each kind, in ``--evidently-procs`` processes, its widgets
+not drawn (``--evidently-render`` draws them: about 5x slower, the same verdicts); the JSON
+records the grid under ``tasks.*.evidently``.
 
 Reports: false-alarm rate per window size over ``--windows`` unshifted windows; detection rate
 and delay (windows until an alert with hysteresis) per shift; estimated (CBPE) vs realized
-accuracy error under covariate shift; bytes per device report; device CPU per inference for
-sketching; server time to validate, merge and test 10,000 reports.
+accuracy error under covariate shift; bytes per device report; device CPU and memory
+(tracemalloc: peak per inference and what stays allocated) per inference for sketching and
+for the agent's whole monitoring path; server time to validate, merge and test 10,000 reports.
 
-    python benchmarks/monitor.py                          # the full run (a quiet machine)
+    BENCH_LOAD_BEFORE="$(cat /proc/loadavg)" python benchmarks/monitor.py   # a quiet machine
     python benchmarks/monitor.py --smoke                  # minutes: tiny sizes, few windows
+    python benchmarks/monitor.py --table benchmarks/results/monitor.json   # docs' tables
 
-Writes ``benchmarks/results/monitor.json`` (``--out``).
+Writes ``benchmarks/results/monitor.json`` (``--out``; JSON keys ``false_alarm_rate``,
+``report_bytes``, ``merge_10k_s``, ``est_accuracy_mae``, ``detection_rate`` per kind, task,
+shift and size for edgeloop and Evidently) and prints the markdown tables of docs/monitor.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -271,7 +281,7 @@ def run_condition(task: Task, ref: MonitorReference, rows: Rows, labels: np.ndar
         out.alarms.append(alarm)
         out.est.append(est.get("value", np.nan))
         out.truth.append(float(counts @ correct / size))
-        if k < ev_windows and size <= args.evidently_max_size:
+        if k < ev_windows and size in args.evidently_sizes:
             out.evidently_raw.append(np.repeat(rows.raw, counts, axis=0).astype(np.float32))
     return out
 
@@ -291,7 +301,8 @@ def delay(alarms: list[bool], chunk: int = 10) -> float | None:
 
 # --- Evidently in its own environment --------------------------------------------------------
 def run_evidently(python: Path, reference: np.ndarray, batches: dict[str, list[np.ndarray]],
-                  tmp: Path) -> dict[str, list[dict[str, Any]]]:
+                  tmp: Path, procs: int = 1, render: bool = False
+                  ) -> dict[str, list[dict[str, Any]]]:
     if not python.exists():
         print(f"evidently: {python} not found, skipped (see the docstring for the venv)")
         return {}
@@ -307,12 +318,20 @@ def run_evidently(python: Path, reference: np.ndarray, batches: dict[str, list[n
             jobs.append({"reference": str(ref_path), "windows": str(src),
                          "out": str(tmp / f"{key}.json")})
     (tmp / "jobs.json").write_text(json.dumps(jobs))
-    subprocess.run([str(python), str(RUNNER), str(tmp / "jobs.json")], check=True)
+    cmd = [str(python), str(RUNNER), str(tmp / "jobs.json"), "--procs", str(procs)]
+    subprocess.run(cmd + (["--render"] if render else []), check=True)
     return {Path(j["out"]).stem: json.loads(Path(j["out"]).read_text()) for j in jobs}
 
 
 # --- the benchmark ------------------------------------------------------------------------------
+def evidently_shifts(sizes: tuple[float, ...], which: str) -> list[float]:
+    """The shift sizes of a kind Evidently runs on: all, the two largest or the largest."""
+    keep = {"all": len(sizes), "top2": 2, "largest": 1}[which]
+    return list(sizes[-keep:])
+
+
 def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    t_task = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     task = load_task(name, args)
     ref_logits, ref_emb = model_outputs(task.model, task.ref_x)
@@ -346,7 +365,9 @@ def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     out["sketch_us_per_inference"] = 1e6 * min(times)
     out["sketch_state_bytes"] = int(s.hist.nbytes + sum(v.nbytes for v in s.counts.values())
                                     + 4 * s.sum_z.nbytes + s.pred.nbytes + s.conf_hist.nbytes)
-    out["agent_observe_us_per_inference"] = agent_observe_us(ref, base_view, logits, reps)
+    out["sketch_memory"] = sketch_memory(ref, base_view, logits, reps)
+    out["agent_observe_us_per_inference"], out["agent_memory"] = agent_observe(
+        ref, base_view, logits, reps)
     counts, labelled = draw(rng, np.ones(len(task.pool_y)), 1000, args.labelled)
     out["report_bytes"] = len(window_sketch(base, counts, task.pool_y, labelled))
     ev_batches: dict[str, list[np.ndarray]] = {}
@@ -371,8 +392,8 @@ def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
                 rows = base
             per_size = {}
             for size in args.sizes:
-                ev_n = args.evidently_windows if (args.evidently_shifts == "all"
-                                                  or shift == sizes[-1]) else 0
+                ev_n = args.evidently_shift_windows if shift in evidently_shifts(
+                    sizes, args.evidently_shifts) else 0
                 w = run_condition(task, ref, rows, y, weights, size, args.shift_windows,
                                   ev_n, args, rng)
                 per_size[str(size)] = {"detection_rate": {"edgeloop": float(np.mean(w.alarms))},
@@ -384,12 +405,25 @@ def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
             shifts.setdefault(kind, {})[str(shift)] = per_size
     out["shifts"] = shifts
     out["est_accuracy_mae"] = {k: float(np.mean(v)) for k, v in mae.items() if v}
-    ev = run_evidently(args.evidently_python, ref_raw, ev_batches, tmp / name)
+    out["edgeloop_seconds"] = time.perf_counter() - t_task
+    t_ev = time.perf_counter()
+    ev = run_evidently(args.evidently_python, ref_raw, ev_batches, tmp / name,
+                       procs=args.evidently_procs, render=args.evidently_render)
     if ev:
-        out["evidently"] = {"windows_per_condition": args.evidently_windows,
-                            "max_size": args.evidently_max_size,
-                            "seconds_per_window": float(np.mean(
-                                [r["seconds"] for rs in ev.values() for r in rs]))}
+        out["evidently"] = {
+            # Evidently runs on a reduced grid (it is slow): fewer windows, sizes and shifts
+            "grid": {"sizes": args.evidently_sizes, "unshifted_windows": args.evidently_windows,
+                     "shift_windows": args.evidently_shift_windows,
+                     "shifts": {k: evidently_shifts(v, args.evidently_shifts)
+                                for k, v in SHIFTS.items()}},
+            "columns": int(ref_raw.reshape(len(ref_raw), -1).shape[1]),
+            "widgets_rendered": bool(args.evidently_render),
+            "procs": args.evidently_procs,
+            "windows": sum(len(r) for r in ev.values()),
+            "seconds": time.perf_counter() - t_ev,
+            "seconds_per_window": float(np.mean(
+                [r["seconds"] for rs in ev.values() for r in rs])),
+        }
         fa_ev, fa_ds = {}, {}
         for key, res in ev.items():
             kind, shift, size = key.split("_")
@@ -425,10 +459,41 @@ def bench_merge(args: argparse.Namespace) -> float:
     return time.perf_counter() - t0
 
 
-def agent_observe_us(ref: MonitorReference, view: np.ndarray, logits: np.ndarray,
-                     reps: int) -> float:
+def _traced(step: Any, reps: int) -> dict[str, int]:
+    """Python-heap bytes (tracemalloc; numpy's buffers included) of ``step(i)`` per call: the
+    largest transient peak above the memory held before the call, and what ``reps`` calls
+    left allocated (bounded memory: flat however many inferences)."""
+    step(0)  # warm: caches, lazily built arrays
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        peak = 0
+        for i in range(reps):
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            step(i)
+            peak = max(peak, tracemalloc.get_traced_memory()[1] - before)
+        held = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    return {"peak_bytes_per_inference": int(peak), "retained_bytes": int(held),
+            "inferences": reps}
+
+
+def sketch_memory(ref: MonitorReference, view: np.ndarray, logits: np.ndarray,
+                  reps: int) -> dict[str, int]:
+    """Memory of ``WindowSketch.update`` per inference (one row at a time)."""
+    s = WindowSketch(ref)
+    n = len(view)
+    return _traced(lambda i: s.update(view[i % n : i % n + 1], logits[i % n : i % n + 1]), reps)
+
+
+def agent_observe(ref: MonitorReference, view: np.ndarray, logits: np.ndarray,
+                  reps: int) -> tuple[float, dict[str, int]]:
     """The agent's whole monitoring path per inference (``agent.Monitoring.observe``: the
-    sketch, a prediction id, the pending-label record with its input), best of three."""
+    sketch, a prediction id, the pending-label record with its input): µs, best of three, and
+    its memory (the pending-label store keeps inputs up to its bound, so ``retained_bytes``
+    grows to that bound and no further)."""
     from edgeloop.agent import Monitoring
     from edgeloop.artifacts import Manifest, ModelCard, TensorSpec
 
@@ -446,7 +511,69 @@ def agent_observe_us(ref: MonitorReference, view: np.ndarray, logits: np.ndarray
         times.append((time.perf_counter() - t0) / reps)
     if mon.errors:
         raise RuntimeError(f"agent monitoring failed: {mon.last_error}")
-    return 1e6 * min(times)
+    n = len(x)
+    memory = _traced(lambda i: mon.observe({"x": x[i % n : i % n + 1]},
+                                           {"out": logits[i % n : i % n + 1]}), reps)
+    return 1e6 * min(times), memory
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def _num(v: Any, fmt: str = ".3g") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(results: dict[str, Any], size: str = "1000") -> str:
+    """The tables of docs/monitor.md from a results JSON: the headline figures, false alarms
+    per window size and detection per shift (at ``size`` rows), edgeloop beside Evidently."""
+    tasks = results["tasks"]
+    lines = ["| figure | " + " | ".join(tasks) + " |", "| --- |" + " --- |" * len(tasks)]
+
+    def row(label: str, get: Any) -> None:
+        lines.append(f"| {label} | " + " | ".join(get(t) for t in tasks.values()) + " |")
+
+    row("report bytes (1,000-row window)", lambda t: str(t["report_bytes"]))
+    row("reference bytes", lambda t: str(t["reference_bytes"]))
+    row("sketch µs / inference", lambda t: _num(t["sketch_us_per_inference"], ".1f"))
+    row("agent monitoring µs / inference", lambda t: _num(t["agent_observe_us_per_inference"],
+                                                            ".1f"))
+    row("sketch peak bytes / inference",
+        lambda t: str(t.get("sketch_memory", {}).get("peak_bytes_per_inference", "-")))
+    row("sketch bytes retained after N inferences",
+        lambda t: "{retained_bytes} (N={inferences})".format(**t["sketch_memory"])
+        if "sketch_memory" in t else "-")
+    row("est. accuracy MAE (>= 1,000 rows)",
+        lambda t: _pct(np.mean([v for s, v in t["est_accuracy_mae"].items() if int(s) >= 1000])
+                       if any(int(s) >= 1000 for s in t["est_accuracy_mae"]) else None))
+    fa, merge = _pct(results["false_alarm_rate"]), _num(results["merge_10k_s"], ".2f")
+    out = [f"Headline (`false_alarm_rate` {fa}, the worst over sizes and tasks; "
+           f"`merge_10k_s` {merge} s):", "", *lines, ""]
+    sizes = sorted({s for t in tasks.values() for s in t["false_alarm_rate"]["edgeloop"]},
+                   key=int)
+    head = ["| task | detector | " + " | ".join(f"{int(s):,}" for s in sizes) + " |",
+            "| --- | --- |" + " --- |" * len(sizes)]
+    rows = []
+    for name, t in tasks.items():
+        for det, fa in t["false_alarm_rate"].items():
+            rows.append(f"| {name} | {det} | " + " | ".join(_pct(fa.get(s)) for s in sizes)
+                        + " |")
+    out += ["False-alarm rate per window size (rows):", "", *head, *rows, ""]
+    rows = []
+    for name, t in tasks.items():
+        for kind, per_shift in t["shifts"].items():
+            for shift, per_size in per_shift.items():
+                r = per_size.get(size, {})
+                det = r.get("detection_rate", {})
+                rows.append(f"| {name} | {kind} | {shift} | {_pct(det.get('edgeloop'))} | "
+                            f"{_num(r.get('delay_windows'))} | {_pct(det.get('evidently'))} | "
+                            f"{_pct(det.get('evidently_dataset_drift'))} |")
+    out += [f"Detection rate per shift at {int(size):,}-row windows (delay: median windows to "
+            "an alert, raise after 2):", "",
+            "| task | shift | size | edgeloop | delay | Evidently (any column) | "
+            "Evidently (dataset drift) |", "| --- | --- | --- | --- | --- | --- | --- |", *rows]
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:
@@ -460,27 +587,44 @@ def main() -> None:
     ap.add_argument("--labelled", type=float, default=0.1, help="share of delayed labels")
     ap.add_argument("--epochs", type=int, default=None, help="zoo training (default: the arch's)")
     ap.add_argument("--components", type=int, default=8)
+    # Evidently is slow (seconds per window for har's 384 columns): a reduced grid
     ap.add_argument("--evidently-python", type=Path, default=EVIDENTLY_PY)
+    ap.add_argument("--evidently-sizes", default="100,1000",
+                    help="window sizes Evidently runs on (a subset of --sizes)")
     ap.add_argument("--evidently-windows", type=int, default=20,
-                    help="windows per condition for Evidently (about a minute each for har's "
-                         "384 columns on a loaded 2-core machine)")
-    ap.add_argument("--evidently-shifts", choices=("all", "largest"), default="all",
-                    help="shift sizes Evidently runs on (always the unshifted windows too)")
-    ap.add_argument("--evidently-max-size", type=int, default=10000)
+                    help="unshifted windows per size for Evidently")
+    ap.add_argument("--evidently-shift-windows", type=int, default=10,
+                    help="windows per shift and size for Evidently")
+    ap.add_argument("--evidently-shifts", choices=("all", "top2", "largest"), default="top2",
+                    help="shift sizes of each kind Evidently runs on")
+    ap.add_argument("--evidently-procs", type=int, default=min(8, os.cpu_count() or 1),
+                    help="Evidently windows run in this many processes")
+    ap.add_argument("--evidently-render", action="store_true",
+                    help="let Evidently draw its widgets too (about 5x slower, same verdicts)")
     ap.add_argument("--merge-reports", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--table", type=Path, default=None, metavar="JSON",
+                    help="only print the markdown tables of an earlier run's JSON")
     args = ap.parse_args()
+    if args.table is not None:
+        print(markdown(json.loads(args.table.read_text())), end="")
+        return
     if args.smoke:
         args.sizes, args.windows, args.shift_windows = "50,1000", 20, 10
         args.reference_rows, args.pool_rows = 1000, 3000
-        args.epochs, args.evidently_windows, args.merge_reports = 1, 1, 200
-        args.evidently_shifts, args.evidently_max_size = "largest", 50
+        args.epochs, args.merge_reports = 1, 200
+        args.evidently_windows, args.evidently_shift_windows = 1, 1
+        args.evidently_shifts, args.evidently_sizes = "largest", "50"
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.evidently_sizes = [int(s) for s in args.evidently_sizes.split(",") if s]
+    t0 = time.perf_counter()
     results: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+                    "cores": os.cpu_count(), "python": platform.python_version()},
+        # figures are only results from a quiet machine: the load says how quiet it was
+        "load_before": os.environ.get("BENCH_LOAD_BEFORE"),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "tasks": {},
     }
@@ -493,21 +637,29 @@ def main() -> None:
     tasks = results["tasks"].values()
     results["false_alarm_rate"] = max(max(t["false_alarm_rate"]["edgeloop"].values())
                                       for t in tasks)
+    ev_fa = [v for t in tasks for v in t["false_alarm_rate"].get("evidently", {}).values()]
+    results["evidently_false_alarm_rate"] = max(ev_fa) if ev_fa else None
     results["report_bytes"] = max(t["report_bytes"] for t in tasks)
     big = [v for t in tasks for s, v in t["est_accuracy_mae"].items() if int(s) >= 1000]
     results["est_accuracy_mae"] = float(np.mean(big)) if big else None
+    # per kind, task, shift and window size: {"edgeloop": rate, "evidently": rate, ...}
     results["detection_rate"] = {
         kind: {name: {str(sh): {sz: r["detection_rate"] for sz, r in per.items()}
                       for sh, per in t["shifts"][kind].items()}
                for name, t in results["tasks"].items()}
         for kind in SHIFTS
     }
+    results["seconds_total"] = time.perf_counter() - t0
+    results["load_after"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(results, indent=2) + "\n")
-    tmp_out.replace(args.out)
-    print(json.dumps({k: results[k] for k in ("false_alarm_rate", "report_bytes", "merge_10k_s",
-                                              "est_accuracy_mae")}, indent=2))
+    fd, tmp_name = tempfile.mkstemp(prefix=".monitor-", suffix=".json", dir=args.out.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(results, indent=2) + "\n")
+    Path(tmp_name).replace(args.out)
+    print(markdown(results), end="")
+    print(json.dumps({k: results[k] for k in ("false_alarm_rate", "evidently_false_alarm_rate",
+                                              "report_bytes", "merge_10k_s",
+                                              "est_accuracy_mae", "seconds_total")}, indent=2))
     print(f"wrote {args.out}")
 
 
