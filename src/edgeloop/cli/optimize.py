@@ -101,7 +101,12 @@ def optimize(
     min_sqnr: float | None = typer.Option(
         None, "--min-sqnr", help="Per-sample SQNR floor (dB) vs the original."
     ),
-    metric: str | None = typer.Option(None, "--metric", help="accuracy or auc (default: by task)."),
+    metric: str | None = typer.Option(
+        None,
+        "--metric",
+        help="accuracy, auc, or retrieval (top-1 nearest-neighbour agreement with the "
+        "original, for embedding models; no labels needed). Default: by task.",
+    ),
     target: str | None = typer.Option(
         None, "--target", help="Target profile for the int8 preflight (default: this machine)."
     ),

@@ -21,9 +21,10 @@ from edgeloop.errors import EdgeloopError, InputError, ModelError, UnknownNameEr
 from edgeloop.optimize._data import ModelData
 from edgeloop.runtime import Session
 
-__all__ = ["METRICS", "Budget", "Evaluator", "Quality", "make_session"]
+__all__ = ["METRICS", "Budget", "Evaluator", "Quality", "make_session", "retrieval_agreement"]
 
-METRICS = ("accuracy", "auc")
+# retrieval: no labels; the share of samples whose nearest neighbour is the one fp32 finds
+METRICS = ("accuracy", "auc", "retrieval")
 
 
 def make_session(path: str | Path, threads: int = 1) -> Session:
@@ -101,6 +102,27 @@ def _flat_float(outputs: list[np.ndarray], n: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def retrieval_agreement(reference: np.ndarray, outputs: np.ndarray) -> float:
+    """Top-1 nearest-neighbour agreement: for each sample, is its most similar other sample
+    (cosine over the flattened outputs) the same under ``outputs`` as under ``reference``?
+
+    The task metric of an embedding model (semantic search returns the nearest sentence): 1.0
+    when every lookup over the evaluation set returns what fp32 returns.
+    """
+    n = len(reference)
+    if n < 2:
+        raise InputError("retrieval agreement needs at least 2 evaluation samples")
+
+    def nearest(e: np.ndarray) -> np.ndarray:
+        e = e.reshape(n, -1).astype(np.float64)
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-30)
+        sim = e @ e.T
+        np.fill_diagonal(sim, -np.inf)
+        return np.asarray(sim.argmax(axis=1))
+
+    return float((nearest(reference) == nearest(outputs)).mean())
+
+
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
     pos, neg = scores[labels == 1], scores[labels == 0]
     if len(pos) == 0 or len(neg) == 0:
@@ -128,7 +150,7 @@ class Evaluator:
             raise UnknownNameError(f"unknown metric {metric!r}; expected one of {METRICS}")
         if metric is None and data.labels is not None:
             metric = "auc" if data.task == "anomaly" else "accuracy"
-        if metric is not None and data.labels is None:
+        if metric is not None and metric != "retrieval" and data.labels is None:
             raise InputError(f"metric {metric!r} needs labels, but data {data.name!r} has none")
         self.metric = metric
         self.reference = self.run(reference)
@@ -227,7 +249,10 @@ class Evaluator:
             sqnr_mean_db=float(sqnr.mean()),
             samples=n,
         )
-        if self.metric is not None and self.data.labels is not None:
+        if self.metric == "retrieval":
+            q.metric_name = self.metric
+            q.metric = retrieval_agreement(ref, got)
+        elif self.metric is not None and self.data.labels is not None:
             q.metric_name = self.metric
             q.metric = self._metric(out, self.data.labels[:n], feeds)
         if latency:
