@@ -195,11 +195,13 @@ def candidate_names(
     return out
 
 
-def _predict(name: str, fp32: Cost, int8: Cost) -> dict[str, Any] | None:
+def _predict(name: str, fp32: Cost, int8: Cost, gemm_heavy: bool) -> dict[str, Any] | None:
     """The cost model's figures for a candidate before it runs (None: priced elsewhere)."""
     if name == "fp32":
         return _figures(fp32)
-    if name in ("int8", "int8-dynamic"):
+    if name == "int8-dynamic":  # dynamic int8 quantizes MatMul/Gemm/Gather; convs stay float
+        return _figures(int8 if gemm_heavy else fp32)
+    if name == "int8":
         return _figures(int8)
     if name == "int4":  # weights packed further, activations and arithmetic still float
         fig = _figures(fp32)
@@ -364,8 +366,9 @@ def _fit(
         export_onnx(src, base_onnx, check_parity=False)
     fp32 = predict_cost(base_onnx, profile)
     int8 = predict_cost(base_onnx, profile, precision="int8")
-    names = candidate_names(arch, _gemm_heavy(base_onnx, profile), prune_ratios)
-    candidates = [Candidate(n, w, _predict(n, fp32, int8)) for n, w in names]
+    gemm_heavy = _gemm_heavy(base_onnx, profile)
+    names = candidate_names(arch, gemm_heavy, prune_ratios)
+    candidates = [Candidate(n, w, _predict(n, fp32, int8, gemm_heavy)) for n, w in names]
     chosen: Candidate | None = None
     chosen_dir: Path | None = None
     for cand in candidates:
