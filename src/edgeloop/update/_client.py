@@ -8,6 +8,8 @@ tuf's exceptions into :class:`UpdateError` with the role and URL in the message.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from edgeloop._io import atomic_path
 from edgeloop.bundle import Trust
 from edgeloop.errors import FileError, UpdateError
 
-__all__ = ["HttpxFetcher", "TargetInfo", "UpdateClient", "fetch_bundle"]
+__all__ = ["HttpxFetcher", "TargetInfo", "UpdateClient", "chunk_list", "fetch_bundle"]
 
 
 class HttpxFetcher(FetcherInterface):
@@ -63,8 +65,57 @@ class HttpxFetcher(FetcherInterface):
         finally:
             resp.close()
 
+    def open_range(self, url: str, start: int) -> httpx.Response:
+        """A streamed GET of ``url`` from byte ``start`` on (``Range``); the caller closes it.
+
+        The answer may be 206 (the rest), 200 (the whole file: the server ignored the range)
+        or 416; other statuses raise :class:`UpdateError`.
+        """
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        try:
+            resp = self._client.send(
+                self._client.build_request("GET", url, headers=headers), stream=True
+            )
+        except httpx.HTTPError as e:
+            raise UpdateError(f"GET {url}: {type(e).__name__}: {e}") from e
+        if resp.status_code >= 400 and resp.status_code != 416:
+            resp.close()
+            raise UpdateError(f"GET {url}: HTTP {resp.status_code}")
+        return resp
+
     def close(self) -> None:
         self._client.close()
+
+
+CHUNK_LIST_MAX = 256  # hashes per target in the signed metadata (the chunk size grows instead)
+
+
+def chunk_list(data: bytes) -> dict[str, Any]:
+    """``custom.chunks`` of a target: its sha256 per chunk, so a resumed download is checked
+    piece by piece against signed metadata. 1 MiB chunks, larger for files over 256 MiB."""
+    size = 1 << 20
+    while -(-len(data) // size) > CHUNK_LIST_MAX:
+        size <<= 1
+    view = memoryview(data)
+    hashes = [hashlib.sha256(view[o : o + size]).hexdigest() for o in range(0, len(data), size)]
+    return {"size": size, "sha256": hashes}
+
+
+def _chunks_of(custom: dict[str, Any], length: int) -> tuple[int, list[str]] | None:
+    c = custom.get("chunks")
+    if not isinstance(c, dict):
+        return None
+    size, hashes = c.get("size"), c.get("sha256")
+    if (
+        not isinstance(size, int)
+        or isinstance(size, bool)
+        or size < 1
+        or not isinstance(hashes, list)
+    ):
+        return None
+    if len(hashes) != -(-length // size) or not all(isinstance(h, str) for h in hashes):
+        return None
+    return size, hashes
 
 
 @dataclass(frozen=True)
@@ -207,6 +258,9 @@ class UpdateClient:
                 raise UpdateError(f"target {target_path!r} is not in the signed targets metadata")
             if updater.find_cached_target(info, str(out)):
                 return out
+            if isinstance(self.fetcher, HttpxFetcher):
+                self._resumable(info, out)
+                return out
             with atomic_path(out) as tmp:
                 updater.download_target(info, str(tmp))
             return out
@@ -214,6 +268,92 @@ class UpdateClient:
             raise UpdateError(f"target {target_path!r} refused: {_explain(e)}") from e
         except OSError as e:
             raise FileError(f"cannot write bundle to {str(out)!r}: {e}") from e
+
+    def _resumable(self, info: Any, out: Path) -> None:
+        """Download a target into ``out`` through a partial file that survives a broken link.
+
+        ``out.parent/<sha256>.part`` keeps what arrived; the next call asks for the rest
+        (HTTP ``Range``). With a signed chunk list (``custom.chunks``), the partial file is
+        checked chunk by chunk before resuming (a bad chunk and what follows are dropped) and
+        each chunk as it completes; the whole file is checked against the signed length and
+        sha256 at the end (python-tuf's check), and never grows past the signed length.
+        """
+        assert isinstance(self.fetcher, HttpxFetcher)
+        length, digest = int(info.length), str(info.hashes["sha256"])
+        dirname, _, base = str(info.path).rpartition("/")
+        url = f"{self.targets_url}{dirname + '/' if dirname else ''}{digest}.{base}"
+        # consistent snapshots (the repository's root always sets them): files by hash
+        custom = info.unrecognized_fields.get("custom")
+        chunks = _chunks_of(custom if isinstance(custom, dict) else {}, length)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.parent / f"{digest}.part"
+        for stale in out.parent.glob("*.part"):  # one download at a time is resumable
+            if stale != part:
+                stale.unlink(missing_ok=True)
+        have = _good_prefix(part, chunks, length)
+        if have < length or length == 0:
+            self._fetch_rest(url, info, part, have, chunks)
+        data = part.read_bytes()
+        try:
+            info.verify_length_and_hashes(data)
+        except Exception as e:
+            part.unlink(missing_ok=True)
+            raise UpdateError(
+                f"target {info.path!r} refused: length or hash differs from signed metadata ({e})"
+            ) from e
+        os.replace(part, out)
+
+    def _fetch_rest(
+        self,
+        url: str,
+        info: Any,
+        part: Path,
+        have: int,
+        chunks: tuple[int, list[str]] | None,
+    ) -> None:
+        """Append the target's bytes from ``have`` on to ``part`` (Range; restart on 200)."""
+        assert isinstance(self.fetcher, HttpxFetcher)
+        length = int(info.length)
+        resp = self.fetcher.open_range(url, have)
+        try:
+            if resp.status_code == 416 or (have and resp.status_code != 206):
+                have = 0  # the server ignored the range or refused it: from the start
+                if resp.status_code == 416:
+                    resp.close()
+                    resp = self.fetcher.open_range(url, 0)
+            elif have:
+                start = resp.headers.get("content-range", "").removeprefix("bytes ").split("-")[0]
+                if start != str(have):
+                    raise UpdateError(f"GET {url}: answered range {start!r}, asked {have}")
+            with open(part, "r+b" if have else "wb") as f:
+                f.truncate(have)
+                f.seek(have)
+                pos = have
+                try:
+                    for block in resp.iter_bytes():  # as it arrives: nothing buffered is lost
+                        if pos + len(block) > length:
+                            raise UpdateError(
+                                f"target {info.path!r}: download larger than allowed (endless "
+                                f"data): more than the signed {length} bytes"
+                            )
+                        f.write(block)
+                        if chunks is not None:
+                            _check_chunks(f, chunks, pos, pos + len(block), length)
+                        pos += len(block)
+                except httpx.HTTPError as e:
+                    raise UpdateError(
+                        f"download of {info.path!r} broke off at {pos} of {length} bytes "
+                        f"({type(e).__name__}: {e}); the next attempt resumes there"
+                    ) from e
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            resp.close()
+        if pos < length:
+            raise UpdateError(
+                f"download of {info.path!r} ended at {pos} of {length} bytes; the next attempt "
+                "resumes there"
+            )
 
     def close(self) -> None:
         """Close the HTTP connections of the default fetcher (not of a given one)."""
@@ -234,6 +374,45 @@ class UpdateClient:
     def trust(self) -> Trust:
         """The bundle trust (release keys) carried by the newest verified root."""
         return Trust.from_root_bytes(self.trusted_root())
+
+
+def _good_prefix(part: Path, chunks: tuple[int, list[str]] | None, length: int) -> int:
+    """How much of a partial download to keep: nothing if it is longer than the target; with
+    a signed chunk list, up to its first whole chunk that does not match; else all of it."""
+    try:
+        size = part.stat().st_size
+    except OSError:
+        return 0
+    if size > length:
+        return 0
+    if chunks is None:
+        return size
+    step, hashes = chunks
+    with open(part, "rb") as f:
+        for i in range(size // step):
+            if hashlib.sha256(f.read(step)).hexdigest() != hashes[i]:
+                return i * step
+    return size  # the unfinished last chunk is checked when the resumed download completes it
+
+
+def _check_chunks(f: Any, chunks: tuple[int, list[str]], start: int, end: int, length: int) -> None:
+    """Check each chunk that the bytes ``start..end`` just written completed."""
+    step, hashes = chunks
+    for i in range(start // step, (end - 1) // step + 1):
+        lo, hi = i * step, min((i + 1) * step, length)
+        if hi > end:
+            break
+        if hi <= start:
+            continue
+        f.flush()
+        with open(f.name, "rb") as r:
+            r.seek(lo)
+            if hashlib.sha256(r.read(hi - lo)).hexdigest() != hashes[i]:
+                f.truncate(lo)
+                raise UpdateError(
+                    f"chunk {i} (bytes {lo}..{hi}): length or hash differs from the signed "
+                    "chunk list; dropped, the next attempt fetches it again"
+                )
 
 
 def fetch_bundle(

@@ -32,6 +32,7 @@ from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, 
 from edgeloop._io import atomic_write_bytes, read_bytes
 from edgeloop.bundle import DeviceKey, load_trust, make_delta, read_delta, verify
 from edgeloop.errors import InputError, SecurityError, UpdateError
+from edgeloop.update._client import chunk_list
 from edgeloop.update._keyring import KeyRing
 
 if TYPE_CHECKING:
@@ -185,6 +186,7 @@ class Repository:
             "name": manifest.name,
             "version": manifest.version,
             "requirements": manifest.requirements,
+            "chunks": chunk_list(data),
         }
         digest = info.hashes["sha256"]
         dirname, _, base = path.rpartition("/")
@@ -240,6 +242,7 @@ class Repository:
                 "bundle_length": info.bundle_length,
                 "target": full[0][0],
             },
+            "chunks": chunk_list(delta),
         }
         digest = tinfo.hashes["sha256"]
         dirname, _, base = path.rpartition("/")
