@@ -150,3 +150,19 @@ def test_without_a_listed_delta_the_full_bundle_is_fetched(fleet: dict[str, Any]
     del fleet["files"]["m/2/m-2.from-1.eld"]
     assert asyncio.run(fleet["agent"].apply(fleet["a2"])) is True
     assert fleet["tuf"].fetched == [fleet["a2"].target]
+
+
+def test_a_revocation_never_takes_a_delta_for_a_bundle() -> None:
+    from edgeloop.agent._revocation import plan_revocation
+    from edgeloop.agent._state import AgentState, SlotInfo
+
+    info = SlotInfo("m", 2, "a" * 64, 10, "fp32", "m/2/m-2-fp32.elb", "2026-01-01T00:00:00+00:00")
+    state = AgentState(active="a", known_good="a", slots={"a": info, "b": None})
+    listed = {
+        "m/1/m-1-fp32.elb": TargetInfo(
+            "m/1/m-1-fp32.elb", "b" * 64, 10, {"name": "m", "version": 1}
+        ),
+        "m/3/x.eld": TargetInfo("m/3/x.eld", "c" * 64, 5, {"name": "m", "version": 3, "delta": {}}),
+    }
+    plan = plan_revocation(state, listed)
+    assert [t.path for t in plan.candidates] == ["m/1/m-1-fp32.elb"]

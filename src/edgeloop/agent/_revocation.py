@@ -61,6 +61,7 @@ def plan_revocation(state: AgentState, listed: Mapping[str, TargetInfo]) -> Revo
             t
             for t in listed.values()
             if t.custom.get("name") == current.model
+            and "delta" not in t.custom  # a delta target is not a bundle to install
             and isinstance(t.custom.get("version"), int)
             and not isinstance(t.custom.get("version"), bool)
         ),

@@ -267,7 +267,11 @@ def _moving_off_a_revocation(
     versions: dict[int, set[str]] = {}
     for name, target in listed.items():
         custom = target.unrecognized_fields.get("custom", {})
-        if isinstance(custom, dict) and custom.get("name") == release.model:
+        if (
+            isinstance(custom, dict)
+            and custom.get("name") == release.model
+            and "delta" not in custom
+        ):
             versions.setdefault(int(custom.get("version", 0)), set()).add(name)
     revoked = any(s.model == release.model and s.version not in versions for s in held)
     return revoked and bool(versions) and variant.target in versions[max(versions)]
