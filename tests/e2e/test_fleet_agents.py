@@ -40,6 +40,39 @@ def _agent(fleet_server, tmp_path, name: str, target: str = "rpi4") -> Agent:
 
 
 @pytest.mark.slow
+def test_an_agent_holding_its_assignment_is_answered_unchanged(fleet_server, tmp_path, monkeypatch):
+    """The agent sends the hash of the signed assignment it holds; the server answers
+    ``unchanged`` (no envelope) and the agent keeps acting on the one it verified."""
+    from edgeloop.agent._client import FleetClient
+
+    seen = []
+    checkin = FleetClient.checkin
+
+    async def recording(self, device_id, body):
+        response = await checkin(self, device_id, body)
+        seen.append((body.assignment_sha256, response.unchanged, response.assignment is None))
+        return response
+
+    monkeypatch.setattr(FleetClient, "checkin", recording)
+    fleet_server.publish("kws", 1, scale=1.0)
+    a = _agent(fleet_server, tmp_path, "dev0")
+    _poll(a)  # enrolls, gets the signed assignment, installs, tells the server at once
+    assert a.model is not None and a.model.version == 1
+    held = a.held_assignment()
+    assert held is not None
+    assert seen[0] == (None, False, False)
+    assert seen[-1] == (held[0], True, True)
+    _poll(a)
+    assert seen[-1] == (held[0], True, True) and a.last_error is None
+    assert a.model is not None and a.model.version == 1
+    fleet_server.publish("kws", 2, scale=2.0)  # a new version: a new signed assignment
+    _poll(a)
+    assert a.model is not None and a.model.version == 2
+    assert any(h == held[0] and not u and not empty for h, u, empty in seen)
+    a.close()
+
+
+@pytest.mark.slow
 def test_publish_enroll_install_upgrade_rollback(fleet_server, tmp_path):
     fleet_server.publish("kws", 1, scale=1.0)
     agents = [_agent(fleet_server, tmp_path, f"dev{i}", t) for i, t in enumerate(["rpi4", "rpi5"])]

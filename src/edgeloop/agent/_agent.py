@@ -69,9 +69,12 @@ from edgeloop.errors import (
 from edgeloop.protocol import (
     Assignment,
     CheckIn,
+    CheckInResponse,
     EnrollRequest,
     InstalledModel,
     Provisioning,
+    parse_time,
+    payload_sha256,
     public_hex,
     verify_assignment,
 )
@@ -170,6 +173,9 @@ class Agent:
         self._trial_requests = 0
         self._trial_errors = 0
         self._retry_install = False  # the last install failed in a way worth retrying
+        # the last signed assignment verified: (sha256 of its payload, it); its hash goes in
+        # the check-in until half its lifetime, so the server may answer ``unchanged``
+        self._held: tuple[str, Assignment] | None = None
         self.slots = Slots(
             self.store,
             self.encryption_key,
@@ -525,7 +531,21 @@ class Agent:
             envelope, key, device_id=self.device_id, now=datetime.now(timezone.utc)
         )
 
+    def held_assignment(self) -> tuple[str, Assignment] | None:
+        """The signed assignment this device holds and may still confirm by its hash: verified,
+        and not yet half-way through its lifetime (past that, the server signs a new one)."""
+        from datetime import datetime, timezone
+
+        if self._held is None:
+            return None
+        a = self._held[1]
+        issued, expires = parse_time(a.issued_at), parse_time(a.expires_at)
+        if datetime.now(timezone.utc) >= issued + (expires - issued) / 2:
+            return None
+        return self._held
+
     def checkin_body(self) -> CheckIn:
+        held = self.held_assignment()
         return CheckIn(
             agent_version=AGENT_VERSION,
             installed=_installed(self.state.current),
@@ -533,6 +553,7 @@ class Agent:
             health=self.health(),
             last_error=self.last_error,
             agent_build=package_build_hash(),
+            assignment_sha256=held[0] if held else None,
         )
 
     def report(self) -> DeviceReport:
@@ -569,9 +590,9 @@ class Agent:
                 await self.enforce_revocation()
             response = await client.checkin(device_id, self.checkin_body())
             self.backoff.interval = float(response.poll_interval_s)
-            if response.assignment is not None:
+            assignment = await self._assignment(response)
+            if assignment is not None:
                 before = self.checkin_body()
-                assignment = await asyncio.to_thread(self._verify, response.assignment)
                 await self.apply(assignment)
                 if self.checkin_body() != before:  # tell the server now, not a poll later
                     await client.checkin(device_id, self.checkin_body())
@@ -581,6 +602,21 @@ class Agent:
             return self.backoff.failed()
         self.poll_error = None
         return self.backoff.succeeded()
+
+    async def _assignment(self, response: CheckInResponse) -> Assignment | None:
+        """The check-in's assignment: a new signed one (verified, then held), the held one
+        when the server answered ``unchanged``, or None when nothing is assigned."""
+        if response.assignment is not None:
+            assignment = await asyncio.to_thread(self._verify, response.assignment)
+            self._held = (payload_sha256(response.assignment), assignment)
+            return assignment
+        held = self.held_assignment()
+        if response.unchanged and held is not None:
+            return held[1]
+        if response.unchanged:  # the server confirmed a hash this device did not send
+            raise FleetError("check-in answered unchanged, but this device holds no assignment")
+        self._held = None
+        return None
 
     def listed(self) -> dict[str, Any]:
         """The release side's current signed targets (TUF refresh): path -> TargetInfo."""

@@ -5,8 +5,8 @@ its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here
 :class:`Base` and created by one Alembic chain shipped inside this package
 (``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
 ``0005_dashboard_sessions`` -> ``0006_monitor`` -> ``0007_eval_suites`` ->
-``0008_monitor_jobs`` -> ``0009_rollout_controls``; the revision ids
-are stored in every existing database and never change). SQLite is the embedded default,
+``0008_monitor_jobs`` -> ``0009_rollout_controls`` -> ``0010_fleet_generation``; the revision
+ids are stored in every existing database and never change). SQLite is the embedded default,
 PostgreSQL is chosen by URL.
 
 The row classes are the schema, not an API: the packages that own each table (registry, fleet)
@@ -45,6 +45,7 @@ from edgeloop.db._engine import (
 from edgeloop.db._fleet_tables import (
     FLEET_TABLES,
     DeviceRow,
+    GenerationRow,
     NonceRow,
     ReleaseRow,
     ReportRow,
@@ -94,6 +95,7 @@ __all__ = [
     "BundleRow",
     "DashboardSessionRow",
     "DeviceRow",
+    "GenerationRow",
     "EvalSuiteRow",
     "EvaluationRow",
     "LineageRow",

@@ -6,6 +6,8 @@
     fleet_devices ──< fleet_nonces            (device, nonce) seen: replay protection
                   └──< fleet_reports          telemetry, one row per DeviceReport
     fleet_releases ──< fleet_release_variants one bundle per variant, published to TUF
+    fleet_generation                          one counter, bumped by triggers on the tables the
+                                              director reads (releases, aliases ...; 0010)
 
 Created by the Alembic revision ``0002_fleet``; a test checks that the two agree.
 """
@@ -23,6 +25,7 @@ from edgeloop.db._engine import Base
 __all__ = [
     "FLEET_TABLES",
     "DeviceRow",
+    "GenerationRow",
     "NonceRow",
     "ReleaseRow",
     "ReportRow",
@@ -117,6 +120,16 @@ class VariantRow(Base):
     fleet_wrap: Mapped[dict[str, Any]] = mapped_column(sa.JSON)  # data key wrapped to fleet key
 
 
+class GenerationRow(Base):
+    """One row (id 1): database triggers bump ``value`` on every change to the releases,
+    variants, aliases, models or versions, so a process's cache of them knows it is stale."""
+
+    __tablename__ = "fleet_generation"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(sa.BigInteger)
+
+
 FLEET_TABLES = frozenset(
-    t.__tablename__ for t in (TokenRow, DeviceRow, NonceRow, ReportRow, ReleaseRow, VariantRow)
+    t.__tablename__
+    for t in (TokenRow, DeviceRow, NonceRow, ReportRow, ReleaseRow, VariantRow, GenerationRow)
 )

@@ -5,7 +5,8 @@
 in a module of its own: the device API (``_device_api``), the admin API (``_admin``), rollouts
 (``_rollout_api``) and the dashboard (``_dashboard``). Handlers are thin: parse the body into a
 protocol dataclass, open one transaction, call the store, the director or the publisher, answer.
-Nothing lives in process memory but settings, keys and metrics, so several processes can serve
+Process memory holds settings, keys, metrics and caches that the database keeps right (the
+assignments this process signed, per device; docs/scale.md), so several processes can serve
 one database and data dir.
 """
 
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import timedelta
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -26,6 +28,7 @@ from edgeloop.db import make_engine, read_session, upgrade, write_session
 from edgeloop.errors import AuthError, EdgeloopError, InputError
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._admin import admin_router
+from edgeloop.fleet._batch import CheckinWriter
 from edgeloop.fleet._dashboard import dashboard_router
 from edgeloop.fleet._device_api import device_router, mount_tuf
 from edgeloop.fleet._http import ServerContext, utc_now
@@ -35,6 +38,7 @@ from edgeloop.fleet._monitor_api import Monitor
 from edgeloop.fleet._publish import refresh_timestamp_if_due
 from edgeloop.fleet._rollout_api import Rollouts
 from edgeloop.fleet._settings import FleetSettings, prepare_data_dir, settings_from_env
+from edgeloop.fleet._signed import FleetStates, SignedAssignments
 from edgeloop.fleet._state import AppState, PolicyLoader, app_state
 from edgeloop.registry import BlobStore
 from edgeloop.update import Repository
@@ -86,7 +90,14 @@ def create_app(
         with read_session(engine) as s:
             return store.device_counts(s, utc_now(), ctx.stale_after)
 
-    state = AppState(ctx, FleetMetrics(count_devices), policy_loader or rollouts.policy)
+    state = AppState(
+        ctx,
+        FleetMetrics(count_devices),
+        policy_loader or rollouts.policy,
+        CheckinWriter(engine, nonce_ttl=timedelta(seconds=2 * settings.max_skew_s)),
+        SignedAssignments(),
+        FleetStates(settings.alias),
+    )
     app = FastAPI(
         title="edgeloop fleet server",
         version=__version__,

@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import DeviceReport
-from edgeloop.db import DeviceRow, ReleaseRow, VariantRow, write_session
+from edgeloop.db import DeviceRow, ReleaseRow, VariantRow, read_session, write_session
 from edgeloop.errors import AuthError, EdgeloopError
 from edgeloop.fleet import _monitor_store as monitor_store
 from edgeloop.fleet import _store as store
@@ -38,12 +38,12 @@ from edgeloop.protocol import (
     Enrollment,
     EnrollRequest,
     KeyRequest,
+    RequestSignature,
     WrappedKey,
     ed25519_from_hex,
     iso_time,
     parse_signature_headers,
     public_key_id,
-    sign_assignment,
     verify_request,
 )
 
@@ -54,19 +54,23 @@ T = TypeVar("T")
 device_router = APIRouter(tags=["device"])
 
 
+def _signature(app: AppState, request: Request, body: bytes) -> RequestSignature:
+    """The request's signature headers, once its size is known to be within the limit."""
+    limit = app.ctx.settings.report_limit_bytes
+    if len(body) > limit:
+        raise Refused(413, "too_large", f"body of {len(body)} bytes; at most {limit}")
+    try:
+        return parse_signature_headers(request.headers)
+    except AuthError as e:
+        raise Refused(401, "bad_headers", str(e)) from e
+
+
 def _device_call(
     app: AppState, request: Request, body: bytes, work: Callable[[Session, DeviceRow], T]
 ) -> T:
     """Authenticate the signed request and run ``work`` in the same transaction."""
     settings = app.ctx.settings
-    if len(body) > settings.report_limit_bytes:
-        raise Refused(
-            413, "too_large", f"body of {len(body)} bytes; at most {settings.report_limit_bytes}"
-        )
-    try:
-        sig = parse_signature_headers(request.headers)
-    except AuthError as e:
-        raise Refused(401, "bad_headers", str(e)) from e
+    sig = _signature(app, request, body)
     with write_session(app.ctx.engine) as s:
         device = store.authenticate(
             s,
@@ -125,32 +129,48 @@ def enroll(
 def checkin(
     request: Request, body: bytes = Depends(raw_body), app: AppState = Depends(app_state)
 ) -> dict[str, Any]:
+    """Authenticate, direct and sign in one read transaction; the nonce and the reported state
+    go to the group commit (``_batch``), which refuses a replay before anything is answered;
+    an assignment the device already holds is answered ``unchanged`` (``_signed``)."""
     settings = app.ctx.settings
-
-    def work(s: Session, device: DeviceRow) -> dict[str, Any]:
+    sig = _signature(app, request, body)
+    now = utc_now()
+    with read_session(app.ctx.engine) as s:
+        device = store.verify_device(
+            s,
+            sig,
+            request.method,
+            signed_path(request),
+            body,
+            now=now,
+            max_skew_s=settings.max_skew_s,
+        )
         report = parse_body(CheckIn, body)
         _check_build(app, report.agent_build)
-        now = utc_now()
-        store.record_checkin(device, report, now)
         assignment = direct(
-            store.device_state(device),
-            store.fleet_state(s, device, settings.alias),
+            store.checkin_state(device, report),
+            app.fleet_states.get(s, device),
             now=now,
             ttl=app.assignment_ttl,
             policy=app.policy_loader(s),
         )
-        envelope = None
-        if assignment is not None:
-            envelope = sign_assignment(assignment, app.ctx.secrets.director_key)
-            app.metrics.assignments.labels(assignment.model, str(assignment.version)).inc()
-        return CheckInResponse(
-            device_id=device.id,
-            assignment=envelope,
-            poll_interval_s=settings.poll_interval_s,
-            server_time=iso_time(now),
-        ).to_dict()
-
-    return _device_call(app, request, body, work)
+        device_id = device.id
+    if not app.writer.submit(device_id, sig.nonce, now, store.checkin_columns(report, now)):
+        raise store.replay(device_id, sig.nonce)
+    envelope = None
+    unchanged = False
+    if assignment is not None:
+        signed = app.signed.sign(assignment, app.ctx.secrets.director_key, now)
+        unchanged = signed.sha256 == report.assignment_sha256
+        envelope = None if unchanged else signed.envelope
+        app.metrics.assignments.labels(assignment.model, str(assignment.version)).inc()
+    return CheckInResponse(
+        device_id=device_id,
+        assignment=envelope,
+        poll_interval_s=settings.poll_interval_s,
+        server_time=iso_time(now),
+        unchanged=unchanged,
+    ).to_dict()
 
 
 @device_router.post(

@@ -14,9 +14,11 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy.orm import Session
 
+from edgeloop.fleet._batch import CheckinWriter
 from edgeloop.fleet._director import Policy
 from edgeloop.fleet._http import ServerContext
 from edgeloop.fleet._metrics import FleetMetrics
+from edgeloop.fleet._signed import FleetStates, SignedAssignments
 from edgeloop.protocol import public_hex
 
 __all__ = ["AppState", "PolicyLoader", "app_state"]
@@ -27,11 +29,15 @@ PolicyLoader = Callable[[Session], Policy]
 
 @dataclass(frozen=True)
 class AppState:
-    """One server's shared objects: its configuration, its metrics, its director policy."""
+    """One server's shared objects: its configuration, its metrics, its director policy, the
+    check-in's group commit and the assignments it signed (docs/scale.md)."""
 
     ctx: ServerContext
     metrics: FleetMetrics
     policy_loader: PolicyLoader
+    writer: CheckinWriter
+    signed: SignedAssignments
+    fleet_states: FleetStates
 
     @property
     def director_key(self) -> dict[str, Any]:

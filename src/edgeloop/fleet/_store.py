@@ -37,6 +37,8 @@ from edgeloop.protocol import (
 __all__ = [
     "Refused",
     "authenticate",
+    "checkin_columns",
+    "checkin_state",
     "create_token",
     "device_counts",
     "device_info",
@@ -50,8 +52,10 @@ __all__ = [
     "record_report",
     "recent_reports",
     "release_of",
+    "replay",
     "revoke",
     "variant_by_target",
+    "verify_device",
 ]
 
 
@@ -170,7 +174,7 @@ def _insert_nonce(s: Session, device_id: str, nonce: str, now: datetime) -> bool
     return True
 
 
-def authenticate(
+def verify_device(
     s: Session,
     sig: RequestSignature,
     method: str,
@@ -180,7 +184,8 @@ def authenticate(
     now: datetime,
     max_skew_s: float,
 ) -> DeviceRow:
-    """The device that signed this request; records its nonce so a replay is refused."""
+    """The enrolled, unrevoked device whose key signed this request (its nonce not checked:
+    :func:`authenticate` does, or the check-in's group commit, ``_batch.CheckinWriter``)."""
     device = s.get(DeviceRow, sig.device_id)
     if device is None:
         raise Refused(401, "unknown_device", f"device {sig.device_id!r} is not enrolled here")
@@ -199,9 +204,28 @@ def authenticate(
         raise Refused(401, reason, str(e)) from e
     if device.revoked:
         raise Refused(403, "revoked", f"device {sig.device_id!r} was revoked")
+    return device
+
+
+def replay(device_id: str, nonce: str) -> Refused:
+    return Refused(401, "replay", f"nonce {nonce!r} of device {device_id!r} was seen before")
+
+
+def authenticate(
+    s: Session,
+    sig: RequestSignature,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    now: datetime,
+    max_skew_s: float,
+) -> DeviceRow:
+    """The device that signed this request; records its nonce so a replay is refused."""
+    device = verify_device(s, sig, method, path, body, now=now, max_skew_s=max_skew_s)
     # The primary key (device, nonce) refuses a replay, also one racing in another process.
     if not _insert_nonce(s, device.id, sig.nonce, now):
-        raise Refused(401, "replay", f"nonce {sig.nonce!r} of device {device.id!r} was seen before")
+        raise replay(device.id, sig.nonce)
     if sig.nonce.endswith(_PRUNE_SUFFIXES):  # about one request in 16 sweeps expired nonces
         s.execute(
             sa.delete(NonceRow).where(
@@ -215,17 +239,40 @@ def authenticate(
 # --- check-in, telemetry, inventory ---------------------------------------------------------
 
 
-def record_checkin(device: DeviceRow, checkin: CheckIn, now: datetime) -> None:
-    device.last_seen = now
-    device.agent_version = checkin.agent_version
-    device.agent_build = checkin.agent_build
-    device.installed = checkin.installed.to_dict() if checkin.installed else None
-    device.installed_version = checkin.installed.version if checkin.installed else None
-    device.known_good = checkin.known_good.to_dict() if checkin.known_good else None
-    device.health = checkin.health
-    device.last_error = checkin.last_error
+def checkin_columns(checkin: CheckIn, now: datetime) -> dict[str, Any]:
+    """The device row's columns a check-in sets (``profile`` only when it sent one)."""
+    out: dict[str, Any] = {
+        "last_seen": now,
+        "agent_version": checkin.agent_version,
+        "agent_build": checkin.agent_build,
+        "installed": checkin.installed.to_dict() if checkin.installed else None,
+        "installed_version": checkin.installed.version if checkin.installed else None,
+        "known_good": checkin.known_good.to_dict() if checkin.known_good else None,
+        "health": checkin.health,
+        "last_error": checkin.last_error,
+    }
     if checkin.profile is not None:
-        device.profile = checkin.profile.to_dict()
+        out["profile"] = checkin.profile.to_dict()
+    return out
+
+
+def record_checkin(device: DeviceRow, checkin: CheckIn, now: datetime) -> None:
+    for name, value in checkin_columns(checkin, now).items():
+        setattr(device, name, value)
+
+
+def checkin_state(device: DeviceRow, checkin: CheckIn) -> DeviceState:
+    """What the director knows of ``device`` once this check-in is recorded (without
+    changing the row: the check-in's writes go through the group commit)."""
+    return DeviceState(
+        device_id=device.id,
+        model=device.model,
+        profile=checkin.profile if checkin.profile is not None else _profile(device.profile),
+        installed=checkin.installed,
+        known_good=checkin.known_good,
+        labels=dict(device.labels),
+        health=checkin.health,
+    )
 
 
 def record_report(

@@ -26,6 +26,7 @@ __all__ = [
     "ASSIGNMENT_TYPE",
     "canonical_json",
     "pae",
+    "payload_sha256",
     "public_key_id",
     "sign_assignment",
     "verify_assignment",
@@ -61,6 +62,12 @@ def sign_assignment(assignment: Assignment, key: Ed25519PrivateKey) -> dict[str,
         "payload": base64.b64encode(payload).decode("ascii"),
         "signatures": [{"keyid": public_key_id(key), "sig": base64.b64encode(sig).decode("ascii")}],
     }
+
+
+def payload_sha256(envelope: Mapping[str, Any]) -> str:
+    """Hex sha256 of an assignment envelope's payload bytes: what a device holding it sends
+    as ``assignment_sha256`` (the server then answers ``unchanged`` rather than re-signing)."""
+    return hashlib.sha256(_b64(envelope.get("payload"), "payload")).hexdigest()
 
 
 def _b64(value: Any, where: str) -> bytes:

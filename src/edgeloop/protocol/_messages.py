@@ -190,6 +190,9 @@ class CheckIn(Artifact):
     last_error: str | None = None
     profile: DeviceProfile | None = None
     agent_build: str | None = None  # sha256 of the agent's installed files (agent._integrity)
+    # sha256 of the payload of the signed assignment the device holds: the server answers
+    # ``unchanged`` instead of signing the same assignment again (docs/fleet-protocol.md)
+    assignment_sha256: str | None = None
 
     def __post_init__(self) -> None:
         _need(
@@ -198,6 +201,8 @@ class CheckIn(Artifact):
         )
         if self.agent_build is not None:
             _hex64(self.agent_build, "agent_build")
+        if self.assignment_sha256 is not None:
+            _hex64(self.assignment_sha256, "assignment_sha256")
         _need(
             self.health in HEALTH_STATES,
             f"health {self.health!r}: expected one of {', '.join(HEALTH_STATES)}",
@@ -225,6 +230,9 @@ class CheckInResponse(Artifact):
     assignment: dict[str, Any] | None  # a DSSE envelope; verify with ``verify_assignment``
     poll_interval_s: float
     server_time: str
+    # True (and ``assignment`` null): the assignment is the one whose payload hash the device
+    # sent; it keeps acting on that one
+    unchanged: bool = False
 
 
 @dataclass(frozen=True)

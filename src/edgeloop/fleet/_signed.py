@@ -1,0 +1,126 @@
+"""What a check-in may reuse: the fleet state (until the database says it changed) and the
+assignment signed for each device, so an unchanged assignment is not signed again.
+
+The director runs on every check-in (its policy may depend on time or on rollout state); what
+is kept is only the last envelope this process signed for each device, with the assignment's
+content (everything but its issue and expiry times). When the director's new answer has the
+same content and the kept envelope still has more than half its lifetime left, that envelope
+is the answer; when the device says it holds exactly that envelope (``assignment_sha256``,
+the sha256 of its payload), the answer is ``unchanged`` and carries no envelope at all.
+
+Per process and bounded (least recently used out first): another process signs afresh,
+which is correct, only slower. Nothing here is trusted by the device beyond what it verified
+already: an ``unchanged`` answer only confirms the signed assignment it holds, and the agent
+stops sending the hash once that assignment is past half its lifetime, so it always holds a
+signed, unexpired assignment (docs/fleet-protocol.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.orm import Session
+
+from edgeloop.db import DeviceRow, GenerationRow
+from edgeloop.fleet import _store as store
+from edgeloop.fleet._director import FleetState
+from edgeloop.protocol import Assignment, parse_time, payload_sha256, sign_assignment
+
+__all__ = ["FleetStates", "Signed", "SignedAssignments"]
+
+
+@dataclass(frozen=True)
+class Signed:
+    envelope: dict[str, Any]
+    sha256: str  # of the payload: what the device sends back as ``assignment_sha256``
+    fresh: bool  # signed for this answer (False: a kept envelope)
+
+
+def _content(a: Assignment) -> tuple[Any, ...]:
+    return (
+        a.device_id,
+        a.model,
+        a.version,
+        a.variant,
+        a.target,
+        a.sha256,
+        a.length,
+        a.rollback,
+        a.reason,
+    )
+
+
+@dataclass(frozen=True)
+class _Kept:
+    content: tuple[Any, ...]
+    signed: Signed
+    renew_at: datetime  # past this (half the lifetime), sign a new one
+
+
+class SignedAssignments:
+    """``cache.sign(assignment, key, now)`` -> a kept or freshly signed :class:`Signed`."""
+
+    def __init__(self, max_devices: int = 200_000) -> None:
+        self.max_devices = max_devices
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        self._lock = threading.Lock()
+        self.signed = 0  # envelopes signed by this process
+        self.reused = 0
+
+    def sign(self, assignment: Assignment, key: Ed25519PrivateKey, now: datetime) -> Signed:
+        content = _content(assignment)
+        with self._lock:
+            kept = self._kept.get(assignment.device_id)
+            if kept is not None and kept.content == content and now < kept.renew_at:
+                self._kept.move_to_end(assignment.device_id)
+                self.reused += 1
+                return Signed(kept.signed.envelope, kept.signed.sha256, fresh=False)
+        envelope = sign_assignment(assignment, key)
+        signed = Signed(envelope, payload_sha256(envelope), fresh=True)
+        issued, expires = parse_time(assignment.issued_at), parse_time(assignment.expires_at)
+        renew_at = issued + (expires - issued) / 2  # the agent's rule too (agent._agent)
+        with self._lock:
+            self.signed += 1
+            self._kept[assignment.device_id] = _Kept(content, signed, renew_at)
+            self._kept.move_to_end(assignment.device_id)
+            while len(self._kept) > self.max_devices:
+                self._kept.popitem(last=False)
+        return signed
+
+    def forget(self, device_id: str) -> None:
+        with self._lock:
+            self._kept.pop(device_id, None)
+
+
+class FleetStates:
+    """The director's fleet state per model, cached in this process until the database's
+    generation counter (``fleet_generation``, bumped by triggers on releases, variants,
+    aliases, models and versions) moves: one indexed read per check-in instead of three."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self._generation: int | None = None
+        self._states: dict[str | None, FleetState] = {}
+        self._lock = threading.Lock()
+        self.reads = 0  # fleet states read from the database (cache misses)
+
+    def get(self, s: Session, device: DeviceRow) -> FleetState:
+        generation = s.scalar(sa.select(GenerationRow.value).where(GenerationRow.id == 1))
+        with self._lock:
+            if generation is None or generation != self._generation:
+                self._states.clear()
+                self._generation = generation
+            state = self._states.get(device.model)
+        if state is None:
+            state = store.fleet_state(s, device, self.alias)
+            with self._lock:
+                self.reads += 1
+                if generation is not None and generation == self._generation:
+                    self._states[device.model] = state
+        return state

@@ -1,0 +1,212 @@
+"""The check-in's cost cuts (docs/scale.md): an unchanged assignment is not signed again, the
+check-in's writes go through one group commit that still refuses every replay, and the fleet
+state is cached per process until the database's generation counter moves."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from edgeloop.bundle import generate_signing_key
+from edgeloop.db import GenerationRow, make_engine, read_session, upgrade, write_session
+from edgeloop.fleet import FleetSettings, create_app
+from edgeloop.fleet._batch import CheckinWriter
+from edgeloop.fleet._signed import SignedAssignments
+from edgeloop.protocol import Assignment, iso_time, payload_sha256, verify_assignment
+
+VNNI = {"isa": ["avx512_vnni"]}
+
+
+def _released(fleet: Any) -> Any:
+    fleet.release("kws", 1, {"int8": VNNI, "fp32": {}})
+    return fleet.device(model="kws")
+
+
+def test_a_device_holding_its_assignment_gets_unchanged_without_an_envelope(fleet: Any) -> None:
+    dev = _released(fleet)
+    first = dev.checkin().json()
+    envelope = first["assignment"]
+    assert envelope is not None and first["unchanged"] is False
+    held = payload_sha256(envelope)
+    answer = dev.checkin(assignment_sha256=held).json()
+    assert answer["unchanged"] is True and answer["assignment"] is None
+    # another hash (an older assignment, a corrupt one): the full envelope again, the same one
+    # (not signed again: it is within the first half of its lifetime)
+    again = dev.checkin(assignment_sha256="0" * 64).json()
+    assert again["unchanged"] is False and again["assignment"] == envelope
+    state = fleet.client.app.state.fleet
+    assert state.signed.signed == 1 and state.signed.reused >= 2
+    # the inventory still records what an unchanged check-in reported
+    r = dev.checkin(
+        installed={"model": "kws", "version": 1, "variant": "int8", "sha256": "a" * 64},
+        assignment_sha256=held,
+    )
+    assert r.json()["unchanged"] is True
+    info = fleet.client.get(f"/v1/admin/devices/{dev.device_id}", headers=fleet.admin).json()
+    assert info["installed"]["version"] == 1
+
+
+def test_a_new_version_is_signed_even_for_a_device_that_sends_its_old_hash(fleet: Any) -> None:
+    dev = _released(fleet)
+    held = payload_sha256(dev.checkin().json()["assignment"])
+    fleet.release("kws", 2, {"fp32": {}})
+    answer = dev.checkin(assignment_sha256=held).json()
+    assert answer["unchanged"] is False
+    key = fleet.client.app.state.ctx.secrets.director_key.public_key()
+    got = verify_assignment(answer["assignment"], key, device_id=dev.device_id)
+    assert got.version == 2
+
+
+@pytest.mark.parametrize("bad", ["xyz", "A" * 64, 7, "0" * 63])
+def test_a_malformed_assignment_hash_is_a_400(sqlite_fleet: Any, bad: Any) -> None:
+    dev = sqlite_fleet.device()
+    r = dev.checkin(assignment_sha256=bad)
+    assert r.status_code == 400 and "assignment_sha256" in r.json()["detail"]
+
+
+def _assignment(device: str, version: int, now: datetime, ttl_s: float = 100.0) -> Assignment:
+    return Assignment(
+        device_id=device,
+        model="kws",
+        version=version,
+        variant="fp32",
+        target=f"kws/{version}/kws-{version}-fp32.elb",
+        sha256="b" * 64,
+        length=10,
+        issued_at=iso_time(now),
+        expires_at=iso_time(now + timedelta(seconds=ttl_s)),
+        rollback=False,
+        reason="alias production -> 1",
+    )
+
+
+def test_a_kept_envelope_is_renewed_past_half_its_lifetime() -> None:
+    key = generate_signing_key()
+    cache = SignedAssignments(max_devices=2)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    first = cache.sign(_assignment("d-1", 1, t0), key, t0)
+    assert first.fresh
+    later = t0 + timedelta(seconds=30)
+    kept = cache.sign(_assignment("d-1", 1, later), key, later)
+    assert not kept.fresh and kept.envelope == first.envelope
+    past_half = t0 + timedelta(seconds=51)
+    renewed = cache.sign(_assignment("d-1", 1, past_half), key, past_half)
+    assert renewed.fresh and renewed.sha256 != first.sha256
+    # another version is another assignment; and the cache stays within its bound
+    assert cache.sign(_assignment("d-1", 2, past_half), key, past_half).fresh
+    for d in ("d-2", "d-3"):
+        cache.sign(_assignment(d, 1, past_half), key, past_half)
+    assert cache.sign(_assignment("d-1", 2, past_half), key, past_half).fresh  # evicted
+
+
+def test_the_group_commit_refuses_a_nonce_seen_in_the_same_batch_or_before(fleet: Any) -> None:
+    a, b = (fleet.device().device_id for _ in range(2))
+    engine = make_engine(fleet.settings.db_url)
+    try:
+        writer = CheckinWriter(engine, nonce_ttl=timedelta(seconds=600))
+        other = CheckinWriter(engine, nonce_ttl=timedelta(seconds=600))  # another process's
+        now = datetime.now(timezone.utc)
+        n = "n" * 32
+        results: list[bool] = []
+        lock = threading.Lock()
+
+        def submit(w: CheckinWriter, device: str, health: str) -> None:
+            ok = w.submit(device, n, now, {"last_seen": now, "health": health})
+            with lock:
+                results.append(ok)
+
+        threads = [
+            threading.Thread(target=submit, args=(w, a, "ok"))
+            for w in (writer, writer, other, other, writer)
+        ]
+        threads.append(threading.Thread(target=submit, args=(other, b, "degraded")))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # one (device a, nonce) accepted among five racing in two writers; device b's own
+        assert sorted(results) == [False, False, False, False, True, True]
+        assert writer.submit(a, n, now, None) is False  # and later too
+        with read_session(engine) as s:
+            health = dict(s.execute(sa.text("SELECT id, health FROM fleet_devices")).all())
+        assert health[b] == "degraded" and health[a] == "ok"
+    finally:
+        engine.dispose()
+
+
+def test_a_replay_is_refused_by_another_server_on_the_same_database(fleet: Any) -> None:
+    dev = _released(fleet)
+    body, headers = dev.signed("/v1/checkin", {"agent_version": "0.1.0", "health": "ok"})
+    assert fleet.client.post("/v1/checkin", content=body, headers=headers).status_code == 200
+    second = FleetSettings(
+        db_url=fleet.settings.db_url,
+        data_dir=fleet.settings.data_dir,
+        poll_interval_s=30.0,
+    )
+    with TestClient(create_app(second)) as other:
+        r = other.post("/v1/checkin", content=body, headers=headers)
+        assert r.status_code == 401 and "seen before" in r.json()["detail"]
+        fresh = dev.signed("/v1/checkin", {"agent_version": "0.1.0", "health": "ok"})
+        assert other.post("/v1/checkin", content=fresh[0], headers=fresh[1]).status_code == 200
+
+
+def _generation(engine: Any) -> int:
+    with read_session(engine) as s:
+        value = s.scalar(sa.select(GenerationRow.value))
+    assert value is not None
+    return int(value)
+
+
+def test_changes_the_director_reads_bump_the_generation_from_any_writer(db_url: str) -> None:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        start = _generation(engine)
+        with write_session(engine) as s:  # a registry alias moved by another process
+            s.execute(
+                sa.text(
+                    "INSERT INTO fleet_releases (model, version, published_at) "
+                    "VALUES ('kws', 1, :t)"
+                ),
+                {"t": datetime.now(timezone.utc)},
+            )
+        assert _generation(engine) > start
+        mid = _generation(engine)
+        with write_session(engine) as s:
+            s.execute(sa.text("DELETE FROM fleet_releases WHERE model = 'kws'"))
+        assert _generation(engine) > mid
+        mid = _generation(engine)
+        with write_session(engine) as s:  # what a check-in writes does not
+            s.execute(sa.text("SELECT 1"))
+        assert _generation(engine) == mid
+    finally:
+        engine.dispose()
+
+
+def test_the_cached_fleet_state_follows_a_registry_alias_moved_outside_the_server(
+    fleet: Any,
+) -> None:
+    from edgeloop.registry import Registry
+
+    fleet.release("kws", 1, {"fp32": {}})
+    fleet.release("kws", 2, {"fp32": {}})
+    dev = fleet.device(model="kws")
+    key = fleet.client.app.state.ctx.secrets.director_key.public_key()
+
+    def version() -> int:
+        env = dev.checkin().json()["assignment"]
+        return verify_assignment(env, key, device_id=dev.device_id).version
+
+    assert version() == 2
+    assert version() == 2
+    reads = fleet.client.app.state.fleet.fleet_states.reads
+    with Registry(fleet.settings.db_url, fleet.settings.registry_path) as reg:
+        # the registry CLI's path, not the server's
+        reg.set_alias("kws@1", "production", reason="test")
+    assert version() == 1
+    assert fleet.client.app.state.fleet.fleet_states.reads == reads + 1
