@@ -8,16 +8,18 @@ enrolls and carries a one-time token. The TUF metadata and targets are static fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import DeviceReport
@@ -25,7 +27,7 @@ from edgeloop.db import DeviceRow, ReleaseRow, VariantRow, read_session, write_s
 from edgeloop.errors import AuthError, EdgeloopError
 from edgeloop.fleet import _monitor_store as monitor_store
 from edgeloop.fleet import _store as store
-from edgeloop.fleet._director import direct
+from edgeloop.fleet._director import FleetState, direct
 from edgeloop.fleet._http import JSON_BODY, parse_body, raw_body, signed_path, utc_now
 from edgeloop.fleet._publish import rewrap_for_device
 from edgeloop.fleet._state import AppState, app_state
@@ -33,6 +35,7 @@ from edgeloop.fleet._store import Refused
 from edgeloop.fleet._telemetry import validate_report
 from edgeloop.protocol import (
     ENROLL_DEVICE_ID,
+    Assignment,
     CheckIn,
     CheckInResponse,
     Enrollment,
@@ -129,9 +132,13 @@ def enroll(
 def checkin(
     request: Request, body: bytes = Depends(raw_body), app: AppState = Depends(app_state)
 ) -> dict[str, Any]:
-    """Authenticate, direct and sign in one read transaction; the nonce and the reported state
-    go to the group commit (``_batch``), which refuses a replay before anything is answered;
-    an assignment the device already holds is answered ``unchanged`` (``_signed``)."""
+    """Authenticate and direct in one read transaction; the nonce and the reported state go to
+    the group commit (``_batch``), which refuses a replay before anything is answered; an
+    assignment the device already holds is answered ``unchanged`` (``_signed``).
+
+    A check-in whose director policy writes (a rollout's controls recording that a stage
+    device was admitted, or how its install went) takes the one-transaction path instead:
+    nonce, device state and the policy's rows commit together, as before the group commit."""
     settings = app.ctx.settings
     sig = _signature(app, request, body)
     now = utc_now()
@@ -147,16 +154,67 @@ def checkin(
         )
         report = parse_body(CheckIn, body)
         _check_build(app, report.agent_build)
+        fleet = app.fleet_states.get(s, device)
+        try:
+            with _read_only(s):
+                assignment = direct(
+                    store.checkin_state(device, report),
+                    fleet,
+                    now=now,
+                    ttl=app.assignment_ttl,
+                    policy=app.policy_loader(s),
+                )
+        except _PolicyWrites:
+            s.rollback()
+            return _checkin_in_one_transaction(app, request, body, fleet)
+        device_id = device.id
+    if not app.writer.submit(device_id, sig.nonce, now, store.checkin_columns(report, now)):
+        raise store.replay(device_id, sig.nonce)
+    return _answer(app, device_id, assignment, report, now)
+
+
+class _PolicyWrites(Exception):
+    """The director's policy wrote in the check-in's read transaction."""
+
+
+@contextlib.contextmanager
+def _read_only(s: Session) -> Iterator[None]:
+    """Raise :class:`_PolicyWrites` when the block adds, changes or flushes anything."""
+
+    def refuse(*_: Any) -> None:
+        raise _PolicyWrites
+
+    event.listen(s, "before_flush", refuse)
+    try:
+        yield
+        if s.new or s.dirty or s.deleted:
+            raise _PolicyWrites
+    finally:
+        event.remove(s, "before_flush", refuse)
+
+
+def _checkin_in_one_transaction(
+    app: AppState, request: Request, body: bytes, fleet: FleetState
+) -> dict[str, Any]:
+    def work(s: Session, device: DeviceRow) -> dict[str, Any]:
+        report = parse_body(CheckIn, body)
+        now = utc_now()
+        store.record_checkin(device, report, now)
         assignment = direct(
-            store.checkin_state(device, report),
-            app.fleet_states.get(s, device),
+            store.device_state(device),
+            fleet,
             now=now,
             ttl=app.assignment_ttl,
             policy=app.policy_loader(s),
         )
-        device_id = device.id
-    if not app.writer.submit(device_id, sig.nonce, now, store.checkin_columns(report, now)):
-        raise store.replay(device_id, sig.nonce)
+        return _answer(app, device.id, assignment, report, now)
+
+    return _device_call(app, request, body, work)
+
+
+def _answer(
+    app: AppState, device_id: str, assignment: Assignment | None, report: CheckIn, now: datetime
+) -> dict[str, Any]:
     envelope = None
     unchanged = False
     if assignment is not None:
@@ -167,7 +225,7 @@ def checkin(
     return CheckInResponse(
         device_id=device_id,
         assignment=envelope,
-        poll_interval_s=settings.poll_interval_s,
+        poll_interval_s=app.ctx.settings.poll_interval_s,
         server_time=iso_time(now),
         unchanged=unchanged,
     ).to_dict()

@@ -272,6 +272,7 @@ def checkin_state(device: DeviceRow, checkin: CheckIn) -> DeviceState:
         known_good=checkin.known_good,
         labels=dict(device.labels),
         health=checkin.health,
+        last_error=checkin.last_error,
     )
 
 
