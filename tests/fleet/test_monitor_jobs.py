@@ -98,6 +98,13 @@ def test_an_alert_queues_one_finetune_job_for_its_cohort_which_a_worker_claims_a
     status = jfleet.client.get("/v1/admin/monitor/status", headers=jfleet.admin).json()
     raised = [e for e in status["events"] if e["cohort"] == "region=north"]
     assert raised[0]["detail"]["actions"] == second["region=north"]["actions"]
+    # the dashboard lists it
+    r = jfleet.client.post("/dashboard/login", data={"token": jfleet.admin_token},
+                           follow_redirects=False)
+    assert r.status_code == 303
+    page = jfleet.client.get("/dashboard").text
+    table = page[page.index('id="monitor-jobs"'):page.index('id="rollouts"')]
+    assert "region=north" in table and "queued" in table and "finetune" in table
     # while it is open, asking again for the same model, version and cohort gives it back
     r = _post(jfleet, "jobs", {"model": "clf", "version": 1, "cohort": "region=north"})
     assert r.status_code == 201 and r.json() == {"job": job, "created": False}

@@ -2,7 +2,8 @@
 
 ::
 
-    /dashboard                    fleet overview: devices by state, version, hardware; rollouts
+    /dashboard                    fleet overview: devices by state, version, hardware; rollouts;
+                                  monitoring alerts and jobs
     /dashboard/devices            the device list: filters (version, hardware, state, label, last
                                   seen), counts by state, pages (SQL-side: ``_inventory``)
     /dashboard/rollouts/{id}      a rollout's timeline and each gate's stage vs control chart,
@@ -39,6 +40,7 @@ from edgeloop.fleet import _store as store
 from edgeloop.fleet._charts import Series, line_chart
 from edgeloop.fleet._http import ServerContext, admin_token_ok, raw_body, utc_now
 from edgeloop.fleet._inventory import DeviceQuery, device_page, fleet_counts, human_duration
+from edgeloop.fleet._monitor_jobs import job_dict, list_jobs
 from edgeloop.fleet._sessions import (
     SessionPolicy,
     end_session,
@@ -208,6 +210,7 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
             rollouts = [rs.rollout_dict(s, r) for r in rs.list_rollouts(s, limit=50)]
             alerts = ms.alerts(s)
             alerts.sort(key=lambda a: (not a["active"], a["model"], a["version"], a["cohort"]))
+            jobs = [job_dict(j) for j in list_jobs(s, limit=20)]
         return page(
             request,
             "overview.html",
@@ -220,6 +223,7 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
             query=DeviceQuery(),
             rollouts=rollouts,
             alerts=alerts[:100],
+            jobs=jobs,
         )
 
     @router.get("/devices")
