@@ -72,6 +72,7 @@ __all__ = [
     "plan_ticks",
     "policy_for",
     "rollout_dict",
+    "shipped_by_stage",
     "start_rollout",
 ]
 
@@ -543,6 +544,69 @@ def list_rollouts(s: Session, model: str | None = None, limit: int = 100) -> lis
     return list(s.scalars(q))
 
 
+_SHIPPED = (
+    ("bytes", "bytes_downloaded"),
+    ("delta_bytes", "delta_bytes_downloaded"),
+    ("delta_updates", "delta_updates"),
+    ("delta_fallbacks", "delta_fallbacks"),
+)
+
+
+def shipped_by_stage(s: Session, row: RolloutRow) -> list[dict[str, Any]]:
+    """Bytes the devices downloaded to install the rollout's version, per stage.
+
+    Agents count ``bytes_downloaded`` (everything fetched for an install, delta or full),
+    ``delta_bytes_downloaded``, ``delta_updates`` and ``delta_fallbacks`` and report them with
+    the version they then run; a report of ``to_version`` counts toward the stage that was
+    current when it arrived (stages start at their first event).
+    """
+    created = _utc(row.created_at)
+    assert created is not None
+    starts: dict[int, datetime] = {0: created}
+    for at, stage in s.execute(
+        sa.select(RolloutEventRow.at, RolloutEventRow.stage)
+        .where(RolloutEventRow.rollout_id == row.id)
+        .order_by(RolloutEventRow.id)
+    ):
+        when = _utc(at)
+        if when is not None:
+            starts.setdefault(int(stage), when)
+    order = sorted(starts.items(), key=lambda kv: (kv[1], kv[0]))
+    out = {
+        k: {"stage": k, "percent": row.stages[k], "devices": 0, **{n: 0 for n, _ in _SHIPPED}}
+        for k in range(min(max(starts) + 1, len(row.stages)))
+    }
+    devices: dict[int, set[str]] = defaultdict(set)
+    q = sa.select(ReportRow.device_id, ReportRow.received_at, ReportRow.metrics).where(
+        ReportRow.model == row.model,
+        ReportRow.version == row.to_version,
+        ReportRow.received_at >= created,
+    )
+    for device_id, received, metrics in s.execute(q):
+        m = metrics or {}
+        got = {n: m.get(key) for n, key in _SHIPPED}
+        if not any(isinstance(v, int | float) and v > 0 for v in got.values()):
+            continue
+        when = _utc(received)
+        stage = next((k for k, t in reversed(order) if when is not None and t <= when), 0)
+        entry = out.setdefault(
+            stage,
+            {
+                "stage": stage,
+                "percent": row.stages[stage],
+                "devices": 0,
+                **{n: 0 for n, _ in _SHIPPED},
+            },
+        )
+        for n, v in got.items():
+            if isinstance(v, int | float) and not isinstance(v, bool) and v > 0:
+                entry[n] += int(v)
+        devices[stage].add(device_id)
+    for k, ids in devices.items():
+        out[k]["devices"] = len(ids)
+    return [out[k] for k in sorted(out)]
+
+
 def rollout_dict(s: Session, row: RolloutRow, *, detail: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": row.id,
@@ -594,6 +658,7 @@ def rollout_dict(s: Session, row: RolloutRow, *, detail: bool = False) -> dict[s
             .order_by(RolloutCheckRow.id.desc())
             .limit(2000)
         ).all()
+        out["shipped"] = shipped_by_stage(s, row)
         out["checks"] = [
             {
                 "at": _iso(c.at),
