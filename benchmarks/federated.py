@@ -12,6 +12,8 @@ devices run. The devices hold the task's train split (``--clients``, partitioned
 - ``head-fedavg`` (and ``head-fedprox``): the federated head (``edgeloop.federated``), its
   accuracy per round on the devices' held-out labels, the rounds and wall time to reach 95 % of
   the central head's accuracy, and bytes per round (updates in, global arrays out);
+- ``full-fedavg``: the whole zoo model fine-tuned with torch on every device (the ClientApp's
+  ``full`` trainer), FedAvg, on the ``dirichlet:0.5`` partition (``--no-full`` skips it);
 - ``central-head``: the same head trained on the pooled labelled features (the head-only
   upper bound);
 - ``central-full``: the zoo model retrained on the whole train split (``--central-full``; the
@@ -20,9 +22,7 @@ devices run. The devices hold the task's train split (``--clients``, partitioned
 - compression: int8 and top-k 10 % updates, accuracy and bytes per round;
 - one 100-device configuration (``dirichlet:0.5``).
 
-Not measured here: full federated fine-tuning with torch on the devices (the ClientApp takes a
-``full`` trainer, but no torch trainer is wired into the simulation yet) and Flower's Ray
-simulation (Ray is not installed in this environment).
+Not measured here: Flower's Ray simulation (Ray is not installed in this environment).
 
     python benchmarks/federated.py                 # textures and har, 3 seeds
     python benchmarks/federated.py --quick         # smoke run: tiny data, 1 seed, 2 rounds
@@ -57,7 +57,7 @@ PARTITIONS = ("iid", "dirichlet:0.5", "dirichlet:0.1", "drift:0.2")
 
 
 def base_model(task: str, seed: int, epochs: int | None, base_n: int | None,
-               work: Path) -> tuple[bytes, float]:
+               work: Path) -> tuple[bytes, float, Path]:
     """The deployed model: trained on a small build-time draw, exported to ONNX."""
     import torch
 
@@ -73,7 +73,7 @@ def base_model(task: str, seed: int, epochs: int | None, base_n: int | None,
                 out=ckpt, **kw)
     out = work / f"{task}-{seed}.onnx"
     export_onnx(ckpt, out, check_parity=False)
-    return out.read_bytes(), res.fit.seconds
+    return out.read_bytes(), res.fit.seconds, ckpt
 
 
 def central_full(task: str, seed: int, epochs: int | None, n: int | None) -> float:
@@ -113,13 +113,13 @@ def central_head(model: bytes, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt:
 
 
 def federated(model: bytes, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
-              target: float | None, **plan_kw: Any) -> dict[str, Any]:
+              target: float | None, torch_model: Any = None, **plan_kw: Any) -> dict[str, Any]:
     from edgeloop.federated.server import SimulationPlan, simulate
 
     plan = SimulationPlan(**plan_kw)
     times: list[float] = []
     start = time.perf_counter()
-    result = simulate(model, x, y, plan,
+    result = simulate(model, x, y, plan, torch_model=torch_model,
                       on_round=lambda r: times.append(time.perf_counter() - start))
     acc = accuracy(result.model, xt, yt)
     per_round = [result.round_accuracy.get(r.round) for r in result.rounds]
@@ -147,7 +147,7 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
     test = load_dataset(dataset, "test", seed=seed, **opts)
     x, y = np.asarray(train.x), np.asarray(train.y)
     xt, yt = np.asarray(test.x), np.asarray(test.y)
-    model, base_seconds = base_model(task, seed, args.base_epochs, args.base_n, work)
+    model, base_seconds, ckpt = base_model(task, seed, args.base_epochs, args.base_n, work)
     rows: list[dict[str, Any]] = []
     common = {"rounds": args.rounds, "epochs": args.local_epochs, "lr": args.lr,
               "label_share": args.label_share, "seed": seed}
@@ -171,6 +171,16 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
                 model, x, y, xt, yt, c_head, clients=args.clients, partition=part,
                 strategy=strategy, **common))
     part = args.partitions[min(1, len(args.partitions) - 1)]
+    if not args.no_full:
+        import torch
+
+        from edgeloop.zoo import load_checkpoint
+
+        torch.set_num_threads(1)
+        add("full-fedavg", part, args.clients, **federated(
+            model, x, y, xt, yt, c_head, clients=args.clients, partition=part, trainer="full",
+            torch_model=load_checkpoint(ckpt)[0], **{**common, "lr": args.full_lr,
+                                                     "epochs": args.full_epochs}))
     for strategy in ("fedavg", "fedmedian", "krum"):
         add(f"poisoned20-{strategy}", part, args.clients, **federated(
             model, x, y, xt, yt, c_head, clients=args.clients, partition=part,
@@ -224,6 +234,10 @@ def main() -> None:
                     help="build-time samples the base is trained on (textures: n; har: /200 "
                     "subjects)")
     ap.add_argument("--n", type=int, default=None, help="textures dataset size (default 10000)")
+    ap.add_argument("--no-full", action="store_true",
+                    help="skip federated full fine-tuning (torch on every device; the slow row)")
+    ap.add_argument("--full-lr", type=float, default=0.01)
+    ap.add_argument("--full-epochs", type=int, default=1)
     ap.add_argument("--central-full", action="store_true",
                     help="also retrain the zoo model on the whole train split (slow)")
     ap.add_argument("--quick", action="store_true",

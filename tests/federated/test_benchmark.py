@@ -26,7 +26,7 @@ def test_federated_benchmark_runs(tmp_path: Path) -> None:
     methods = {row["method"] for row in data["summary"]}
     assert {"none", "central-head", "head-fedavg", "head-fedprox", "poisoned20-fedavg",
             "poisoned20-fedmedian", "poisoned20-krum", "head-fedavg-int8",
-            "head-fedavg-topk:0.1"} <= methods
+            "head-fedavg-topk:0.1", "full-fedavg"} <= methods
     fed = next(row for row in data["runs"] if row["method"] == "head-fedavg-int8")
     full = next(row for row in data["runs"] if row["method"] == "head-fedavg"
                 and row["partition"] == fed["partition"])

@@ -72,6 +72,8 @@ def test_a_candidate_that_does_not_gain_enough_is_not_registered(setup: Path, cl
         (["--compression", "int4"], "compression"),
         (["--clients", "1"], "clients"),
         (["--model", "nothing"], "--model"),
+        (["--trainer", "full"], "--checkpoint"),
+        (["--trainer", "lora", "--checkpoint", "x.pt"], "trainer"),
     ],
 )
 def test_bad_options_say_what_was_expected(setup: Path, cli: Cli, args: list[str],

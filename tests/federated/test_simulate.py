@@ -122,8 +122,45 @@ def test_central_dp_is_recorded_as_the_runs_privacy() -> None:
 
 
 @pytest.mark.parametrize("kw", [{"clients": 1}, {"partition": "zipf"}, {"compression": "gz"},
-                                {"poisoned": 0.6}, {"dp_noise": 1.0}, {"trainer": "full"},
+                                {"poisoned": 0.6}, {"dp_noise": 1.0}, {"trainer": "lora"},
                                 {"label_share": 0.0}, {"rounds": 0}])
 def test_bad_plans_are_refused(kw: dict[str, object]) -> None:
     with pytest.raises(InputError):
         SimulationPlan(**kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_full_trainer_fine_tunes_the_whole_torch_model() -> None:
+    torch = pytest.importorskip("torch")
+    import io
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    with torch.no_grad():
+        net[2].weight.mul_(0.05)
+    buf = io.BytesIO()
+    from edgeloop.zoo import torch_to_onnx
+
+    torch_to_onnx(net, (torch.zeros(2, 8),), buf, input_names=["x"], output_names=["probs"],
+                  exporter="torchscript")
+    base = buf.getvalue()
+    first = net[0].weight.detach().clone()
+    plan = SimulationPlan(clients=4, rounds=3, trainer="full", epochs=3, lr=0.05)
+
+    result = simulate(base, X, Y, plan, torch_model=net)
+
+    assert result.gate.accepted, result.gate.reason
+    assert _accuracy_logits(result.model) > _accuracy_logits(base) + 0.2
+    assert not torch.equal(net[0].weight, first)  # the first layer moved too
+    assert result.rounds[0].bytes_up == 4 * 4 * (8 * 16 + 16 + 16 * 4 + 4)
+
+
+def _accuracy_logits(model: bytes) -> float:
+    x, y = blobs(1000, 1)
+    out = Session(model).run({"x": x})
+    return float(np.mean(out["probs"].argmax(1) == y))
+
+
+def test_the_full_trainer_needs_the_torch_module() -> None:
+    with pytest.raises(InputError, match="torch module"):
+        simulate(model_bytes(), X, Y, SimulationPlan(clients=2, rounds=1, trainer="full"))

@@ -48,6 +48,10 @@ def simulate(
     strategy: str = typer.Option("fedavg", "--strategy", help="fedavg, fedprox, fedadam, "
                                  "fedmedian, fedtrimmedavg or krum."),
     compression: str = typer.Option("none", "--compression", help="none, int8 or topk:F."),
+    trainer: str = typer.Option("head", "--trainer", help="head (numpy, the model's last "
+                                "layer) or full (torch: the whole model; needs --checkpoint)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="The zoo checkpoint the "
+                                           "model was exported from (--trainer full)."),
     epochs: int = typer.Option(5, "--epochs", help="Local epochs per round."),
     lr: float = typer.Option(0.05, "--lr", help="Local learning rate."),
     label_share: float = typer.Option(0.5, "--label-share",
@@ -92,7 +96,7 @@ def simulate(
 
     plan = SimulationPlan(
         clients=clients, rounds=rounds, partition=partition, strategy=strategy.lower(),
-        compression=compression, epochs=epochs, lr=lr, label_share=label_share,
+        compression=compression, trainer=trainer, epochs=epochs, lr=lr, label_share=label_share,
         fraction=fraction, quorum=quorum, stragglers=stragglers, poisoned=poisoned,
         dp_noise=dp_noise, dp_clip=dp_clip, min_gain=min_gain, seed=seed)
     from edgeloop.federated.server import make_strategy
@@ -100,6 +104,14 @@ def simulate(
     make_strategy(plan.strategy)  # an unknown name fails before any work
     if samples is not None and samples < clients:
         raise InputError(f"--samples {samples}: expected at least one per client ({clients})")
+    if trainer == "full" and checkpoint is None:
+        raise InputError("--trainer full needs --checkpoint (the zoo checkpoint the model was "
+                         "exported from)")
+    torch_model = None
+    if checkpoint is not None:
+        from edgeloop.zoo import load_checkpoint
+
+        torch_model = load_checkpoint(checkpoint)[0]
     base, base_ref, base_card, name = _base(model, db, data_dir)
     train = load_dataset(dataset, "train", seed=seed)
     if not isinstance(train.x, np.ndarray) or train.y is None:
@@ -117,7 +129,7 @@ def simulate(
             bar.update(task, completed=r.round, status=f"{r.answered}/{r.sampled} answered"
                        f"{' · aggregated' if r.aggregated else ' · ' + r.note}{loss}")
 
-        result = run_simulation(base, x, y, plan, on_round=on_round)
+        result = run_simulation(base, x, y, plan, on_round=on_round, torch_model=torch_model)
     dest = out or Path(f"fl-{result.run_id.removeprefix('fl-')}")
     dest.mkdir(parents=True, exist_ok=True)
     record = result.record_json()

@@ -10,7 +10,8 @@ and the candidate model (the base ONNX model with the federated head).
     result.model, result.record()                  # the candidate ONNX and the run's record
 
 Registering the candidate is the caller's (the CLI's): this layer never imports the registry.
-Imports ``flwr`` (the ``federated`` extra), ``onnx`` and the device half.
+Imports ``flwr`` (the ``federated`` extra), ``onnx``, ``torch`` (the full trainer, only when
+used) and the device half.
 """
 
 from edgeloop.federated.server._card import candidate_card, candidate_reference
@@ -24,12 +25,19 @@ from edgeloop.federated.server._serverapp import (
     run_rounds,
     server_app,
 )
-from edgeloop.federated.server._simulate import SimulationPlan, SimulationResult, simulate
+from edgeloop.federated.server._simulate import (
+    TRAINERS,
+    SimulationPlan,
+    SimulationResult,
+    simulate,
+)
 from edgeloop.federated.server._strategy import STRATEGIES, RoundGuard, RoundLog, make_strategy
+from edgeloop.federated.server._torch_trainer import TorchTrainer, export_candidate, state_arrays
 
 __all__ = [
     "PARTITIONS",
     "STRATEGIES",
+    "TRAINERS",
     "GateResult",
     "InProcessGrid",
     "RoundGuard",
@@ -37,9 +45,11 @@ __all__ = [
     "RunOutcome",
     "SimulationPlan",
     "SimulationResult",
+    "TorchTrainer",
     "candidate_card",
     "candidate_reference",
     "evaluate_gate",
+    "export_candidate",
     "make_strategy",
     "parse_partition",
     "partition",
@@ -47,6 +57,7 @@ __all__ = [
     "run_rounds",
     "server_app",
     "simulate",
+    "state_arrays",
     "with_embedding",
     "write_head",
 ]

@@ -44,7 +44,9 @@ from edgeloop.federated.server._strategy import RoundGuard, RoundLog, make_strat
 from edgeloop.monitor.sketch import FeedbackStore
 from edgeloop.runtime import Session, run_batched
 
-__all__ = ["SimulationPlan", "SimulationResult", "simulate"]
+__all__ = ["TRAINERS", "SimulationPlan", "SimulationResult", "simulate"]
+
+TRAINERS = ("head", "full")  # the numpy head trainer; a torch fine-tune of the whole model
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,9 @@ class SimulationPlan:
                if not ok or not math.isfinite(float(getattr(self, k)))]
         if bad:
             raise InputError(f"simulation: {bad[0]}={getattr(self, bad[0])!r} out of range")
-        if self.trainer != "head":
-            raise InputError(f"trainer {self.trainer!r}: the simulation runs the head trainer "
-                             "(the torch fine-tune is not wired into it yet)")
+        if self.trainer not in TRAINERS:
+            raise InputError(f"trainer {self.trainer!r:.40}: expected one of "
+                             f"{', '.join(TRAINERS)}")
         if (self.dp_noise > 0) != (self.dp_clip > 0):
             raise InputError("differential privacy needs both dp_noise > 0 and dp_clip > 0")
 
@@ -189,9 +191,12 @@ def _poison(reply: Message, scale: float) -> None:
 
 
 def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationPlan, *,
-             on_round: Callable[[RoundLog], None] | None = None) -> SimulationResult:
+             on_round: Callable[[RoundLog], None] | None = None,
+             torch_model: Any = None) -> SimulationResult:
     """Run ``plan`` on samples ``x``/``y`` (spread over the clients) with ``model`` (ONNX bytes)
-    deployed on every client; the candidate is the base with the federated head."""
+    deployed on every client; the candidate is the base with the federated head, or, for
+    ``trainer="full"``, ``torch_model`` (the module ``model`` was exported from, e.g.
+    ``zoo.load_checkpoint``) fine-tuned whole and exported."""
     import random
 
     start = time.perf_counter()
@@ -199,6 +204,9 @@ def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationP
     if len(xa) != len(ya) or len(ya) < plan.clients:
         raise DataError(f"simulation data: {len(xa)} inputs, {len(ya)} labels for "
                         f"{plan.clients} clients")
+    if plan.trainer == "full" and torch_model is None:
+        raise InputError("trainer 'full' needs the torch module the model was exported from "
+                         "(a zoo checkpoint)")
     base_sha = sha256_bytes(model)
     served = with_embedding(model)
     base_head = read_head(served)
@@ -216,15 +224,23 @@ def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationP
         out = run_batched(session, xc)
         feats = np.asarray(out[EMBEDDING_OUTPUT], np.float32).reshape(len(xc), -1)
         probs = next(v for k, v in out.items() if k != EMBEDDING_OUTPUT)
+        # the head trainer keeps embeddings (an embedding-watched model), the full one inputs
+        kept = feats if plan.trainer == "head" else np.asarray(xc, np.float32)
         store = FeedbackStore(base_head.n_classes, capacity=len(xc) + 1,
-                              max_input_bytes=feats.nbytes + 1, keep_labelled=len(xc))
-        for i in range(len(xc)):  # the agent records each prediction with its embedding
-            store.record(f"c{c}-{i}", int(np.argmax(probs[i])), None, feats[i])
+                              max_input_bytes=kept.nbytes + 1, keep_labelled=len(xc))
+        for i in range(len(xc)):  # the agent records each prediction with what it keeps
+            store.record(f"c{c}-{i}", int(np.argmax(probs[i])), None, kept[i])
         for j in np.flatnonzero(rng.random(len(xc)) < plan.label_share).tolist():
             store.feedback(f"c{c}-{j}", int(ya[idx][j]))  # the delayed label
-        fx, fy = feedback_features(store)
+        if plan.trainer == "head":
+            fx, fy = feedback_features(store)
+            trainers[c + 1] = {"head": HeadTrainer(*split_held_out(fx, fy))}
+        else:
+            from edgeloop.federated.server._torch_trainer import TorchTrainer
+
+            fx, fy = store.labelled_samples()
+            trainers[c + 1] = {"full": TorchTrainer(torch_model, *split_held_out(fx, fy))}
         labelled += len(fy)
-        trainers[c + 1] = {"head": HeadTrainer(*split_held_out(fx, fy))}
 
     app = client_app(lambda ctx: trainers[ctx.node_id])
 
@@ -258,6 +274,10 @@ def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationP
                     "batch-size": plan.batch_size, "compression": plan.compression,
                     "seed": plan.seed}
     initial = {k: np.asarray(v) for k, v in base_head.to_arrays().items()}
+    if plan.trainer == "full":
+        from edgeloop.federated.server._torch_trainer import state_arrays
+
+        initial = dict(state_arrays(torch_model))
     state = random.getstate()  # Flower samples nodes with the random module: seed it
     random.seed(plan.seed)
     np_state = np.random.get_state()
@@ -271,11 +291,21 @@ def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationP
     finally:
         random.setstate(state)
         np.random.set_state(np_state)
-    head = Head.from_arrays(outcome.arrays)
     assert outcome.gate is not None
+    if plan.trainer == "full":
+        from edgeloop.federated.server._torch_trainer import export_candidate
+
+        candidate = export_candidate(torch_model, outcome.arrays, xa[:2],
+                                     session.inputs[0].name,
+                                     next(o.name for o in session.outputs
+                                          if o.name != EMBEDDING_OUTPUT))
+        head = read_head(candidate)
+    else:
+        head = Head.from_arrays(outcome.arrays)
+        candidate = write_head(served, head)
     return SimulationResult(
         plan=plan, run_id=f"fl-{secrets.token_hex(6)}", base_sha256=base_sha,
-        base_head=base_head, head=head, model=write_head(served, head),
+        base_head=base_head, head=head, model=candidate,
         rounds=outcome.rounds, round_accuracy=outcome.round_accuracy, gate=outcome.gate,
         labelled=labelled, drifted=len(drifted), poisoned=len(poisoned),
         seconds=time.perf_counter() - start,
