@@ -107,16 +107,52 @@ def provision(
 
 
 @app.command("devices")
-def devices(ctx: typer.Context, as_json: bool = _json_opt()) -> None:
-    """List enrolled devices: hardware, agent, model version, last seen, health."""
-    from edgeloop.cli._console import print_json, table
+def devices(
+    ctx: typer.Context,
+    version: str | None = typer.Option(None, "--version", help="MODEL@VERSION, or none."),
+    hardware: str | None = typer.Option(None, "--hardware", help="Device profile name."),
+    state: str | None = typer.Option(
+        None, "--state", help="ok, degraded, failing, unknown, offline or revoked."
+    ),
+    label: str | None = typer.Option(None, "--label", help="KEY=VALUE, e.g. region=eu."),
+    seen: str | None = typer.Option(
+        None, "--seen", help="<10m: heard from within; >1d: not heard from for."
+    ),
+    page: int | None = typer.Option(None, "--page", help="Page of the filtered list (1...)."),
+    per_page: int = typer.Option(100, "--per-page", help="Devices per page (at most 500)."),
+    as_json: bool = _json_opt(),
+) -> None:
+    """List enrolled devices: hardware, agent, model version, last seen, health.
 
-    found = admin_client(ctx).devices()
+    With a filter or --page, the server filters, counts and pages (as the dashboard does)."""
+    from edgeloop.cli._console import console, print_json, table
+
+    filtered = any(v is not None for v in (version, hardware, state, label, seen, page))
+    if label is not None and "=" not in label:
+        raise InputError(f"--label {label!r}: expected KEY=VALUE, e.g. region=eu")
+    if not 1 <= per_page <= 500:
+        raise InputError(f"--per-page {per_page}: expected a whole number from 1 to 500")
+    if page is not None and page < 1:
+        raise InputError(f"--page {page}: expected a whole number from 1")
+    result: dict[str, Any] | None = None
+    if filtered:
+        result = admin_client(ctx).find_devices(
+            version=version,
+            hardware=hardware,
+            state=state,
+            label=label,
+            seen=seen,
+            page=page or 1,
+            per_page=per_page,
+        )
+        found = list(result["devices"])
+    else:
+        found = admin_client(ctx).devices()
     if as_json:
-        print_json(found)
+        print_json(result if result is not None else found)
         return
 
-    def version(d: dict[str, Any]) -> str:
+    def version_of(d: dict[str, Any]) -> str:
         inst = d.get("installed")
         return (
             f"{inst['model']}@{inst['version']} {inst.get('variant', '')}".strip() if inst else "-"
@@ -127,15 +163,19 @@ def devices(ctx: typer.Context, as_json: bool = _json_opt()) -> None:
             d["device_id"],
             (d.get("profile") or {}).get("arch", "?"),
             d.get("agent_version") or "-",
-            version(d),
+            version_of(d),
             d.get("last_seen") or "-",
-            "revoked" if d["revoked"] else d.get("health", "unknown"),
+            d.get("state") or ("revoked" if d["revoked"] else d.get("health", "unknown")),
         )
         for d in found
     ]
-    table(
-        f"{len(rows)} device(s)", ["device", "arch", "agent", "model", "last seen", "health"], rows
-    )
+    title = f"{len(rows)} device(s)"
+    if result is not None:
+        title = f"{result['matched']} device(s) match; page {result['page']} of {result['pages']}"
+    table(title, ["device", "arch", "agent", "model", "last seen", "state"], rows)
+    if result is not None:
+        states = ", ".join(f"{k} {n}" for k, n in result["counts"]["state"].items())
+        console.print(f"fleet: {result['total']} device(s): {states}", highlight=False)
 
 
 @app.command("device")

@@ -17,6 +17,7 @@ import dataclasses
 import ssl
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -75,6 +76,34 @@ class AdminClient:
     def devices(self) -> list[dict[str, Any]]:
         """The device inventory."""
         return list(self.call("GET", "/v1/admin/devices")["devices"])
+
+    def find_devices(
+        self,
+        *,
+        version: str | None = None,
+        hardware: str | None = None,
+        state: str | None = None,
+        label: str | None = None,
+        seen: str | None = None,
+        page: int = 1,
+        per_page: int = 100,
+    ) -> dict[str, Any]:
+        """One page of the devices matching the filters (``version="kws@2"`` or ``"none"``,
+        ``hardware`` (profile name), ``state`` (ok, degraded, failing, unknown, offline,
+        revoked), ``label="region=eu"``, ``seen="<10m"`` or ``">1d"``), filtered and counted
+        by the server's database: ``devices`` (each with its ``state``), ``matched``, ``page``,
+        ``pages``, ``per_page``, ``counts`` (by state, version, hardware) and ``total``."""
+        given = {
+            "version": version,
+            "hardware": hardware,
+            "state": state,
+            "label": label,
+            "seen": seen,
+            "page": page,
+            "per_page": per_page,
+        }
+        query = urlencode({k: v for k, v in given.items() if v is not None})
+        return dict(self.call("GET", f"/v1/admin/devices?{query}"))
 
     def device(self, device_id: str) -> dict[str, Any]:
         """One device with its latest telemetry reports."""

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from edgeloop.bundle import key_id
 from edgeloop.db import read_session, write_session
@@ -22,6 +22,7 @@ from edgeloop.fleet._http import (
     utc_now,
     version_of,
 )
+from edgeloop.fleet._inventory import FILTERS, DeviceQuery, device_page, fleet_counts
 from edgeloop.fleet._publish import publish
 from edgeloop.fleet._store import Refused
 from edgeloop.protocol import TokenRequest, public_hex
@@ -45,8 +46,31 @@ def admin_router(ctx: ServerContext) -> APIRouter:
         with write_session(engine) as s:
             return store.create_token(s, req, utc_now()).to_dict()
 
-    @router.get("/devices", summary="Device inventory")
-    def list_devices(limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+    @router.get("/devices", summary="Device inventory (filtered and paged when asked)")
+    def list_devices(
+        request: Request, limit: int | None = None, offset: int = 0
+    ) -> dict[str, Any]:
+        params = dict(request.query_params)
+        if any(k in params for k in FILTERS):
+            # the dashboard's device list: filters, a page, counts by state (SQL-side)
+            query = DeviceQuery.from_params(params)
+            with read_session(engine) as s:
+                t = utc_now()
+                found = device_page(s, query, t, ctx.stale_after)
+                counts = fleet_counts(s, t, ctx.stale_after)
+                infos = [
+                    {**store.device_info(d, t, ctx.stale_after).to_dict(), "state": row["state"]}
+                    for d, row in zip(found.records, found.rows, strict=True)
+                ]
+            return {
+                "devices": infos,
+                "matched": found.matched,
+                "page": found.page,
+                "pages": found.pages,
+                "per_page": found.per_page,
+                "counts": {k: dict(v) for k, v in counts.items() if k != "total"},
+                "total": counts["total"],
+            }
         if (limit is not None and limit < 1) or offset < 0:
             raise Refused(400, "bad_query", f"limit {limit}, offset {offset}: expected >= 1, >= 0")
         with read_session(engine) as s:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from edgeloop.db import DeviceRow
 from edgeloop.fleet._store import Refused
 
 __all__ = [
+    "FILTERS",
     "STATES",
     "DevicePage",
     "DeviceQuery",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 STATES = ("ok", "degraded", "failing", "unknown", "offline", "revoked")
+FILTERS = ("version", "hardware", "state", "health", "label", "seen", "page", "per_page")
 PER_PAGE_MAX = 500
 _SEEN = re.compile(r"^([<>])\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -165,6 +167,8 @@ class DevicePage:
     page: int
     pages: int
     per_page: int
+    # the rows themselves, for a caller still inside the session (the admin API's DeviceInfo)
+    records: list[DeviceRow] = field(default_factory=list, compare=False, repr=False)
 
 
 def _state_expr(now: datetime, stale_after: timedelta) -> sa.ColumnElement[str]:
@@ -230,7 +234,9 @@ def device_page(
     q = _filtered(sa.select(DeviceRow, state), query, now, stale_after)
     q = q.order_by(DeviceRow.id).limit(query.per_page).offset((page - 1) * query.per_page)
     rows = []
+    records = []
     for d, st in s.execute(q).all():
+        records.append(d)
         profile = d.profile or {}
         inst = d.installed or {}
         seen = d.last_seen
@@ -249,7 +255,7 @@ def device_page(
                 "labels": dict(d.labels or {}),
             }
         )
-    return DevicePage(rows, int(matched), page, pages, query.per_page)
+    return DevicePage(rows, int(matched), page, pages, query.per_page, records)
 
 
 def fleet_counts(s: Session, now: datetime, stale_after: timedelta) -> dict[str, Any]:
