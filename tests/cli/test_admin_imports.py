@@ -164,6 +164,20 @@ def test_monitor_jobs_lists_the_queued_finetune_jobs(admin_url: str) -> None:
     assert names & SERVER_ONLY == set()
 
 
+def test_monitor_jobs_refuses_an_unknown_state_in_one_line_before_any_request(
+    admin_url: str,
+) -> None:
+    env = dict(os.environ, EDGELOOP_ADMIN_TOKEN=TOKEN)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeloop", "monitor", "--server", admin_url, "jobs", "--state",
+         "done"], capture_output=True, text=True, timeout=120, env=env,
+    )
+
+    errors = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode != 0 and r.stdout == ""
+    assert len(errors) == 1 and "--state 'done': expected one of queued" in errors[0], errors
+
+
 def test_rollout_start_of_a_regressing_version_exits_80_with_the_figure(admin_url: str) -> None:
     r, _names = _run(["rollout", "--server", admin_url, "start", "kws@2"])
 

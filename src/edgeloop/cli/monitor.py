@@ -13,6 +13,9 @@ import typer
 
 from edgeloop.cli._admin import admin_options, admin_token, server
 
+JOB_STATES = ("queued", "running", "succeeded", "failed")  # as the server's monitor_jobs
+JOB_KINDS = ("finetune",)
+
 app = typer.Typer(
     help="Monitoring: alerts, drift and accuracy reports per version and cohort.",
     no_args_is_help=True,
@@ -142,7 +145,12 @@ def jobs(
     """Jobs raised alerts queued (fine-tuning for a cohort), newest first; a worker claims
     and finishes them through the API (``MonitorClient.claim_job`` / ``finish_job``)."""
     from edgeloop.cli._console import console, print_json, table
+    from edgeloop.errors import InputError
 
+    if state is not None and state not in JOB_STATES:
+        raise InputError(f"--state {state!r}: expected one of {', '.join(JOB_STATES)}")
+    if kind is not None and kind not in JOB_KINDS:
+        raise InputError(f"--kind {kind!r}: expected one of {', '.join(JOB_KINDS)}")
     found = _client(ctx).jobs(kind=kind, state=state, model=model, limit=limit)
     if as_json:
         print_json(found)
