@@ -9,6 +9,10 @@ real ``edgeloop server`` process (SQLite):
   time from the stage's start to the gate failing, and to every device of that stage serving
   the previous version again (goal: under two poll intervals after the failure), and the number
   of devices ever seen without a working model (goal: 0);
+* with ``--moderate K``, K rollouts of **moderately bad** versions: every version fails
+  ``--base-error-rate`` (1 % then) of its inferences and these ``--moderate-factor`` (2.5) times
+  that: whether the gates catch each, at which stage and when. The simulator injects errors
+  only, not latency (the 1.3x latency half of the study is ``benchmarks/gates.py --moderate``);
 * the **false-rollback rate** of a good version under noisy telemetry over ``--false-runs``
   runs. Full fleet runs do not fit on two cores, so these runs use the same pure gate code the
   server runs (``edgeloop.fleet.evaluate_gate``) on simulated telemetry: per-device error
@@ -72,12 +76,21 @@ async def fleet_rollouts(n: int, args: argparse.Namespace, tmp: Path) -> dict[st
     srv = bench.Server(f"sqlite:///{tmp / 'fleet.db'}", tmp, args.poll)
     out: dict[str, Any] = {"devices": n, "poll_interval_s": args.poll, "soak_s": args.soak}
     try:
-        for v in (1, 2, 3):
+        moderate = list(range(4, 4 + args.moderate))
+        for v in (1, 2, 3, *moderate):
             srv.publish("bench", v)
         srv.desire("bench", 1)
         client = RolloutClient(srv.url, srv.admin_token)
         tokens = await create_tokens(srv.url, srv.admin_token, n, model="bench")
         bad_rate = args.bad_error_rate
+        base_rate = args.base_error_rate or (0.01 if moderate else 0.0)
+        moderate_rate = base_rate * args.moderate_factor
+
+        def fault(m: Any) -> float:
+            if m.version == 3:
+                return float(bad_rate)
+            return moderate_rate if m.version in moderate else base_rate
+
         sim = Simulator(
             srv.url,
             tmp / "devices",
@@ -86,7 +99,7 @@ async def fleet_rollouts(n: int, args: argparse.Namespace, tmp: Path) -> dict[st
             poll_interval_s=args.poll,
             rps=args.rps,
             workers=8,
-            fault=lambda m: bad_rate if m.version == 3 else 0.0,
+            fault=fault,
             provisioning=AdminClient(srv.url, srv.admin_token).provision(model="bench"),
         )
         t0 = time.monotonic()
@@ -162,6 +175,31 @@ async def fleet_rollouts(n: int, args: argparse.Namespace, tmp: Path) -> dict[st
                 else None,
                 "serving": dict(sim.serving()),
             }
+            res["moderate"] = []
+            for v in moderate:  # each a rollout of its own moderately bad version
+                r = client.start(
+                    "bench", v, stages=stages, soak_s=args.soak * 4, gates=GATES, **opts
+                )
+                r = client.wait(
+                    r["id"], ("rolled_back", "completed", "aborted"), timeout_s=args.timeout
+                )
+                failed = _event_time(r, "gate_failed")
+                res["moderate"].append(
+                    {
+                        "version": v,
+                        "error_rate": moderate_rate,
+                        "control_error_rate": base_rate,
+                        "caught": r["state"] == "rolled_back",
+                        "state": r["state"],
+                        "stage": r["stage"] + 1,
+                        "stage_devices": r["stage_devices"],
+                        "gate_failed_s": round(failed - _started(r), 1) if failed else None,
+                        "reason": r["reason"],
+                    }
+                )
+                if r["state"] == "completed":  # missed: the fleet runs it; back to version 2
+                    client.rollback(r["id"], "benchmark: back to the good version")
+                    client.wait(r["id"], ("rolled_back",), timeout_s=args.timeout)
             return res
 
         watcher = asyncio.create_task(watch())
@@ -253,6 +291,17 @@ def table(out: dict[str, Any]) -> str:
             f"{b.get('back_after_failure_s')} s ({b.get('back_after_failure_polls')} polls) | "
             f"{r.get('devices_ever_without_model')} |"
         )
+    moderate = [m for r in out["fleet"] for m in r.get("moderate", [])]
+    if moderate:
+        caught = sum(m["caught"] for m in moderate)
+        lines.append("")
+        lines.append(
+            f"moderately bad versions (errors {moderate[0]['error_rate']:.3g} vs "
+            f"{moderate[0]['control_error_rate']:.3g}): caught {caught}/{len(moderate)} "
+            "(stage, s from its start: "
+            + ", ".join(f"{m['stage']}@{m['gate_failed_s']}" for m in moderate if m["caught"])
+            + ")"
+        )
     f = out["false_rollbacks"]
     lines.append("")
     lines.append(
@@ -271,6 +320,9 @@ def main() -> None:
     p.add_argument("--rps", type=float, default=0.3, help="inferences per device per second")
     p.add_argument("--min-requests", type=int, default=50)
     p.add_argument("--bad-error-rate", type=float, default=0.2)
+    p.add_argument("--moderate", type=int, default=0, help="moderately bad rollouts to run")
+    p.add_argument("--base-error-rate", type=float, default=0.0, help="every version's errors")
+    p.add_argument("--moderate-factor", type=float, default=2.5)
     p.add_argument("--false-runs", type=int, default=20)
     p.add_argument("--warm-timeout", type=float, default=900.0)
     p.add_argument("--timeout", type=float, default=600.0, help="per rollout (s)")

@@ -126,3 +126,48 @@ def test_device_list_pages_and_the_overview_agree(rollout_db, live_app):
             assert bad.status_code == 400 and named in bad.json()["detail"], bad.text
         page = c.get("/dashboard/rollouts/1").text
         assert "soak 365 d" in page and "e+07" not in page
+
+
+def test_the_queries_run_on_every_engine(db_url):
+    """The JSON filters, the state CASE and the GROUP BY on SQLite and PostgreSQL alike."""
+    from edgeloop.db import make_engine, upgrade
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    now = datetime.now(timezone.utc)
+    try:
+        with write_session(engine) as s:
+            for i in range(12):
+                s.add(
+                    DeviceRow(
+                        id=f"e-{i:03d}",
+                        signing_key=f"{i:064x}",
+                        encryption_key="0" * 64,
+                        labels={"region": "eu" if i % 2 else "us"},
+                        model="kws",
+                        enrolled_at=now,
+                        last_seen=now if i < 8 else now - timedelta(days=2),
+                        profile={"name": "rpi4" if i % 3 else "n100", "arch": "aarch64"},
+                        installed={"model": "kws", "version": 1 + i % 2},
+                        installed_version=1 + i % 2,
+                        health="ok" if i != 1 else "degraded",
+                        revoked=i == 11,
+                    )
+                )
+        with read_session(engine) as s:
+            counts = fleet_counts(s, now, STALE)
+            assert dict(counts["state"]) == {"ok": 7, "degraded": 1, "offline": 3, "revoked": 1}
+            assert dict(counts["version"]) == {"kws@1": 6, "kws@2": 6}
+            assert dict(counts["hardware"]) == {"rpi4": 8, "n100": 4}
+
+            def matched(**params):
+                return device_page(s, DeviceQuery.from_params(params), now, STALE).matched
+
+            assert matched(version="kws@2", label="region=eu") == 6
+            assert matched(hardware="n100", state="ok") == 3  # 0, 3, 6 (9 is offline)
+            assert matched(seen=">1d") == 4 and matched(seen="<1h", state="degraded") == 1
+            p = device_page(s, DeviceQuery(per_page=5, page=3), now, STALE)
+            assert [r["device_id"] for r in p.rows] == ["e-010", "e-011"]
+            assert p.rows[-1]["state"] == "revoked"
+    finally:
+        engine.dispose()
