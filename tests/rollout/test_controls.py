@@ -207,3 +207,13 @@ def test_a_rollout_without_controls_records_no_devices(rollout_db, at):
     got = _checkin(rollout_db, at(1))
     assert sum(v == 2 for v in got.values()) == len(_stage(rollout_db, rid))
     assert "devices" not in _get(rollout_db, rid)
+
+
+def test_a_device_already_on_the_version_uses_no_share_of_the_rate(rollout_db, at):
+    rollout_db.add_devices(20)
+    rid = _start(rollout_db, at, max_per_minute=2)
+    stage = _stage(rollout_db, rid)
+    rollout_db.install(stage[:3], 2)  # already there (e.g. from an earlier, aborted rollout)
+    got = _checkin(rollout_db, at(1))
+    assert sum(v == 2 for v in got.values()) == 5  # the three keep it, two more get it
+    assert _get(rollout_db, rid)["devices"]["downloading"] == 2

@@ -754,8 +754,7 @@ def _admit(
         return rec.state != "failed"  # a failed device stays on (or goes back to) the old one
     installed = device.installed
     if installed is not None and installed.version == row.to_version:
-        s.add(_device_row(row, device.device_id, now, "installed"))
-        return True
+        return True  # it runs the version already: nothing to hand out, nothing to count
     if not controls.in_window(now, device.labels):
         return False
     if controls.max_per_minute is not None:
@@ -781,18 +780,16 @@ def _admit(
         )
         if (busy or 0) >= controls.max_concurrent_downloads:
             return False
-    s.add(_device_row(row, device.device_id, now, "downloading"))
+    s.add(
+        RolloutDeviceRow(
+            rollout_id=row.id,
+            device_id=device.device_id,
+            stage=row.stage,
+            assigned_at=now,
+            state="downloading",
+            finished_at=None,
+            detail=None,
+        )
+    )
     s.flush()
     return True
-
-
-def _device_row(row: RolloutRow, device_id: str, now: datetime, state: str) -> RolloutDeviceRow:
-    return RolloutDeviceRow(
-        rollout_id=row.id,
-        device_id=device_id,
-        stage=row.stage,
-        assigned_at=now,
-        state=state,
-        finished_at=now if state != "downloading" else None,
-        detail=None,
-    )
