@@ -13,6 +13,9 @@ Prints a table and writes ``benchmarks/results/dashboard.json``.
 
     python benchmarks/dashboard.py                     # 10,000 devices, 20 requests per page
     python benchmarks/dashboard.py --devices 1000 --repeat 5
+    python benchmarks/dashboard.py --devices 10000 --repeat 1 --screenshots docs/img
+        # also the overview and a filtered device list in headless Chromium (Playwright):
+        # docs/img/dashboard-overview.png and docs/img/dashboard-devices.png
 """
 
 from __future__ import annotations
@@ -114,7 +117,52 @@ PAGES = [
 ]
 
 
-def run(n: int, repeat: int, db_url: str | None) -> dict[str, Any]:
+def screenshots(app: Any, token: str, folder: Path) -> list[str]:
+    """The overview and a filtered device list, served on loopback, in headless Chromium."""
+    import socket
+    import threading
+
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    folder.mkdir(parents=True, exist_ok=True)
+    shots = [
+        ("dashboard-overview.png", "/dashboard"),
+        ("dashboard-devices.png", "/dashboard/devices?state=offline&version=kws%402&per_page=25"),
+    ]
+    try:
+        with sync_playwright() as p:
+            chromium = Path("/usr/bin/chromium")
+            browser = p.chromium.launch(
+                executable_path=str(chromium) if chromium.exists() else None,
+                args=["--no-sandbox", "--disable-gpu"],
+            )
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url + "/dashboard")
+            page.fill("#token", token)
+            page.click("#sign-in")
+            page.wait_for_selector("#device-total")
+            for name, path in shots:
+                page.goto(url + path)
+                page.wait_for_selector("#devices")
+                page.screenshot(path=str(folder / name), full_page=name != "dashboard-overview.png")
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    return [str(folder / name) for name, _ in shots]
+
+
+def run(n: int, repeat: int, db_url: str | None, shots: Path | None = None) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     from edgeloop.db import make_engine
@@ -160,7 +208,9 @@ def run(n: int, repeat: int, db_url: str | None) -> dict[str, Any]:
                     "bytes": len(resp.content),
                 }
             )
+        taken = screenshots(app, token, shots) if shots is not None else []
     return {
+        "screenshots": taken,
         "devices": n,
         "db": url.split(":", 1)[0],
         "repeat": repeat,
@@ -194,11 +244,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--db-url", default=None, help="a PostgreSQL URL (default: SQLite)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--screenshots", type=Path, default=None, help="a folder for PNGs")
     args = parser.parse_args()
     start = time.perf_counter()
     results = []
     for n in args.devices:
-        result = run(n, args.repeat, args.db_url)
+        result = run(n, args.repeat, args.db_url, args.screenshots)
         print(table(result))
         results.append(result)
     out = {

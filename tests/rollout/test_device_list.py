@@ -72,7 +72,8 @@ def test_filters_counts_and_pages_are_done_by_the_database(rollout_db):
 
 
 def test_durations_are_in_human_units():
-    assert human_duration(3.1536e7) == "365 d"
+    assert human_duration(3.1536e7) == "365 d" and human_duration(86400 * 1000) == "1000 d"
+    assert human_duration(86400 * 2.8314) == "2.83 d"
     assert human_duration(600) == "10 min"
     assert human_duration(45) == "45 s"
     assert human_duration(5400) == "90 min" and human_duration(9000) == "2.5 h"

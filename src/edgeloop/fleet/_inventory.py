@@ -66,7 +66,8 @@ def human_duration(seconds: Any) -> str:
     elif v < 2 * 86400.0:
         text = f"{v / 3600:.3g} h"
     else:
-        text = f"{v / 86400:.4g} d"
+        days = v / 86400
+        text = f"{days:.3g} d" if days < 100 else f"{days:.0f} d"
     return sign + text
 
 
