@@ -15,7 +15,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from edgeloop.hardware._kernels import CHAIN_DEPTHS, KERNEL_SPECS, KernelSpec  # noqa: E402
+from edgeloop.hardware._kernels import (  # noqa: E402
+    ADD_DEPTHS,
+    ADD_SIZES,
+    CHAIN_DEPTHS,
+    KERNEL_SPECS,
+    KernelSpec,
+)
 
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "src" / "edgeloop" / "hardware" / "kernels"
 OPSET = 13
@@ -84,9 +90,13 @@ def _cost_kernel(spec: KernelSpec, depth: int) -> onnx.ModelProto:
     inits: list[onnx.TensorProto] = []
     if spec.is_conv:
         c_in, c_out, h, k, group = spec.dims
-        w_shape = (c_out, c_in // group, k, k)
-        out_shape: tuple[int, ...] = (1, c_out, h, h)
-        attrs = {"pads": [k // 2] * 4, "group": group, "kernel_shape": [k, k]}
+        w_shape = (c_out, c_in // group, *([k] * spec.rank))
+        out_shape: tuple[int, ...] = (1, c_out, *([h] * spec.rank))
+        attrs = {
+            "pads": [k // 2] * (2 * spec.rank),
+            "group": group,
+            "kernel_shape": [k] * spec.rank,
+        }
         op = "QLinearConv" if spec.int8 else "Conv"
     else:
         m, kk, n = spec.dims
@@ -132,12 +142,21 @@ def _relu_chain(n: int) -> onnx.ModelProto:
     return _finish(graph)
 
 
-def _add(n: int) -> onnx.ModelProto:
+def _add_chain(n: int, depth: int) -> onnx.ModelProto:
+    """``depth`` Adds of a broadcast (64,) bias to X (1, n/64, 64): element-wise work as models
+    do it (a bias, a residual), timed at two sizes for its fixed and per-element costs."""
+    names = ["X", *(f"a{i}" for i in range(1, depth)), "Y"]
+    nodes = [
+        helper.make_node("Add", [a, "bias"], [b], name=f"add{i}")
+        for i, (a, b) in enumerate(zip(names, names[1:], strict=False))
+    ]
+    shape = [1, n // 64, 64]
     graph = helper.make_graph(
-        [helper.make_node("Add", ["X", "X"], ["Y"], name="add")],
-        f"add_{n}",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, n])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, n])],
+        nodes,
+        f"add_{n}_d{depth}",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(np.full(64, 0.5, np.float32), "bias")],
     )
     return _finish(graph)
 
@@ -156,7 +175,7 @@ def build_kernels() -> dict[str, bytes]:
         ),
         "relu_chain_1.onnx": _relu_chain(1),
         "relu_chain_64.onnx": _relu_chain(64),
-        "add_65536.onnx": _add(65536),
+        **{f"add_{n}_d{d}.onnx": _add_chain(n, d) for n in ADD_SIZES for d in ADD_DEPTHS},
     }
     # the cost model's kernels (edgeloop.analysis.estimate reads what profile measures)
     kernels.update(

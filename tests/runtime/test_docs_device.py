@@ -67,4 +67,4 @@ def test_the_python_example_runs(workdir: Path) -> None:
         [sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0, r.stderr
-    assert len(r.stdout.split()) == 3
+    assert len(r.stdout.split()) == 5

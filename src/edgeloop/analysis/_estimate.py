@@ -13,9 +13,12 @@ run, with their MACs, bytes and precision); this module prices each kernel with 
   byte, views only their overhead);
 - every kernel pays the per-operator overhead, and the run the ``Run()`` overhead once.
 
-Peak memory is the weights the kernels read (at their stored size) plus the activation arena
-(a liveness pass over the steps in order) plus the runtime's own footprint. Energy is the
-profile's power figure times the latency, and None where the profile has no power figure.
+Peak memory is what a session keeps of the weights the kernels read (their stored size times a
+residency factor: copies and prepacking), the activation arena (a liveness pass over the steps
+in order, times the arena's growth factor) and the runtime's own footprint (the profile's
+one-node session plus a fixed per-session share); the factors are calibrated, see below.
+Energy is the profile's power figure times the latency, and None where the profile has no
+power figure.
 
 A profile from ``edgeloop profile`` measures the kernel figures; an older profile or a built-in
 target falls back on its fp32/int8 GOPS and bandwidth with the fractions below.
@@ -42,9 +45,12 @@ KERNEL_FAMILIES = (
     "fp32_conv",
     "fp32_conv1x1",
     "fp32_dwconv",
+    "fp32_conv_generic",
+    "fp32_dwconv_generic",
     "int8_gemm",
     "int8_conv",
     "int8_conv1x1",
+    "int8_dwconv",
 )
 PRECISIONS = ("fp32", "int8")
 
@@ -58,9 +64,12 @@ FAMILY_FRACTION = {  # of the GEMM figure of the same precision
     "fp32_conv": 0.8,
     "fp32_conv1x1": 0.8,
     "fp32_dwconv": 0.1,  # depthwise: few MACs per byte, no GEMM packing
+    "fp32_conv_generic": 0.5,  # im2col + GEMM
+    "fp32_dwconv_generic": 0.03,  # im2col per group
     "int8_gemm": 1.0,
     "int8_conv": 0.7,
     "int8_conv1x1": 0.7,
+    "int8_dwconv": 0.05,
 }
 DEFAULT_OP_OVERHEAD_US = 3.0
 DEFAULT_RUN_OVERHEAD_US = 10.0
@@ -71,6 +80,19 @@ DEFAULT_RUNTIME_BYTES = 8 * 2**20  # ONNX Runtime's session, thread pool and are
 CACHE_BYTES = 2 * 2**20
 ELEMENTWISE_CACHE_FACTOR = 2.0
 TRANSCENDENTAL_FACTOR = 4.0
+
+# Resident memory of a session beyond the bytes the graph names, calibrated on ONNX Runtime
+# 1.32 (CPU provider, default arena) by `benchmarks/costmodel.py --calibrate`: a least-squares
+# fit on its calibration models (CNN, MobileNetV1, MBConv and autoencoder shapes, fp32 and int8,
+# none of them among the models the benchmark checks). Convolution weights stay resident about
+# 3.7 times (the initializer, its prepacked NCHWc or NHWC copy, the parsed proto's), other
+# weights 2 times (GEMM prepacking), the activation arena 1.6 times the liveness peak (the BFC
+# arena grows in chunks), plus about 1 MiB per session over the one-node session the profile
+# measures (kernels, the allocation planner's tables).
+CONV_WEIGHT_RESIDENCY = 3.7
+WEIGHT_RESIDENCY = 2.0
+ARENA_FACTOR = 1.6
+SESSION_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -103,7 +125,9 @@ class OpCost:
 class CostEstimate:
     """A prediction for one inference (batch 1, or the shapes given) on one target.
 
-    ``peak_memory_bytes`` = ``weight_bytes`` + ``activation_bytes`` + ``runtime_bytes``.
+    ``peak_memory_bytes`` = ``resident_weight_bytes`` + ``activation_bytes`` (the arena) +
+    ``runtime_bytes``; ``weight_bytes`` is what the weights take as stored (int8 weights at one
+    byte), ``resident_weight_bytes`` what a session keeps of them (copies and prepacking).
     ``energy_mj`` is None when the profile has no power figure ("unknown"). ``threads`` is the
     thread count the profile's kernel figures were measured with (None: a built-in target's
     all-core peak). ``notes`` say what the estimate assumed or could not see.
@@ -114,6 +138,7 @@ class CostEstimate:
     latency_ms: float
     peak_memory_bytes: int
     weight_bytes: int
+    resident_weight_bytes: int
     activation_bytes: int
     runtime_bytes: int
     energy_mj: float | None
@@ -132,6 +157,7 @@ class CostEstimate:
             "latency_ms": self.latency_ms,
             "peak_memory_bytes": self.peak_memory_bytes,
             "weight_bytes": self.weight_bytes,
+            "resident_weight_bytes": self.resident_weight_bytes,
             "activation_bytes": self.activation_bytes,
             "runtime_bytes": self.runtime_bytes,
             "energy_mj": self.energy_mj,
@@ -210,6 +236,7 @@ class _Rates:
         self.op_overhead_ms = float(k.get("op_overhead_us", DEFAULT_OP_OVERHEAD_US)) / 1e3
         self.run_overhead_ms = float(k.get("run_overhead_us", DEFAULT_RUN_OVERHEAD_US)) / 1e3
         self.runtime_bytes = int(k.get("runtime_bytes", DEFAULT_RUNTIME_BYTES))
+        self.block = nchwc_block(profile)
 
     def gops(self, family: str, macs: int, dims: tuple[int, int, int] | None = None) -> float:
         curve = self.curves.get(family)
@@ -242,9 +269,42 @@ class _Rates:
         return max(0, nbytes - CACHE_BYTES) / (self.bandwidth * 1e9) * 1e3
 
 
-def _family(step: Step) -> str | None:
-    if step.kind == "dwconv":  # int8 depthwise kernels are as memory-bound as fp32 ones
-        return "fp32_dwconv"
+def nchwc_block(profile: DeviceProfile) -> int:
+    """ONNX Runtime's NCHWc block on this target: 16 floats with AVX-512, 8 with AVX2, and 0
+    (no blocked layout) elsewhere: Arm and older x86 run every convolution on the generic path,
+    which is what their 2-D kernel figures measure."""
+    if profile.arch.lower() not in ("x86_64", "amd64"):
+        return 0
+    if "avx512f" in profile.isa:
+        return 16
+    return 8 if "avx2" in profile.isa else 0
+
+
+def _generic(step: Step, block: int) -> bool:
+    """Whether a float convolution runs on ONNX Runtime's generic path (im2col + GEMM): every
+    1-D one, and on an x86 target with the blocked layout a 2-D one whose channels are off the
+    block (the NCHWc transformer leaves it in NCHW)."""
+    if step.conv is None:
+        return False
+    c_in, c_out, group, rank = step.conv
+    if rank != 2:
+        return True
+    if not block:
+        return False
+    if c_out % block:
+        return True
+    return group > 1 and c_in % block != 0
+
+
+def _family(step: Step, block: int = 0) -> str | None:
+    if step.kind in ("conv", "pwconv", "dwconv") and step.precision == "fp32":
+        if _generic(step, block):
+            return {"conv": "fp32_conv_generic", "pwconv": "fp32_gemm"}.get(
+                step.kind, "fp32_dwconv_generic"
+            )
+        return {"conv": "fp32_conv", "pwconv": "fp32_conv1x1"}.get(step.kind, "fp32_dwconv")
+    if step.kind == "dwconv":
+        return "int8_dwconv"
     if step.kind in ("conv", "pwconv"):
         return f"{step.precision}_{'conv1x1' if step.kind == 'pwconv' else 'conv'}"
     if step.kind in ("gemm", "recurrent", "control"):
@@ -256,11 +316,12 @@ def _step_ms(step: Step, rates: _Rates) -> float:
     overhead = rates.op_overhead_ms
     if step.kind == "view":
         return overhead
-    family = _family(step)
+    family = _family(step, rates.block)
     if family is not None and step.macs > 0:
         compute = 2.0 * step.macs / (rates.gops(family, step.macs, step.dims) * 1e9) * 1e3
         memory = rates.stream_ms(step.bytes)
-        return max(compute, memory) + overhead
+        # a measured kernel's time already holds its own operator overhead
+        return max(compute, memory) + (0.0 if rates.measured else overhead)
     factor = TRANSCENDENTAL_FACTOR if step.kind == "transcendental" else 1.0
     return rates.move_ms(step.bytes) * factor + overhead
 
@@ -338,7 +399,15 @@ def estimate(
     activations = activation_peak(plan)
     if precision == "int8":
         activations = _int8_activation_peak(plan, steps)
-    peak = weight_bytes + activations + rates.runtime_bytes
+    conv_read = sum(s.weight_bytes for s in steps if s.kind in ("conv", "pwconv", "dwconv"))
+    all_read = sum(s.weight_bytes for s in steps) or 1
+    conv_weights = weight_bytes * conv_read / all_read
+    resident = CONV_WEIGHT_RESIDENCY * conv_weights + WEIGHT_RESIDENCY * (
+        weight_bytes - conv_weights
+    )
+    arena = ARENA_FACTOR * activations
+    runtime = rates.runtime_bytes + SESSION_BYTES
+    peak = resident + arena + runtime
     energy = None if profile.power_w is None else profile.power_w * latency  # W x ms = mJ
     notes: list[str] = []
     if plan.unknown_shapes:
@@ -368,8 +437,9 @@ def estimate(
         latency_ms=latency,
         peak_memory_bytes=int(peak),
         weight_bytes=int(weight_bytes),
-        activation_bytes=int(activations),
-        runtime_bytes=rates.runtime_bytes,
+        resident_weight_bytes=int(resident),
+        activation_bytes=int(arena),
+        runtime_bytes=int(runtime),
         energy_mj=energy,
         macs=sum(s.macs for s in steps),
         macs_complete=not unknown_macs,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edgeloop.analysis._macs import Shape, node_macs
 from edgeloop.analysis._stats import (
@@ -120,6 +120,29 @@ ACTIVATIONS = frozenset(
     {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish"}
 )
 CONTROL_OPS = frozenset({"If", "Loop", "Scan"})
+# ops ONNX Runtime runs on uint8 between a DequantizeLinear and a QuantizeLinear
+QDQ_OPS = frozenset(
+    {
+        "Add",
+        "Mul",
+        "GlobalAveragePool",
+        "AveragePool",
+        "MaxPool",
+        "Concat",
+        "Sigmoid",
+        "LeakyRelu",
+        "Softmax",
+        "Resize",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Gather",
+        "Slice",
+        "Split",
+    }
+)
 NONDETERMINISTIC = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 )
@@ -153,6 +176,9 @@ class Step:
     # (M, K, N) of the GEMM a MAC kernel runs as (a convolution: output pixels, input channels
     # x kernel area, output channels; a depthwise one: output pixels, kernel area, channels)
     dims: tuple[int, int, int] | None = None
+    # a convolution's (input channels, output channels, groups, spatial rank): whether ONNX
+    # Runtime runs it in its blocked NCHWc layout or on the generic path depends on them
+    conv: tuple[int, int, int, int] | None = None
 
     @property
     def bytes(self) -> int:
@@ -310,6 +336,85 @@ def _gemm_dims(
     return None
 
 
+def _partial_dims(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """Every tensor's dims as the model declares them: an int where static, else None."""
+    out: dict[str, tuple[int | None, ...]] = {}
+    g = model.graph
+    for vi in [*g.input, *g.value_info, *g.output]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            out[vi.name] = tuple(
+                int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in vi.type.tensor_type.shape.dim
+            )
+    for t in g.initializer:
+        out[t.name] = tuple(int(d) for d in t.dims)
+    return out
+
+
+def _const_ints(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Small integer constants (initializers and Constant nodes): Gather indices, Slice ends."""
+    out: dict[str, list[int]] = {}
+    tensors = [(t.name, t) for t in model.graph.initializer]
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    tensors.append((node.output[0], a.t))
+    for name, t in tensors:
+        if t.data_type in (TensorProto.INT64, TensorProto.INT32) and math.prod(t.dims) <= 16:
+            out[name] = [int(v) for v in numpy_helper.to_array(t).reshape(-1)]
+    return out
+
+
+def _static_shape_read(
+    node: onnx.NodeProto,
+    static: Mapping[str, tuple[int | None, ...]],
+    readers: Mapping[str, list[onnx.NodeProto]],
+    const_ints: Mapping[str, list[int]],
+) -> bool:
+    """Whether ONNX Runtime folds this ``Shape``/``Size``: its input's shape is static, or every
+    reader only gathers static dims of it (its constant folding handles Shape -> Gather)."""
+    dims = static.get(node.input[0])
+    if dims is None:
+        return False
+    if all(d is not None for d in dims):
+        return True
+    if node.op_type != "Shape" or any(a.name in ("start", "end") for a in node.attribute):
+        return False
+    users = readers.get(node.output[0], [])
+    if not users:
+        return False
+    for user in users:
+        if user.op_type != "Gather" or len(user.input) < 2:
+            return False
+        idx = const_ints.get(user.input[1])
+        if idx is None or any(dims[i] is None for i in idx if -len(dims) <= i < len(dims)):
+            return False
+    return True
+
+
+def _has_dynamic_input(model: onnx.ModelProto) -> bool:
+    init_names = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in init_names or not vi.type.HasField("tensor_type"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            return True
+    return False
+
+
+def _conv_shape(
+    node: onnx.NodeProto, shape: Mapping[str, Shape | None]
+) -> tuple[int, int, int, int] | None:
+    w_idx = 3 if node.op_type == "QLinearConv" else 1
+    w = shape.get(node.input[w_idx]) if len(node.input) > w_idx else None
+    if w is None or len(w) < 3:
+        return None
+    group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+    return w[1] * group, w[0], group, len(w) - 2
+
+
 def execution_plan(
     model: str | Path | bytes | onnx.ModelProto,
     *,
@@ -331,6 +436,16 @@ def execution_plan(
     types = _elem_types(inferred)
     g = proto.graph
     nodes = list(g.node)
+    # the dims ONNX Runtime sees as static: the model's own, before any pinning
+    static = _partial_dims(proto if not _has_dynamic_input(proto) else _infer(copy.deepcopy(proto)))
+    if not _has_dynamic_input(proto):
+        static.update({k: v for k, v in table.items() if v is not None})
+    const_ints = _const_ints(proto)
+    node_readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for name in node.input:
+            if name:
+                node_readers.setdefault(name, []).append(node)
 
     init_names = {t.name for t in g.initializer}
     # constants and the bytes they are stored in
@@ -357,8 +472,10 @@ def execution_plan(
             and node_outs
         ):
             ins = [i for i in node.input if i]
+            # ONNX Runtime folds Shape only where the shape is static in the model itself:
+            # a dimension pinned here (a dynamic batch or sequence) is symbolic to it
             shape_of_known = node.op_type in ("Shape", "Size") and (
-                bool(ins) and table.get(ins[0]) is not None
+                bool(ins) and _static_shape_read(node, static, node_readers, const_ints)
             )
             if shape_of_known or (ins and all(i in const_bytes for i in ins)):
                 for o in node_outs:
@@ -444,11 +561,21 @@ def execution_plan(
         elif nxt is not None and nodes[nxt].op_type == "QuantizeLinear":
             group.append(nxt)
         int8_heads[i] = group
-    dq_readers: dict[int, list[int]] = {}
-    for head, group in int8_heads.items():
-        for j in group:
-            if nodes[j].op_type == "DequantizeLinear":
-                dq_readers.setdefault(j, []).append(head)
+    # QDQ around other ops: DQ -> Add/Pool/Concat ... -> Q runs as one uint8 kernel
+    # (QLinearAdd, QLinearGlobalAveragePool, NhwcMaxPool, QLinearConcat ...; DQ -> Q drops
+    # around Reshape/Transpose)
+    for i in live:
+        node = nodes[i]
+        if i in int8_heads or _domain(node) != "" or node.op_type not in QDQ_OPS:
+            continue
+        act = [n for n in node.input if n and not is_const(n)]
+        dqs = [dq_source(n) for n in act]
+        nxt = sole_consumer(node.output[0]) if node.output else None
+        if not act or any(d is None for d in dqs):
+            continue
+        if nxt is None or nodes[nxt].op_type != "QuantizeLinear":
+            continue
+        int8_heads[i] = [*dict.fromkeys(d for d in dqs if d is not None), nxt]
     for head, group in int8_heads.items():
         kept = []
         for j in group:
@@ -506,11 +633,56 @@ def execution_plan(
                 (node.op_type == "Gemm" or chain)
                 and nxt is not None
                 and nodes[nxt].op_type in ACTIVATIONS
+            ) or (  # MatMul * or / a constant scalar: FusedMatMul (attention's scaling)
+                node.op_type == "MatMul"
+                and not chain
+                and nxt is not None
+                and nodes[nxt].op_type in ("Mul", "Div")
+                and len(nodes[nxt].input) == 2
+                and nodes[nxt].input[0] == cur
+                and is_const(nodes[nxt].input[1])
+                and table.get(nodes[nxt].input[1]) in ((), (1,))
             ):
                 chain.append(nxt)
         if chain:
             fp32_fused[i] = chain
             absorbed.update(chain)
+
+    for i in live:  # Gelu's erf form: x/sqrt(2) -> Erf -> +1 -> *x -> *0.5 (Gelu, BiasGelu)
+        node = nodes[i]
+        if node.op_type != "Erf" or i in absorbed or _domain(node) != "":
+            continue
+        pre = producer.get(node.input[0])
+        if pre is None or nodes[pre].op_type not in ("Div", "Mul") or pre in absorbed:
+            continue
+        x = nodes[pre].input[0]
+        group = [pre]
+        cur, ok = node.output[0], True
+        for want in ("Add", "Mul"):
+            nxt = sole_consumer(cur)
+            if nxt is None or nodes[nxt].op_type != want or nxt in absorbed:
+                ok = False
+                break
+            group.append(nxt)
+            cur = nodes[nxt].output[0]
+        if not ok or x not in nodes[group[-1]].input:  # the "* x" of x * (1 + erf(...))
+            continue
+        nxt = sole_consumer(cur)
+        if nxt is not None and nodes[nxt].op_type == "Mul" and nxt not in absorbed:
+            group.append(nxt)
+        bias = producer.get(x)
+        gelu_members = {*group, i}
+        if (
+            bias is not None
+            and nodes[bias].op_type == "Add"
+            and bias not in absorbed
+            and bias not in fp32_fused
+            and any(is_const(n) for n in nodes[bias].input)
+            and all(c in gelu_members for c in consumers.get(x, []) if c in live_set)
+        ):
+            group.append(bias)
+        fp32_fused[i] = group
+        absorbed.update(group)
 
     steps: list[Step] = []
     weight_seen: set[str] = set()
@@ -612,6 +784,7 @@ def execution_plan(
                 fused=[label_of(j) for j in group],
                 elements=out_elems,
                 dims=_gemm_dims(node, kind, table) if macs else None,
+                conv=_conv_shape(node, table) if op in CONV_OPS else None,
             )
         )
     tensor_bytes: dict[str, int] = {}

@@ -69,7 +69,10 @@ def estimate(
         [
             ("latency", f"{e.latency_ms:.3f} ms{threads}"),
             ("peak memory", _mb(e.peak_memory_bytes)),
-            ("  weights", _mb(e.weight_bytes)),
+            (
+                "  weights",
+                f"{_mb(e.resident_weight_bytes)} resident ({_mb(e.weight_bytes)} stored)",
+            ),
             ("  activation arena", _mb(e.activation_bytes)),
             ("  runtime", _mb(e.runtime_bytes)),
             ("energy per inference", energy),

@@ -16,9 +16,10 @@ timings, halved, is one kernel's time without them, as it runs inside a model.
 ``measure_kernels`` times each pair (best of runs) and returns
 the flat dict the profile stores: ``"FAMILY@MxKxN" -> GOPS`` (2 operations per MAC; M, K, N
 as :attr:`KernelSpec.gemm_dims` says), plus
-``op_overhead_us`` (per extra operator, from a 64-node chain of Relu on 16 floats against a
-1-node one), ``run_overhead_us`` (one ``Run()`` of the 1-node model), ``elementwise_gbps``
-(bytes read and written by an ``Add`` of a 256 KiB tensor to itself) and ``runtime_bytes``
+``op_overhead_us`` and ``elementwise_gbps`` (chains of 1 and 17 ``Add`` of a broadcast bias at
+2048 and 65536 floats: time per Add = fixed + elements x per-element, the fixed part being what
+any operator costs beyond its bytes, and 12 bytes an element at the per-element rate),
+``run_overhead_us`` (one ``Run()`` of a one-``Relu`` model, less a Relu) and ``runtime_bytes``
 (resident memory one session of a tiny model adds, measured in a fresh process).
 """
 
@@ -35,7 +36,8 @@ import numpy as np
 __all__ = [
     "CHAIN_DEPTHS",
     "KERNEL_SPECS",
-    "OVERHEAD_SPECS",
+    "ADD_DEPTHS",
+    "ADD_SIZES",
     "KernelSpec",
     "measure_kernels",
     "runtime_bytes",
@@ -48,7 +50,7 @@ class KernelSpec:
 
     GEMM families: ``dims = (M, K, N)``, input ``A`` of shape (M, K), a constant (K, N) weight.
     Conv families: ``dims = (C_in, C_out, H, kernel, group)``, input ``X`` of shape
-    (1, C_in, H, H), same padding, stride 1.
+    (1, C_in, H, H) (1-D for the ``*_generic`` families: (1, C_in, H)), same padding, stride 1.
     """
 
     family: str
@@ -63,6 +65,12 @@ class KernelSpec:
         return self.family.startswith("int8")
 
     @property
+    def rank(self) -> int:
+        """Spatial dimensions: the ``*_generic`` families are 1-D convolutions, which run on
+        ONNX Runtime's generic (im2col + GEMM) path on every CPU; the others are 2-D."""
+        return 1 if self.family.endswith("_generic") else 2
+
+    @property
     def gemm_dims(self) -> tuple[int, int, int]:
         """(M, K, N) as the cost model indexes kernels: a convolution as the GEMM it runs as
         (output pixels, input channels x kernel area, output channels); a depthwise one as
@@ -71,9 +79,10 @@ class KernelSpec:
             m, k, n = self.dims
             return m, k, n
         c_in, c_out, h, k, group = self.dims
+        pixels, area = math.prod([h] * self.rank), math.prod([k] * self.rank)
         if group > 1 and group == c_in:
-            return h * h, k * k, c_out
-        return h * h, c_in // group * k * k, c_out // group
+            return pixels, area, c_out
+        return pixels, c_in // group * area, c_out // group
 
     @property
     def key(self) -> str:
@@ -84,7 +93,7 @@ class KernelSpec:
     def macs(self) -> int:
         if self.is_conv:
             c_in, c_out, h, k, group = self.dims
-            return c_out * h * h * (c_in // group) * k * k
+            return c_out * math.prod([h * k] * self.rank) * (c_in // group)
         m, k, n = self.dims
         return m * k * n
 
@@ -100,7 +109,7 @@ class KernelSpec:
     def input_shape(self) -> tuple[int, ...]:
         if self.is_conv:
             c_in, _, h, _, _ = self.dims
-            return (1, c_in, h, h)
+            return (1, c_in, *([h] * self.rank))
         return (self.dims[0], self.dims[1])
 
 
@@ -108,25 +117,29 @@ _GEMMS = ((1, 256, 256), (1, 1024, 1024), (32, 128, 128), (128, 64, 64), (64, 25
 _CONVS = ((8, 16), (16, 32), (32, 32), (64, 16), (128, 8))  # (channels, H)
 _POINTWISE = ((32, 32), (64, 16), (128, 8), (256, 8), (512, 4))
 _DEPTHWISE = ((16, 16), (32, 32), (64, 32), (128, 16), (256, 4), (512, 2))
+_SMALL_POINTWISE = ((16, 32), (24, 16))  # int8 1x1 with few channels (a searched net's)
+# channel counts off the NCHWc block (8/16) and 1-D: the generic path, (channels, length)
+_GENERIC = ((12, 256), (20, 128), (40, 64), (72, 32), (120, 16))
 
 KERNEL_SPECS: tuple[KernelSpec, ...] = (
     *(KernelSpec("fp32_gemm", d) for d in (*_GEMMS, (256, 512, 512))),
     *(KernelSpec("fp32_conv", (c, c, h, 3, 1)) for c, h in _CONVS),
     *(KernelSpec("fp32_conv1x1", (c, c, h, 1, 1)) for c, h in _POINTWISE),
     *(KernelSpec("fp32_dwconv", (c, c, h, 3, c)) for c, h in _DEPTHWISE),
+    *(KernelSpec("fp32_conv_generic", (c, c, n, 3, 1)) for c, n in _GENERIC),
+    *(KernelSpec("fp32_dwconv_generic", (c, c, n, 3, c)) for c, n in _GENERIC),
     *(KernelSpec("int8_gemm", d) for d in (*_GEMMS, (256, 512, 512))),
     *(KernelSpec("int8_conv", (c, c, h, 3, 1)) for c, h in _CONVS),
     *(KernelSpec("int8_conv1x1", (c, c, h, 1, 1)) for c, h in _POINTWISE),
+    *(KernelSpec("int8_conv1x1", (c, c, h, 1, 1)) for c, h in _SMALL_POINTWISE),
+    *(KernelSpec("int8_dwconv", (c, c, h, 3, c)) for c, h in _DEPTHWISE),
 )
 
 CHAIN_DEPTHS = (1, 3)
 
-# overhead kernels: file -> (input name, shape); Relu chains and an element-wise Add
-OVERHEAD_SPECS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "relu_chain_1.onnx": ("X", (1, 16)),
-    "relu_chain_64.onnx": ("X", (1, 16)),
-    "add_65536.onnx": ("X", (1, 65536)),
-}
+# element-wise kernels: a chain of broadcast Adds over X (1, n/64, 64), at two sizes and depths
+ADD_SIZES = (2048, 65536)
+ADD_DEPTHS = (1, 17)
 
 
 def _best_seconds(fn: Callable[[], object], seconds: float, min_runs: int = 5) -> float:
@@ -209,14 +222,21 @@ def measure_kernels(
     t1 = _best_seconds(lambda: one.run_unchecked(x16), seconds)
     chain = session("relu_chain_64.onnx")
     t64 = _best_seconds(lambda: chain.run_unchecked(x16), seconds)
-    op_s = max(0.0, (t64 - t1) / 63)
-    out["op_overhead_us"] = round(op_s * 1e6, 3)
-    run_s = max(0.0, t1 - op_s)
-    out["run_overhead_us"] = round(run_s * 1e6, 3)
-    add = session("add_65536.onnx")
-    xa = {"X": _feed((1, 65536), False)}
-    ta = _best_seconds(lambda: add.run_unchecked(xa), seconds)
-    out["elementwise_gbps"] = round(3 * 65536 * 4 / max(ta - run_s - op_s, 1e-9) / 1e9, 3)
+    relu_s = max(0.0, (t64 - t1) / 63)
+    out["run_overhead_us"] = round(max(0.0, t1 - relu_s) * 1e6, 3)
+    per_op: list[float] = []  # seconds per Add at each size
+    for n in ADD_SIZES:
+        xa = {"X": _feed((1, n // 64, 64), False)}
+        t = [
+            _best_seconds(partial(session(f"add_{n}_d{d}.onnx").run_unchecked, xa), seconds)
+            for d in ADD_DEPTHS
+        ]
+        per_op.append(max(0.0, (t[1] - t[0]) / (ADD_DEPTHS[1] - ADD_DEPTHS[0])))
+    # t(n) = fixed + n * per_element: the fixed part is what any operator costs beyond its bytes
+    per_element = max((per_op[1] - per_op[0]) / (ADD_SIZES[1] - ADD_SIZES[0]), 1e-12)
+    fixed = max(per_op[0] - per_element * ADD_SIZES[0], relu_s)
+    out["op_overhead_us"] = round(fixed * 1e6, 3)
+    out["elementwise_gbps"] = round(12 / per_element / 1e9, 3)  # read 4 + 4 (bias), write 4
     for spec in KERNEL_SPECS:
         if on_kernel is not None:
             on_kernel(spec.file(1))
