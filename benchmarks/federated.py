@@ -22,7 +22,8 @@ devices run. The devices hold the task's train split (``--clients``, partitioned
 - compression: int8 and top-k 10 % updates, accuracy and bytes per round;
 - one 100-device configuration (``dirichlet:0.5``).
 
-Not measured here: Flower's Ray simulation (Ray is not installed in this environment).
+Not measured here: the Ray backend (``SimulationPlan(backend="ray")``; the in-process one runs
+the same apps).
 
     python benchmarks/federated.py                 # textures and har, 3 seeds
     python benchmarks/federated.py --quick         # smoke run: tiny data, 1 seed, 2 rounds

@@ -73,6 +73,7 @@ def test_a_candidate_that_does_not_gain_enough_is_not_registered(setup: Path, cl
         (["--clients", "1"], "clients"),
         (["--model", "nothing"], "--model"),
         (["--trainer", "full"], "--checkpoint"),
+        (["--backend", "spark"], "backend"),
         (["--trainer", "lora", "--checkpoint", "x.pt"], "trainer"),
     ],
 )

@@ -69,6 +69,8 @@ def simulate(
     samples: int | None = typer.Option(None, "--samples", help="Use at most this many "
                                        "training samples in all."),
     seed: int = typer.Option(0, "--seed", help="Seed for partitions, labels and sampling."),
+    backend: str = typer.Option("inprocess", "--backend", help="inprocess, or ray (Flower's "
+                                "simulation runtime: pip install 'edgeloop[simulation]')."),
     out: Path | None = typer.Option(None, "--out", help="Directory for the candidate, its "
                                     "card, reference and run record (default: fl-RUN_ID)."),
     register: str | None = typer.Option(None, "--register", help="Register an accepted "
@@ -98,7 +100,7 @@ def simulate(
         clients=clients, rounds=rounds, partition=partition, strategy=strategy.lower(),
         compression=compression, trainer=trainer, epochs=epochs, lr=lr, label_share=label_share,
         fraction=fraction, quorum=quorum, stragglers=stragglers, poisoned=poisoned,
-        dp_noise=dp_noise, dp_clip=dp_clip, min_gain=min_gain, seed=seed)
+        dp_noise=dp_noise, dp_clip=dp_clip, min_gain=min_gain, seed=seed, backend=backend)
     from edgeloop.federated.server import make_strategy
 
     make_strategy(plan.strategy)  # an unknown name fails before any work

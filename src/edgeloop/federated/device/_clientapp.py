@@ -19,6 +19,7 @@ on with the nodes that answered. Imports ``flwr`` (the ``federated`` extra).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -47,9 +48,10 @@ def _trainer(provider: TrainerProvider, context: Context,
     return trainers[name]
 
 
-def client_app(provider: TrainerProvider) -> ClientApp:
-    """The ClientApp over the trainers ``provider`` gives each node."""
-    app = ClientApp()
+def client_app(provider: TrainerProvider, mods: list[Any] | None = None) -> ClientApp:
+    """The ClientApp over the trainers ``provider`` gives each node; ``mods`` are Flower mods
+    wrapped around both handlers (``fixedclipping_mod``, a simulation's attacker, ...)."""
+    app = ClientApp(mods=mods)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -39,7 +39,8 @@ class InProcessGrid(Grid):
         self._run = Run.create_empty(run_id)
         self._contexts = {
             i: Context(run_id=run_id, node_id=i,
-                       node_config=dict(node_config(i)) if node_config else {},
+                       node_config=dict(node_config(i)) if node_config else
+                       {"partition-id": i - 1, "num-partitions": n_nodes},
                        state=RecordDict(), run_config={})
             for i in range(1, n_nodes + 1)
         }

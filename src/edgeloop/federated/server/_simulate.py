@@ -25,7 +25,7 @@ import numpy.typing as npt
 from flwr.app import Array, ArrayRecord, Context, Message, MessageType, RecordDict
 
 from edgeloop.artifacts import sha256_bytes
-from edgeloop.errors import DataError, InputError
+from edgeloop.errors import DataError, InputError, MissingExtraError
 from edgeloop.federated.device import (
     EMBEDDING_OUTPUT,
     Head,
@@ -75,6 +75,7 @@ class SimulationPlan:
     dp_clip: float = 0.0  # and clipping norm; 0 = no DP
     drift_severity: float = 1.0
     seed: int = 0
+    backend: str = "inprocess"  # or "ray": Flower's simulation runtime (flwr[simulation])
 
     def __post_init__(self) -> None:
         parse_partition(self.partition)
@@ -101,6 +102,10 @@ class SimulationPlan:
         if self.trainer not in TRAINERS:
             raise InputError(f"trainer {self.trainer!r:.40}: expected one of "
                              f"{', '.join(TRAINERS)}")
+        if self.backend not in ("inprocess", "ray"):
+            raise InputError(f"backend {self.backend!r:.40}: expected inprocess or ray")
+        if self.backend == "ray" and self.stragglers > 0:
+            raise InputError("stragglers are simulated in process only (backend inprocess)")
         if (self.dp_noise > 0) != (self.dp_clip > 0):
             raise InputError("differential privacy needs both dp_noise > 0 and dp_clip > 0")
 
@@ -190,6 +195,20 @@ def _poison(reply: Message, scale: float) -> None:
     reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in out.items()})
 
 
+def _run_on_ray(server: Any, app: Any, plan: SimulationPlan) -> None:
+    """The same ServerApp and ClientApp on Flower's Ray simulation runtime (one CPU a node)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as e:
+        raise MissingExtraError("backend 'ray' needs Flower's simulation extra: "
+                                "pip install 'flwr[simulation]>=1.42,<1.43'") from e
+    from flwr.simulation import run_simulation
+
+    run_simulation(server_app=server, client_app=app, num_supernodes=plan.clients,
+                   backend_name="ray",
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+
+
 def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationPlan, *,
              on_round: Callable[[RoundLog], None] | None = None,
              torch_model: Any = None) -> SimulationResult:
@@ -242,14 +261,18 @@ def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationP
             trainers[c + 1] = {"full": TorchTrainer(torch_model, *split_held_out(fx, fy))}
         labelled += len(fy)
 
-    app = client_app(lambda ctx: trainers[ctx.node_id])
+    def device(ctx: Context) -> int:  # 1-based: Flower's simulation gives node ids at random
+        return int(ctx.node_config.get("partition-id", ctx.node_id - 1)) + 1
 
-    def node(msg: Message, ctx: Context) -> Message:
-        reply = app(msg, ctx)
-        if ctx.node_id in poisoned and msg.metadata.message_type == MessageType.TRAIN \
+    def attacker(msg: Message, ctx: Context, call_next: Callable[[Message, Context], Message],
+                 ) -> Message:
+        reply = call_next(msg, ctx)
+        if device(ctx) in poisoned and msg.metadata.message_type == MessageType.TRAIN \
                 and not reply.has_error():
             _poison(reply, plan.poison_scale)
         return reply
+
+    app = client_app(lambda ctx: trainers[device(ctx)], mods=[attacker] if poisoned else None)
 
     latency_rng = np.random.default_rng([plan.seed, 0x1A7])
 
@@ -259,7 +282,7 @@ def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationP
         late = latency_rng.random() < plan.stragglers
         return 2 * plan.round_timeout if late else 0.0
 
-    grid = InProcessGrid(node, plan.clients, latency=latency)  # type: ignore[arg-type]
+    grid = InProcessGrid(app, plan.clients, latency=latency)
     inner = make_strategy(plan.strategy, fraction=plan.fraction, min_nodes=2,
                           proximal_mu=plan.proximal_mu, malicious=n_poison)
     if plan.dp_noise > 0:
@@ -286,8 +309,11 @@ def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationP
         server = server_app(guard, initial, outcome, rounds=plan.rounds,
                             train_config=train_config, timeout=plan.round_timeout,
                             min_gain=plan.min_gain, on_round=on_round)
-        server(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
-                             run_config={}))
+        if plan.backend == "ray":
+            _run_on_ray(server, app, plan)
+        else:
+            server(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                 run_config={}))
     finally:
         random.setstate(state)
         np.random.set_state(np_state)
