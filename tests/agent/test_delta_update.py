@@ -5,6 +5,7 @@ longer list. The TUF client is a fake serving listed files; the delta and bundle
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,11 @@ from edgeloop.agent import Agent
 from edgeloop.bundle import make_delta, unwrap_data_key, verify, wrap_data_key
 from edgeloop.errors import UpdateError
 from edgeloop.update import TargetInfo
+
+
+def _offer(delta: bytes, path: str = "m/2/m-2.from-1.eld") -> dict[str, Any]:
+    """The director's pick, as a signed assignment carries it."""
+    return {"target": path, "sha256": hashlib.sha256(delta).hexdigest(), "length": len(delta)}
 
 
 class FakeTuf:
@@ -64,8 +70,8 @@ def fleet(agent_dir, trust, make_bundle, assignment_for, release_key) -> dict[st
         return wrap_data_key(unwrap_data_key(m.encryption, key), agent.encryption_key.public_key())
 
     assert agent.install(v1, assignment_for(v1, 1), recipient(v1))
-    a2 = assignment_for(v2, 2)
     delta = make_delta(v1, v2, release_key, key)
+    a2 = dataclasses.replace(assignment_for(v2, 2), delta=_offer(delta))
     custom = {
         "name": "m",
         "version": 2,
@@ -129,7 +135,8 @@ def test_a_delta_that_fails_a_check_falls_back_to_the_full_bundle(
     path = "m/2/m-2.from-1.eld"
     fleet["files"][path] = (wrong, fleet["files"][path][1])
     agent, tuf = fleet["agent"], fleet["tuf"]
-    assert asyncio.run(agent.apply(fleet["a2"])) is True
+    a2 = dataclasses.replace(fleet["a2"], delta=_offer(wrong))
+    assert asyncio.run(agent.apply(a2)) is True
     assert tuf.fetched == [path, fleet["a2"].target]
     assert _serves(agent, 2)
     m = agent.telemetry.metrics()
@@ -146,10 +153,19 @@ def test_a_revoked_version_is_refused_before_any_download(fleet: dict[str, Any])
     assert _serves(agent, 1)
 
 
-def test_without_a_listed_delta_the_full_bundle_is_fetched(fleet: dict[str, Any]) -> None:
+def test_an_assigned_delta_the_targets_do_not_list_falls_back(fleet: dict[str, Any]) -> None:
     del fleet["files"]["m/2/m-2.from-1.eld"]
     assert asyncio.run(fleet["agent"].apply(fleet["a2"])) is True
     assert fleet["tuf"].fetched == [fleet["a2"].target]
+    assert fleet["agent"].telemetry.totals["delta_fallbacks"] == 1
+
+
+def test_an_assignment_without_a_delta_takes_the_full_bundle(fleet: dict[str, Any]) -> None:
+    """The director picked the full bundle: the listed delta is not used."""
+    a2 = dataclasses.replace(fleet["a2"], delta=None)
+    assert asyncio.run(fleet["agent"].apply(a2)) is True
+    assert fleet["tuf"].fetched == [a2.target]
+    assert "delta_fallbacks" not in fleet["agent"].telemetry.totals
 
 
 def test_a_revocation_never_takes_a_delta_for_a_bundle() -> None:

@@ -84,3 +84,47 @@ def test_a_policy_hook_can_give_some_devices_another_release() -> None:
     b = direct(control_dev, fleet, now=NOW, policy=canary)
     assert a is not None and (a.version, a.reason) == (2, "rollout r-1 stage 1")
     assert b is not None and (b.version, b.reason) == (1, "control")
+
+
+def _delta_fleet(delta_length: int) -> FleetState:
+    from edgeloop.fleet._director import DeltaOffer
+
+    releases = [Release("kws", v, (Variant("fp32", f"kws/{v}/fp32.elb", str(v) * 64, 1000),))
+                for v in (1, 2)]  # fmt: skip
+    offer = DeltaOffer("kws/2/fp32.from-1.eld", "e" * 64, delta_length)
+    return FleetState(
+        releases={"kws": releases}, desired={"kws": 2}, deltas={("1" * 64, "2" * 64): offer}
+    )
+
+
+def test_the_director_assigns_a_listed_delta_from_the_bundle_a_device_runs() -> None:
+    on_v1 = DeviceState("d-1", installed=InstalledModel("kws", 1, "fp32", "1" * 64))
+    got = direct(on_v1, _delta_fleet(40), now=NOW)
+    assert got is not None and got.version == 2
+    assert got.delta == {"target": "kws/2/fp32.from-1.eld", "sha256": "e" * 64, "length": 40}
+    assert got.to_dict()["delta"]["length"] == 40
+    # a delta not smaller than the bundle, another base, or nothing installed: the full bundle
+    assert direct(on_v1, _delta_fleet(1000), now=NOW).delta is None  # type: ignore[union-attr]
+    other = DeviceState("d-2", installed=InstalledModel("kws", 1, "fp32", "9" * 64))
+    assert direct(other, _delta_fleet(40), now=NOW).delta is None  # type: ignore[union-attr]
+    fresh = direct(DeviceState("d-3", model="kws"), _delta_fleet(40), now=NOW)
+    assert fresh is not None and fresh.delta is None
+    assert "delta" not in fresh.to_dict()  # assignments without one are as before
+
+
+def test_an_assignment_with_a_malformed_delta_is_refused() -> None:
+    import pytest
+
+    from edgeloop.protocol import Assignment
+
+    good = direct(
+        DeviceState("d-1", installed=InstalledModel("kws", 1, "fp32", "1" * 64)),
+        _delta_fleet(40),
+        now=NOW,
+    )
+    assert good is not None
+    data = good.to_dict()
+    for bad in ({"target": "", "sha256": "e" * 64, "length": 1}, {"target": "t", "sha256": "x",
+                "length": 1}, {"target": "t", "sha256": "e" * 64, "length": -1}, "t"):  # fmt: skip
+        with pytest.raises(Exception, match="delta"):
+            Assignment.from_dict({**data, "delta": bad})

@@ -104,8 +104,8 @@ class Agent:
     ``insecure_first_use`` (trust on first use) is set. ``server_url`` and ``enroll_token``
     default to the provisioning file's. Every ``revocation_check_s`` (and before any switch)
     the agent reads the release side's signed targets and stops running a revoked version
-    (``_revocation``). ``deltas``: update by a signed delta from the running model when one is
-    listed and smaller than the bundle (``_delta``), falling back to the full bundle.
+    (``_revocation``). ``deltas``: take the delta the director assigns (``_delta``), falling
+    back to the full bundle; False always downloads full bundles.
     """
 
     def __init__(
@@ -659,11 +659,13 @@ class Agent:
         return False
 
     def download(self, assignment: Assignment, recipient: dict[str, Any] | None) -> bytes:
-        """The assigned bundle's bytes: rebuilt from a listed delta when that is smaller,
-        else downloaded in full (also when the delta fails any check). Counts the bytes."""
+        """The assigned bundle's bytes: rebuilt from the delta the director picked (when the
+        assignment names one), else downloaded in full (also when the delta fails any check).
+        Counts the bytes."""
         current = self.state.current
         if (
             self.deltas
+            and assignment.delta is not None
             and self._model is not None
             and current is not None
             and current.model == assignment.model

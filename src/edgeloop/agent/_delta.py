@@ -1,12 +1,14 @@
-"""Updating by delta: pick a signed delta from the model this device runs, rebuild the bundle.
+"""Updating by delta: take the delta the director assigned, rebuild the assigned bundle.
 
-The signed TUF targets list deltas with ``custom.delta`` (``update._repo``). For an install
-the agent looks for one whose base is the model it runs and whose result is the bundle the
-signed assignment names, and takes it when it is smaller than that bundle. The rebuilt bundle
-(``bundle.apply_delta``: every check of a full bundle, then B's signed payload hash) goes to
-the ordinary install. Any failure on the delta path returns ``None``: the caller downloads the
-full bundle (the fallback Mender and balena use too). A version the signed targets no longer
-list (revoked) is refused before anything is fetched, as for a full download.
+The signed TUF targets list deltas with ``custom.delta`` (``update._repo``); the director picks
+one per device (``Assignment.delta``: a delta from the bundle the device reported running to
+the assigned one, smaller than that bundle). The agent takes it only if the signed targets
+list it with the assignment's hash and length, from the bundle it runs, to the assigned one.
+The rebuilt bundle (``bundle.apply_delta``: every check of a full bundle, then B's signed
+payload hash) goes to the ordinary install. Any failure on the delta path returns ``None``:
+the caller downloads the full bundle (the fallback Mender and balena use too). A version the
+signed targets no longer list (revoked) is refused before anything is fetched, as for a full
+download.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from edgeloop.bundle import DeviceKey, Trust
     from edgeloop.update import TargetInfo, UpdateClient
 
-__all__ = ["DeltaResult", "fetch_by_delta", "pick_delta"]
+__all__ = ["DeltaResult", "assigned_delta", "fetch_by_delta"]
 
 
 @dataclass(frozen=True)
@@ -36,25 +38,25 @@ class DeltaResult:
     error: str | None = None
 
 
-def pick_delta(
+def assigned_delta(
     listed: dict[str, TargetInfo], assignment: Assignment, base_sha256: str
 ) -> TargetInfo | None:
-    """The smallest listed delta from the bundle ``base_sha256`` to the assigned bundle, if it
-    is smaller than the bundle itself."""
-    best: TargetInfo | None = None
-    for info in listed.values():
-        d = info.custom.get("delta")
-        if not isinstance(d, dict) or info.custom.get("name") != assignment.model:
-            continue
-        if d.get("bundle_sha256") != assignment.sha256:
-            continue
-        if d.get("base_sha256") != base_sha256:
-            continue
-        if best is None or info.length < best.length:
-            best = info
-    if best is None or best.length >= assignment.length:
+    """The delta the signed assignment names, if the signed targets list it as a delta from
+    the bundle ``base_sha256`` to the assigned bundle, with the assignment's hash and length."""
+    d = assignment.delta
+    info = listed.get(str(d.get("target"))) if d else None
+    if d is None or info is None:
         return None
-    return best
+    meta = info.custom.get("delta")
+    if (
+        not isinstance(meta, dict)
+        or info.sha256 != d.get("sha256")
+        or info.length != d.get("length")
+        or meta.get("bundle_sha256") != assignment.sha256
+        or meta.get("base_sha256") != base_sha256
+    ):
+        return None
+    return info
 
 
 def fetch_by_delta(
@@ -83,9 +85,15 @@ def fetch_by_delta(
                 f"target {assignment.target!r} (sha256 {assignment.sha256[:16]}) is not in the "
                 "signed TUF targets"
             )
-        pick = pick_delta(listed, assignment, base_sha256)
+        pick = assigned_delta(listed, assignment, base_sha256)
         if pick is None:
-            return DeltaResult(None, None, 0)
+            return DeltaResult(
+                None,
+                None,
+                0,
+                f"the assigned delta {assignment.delta} is not listed as one "
+                "from this device's bundle",
+            )
         try:
             path = client.fetch_bundle(pick.path, client.metadata_dir / "downloads")
         except EdgeloopError as e:

@@ -38,7 +38,7 @@ from edgeloop.fleet._monitor_api import Monitor
 from edgeloop.fleet._publish import refresh_timestamp_if_due
 from edgeloop.fleet._rollout_api import Rollouts
 from edgeloop.fleet._settings import FleetSettings, prepare_data_dir, settings_from_env
-from edgeloop.fleet._signed import FleetStates, SignedAssignments
+from edgeloop.fleet._signed import DeltaListing, FleetStates, SignedAssignments
 from edgeloop.fleet._state import AppState, PolicyLoader, app_state
 from edgeloop.registry import BlobStore
 from edgeloop.update import Repository
@@ -97,6 +97,7 @@ def create_app(
         CheckinWriter(engine, nonce_ttl=timedelta(seconds=2 * settings.max_skew_s)),
         SignedAssignments(),
         FleetStates(settings.alias),
+        DeltaListing(settings.tuf_path, ctx.secrets.keyring),
     )
     app = FastAPI(
         title="edgeloop fleet server",

@@ -155,6 +155,8 @@ def checkin(
         report = parse_body(CheckIn, body)
         _check_build(app, report.agent_build)
         fleet = app.fleet_states.get(s, device)
+        if app.deltas is not None:
+            fleet = app.deltas.apply(fleet)
         try:
             with _read_only(s):
                 assignment = direct(

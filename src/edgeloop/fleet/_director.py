@@ -7,6 +7,8 @@
         2. policy(device, model, fleet) -> (release, reason) | None   <- the pluggable hook
         3. select_variant(device.profile, release.variants)           -> the variant that fits
         4. rollback = the release is older than what the device reports installed
+        5. delta = a listed delta from the bundle the device runs to the variant's, when it is
+           smaller (``FleetState.deltas``); the device then downloads that instead
 
 Staged rollouts (issue 7) plug in by passing another ``policy``: it sees the same values and
 may return another release for some devices (a canary stage), or the previous one (a rollback).
@@ -23,6 +25,7 @@ from edgeloop.artifacts import DeviceProfile
 from edgeloop.protocol import Assignment, InstalledModel, Release, Variant, iso_time
 
 __all__ = [
+    "DeltaOffer",
     "DeviceState",
     "FleetState",
     "Policy",
@@ -49,12 +52,23 @@ class DeviceState:
 
 
 @dataclass(frozen=True)
+class DeltaOffer:
+    """A delta target the signed TUF targets list (``update.Repository.write_deltas``)."""
+
+    target: str
+    sha256: str
+    length: int
+
+
+@dataclass(frozen=True)
 class FleetState:
-    """Published releases per model (any order) and each model's desired version (its alias)."""
+    """Published releases per model (any order) and each model's desired version (its alias);
+    ``deltas``: listed deltas by (base bundle sha256, target bundle sha256)."""
 
     releases: Mapping[str, Sequence[Release]] = field(default_factory=dict)
     desired: Mapping[str, int] = field(default_factory=dict)
     alias: str = "production"
+    deltas: Mapping[tuple[str, str], DeltaOffer] = field(default_factory=dict)
 
     def release(self, model: str, version: int) -> Release | None:
         return next((r for r in self.releases.get(model, ()) if r.version == version), None)
@@ -158,6 +172,11 @@ def direct(
     rollback = (
         installed is not None and installed.model == model and release.version < installed.version
     )
+    delta = None
+    if installed is not None and installed.sha256 and installed.sha256 != variant.sha256:
+        offer = fleet.deltas.get((installed.sha256, variant.sha256))
+        if offer is not None and offer.length < variant.length:
+            delta = {"target": offer.target, "sha256": offer.sha256, "length": offer.length}
     return Assignment(
         device_id=device.device_id,
         model=model,
@@ -170,4 +189,5 @@ def direct(
         expires_at=iso_time(now + ttl),
         rollback=rollback,
         reason=reason,
+        delta=delta,
     )

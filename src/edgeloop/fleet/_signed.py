@@ -17,10 +17,12 @@ signed, unexpired assignment (docs/fleet-protocol.md).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,10 +31,10 @@ from sqlalchemy.orm import Session
 
 from edgeloop.db import DeviceRow, GenerationRow
 from edgeloop.fleet import _store as store
-from edgeloop.fleet._director import FleetState
+from edgeloop.fleet._director import DeltaOffer, FleetState
 from edgeloop.protocol import Assignment, parse_time, payload_sha256, sign_assignment
 
-__all__ = ["FleetStates", "Signed", "SignedAssignments"]
+__all__ = ["DeltaListing", "FleetStates", "Signed", "SignedAssignments"]
 
 
 @dataclass(frozen=True)
@@ -124,3 +126,53 @@ class FleetStates:
                 if generation is not None and generation == self._generation:
                     self._states[device.model] = state
         return state
+
+
+class DeltaListing:
+    """The deltas the TUF repository lists (``edgeloop release --deltas``), by (base bundle
+    sha256, target bundle sha256), for the director; re-read only when ``timestamp.json``
+    changed (every repository write re-signs it), so a check-in costs one ``stat``."""
+
+    def __init__(self, tuf_path: Path, keyring: Any) -> None:
+        self.tuf_path, self.keyring = Path(tuf_path), keyring
+        self._key: tuple[int, int, int] | None = None
+        self._offers: dict[tuple[str, str], DeltaOffer] = {}
+        self._lock = threading.Lock()
+
+    def offers(self) -> dict[tuple[str, str], DeltaOffer]:
+        try:
+            st = (self.tuf_path / "metadata" / "timestamp.json").stat()
+        except OSError:
+            return {}
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with self._lock:
+            if key == self._key:
+                return self._offers
+        from edgeloop.errors import EdgeloopError
+        from edgeloop.update import Repository
+
+        offers: dict[tuple[str, str], DeltaOffer] = {}
+        try:
+            listed = Repository(self.tuf_path, self.keyring).targets()
+        except EdgeloopError:
+            return {}  # a repository mid-write: no deltas this time, full bundles still work
+        for path, info in listed.items():
+            custom = info.unrecognized_fields.get("custom")
+            d = custom.get("delta") if isinstance(custom, dict) else None
+            if not isinstance(d, dict):
+                continue
+            base, target = d.get("base_sha256"), d.get("bundle_sha256")
+            sha = info.hashes.get("sha256")
+            if not (isinstance(base, str) and isinstance(target, str) and isinstance(sha, str)):
+                continue
+            offer = DeltaOffer(path, sha, int(info.length))
+            old = offers.get((base, target))
+            if old is None or offer.length < old.length:
+                offers[(base, target)] = offer
+        with self._lock:
+            self._key, self._offers = key, offers
+        return offers
+
+    def apply(self, fleet: FleetState) -> FleetState:
+        offers = self.offers()
+        return dataclasses.replace(fleet, deltas=offers) if offers else fleet

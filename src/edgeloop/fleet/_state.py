@@ -18,7 +18,7 @@ from edgeloop.fleet._batch import CheckinWriter
 from edgeloop.fleet._director import Policy
 from edgeloop.fleet._http import ServerContext
 from edgeloop.fleet._metrics import FleetMetrics
-from edgeloop.fleet._signed import FleetStates, SignedAssignments
+from edgeloop.fleet._signed import DeltaListing, FleetStates, SignedAssignments
 from edgeloop.protocol import public_hex
 
 __all__ = ["AppState", "PolicyLoader", "app_state"]
@@ -38,6 +38,7 @@ class AppState:
     writer: CheckinWriter
     signed: SignedAssignments
     fleet_states: FleetStates
+    deltas: DeltaListing | None = None  # listed deltas the director may assign
 
     @property
     def director_key(self) -> dict[str, Any]:

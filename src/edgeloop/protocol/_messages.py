@@ -100,6 +100,7 @@ class Assignment(Artifact):
     """What the director tells one device to run; travels signed (see ``sign_assignment``)."""
 
     KIND: ClassVar[str] = "assignment"
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"delta"})
     device_id: str
     model: str
     version: int
@@ -111,9 +112,24 @@ class Assignment(Artifact):
     expires_at: str
     rollback: bool = False
     reason: str = ""
+    # the director's pick of a delta to ``target`` from the bundle the device runs:
+    # {"target": TUF path of the .eld, "sha256", "length"}; None: download the full bundle
+    delta: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _name(self.device_id, "device_id")
+        if self.delta is not None:
+            d = self.delta
+            _need(isinstance(d, dict), f"delta {d!r:.80}: expected an object or null")
+            _need(
+                isinstance(d.get("target"), str) and bool(d["target"]),
+                f"delta.target {d.get('target')!r:.80}: expected a TUF target path",
+            )
+            _hex64(d.get("sha256"), "delta.sha256")
+            _need(
+                _int(d.get("length")) and d["length"] >= 0,
+                f"delta.length {d.get('length')!r:.40}: expected an int >= 0",
+            )
         _name(self.model, "model")
         _need(
             _int(self.version) and self.version >= 0,
