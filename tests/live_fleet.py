@@ -53,7 +53,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> LiveServer:
+    def start(self, ready_s: float = 60.0) -> LiveServer:
         cmd = [
             sys.executable, "-m", "edgeloop.cli.server",
             "--db", self.db, "--data", str(self.data), "--host", "127.0.0.1",
@@ -63,7 +63,7 @@ class LiveServer:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited {self.proc.returncode}: {self.output}")
@@ -72,7 +72,7 @@ class LiveServer:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise AssertionError(f"server not ready in 60 s: {self.output}")
+        raise AssertionError(f"server not ready in {ready_s:g} s: {self.output}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -66,7 +66,13 @@ def server(
         False, "--monitor-finetune",
         help="A raised alert queues a fine-tuning job (edgeloop monitor jobs) for its cohort.",
     ),
-    workers: int = typer.Option(1, "--workers", min=1, help="Server processes (one database)."),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Server processes on one port and one database (PostgreSQL for more than one; "
+        "SQLite works, one writer at a time; docs/scale.md).",
+    ),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level."),
     require_agent_build: str | None = typer.Option(
         None,
