@@ -52,6 +52,7 @@ GROUPS: list[tuple[str, str]] = [
     ("rollout", "edgeloop.cli.rollout:app"),
     ("monitor", "edgeloop.cli.monitor:app"),
     ("fl", "edgeloop.cli.fl:app"),
+    ("heal", "edgeloop.cli.heal:app"),
 ]
 
 app = typer.Typer(

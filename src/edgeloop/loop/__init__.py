@@ -1,0 +1,41 @@
+"""The closed loop (orchestration layer): from a monitoring alert to a healed cohort.
+
+::
+
+    fleet = FleetAccess(url, admin_token, db_url, data, keys=data / "keys", repo=data / "tuf")
+    job = fleet.monitor().claim_job("finetune", worker="heal-1")   # an alert queued it
+    result = heal(job, fleet, DatasetCohort(x, y, devices_n=20), HealPlan(rounds=5))
+    result.version, result.rollout, result.deltas                  # the job's result
+
+:func:`heal` fine-tunes the head of ``job``'s model over the cohort's devices with Flower
+(labels only from delayed feedback), gates the candidate with federated evaluation, registers it
+with a lineage naming the alert event and the job and a monitoring reference re-baselined on
+the data it was tuned on, re-fits it under the base's budget (the base's recipe), packs, signs
+and releases it with deltas from the versions in the field, rolls it out to the cohort in
+stages gated on accuracy and errors, and finishes the job. :func:`heal_next` claims the next
+queued job first. ``edgeloop heal run --job ID`` and ``edgeloop heal worker`` are the CLI.
+"""
+
+from edgeloop.loop._heal import (
+    DEFAULT_GATES,
+    CohortData,
+    DatasetCohort,
+    FleetAccess,
+    HealPlan,
+    HealResult,
+    heal,
+    heal_next,
+    shift_inputs,
+)
+
+__all__ = [
+    "DEFAULT_GATES",
+    "CohortData",
+    "DatasetCohort",
+    "FleetAccess",
+    "HealPlan",
+    "HealResult",
+    "heal",
+    "heal_next",
+    "shift_inputs",
+]

@@ -1,0 +1,523 @@
+"""The heal pipeline: a claimed ``finetune`` job in, a gated fine-tune rolled out to its cohort.
+
+:func:`heal` runs one job an alert queued (``MonitorClient.claim_job``): a federated head
+fine-tune over the cohort's devices (the same Flower ClientApp and ServerApp as a deployment,
+on the labelled samples the devices' feedback stores hold), the federated evaluation gate, the
+new registry version with its lineage (the base, the run, the re-baselined monitoring
+reference, and the alert event and job that asked for it), the re-fit under the base's budget
+(the base's own recipe, never bigger than the base), a signed bundle carrying the new
+reference, a release with deltas from the versions in the field, and a staged rollout to the
+cohort gated on accuracy (estimated and realized) and errors, never on drift against the old
+reference (the fix cannot remove the input shift). The job is finished with what happened,
+succeeded or failed.
+
+Orchestration layer: it drives the fleet server through :mod:`edgeloop.client` and runs
+federated, optimize, bundle and update work on the build side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from edgeloop.artifacts import LineageRef, ModelCard, sha256_bytes
+from edgeloop.errors import FleetError, InputError
+
+if TYPE_CHECKING:
+    import ssl
+
+    from edgeloop.client import MonitorClient
+
+__all__ = [
+    "DEFAULT_GATES",
+    "CohortData",
+    "DatasetCohort",
+    "FleetAccess",
+    "HealPlan",
+    "HealResult",
+    "heal",
+    "heal_next",
+    "shift_inputs",
+]
+
+# Accuracy (estimated from the sketches, realized from delayed labels) and errors against the
+# control group; no drift gate: the inputs stay shifted after the fix.
+DEFAULT_GATES: tuple[str, ...] = (
+    "error_rate<0.05",
+    "est_accuracy>=baseline-0.02",
+    "realized_accuracy>=baseline-0.02",
+)
+
+
+class CohortData(Protocol):
+    """The cohort's devices, each with what its feedback store holds: the inputs of the
+    predictions that got a delayed label, and those labels."""
+
+    def devices(self, cohort: str) -> Sequence[tuple[np.ndarray, np.ndarray]]: ...
+
+
+@dataclass(frozen=True)
+class DatasetCohort:
+    """A simulated cohort: ``devices`` devices sharing a labelled data set, their inputs shifted
+    as the cohort's drifted sensors would record them (``severity``; images through
+    :func:`edgeloop.data.sensor_shift`, other float inputs by a gain and offset per feature),
+    a ``label_share`` of each device's predictions labelled through delayed feedback."""
+
+    x: np.ndarray
+    y: np.ndarray
+    devices_n: int = 10
+    severity: float = 0.0
+    label_share: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.devices_n <= 10_000:
+            raise InputError(f"cohort devices {self.devices_n}: expected 2..10000")
+        if not 0 < self.label_share <= 1 or not 0 <= self.severity <= 3:
+            raise InputError(f"label share {self.label_share} in (0, 1] and severity "
+                             f"{self.severity} in [0, 3] expected")
+        if len(self.x) != len(self.y) or len(self.y) < 4 * self.devices_n:
+            raise InputError(f"cohort data: {len(self.x)} inputs, {len(self.y)} labels for "
+                             f"{self.devices_n} devices (at least 4 labelled samples each)")
+
+    def devices(self, cohort: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng([self.seed, 0xC0])
+        x = shift_inputs(np.asarray(self.x), self.severity, self.seed)
+        y = np.asarray(self.y).astype(np.int64)
+        out = []
+        for idx in np.array_split(rng.permutation(len(y)), self.devices_n):
+            keep = idx[rng.random(len(idx)) < self.label_share]
+            out.append((x[keep], y[keep]))
+        return out
+
+
+def shift_inputs(x: np.ndarray, severity: float, seed: int) -> np.ndarray:
+    """The cohort's covariate shift (none at ``severity`` 0)."""
+    if severity == 0:
+        return x
+    if x.ndim == 4:
+        from edgeloop.data import sensor_shift
+
+        return sensor_shift(x, severity, seed)
+    rng = np.random.default_rng([seed, 0xD1F7])
+    gain = 1 + 0.3 * severity * rng.choice([-1.0, 1.0], x.shape[1:])
+    return (x * gain + 0.5 * severity).astype(x.dtype)
+
+
+@dataclass(frozen=True)
+class FleetAccess:
+    """The fleet server (admin API) and the build side's registry, keys and TUF repository."""
+
+    url: str
+    admin_token: str
+    db_url: str
+    data: Path  # the registry's data directory
+    keys: Path  # release.pem (signing), fleet.pem/fleet.pub.pem (encryption), root.json
+    repo: Path  # the TUF repository the server serves (deltas are written into it)
+    verify: ssl.SSLContext | bool = True
+    passphrase: bytes | None = None
+
+    def monitor(self) -> MonitorClient:
+        from edgeloop.client import MonitorClient
+
+        return MonitorClient(self.url, self.admin_token, timeout_s=120.0, verify=self.verify)
+
+
+@dataclass(frozen=True)
+class HealPlan:
+    """How a job is healed: the federated run, the re-fit, the rollout and its gates."""
+
+    rounds: int = 5
+    epochs: int = 5
+    lr: float = 0.05
+    strategy: str = "fedavg"
+    compression: str = "none"
+    min_gain: float = 0.0
+    refit: str | None = "base"  # the base's recipe; None: ship the fine-tuned model as it is
+    dataset: str | None = None  # calibration and evaluation data of the re-fit
+    max_drop: float = 0.01
+    stages: tuple[float, ...] = (25, 50, 100)
+    soak_s: float = 10.0
+    gates: tuple[str, ...] = DEFAULT_GATES
+    min_devices: int = 2
+    min_requests: int = 30
+    wait_s: float = 900.0  # for the rollout to end; 0: start it and return
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {"rounds": 1 <= self.rounds <= 1000, "epochs": 1 <= self.epochs <= 1000,
+                  "lr": 0 < self.lr <= 10, "min_gain": -1 <= self.min_gain <= 1,
+                  "max_drop": 0 <= self.max_drop <= 1, "soak_s": 0 <= self.soak_s <= 86_400,
+                  "wait_s": 0 <= self.wait_s <= 86_400, "min_devices": self.min_devices >= 1,
+                  "min_requests": self.min_requests >= 0}
+        bad = [k for k, ok in checks.items()
+               if not ok or not math.isfinite(float(getattr(self, k)))]
+        if bad:
+            raise InputError(f"heal plan: {bad[0]}={getattr(self, bad[0])!r} out of range")
+        if not self.stages or any(not 0 < s <= 100 for s in self.stages):
+            raise InputError(f"heal plan: stages {self.stages!r}: expected percents in (0, 100]")
+        if any(g.split("<")[0].split(">")[0].strip().startswith("drift") for g in self.gates):
+            raise InputError("heal plan: a drift gate judges the fix against the old reference, "
+                             "which the fix cannot satisfy; gate on accuracy and errors")
+
+
+@dataclass
+class HealResult:
+    """What one job's heal did; ``to_dict()`` is the job's result."""
+
+    job_id: int
+    model: str
+    base_version: int
+    cohort: str
+    event_id: int | None
+    ok: bool
+    reason: str
+    version: int | None = None
+    gate: dict[str, Any] | None = None
+    run_id: str | None = None
+    refit: dict[str, Any] = field(default_factory=dict)
+    bundle_bytes: int | None = None
+    deltas: dict[str, int] = field(default_factory=dict)
+    rollout: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def heal_next(fleet: FleetAccess, cohort_data: Callable[[Mapping[str, Any]], CohortData],
+              plan: HealPlan | None = None, *, worker: str = "heal",
+              on_step: Callable[[str, str], None] | None = None) -> HealResult | None:
+    """Claim the oldest queued ``finetune`` job and heal it; None when none is queued."""
+    job = fleet.monitor().claim_job("finetune", worker=worker)
+    if job is None:
+        return None
+    return heal(job, fleet, cohort_data(job), plan, worker=worker, on_step=on_step)
+
+
+def heal(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData,
+         plan: HealPlan | None = None, *, worker: str = "heal",
+         on_step: Callable[[str, str], None] | None = None) -> HealResult:
+    """Heal one claimed ``finetune`` job (see the module); the job is finished either way.
+
+    An error on the way fails the job with its message and is raised again."""
+    plan = plan or HealPlan()
+    mon = fleet.monitor()
+    res = HealResult(job_id=int(job["id"]), model=str(job["model"]),
+                     base_version=int(job["version"]), cohort=str(job.get("cohort") or "*"),
+                     event_id=job.get("event_id"), ok=False, reason="")
+    try:
+        _run(job, fleet, cohort, plan, res, on_step or (lambda step, text: None))
+    except Exception as e:
+        res.ok, res.reason = False, f"{type(e).__name__}: {e}"
+        mon.finish_job(res.job_id, res.to_dict(), ok=False, worker=worker)
+        raise
+    mon.finish_job(res.job_id, res.to_dict(), ok=res.ok, worker=worker)
+    return res
+
+
+def _timed(res: HealResult, name: str, t0: float) -> None:
+    res.seconds[name] = round(time.perf_counter() - t0, 2)
+
+
+def _run(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData, plan: HealPlan,
+         res: HealResult, say: Callable[[str, str], None]) -> None:
+    from edgeloop.registry import Registry
+
+    with Registry(fleet.db_url, fleet.data) as reg:
+        base_v = reg.resolve(f"{res.model}@{res.base_version}")
+        base = reg.read_blob(base_v.artifact.sha256)
+        base_card = base_v.card
+    devices = [(x, y) for x, y in cohort.devices(res.cohort) if len(y) >= 2]
+    if len(devices) < 2:
+        raise InputError(f"cohort {res.cohort!r}: {len(devices)} devices hold labelled "
+                         "feedback; a federated fine-tune needs at least 2")
+    t0 = time.perf_counter()
+    run = _federate(base, devices, plan)
+    _timed(res, "federated", t0)
+    res.run_id, res.gate = run.run_id, run.gate.to_dict()
+    say("finetune", f"{run.run_id}: {run.gate.reason}")
+    if not run.gate.accepted:
+        res.reason = f"the federated evaluation gate refused the candidate: {run.gate.reason}"
+        return
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgeloop-heal-") as tmp:
+        work = Path(tmp)
+        model, card, reference = _register_inputs(run, devices, base_card, res, job)
+        shipped, card = _refit(model, card, base, base_card, plan, work, res)
+        _timed(res, "refit", t0)
+        say("refit", _refit_text(res.refit))
+        t0 = time.perf_counter()
+        version, bundle = _register(fleet, reg_args=(shipped, card, reference), res=res,
+                                    work=work, run_record=run.record_json())
+        res.version = version
+        _timed(res, "register", t0)
+        say("register", f"{res.model}@{version}: lineage names alert event {res.event_id} and "
+            f"job {res.job_id}; {len(bundle):,}-byte bundle with a re-baselined reference")
+        t0 = time.perf_counter()
+        _release(fleet, res, version)
+        _timed(res, "release", t0)
+        smallest = min(res.deltas.values(), default=None)
+        say("release", f"{res.model}@{version} published; "
+            + (f"deltas {res.deltas} (full bundle {res.bundle_bytes:,} bytes)"
+               if smallest is not None else "no delta (no other version in the field)"))
+    t0 = time.perf_counter()
+    res.rollout = _roll_out(fleet, res, version, plan)
+    _timed(res, "rollout", t0)
+    state = res.rollout.get("state")
+    say("rollout", f"rollout {res.rollout.get('id')} of {res.model}@{version} to "
+        f"{res.cohort}: {state}")
+    if plan.wait_s == 0:
+        res.ok, res.reason = True, f"rollout {res.rollout.get('id')} started"
+    elif state == "completed":
+        res.ok, res.reason = True, f"{res.model}@{version} rolled out to {res.cohort}"
+    else:
+        res.reason = (f"rollout {res.rollout.get('id')} of {res.model}@{version} ended "
+                      f"{state!r}: {res.rollout.get('reason', '')}")
+
+
+def _federate(base: bytes, devices: Sequence[tuple[np.ndarray, np.ndarray]],
+              plan: HealPlan) -> Any:
+    """The federated head fine-tune and its evaluation gate over ``devices``."""
+    import logging
+    import random
+
+    from flwr.app import Context, RecordDict
+
+    from edgeloop.federated.device import (
+        EMBEDDING_OUTPUT,
+        Head,
+        HeadTrainer,
+        client_app,
+        feedback_features,
+        split_held_out,
+    )
+    from edgeloop.federated.server import (
+        InProcessGrid,
+        RoundGuard,
+        RunOutcome,
+        SimulationPlan,
+        SimulationResult,
+        make_strategy,
+        read_head,
+        server_app,
+        with_embedding,
+        write_head,
+    )
+    from edgeloop.monitor.sketch import FeedbackStore
+    from edgeloop.runtime import Session, run_batched
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    start = time.perf_counter()
+    served = with_embedding(base)
+    base_head = read_head(served)
+    session = Session(served, providers=["CPUExecutionProvider"])
+    trainers = {}
+    labelled = 0
+    for n, (x, y) in enumerate(devices, start=1):
+        out = run_batched(session, x)
+        feats = np.asarray(out[EMBEDDING_OUTPUT], np.float32).reshape(len(x), -1)
+        probs = next(v for k, v in out.items() if k != EMBEDDING_OUTPUT)
+        store = FeedbackStore(base_head.n_classes, capacity=len(x) + 1,
+                              max_input_bytes=feats.nbytes + 1, keep_labelled=len(x))
+        for i in range(len(x)):  # as the agent records each prediction, then its late label
+            store.record(f"d{n}-{i}", int(np.argmax(probs[i])), None, feats[i])
+            store.feedback(f"d{n}-{i}", int(y[i]))
+        fx, fy = feedback_features(store)
+        trainers[n] = {"head": HeadTrainer(*split_held_out(fx, fy))}
+        labelled += len(fy)
+    sim = SimulationPlan(clients=len(devices), rounds=plan.rounds, strategy=plan.strategy,
+                         epochs=plan.epochs, lr=plan.lr, compression=plan.compression,
+                         min_gain=plan.min_gain, seed=plan.seed, label_share=1.0)
+    app = client_app(lambda ctx: trainers[ctx.node_id])
+    grid = InProcessGrid(app, len(devices))
+    guard = RoundGuard(make_strategy(plan.strategy, fraction=1.0, min_nodes=2),
+                       quorum=sim.quorum_count)
+    outcome = RunOutcome()
+    initial = {k: np.asarray(v) for k, v in base_head.to_arrays().items()}
+    train_config = {"trainer": "head", "epochs": plan.epochs, "lr": plan.lr,
+                    "batch-size": 32, "compression": plan.compression, "seed": plan.seed}
+    state = random.getstate()
+    random.seed(plan.seed)
+    try:
+        server = server_app(guard, initial, outcome, rounds=plan.rounds,
+                            train_config=train_config, timeout=600.0, min_gain=plan.min_gain)
+        server(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                             run_config={}))
+    finally:
+        random.setstate(state)
+    if outcome.gate is None:
+        raise FleetError("the federated run ended without an evaluation")
+    head = Head.from_arrays(outcome.arrays)
+    import secrets
+
+    return SimulationResult(
+        plan=sim, run_id=f"fl-{secrets.token_hex(6)}", base_sha256=sha256_bytes(base),
+        base_head=base_head, head=head, model=write_head(served, head), rounds=outcome.rounds,
+        round_accuracy=outcome.round_accuracy, gate=outcome.gate, labelled=labelled,
+        drifted=0, poisoned=0, seconds=time.perf_counter() - start,
+        extra={"heal": True})
+
+
+def _register_inputs(run: Any, devices: Sequence[tuple[np.ndarray, np.ndarray]],
+                     base_card: ModelCard | None, res: HealResult,
+                     job: Mapping[str, Any]) -> tuple[bytes, ModelCard, Any]:
+    """The candidate, its card (lineage: base, run, reference, the alert event and the job)
+    and its monitoring reference, re-baselined from the data it was tuned on."""
+    import dataclasses
+
+    from edgeloop.bundle import model_reference
+    from edgeloop.federated.device import EMBEDDING_OUTPUT
+    from edgeloop.federated.server import candidate_card
+
+    x = np.concatenate([d[0] for d in devices])
+    y = np.concatenate([d[1] for d in devices])
+    classes = tuple(base_card.labels) if base_card is not None and base_card.labels else None
+    reference = model_reference(run.model, x, y, classes=classes,
+                                embedding_output=EMBEDDING_OUTPUT)
+    ref_bytes = reference.to_json()
+    card = candidate_card(run, name=res.model, base_card=base_card,
+                          base_ref=f"{res.model}@{res.base_version}",
+                          record_sha256=sha256_bytes(run.record_json()),
+                          reference_sha256=sha256_bytes(ref_bytes))
+    alert = json.dumps({"event_id": res.event_id, "job_id": res.job_id, "cohort": res.cohort,
+                        "model": res.model, "version": res.base_version,
+                        "reason": job.get("reason")}, sort_keys=True).encode()
+    lineage = (*card.lineage,
+               LineageRef("monitor_alert", sha256_bytes(alert),
+                          name=f"alert event {res.event_id} (job {res.job_id}, cohort "
+                               f"{res.cohort})"),
+               LineageRef("reference_data", sha256_bytes(x.tobytes() + y.tobytes()),
+                          name=f"re-baselined on the {len(y)} labelled samples the "
+                               f"{len(devices)} devices of cohort {res.cohort} tuned on"))
+    extra = dict(card.extra or {}, heal={"job_id": res.job_id, "event_id": res.event_id,
+                                         "cohort": res.cohort, "alert_sha256":
+                                         sha256_bytes(alert)})
+    return run.model, dataclasses.replace(card, lineage=lineage, extra=extra), reference
+
+
+def _refit(model: bytes, card: ModelCard, base: bytes, base_card: ModelCard | None,
+           plan: HealPlan, work: Path, res: HealResult) -> tuple[bytes, ModelCard]:
+    """Re-fit the fine-tuned model under the base's budget: the base's recipe, and never
+    bigger than the base (a fine-tune that grew would not fit where the base fits). The base is
+    measured as served with its embedding output (what the fine-tune adds to the graph)."""
+    import dataclasses
+
+    from edgeloop.federated.server import with_embedding
+
+    base = with_embedding(base)
+
+    recipe = (base_card.recipe if base_card is not None else None) if plan.refit == "base" \
+        else plan.refit
+    out = model
+    if recipe and plan.dataset:
+        from edgeloop.optimize import optimize
+
+        src = work / "candidate.onnx"
+        src.write_bytes(model)
+        fitted = optimize(src, recipe, plan.dataset, out_dir=work / "refit",
+                          max_drop=plan.max_drop)
+        out = (work / "refit" / "model.onnx").read_bytes()
+        card = dataclasses.replace(
+            card, sha256=sha256_bytes(out), size_bytes=len(out),
+            metrics={**card.metrics, **fitted.metrics}, recipe=fitted.recipe,
+            lineage=(*card.lineage, LineageRef("source_model", sha256_bytes(model),
+                                               name="the federated candidate")))
+        res.refit = {"recipe": recipe, "dataset": plan.dataset}
+    else:
+        res.refit = {"recipe": None,
+                     "why": "the base has no recipe (it ships as it was exported)"
+                     if not recipe else "no calibration data set given"}
+    res.refit |= {"bytes": len(out), "base_bytes": len(base), "within": len(out) <= len(base)}
+    if len(out) > len(base) * 1.01:
+        raise FleetError(f"the re-fitted model is {len(out):,} bytes, more than the base's "
+                         f"{len(base):,}: over the budget the base was fitted to")
+    return out, card
+
+
+def _refit_text(refit: Mapping[str, Any]) -> str:
+    how = f"requantized with {refit['recipe']}" if refit.get("recipe") else \
+        f"kept as trained ({refit.get('why')})"
+    return f"{how}: {refit['bytes']:,} bytes vs the base's {refit['base_bytes']:,}"
+
+
+def _register(fleet: FleetAccess, *, reg_args: tuple[bytes, ModelCard, Any], res: HealResult,
+              work: Path, run_record: bytes) -> tuple[int, bytes]:
+    """Pack (signed, encrypted, with the new reference) and push the new version."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    from edgeloop.bundle import load_public_key, load_signing_key, load_trust, pack, verify
+    from edgeloop.registry import Registry
+
+    model, card, reference = reg_args
+    fleet_pub = load_public_key(fleet.keys / "fleet.pub.pem")
+    if not isinstance(fleet_pub, X25519PublicKey):
+        raise InputError(f"{fleet.keys / 'fleet.pub.pem'} is not an X25519 encryption key")
+    sign = load_signing_key(fleet.keys / "release.pem", fleet.passphrase)
+    (work / "model.onnx").write_bytes(model)
+    (work / "run.json").write_bytes(run_record)
+    (work / "reference.json").write_bytes(reference.to_json())
+    with Registry(fleet.db_url, fleet.data) as reg:
+        version = max((v.version for v in reg.list_versions(res.model)), default=0) + 1
+        blob = pack(model, card, version, sign, [fleet_pub], name=res.model,
+                    reference=reference)
+        verify(blob, load_trust(fleet.keys / "root.json"))
+        path = work / f"{res.model}-{version}.elb"
+        path.write_bytes(blob)
+        reg.blobs.put_file(work / "run.json")
+        reg.blobs.put_file(work / "reference.json")
+        v = reg.push(work / "model.onnx", res.model, card=card, version=version,
+                     bundles=[(path, "any", {})], description=card.description,
+                     reason=f"heal of job {res.job_id} (alert event {res.event_id})")
+    res.bundle_bytes = len(blob)
+    return v.version, blob
+
+
+def _release(fleet: FleetAccess, res: HealResult, version: int) -> None:
+    """Publish through the server, then list deltas from the versions the field runs."""
+    from edgeloop.bundle import load_encryption_key, load_signing_key
+    from edgeloop.client import AdminClient
+    from edgeloop.update import KeyRing, Repository
+
+    admin = AdminClient(fleet.url, fleet.admin_token, timeout_s=120.0, verify=fleet.verify)
+    admin.publish(res.model, version)
+    installed: set[str] = set()  # the bundles the field runs (installed or known good)
+    for d in admin.devices():
+        for key in ("installed", "known_good"):
+            entry = d.get(key)
+            if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
+                installed.add(entry["sha256"])
+    repo = Repository(fleet.repo, KeyRing(fleet.keys, fleet.passphrase))
+    target = next((t for t, info in repo.targets().items()
+                   if (info.unrecognized_fields.get("custom", {}).get("name") == res.model
+                       and info.unrecognized_fields.get("custom", {}).get("version") == version
+                       and not info.unrecognized_fields.get("custom", {}).get("delta"))), None)
+    if target is None:
+        raise FleetError(f"{res.model}@{version} is not in the signed targets after publishing")
+    sign = load_signing_key(fleet.keys / "release.pem", fleet.passphrase)
+    fleet_key = load_encryption_key(fleet.keys / "fleet.pem", fleet.passphrase)
+    written = repo.write_deltas(target, sign, fleet_key, from_bundles=installed or None)
+    res.deltas = {d.path: d.length for d in written}
+
+
+def _roll_out(fleet: FleetAccess, res: HealResult, version: int,
+              plan: HealPlan) -> dict[str, Any]:
+    from edgeloop.client import RolloutClient
+
+    client = RolloutClient(fleet.url, fleet.admin_token, verify=fleet.verify)
+    r = client.start(res.model, version, stages=plan.stages, soak_s=plan.soak_s,
+                     gates=plan.gates, cohort=None if res.cohort in ("", "*") else res.cohort,
+                     min_devices=plan.min_devices, min_requests=plan.min_requests)
+    if plan.wait_s > 0:
+        r = client.wait(r["id"], ("completed", "rolled_back", "aborted"), timeout_s=plan.wait_s)
+    events = [str(e["to_state"]) for e in r.get("events", []) if e.get("to_state")]
+    return {"id": r["id"], "state": r["state"], "reason": r.get("reason", ""),
+            "cohort": res.cohort, "gates": list(plan.gates), "events": events}
