@@ -49,6 +49,11 @@ def test_a_better_candidate_is_registered_with_its_lineage(setup: Path, cli: Cli
     assert "parent_version" in text and "monitor_reference" in text
     card = json.loads((setup / "run1" / "model.card.json").read_text())
     assert "fedprox" in card["description"] and card["metrics"]["fl_clients"] == 5
+    # back into the loop: the candidate requantizes like any other version
+    quant = cli("optimize", "run1/model.onnx", "--recipe", "int8", "--data", "feed.npz",
+                "--out", "int8")
+    assert quant.returncode == 0, quant.stderr
+    assert (setup / "int8" / "model.onnx").exists()
 
 
 @pytest.mark.slow
