@@ -96,3 +96,43 @@ def test_the_cli_refuses_bad_controls_before_any_request(tmp_path: Path) -> None
     ]:
         err = CliRunner().invoke(app, base + args).exception
         assert isinstance(err, InputError) and named in str(err), (args, err)
+
+
+def test_a_refusal_reported_at_check_in_fails_the_rollout(sqlite_fleet: Any) -> None:
+    """Through real signed check-ins (the group-commit path falls back to one transaction
+    when the policy records a device): assigned, refused by the agent, counted, rolled back."""
+    from edgeloop.db import make_engine, write_session
+    from edgeloop.fleet import _rollout_store as rs
+
+    fleet = sqlite_fleet
+    fleet.release("kws", 1, FP32)
+    devices = [fleet.device("arm", model="kws") for _ in range(2)]
+    fleet.push("kws", 2, FP32)
+    r = fleet.client.post(
+        "/v1/admin/releases", json={"model": "kws", "version": 2}, headers=fleet.admin
+    )
+    assert r.status_code == 201, r.text
+    r = fleet.client.post(
+        "/v1/admin/rollouts",
+        json={"model": "kws", "version": 2, "stages": [100], "max_failures": 0},
+        headers=fleet.admin,
+    )
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    v1 = {"model": "kws", "version": 1, "variant": "fp32", "sha256": "0" * 64}
+    assert [_version(d, d.checkin(v1)) for d in devices] == [2, 2]
+    refused = devices[0].checkin(
+        v1, health="degraded", last_error="kws@2 refused: self-test output differs"
+    )
+    assert _version(devices[0], refused) == 1  # a failed device is not sent it again
+    got = fleet.client.get(f"/v1/admin/rollouts/{rid}", headers=fleet.admin).json()
+    assert got["devices"] == {"downloading": 1, "installed": 0, "failed": 1}
+    engine = make_engine(fleet.settings.db_url)
+    try:
+        with write_session(engine) as s:
+            rs.drive(s, datetime.now(timezone.utc))
+    finally:
+        engine.dispose()
+    got = fleet.client.get(f"/v1/admin/rollouts/{rid}", headers=fleet.admin).json()
+    assert got["state"] == "failed" and "(install failures)" in got["reason"]
+    assert _version(devices[1], devices[1].checkin(v1)) == 1  # the stage goes back
