@@ -354,11 +354,16 @@ def _fit(
     opts = dict(ds_meta.get("options") or {}) if ds_name == ds_meta.get("name") else {}
     if budget.min_accuracy is not None and ds_name is None:
         raise InputError("--min-accuracy needs labelled data: give --dataset for an .onnx model")
+    # what optimize trains and calibrates on: the dataset by name, or (generated with options)
+    # its train split; accuracy is always scored here, on the test split
     data: Any = ds_name
-    if ds_name is not None and opts:
+    test: Any = None
+    if ds_name is not None:
         from edgeloop.data import load_dataset
 
-        data = load_dataset(ds_name, "test", seed=seed, **opts)
+        test = load_dataset(ds_name, "test", seed=seed, **opts)
+        if opts:
+            data = load_dataset(ds_name, "train", seed=seed, **opts)
     if src.suffix == ".onnx":
         base_onnx = src
     else:
@@ -404,7 +409,7 @@ def _fit(
             cand.seconds = time.perf_counter() - started
             continue
         cand.seconds = round(time.perf_counter() - started, 3)
-        acc = metrics.get("accuracy")
+        acc = _accuracy(onnx_path, test)
         cand.measured = _measure(onnx_path, metrics, profile, None if acc is None else float(acc))
         if "packed_size_bytes" in metrics:  # binary: the packed 1-bit file is what ships
             cand.measured["size_bytes"] = int(metrics["packed_size_bytes"])
@@ -458,6 +463,15 @@ def _fit(
             f"{len(tried)} run and rejected{near}; see {str(out / 'report.html')!r}"
         )
     return result
+
+
+def _accuracy(onnx_path: Path, test: Any) -> float | None:
+    """Test-split accuracy of the ONNX model (None without labelled classification data)."""
+    if test is None or test.y is None or test.task != "classification":
+        return None
+    from edgeloop.runtime import evaluate
+
+    return float(evaluate(onnx_path, test.inputs, test.y, test.task, threads=1)["accuracy"])
 
 
 class _NotApplicable(Exception):
