@@ -4,6 +4,7 @@ state is cached per process until the database's generation counter moves."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -97,6 +98,12 @@ def test_a_kept_envelope_is_renewed_past_half_its_lifetime() -> None:
     past_half = t0 + timedelta(seconds=51)
     renewed = cache.sign(_assignment("d-1", 1, past_half), key, past_half)
     assert renewed.fresh and renewed.sha256 != first.sha256
+    # a field added to the assignment (the director's delta pick) is part of its content
+    with_delta = dataclasses.replace(
+        _assignment("d-1", 1, later),
+        delta={"target": "kws/1/d.eld", "sha256": "c" * 64, "length": 5},
+    )
+    assert cache.sign(with_delta, key, later).fresh
     # another version is another assignment; and the cache stays within its bound
     assert cache.sign(_assignment("d-1", 2, past_half), key, past_half).fresh
     for d in ("d-2", "d-3"):

@@ -32,7 +32,13 @@ from sqlalchemy.orm import Session
 from edgeloop.db import DeviceRow, GenerationRow
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._director import DeltaOffer, FleetState
-from edgeloop.protocol import Assignment, parse_time, payload_sha256, sign_assignment
+from edgeloop.protocol import (
+    Assignment,
+    canonical_json,
+    parse_time,
+    payload_sha256,
+    sign_assignment,
+)
 
 __all__ = ["DeltaListing", "FleetStates", "Signed", "SignedAssignments"]
 
@@ -44,23 +50,18 @@ class Signed:
     fresh: bool  # signed for this answer (False: a kept envelope)
 
 
-def _content(a: Assignment) -> tuple[Any, ...]:
-    return (
-        a.device_id,
-        a.model,
-        a.version,
-        a.variant,
-        a.target,
-        a.sha256,
-        a.length,
-        a.rollback,
-        a.reason,
-    )
+def _content(a: Assignment) -> str:
+    """Everything the assignment says but when it was issued and until when: every field,
+    those added later (a delta) included, so a change to any of them is signed anew."""
+    fields = a.to_dict()
+    fields.pop("issued_at", None)
+    fields.pop("expires_at", None)
+    return canonical_json(fields).decode()
 
 
 @dataclass(frozen=True)
 class _Kept:
-    content: tuple[Any, ...]
+    content: str
     signed: Signed
     renew_at: datetime  # past this (half the lifetime), sign a new one
 
