@@ -268,6 +268,220 @@ def transformer(work: Path, epochs: int, n_train: int, n_eval: int) -> dict[str,
     }
 
 
+# --- peers table: edgeloop vs ORT's quantizer defaults vs NNCF, on a trained zoo model and a
+# real pretrained transformer -----------------------------------------------------------------
+
+NNCF_PYTHON = Path("/work/venvs/nncf/bin/python")
+MINILM_PYTHON = Path("/work/venvs/minilm/bin/python")
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _nncf(jobs: list[dict[str, Any]], python: Path, work: Path) -> dict[str, dict[str, Any]]:
+    """Run ``_nncf_runner.py`` in NNCF's own venv; out path -> {"seconds"} or {"error"}."""
+    import subprocess
+
+    if not python.exists():
+        why = f"NNCF venv not found ({python}; see _nncf_runner.py for its packages)"
+        return {str(j["out"]): {"error": why} for j in jobs}
+    spec = work / "nncf_jobs.json"
+    spec.write_text(json.dumps(jobs))
+    runner = Path(__file__).parent / "_nncf_runner.py"
+    r = subprocess.run(
+        [str(python), str(runner), str(spec)], capture_output=True, text=True, timeout=1800
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for j in jobs:
+        res = Path(str(j["out"]) + ".json")
+        if res.exists():
+            out[str(j["out"])] = json.loads(res.read_text())
+        else:
+            tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+            out[str(j["out"])] = {"error": f"runner exit {r.returncode}: {tail[0][:200]}"}
+    return out
+
+
+def _peer_rows(
+    models: dict[str, Path],
+    fp32: Path,
+    x: dict[str, np.ndarray],
+    y: np.ndarray | None,
+    tool_seconds: dict[str, float | None],
+    rounds: int,
+) -> dict[str, dict[str, Any]]:
+    from edgeloop.optimize._measure import retrieval_agreement
+
+    lat = latencies(models, {k: v[:1] for k, v in x.items()}, rounds=rounds, runs=20, warmup=5)
+    ref = _outputs(fp32, x)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, path in models.items():
+        out = _outputs(path, x)
+        cos = _cosine(ref, out)
+        row: dict[str, Any] = {
+            "size_bytes": _size(path),
+            "cosine_min": float(cos.min()),
+            "cosine_mean": float(cos.mean()),
+            "tool_seconds": tool_seconds.get(name),
+            **lat[name],
+        }
+        if y is not None:
+            row["accuracy"] = float((out.argmax(1) == y).mean())
+        else:
+            row["retrieval_agreement"] = retrieval_agreement(ref, out)
+        row["faster_x"] = lat["fp32"]["p50_ms"] / lat[name]["p50_ms"]
+        row["faster_x_by_min"] = lat["fp32"]["min_ms"] / lat[name]["min_ms"]
+        rows[name] = row
+    return rows
+
+
+def _ort_peers(
+    fp32: Path, cal: dict[str, np.ndarray], work: Path, tag: str, dynamic: bool
+) -> tuple[dict[str, Path], dict[str, float | None]]:
+    from onnxruntime.quantization import quantize_dynamic, quantize_static
+
+    models = {"ort-static-default": work / f"{tag}_ort_static.onnx"}
+    seconds: dict[str, float | None] = {}
+    seconds["ort-static-default"] = _timed(
+        lambda: quantize_static(str(fp32), str(models["ort-static-default"]), _Reader(cal))  # type: ignore[arg-type]
+    )
+    if dynamic:
+        models["ort-dynamic-default"] = work / f"{tag}_ort_dynamic.onnx"
+        seconds["ort-dynamic-default"] = _timed(
+            lambda: quantize_dynamic(str(fp32), str(models["ort-dynamic-default"]))
+        )
+    return models, seconds
+
+
+def _nncf_peers(
+    fp32: Path,
+    cal: dict[str, np.ndarray],
+    work: Path,
+    tag: str,
+    python: Path,
+    modes: tuple[bool, ...],
+) -> tuple[dict[str, Path], dict[str, float | None], dict[str, str]]:
+    calib = work / f"{tag}_calib.npz"
+    np.savez(calib, **cal)
+    names = {False: "nncf-default", True: "nncf-transformer"}
+    jobs = [
+        {
+            "model": str(fp32),
+            "calib": str(calib),
+            "out": str(work / f"{tag}_{names[t]}.onnx"),
+            "transformer": t,
+            "subset": len(next(iter(cal.values()))),
+        }
+        for t in modes
+    ]
+    res = _nncf(jobs, python, work)
+    models: dict[str, Path] = {}
+    seconds: dict[str, float | None] = {}
+    errors: dict[str, str] = {}
+    for t, job in zip(modes, jobs, strict=True):
+        r = res[job["out"]]
+        if "error" in r:
+            errors[names[t]] = r["error"]
+        else:
+            models[names[t]] = Path(job["out"])
+            seconds[names[t]] = r["seconds"]
+    return models, seconds, errors
+
+
+def peers_minilm(work: Path, src: Path, nncf_python: Path, quick: bool) -> dict[str, Any]:
+    """all-MiniLM-L6-v2 (from ``export_minilm.py``): calibration on the first sentences, every
+    figure on the held-out rest; cosine to fp32 and retrieval agreement."""
+    from edgeloop.optimize import optimize
+
+    fp32 = src / "minilm.onnx"
+    data = dict(np.load(src / "sentences.npz"))
+    n_cal = 32 if quick else 128
+    cal = {k: v[:n_cal] for k, v in data.items()}
+    x = {k: v[n_cal:] for k, v in data.items()}
+    models: dict[str, Path] = {"fp32": fp32}
+    seconds: dict[str, float | None] = {"fp32": None}
+    m, s = _ort_peers(fp32, cal, work, "lm", dynamic=True)
+    models.update(m)
+    seconds.update(s)
+    m, s, errors = _nncf_peers(fp32, cal, work, "lm", nncf_python, (False, True))
+    models.update(m)
+    seconds.update(s)
+    for name, recipe in (("edgeloop-int8", "int8"), ("edgeloop-int8-dynamic", "int8-dynamic")):
+        out = work / f"lm_{name}"
+        seconds[name] = _timed(
+            lambda recipe=recipe, out=out: optimize(
+                fp32, recipe, cal, out_dir=out, min_cosine=0.98, metric="retrieval"
+            )
+        )
+        models[name] = out / "model.onnx"
+    rows = _peer_rows(models, fp32, x, None, seconds, rounds=3 if quick else 8)
+    return {
+        "model": "all-MiniLM-L6-v2 (22.7 M parameters), 32 tokens",
+        "test_samples": len(next(iter(x.values()))),
+        "calibration_samples": n_cal,
+        "rows": rows,
+        "errors": errors,
+    }
+
+
+def peers_mobilenet(work: Path, nncf_python: Path, quick: bool) -> dict[str, Any]:
+    """The zoo MobileNet (width 0.25) trained on ``textures`` (the first run trains it and
+    caches the checkpoint); accuracy on the test split."""
+    from edgeloop.data import load_dataset
+    from edgeloop.optimize import optimize
+
+    opts: dict[str, Any] = {"n": 600} if quick else {}
+    fp32 = _train("mobilenet", "textures", 1 if quick else 10, work, opts, tag="_textures")
+    test = load_dataset("textures", "test", seed=0, **opts)
+    val = load_dataset("textures", "val", seed=0, **opts)
+    n_cal = 64 if quick else 256
+    name = next(iter(test.inputs))
+    cal = {name: load_dataset("textures", "train", seed=0, **opts).subset(n_cal).x}
+    x = test.inputs
+    models: dict[str, Path] = {"fp32": fp32}
+    seconds: dict[str, float | None] = {"fp32": None}
+    m, s = _ort_peers(fp32, cal, work, "mbt", dynamic=False)
+    models.update(m)
+    seconds.update(s)
+    m, s, errors = _nncf_peers(fp32, cal, work, "mbt", nncf_python, (False,))
+    models.update(m)
+    seconds.update(s)
+    out = work / "mbt_edgeloop-int8"
+    seconds["edgeloop-int8"] = _timed(
+        lambda: optimize(fp32, "int8", val, out_dir=out, max_drop=0.01, calib_samples=n_cal)
+    )
+    models["edgeloop-int8"] = out / "model.onnx"
+    rows = _peer_rows(models, fp32, x, test.y, seconds, rounds=3 if quick else 8)
+    return {
+        "model": "zoo mobilenet width 0.25, textures 32x32",
+        "test_samples": len(test),
+        "calibration_samples": n_cal,
+        "rows": rows,
+        "errors": errors,
+    }
+
+
+def _print_peers(group: dict[str, Any]) -> None:
+    print(f"\npeers: {group['model']} ({group['test_samples']} held-out samples)")
+    task = "acc" if "accuracy" in group["rows"]["fp32"] else "retr"
+    print(
+        f"{'model':<24}{'size MB':>9}{'p50 ms':>9}{'min ms':>9}{'faster':>8}{task:>8}"
+        f"{'min cos':>9}{'tool s':>8}"
+    )
+    for name, r in group["rows"].items():
+        metric = r.get("accuracy", r.get("retrieval_agreement"))
+        tool = "-" if r["tool_seconds"] is None else f"{r['tool_seconds']:.1f}"
+        print(
+            f"{name:<24}{r['size_bytes'] / 1e6:>9.2f}{r['p50_ms']:>9.3f}{r['min_ms']:>9.3f}"
+            f"{r['faster_x']:>7.2f}x{metric:>8.4f}{r['cosine_min']:>9.5f}{tool:>8}"
+        )
+    for name, err in group["errors"].items():
+        print(f"{name}: not run: {err}")
+
+
 def _print(group: dict[str, Any]) -> None:
     print(f"\n{group['model']} ({group['test_samples']} test samples)")
     base = group["rows"]["fp32"]
@@ -293,8 +507,20 @@ def main() -> None:
     )
     ap.add_argument("--quick", action="store_true", help="few epochs and samples: a smoke run")
     ap.add_argument(
-        "--only", choices=["mobilenet", "mobilenet-accuracy", "transformer"], default=None
+        "--only",
+        choices=["mobilenet", "mobilenet-accuracy", "transformer", "peers"],
+        default=None,
+        help="one group; peers is run only when named (it needs the MiniLM export and NNCF)",
     )
+    ap.add_argument(
+        "--minilm",
+        type=Path,
+        default=None,
+        help="folder with minilm.onnx and sentences.npz from export_minilm.py (default: "
+        "WORKDIR/minilm, exported there with --minilm-python when missing)",
+    )
+    ap.add_argument("--minilm-python", type=Path, default=MINILM_PYTHON)
+    ap.add_argument("--nncf-python", type=Path, default=NNCF_PYTHON)
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     import onnxruntime as ort
@@ -332,6 +558,24 @@ def main() -> None:
             100 if args.quick else 360,
         )
         _print(result["transformer"])
+    if args.only == "peers":
+        import os
+        import subprocess
+
+        result["load_before"] = os.environ.get("BENCH_LOAD_BEFORE", "")
+        minilm = args.minilm or args.workdir / "minilm"
+        if not (minilm / "minilm.onnx").exists():
+            exporter = Path(__file__).parent / "export_minilm.py"
+            cmd = [str(args.minilm_python), str(exporter), "--out", str(minilm)]
+            subprocess.run(cmd, check=True)
+        t0 = time.perf_counter()
+        result["peers_mobilenet"] = peers_mobilenet(args.workdir, args.nncf_python, args.quick)
+        _print_peers(result["peers_mobilenet"])
+        result["peers_minilm"] = peers_minilm(args.workdir, minilm, args.nncf_python, args.quick)
+        _print_peers(result["peers_minilm"])
+        result["peers_wall_seconds"] = time.perf_counter() - t0
+        result["load_after"] = os.getloadavg()
+        print(f"peers took {result['peers_wall_seconds']:.0f} s")
     if not args.quick:
         from edgeloop._io import atomic_write_text
 

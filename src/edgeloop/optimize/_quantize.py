@@ -346,10 +346,20 @@ def quantize(
     external = uses_external_data(src)
 
     per_channel_override: bool | None = None
+    # the search's probes: the fully quantized model with some nodes given back their float
+    # inputs (graph surgery, a second or two) instead of a new quantize_static run per probe
+    fast = fmt == "qdq" and bool(_param(params, "fast_search", True))
+    full_builds: dict[bool, tuple[frozenset[str], Path]] = {}
 
     def build(exclude: list[str], out: Path, per_tensor: bool = False) -> None:
         nonlocal per_channel_override
         per_channel_override = False if per_tensor else None
+        pc_now = False if per_tensor else per_channel
+        wanted = frozenset(exclude)
+        base = full_builds.get(pc_now)
+        if fast and base is not None and base[0] <= wanted and base[1].exists():
+            restore_float(base[1], src, wanted - base[0], out)
+            return
         try:
             with _quiet():
                 quantize_static(
@@ -372,6 +382,11 @@ def quantize(
                 )
         except Exception as e:
             raise PassError(f"static int8 quantization of {str(src)!r} failed: {e}") from e
+        if fast and pc_now not in full_builds:
+            from edgeloop.optimize._model import copy_model
+
+            kept = copy_model(out, ctx.workdir / f"quantized_base_{int(pc_now)}.onnx")
+            full_builds[pc_now] = (wanted, kept)
 
     from edgeloop.optimize._prepare import PER_CHANNEL_OPSET, opset_of
 
@@ -429,6 +444,110 @@ def quantize(
     return ModelState("onnx", onnx_path=dest, notes=list(state.notes)), StepResult(
         "quantize", dict(params), details, warnings
     )
+
+
+def restore_float(qdq_path: Path, source_path: Path, names: frozenset[str], out: Path) -> Path:
+    """The QDQ model at ``qdq_path`` with the ``names`` nodes reading their float inputs again.
+
+    Each named node gets its inputs from ``source_path`` (the float model that was quantized:
+    the activation a QuantizeLinear read, the float weight initializer), as if it had been
+    excluded from quantization; Q/DQ nodes and quantized weights nobody reads any more go.
+    """
+    model = load_onnx(qdq_path)
+    source = load_onnx(source_path)
+    orig = {n.name: n for n in source.graph.node if n.name}
+    src_inits = {t.name: t for t in source.graph.initializer}
+    g = model.graph
+    have = {t.name for t in g.initializer}
+    produced = {o for n in g.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    drop: list[onnx.NodeProto] = []
+    for n in g.node:
+        o = orig.get(n.name) if n.name in names else None
+        if o is None:
+            continue
+        for i, name in enumerate(o.input):
+            if i >= len(n.input) or n.input[i] == name:
+                continue
+            if name in src_inits and name in produced:  # the quantizer reused the name for a DQ
+                t = onnx.TensorProto()
+                t.CopyFrom(src_inits[name])
+                t.name = name = f"{name}_float"
+                if name not in have:
+                    g.initializer.append(t)
+                    have.add(name)
+            elif name in src_inits and name not in have:
+                g.initializer.append(src_inits[name])
+                have.add(name)
+            n.input[i] = name
+        # the node's output goes on in float (as when the quantizer leaves the node out), but
+        # only where the Q/DQ pair after it is a plain one: the same readers as in the float
+        # model (a Relu/Clip folded into the pair changes them) and none an int8 MAC op
+        for k, y in enumerate(n.output):
+            _float_output(g, n, k, y, source, readers, names, drop)
+    if drop:
+        kept_nodes = [n for n in g.node if all(n is not d for d in drop)]
+        del g.node[:]
+        g.node.extend(kept_nodes)
+    outputs = {o.name for o in g.output}
+    while True:  # drop Q/DQ left without readers, then what only they read
+        read = {i for n in g.node for i in n.input} | outputs
+        dead = [
+            n
+            for n in g.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and not any(o in read for o in n.output)
+        ]
+        if not dead:
+            break
+        keep = [n for n in g.node if all(n is not d for d in dead)]
+        del g.node[:]
+        g.node.extend(keep)
+    read = {i for n in g.node for i in n.input} | outputs
+    inits = [t for t in g.initializer if t.name in read]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    return save_onnx(model, out, external=uses_external_data(qdq_path))
+
+
+def _float_output(
+    g: onnx.GraphProto,
+    node: onnx.NodeProto,
+    k: int,
+    y: str,
+    source: onnx.ModelProto,
+    readers: dict[str, list[onnx.NodeProto]],
+    names: frozenset[str],
+    drop: list[onnx.NodeProto],
+) -> None:
+    qs = [q for q in readers.get(y, []) if q.op_type == "QuantizeLinear"]
+    if len(qs) != 1 or len(readers.get(y, [])) != 1:
+        return
+    dqs = readers.get(qs[0].output[0], [])
+    if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear":
+        return
+    dq_out = dqs[0].output[0]
+    after = readers.get(dq_out, [])
+    src_readers = sorted(n.name for n in source.graph.node if y in n.input)
+    src_outputs = {o.name for o in source.graph.output}
+    graph_outputs = {o.name for o in g.output}
+    if sorted(r.name for r in after) != src_readers:
+        return
+    if any(r.op_type in MAC_OP_TYPES and r.name not in names for r in after):
+        return
+    if dq_out in graph_outputs:  # the pair sits in front of a graph output: take its name
+        if dq_out not in src_outputs and y not in src_outputs:
+            return
+        node.output[k] = dq_out
+        drop.extend([qs[0], dqs[0]])
+        return
+    for r in after:
+        for i, inp in enumerate(r.input):
+            if inp == dq_out:
+                r.input[i] = y
 
 
 TRANSFORMER_OPS = ("LayerNormalization", "Softmax", "SkipLayerNormalization", "Attention")
