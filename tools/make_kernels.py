@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from edgeloop.hardware._kernels import (  # noqa: E402
     ADD_DEPTHS,
     ADD_SIZES,
-    CHAIN_DEPTHS,
     KERNEL_SPECS,
     KernelSpec,
 )
@@ -83,8 +82,9 @@ def _filled(name: str, shape: tuple[int, ...], value: float | int, dtype: type) 
 
 
 def _cost_kernel(spec: KernelSpec, depth: int) -> onnx.ModelProto:
-    """``depth`` kernels of edgeloop.hardware._kernels.KERNEL_SPECS in a chain, fixed (square)
-    shapes, one constant weight they share."""
+    """``depth`` kernels of edgeloop.hardware._kernels.KERNEL_SPECS in a chain, fixed shapes,
+    one constant weight they share (a 1x1 convolution whose channels change alternates it with
+    the reverse one, so the chain closes)."""
     u8, f32 = TensorProto.UINT8, TensorProto.FLOAT
     in_type = u8 if spec.int8 else f32
     inits: list[onnx.TensorProto] = []
@@ -104,7 +104,12 @@ def _cost_kernel(spec: KernelSpec, depth: int) -> onnx.ModelProto:
         out_shape = (m, n)
         attrs = {}
         op = "QLinearMatMul" if spec.int8 else "MatMul"
-    nodes = _filled("W", w_shape, 1 if spec.int8 else 0.01, np.int8 if spec.int8 else np.float32)
+    value, dtype = (1, np.int8) if spec.int8 else (0.01, np.float32)
+    nodes = _filled("W", w_shape, value, dtype)
+    weights = ["W"]
+    if spec.is_conv and spec.dims[0] != spec.dims[1]:  # c_in -> c_out, then back, alternately
+        nodes += _filled("V", (w_shape[1], w_shape[0], *w_shape[2:]), value, dtype)
+        weights.append("V")
     x = spec.input_name
     if spec.int8:
         inits = [
@@ -115,7 +120,8 @@ def _cost_kernel(spec: KernelSpec, depth: int) -> onnx.ModelProto:
         ]
     names = [x, *(f"h{i}" for i in range(1, depth)), "Y"]
     for i, (a, b) in enumerate(zip(names, names[1:], strict=False)):
-        ins = [a, "xs", "xz", "W", "ws", "wz", "xs", "xz"] if spec.int8 else [a, "W"]
+        w = weights[i % len(weights)]
+        ins = [a, "xs", "xz", w, "ws", "wz", "xs", "xz"] if spec.int8 else [a, w]
         nodes.append(helper.make_node(op, ins, [b], name=f"{op}{i}", **attrs))
     graph = helper.make_graph(
         nodes,
@@ -179,7 +185,7 @@ def build_kernels() -> dict[str, bytes]:
     }
     # the cost model's kernels (edgeloop.analysis.estimate reads what profile measures)
     kernels.update(
-        {spec.file(d): _cost_kernel(spec, d) for spec in KERNEL_SPECS for d in CHAIN_DEPTHS}
+        {spec.file(d): _cost_kernel(spec, d) for spec in KERNEL_SPECS for d in spec.depths}
     )
     return {name: m.SerializeToString(deterministic=True) for name, m in kernels.items()}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +353,28 @@ def test_profiles_without_kernels_load_and_keep_their_json() -> None:
     assert old.kernels is None and "kernels" not in old.to_dict()
     new = DeviceProfile.from_json(_profile(op_overhead_us=1.0, **{"fp32_gemm@1x2x3": 2}).to_json())
     assert new.kernels == {"op_overhead_us": 1.0, "fp32_gemm@1x2x3": 2}
+
+
+def test_x86_blocked_convolutions_pay_the_layout_change_out_of_their_region() -> None:
+    """A 16-channel conv runs in NCHWc on an AVX-512 target: the tensor leaving the blocked
+    region (GlobalAveragePool -> Flatten) is reordered once; an 8-channel one, or any conv on an
+    Arm target, runs on the generic path without reorders."""
+
+    def net(channels: int) -> onnx.ModelProto:
+        nodes = [
+            helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            helper.make_node("Relu", ["c"], ["r"], name="relu"),
+            helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+            helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+            helper.make_node("MatMul", ["f", "G"], ["y"], name="fc"),
+        ]
+        inits = [_w("W", channels, 3, 3, 3), _w("G", channels, 4)]
+        return _model(nodes, [("x", F, [1, 3, 16, 16])], [("y", F, [1, 4])], inits)
+
+    x86 = replace(_profile(), isa=("avx2", "avx512f", "fma"))
+    arm = replace(_profile(), arch="aarch64", isa=("asimd", "neon"))
+    reorders = [o for o in estimate(net(16), x86).per_op if o.op_type.startswith("Reorder")]
+    assert [(o.op_type, o.name) for o in reorders] == [("ReorderOutput", "ReorderOutput:p")]
+    assert reorders[0].bytes == 2 * 16 * 4 and reorders[0].latency_ms > 0
+    assert not [o for o in estimate(net(8), x86).per_op if o.op_type.startswith("Reorder")]
+    assert not [o for o in estimate(net(16), arm).per_op if o.op_type.startswith("Reorder")]

@@ -326,6 +326,64 @@ def _step_ms(step: Step, rates: _Rates) -> float:
     return rates.move_ms(step.bytes) * factor + overhead
 
 
+# element-wise ops ONNX Runtime's NCHWc transformer keeps in the blocked layout
+_NCHWC_OPS = ("Add", "Sum", "Relu", "Clip", "Sigmoid", "Concat", "BatchNormalization", "Resize")
+
+
+def _reorders(steps: Sequence[Step], plan: ExecutionPlan, rates: _Rates) -> tuple[OpCost, ...]:
+    """The layout changes ONNX Runtime inserts around its blocked (NCHWc) region on x86: a
+    ``ReorderOutput`` where a tensor of the region is read by an op outside it or leaves the
+    graph, a ``ReorderInput`` where a blocked convolution reads a tensor from outside it (not
+    for an input with fewer channels than the block, which the first convolution reads as is).
+    Each copies its tensor once."""
+    if not rates.block:
+        return ()
+    blocked: set[str] = set()  # tensors in the blocked layout
+    inside: list[bool] = []
+    for st in steps:
+        family = _family(st, rates.block)
+        is_conv = st.kind in ("conv", "pwconv", "dwconv") and st.precision == "fp32"
+        conv_blocked = is_conv and family is not None and not family.endswith("_generic")
+        conv_blocked = conv_blocked and family != "fp32_gemm"
+        follows = st.kind == "pool" or st.op_type.split("+")[0] in _NCHWC_OPS
+        ins = [n for n in st.inputs if n in plan.tensor_bytes]
+        here = conv_blocked or (follows and bool(ins) and all(n in blocked for n in ins))
+        inside.append(here)
+        if here:
+            blocked.update(st.outputs)
+    out: list[OpCost] = []
+    outputs = set(plan.graph_outputs)
+
+    def reorder(kind: str, tensor: str) -> None:
+        nbytes = 2 * plan.tensor_bytes.get(tensor, 0)
+        out.append(
+            OpCost(
+                name=f"{kind}:{tensor}",
+                op_type=kind,
+                macs=0,
+                bytes=nbytes,
+                latency_ms=rates.move_ms(nbytes) + rates.op_overhead_ms,
+                kind="layout",
+                precision="fp32",
+            )
+        )
+
+    seen: set[str] = set()
+    for st, here in zip(steps, inside, strict=True):
+        for n in st.inputs:
+            if n not in plan.tensor_bytes or n in seen:
+                continue
+            if not here and n in blocked:
+                seen.add(n)
+                reorder("ReorderOutput", n)
+            elif here and n not in blocked and st.conv is not None and st.conv[0] >= rates.block:
+                seen.add(n)
+                reorder("ReorderInput", n)
+    for n in blocked & outputs - seen:
+        reorder("ReorderOutput", n)
+    return tuple(out)
+
+
 def _as_int8(step: Step) -> Step:
     """The step as static int8 quantization would run it: int8 weights and MAC arithmetic."""
     if _family(step) is None or step.precision == "int8" or step.macs == 0:
@@ -395,6 +453,7 @@ def estimate(
         )
         for s in steps
     )
+    per_op += _reorders(steps, plan, rates)
     latency = rates.run_overhead_ms + sum(op.latency_ms for op in per_op)
     activations = activation_peak(plan)
     if precision == "int8":

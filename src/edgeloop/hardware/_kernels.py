@@ -90,6 +90,27 @@ class KernelSpec:
         return f"{self.family}@{'x'.join(map(str, self.gemm_dims))}"
 
     @property
+    def alone(self) -> bool:
+        """A stem (few input channels, more output ones) cannot chain with itself: it is timed
+        alone, less the ``Run()`` overhead, its layout changes included as a model's first
+        convolution has them too."""
+        return self.is_conv and self.dims[0] < self.dims[1] and self.dims[3] != 1
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """The chain lengths shipped and timed for this kernel."""
+        return CHAIN_DEPTHS[:1] if self.alone else CHAIN_DEPTHS
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every key the timing stands for: a 1x1 convolution that changes channels is timed
+        alternating with its reverse (the chain must close), so both shapes get its figure."""
+        if not self.is_conv or self.dims[0] == self.dims[1] or self.dims[3] != 1:
+            return (self.key,)
+        m, k, n = self.gemm_dims
+        return (self.key, f"{self.family}@{m}x{n}x{k}")
+
+    @property
     def macs(self) -> int:
         if self.is_conv:
             c_in, c_out, h, k, group = self.dims
@@ -118,20 +139,28 @@ _CONVS = ((8, 16), (16, 32), (32, 32), (64, 16), (128, 8))  # (channels, H)
 _POINTWISE = ((32, 32), (64, 16), (128, 8), (256, 8), (512, 4))
 _DEPTHWISE = ((16, 16), (32, 32), (64, 32), (128, 16), (256, 4), (512, 2))
 _SMALL_POINTWISE = ((16, 32), (24, 16))  # int8 1x1 with few channels (a searched net's)
+# 1x1 convolutions that expand or project channels, as inverted residuals do: (c_in, c_out, H)
+_EXPAND = ((16, 64, 16), (8, 48, 32), (24, 96, 8), (40, 160, 4))
+# stems: a 3x3 convolution of the image's 1 or 3 channels, (c_in, c_out, H)
+_STEMS = ((1, 16, 28), (3, 16, 32), (3, 32, 64))
 # channel counts off the NCHWc block (8/16) and 1-D: the generic path, (channels, length)
 _GENERIC = ((12, 256), (20, 128), (40, 64), (72, 32), (120, 16))
 
 KERNEL_SPECS: tuple[KernelSpec, ...] = (
     *(KernelSpec("fp32_gemm", d) for d in (*_GEMMS, (256, 512, 512))),
     *(KernelSpec("fp32_conv", (c, c, h, 3, 1)) for c, h in _CONVS),
+    *(KernelSpec("fp32_conv", (ci, co, h, 3, 1)) for ci, co, h in _STEMS),
     *(KernelSpec("fp32_conv1x1", (c, c, h, 1, 1)) for c, h in _POINTWISE),
+    *(KernelSpec("fp32_conv1x1", (ci, co, h, 1, 1)) for ci, co, h in _EXPAND),
     *(KernelSpec("fp32_dwconv", (c, c, h, 3, c)) for c, h in _DEPTHWISE),
     *(KernelSpec("fp32_conv_generic", (c, c, n, 3, 1)) for c, n in _GENERIC),
     *(KernelSpec("fp32_dwconv_generic", (c, c, n, 3, c)) for c, n in _GENERIC),
     *(KernelSpec("int8_gemm", d) for d in (*_GEMMS, (256, 512, 512))),
     *(KernelSpec("int8_conv", (c, c, h, 3, 1)) for c, h in _CONVS),
+    *(KernelSpec("int8_conv", (ci, co, h, 3, 1)) for ci, co, h in _STEMS),
     *(KernelSpec("int8_conv1x1", (c, c, h, 1, 1)) for c, h in _POINTWISE),
     *(KernelSpec("int8_conv1x1", (c, c, h, 1, 1)) for c, h in _SMALL_POINTWISE),
+    *(KernelSpec("int8_conv1x1", (ci, co, h, 1, 1)) for ci, co, h in _EXPAND),
     *(KernelSpec("int8_dwconv", (c, c, h, 3, c)) for c, h in _DEPTHWISE),
 )
 
@@ -223,7 +252,8 @@ def measure_kernels(
     chain = session("relu_chain_64.onnx")
     t64 = _best_seconds(lambda: chain.run_unchecked(x16), seconds)
     relu_s = max(0.0, (t64 - t1) / 63)
-    out["run_overhead_us"] = round(max(0.0, t1 - relu_s) * 1e6, 3)
+    run_s = max(0.0, t1 - relu_s)
+    out["run_overhead_us"] = round(run_s * 1e6, 3)
     per_op: list[float] = []  # seconds per Add at each size
     for n in ADD_SIZES:
         xa = {"X": _feed((1, n // 64, 64), False)}
@@ -242,10 +272,14 @@ def measure_kernels(
             on_kernel(spec.file(1))
         feeds = {spec.input_name: _feed(spec.input_shape, spec.int8)}
         times: list[float] = []
-        for depth in CHAIN_DEPTHS:
+        for depth in spec.depths:
             sess = session(spec.file(depth))
             times.append(_best_seconds(partial(sess.run_unchecked, feeds), seconds))
-        each = (times[1] - times[0]) / (CHAIN_DEPTHS[1] - CHAIN_DEPTHS[0])
+        if spec.alone:
+            each = times[0] - run_s
+        else:
+            each = (times[1] - times[0]) / (CHAIN_DEPTHS[1] - CHAIN_DEPTHS[0])
         each = max(each, times[0] * 0.2)  # timing noise on a busy machine: never below a fifth
-        out[spec.key] = round(2.0 * spec.macs / each / 1e9, 3)
+        for key in spec.keys:
+            out[key] = round(2.0 * spec.macs / each / 1e9, 3)
     return out
