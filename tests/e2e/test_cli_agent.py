@@ -45,12 +45,14 @@ def test_edgeloop_fleet_simulate(cli, fleet_server):
         "--poll-interval",
         "1",
         "--json",
+        "--light",
         env={"EDGELOOP_ADMIN_TOKEN": token},
     )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["enrolled"] == 3 and out["serving"] == {"kws@1": 3}
     assert out["requests"]["/v1/checkin"]["errors"] == 0
+    assert out["bundle_bytes_on_disk"] > 0  # light mode (one copy per bundle: test_fleet_agents)
 
 
 @pytest.mark.slow

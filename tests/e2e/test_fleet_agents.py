@@ -177,3 +177,54 @@ def test_simulator_runs_a_handful_of_agents(fleet_server, tmp_path):
     ).json()
     targets = {d["profile"]["name"] for d in devices["devices"]}
     assert len(targets) > 1  # a mix of hardware profiles
+
+
+@pytest.mark.slow
+def test_simulator_light_mode_keeps_the_protocol_and_one_copy_of_each_bundle(
+    fleet_server, tmp_path
+):
+    """Light mode (docs/scale.md): 50 devices, each enrolled with its own keys, signing its
+    requests, verifying its signed assignment and TUF metadata, reporting telemetry; on disk
+    one copy of the bundle all their slots link to, in memory one inference session."""
+    fleet_server.publish("kws", 1, scale=1.0)
+    n = 50
+    tokens = [fleet_server.token() for _ in range(n)]
+
+    async def run():
+        sim = Simulator(
+            fleet_server.url,
+            tmp_path / "sim",
+            tokens,
+            simulated_profiles("mix", n),
+            poll_interval_s=2.0,
+            rps=1.0,
+            provisioning=fleet_server.provision(),
+            light=True,
+        )
+        try:
+            await sim.warm_up(concurrency=16)
+            first = await sim.run(4.0)
+            fleet_server.publish("kws", 2, scale=2.0)  # every device downloads and switches
+            second = await sim.run(30.0, until=lambda: sim.serving().get("kws@2", 0) == n)
+            keys = {bytes(a.signing_key.public_key().public_bytes_raw()) for a in sim.agents}
+            return first, second, keys
+        finally:
+            await sim.aclose()
+
+    first, second, keys = asyncio.run(run())
+    assert first.enrolled == n and len(keys) == n  # n devices, n keys
+    assert first.serving == {"kws@1": n}
+    assert first.requests["/v1/checkin"]["errors"] == 0
+    assert first.requests["/v1/telemetry"]["count"] >= n
+    assert second.serving == {"kws@2": n}
+    assert second.loads == 2  # one inference session per bundle, not per device
+    # on disk: each bundle once (slots a and b of every device link to the two copies)
+    blobs = sorted((tmp_path / "sim" / "blobs").iterdir())
+    assert len(blobs) == 2
+    assert second.bundle_bytes_on_disk == sum(p.stat().st_size for p in blobs)
+    devices = httpx.get(
+        fleet_server.url + "/v1/admin/devices",
+        headers=fleet_server.admin,
+        verify=fleet_server.verify,
+    ).json()["devices"]
+    assert len(devices) == n and all(d["installed"]["version"] == 2 for d in devices)

@@ -131,8 +131,10 @@ class Agent:
         insecure_first_use: bool = False,
         revocation_check_s: float = 600.0,
         deltas: bool = True,
+        shared_blobs: str | Path | None = None,
     ) -> None:
-        self.store = StateDir(state_dir, writer)
+        # shared_blobs: slots hard-linked to one content-addressed copy per bundle (_store)
+        self.store = StateDir(state_dir, writer, blobs=shared_blobs)
         self.pinned = PinnedTrust(
             self.store.root,
             provisioning,

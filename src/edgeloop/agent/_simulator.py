@@ -112,6 +112,7 @@ class SimulationResult:
     installs: int
     poll_failures: int
     loads: int  # models really loaded in this process (shared by hash)
+    bundle_bytes_on_disk: int = 0  # slot bytes on disk (light mode: each bundle once)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -142,6 +143,7 @@ class Simulator:
         feedback_share: float = 0.0,
         feedback_delay_s: float = 1.0,
         device_labels: Callable[[int], Mapping[str, str]] | None = None,
+        light: bool = False,
     ) -> None:
         if len(tokens) != len(profiles):
             raise InputError(
@@ -154,6 +156,12 @@ class Simulator:
         if provisioning is not None and provisioning.ca_pem is not None:
             self.verify = tls_context(provisioning.ca_pem)
         self.root = Path(state_root)
+        # light mode (10,000 devices on one disk): every slot is a hard link to one
+        # content-addressed copy of its bundle under ROOT/blobs; with the shared ModelCache,
+        # one inference session per bundle. The protocol is untouched: each device has its
+        # keys, signs its requests, verifies its signed assignment and TUF metadata, downloads
+        # and reports on its own.
+        self.light = light
         self.rps = rps
         self.fault = fault  # model -> share of its inferences that fail (a bad release)
         if not 0.0 <= feedback_share <= 1.0 or feedback_delay_s < 0:
@@ -207,6 +215,7 @@ class Simulator:
                 rng=random.Random(seed * 1_000_003 + i),
                 provisioning=provisioning,
                 insecure_first_use=insecure_first_use,
+                shared_blobs=self.root / "blobs" if light else None,
             )
             for i, (token, profile) in enumerate(zip(tokens, profiles, strict=True))
         ]
@@ -376,7 +385,22 @@ class Simulator:
             installs=int(sum(t.get("installs", 0) for t in totals)),
             poll_failures=int(sum(t.get("poll_failures", 0) for t in totals)),
             loads=self.cache.loads,
+            bundle_bytes_on_disk=self.bundle_bytes_on_disk(),
         )
+
+    def bundle_bytes_on_disk(self) -> int:
+        """Bytes the devices' slots take on disk, each file (inode) counted once."""
+        seen: set[tuple[int, int]] = set()
+        total = 0
+        for path in self.root.glob("device-*/slots/*/bundle.elb"):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+        return total
 
     async def aclose(self) -> None:
         for client in self.clients:

@@ -11,6 +11,10 @@
       slots/b/bundle.elb
       tuf/                   the update client's trusted metadata and download cache
 
+With ``blobs`` (the simulator's light mode: thousands of devices in one process and on one
+disk), a slot is a hard link to a content-addressed copy ``BLOBS/<sha256>`` shared by every
+device that holds the same bundle; a device still reads, verifies and clears its own slots.
+
 Every file is written to a temp name and renamed. Writes go through ``writer`` so tests can
 inject a full disk or a crash between two steps.
 """
@@ -18,8 +22,10 @@ inject a full disk or a crash between two steps.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -44,11 +50,16 @@ def _default_writer(path: Path, data: bytes, mode: int | None) -> None:
 
 
 class StateDir:
-    def __init__(self, root: str | Path, writer: Writer | None = None) -> None:
+    def __init__(
+        self, root: str | Path, writer: Writer | None = None, blobs: str | Path | None = None
+    ) -> None:
         self.root = Path(root)
         self.write: Writer = writer or _default_writer
+        self.blobs = None if blobs is None else Path(blobs)
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.blobs is not None:
+                self.blobs.mkdir(parents=True, exist_ok=True, mode=0o700)
             for sub in ("keys", "slots/a", "slots/b", "tuf"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
@@ -85,7 +96,23 @@ class StateDir:
     # --- slots ---------------------------------------------------------------------------
     def write_slot(self, slot: str, data: bytes) -> Path:
         path = self.slot_path(slot)
-        self.write(path, data, PRIVATE)
+        if self.blobs is None:
+            self.write(path, data, PRIVATE)
+            return path
+        blob = self.blobs / hashlib.sha256(data).hexdigest()
+        link = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            if not blob.exists():
+                # the first device to link its copy in place wins; a racing one links to it
+                self.write(link, data, PRIVATE)
+                with contextlib.suppress(FileExistsError):
+                    os.link(link, blob)
+                link.unlink()
+            os.link(blob, link)
+            os.replace(link, path)  # the slot now names the shared copy
+        except OSError as e:
+            link.unlink(missing_ok=True)
+            raise FileError(f"cannot link slot {slot} to the shared bundle {blob.name}: {e}") from e
         return path
 
     def clear_slot(self, slot: str) -> None:

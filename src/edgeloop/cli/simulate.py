@@ -36,6 +36,12 @@ def simulate(
     ),
     rps: float = typer.Option(0.5, "--rps", min=0.0, help="Inferences per second per device."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    light: bool = typer.Option(
+        False,
+        "--light",
+        help="Light mode for thousands of devices: one shared copy of each bundle on disk "
+        "(slots hard-linked to it), one inference session per bundle; the protocol unchanged.",
+    ),
 ) -> None:
     """Run N real agents (own keys, state, profile, workload) in one process, then summarise."""
     import asyncio
@@ -65,6 +71,7 @@ def simulate(
             poll_interval_s=poll_interval,
             rps=rps,
             provisioning=provisioning,
+            light=light,
         )
         try:
             return await sim.run(duration)
