@@ -55,6 +55,15 @@ TASKS = {  # task -> (zoo arch, dataset, arch kwargs)
     "har": ("cnn1d", "har", {}),
 }
 PARTITIONS = ("iid", "dirichlet:0.5", "dirichlet:0.1", "drift:0.2")
+# har's window length: 128 steps saturate it (99 %); 12 steps put the 1-D CNN trained on the
+# whole train split at 94-96 % here (seeds 0, 1), the edge of the 80-95 % band
+HAR_STEPS = {"steps": 12}
+
+
+def data_opts(dataset: str, n: int | None) -> dict[str, Any]:
+    if dataset == "har":
+        return dict(HAR_STEPS)
+    return {"n": n} if n else {}
 
 
 def base_model(task: str, seed: int, epochs: int | None, base_n: int | None,
@@ -66,9 +75,9 @@ def base_model(task: str, seed: int, epochs: int | None, base_n: int | None,
 
     arch, dataset, kw = TASKS[task]
     torch.set_num_threads(1)
-    opts = {"n": base_n} if base_n and dataset == "textures" else {}
+    opts = data_opts(dataset, base_n)
     if base_n and dataset == "har":
-        opts = {"subjects": max(4, base_n // 200)}
+        opts["subjects"] = max(4, base_n // 200)
     ckpt = work / f"{task}-{seed}.pt"
     res = train(arch, dataset, epochs, seed=seed + 100, threads=1, dataset_options=opts,
                 out=ckpt, **kw)
@@ -84,7 +93,7 @@ def central_full(task: str, seed: int, epochs: int | None, n: int | None) -> flo
 
     arch, dataset, kw = TASKS[task]
     torch.set_num_threads(1)
-    opts = {"n": n} if n and dataset == "textures" else {}
+    opts = data_opts(dataset, n)
     return float(train(arch, dataset, epochs, seed=seed, threads=1, dataset_options=opts,
                        **kw).metrics["accuracy"])
 
@@ -143,7 +152,7 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
     from edgeloop.data import load_dataset
 
     _, dataset, _ = TASKS[task]
-    opts = {"n": args.n} if args.n and dataset == "textures" else {}
+    opts = data_opts(dataset, args.n)
     train = load_dataset(dataset, "train", seed=seed, **opts)
     test = load_dataset(dataset, "test", seed=seed, **opts)
     x, y = np.asarray(train.x), np.asarray(train.y)
@@ -239,12 +248,15 @@ def main() -> None:
                     help="skip federated full fine-tuning (torch on every device; the slow row)")
     ap.add_argument("--full-lr", type=float, default=0.01)
     ap.add_argument("--full-epochs", type=int, default=1)
+    ap.add_argument("--har-steps", type=int, default=12,
+                    help="har window length (128: the dataset's default, saturated)")
     ap.add_argument("--central-full", action="store_true",
                     help="also retrain the zoo model on the whole train split (slow)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: small data, 1 seed, 2 rounds, 8 clients, base 3 epochs")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    HAR_STEPS["steps"] = args.har_steps
     if args.quick:
         args.seeds, args.rounds, args.clients, args.many = args.seeds[:1], 2, 8, 0
         args.n, args.base_n, args.base_epochs = 800, 400, args.base_epochs or 3
