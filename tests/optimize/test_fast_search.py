@@ -4,16 +4,20 @@ excluding those nodes from quantization gives."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_static
 
+from edgeloop.optimize._measure import Quality
 from edgeloop.optimize._model import name_nodes
-from edgeloop.optimize._quantize import restore_float
+from edgeloop.optimize._passes import PassContext
+from edgeloop.optimize._quantize import _by_role, restore_float
 
 
 class _Reader:
@@ -66,3 +70,49 @@ def test_restored_node_matches_excluding_it(quant_conv: Path, tmp_path: Path) ->
     scale = float(np.abs(ref).max())
     assert float(np.abs(got - theirs).max()) < 0.05 * scale
     assert np.abs(got - ref).mean() <= np.abs(all_int8 - ref).mean() * 1.05
+
+
+class _FakeEvaluator:
+    """SQNR rises only when nodes of the ``output`` role stay float."""
+
+    def __init__(self) -> None:
+        self.probes = 0
+
+    def score(self, path: Path, *, latency: bool = True, limit: int | None = None) -> Quality:
+        self.probes += 1
+        kept = json.loads(path.read_text())
+        return Quality(sqnr_mean_db=20.0 + sum(3.0 for k in kept if "/output/" in k))
+
+
+def test_role_probes_narrow_the_single_node_candidates(tmp_path: Path) -> None:
+    # prepare: 6 layers x 4 MatMuls, one probe per role expected before any node probe
+    cands = [
+        (f"/encoder/layer.{i}/{role}/MatMul", 100)
+        for i in range(6)
+        for role in ("query", "key", "intermediate", "output")
+    ]
+
+    def build(exclude: list[str], out: Path) -> None:
+        out.write_text(json.dumps(exclude))
+
+    evaluator = _FakeEvaluator()
+    ctx = PassContext(workdir=tmp_path, options={"evaluator": evaluator})
+    details: dict[str, Any] = {}
+    # act
+    kept = _by_role(cands, build, ctx, details)
+    # assert: only the output MatMuls go on; 1 reference + 4 role probes were made
+    assert [c[0] for c in kept] == [f"/encoder/layer.{i}/output/MatMul" for i in range(6)]
+    assert evaluator.probes == 5
+    assert details["role_search"][0] == {
+        "role": "/encoder/layer.#/output/MatMul",
+        "nodes": 6,
+        "sqnr_gain_db": 18.0,
+    }
+
+
+def test_few_candidates_skip_the_role_probes(tmp_path: Path) -> None:
+    cands = [(f"Conv_{i}", 10) for i in range(5)]
+    evaluator = _FakeEvaluator()
+    ctx = PassContext(workdir=tmp_path, options={"evaluator": evaluator})
+    assert _by_role(cands, lambda e, o: None, ctx, {}) == cands
+    assert evaluator.probes == 0
