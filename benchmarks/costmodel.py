@@ -184,6 +184,51 @@ def _dense(
     )
 
 
+def _transformer(
+    models: list[Model],
+    work: Path,
+    rng: np.random.Generator,
+    name: str,
+    dim: int,
+    layers: int,
+    seqs: tuple[int, ...],
+    vocab: int = 1000,
+) -> None:
+    """The zoo transformer with symbolic batch and sequence dims, and its dynamic int8
+    version, each priced at the sequence lengths ``seqs`` (pinned through input_shapes)."""
+    import torch
+
+    from edgeloop.zoo import build_model
+
+    path = work / f"{name}.onnx"
+    net = build_model(
+        "transformer", vocab_size=vocab, max_len=128, dim=dim, layers=layers, heads=4, ff=2 * dim
+    )
+    ids = torch.randint(0, vocab, (1, 64))
+    mask = torch.ones(1, 64, dtype=torch.int64)
+    dyn = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
+    _export(net, (ids, mask), path, ["input_ids", "attention_mask"], dyn)
+    q = work / f"{name}-int8.onnx"
+    _quantize_dynamic(path, q)
+    for seq in seqs:
+        feeds = {
+            "input_ids": rng.integers(0, vocab, (1, seq)).astype(np.int64),
+            "attention_mask": np.ones((1, seq), np.int64),
+        }
+        shapes = {"input_ids": (1, seq), "attention_mask": (1, seq)}
+        for p, suffix, precision in ((path, "", "fp32"), (q, "-int8", "int8")):
+            models.append(
+                {
+                    "name": f"{name}-s{seq}{suffix}",
+                    "path": p,
+                    "feeds": feeds,
+                    "input_shapes": shapes,
+                    "precision": precision,
+                    "family": "transformer",
+                }
+            )
+
+
 def build_calibration_models(work: Path) -> list[Model]:
     """The models the memory factors in edgeloop.analysis._estimate were fitted on: shapes the
     checked models do not have."""
@@ -207,45 +252,46 @@ def build_calibration_models(work: Path) -> list[Model]:
         _image(models, work, rng, name, arch, shape, **kw)
     for hidden in (128, 1024):
         _dense(models, work, rng, 256, hidden, 32)
+    _transformer(models, work, rng, "cal-transformer-d96-l3", 96, 3, (48,), vocab=4000)
+    _transformer(models, work, rng, "cal-transformer-d256-l4", 256, 4, (24,), vocab=2000)
     return models
 
 
 def calibrate(profile: Any, work: Path) -> dict[str, Any]:
     """Least squares of each calibration model's measured resident memory, less the profile's
-    one-node session, on (1, conv weights, other weights, activation peak) as the graph states
-    them: the SESSION_BYTES, CONV_WEIGHT_RESIDENCY, WEIGHT_RESIDENCY and ARENA_FACTOR to use."""
+    one-node session and its tables (embeddings, read in place), on (1, conv weights, Gemm
+    weights, other MAC kernels' weights, activation peak) as the graph states them: the
+    SESSION_BYTES, CONV_WEIGHT_RESIDENCY, GEMM_WEIGHT_RESIDENCY, WEIGHT_RESIDENCY and
+    ARENA_FACTOR to use."""
     from edgeloop.analysis import activation_peak, execution_plan
+    from edgeloop.analysis._estimate import weight_split
 
     runtime = (profile.kernels or {}).get("runtime_bytes", 0.0)
-    xs, ys, names = [], [], []
+    xs, ys, names, table_bytes = [], [], [], []
     for m in build_calibration_models(work):
-        plan = execution_plan(m["path"])
-        read = sum(s.weight_bytes for s in plan.steps) or 1
-        conv_read = sum(
-            s.weight_bytes for s in plan.steps if s.kind in ("conv", "pwconv", "dwconv")
-        )
-        conv = plan.weight_bytes * conv_read / read
-        xs.append([1.0, conv, plan.weight_bytes - conv, float(activation_peak(plan))])
-        ys.append(measure_memory(m, work) - runtime)
+        plan = execution_plan(m["path"], input_shapes=m.get("input_shapes"))
+        conv, gemm, other, tables = weight_split(plan.steps, plan.weight_bytes)
+        xs.append([1.0, conv, gemm, other, float(activation_peak(plan))])
+        ys.append(measure_memory(m, work) - runtime - tables)  # tables: resident once
         names.append(m["name"])
+        table_bytes.append(tables)
     coef, *_ = np.linalg.lstsq(np.array(xs), np.array(ys), rcond=None)
     fitted = np.array(xs) @ coef
     return {
         "SESSION_BYTES": float(coef[0]),
         "CONV_WEIGHT_RESIDENCY": float(coef[1]),
-        "WEIGHT_RESIDENCY": float(coef[2]),
-        "ARENA_FACTOR": float(coef[3]),
+        "GEMM_WEIGHT_RESIDENCY": float(coef[2]),
+        "WEIGHT_RESIDENCY": float(coef[3]),
+        "ARENA_FACTOR": float(coef[4]),
         "models": {
-            n: {"measured": y + runtime, "fitted": f + runtime}
-            for n, y, f in zip(names, ys, fitted, strict=True)
+            n: {"measured": y + runtime + t, "fitted": f + runtime + t}
+            for n, y, f, t in zip(names, ys, fitted, table_bytes, strict=True)
         },
     }
 
 
 def build_models(work: Path, quick: bool, minilm: Path | None) -> list[Model]:
     import torch
-
-    from edgeloop.zoo import build_model
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -278,46 +324,10 @@ def build_models(work: Path, quick: bool, minilm: Path | None) -> list[Model]:
     for w in (32,) if quick else (16, 64):
         image(f"cnn1d-w{w}", "cnn1d", (1, 3, 128), in_channels=3, width=w)
 
-    # the transformer with symbolic batch and sequence dims, priced at a pinned length
+    # the transformer with symbolic batch and sequence dims, priced at pinned lengths
     for dim, layers in ((64, 2),) if quick else ((64, 2), (128, 4)):
-        name = f"transformer-d{dim}-l{layers}"
-        path = work / f"{name}.onnx"
-        net = build_model(
-            "transformer", vocab_size=1000, max_len=128, dim=dim, layers=layers, heads=4, ff=2 * dim
-        )
-        ids = torch.randint(0, 1000, (1, 64))
-        mask = torch.ones(1, 64, dtype=torch.int64)
-        dyn = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
-        _export(net, (ids, mask), path, ["input_ids", "attention_mask"], dyn)
-        for seq in (32,) if quick else (32, 128):
-            feeds = {
-                "input_ids": rng.integers(0, 1000, (1, seq)).astype(np.int64),
-                "attention_mask": np.ones((1, seq), np.int64),
-            }
-            shapes = {"input_ids": (1, seq), "attention_mask": (1, seq)}
-            models.append(
-                {
-                    "name": f"{name}-s{seq}",
-                    "path": path,
-                    "feeds": feeds,
-                    "input_shapes": shapes,
-                    "precision": "fp32",
-                    "family": "transformer",
-                }
-            )
-            q = work / f"{name}-int8.onnx"
-            if not q.exists():
-                _quantize_dynamic(path, q)
-            models.append(
-                {
-                    "name": f"{name}-s{seq}-int8",
-                    "path": q,
-                    "feeds": feeds,
-                    "input_shapes": shapes,
-                    "precision": "int8",
-                    "family": "transformer",
-                }
-            )
+        seqs = (32,) if quick else (32, 128)
+        _transformer(models, work, rng, f"transformer-d{dim}-l{layers}", dim, layers, seqs)
     for hidden in (64,) if quick else (64, 512):
         _dense(models, work, rng, 128, hidden, 16)
 

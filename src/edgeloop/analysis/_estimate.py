@@ -83,16 +83,18 @@ TRANSCENDENTAL_FACTOR = 4.0
 
 # Resident memory of a session beyond the bytes the graph names, calibrated on ONNX Runtime
 # 1.32 (CPU provider, default arena) by `benchmarks/costmodel.py --calibrate`: a least-squares
-# fit on its calibration models (CNN, MobileNetV1, MBConv and autoencoder shapes, fp32 and int8,
-# none of them among the models the benchmark checks). Convolution weights stay resident about
-# 3.7 times (the initializer, its prepacked NCHWc or NHWC copy, the parsed proto's), other
-# weights 2 times (GEMM prepacking), the activation arena 1.6 times the liveness peak (the BFC
-# arena grows in chunks), plus about 1 MiB per session over the one-node session the profile
+# fit on its calibration models (CNN, MobileNetV1, MBConv, autoencoder and transformer shapes,
+# fp32 and int8, none of them among the models the benchmark checks). Convolution weights stay
+# resident about 3.7 times (the initializer, its prepacked NCHWc or NHWC copy, the parsed
+# proto's), Gemm weights 1.8 times and other MAC kernels' (MatMul) 2 times (prepacking), tables
+# a Gather reads once; the activation arena grows to about 1.3 times the liveness peak (the BFC
+# arena's chunks), plus about 1.5 MiB per session over the one-node session the profile
 # measures (kernels, the allocation planner's tables).
 CONV_WEIGHT_RESIDENCY = 3.7
+GEMM_WEIGHT_RESIDENCY = 1.8
 WEIGHT_RESIDENCY = 2.0
-ARENA_FACTOR = 1.6
-SESSION_BYTES = 2**20
+ARENA_FACTOR = 1.3
+SESSION_BYTES = int(1.5 * 2**20)
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,19 @@ def _step_ms(step: Step, rates: _Rates) -> float:
 _NCHWC_OPS = ("Add", "Sum", "Relu", "Clip", "Sigmoid", "Concat", "BatchNormalization", "Resize")
 
 
+def weight_split(steps: Sequence[Step], weight_bytes: int) -> tuple[float, float, float, float]:
+    """``weight_bytes`` shared out as (convolution, Gemm, other MAC kernels', the rest: tables
+    such as embeddings that ``Gather`` reads) in proportion to what the kernels of each kind
+    read: a session keeps them resident differently (prepacked copies for MAC kernels)."""
+    total = sum(s.weight_bytes for s in steps) or 1
+    conv = sum(s.weight_bytes for s in steps if s.kind in ("conv", "pwconv", "dwconv"))
+    gemm = sum(s.weight_bytes for s in steps if s.op_type.split("+")[0] == "Gemm")
+    mac = sum(s.weight_bytes for s in steps if s.kind in ("gemm", "recurrent", "control"))
+    other = mac - gemm
+    rest = total - conv - mac
+    return tuple(weight_bytes * part / total for part in (conv, gemm, other, rest))  # type: ignore[return-value]
+
+
 def _reorders(steps: Sequence[Step], plan: ExecutionPlan, rates: _Rates) -> tuple[OpCost, ...]:
     """The layout changes ONNX Runtime inserts around its blocked (NCHWc) region on x86: a
     ``ReorderOutput`` where a tensor of the region is read by an op outside it or leaves the
@@ -458,11 +473,12 @@ def estimate(
     activations = activation_peak(plan)
     if precision == "int8":
         activations = _int8_activation_peak(plan, steps)
-    conv_read = sum(s.weight_bytes for s in steps if s.kind in ("conv", "pwconv", "dwconv"))
-    all_read = sum(s.weight_bytes for s in steps) or 1
-    conv_weights = weight_bytes * conv_read / all_read
-    resident = CONV_WEIGHT_RESIDENCY * conv_weights + WEIGHT_RESIDENCY * (
-        weight_bytes - conv_weights
+    conv_weights, gemm_weights, other_weights, tables = weight_split(steps, weight_bytes)
+    resident = (
+        CONV_WEIGHT_RESIDENCY * conv_weights
+        + GEMM_WEIGHT_RESIDENCY * gemm_weights
+        + WEIGHT_RESIDENCY * other_weights
+        + tables  # read in place: no prepacked copy
     )
     arena = ARENA_FACTOR * activations
     runtime = rates.runtime_bytes + SESSION_BYTES
