@@ -243,6 +243,8 @@ def test_errors_after_switch_return_to_known_good(
     assert agent.state.active == "a" and agent.model is not None and agent.model.version == 1
     assert agent.predict({"x": x2})["y"].shape == (2, 4)
     assert agent.telemetry.metrics()["rollbacks"] == 1.0
+    # the server counts it against the rollout of that version (rollout controls)
+    assert "@2 fell back: 3 of 3 requests failed after the switch" in str(agent.last_error)
 
 
 def test_state_and_keys_are_private(agent_dir, trust, make_bundle, assignment_for):

@@ -189,6 +189,26 @@ def test_a_failure_rate_counts_against_the_stage(rollout_db, at):
     assert r["state"] == "failed" and "15.0% of the stage" in r["reason"]
 
 
+def test_a_fall_back_between_two_check_ins_is_counted(rollout_db, at):
+    """Installed and fallen back before its next check-in: the agent's message names the
+    version it fell back from (what the agent writes: tests/agent)."""
+    rollout_db.add_devices(10)
+    rid = _start(rollout_db, at, max_failures=0)
+    stage = _stage(rollout_db, rid)
+    _checkin(rollout_db, at(1))
+    _set(
+        rollout_db,
+        stage[:1],
+        last_error="kws@2 fell back: 9 of 20 requests failed after the switch (last: boom)",
+        health="degraded",
+    )
+    got = _checkin(rollout_db, at(10))
+    assert got[stage[0]] == 1 and _get(rollout_db, rid)["devices"]["failed"] == 1
+    with write_session(rollout_db.engine) as s:
+        rs.drive(s, at(11))
+    assert _get(rollout_db, rid)["state"] == "failed"
+
+
 def test_a_transient_install_failure_is_not_counted(rollout_db, at):
     rollout_db.add_devices(10)
     rid = _start(rollout_db, at, max_failures=0)

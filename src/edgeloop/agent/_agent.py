@@ -319,7 +319,10 @@ class Agent:
             self._trial_errors += 0 if ok else 1
             n, bad = self._trial_requests, self._trial_errors
             if n >= self.trial_min_requests and bad / n > self.trial_max_error_rate:
-                self._fall_back(f"{bad} of {n} requests failed after the switch (last: {error})")
+                self._fall_back(
+                    f"{model.name}@{model.version} fell back: {bad} of {n} requests failed "
+                    f"after the switch (last: {error})"
+                )
 
     def _fall_back(self, reason: str) -> None:
         with self._lock:

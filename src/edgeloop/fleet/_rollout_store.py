@@ -720,10 +720,12 @@ def policy_for(s: Session, now: datetime | None = None) -> Policy:
 
 
 def _failure_of(row: RolloutRow, device: DeviceState) -> str | None:
-    """The agent's report that it refused the rollout's version (verification or self-test).
-    A transient failure the agent retries (a full disk, a bad download) is not one."""
+    """The agent's report that it refused the rollout's version (verification or self-test)
+    or fell back from it (the trial's error limit), also when both happened between two
+    check-ins. A transient failure the agent retries (a full disk, a bad download) is not one."""
     error = device.last_error or ""
-    if f"{row.model}@{row.to_version} refused" in error:
+    version = f"{row.model}@{row.to_version}"
+    if f"{version} refused" in error or f"{version} fell back" in error:
         return error[:500]
     return None
 
