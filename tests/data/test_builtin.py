@@ -146,3 +146,14 @@ def test_bad_split_and_option_are_data_errors() -> None:
         load_dataset("digits", "dev")
     with pytest.raises(DataError, match="takes no option"):
         load_dataset("digits", "test", n=5)
+
+
+@pytest.mark.parametrize("kw", [{"steps": 10}, {"steps": 0}, {"windows": 0}, {"subjects": 1}])
+def test_har_refuses_sizes_it_cannot_generate(kw: dict[str, int]) -> None:
+    with pytest.raises(DataError, match=f"har {next(iter(kw))}="):
+        load_dataset("har", "test", **{"subjects": 10, "windows": 2, **kw})
+
+
+def test_har_takes_short_windows() -> None:
+    d = load_dataset("har", "test", subjects=10, windows=2, steps=12)
+    assert isinstance(d.x, np.ndarray) and d.x.shape[1:] == (3, 12)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeloop.errors import DataError
+
 __all__ = ["HAR_CLASSES", "HAR_RATE_HZ", "har_arrays"]
 
 HAR_CLASSES = ("walking", "running", "upstairs", "downstairs", "sitting", "standing", "lying")
@@ -85,6 +87,12 @@ def har_arrays(
 
     Returns ``(x (N, 3, steps) float32, y, subject id per window, classes)``.
     """
+    # subjects: one person at least per split; steps: a still window may carry a 10-sample
+    # fidget burst, so a window holds more than that
+    limits = (("subjects", subjects, 3), ("windows", windows, 1), ("steps", steps, 11))
+    for key, value, least in limits:
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise DataError(f"har {key}={value!r}: expected an integer of at least {least}")
     rng = np.random.default_rng([seed, 0x4A2])
     xs, ys, subj = [], [], []
     for s in range(subjects):
