@@ -51,6 +51,8 @@ KERNEL_FAMILIES = (
     "int8_conv",
     "int8_conv1x1",
     "int8_dwconv",
+    "int8_conv_generic",
+    "int8_dwconv_generic",
 )
 PRECISIONS = ("fp32", "int8")
 
@@ -70,6 +72,8 @@ FAMILY_FRACTION = {  # of the GEMM figure of the same precision
     "int8_conv": 0.7,
     "int8_conv1x1": 0.7,
     "int8_dwconv": 0.05,
+    "int8_conv_generic": 0.3,
+    "int8_dwconv_generic": 0.03,
 }
 DEFAULT_OP_OVERHEAD_US = 3.0
 DEFAULT_RUN_OVERHEAD_US = 10.0
@@ -305,9 +309,12 @@ def _family(step: Step, block: int = 0) -> str | None:
                 step.kind, "fp32_dwconv_generic"
             )
         return {"conv": "fp32_conv", "pwconv": "fp32_conv1x1"}.get(step.kind, "fp32_dwconv")
+    one_d = step.conv is not None and step.conv[3] != 2  # int8 1-D: its own kernels
     if step.kind == "dwconv":
-        return "int8_dwconv"
+        return "int8_dwconv_generic" if one_d else "int8_dwconv"
     if step.kind in ("conv", "pwconv"):
+        if one_d and step.kind == "conv":
+            return "int8_conv_generic"
         return f"{step.precision}_{'conv1x1' if step.kind == 'pwconv' else 'conv'}"
     if step.kind in ("gemm", "recurrent", "control"):
         return f"{step.precision}_gemm"

@@ -134,7 +134,14 @@ class KernelSpec:
         return (self.dims[0], self.dims[1])
 
 
-_GEMMS = ((1, 256, 256), (1, 1024, 1024), (32, 128, 128), (128, 64, 64), (64, 256, 256))
+_GEMMS = (
+    (1, 64, 64),
+    (1, 256, 256),
+    (1, 1024, 1024),
+    (32, 128, 128),
+    (128, 64, 64),
+    (64, 256, 256),
+)
 _CONVS = ((8, 16), (16, 32), (32, 32), (64, 16), (128, 8))  # (channels, H)
 _POINTWISE = ((32, 32), (64, 16), (128, 8), (256, 8), (512, 4))
 _DEPTHWISE = ((16, 16), (32, 32), (64, 32), (128, 16), (256, 4), (512, 2))
@@ -162,6 +169,8 @@ KERNEL_SPECS: tuple[KernelSpec, ...] = (
     *(KernelSpec("int8_conv1x1", (c, c, h, 1, 1)) for c, h in _SMALL_POINTWISE),
     *(KernelSpec("int8_conv1x1", (ci, co, h, 1, 1)) for ci, co, h in _EXPAND),
     *(KernelSpec("int8_dwconv", (c, c, h, 3, c)) for c, h in _DEPTHWISE),
+    *(KernelSpec("int8_conv_generic", (c, c, n, 3, 1)) for c, n in _GENERIC),
+    *(KernelSpec("int8_dwconv_generic", (c, c, n, 3, c)) for c, n in _GENERIC),
 )
 
 CHAIN_DEPTHS = (1, 3)
