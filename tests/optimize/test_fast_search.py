@@ -73,7 +73,7 @@ def test_restored_node_matches_excluding_it(quant_conv: Path, tmp_path: Path) ->
 
 
 class _FakeEvaluator:
-    """SQNR rises only when nodes of the ``output`` role stay float."""
+    """SQNR rises most when the ``output`` role stays float, a little for two others."""
 
     def __init__(self) -> None:
         self.probes = 0
@@ -81,7 +81,8 @@ class _FakeEvaluator:
     def score(self, path: Path, *, latency: bool = True, limit: int | None = None) -> Quality:
         self.probes += 1
         kept = json.loads(path.read_text())
-        return Quality(sqnr_mean_db=20.0 + sum(3.0 for k in kept if "/output/" in k))
+        gain = {"/output/": 3.0, "/intermediate/": 0.4, "/query/": 0.1}
+        return Quality(sqnr_mean_db=20.0 + sum(v for k in kept for r, v in gain.items() if r in k))
 
 
 def test_role_probes_narrow_the_single_node_candidates(tmp_path: Path) -> None:
@@ -100,7 +101,8 @@ def test_role_probes_narrow_the_single_node_candidates(tmp_path: Path) -> None:
     details: dict[str, Any] = {}
     # act
     kept = _by_role(cands, build, ctx, details)
-    # assert: only the output MatMuls go on; 1 reference + 4 role probes were made
+    # assert: only the output MatMuls go on (the others gain under a quarter of their 18 dB);
+    # 1 reference + 4 role probes were made
     assert [c[0] for c in kept] == [f"/encoder/layer.{i}/output/MatMul" for i in range(6)]
     assert evaluator.probes == 5
     assert details["role_search"][0] == {
