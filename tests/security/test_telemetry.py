@@ -62,6 +62,8 @@ def test_negative_errors_are_refused_and_change_nothing(server, device):
         ('{"requests": 10, "errors": 11}', "60.0", "at most requests"),
         ('{"requests": 1e12, "errors": 0}', "60.0", "window"),
         ('{"requests": 10, "error_rate": 1.5}', "60.0", "within [0, 1]"),
+        ('{"requests": 10, "personal_gain": 1.5}', "60.0", "within [-1, 1]"),
+        ('{"requests": 10, "personal_active": -1}', "60.0", "within [0, 1]"),
         ('{"requests": 10}', "NaN", "window_s"),
         ('{"requests": 10}', "-1", "window_s"),
         ('{"requests": 10}', '"long"', "window_s"),
@@ -167,3 +169,9 @@ def test_a_real_agents_report_is_accepted():
     t.count("installs")
     t.count("poll_failures", 3)
     validate_report(t.report("d-1", "m", 1))  # no requests yet, but installs
+
+
+def test_the_personal_head_gauges_are_bounded():
+    validate_report(_report(requests=1.0, personal_gain=-0.25, personal_active=1.0))
+    with pytest.raises(Refused, match="within"):
+        validate_report(_report(requests=1.0, personal_gain=-1.5))

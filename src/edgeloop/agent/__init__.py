@@ -7,6 +7,7 @@
     asyncio.run(agent.poll_once())       # one check-in (or agent.run() until stopped)
     agent.predict({"x": array})          # serve the active model
     agent.feedback(prediction_id, label)  # a delayed label (agent.predict_tracked gives ids)
+    agent.personalize()                  # a personal head on those labels (``_personal``)
     LocalServer(agent.predict_with_version, agent.status, port=8701,
                 feedback=agent.feedback).start()
 
@@ -28,6 +29,14 @@ from edgeloop.agent._integrity import (
 )
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.agent._monitoring import Monitoring
+from edgeloop.agent._personal import (
+    PersonalConfig,
+    PersonalHead,
+    PersonalMismatch,
+    fit_personal,
+    load_personal,
+    personal_key,
+)
 from edgeloop.agent._simulator import (
     InputSource,
     SimulationResult,
@@ -52,6 +61,9 @@ __all__ = [
     "LocalServer",
     "ModelCache",
     "Monitoring",
+    "PersonalConfig",
+    "PersonalHead",
+    "PersonalMismatch",
     "SimulationResult",
     "Simulator",
     "SlotInfo",
@@ -62,7 +74,10 @@ __all__ = [
     "covariate_shift",
     "decide",
     "expected_pcr",
+    "fit_personal",
+    "load_personal",
     "package_build_hash",
+    "personal_key",
     "simulated_profiles",
     "verify_quote",
 ]

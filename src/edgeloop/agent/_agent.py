@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import random
 import threading
 import time
@@ -39,6 +40,14 @@ from edgeloop.agent._install import Slots
 from edgeloop.agent._integrity import package_build_hash
 from edgeloop.agent._models import LoadedModel, ModelCache
 from edgeloop.agent._monitoring import Monitoring
+from edgeloop.agent._personal import (
+    PersonalConfig,
+    PersonalHead,
+    PersonalMismatch,
+    fit_personal,
+    load_personal,
+    personal_key,
+)
 from edgeloop.agent._pinned import PinnedTrust
 from edgeloop.agent._revocation import enforce_revocation
 from edgeloop.agent._state import (
@@ -58,6 +67,7 @@ from edgeloop.artifacts import DeviceProfile, DeviceReport, sha256_bytes
 from edgeloop.errors import (
     AgentError,
     AuthError,
+    DataError,
     EdgeloopError,
     FleetError,
     InputError,
@@ -80,6 +90,8 @@ from edgeloop.protocol import (
 )
 
 __all__ = ["Agent"]
+
+log = logging.getLogger("edgeloop.agent")
 
 AGENT_VERSION = "0.1.0"
 RETRYABLE = (httpx.HTTPError, FleetError, AgentError, OSError, EdgeloopError)
@@ -105,7 +117,9 @@ class Agent:
     default to the provisioning file's. Every ``revocation_check_s`` (and before any switch)
     the agent reads the release side's signed targets and stops running a revoked version
     (``_revocation``). ``deltas``: take the delta the director assigns (``_delta``), falling
-    back to the full bundle; False always downloads full bundles.
+    back to the full bundle; False always downloads full bundles. ``personalize_every``: at
+    each poll, fit a personal head (:meth:`personalize`) once that many new delayed labels
+    arrived since the last fit (None: only when :meth:`personalize` is called).
     """
 
     def __init__(
@@ -132,6 +146,7 @@ class Agent:
         revocation_check_s: float = 600.0,
         deltas: bool = True,
         shared_blobs: str | Path | None = None,
+        personalize_every: int | None = None,
     ) -> None:
         # shared_blobs: slots hard-linked to one content-addressed copy per bundle (_store)
         self.store = StateDir(state_dir, writer, blobs=shared_blobs)
@@ -153,6 +168,12 @@ class Agent:
             None  # a shared TUF fetcher (the simulator's connection pool)
         )
         self.signing_key, self.encryption_key = self.store.keys()
+        self._personal_key = personal_key(self.signing_key)
+        self.personal: PersonalHead | None = None  # the head fitted here, for the active base
+        if personalize_every is not None and not 1 <= personalize_every <= 1_000_000:
+            raise InputError(f"personalize_every={personalize_every!r}: expected 1..1000000 labels")
+        self.personalize_every = personalize_every
+        self._labels_at_fit = 0.0
         self.identity = self.store.load_identity()
         self._http = http
         self._own_http = http is None
@@ -252,6 +273,7 @@ class Agent:
     def _set_model(self, model: LoadedModel | None) -> None:
         old, self._model = self._model, model
         self.monitoring.activate(model.sha256 if model else None, model.manifest if model else None)
+        self._load_personal(model)
         self._switched_at = time.monotonic()
         self._trial_requests = self._trial_errors = 0
         if old is not None and (model is None or old.sha256 != model.sha256):
@@ -284,9 +306,91 @@ class Agent:
             self.telemetry.record((time.perf_counter() - t0) * 1e3, ok=False)
             self._after_request(model, ok=False, error=e)
             raise
+        head = self.personal
+        if head is not None and head.serving and head.base_sha256 == model.sha256:
+            try:
+                out = head.apply(out)
+            except (EdgeloopError, KeyError, ValueError) as e:  # serve the fleet head instead
+                self._drop_personal(f"personal head failed on an inference: {e}", "refusals")
         self.telemetry.record((time.perf_counter() - t0) * 1e3, ok=True)
         self._after_request(model, ok=True)
         return self.monitoring.observe(inputs, out), out
+
+    # --- personalization (``_personal``) -----------------------------------------------------
+    def personalize(self, config: PersonalConfig | None = None) -> PersonalHead:
+        """Fit a personal head on this device's labelled samples (delayed feedback) for the
+        active model, score it against the served model on held-out samples, store it
+        authenticated (``personal/head.json``, 0600) and serve with it when it is better. The
+        model must be watched through its embedding (packed with a monitoring reference)."""
+        model = self._model
+        if model is None:
+            raise AgentError("personalize: no model installed yet")
+        view = self.monitoring.personal_view()
+        if view is None or view["sha256"] != model.sha256:
+            raise AgentError(
+                "personalize: the active model is not watched through its embedding output, "
+                "or has served nothing yet (pack it with a monitoring reference)"
+            )
+        x, y = view["x"], view["y"]
+        head = fit_personal(
+            x.reshape(len(y), -1) if len(y) else np.zeros((0, 1), np.float32), y,
+            view["predicted"],
+            n_classes=view["n_classes"], base_sha256=model.sha256,
+            embedding=view["embedding"], output=view["output"],
+            probabilities=view["probabilities"], config=config,
+        )
+        self.store.write(self.store.personal_file, head.to_bytes(self._personal_key), 0o600)
+        self.personal = head
+        self._personal_metrics()
+        return head
+
+    def maybe_personalize(self) -> PersonalHead | None:
+        """Re-fit the personal head when ``personalize_every`` new labels arrived since the
+        last fit; None when not due or not possible yet (too few labels, no embedding view)."""
+        if self.personalize_every is None:
+            return None
+        labels = self.telemetry.totals.get("feedback", 0.0)
+        if labels - self._labels_at_fit < self.personalize_every:
+            return None
+        try:
+            head = self.personalize()
+        except (DataError, AgentError) as e:
+            log.info("personalize: not yet (%s)", e)
+            return None
+        self._labels_at_fit = labels
+        return head
+
+    def _personal_metrics(self) -> None:
+        head = self.personal
+        self.telemetry.gauge("personal_active", 1.0 if head is not None and head.serving else 0.0)
+        if head is not None:
+            self.telemetry.gauge("personal_gain", max(-1.0, min(1.0, head.gain)))
+
+    def _drop_personal(self, reason: str, counter: str) -> None:
+        """Forget the personal head (serve the fleet head) and remove its file."""
+        log.warning("%s: serving with the fleet head", reason)
+        self.personal = None
+        self.telemetry.count(f"personal_{counter}")
+        self.telemetry.gauge("personal_active", 0.0)
+        with contextlib.suppress(OSError):
+            self.store.personal_file.unlink()
+
+    def _load_personal(self, model: LoadedModel | None) -> None:
+        """The stored head for the active model: refused when tampered, dropped when it was
+        fitted on another base version."""
+        self.personal = None
+        path = self.store.personal_file
+        if model is None or not path.exists():
+            return
+        try:
+            self.personal = load_personal(path.read_bytes(), self._personal_key, model.sha256)
+        except PersonalMismatch as e:
+            self._drop_personal(f"{e}; dropped (the base version changed)", "drops")
+            return
+        except (SecurityError, OSError) as e:
+            self._drop_personal(f"refused the stored personal head: {e}", "refusals")
+            return
+        self._personal_metrics()
 
     def feedback(self, prediction_id: str, label: int) -> bool:
         """A delayed label for an earlier prediction (its id from :meth:`predict_tracked` or
@@ -580,6 +684,7 @@ class Agent:
             device_id = await self.enroll()
             client = self._client()
             self.check_trial()  # a trial that served since the last poll without failing
+            await asyncio.to_thread(self.maybe_personalize)  # its gain goes in this report
             report = self.report()
             try:
                 await client.telemetry(report)

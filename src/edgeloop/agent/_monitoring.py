@@ -43,6 +43,7 @@ class _Watch:
         self.embedding = proj.output if proj is not None and proj.source == "embedding" else None
         self.input = manifest.inputs[0].name if manifest.inputs else None
         self.output: str | None = None  # the class output, found on the first inference
+        self.probabilities = True  # whether that output holds probabilities (else logits)
 
 
 class Monitoring:
@@ -120,6 +121,11 @@ class Monitoring:
                 a = np.asarray(v)
                 if name != w.embedding and a.ndim >= 1 and a.reshape(len(a), -1).shape[1] == k:
                     w.output = name
+                    rows = a.reshape(len(a), -1).astype(np.float64)
+                    w.probabilities = bool(
+                        np.all((rows >= 0) & (rows <= 1))
+                        and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3)
+                    )
                     break
             else:
                 return None
@@ -154,3 +160,18 @@ class Monitoring:
     def labelled_samples(self) -> tuple[np.ndarray, np.ndarray] | None:
         w = self._watch
         return None if w is None else w.feedback.labelled_samples()
+
+    def personal_view(self) -> dict[str, Any] | None:
+        """What personalization needs from the watched model: its labelled embedding samples
+        with the served predictions, the embedding and class output names, the class count
+        and whether the class output holds probabilities. None when the model is not watched
+        through its embedding or has served nothing yet."""
+        w = self._watch
+        if w is None or w.embedding is None or w.output is None:
+            return None
+        x, y, predicted = w.feedback.labelled_with_predictions()
+        return {
+            "sha256": w.sha256, "x": x, "y": y, "predicted": predicted,
+            "embedding": w.embedding, "output": w.output,
+            "n_classes": len(w.reference.classes), "probabilities": w.probabilities,
+        }

@@ -10,6 +10,7 @@
       slots/a/bundle.elb     a verified bundle, still encrypted as downloaded
       slots/b/bundle.elb
       tuf/                   the update client's trusted metadata and download cache
+      personal/head.json     the personal head fitted here (HMAC under a device key; 0600)
 
 With ``blobs`` (the simulator's light mode: thousands of devices in one process and on one
 disk), a slot is a hard link to a content-addressed copy ``BLOBS/<sha256>`` shared by every
@@ -60,7 +61,7 @@ class StateDir:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             if self.blobs is not None:
                 self.blobs.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for sub in ("keys", "slots/a", "slots/b", "tuf"):
+            for sub in ("keys", "slots/a", "slots/b", "tuf", "personal"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
             raise AgentError(f"cannot create agent state dir {str(self.root)!r}: {e}") from e
@@ -73,6 +74,10 @@ class StateDir:
     @property
     def identity_file(self) -> Path:
         return self.root / "identity.json"
+
+    @property
+    def personal_file(self) -> Path:
+        return self.root / "personal" / "head.json"
 
     @property
     def tuf_dir(self) -> Path:

@@ -44,6 +44,7 @@ class Telemetry:
         self._rng = rng or random.Random(0)
         self._lock = threading.Lock()
         self.totals: dict[str, float] = {"requests": 0.0, "errors": 0.0}  # since start, never reset
+        self._gauges: dict[str, float] = {}  # current values, kept across windows
         self._reset(clock())
 
     def _reset(self, now: float) -> None:
@@ -71,6 +72,11 @@ class Telemetry:
                 j = self._rng.randrange(self._seen)
                 if j < self._size:
                     self._latencies[j] = latency_ms
+
+    def gauge(self, name: str, value: float) -> None:
+        """A current value reported in every window until changed (not a count)."""
+        with self._lock:
+            self._gauges[name] = float(value)
 
     def count(self, name: str, n: float = 1.0) -> None:
         """Any other event of the window: self-test failures, installs, rollbacks ..."""
@@ -106,6 +112,7 @@ class Telemetry:
                 mean_ms=float(lat.mean()),
                 max_ms=float(lat.max()),
             )
+        out.update(self._gauges)
         out.update(self._counters)
         return out
 

@@ -38,6 +38,14 @@ def agent(
         "--insecure-first-use",
         help="Without a provisioning file, believe the first server that answers (TOFU).",
     ),
+    personalize: int | None = typer.Option(
+        None,
+        "--personalize",
+        min=1,
+        max=1_000_000,
+        help="Fit a personal head on this device's delayed labels at a poll once this many new "
+        "labels arrived; served only when it beats the fleet head on held-out labels.",
+    ),
 ) -> None:
     """Run the device agent: enroll, follow the fleet's assignments, serve the model locally."""
     import asyncio
@@ -66,6 +74,7 @@ def agent(
         poll_interval_s=poll_interval,
         provisioning=provisioning,
         insecure_first_use=insecure_first_use,
+        personalize_every=personalize,
     )
     http = None
     if serve_port is not None:

@@ -64,6 +64,14 @@ def is_count(name: str) -> bool:
     return name.endswith("s") and not name.endswith(_UNITS)
 
 
+# gauges with a fixed range: the on-device personal head's held-out accuracy gain and whether
+# it serves (edgeloop.agent personalization)
+_BOUNDED: dict[str, tuple[float, float]] = {
+    "personal_gain": (-1.0, 1.0),
+    "personal_active": (0.0, 1.0),
+}
+
+
 def _bad(field: str, value: Any, expected: str) -> Refused:
     return Refused(400, "bad_report", f"report {field} {value!r:.60}: expected {expected}")
 
@@ -109,6 +117,9 @@ def _metrics(raw: Any, window_s: float, limits: TelemetryLimits) -> dict[str, fl
                 raise _bad(f"metric {name!r}", v, f"at most requests ({requests:g})")
         elif name.endswith("_rate") and not 0.0 <= v <= 1.0:
             raise _bad(f"metric {name!r}", v, "a rate within [0, 1]")
+        elif name in _BOUNDED and not _BOUNDED[name][0] <= v <= _BOUNDED[name][1]:
+            lo, hi = _BOUNDED[name]
+            raise _bad(f"metric {name!r}", v, f"a value within [{lo:g}, {hi:g}]")
     return values
 
 

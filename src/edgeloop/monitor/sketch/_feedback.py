@@ -62,7 +62,7 @@ class FeedbackStore:
         self.max_input_bytes = max_input_bytes
         self.keep_labelled = keep_labelled
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        self._labelled: OrderedDict[str, tuple[npt.NDArray[np.float32], int]] = OrderedDict()
+        self._labelled: OrderedDict[str, tuple[npt.NDArray[np.float32], int, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.n = 0  # labels matched since the last take_window()
@@ -118,7 +118,7 @@ class FeedbackStore:
             self.correct += int(entry.predicted == int(label))
             if entry.inputs is not None:
                 if self.keep_labelled:
-                    self._labelled[prediction_id] = (entry.inputs, int(label))
+                    self._labelled[prediction_id] = (entry.inputs, int(label), entry.predicted)
                 else:
                     self._bytes -= entry.inputs.nbytes
             self._evict()
@@ -138,7 +138,7 @@ class FeedbackStore:
             self._bytes -= 0 if x is None else x.nbytes
             self.evicted += 1
         while len(self._labelled) > self.keep_labelled:
-            _, (x, _y) = self._labelled.popitem(last=False)
+            _, (x, _y, _p) = self._labelled.popitem(last=False)
             self._bytes -= x.nbytes
 
     def realized_accuracy(self) -> float | None:
@@ -155,14 +155,27 @@ class FeedbackStore:
 
     def labelled_samples(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """The kept labelled inputs and labels, oldest first, for fine-tuning on the device."""
+        x, y, _ = self.labelled_with_predictions()
+        return x, y
+
+    def labelled_with_predictions(
+        self,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(inputs, labels, the class the served model predicted for each), oldest first, from
+        one snapshot: what personalization trains on and scores the served model against."""
         with self._lock:
             items = list(self._labelled.values())
         if not items:
-            return np.zeros((0,), dtype=np.float32), np.zeros((0,), dtype=np.int64)
-        shapes = {x.shape for x, _ in items}
+            empty = np.zeros((0,), dtype=np.int64)
+            return np.zeros((0,), dtype=np.float32), empty, empty.copy()
+        shapes = {x.shape for x, _, _ in items}
         if len(shapes) != 1:
             raise MonitorError(f"feedback: labelled inputs of different shapes {sorted(shapes)}")
-        return np.stack([x for x, _ in items]), np.array([y for _, y in items], dtype=np.int64)
+        return (
+            np.stack([x for x, _, _ in items]),
+            np.array([y for _, y, _ in items], dtype=np.int64),
+            np.array([p for _, _, p in items], dtype=np.int64),
+        )
 
     @property
     def input_bytes(self) -> int:
