@@ -232,3 +232,24 @@ def test_cli_refuses_bad_values_in_one_line(tmp_path: Path) -> None:
     neg = run("mobilenet", "--max-latency-ms", "-2")
     assert neg.returncode == 10 and "--max-latency-ms must be a positive number" in neg.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_measure_times_candidates_on_this_machine(tmp_path: Path) -> None:
+    doc = {
+        "space": "mobilenet",
+        "choices": {"width": [0.25], "depth": [1], "kernel": [3], "expansion": [2]},
+    }
+    result = search(
+        _space(tmp_path, doc),
+        out_dir=tmp_path / "o",
+        target="local",
+        dataset="digits",
+        trials=1,
+        epochs=1,
+        train_samples=50,
+        measure=True,
+        threads=1,
+    )
+    (trial,) = result.trials
+    assert trial.cost["source"] == "measured" and trial.cost["latency_ms"] > 0
+    assert trial.cost["energy_mj"] is None  # no timing-based energy figure is invented

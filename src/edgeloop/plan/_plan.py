@@ -195,12 +195,31 @@ def candidate_names(
     return out
 
 
-def _predict(name: str, fp32: Cost, int8: Cost, gemm_heavy: bool) -> dict[str, Any] | None:
+def _table_bytes(path: Path) -> int:
+    """Bytes of the float tables that Gather nodes read (embeddings): dynamic int8 packs them,
+    static int8 leaves them float."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    tables = {n.input[0] for n in proto.graph.node if n.op_type == "Gather" and n.input}
+    return sum(
+        len(t.raw_data) or 4 * len(t.float_data)
+        for t in proto.graph.initializer
+        if t.name in tables and t.data_type == onnx.TensorProto.FLOAT
+    )
+
+
+def _predict(
+    name: str, fp32: Cost, int8: Cost, gemm_heavy: bool, tables: int = 0
+) -> dict[str, Any] | None:
     """The cost model's figures for a candidate before it runs (None: priced elsewhere)."""
     if name == "fp32":
         return _figures(fp32)
     if name == "int8-dynamic":  # dynamic int8 quantizes MatMul/Gemm/Gather; convs stay float
-        return _figures(int8 if gemm_heavy else fp32)
+        fig = _figures(int8 if gemm_heavy else fp32)
+        fig["size_bytes"] = max(1, fig["size_bytes"] - tables * 3 // 4)  # int8 embeddings
+        fig["peak_memory_bytes"] = max(1, fig["peak_memory_bytes"] - tables * 3 // 4)
+        return fig
     if name == "int8":
         return _figures(int8)
     if name == "int4":  # weights packed further, activations and arithmetic still float
@@ -373,7 +392,8 @@ def _fit(
     int8 = predict_cost(base_onnx, profile, precision="int8")
     gemm_heavy = _gemm_heavy(base_onnx, profile)
     names = candidate_names(arch, gemm_heavy, prune_ratios)
-    candidates = [Candidate(n, w, _predict(n, fp32, int8, gemm_heavy)) for n, w in names]
+    tables = _table_bytes(base_onnx)
+    candidates = [Candidate(n, w, _predict(n, fp32, int8, gemm_heavy, tables)) for n, w in names]
     chosen: Candidate | None = None
     chosen_dir: Path | None = None
     for cand in candidates:
