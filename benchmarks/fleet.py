@@ -8,11 +8,22 @@ Measures, on SQLite and on PostgreSQL (a temporary local server):
 * the time for M agents to install a new model of about 5 MB (publish -> every agent serving
   it), with the poll interval given;
 * the peak RSS of one ``edgeloop agent`` process serving that model over its local HTTP
-  endpoint.
+  endpoint;
+* the server's CPU per check-in: user + system time of the server process (and its workers)
+  from ``/proc`` over the window, divided by the check-ins it answered (a figure that holds on
+  a shared machine), with 1 and 2 server processes (``--workers``) on PostgreSQL;
+* the database's commits per check-in (PostgreSQL's ``pg_stat_database``), the bytes a device
+  sends and receives per poll (bodies and headers) and so per day;
+* with ``--tls``: the server on HTTPS, and the TLS handshake's cost apart: server CPU per
+  check-in with a new connection per check-in against one kept alive.
 
-Prints a table and writes ``benchmarks/results/fleet.json``. Everything stops by itself.
+The agents run in the simulator's light mode (one copy of each bundle on disk, one inference
+session per bundle; docs/scale.md). Prints a table and writes ``benchmarks/results/fleet.json``
+(``runs``: one entry per configuration with ``devices``, ``db``, ``workers``,
+``checkins_per_s``, ``server_cpu_ms_per_checkin``, ``p50_ms``, ``p99_ms``). Everything stops
+by itself.
 
-    python benchmarks/fleet.py                          # the full run (see docs/fleet.md)
+    python benchmarks/fleet.py                          # the full run (see docs/scale.md)
     python benchmarks/fleet.py --devices 200 --install-devices 100 --dbs sqlite --window 10
 """
 
@@ -126,11 +137,83 @@ def postgres() -> Iterator[str]:
 
 
 # --- the server ---------------------------------------------------------------------------------
+def tls_files(tmp: Path) -> tuple[Path, Path, bytes]:
+    """A throwaway CA and a server certificate for 127.0.0.1: (cert, key, CA PEM)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp / "server.crt", tmp / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path, ca.public_bytes(serialization.Encoding.PEM)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live children (uvicorn's workers)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
 class Server:
-    def __init__(self, db_url: str, tmp: Path, poll_interval: float) -> None:
+    def __init__(
+        self, db_url: str, tmp: Path, poll_interval: float, workers: int = 1, tls: bool = False
+    ) -> None:
         self.db_url, self.tmp, self.data = db_url, tmp, tmp / "data"
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.ca_pem: bytes | None = None
+        extra: list[str] = ["--workers", str(workers)]
+        if tls:
+            cert, key, self.ca_pem = tls_files(tmp)
+            extra += ["--tls-cert", str(cert), "--tls-key", str(key)]
+        self.verify: Any = True
+        if self.ca_pem is not None:
+            import ssl
+
+            self.verify = ssl.create_default_context(cadata=self.ca_pem.decode())
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = open(tmp / "server.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
@@ -146,21 +229,23 @@ class Server:
                 "--poll-interval",
                 str(poll_interval),
                 "--create-release-keys",  # a trial server: the benchmark packs on its keys
+                *extra,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit((tmp / "server.log").read_text()[-3000:])
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                ok = httpx.get(self.url + "/healthz", timeout=1, verify=self.verify)
+                if ok.status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
         else:
-            raise SystemExit("the fleet server did not start in 90 s")
+            raise SystemExit("the fleet server did not start in 180 s")
         self.admin_token = (self.data / "admin-token").read_text().strip()
         self.admin = {"Authorization": f"Bearer {self.admin_token}"}
 
@@ -189,6 +274,7 @@ class Server:
             json={"model": model, "version": version},
             headers=self.admin,
             timeout=120,
+            verify=self.verify,
         )
         r.raise_for_status()
         return len(bundle)
@@ -199,8 +285,12 @@ class Server:
             json={"version": version},
             headers=self.admin,
             timeout=60,
+            verify=self.verify,
         )
         r.raise_for_status()
+
+    def cpu_s(self) -> float:
+        return _cpu_s(self.proc.pid)
 
     def rss_mb(self) -> float:
         import psutil
@@ -222,8 +312,11 @@ async def _simulator(srv: Server, root: Path, n: int, poll_interval: float, rps:
     from edgeloop.agent import Simulator, simulated_profiles
     from edgeloop.client import AdminClient, create_tokens
 
-    tokens = await create_tokens(srv.url, srv.admin_token, n, model="bench")
-    image = AdminClient(srv.url, srv.admin_token).provision(model="bench")  # provisioned trust
+    tokens = await create_tokens(srv.url, srv.admin_token, n, model="bench", verify=srv.verify)
+    ca = srv.ca_pem.decode() if srv.ca_pem else None
+    image = AdminClient(srv.url, srv.admin_token, verify=srv.verify).provision(
+        model="bench", ca_pem=ca
+    )  # provisioned trust, the CA pinned when on TLS
     return Simulator(
         srv.url,
         root,
@@ -233,7 +326,24 @@ async def _simulator(srv: Server, root: Path, n: int, poll_interval: float, rps:
         rps=rps,
         workers=8,
         provisioning=image,
+        light=True,  # one copy of each bundle on disk, one session per bundle (docs/scale.md)
     )
+
+
+def _pg_commits(db_url: str) -> int | None:
+    """Transactions committed in the database so far (PostgreSQL); None on SQLite."""
+    if not db_url.startswith("postgresql"):
+        return None
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as c:
+            sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            value = c.execute(sa.text(sql)).scalar()
+        return int(value or 0)
+    finally:
+        engine.dispose()
 
 
 async def fleet_run(
@@ -255,7 +365,10 @@ async def fleet_run(
         warm_s = time.monotonic() - t1
         enrolled = sum(a.identity is not None for a in sim.agents)
         sim.reset_stats()
+        commits0, cpu0 = _pg_commits(srv.db_url), srv.cpu_s()
         result = await sim.run(args.window)
+        cpu_s = srv.cpu_s() - cpu0
+        commits1 = _pg_commits(srv.db_url)
         if install_version is not None:
             size = srv.publish("bench", install_version, n_weights=5 * 2**20 // 4)
             want = f"bench@{install_version}"
@@ -280,8 +393,26 @@ async def fleet_run(
         await sim.aclose()
     c = result.requests.get("/v1/checkin", {})
     t = result.requests.get("/v1/telemetry", {})
+    checkins = max(int(c.get("count", 0)), 1)
+    poll_bytes = c.get("bytes_per_request", 0.0) + t.get("bytes_per_request", 0.0)
     row = {
         "devices": n,
+        "workers": args.current_workers,
+        "tls": args.tls,
+        "p50_ms": round(c.get("p50_ms", float("nan")), 1),
+        "p99_ms": round(c.get("p99_ms", float("nan")), 1),
+        # the server's CPU (all its processes) over the window, per check-in answered; the
+        # window's telemetry reports (one per poll) are in it too
+        "server_cpu_ms_per_checkin": round(cpu_s * 1e3 / checkins, 3),
+        "server_cpu_s": round(cpu_s, 2),
+        "db_commits_per_checkin": (
+            round((commits1 - commits0) / checkins, 3)
+            if commits0 is not None and commits1 is not None
+            else None
+        ),
+        "bytes_per_poll": round(poll_bytes, 1),
+        "bytes_per_device_per_day": round(86400.0 / poll * poll_bytes),
+        "bytes_per_device_per_day_at_60s": round(86400.0 / 60.0 * poll_bytes),
         "enrolled": enrolled,
         "window_s": round(result.duration_s, 1),
         "poll_interval_s": poll,
@@ -369,46 +500,144 @@ def agent_rss(srv: Server, tmp: Path, version: int, requests: int = 300) -> dict
     }
 
 
-def run_db(db: str, db_url: str, args: argparse.Namespace, out: dict[str, Any]) -> None:
+def handshake_cost(srv: Server, n: int) -> dict[str, Any]:
+    """Server CPU per signed check-in from one device: ``n`` on one kept-alive connection,
+    then ``n`` each on a new connection (a TLS handshake each when the server is on TLS)."""
+    from edgeloop.bundle import generate_encryption_key, generate_signing_key
+    from edgeloop.hardware import load_target
+    from edgeloop.protocol import ENROLL_DEVICE_ID, public_hex, sign_request
+
+    r = httpx.post(
+        srv.url + "/v1/admin/tokens", json={"model": "bench"}, headers=srv.admin,
+        verify=srv.verify,
+    )  # fmt: skip
+    r.raise_for_status()
+    key = generate_signing_key()
+    body = json.dumps(
+        {
+            "token": r.json()["token"],
+            "signing_key": public_hex(key),
+            "encryption_key": public_hex(generate_encryption_key()),
+            "profile": load_target("rpi4").to_dict(),
+            "agent_version": "0.1.0",
+        }
+    ).encode()
+    headers = sign_request(key, ENROLL_DEVICE_ID, "POST", "/v1/enroll", body)
+    r = httpx.post(srv.url + "/v1/enroll", content=body, headers=headers, verify=srv.verify)
+    r.raise_for_status()
+    device = r.json()["device_id"]
+
+    def one(client: httpx.Client) -> None:
+        data = json.dumps({"agent_version": "0.1.0", "health": "ok"}).encode()
+        h = sign_request(key, device, "POST", "/v1/checkin", data)
+        client.post(srv.url + "/v1/checkin", content=data, headers=h).raise_for_status()
+
+    out: dict[str, Any] = {"tls": srv.ca_pem is not None, "checkins": n}
+    with httpx.Client(verify=srv.verify, timeout=30) as client:
+        one(client)
+        cpu0 = srv.cpu_s()
+        for _ in range(n):
+            one(client)
+        out["kept_alive_cpu_ms_per_checkin"] = round((srv.cpu_s() - cpu0) * 1e3 / n, 3)
+    cpu0 = srv.cpu_s()
+    for _ in range(n):
+        with httpx.Client(verify=srv.verify, timeout=30) as client:
+            one(client)
+    out["new_connection_cpu_ms_per_checkin"] = round((srv.cpu_s() - cpu0) * 1e3 / n, 3)
+    out["connection_cost_ms"] = round(
+        out["new_connection_cpu_ms_per_checkin"] - out["kept_alive_cpu_ms_per_checkin"], 3
+    )
+    return out
+
+
+def run_db(
+    db: str, db_url: str, args: argparse.Namespace, out: dict[str, Any], workers: int
+) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f"edgeloop-bench-{db}-"))
-    srv = Server(db_url, tmp, poll_interval=args.server_poll)
+    srv = Server(db_url, tmp, poll_interval=args.server_poll, workers=workers, tls=args.tls)
+    args.current_workers = workers
     version = 1
     try:
         srv.publish("bench", version)
         srv.desire("bench", version)
         for n in args.pg_devices if db == "postgresql" else args.devices:
-            do_install = n == args.install_devices
-            print(f"[{db}] {n} agents{' + 5 MB install' if do_install else ''} ...", flush=True)
+            do_install = n == args.install_devices and workers == 1
+            print(
+                f"[{db}, {workers} process(es)] {n} agents"
+                f"{' + 5 MB install' if do_install else ''} ...",
+                flush=True,
+            )
             row, inst = asyncio.run(
                 fleet_run(srv, tmp / f"sim-{n}", n, args, version + 1 if do_install else None)
             )
             out["checkins"].append({"db": db, **row})
+            out["runs"].append(
+                {k: row[k] for k in RUN_KEYS if k in row} | {"db": db}
+            )
             print(json.dumps(row), flush=True)
             if inst is not None:
                 version += 1
                 out["install"].append({"db": db, **inst})
                 print(json.dumps(inst), flush=True)
-                if args.rss and not out.get("agent_rss"):
+                if args.rss and not args.tls and not out.get("agent_rss"):
                     out["agent_rss"] = {"db": db, **agent_rss(srv, tmp, version)}
                     print(json.dumps(out["agent_rss"]), flush=True)
+        if args.handshake and workers == 1:
+            cost = {"db": db, **handshake_cost(srv, args.handshake)}
+            out["connection_cost"].append(cost)
+            print(json.dumps(cost), flush=True)
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+RUN_KEYS = (
+    "devices", "workers", "tls", "checkins_per_s", "server_cpu_ms_per_checkin", "p50_ms",
+    "p99_ms", "db_commits_per_checkin", "bytes_per_poll", "bytes_per_device_per_day",
+    "bytes_per_device_per_day_at_60s",
+    "enrolled", "checkin_errors",
+)  # fmt: skip
+
+
+def _fresh_pg(url: str, name: str) -> str:
+    """A new database ``name`` on the benchmark's PostgreSQL server (one per configuration)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
 def table(out: dict[str, Any]) -> str:
     lines = [
-        "| db | agents | enrolled | window s | check-ins/s | p50 ms | p99 ms | errors "
-        "| telemetry/s | server RSS MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| db | processes | agents | enrolled | window s | check-ins/s | server CPU ms/check-in "
+        "| p50 ms | p99 ms | errors | telemetry/s | DB commits/check-in | bytes/device/day "
+        "| server RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |",
     ]
     for r in out["checkins"]:
         lines.append(
-            f"| {r['db']} | {r['devices']} | {r['enrolled']} | {r['window_s']}"
-            f" | {r['checkins_per_s']} | {r['checkin_p50_ms']}"
-            f" | {r['checkin_p99_ms']} | {r['checkin_errors']} | {r['telemetry_per_s']}"
-            f" | {r['server_rss_mb']} |"
+            f"| {r['db']} | {r['workers']} | {r['devices']} | {r['enrolled']} | {r['window_s']}"
+            f" | {r['checkins_per_s']} | {r['server_cpu_ms_per_checkin']}"
+            f" | {r['checkin_p50_ms']} | {r['checkin_p99_ms']} | {r['checkin_errors']}"
+            f" | {r['telemetry_per_s']} | {r['db_commits_per_checkin']}"
+            f" | {r['bytes_per_device_per_day']} | {r['server_rss_mb']} |"
         )
+    for c in out.get("connection_cost", []):
+        lines += [
+            "",
+            f"{c['db']}, {'TLS' if c['tls'] else 'plain HTTP'}: server CPU per check-in "
+            f"{c['kept_alive_cpu_ms_per_checkin']} ms on a kept-alive connection, "
+            f"{c['new_connection_cpu_ms_per_checkin']} ms with a new connection each "
+            f"(the connection{' and its TLS handshake' if c['tls'] else ''}: "
+            f"{c['connection_cost_ms']} ms)",
+        ]
     lines += [
         "",
         "| db | agents | bundle MB | poll s | all installed after s |",
@@ -456,6 +685,16 @@ def main() -> None:
     )
     p.add_argument("--install-timeout", type=float, default=600.0)
     p.add_argument("--dbs", default="sqlite,postgresql")
+    p.add_argument(
+        "--pg-workers", default="1,2", help="server processes to measure on PostgreSQL"
+    )
+    p.add_argument("--tls", action="store_true", help="the server on HTTPS (a throwaway CA)")
+    p.add_argument(
+        "--handshake",
+        type=int,
+        default=300,
+        help="check-ins for the connection-cost measurement (0: skip)",
+    )
     p.add_argument("--no-rss", dest="rss", action="store_false")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
@@ -465,21 +704,25 @@ def main() -> None:
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "load_before": os.environ.get("BENCH_LOAD_BEFORE") or os.getloadavg()[0],
+        "runs": [],
         "checkins": [],
         "install": [],
+        "connection_cost": [],
     }
     started = time.monotonic()
     for db in args.dbs.split(","):
         if db == "sqlite":
-            run_db(
-                db, f"sqlite:///{tempfile.mkdtemp(prefix='edgeloop-bench-db-')}/fleet.db", args, out
-            )
+            url = f"sqlite:///{tempfile.mkdtemp(prefix='edgeloop-bench-db-')}/fleet.db"
+            run_db(db, url, args, out, workers=1)
         elif db == "postgresql":
             with postgres() as url:
-                run_db(db, url, args, out)
+                for w in [int(x) for x in args.pg_workers.split(",") if x]:
+                    run_db(db, _fresh_pg(url, f"bench_w{w}"), args, out, workers=w)
         else:
             raise SystemExit(f"unknown db {db!r}; expected sqlite or postgresql")
     out["total_s"] = round(time.monotonic() - started, 1)
+    out["load_after"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(table(out))

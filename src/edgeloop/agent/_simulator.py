@@ -88,6 +88,7 @@ class _Requests:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    wire_bytes: Counter[str] = field(default_factory=Counter)  # bodies and headers, both ways
 
     async def on_request(self, request: httpx.Request) -> None:
         request.extensions["edgeloop_t0"] = time.perf_counter()
@@ -98,6 +99,15 @@ class _Requests:
         if t0 is not None:
             self.latencies[path].append((time.perf_counter() - t0) * 1e3)
         self.statuses[(path, response.status_code)] += 1
+        request = response.request
+        try:
+            sent = len(request.content)
+        except httpx.RequestNotRead:  # a streamed body (none of the protocol's)
+            sent = 0
+        sent += sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + len(request.url.raw_path)
+        got = int(response.headers.get("content-length") or 0)
+        got += sum(len(k) + len(v) + 4 for k, v in response.headers.raw)
+        self.wire_bytes[path] += sent + got
 
 
 @dataclass(frozen=True)
@@ -372,6 +382,7 @@ class Simulator:
                 "p50_ms": float(np.percentile(arr, 50)),
                 "p99_ms": float(np.percentile(arr, 99)),
                 "errors": float(errors),
+                "bytes_per_request": self.requests.wire_bytes[path] / max(arr.size, 1),
             }
         totals = [a.telemetry.totals for a in self.agents]
         return SimulationResult(
