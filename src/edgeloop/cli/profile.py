@@ -70,7 +70,7 @@ def _rows(p: DeviceProfile) -> list[tuple[str, str]]:
 def profile(
     as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON on stdout."),
     save: Path | None = typer.Option(None, "--save", help="Write the profile to this JSON file."),
-    quick: bool = typer.Option(False, "--quick", help="Shorter measurements (under a second)."),
+    quick: bool = typer.Option(False, "--quick", help="Shorter measurements (a few seconds)."),
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="Threads for the GEMM kernels (default: physical cores)."
     ),

@@ -30,8 +30,9 @@ def profile_device(
 
     Throughput comes from ONNX Runtime's own GEMM kernels (MatMul for fp32, MatMulInteger for
     int8) on ``threads`` threads (default: every physical core), so it is what ONNX models can
-    reach here, not a theoretical peak. ``quick`` uses smaller problems and shorter runs (about
-    a second in all instead of several). Power is the average RAPL package power
+    reach here, not a theoretical peak. ``quick`` uses smaller problems and shorter runs (a few
+    seconds in all instead of about half a minute: most of it is loading the cost model's
+    kernels). Power is the average RAPL package power
     over the kernels when ``/sys/class/powercap`` is readable, else unknown. ``on_step`` is
     called with the name of each measurement (``PROFILE_STEPS``) as it starts, for progress bars.
     """
