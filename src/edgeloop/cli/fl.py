@@ -179,4 +179,42 @@ def simulate(
         console.print(f"not registered · run record in {dest / 'run.json'}")
 
 
+def privacy(
+    rounds: int = typer.Option(..., "--rounds", help="Federated rounds (1..1000000)."),
+    dp: str = typer.Option("server", "--dp", help="server (server-side fixed clipping), "
+                           "client (clipping on the device) or none."),
+    noise: float | None = typer.Option(None, "--dp-noise", help="Gaussian noise multiplier; "
+                                       "or give --epsilon to find it."),
+    epsilon: float | None = typer.Option(None, "--epsilon", help="A privacy budget: print "
+                                         "the noise multiplier that spends at most this."),
+    clip: float = typer.Option(1.0, "--dp-clip", help="L2 clipping norm of each update."),
+    delta: float = typer.Option(1e-5, "--delta", help="DP delta."),
+    secagg: bool = typer.Option(False, "--secagg", help="SecAgg+ (Flower's legacy workflow)."),
+    strategy: str = typer.Option("fedavg", "--strategy", help="The run's strategy."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Check a privacy combination and print the epsilon a run spends (or the noise for one)."""
+    from edgeloop.cli._console import console, print_json
+    from edgeloop.federated.server import PrivacyPlan, noise_for_epsilon
+
+    if (noise is None) == (epsilon is None):
+        raise InputError("fl privacy: expected exactly one of --dp-noise or --epsilon")
+    if dp.lower() == "none":
+        raise InputError("--dp none: nothing to account; expected server or client")
+    if noise is None:
+        assert epsilon is not None
+        noise = noise_for_epsilon(epsilon, rounds, delta)
+    plan = PrivacyPlan(dp=dp, noise=noise, clip=clip, delta=delta, secagg=secagg,
+                       strategy=strategy)
+    spent = plan.spend(rounds)
+    assert spent is not None
+    if json_out:
+        print_json({"dp": plan.dp, "secagg": secagg, "strategy": plan.strategy,
+                    "clip": clip, **spent.record()})
+        return
+    console.print(f"{plan.dp}-side DP, noise {spent.noise:.4g}, clip {clip:g}, {rounds} rounds: "
+                  f"epsilon {spent.epsilon:.3f} at delta {delta:g} ({spent.method})")
+
+
 app.command("simulate")(simulate)
+app.command("privacy")(privacy)

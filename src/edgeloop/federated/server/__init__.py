@@ -18,6 +18,14 @@ from edgeloop.federated.server._card import candidate_card, candidate_reference
 from edgeloop.federated.server._grid import InProcessGrid
 from edgeloop.federated.server._onnx_head import read_head, with_embedding, write_head
 from edgeloop.federated.server._partition import PARTITIONS, parse_partition, partition
+from edgeloop.federated.server._privacy import (
+    DP_MODES,
+    PrivacyPlan,
+    PrivacySpend,
+    combinations,
+    noise_for_epsilon,
+    rdp_epsilon,
+)
 from edgeloop.federated.server._serverapp import (
     GateResult,
     RunOutcome,
@@ -35,11 +43,14 @@ from edgeloop.federated.server._strategy import STRATEGIES, RoundGuard, RoundLog
 from edgeloop.federated.server._torch_trainer import TorchTrainer, export_candidate, state_arrays
 
 __all__ = [
+    "DP_MODES",
     "PARTITIONS",
     "STRATEGIES",
     "TRAINERS",
     "GateResult",
     "InProcessGrid",
+    "PrivacyPlan",
+    "PrivacySpend",
     "RoundGuard",
     "RoundLog",
     "RunOutcome",
@@ -48,11 +59,14 @@ __all__ = [
     "TorchTrainer",
     "candidate_card",
     "candidate_reference",
+    "combinations",
     "evaluate_gate",
     "export_candidate",
     "make_strategy",
+    "noise_for_epsilon",
     "parse_partition",
     "partition",
+    "rdp_epsilon",
     "read_head",
     "run_rounds",
     "server_app",
