@@ -216,5 +216,37 @@ def privacy(
                   f"epsilon {spent.epsilon:.3f} at delta {delta:g} ({spent.method})")
 
 
+def node_key(
+    state: Path = typer.Option(..., "--state", help="The enrolled agent's state directory."),
+    key_out: Path | None = typer.Option(None, "--key-out", help="Write the private node key "
+                                        "(OpenSSH, 0600) here, for flower-supernode "
+                                        "--auth-supernode-private-key."),
+    json_out: bool = typer.Option(False, "--json", help="Print the binding as JSON."),
+) -> None:
+    """Print this device's Flower node key, derived from and signed by its enrolled key."""
+    from edgeloop._io import atomic_write_bytes
+    from edgeloop.agent import StateDir
+    from edgeloop.cli._console import console, print_json
+    from edgeloop.federated.device import bind_node_key, node_key_openssh
+    from edgeloop.federated.device import node_key as derive_node_key
+
+    if not (state / "keys" / "signing.pem").is_file():
+        raise InputError(f"--state {str(state)!r}: expected an agent state directory with its "
+                         "device key (keys/signing.pem)")
+    store = StateDir(state)
+    identity = store.load_identity()
+    if identity is None:
+        raise InputError(f"--state {str(state)!r}: the agent is not enrolled (no identity)")
+    signing, _ = store.keys()
+    binding = bind_node_key(signing, str(identity["device_id"]))
+    if key_out is not None:
+        atomic_write_bytes(key_out, node_key_openssh(derive_node_key(signing)), 0o600)
+    if json_out:
+        print_json(binding)
+        return
+    console.print(f"{binding['device_id']}: {binding['node_public_key']}")
+
+
 app.command("simulate")(simulate)
 app.command("privacy")(privacy)
+app.command("node-key")(node_key)

@@ -24,6 +24,15 @@ from edgeloop.federated.device._compress import (
     wire_bytes,
 )
 from edgeloop.federated.device._head import Head, TrainConfig, TrainResult, train_head
+from edgeloop.federated.device._join import (
+    JoinPolicy,
+    bind_node_key,
+    eligible,
+    node_key,
+    node_key_openssh,
+    node_public_openssh,
+    verify_node_binding,
+)
 from edgeloop.federated.device._local import (
     EMBEDDING_OUTPUT,
     embedding_features,
@@ -44,19 +53,26 @@ __all__ = [
     "EMBEDDING_OUTPUT",
     "Head",
     "HeadTrainer",
+    "JoinPolicy",
     "LocalTrainer",
     "TrainConfig",
     "TrainResult",
     "TrainerProvider",
+    "bind_node_key",
     "client_app",
     "decode_update",
+    "eligible",
     "embedding_features",
     "encode_update",
     "feedback_features",
+    "node_key",
+    "node_key_openssh",
+    "node_public_openssh",
     "parse_compression",
     "split_held_out",
     "train_config",
     "train_head",
+    "verify_node_binding",
     "wire_bytes",
 ]
 
