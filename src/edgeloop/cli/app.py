@@ -53,6 +53,7 @@ GROUPS: list[tuple[str, str]] = [
     ("monitor", "edgeloop.cli.monitor:app"),
     ("fl", "edgeloop.cli.fl:app"),
     ("heal", "edgeloop.cli.heal:app"),
+    ("autoheal", "edgeloop.cli.autoheal:app"),
 ]
 
 app = typer.Typer(

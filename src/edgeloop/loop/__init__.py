@@ -14,6 +14,11 @@ the data it was tuned on, re-fits it under the base's budget (the base's recipe)
 and releases it with deltas from the versions in the field, rolls it out to the cohort in
 stages gated on accuracy and errors, and finishes the job. :func:`heal_next` claims the next
 queued job first. ``edgeloop heal run --job ID`` and ``edgeloop heal worker`` are the CLI.
+
+The auto-heal policy (:func:`load_policy`, ``edgeloop autoheal check POLICY``) says which
+alerts the unattended loop acts on: :func:`decide` maps an alert to ``heal``, ``pause`` or
+``notify`` (never a fine-tune on broken inputs), :func:`check_limits` applies the kill switch,
+the daily rate limit and the cool-down after a failed run.
 """
 
 from edgeloop.loop._heal import (
@@ -27,15 +32,33 @@ from edgeloop.loop._heal import (
     heal_next,
     shift_inputs,
 )
+from edgeloop.loop._policy import (
+    Decision,
+    Policy,
+    Rule,
+    alert_facts,
+    check_limits,
+    decide,
+    load_policy,
+    parse_policy,
+)
 
 __all__ = [
     "DEFAULT_GATES",
     "CohortData",
+    "Decision",
     "DatasetCohort",
     "FleetAccess",
     "HealPlan",
     "HealResult",
+    "Policy",
+    "Rule",
+    "alert_facts",
+    "check_limits",
+    "decide",
     "heal",
     "heal_next",
+    "load_policy",
+    "parse_policy",
     "shift_inputs",
 ]
