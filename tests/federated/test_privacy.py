@@ -116,3 +116,19 @@ def test_cli_privacy(cli: Callable[..., subprocess.CompletedProcess[str]]) -> No
     assert len(r.stderr.strip().splitlines()) == 1
     r = cli("fl", "privacy", "--rounds", "10")
     assert r.returncode != 0 and "exactly one of" in r.stderr
+
+
+def test_a_simulated_dp_run_records_its_epsilon() -> None:
+    pytest.importorskip("onnx")
+    from edgeloop.federated.server import SimulationPlan, simulate
+    from fl_model import blobs, model_bytes
+
+    x, y = blobs(600)
+    result = simulate(model_bytes(), x, y, SimulationPlan(clients=4, rounds=2, dp_noise=2.0,
+                                                          dp_clip=5.0))
+    privacy = result.record()["privacy"]
+    assert privacy["epsilon"] == pytest.approx(rdp_epsilon(2.0, 2).epsilon, abs=1e-3)
+    assert privacy["delta"] == 1e-5 and privacy["noise_multiplier"] == 2.0
+    robust = simulate(model_bytes(), x, y, SimulationPlan(clients=4, rounds=1, dp_noise=2.0,
+                                                          dp_clip=5.0, strategy="fedmedian"))
+    assert robust.privacy["epsilon"] is None and "sensitivity" in robust.privacy["epsilon_note"]

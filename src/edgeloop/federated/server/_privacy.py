@@ -38,6 +38,7 @@ __all__ = [
     "PrivacySpend",
     "combinations",
     "noise_for_epsilon",
+    "privacy_spend",
     "rdp_epsilon",
 ]
 
@@ -211,3 +212,17 @@ def combinations() -> list[dict[str, str]]:
                 rows.append({"dp": dp, "secagg": "yes" if secagg else "no",
                              "strategy": label, "supported": verdict})
     return rows
+
+
+def privacy_spend(noise: float, clip: float, strategy: str, rounds: int,
+                  delta: float = 1e-5) -> dict[str, Any]:
+    """What a run's record says it spent with server-side DP over ``rounds`` configured rounds
+    (an upper bound: a round below quorum releases nothing): epsilon at ``delta``, or, where
+    no epsilon can be claimed (a robust strategy), None and why."""
+    plan = PrivacyPlan(dp="server", noise=noise, clip=clip, delta=delta, strategy=strategy)
+    try:
+        spent = plan.spend(rounds)
+    except InputError as e:
+        return {"epsilon": None, "delta": delta, "epsilon_note": str(e)}
+    assert spent is not None
+    return {"epsilon": round(spent.epsilon, 4), "delta": delta, "accountant": spent.method}

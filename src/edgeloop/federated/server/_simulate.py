@@ -39,6 +39,7 @@ from edgeloop.federated.device import (
 from edgeloop.federated.server._grid import InProcessGrid
 from edgeloop.federated.server._onnx_head import read_head, with_embedding, write_head
 from edgeloop.federated.server._partition import parse_partition, partition
+from edgeloop.federated.server._privacy import privacy_spend
 from edgeloop.federated.server._serverapp import GateResult, RunOutcome, server_app
 from edgeloop.federated.server._strategy import RoundGuard, RoundLog, make_strategy
 from edgeloop.monitor.sketch import FeedbackStore
@@ -141,8 +142,11 @@ class SimulationResult:
     @property
     def privacy(self) -> dict[str, Any]:
         if self.plan.dp_noise > 0:
-            return {"mechanism": "central DP, server-side fixed clipping",
-                    "noise_multiplier": self.plan.dp_noise, "clipping_norm": self.plan.dp_clip}
+            out: dict[str, Any] = {"mechanism": "central DP, server-side fixed clipping",
+                                   "noise_multiplier": self.plan.dp_noise,
+                                   "clipping_norm": self.plan.dp_clip}
+            return out | privacy_spend(self.plan.dp_noise, self.plan.dp_clip,
+                                       self.plan.strategy, self.plan.rounds)
         return {"mechanism": "none"}
 
     def participants(self) -> dict[str, int]:
