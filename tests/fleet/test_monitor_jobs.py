@@ -185,6 +185,12 @@ def test_without_the_settings_an_alert_queues_nothing(tmp_path, db_url, ref):
         ("jobs/1/finish", {"state": "failed", "result": {"x": "y" * 70_000}}, 400,
          "at most 65536"),
         ("jobs/99/finish", {"state": "failed"}, 404, "no monitoring job 99"),
+        # past what the database's INTEGER columns and a datetime hold: 400/404, not a 500
+        ("jobs", {"model": "clf", "version": 2**31}, 400, "version 2147483648"),
+        ("jobs", {"model": "clf", "version": 10**30}, 400, "expected an int from 0"),
+        ("jobs/claim", {"worker": "w", "lease_s": 1e12}, 400, "lease_s 1000000000000.0"),
+        ("jobs/claim", {"worker": "w", "lease_s": 10**400}, 400, "at most 2.592e+06"),
+        (f"jobs/{2**63}/finish", {"state": "failed"}, 404, f"no monitoring job {2**63}"),
     ],
 )
 def test_hostile_job_requests_are_refused_with_the_reason(jfleet, path, body, status, says):
@@ -199,6 +205,8 @@ def test_job_listing_validates_its_query_and_needs_the_admin_token(jfleet):
     for query, says in (({"state": "done"}, "state 'done'"), ({"kind": "x"}, "job kind 'x'")):
         r = jfleet.client.get("/v1/admin/monitor/jobs", params=query, headers=jfleet.admin)
         assert r.status_code == 400 and says in r.json()["detail"], r.text
+    r = jfleet.client.get(f"/v1/admin/monitor/jobs/{2**63}", headers=jfleet.admin)
+    assert r.status_code == 404, r.text
     r = jfleet.client.get("/v1/admin/monitor/jobs")
     assert r.status_code == 401
     r = jfleet.client.post("/v1/admin/monitor/jobs/claim", json={"worker": "w"})

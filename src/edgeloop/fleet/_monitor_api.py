@@ -46,6 +46,8 @@ from edgeloop.fleet._http import (
 )
 from edgeloop.fleet._monitor_jobs import (
     DEFAULT_LEASE_S,
+    MAX_DB_INT,
+    MAX_LEASE_S,
     claim_job,
     finish_job,
     get_job,
@@ -302,8 +304,10 @@ class Monitor:
             kind = _text(data, "kind", "finetune")
             model = _text(data, "model")
             version = data.get("version")
-            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-                raise Refused(400, "bad_body", f"version {version!r:.40}: expected an int >= 0")
+            if (not isinstance(version, int) or isinstance(version, bool)
+                    or not 0 <= version <= MAX_DB_INT):
+                raise Refused(400, "bad_body", f"version {version!r:.40}: expected an int from 0 "
+                                               f"to {MAX_DB_INT}")
             cohort = _cohort(_text(data, "cohort", ms.ALL))
             reason = _text(data, "reason", "queued by an admin", limit=1000)
             with write_session(engine) as s:
@@ -318,8 +322,10 @@ class Monitor:
             data = json_object(body)
             kind, worker = _text(data, "kind", "finetune"), _text(data, "worker")
             lease = data.get("lease_s", DEFAULT_LEASE_S)
-            if not isinstance(lease, int | float) or isinstance(lease, bool):
-                raise Refused(400, "bad_body", f"lease_s {lease!r:.40}: expected seconds > 0")
+            if (not isinstance(lease, int | float) or isinstance(lease, bool)
+                    or not 0 < lease <= MAX_LEASE_S):  # NaN fails the comparison too
+                raise Refused(400, "bad_body", f"lease_s {lease!r:.40}: expected seconds > 0 "
+                                               f"and at most {MAX_LEASE_S:g}")
             with write_session(engine) as s:
                 row = claim_job(s, kind, worker, utc_now(), lease_s=float(lease))
                 return {"job": None if row is None else job_dict(row)}

@@ -44,6 +44,8 @@ OPEN = ("queued", "running")
 FINISHED = ("succeeded", "failed")
 MAX_RESULT_BYTES = 64 * 1024
 DEFAULT_LEASE_S = 3600.0
+MAX_LEASE_S = 30 * 86400.0  # a claim older than a month is stale whatever was asked
+MAX_DB_INT = 2**31 - 1  # job ids and versions are INTEGER columns (32-bit on PostgreSQL)
 _MAX_TEXT = 1000
 
 
@@ -92,8 +94,9 @@ def claim_job(s: Session, kind: str, worker: str, now: datetime, *,
     ``lease_s``), now ``running`` for ``worker``; None when there is none. The state change is
     conditional on the state read, so two workers racing for a job cannot both get it."""
     _check_kind(kind)
-    if not (math.isfinite(lease_s) and lease_s > 0):
-        raise Refused(400, "bad_body", f"lease_s {lease_s!r}: expected seconds > 0")
+    if not (math.isfinite(lease_s) and 0 < lease_s <= MAX_LEASE_S):
+        raise Refused(400, "bad_body", f"lease_s {lease_s!r}: expected seconds > 0 and at most "
+                                       f"{MAX_LEASE_S:g}")
     stale = now - timedelta(seconds=lease_s)
     candidates = s.scalars(sa.select(MonitorJobRow).where(
         MonitorJobRow.kind == kind,
@@ -113,7 +116,7 @@ def claim_job(s: Session, kind: str, worker: str, now: datetime, *,
 
 
 def get_job(s: Session, job_id: int) -> MonitorJobRow:
-    row = s.get(MonitorJobRow, job_id)
+    row = s.get(MonitorJobRow, job_id) if 0 <= job_id <= MAX_DB_INT else None
     if row is None:
         raise Refused(404, "not_found", f"no monitoring job {job_id}")
     return row
