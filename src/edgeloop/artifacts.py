@@ -214,7 +214,7 @@ class LineageRef(Artifact):
     """A hash of one thing an artifact came from.
 
     ``role`` is one of: source_model, recipe, calibration_data, dataset, evaluation,
-    teacher_model, federated_round, bundle, parent_version.
+    teacher_model, federated_round, bundle, parent_version, hybrid_schedule.
     """
 
     KIND: ClassVar[str] = "lineage_ref"

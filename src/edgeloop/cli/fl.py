@@ -247,6 +247,145 @@ def node_key(
     console.print(f"{binding['device_id']}: {binding['node_public_key']}")
 
 
+def _arrays(name: str, split: str, seed: int, option: str) -> tuple[Any, Any]:
+    import numpy as np
+
+    from edgeloop.data import load_dataset
+
+    ds = load_dataset(name, split, seed=seed)
+    if not isinstance(ds.x, np.ndarray) or ds.y is None:
+        raise InputError(f"{option} {name!r}: expected array inputs with labels in its {split} "
+                         "split")
+    return ds.x, np.asarray(ds.y)
+
+
+def schedule(
+    model: str = typer.Option(..., "--model", help="The base: MODEL.onnx or a registry ref "
+                              "NAME@VERSION / NAME@ALIAS."),
+    central: str | None = typer.Option(None, "--central", help="Built-in dataset or data file "
+                                       "held centrally (train and val splits): retrain the "
+                                       "head on it first. Omit to skip central retraining."),
+    dataset: str = typer.Option("textures", "--dataset", help="Built-in dataset or data file "
+                                "the simulated devices see (its train split)."),
+    rounds: int = typer.Option(3, "--rounds", help="Federated rounds (0: none)."),
+    personalize: bool = typer.Option(True, "--personalize/--no-personalize",
+                                     help="Fit a personal head on every simulated device."),
+    clients: int = typer.Option(10, "--clients", help="Simulated devices (2..10000)."),
+    partition: str = typer.Option("iid", "--partition",
+                                  help="iid, dirichlet:ALPHA or drift:FRACTION."),
+    strategy: str = typer.Option("fedavg", "--strategy", help="The federated strategy."),
+    central_epochs: int = typer.Option(20, "--central-epochs",
+                                       help="Epochs of central head retraining (1..1000)."),
+    lr: float = typer.Option(0.05, "--lr", help="Learning rate (central and local)."),
+    label_share: float = typer.Option(0.5, "--label-share",
+                                      help="Share of predictions that get a delayed label."),
+    samples: int | None = typer.Option(None, "--samples", help="Use at most this many device "
+                                       "samples (and as many central ones)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for partitions, labels and sampling."),
+    out: Path | None = typer.Option(None, "--out", help="Directory for the models and the "
+                                    "schedule record (default: hybrid-ID)."),
+    register: str | None = typer.Option(None, "--register", help="Register each accepted "
+                                        "model step as a version of this model (default for a "
+                                        "registry base: its own model)."),
+    no_register: bool = typer.Option(False, "--no-register", help="Never register."),
+    db: str | None = typer.Option(None, "--db", help="Registry database URL."),
+    data_dir: Path | None = typer.Option(None, "--data", help="Registry data directory."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Hybrid schedule: central retraining, federated rounds, on-device personalization; each
+    accepted model step registered with its lineage (parent version and schedule record)."""
+    import dataclasses
+    import logging
+
+    import numpy as np
+
+    from edgeloop._io import atomic_write_bytes
+    from edgeloop.agent import PersonalConfig
+    from edgeloop.artifacts import LineageRef, ModelCard, sha256_bytes
+    from edgeloop.cli._console import console, print_json
+    from edgeloop.federated.server import (
+        SchedulePlan,
+        SimulationPlan,
+        hybrid_schedule,
+        make_strategy,
+    )
+
+    if not 0 <= rounds <= 10_000:
+        raise InputError(f"--rounds {rounds}: expected 0..10000")
+    if central is not None and not 1 <= central_epochs <= 1000:
+        raise InputError(f"--central-epochs {central_epochs}: expected 1..1000")
+    devices = SimulationPlan(clients=clients, rounds=max(rounds, 1), partition=partition,
+                             strategy=strategy.lower(), lr=lr, label_share=label_share,
+                             seed=seed)
+    make_strategy(devices.strategy)
+    plan = SchedulePlan(central_epochs=central_epochs if central is not None else 0,
+                        central_lr=lr, federated=devices if rounds else None,
+                        personalize=personalize, personal=PersonalConfig(), devices=devices,
+                        seed=seed)
+    base, base_ref, base_card, name = _base(model, db, data_dir)
+    x, y = _arrays(dataset, "train", seed, "--dataset")
+    cdata = None
+    if central is not None:
+        cdata = (_arrays(central, "train", seed, "--central"),
+                 _arrays(central, "val", seed, "--central"))
+    if samples is not None:
+        if samples < clients:
+            raise InputError(f"--samples {samples}: expected at least one per client ({clients})")
+        keep = np.random.default_rng(seed).permutation(len(y))[:samples]
+        x, y = x[keep], y[keep]
+        if cdata is not None:
+            (cx, cy), val = cdata
+            ck = np.random.default_rng(seed + 1).permutation(len(cy))[:samples]
+            cdata = ((cx[ck], cy[ck]), val)
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    result = hybrid_schedule(base, central=cdata, devices=(x, y), plan=plan)
+    dest = out or Path(result.schedule_id)
+    dest.mkdir(parents=True, exist_ok=True)
+    record = result.record_json()
+    atomic_write_bytes(dest / "schedule.json", record)
+    target = None if no_register else (register or (name if base_ref else None))
+    registered: list[str] = []
+    parent_ref, parent_card = base_ref, base_card
+    for step in result.steps:
+        if step.sha256 is None:
+            continue
+        blob = result.models[step.sha256]
+        path = dest / f"{step.kind}.onnx"
+        atomic_write_bytes(path, blob)
+        lineage = (LineageRef("parent_version", step.parent_sha256, name=parent_ref),
+                   LineageRef("hybrid_schedule", sha256_bytes(record),
+                              name=f"{result.schedule_id}:{step.kind}"))
+        fields: dict[str, Any] = {
+            "name": target or name, "sha256": step.sha256, "size_bytes": len(blob),
+            "metrics": {f"{step.kind}_{k}": v for k, v in step.metrics.items()},
+            "lineage": lineage,
+            "description": f"hybrid schedule {result.schedule_id}: {step.kind} step",
+        }
+        card = (ModelCard(**fields) if parent_card is None
+                else dataclasses.replace(parent_card, **fields, recipe=None))
+        if target is not None:
+            from edgeloop.registry import Registry
+
+            with Registry(db, data_dir) as reg:
+                reg.blobs.put_file(dest / "schedule.json")
+                v = reg.push(path, target, card=card, description=card.description,
+                             reason=f"hybrid schedule {result.schedule_id}: {step.kind}")
+            registered.append(v.ref)
+            parent_ref, parent_card = v.ref, card
+    summary = {"schedule_id": result.schedule_id, "out": str(dest), "registered": registered,
+               "steps": [{"kind": s.kind, "accepted": s.accepted, "sha256": s.sha256,
+                          "metrics": s.metrics} for s in result.steps]}
+    if json_out:
+        print_json(summary)
+        return
+    for s in result.steps:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in s.metrics.items() if "accuracy" in k)
+        console.print(f"{s.kind}: {'accepted' if s.accepted else 'not accepted'} · {shown}")
+    console.print(f"{result.schedule_id}: registered {', '.join(registered) or 'nothing'} · "
+                  f"record in {dest / 'schedule.json'}")
+
+
 app.command("simulate")(simulate)
 app.command("privacy")(privacy)
 app.command("node-key")(node_key)
+app.command("schedule")(schedule)

@@ -16,6 +16,12 @@ used) and the device half.
 
 from edgeloop.federated.server._card import candidate_card, candidate_reference
 from edgeloop.federated.server._grid import InProcessGrid
+from edgeloop.federated.server._hybrid import (
+    SchedulePlan,
+    ScheduleResult,
+    ScheduleStep,
+    hybrid_schedule,
+)
 from edgeloop.federated.server._onnx_head import read_head, with_embedding, write_head
 from edgeloop.federated.server._partition import PARTITIONS, parse_partition, partition
 from edgeloop.federated.server._privacy import (
@@ -54,6 +60,9 @@ __all__ = [
     "RoundGuard",
     "RoundLog",
     "RunOutcome",
+    "SchedulePlan",
+    "ScheduleResult",
+    "ScheduleStep",
     "SimulationPlan",
     "SimulationResult",
     "TorchTrainer",
@@ -62,6 +71,7 @@ __all__ = [
     "combinations",
     "evaluate_gate",
     "export_candidate",
+    "hybrid_schedule",
     "make_strategy",
     "noise_for_epsilon",
     "parse_partition",
