@@ -64,6 +64,8 @@ def test_negative_errors_are_refused_and_change_nothing(server, device):
         ('{"requests": 10, "error_rate": 1.5}', "60.0", "within [0, 1]"),
         ('{"requests": 10, "personal_gain": 1.5}', "60.0", "within [-1, 1]"),
         ('{"requests": 10, "personal_active": -1}', "60.0", "within [0, 1]"),
+        ('{"requests": 10, "bytes_downloaded": 1e300}', "60.0", "within [0, 1.09951e+12]"),
+        ('{"requests": 10, "delta_bytes_downloaded": -5}', "60.0", "within [0, 1.09951e+12]"),
         ('{"requests": 10}', "NaN", "window_s"),
         ('{"requests": 10}', "-1", "window_s"),
         ('{"requests": 10}', '"long"', "window_s"),
@@ -175,3 +177,9 @@ def test_the_personal_head_gauges_are_bounded():
     validate_report(_report(requests=1.0, personal_gain=-0.25, personal_active=1.0))
     with pytest.raises(Refused, match="within"):
         validate_report(_report(requests=1.0, personal_gain=-1.5))
+
+
+def test_the_download_totals_are_bounded():
+    validate_report(_report(requests=1.0, bytes_downloaded=3e6, delta_bytes_downloaded=4e5))
+    with pytest.raises(Refused, match="bytes_downloaded"):
+        validate_report(_report(requests=1.0, bytes_downloaded=1e300))

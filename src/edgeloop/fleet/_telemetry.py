@@ -64,11 +64,15 @@ def is_count(name: str) -> bool:
     return name.endswith("s") and not name.endswith(_UNITS)
 
 
-# gauges with a fixed range: the on-device personal head's held-out accuracy gain and whether
-# it serves (edgeloop.agent personalization)
+# metrics with a fixed range: the on-device personal head's held-out accuracy gain and whether
+# it serves (edgeloop.agent personalization), and the download totals
 _BOUNDED: dict[str, tuple[float, float]] = {
     "personal_gain": (-1.0, 1.0),
     "personal_active": (0.0, 1.0),
+    # bytes an install fetched (summed per rollout stage: fleet._rollout_store.shipped_by_stage);
+    # not counts by name, so bounded here: at most 1 TiB in one report
+    "bytes_downloaded": (0.0, float(2**40)),
+    "delta_bytes_downloaded": (0.0, float(2**40)),
 }
 
 
