@@ -46,6 +46,7 @@ from edgeloop.federated.server._simulate import (
     simulate,
 )
 from edgeloop.federated.server._strategy import STRATEGIES, RoundGuard, RoundLog, make_strategy
+from edgeloop.federated.server._superlink import SuperLink, superlink_command
 from edgeloop.federated.server._torch_trainer import TorchTrainer, export_candidate, state_arrays
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "ScheduleStep",
     "SimulationPlan",
     "SimulationResult",
+    "SuperLink",
     "TorchTrainer",
     "candidate_card",
     "candidate_reference",
@@ -82,6 +84,7 @@ __all__ = [
     "server_app",
     "simulate",
     "state_arrays",
+    "superlink_command",
     "with_embedding",
     "write_head",
 ]

@@ -1,0 +1,152 @@
+"""A Flower SuperLink beside the fleet server: ``flower-superlink`` as a child process, over
+TLS with the fleet's certificate and CA, with SuperNode authentication on.
+
+::
+
+    with SuperLink(cert_pem, key_pem, ca_pem, state_dir, port=0) as link:
+        link.url                                  # https://127.0.0.1:PORT (Fleet + Control API)
+        link.restart()                            # a SuperLink restart, same port and database
+
+There is no insecure mode: Flower's node authentication needs TLS, and edgeloop's deployments
+only ever run with it. The SuperLink's state lives in ``state_dir/superlink.db`` (so a restart
+keeps it); its log in ``state_dir/superlink.log``. It is ready when a TLS handshake that
+verifies its certificate against the CA succeeds on its port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from edgeloop.errors import FleetError, InputError, MissingExtraError
+
+__all__ = ["SuperLink", "superlink_command"]
+
+
+def _executable() -> str:
+    here = Path(sys.executable).parent / "flower-superlink"
+    found = str(here) if here.exists() else shutil.which("flower-superlink")
+    if found is None:
+        raise MissingExtraError("flower-superlink not found: pip install 'edgeloop[federated]'")
+    return found
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def superlink_command(cert_pem: Path, key_pem: Path, ca_pem: Path, database: Path, *,
+                      host: str, port: int, executable: str = "flower-superlink") -> list[str]:
+    """The ``flower-superlink`` command line: TLS, SuperNode authentication, one port."""
+    return [executable, "--ssl-certfile", str(cert_pem), "--ssl-keyfile", str(key_pem),
+            "--ssl-ca-certfile", str(ca_pem), "--enable-supernode-auth",
+            "--host", host, "--port", str(port), "--database", str(database)]
+
+
+class SuperLink:
+    """``flower-superlink`` as a child process (module docstring)."""
+
+    def __init__(self, cert_pem: str | Path, key_pem: str | Path, ca_pem: str | Path,
+                 state_dir: str | Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.cert_pem, self.key_pem, self.ca_pem = Path(cert_pem), Path(key_pem), Path(ca_pem)
+        for flag, path in (("--tls-cert", self.cert_pem), ("--tls-key", self.key_pem),
+                           ("--tls-ca", self.ca_pem)):
+            if not path.is_file():
+                raise InputError(f"{flag} {str(path)!r}: expected a PEM file")
+        if not 0 <= port <= 65535:
+            raise InputError(f"--port {port!r}: expected 0..65535 (0: a free port)")
+        self.state_dir = Path(state_dir)
+        self.host = host
+        self.port = port or _free_port(host)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "superlink.log"
+
+    def command(self) -> list[str]:
+        return superlink_command(self.cert_pem, self.key_pem, self.ca_pem,
+                                 self.state_dir / "superlink.db", host=self.host,
+                                 port=self.port, executable=_executable())
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:])
+
+    def ready(self) -> bool:
+        """A TLS handshake verifying the SuperLink's certificate against the CA succeeds."""
+        context = ssl.create_default_context(cafile=str(self.ca_pem))
+        try:
+            with socket.create_connection((self.host, self.port), timeout=2) as raw, \
+                    context.wrap_socket(raw, server_hostname=self.host):
+                return True
+        except (OSError, ssl.SSLError):
+            return False
+
+    def start(self, timeout_s: float = 60.0) -> SuperLink:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, cwd=self.state_dir,
+                                            env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                raise FleetError(f"flower-superlink exited with {code}: {self._log_tail()}")
+            if self.ready():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise FleetError(f"flower-superlink not ready on {self.url} after {timeout_s:g} s: "
+                         f"{self._log_tail()}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout_s)
+
+    def restart(self, timeout_s: float = 60.0) -> None:
+        """Stop and start again on the same port, with the same database."""
+        self.stop()
+        self.restarts += 1
+        self.start(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> SuperLink:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,58 @@
+"""A Flower SuperLink beside the fleet server: TLS with the fleet's CA, SuperNode
+authentication on, restartable on the same port."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr")
+
+from edgeloop.errors import InputError  # noqa: E402
+from edgeloop.federated.server import SuperLink, superlink_command  # noqa: E402
+from tls_certs import make_ca  # noqa: E402
+
+
+def test_the_command_line_is_tls_with_node_authentication() -> None:
+    cmd = superlink_command(Path("c.pem"), Path("k.pem"), Path("ca.pem"), Path("s.db"),
+                            host="127.0.0.1", port=9093)
+    assert "--enable-supernode-auth" in cmd and "--insecure" not in cmd
+    assert cmd[cmd.index("--ssl-ca-certfile") + 1] == "ca.pem"
+    assert cmd[cmd.index("--port") + 1] == "9093"
+
+
+def test_missing_certificates_and_bad_ports_are_refused(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path / "ca")
+    with pytest.raises(InputError, match="--tls-key"):
+        SuperLink(ca.cert_pem, tmp_path / "nope.key", ca.ca_pem, tmp_path / "sl")
+    with pytest.raises(InputError, match="--port"):
+        SuperLink(ca.cert_pem, ca.key_pem, ca.ca_pem, tmp_path / "sl", port=70000)
+
+
+def _handshake(port: int, cafile: Path) -> bool:
+    context = ssl.create_default_context(cafile=str(cafile))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1"):
+            return True
+    except ssl.SSLError:
+        return False
+
+
+@pytest.mark.slow
+def test_superlink_serves_the_fleet_certificate_and_survives_a_restart(tmp_path: Path) -> None:
+    ca, other = make_ca(tmp_path / "ca"), make_ca(tmp_path / "attacker", "another CA")
+    with SuperLink(ca.cert_pem, ca.key_pem, ca.ca_pem, tmp_path / "sl") as link:
+        assert link.running and link.url.startswith("https://127.0.0.1:")
+        assert _handshake(link.port, ca.ca_pem)
+        assert not _handshake(link.port, other.ca_pem)  # it is the fleet's certificate
+        port = link.port
+        link.restart()
+        assert link.running and link.port == port and link.restarts == 1
+        assert _handshake(link.port, ca.ca_pem)
+        assert (tmp_path / "sl" / "superlink.db").exists()  # state kept across the restart
+        process = link.process
+    assert not link.running and process is not None and process.poll() is not None
