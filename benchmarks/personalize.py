@@ -1,0 +1,205 @@
+"""Personalization benchmark: on-device personal heads on the drifted devices of the federated
+benchmark's drift scenario, their cost on the device, and the hybrid schedule against federated
+rounds alone and central retraining alone.
+
+Per seed (textures, as in ``benchmarks/federated.py``): the base model is trained on a small
+build-time draw and exported (``federated.base_model``). The train split is cut in two: the
+first half is the data the user holds centrally, the second half is spread over ``--clients``
+simulated devices partitioned ``drift:0.2`` (a fifth see ``sensor_shift``-ed inputs), each
+labelling ``--label-share`` of its predictions. Compared (``edgeloop.federated.server.
+hybrid_schedule``):
+
+- ``central``: the head retrained on the central half only;
+- ``federated``: ``--rounds`` FedAvg rounds only;
+- ``hybrid``: central, then federated, then personalization;
+- per schedule: the final model's accuracy on the test split, and for the devices (all, and the
+  drifted ones) their held-out accuracy with the fleet head, and with what they serve after
+  personalization (their personal head only where it beats the fleet head: the gain);
+- device cost of one personal-head fit on a device's labelled samples: seconds and peak
+  Python memory (``tracemalloc``), and the head's stored size.
+
+    python benchmarks/personalize.py            # 3 seeds, 20 devices, 5 rounds
+    python benchmarks/personalize.py --quick    # smoke run: tiny data, 1 seed, 2 rounds
+
+Prints a table (mean and standard deviation over seeds) and writes
+``benchmarks/results/personalize.json``; ``BENCH_LOAD_BEFORE`` (e.g. ``uptime`` before the run)
+is recorded when set, with the load after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+RESULTS = Path(__file__).parent / "results" / "personalize.json"
+SCHEDULES = ("central", "federated", "hybrid")
+
+
+def device_cost(model: bytes, x: np.ndarray, y: np.ndarray, label_share: float,
+                seed: int) -> dict[str, float]:
+    """One personal-head fit as a device does it: seconds, peak traced memory, stored bytes."""
+    from edgeloop.agent import fit_personal
+    from edgeloop.artifacts import sha256_bytes
+    from edgeloop.federated.device import EMBEDDING_OUTPUT
+    from edgeloop.federated.server import with_embedding
+    from edgeloop.runtime import Session, run_batched
+
+    out = run_batched(Session(with_embedding(model), providers=["CPUExecutionProvider"]), x)
+    feats = np.asarray(out[EMBEDDING_OUTPUT], np.float32).reshape(len(x), -1)
+    probs = next(v for k, v in out.items() if k != EMBEDDING_OUTPUT)
+    keep = np.random.default_rng(seed).random(len(y)) < label_share
+    served = np.asarray(probs).argmax(axis=1)
+    k = int(np.asarray(probs).shape[1])
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    head = fit_personal(feats[keep], y[keep], served[keep], n_classes=k,
+                        base_sha256=sha256_bytes(model), embedding=EMBEDDING_OUTPUT,
+                        output="probs", probabilities=True)
+    seconds = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"fit_seconds": seconds, "fit_peak_mb": peak / 2**20,
+            "head_bytes": float(len(head.to_bytes(b"k" * 32))), "samples": float(keep.sum()),
+            "features": float(feats.shape[1])}
+
+
+def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    from edgeloop.agent import PersonalConfig
+    from edgeloop.data import load_dataset
+    from edgeloop.federated.server import SchedulePlan, SimulationPlan, hybrid_schedule
+    from federated import TASKS, accuracy, base_model, data_opts
+
+    _, dataset, _ = TASKS["textures"]
+    model, _, _ = base_model("textures", seed, args.base_epochs, args.base_n, work)
+    opts = data_opts(dataset, args.n)
+    train = load_dataset(dataset, "train", seed=seed, **opts)
+    val = load_dataset(dataset, "val", seed=seed, **opts)
+    test = load_dataset(dataset, "test", seed=seed, **opts)
+    x, y = np.asarray(train.x), np.asarray(train.y)
+    half = len(y) // 2
+    central = ((x[:half], y[:half]), (np.asarray(val.x), np.asarray(val.y)))
+    devices = (x[half:], y[half:])
+    xt, yt = np.asarray(test.x), np.asarray(test.y)
+    fl = SimulationPlan(clients=args.clients, rounds=args.rounds, partition="drift:0.2",
+                        epochs=args.local_epochs, lr=args.lr, label_share=args.label_share,
+                        seed=seed)
+    plans = {
+        "central": SchedulePlan(central_epochs=args.central_epochs, central_lr=args.lr,
+                                federated=None, personalize=True, devices=fl, seed=seed,
+                                personal=PersonalConfig()),
+        "federated": SchedulePlan(central_epochs=0, federated=fl, personalize=True, devices=fl,
+                                  seed=seed),
+        "hybrid": SchedulePlan(central_epochs=args.central_epochs, central_lr=args.lr,
+                               federated=fl, personalize=True, devices=fl, seed=seed),
+    }
+    rows = [{"seed": seed, "schedule": "none", "test_accuracy": accuracy(model, xt, yt)}]
+    for name, plan in plans.items():
+        t0 = time.perf_counter()
+        result = hybrid_schedule(model, central=central if plan.central_epochs else None,
+                                 devices=devices, plan=plan)
+        personal = result.steps[-1].metrics
+        rows.append({
+            "seed": seed, "schedule": name, "seconds": time.perf_counter() - t0,
+            "test_accuracy": accuracy(result.model, xt, yt),
+            "steps": {s.kind: s.accepted for s in result.steps},
+            **{f"devices_{k}": v for k, v in personal.items()},
+        })
+    per_device = min(len(devices[1]), max(len(devices[1]) // args.clients, 100))
+    rows.append({"seed": seed, "schedule": "device-cost",
+                 **device_cost(model, devices[0][:per_device], devices[1][:per_device],
+                               args.label_share, seed)})
+    return rows
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for name in ("none", *SCHEDULES, "device-cost"):
+        group = [r for r in rows if r["schedule"] == name]
+        keys = sorted({k for r in group for k, v in r.items()
+                       if isinstance(v, float) and k != "seed"})
+        entry: dict[str, Any] = {"schedule": name, "seeds": len(group)}
+        for k in keys:
+            vals = [float(r[k]) for r in group if k in r]
+            entry[f"{k}_mean"], entry[f"{k}_std"] = _ms(vals)
+        out.append(entry)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--local-epochs", type=int, default=3)
+    ap.add_argument("--central-epochs", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--label-share", type=float, default=0.5)
+    ap.add_argument("--base-epochs", type=int, default=None, help="default: the arch's own")
+    ap.add_argument("--base-n", type=int, default=2000)
+    ap.add_argument("--n", type=int, default=None, help="textures dataset size (default 10000)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: small data, 1 seed, 2 rounds, 6 clients, base 2 epochs")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.rounds, args.clients = args.seeds[:1], 2, 6
+        args.n, args.base_n, args.base_epochs = 600, 300, args.base_epochs or 2
+        args.central_epochs = 3
+    import edgeloop.federated.server  # noqa: F401 - Flower sets its logger up on import
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="edgeloop-personal-bench-") as tmp:
+        for seed in args.seeds:
+            rows.extend(run_seed(seed, args, Path(tmp)))
+    table = summarise(rows)
+
+    def cell(t: dict[str, Any], key: str) -> str:
+        m = t.get(f"{key}_mean")
+        return "-" if m is None else f"{m:.4f}±{t[f'{key}_std']:.4f}"
+
+    print(f"\n{'schedule':<10} {'test acc':>16} {'drifted fleet':>16} {'drifted served':>16} "
+          f"{'all fleet':>16} {'all served':>16}")
+    for t in table[:-1]:
+        print(f"{t['schedule']:<10} {cell(t, 'test_accuracy'):>16} "
+              f"{cell(t, 'devices_drifted_fleet_accuracy'):>16} "
+              f"{cell(t, 'devices_drifted_served_accuracy'):>16} "
+              f"{cell(t, 'devices_fleet_accuracy'):>16} {cell(t, 'devices_served_accuracy'):>16}")
+    cost = table[-1]
+    print(f"\ndevice cost of one fit: {cell(cost, 'fit_seconds')} s, peak "
+          f"{cell(cost, 'fit_peak_mb')} MB traced, head {cell(cost, 'head_bytes')} bytes stored")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": "personalize", "quick": args.quick,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "load_before": os.environ.get("BENCH_LOAD_BEFORE"), "load_after": os.getloadavg()[0],
+        "wall_seconds": time.perf_counter() - start, "summary": table, "runs": rows,
+    }
+    tmp_out = args.out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(payload, indent=2, default=str))
+    tmp_out.replace(args.out)
+    print(f"\nwrote {args.out} ({payload['wall_seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
