@@ -5,7 +5,8 @@ its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here
 :class:`Base` and created by one Alembic chain shipped inside this package
 (``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
 ``0005_dashboard_sessions`` -> ``0006_monitor`` -> ``0007_eval_suites`` ->
-``0008_monitor_jobs`` -> ``0009_rollout_controls`` -> ``0010_fleet_generation``; the revision
+``0008_monitor_jobs`` -> ``0009_rollout_controls`` -> ``0010_fleet_generation`` ->
+``0011_autoheal``; the revision
 ids are stored in every existing database and never change). SQLite is the embedded default,
 PostgreSQL is chosen by URL.
 
@@ -22,6 +23,7 @@ read and write them inside their own transactions and hand dataclasses to everyo
 
 from __future__ import annotations
 
+from edgeloop.db._autoheal_tables import AUTOHEAL_TABLES, AutohealActionRow, AutohealStateRow
 from edgeloop.db._dashboard_tables import (
     DASHBOARD_TABLES,
     DashboardSessionRow,
@@ -82,6 +84,7 @@ from edgeloop.db._rollout_tables import (
 )
 
 __all__ = [
+    "AUTOHEAL_TABLES",
     "DASHBOARD_TABLES",
     "FLEET_TABLES",
     "MIGRATIONS_DIR",
@@ -90,6 +93,8 @@ __all__ = [
     "ROLLOUT_TABLES",
     "AliasEventRow",
     "AliasRow",
+    "AutohealActionRow",
+    "AutohealStateRow",
     "Base",
     "BlobRow",
     "BundleRow",

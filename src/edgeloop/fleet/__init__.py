@@ -9,6 +9,14 @@ pure function (:func:`direct`) whose ``policy`` hook staged rollouts override.
 from __future__ import annotations
 
 from edgeloop.fleet._app import app_from_env, create_app
+from edgeloop.fleet._autoheal import (
+    AUTOHEAL_ACTIONS,
+    AutohealState,
+    autoheal_actions,
+    autoheal_state,
+    record_autoheal_action,
+    set_autoheal_paused,
+)
 from edgeloop.fleet._director import (
     DeviceState,
     FleetState,
@@ -40,6 +48,12 @@ from edgeloop.fleet._settings import (
 from edgeloop.fleet._state import AppState, PolicyLoader
 
 __all__ = [
+    "AUTOHEAL_ACTIONS",
+    "AutohealState",
+    "autoheal_actions",
+    "autoheal_state",
+    "record_autoheal_action",
+    "set_autoheal_paused",
     "SETTINGS_ENV",
     "AppState",
     "DeviceSample",

@@ -1,0 +1,94 @@
+"""The auto-heal kill switch and audit log: tables match migration 0011, the switch is shared
+through the database (two engines: two server processes), the CLI flips and reads it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from edgeloop.db import (
+    AUTOHEAL_TABLES,
+    Base,
+    make_engine,
+    read_session,
+    upgrade,
+    utcnow,
+    write_session,
+)
+from edgeloop.errors import InputError
+from edgeloop.fleet import (
+    autoheal_actions,
+    autoheal_state,
+    record_autoheal_action,
+    set_autoheal_paused,
+)
+
+
+def test_migration_0011_autoheal_matches_the_tables(db_url: str) -> None:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert set(sa.inspect(conn).get_table_names()) >= AUTOHEAL_TABLES
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = [d for d in compare_metadata(ctx, Base.metadata)
+                    if any(t in repr(d) for t in AUTOHEAL_TABLES)]
+        assert diff == []
+    finally:
+        engine.dispose()
+
+
+def test_switch_is_shared_between_processes_and_logged(db_url: str) -> None:
+    upgrade(db_url)
+    one, two = make_engine(db_url), make_engine(db_url)
+    try:
+        with read_session(two) as s:
+            assert autoheal_state(s).paused is False
+        with write_session(one) as s:
+            set_autoheal_paused(s, True, actor="ops", reason="sensor recall", now=utcnow())
+        with read_session(two) as s:
+            st = autoheal_state(s)
+            assert (st.paused, st.reason, st.actor) == (True, "sensor recall", "ops")
+        with write_session(two) as s:
+            record_autoheal_action(s, "skipped", actor="server-2", now=utcnow(), model="kws",
+                                   cohort="site=a", detail={"why": "paused"})
+            set_autoheal_paused(s, False, actor="ops", reason="", now=utcnow())
+        with read_session(one) as s:
+            assert autoheal_state(s).paused is False
+            acts = autoheal_actions(s)
+            assert [a["action"] for a in acts] == ["resumed", "skipped", "paused"]
+            assert [a["action"] for a in autoheal_actions(s, model="kws")] == ["skipped"]
+        with write_session(one) as s, pytest.raises(InputError, match="expected one of"):
+            record_autoheal_action(s, "reboot", actor="x", now=utcnow())
+        with write_session(one) as s, pytest.raises(InputError, match="one line"):
+            set_autoheal_paused(s, True, actor="x", reason="a\nb", now=utcnow())
+    finally:
+        one.dispose()
+        two.dispose()
+
+
+def _cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EDGELOOP_DB": db}
+    return subprocess.run([sys.executable, "-m", "edgeloop", "autoheal", *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_cli_pause_status_resume(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'e.db'}"
+    r = _cli(db, "pause", "--reason", "recall")
+    assert r.returncode == 0 and "auto-heal paused" in r.stdout, r.stderr
+    r = _cli(db, "status", "--json")
+    out = json.loads(r.stdout)
+    assert out["state"]["paused"] is True and out["actions"][0]["action"] == "paused"
+    r = _cli(db, "resume")
+    assert r.returncode == 0 and "auto-heal running" in r.stdout, r.stderr
+    r = _cli(db, "status", "--limit", "0")
+    assert r.returncode != 0 and "--limit 0: expected 1..10000" in r.stderr + r.stdout
