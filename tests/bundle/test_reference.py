@@ -99,3 +99,13 @@ def test_edgeloop_pack_reference(cli, tmp_path, release_key, trust, device_key):
     assert WindowSketch(ref).update(np.zeros((5, 16)), out["probs"]) is not None
     bad = cli(*args[:-2], "--out", "n.elb", "--reference", "card.json")
     assert bad.returncode != 0 and "card.json" in bad.stderr
+
+
+@pytest.mark.parametrize("data", [b"PK\x03\x04 not a model", b""])
+def test_bytes_that_are_not_a_model_are_refused_as_such(data: bytes) -> None:
+    pytest.importorskip("onnx")
+    from edgeloop.errors import ModelFormatError
+    from edgeloop.optimize import add_embedding_output
+
+    with pytest.raises(ModelFormatError, match="not an ONNX model"):
+        add_embedding_output(data)

@@ -77,6 +77,7 @@ def test_a_candidate_that_does_not_gain_enough_is_not_registered(setup: Path, cl
         (["--compression", "int4"], "compression"),
         (["--clients", "1"], "clients"),
         (["--model", "nothing"], "--model"),
+        (["--model", "feed.npz"], "--model 'feed.npz': expected an ONNX model"),
         (["--trainer", "full"], "--checkpoint"),
         (["--backend", "spark"], "backend"),
         (["--trainer", "lora", "--checkpoint", "x.pt"], "trainer"),

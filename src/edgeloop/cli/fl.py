@@ -19,13 +19,29 @@ app = typer.Typer(help="Federated learning on Flower: simulate rounds, register 
                   no_args_is_help=True)
 
 
+def _check_onnx(data: bytes, model: str) -> None:
+    """Refuse a file that is not an ONNX model in one line naming it (not a protobuf trace)."""
+    import onnx
+
+    from edgeloop.errors import ModelFormatError
+
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ModelFormatError(f"--model {model!r}: expected an ONNX model ({e})") from e
+    if not proto.HasField("graph") or not proto.opset_import:
+        raise ModelFormatError(f"--model {model!r}: expected an ONNX model (no graph or opset)")
+
+
 def _base(model: str, db: str | None, data: Path | None) -> tuple[bytes, str | None, Any, str]:
     """(model bytes, registry ref, base card, model name) from a file or ``NAME@VERSION``."""
     from edgeloop._io import read_bytes
 
     path = Path(model)
     if path.exists() or model.endswith(".onnx"):
-        return read_bytes(path, "model"), None, None, path.stem
+        data = read_bytes(path, "model")
+        _check_onnx(data, model)
+        return data, None, None, path.stem
     if "@" not in model:
         raise InputError(f"--model {model!r}: expected an ONNX file or a registry ref NAME@VERSION"
                          " (or NAME@ALIAS)")

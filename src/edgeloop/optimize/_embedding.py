@@ -11,7 +11,7 @@ Build layer: needs ``onnx``.
 
 from __future__ import annotations
 
-from edgeloop.errors import InputError
+from edgeloop.errors import InputError, ModelFormatError
 
 __all__ = ["EMBEDDING_OUTPUT", "add_embedding_output"]
 
@@ -27,7 +27,12 @@ def add_embedding_output(model: bytes, output: str | None = None) -> tuple[bytes
     import onnx
     from onnx import helper
 
-    m = onnx.load_from_string(model)
+    try:
+        m = onnx.load_from_string(model)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ModelFormatError(f"not an ONNX model: {e}") from e
+    if not m.HasField("graph") or not m.opset_import:
+        raise ModelFormatError("not an ONNX model: no graph or opset")
     g = m.graph
     outputs = [o.name for o in g.output]
     if EMBEDDING_OUTPUT in outputs:
