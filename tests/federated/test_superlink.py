@@ -32,6 +32,15 @@ def test_missing_certificates_and_bad_ports_are_refused(tmp_path: Path) -> None:
         SuperLink(ca.cert_pem, ca.key_pem, ca.ca_pem, tmp_path / "sl", port=70000)
 
 
+def test_relative_paths_are_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_ca(tmp_path / "ca")
+    monkeypatch.chdir(tmp_path)  # the SuperLink itself runs in its state directory
+    link = SuperLink(Path("ca/server.pem"), Path("ca/server.key"), Path("ca/ca.pem"), "sl")
+    cmd = link.command()
+    assert all(Path(cmd[cmd.index(flag) + 1]).is_absolute() for flag in
+               ("--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certfile", "--database"))
+
+
 def _handshake(port: int, cafile: Path) -> bool:
     context = ssl.create_default_context(cafile=str(cafile))
     try:
@@ -56,3 +65,26 @@ def test_superlink_serves_the_fleet_certificate_and_survives_a_restart(tmp_path:
         assert (tmp_path / "sl" / "superlink.db").exists()  # state kept across the restart
         process = link.process
     assert not link.running and process is not None and process.poll() is not None
+
+
+@pytest.mark.slow
+def test_only_enrolled_non_revoked_devices_node_keys_are_registered(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edgeloop.errors import AuthError, IntegrityError
+    from edgeloop.federated.device import bind_node_key
+
+    ca = make_ca(tmp_path / "ca")
+    good, revoked, stranger = (Ed25519PrivateKey.generate() for _ in range(3))
+    with SuperLink(ca.cert_pem, ca.key_pem, ca.ca_pem, tmp_path / "sl") as link:
+        node = link.register_device(good.public_key(), bind_node_key(good, "dev-1"), "dev-1",
+                                    revoked=False)
+        with pytest.raises(AuthError, match="revoked"):
+            link.register_device(revoked.public_key(), bind_node_key(revoked, "dev-2"),
+                                 "dev-2", revoked=True)
+        with pytest.raises(IntegrityError):  # a stranger's key under dev-3's enrolled key
+            link.register_device(good.public_key(), bind_node_key(stranger, "dev-3"),
+                                 "dev-3", revoked=False)
+        assert link.nodes() == {node: "dev-1"}
+        link.unregister(node)
+        assert link.nodes() == {}

@@ -6,11 +6,18 @@ TLS with the fleet's certificate and CA, with SuperNode authentication on.
     with SuperLink(cert_pem, key_pem, ca_pem, state_dir, port=0) as link:
         link.url                                  # https://127.0.0.1:PORT (Fleet + Control API)
         link.restart()                            # a SuperLink restart, same port and database
+    link.register_device(device_key, binding, device_id, revoked=False)   # -> Flower node id
 
 There is no insecure mode: Flower's node authentication needs TLS, and edgeloop's deployments
 only ever run with it. The SuperLink's state lives in ``state_dir/superlink.db`` (so a restart
 keeps it); its log in ``state_dir/superlink.log``. It is ready when a TLS handshake that
 verifies its certificate against the CA succeeds on its port.
+
+Node keys reach the SuperLink only through :meth:`SuperLink.register_device`: the device's
+signed binding (``federated.device.bind_node_key``) must verify against the key the device
+enrolled with, and a revoked device is refused, so only enrolled, non-revoked devices' SuperNodes
+can connect. Registration goes through the SuperLink's Control API (Flower's
+``ControlHttpClient`` over the same TLS, the CA pinned).
 """
 
 from __future__ import annotations
@@ -25,8 +32,14 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from edgeloop.errors import FleetError, InputError, MissingExtraError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edgeloop.errors import AuthError, FleetError, InputError, MissingExtraError
+from edgeloop.federated.device import verify_node_binding
 
 __all__ = ["SuperLink", "superlink_command"]
 
@@ -58,14 +71,16 @@ class SuperLink:
 
     def __init__(self, cert_pem: str | Path, key_pem: str | Path, ca_pem: str | Path,
                  state_dir: str | Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.cert_pem, self.key_pem, self.ca_pem = Path(cert_pem), Path(key_pem), Path(ca_pem)
+        # absolute: the SuperLink runs in state_dir
+        self.cert_pem, self.key_pem, self.ca_pem = (Path(p).resolve()
+                                                    for p in (cert_pem, key_pem, ca_pem))
         for flag, path in (("--tls-cert", self.cert_pem), ("--tls-key", self.key_pem),
                            ("--tls-ca", self.ca_pem)):
             if not path.is_file():
                 raise InputError(f"{flag} {str(path)!r}: expected a PEM file")
         if not 0 <= port <= 65535:
             raise InputError(f"--port {port!r}: expected 0..65535 (0: a free port)")
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).resolve()
         self.host = host
         self.port = port or _free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
@@ -139,6 +154,64 @@ class SuperLink:
         self.stop()
         self.restarts += 1
         self.start(timeout_s)
+
+    def _control(self) -> Any:
+        from flwr.supercore.control import ControlHttpClient
+        from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+
+        if not self.running:
+            raise FleetError(f"SuperLink on {self.url} is not running")
+        return ControlHttpClient.from_server_address(
+            server_address=f"{self.host}:{self.port}", insecure=False,
+            root_certificates=self.ca_pem.read_bytes(),
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")])
+
+    def register_device(self, device_key: Ed25519PublicKey, binding: object, device_id: str,
+                        *, revoked: bool) -> int:
+        """Register an enrolled device's node key (its signed ``binding``); returns Flower's
+        node id. A revoked device, or a binding its enrolled key did not sign, is refused."""
+        if revoked:
+            raise AuthError(f"device {device_id!r:.60} is revoked: its node key is not "
+                            "registered")
+        public = serialization.load_ssh_public_key(
+            verify_node_binding(device_key, binding, device_id).encode())
+        assert isinstance(public, ec.EllipticCurvePublicKey)  # verify_node_binding checked
+        from flwr.proto.control_pb2 import RegisterNodeRequest
+        from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
+        client = self._control()
+        try:
+            answer = client.RegisterNode(request=RegisterNodeRequest(
+                public_key=public_key_to_bytes(public), name=device_id[:64]))
+        except Exception as e:  # Flower's transport and API errors: say which, no traceback
+            raise FleetError(f"SuperLink refused node key of {device_id!r:.60}: "
+                             f"{type(e).__name__}: {str(e)[:200]}") from None
+        finally:
+            client.close()
+        return int(answer.node_id)
+
+    def nodes(self) -> dict[int, str]:
+        """The SuperNodes still registered (not unregistered): Flower node id -> name (the
+        device id)."""
+        from flwr.proto.control_pb2 import ListNodesRequest
+
+        client = self._control()
+        try:
+            answer = client.ListNodes(request=ListNodesRequest())
+        finally:
+            client.close()
+        return {int(n.node_id): str(n.name) for n in answer.nodes_info
+                if n.status != "unregistered"}
+
+    def unregister(self, node_id: int) -> None:
+        """Remove a node (a device revoked during a run)."""
+        from flwr.proto.control_pb2 import UnregisterNodeRequest
+
+        client = self._control()
+        try:
+            client.UnregisterNode(request=UnregisterNodeRequest(node_id=node_id))
+        finally:
+            client.close()
 
     @property
     def running(self) -> bool:
