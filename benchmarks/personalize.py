@@ -156,12 +156,12 @@ def main() -> None:
     ap.add_argument("--base-n", type=int, default=2000)
     ap.add_argument("--n", type=int, default=None, help="textures dataset size (default 10000)")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: small data, 1 seed, 2 rounds, 6 clients, base 2 epochs")
+                    help="smoke run: small data, 1 seed, 2 rounds, 5 clients, base 3 epochs")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.quick:
-        args.seeds, args.rounds, args.clients = args.seeds[:1], 2, 6
-        args.n, args.base_n, args.base_epochs = 600, 300, args.base_epochs or 2
+        args.seeds, args.rounds, args.clients = args.seeds[:1], 2, 5
+        args.n, args.base_n, args.base_epochs = 1000, 400, args.base_epochs or 3
         args.central_epochs = 3
     import edgeloop.federated.server  # noqa: F401 - Flower sets its logger up on import
 

@@ -1,0 +1,33 @@
+"""The personalization benchmark runs at smoke size and writes the rows the issue names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "personalize.py"
+
+
+@pytest.mark.slow
+def test_personalize_benchmark_runs(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the benchmark trains the base with the zoo")
+    pytest.importorskip("flwr")
+    out = tmp_path / "personalize.json"
+    r = subprocess.run([sys.executable, SCRIPT, "--quick", "--out", out],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    rows = {row["schedule"]: row for row in data["summary"]}
+    assert set(rows) == {"none", "central", "federated", "hybrid", "device-cost"}
+    for name in ("central", "federated", "hybrid"):
+        assert "test_accuracy_mean" in rows[name] and "devices_devices_mean" in rows[name]
+    cost = rows["device-cost"]
+    assert cost["fit_seconds_mean"] > 0 and cost["fit_peak_mb_mean"] > 0
+    assert cost["head_bytes_mean"] > 0
+    hybrid = next(r for r in data["runs"] if r["schedule"] == "hybrid")
+    assert list(hybrid["steps"]) == ["central", "federated", "personalize"]
+    assert "load_after" in data and data["quick"] and "device cost" in r.stdout
