@@ -39,9 +39,9 @@ def _base(model: str, db: str | None, data: Path | None) -> tuple[bytes, str | N
 
     path = Path(model)
     if path.exists() or model.endswith(".onnx"):
-        data = read_bytes(path, "model")
-        _check_onnx(data, model)
-        return data, None, None, path.stem
+        raw = read_bytes(path, "model")
+        _check_onnx(raw, model)
+        return raw, None, None, path.stem
     if "@" not in model:
         raise InputError(f"--model {model!r}: expected an ONNX file or a registry ref NAME@VERSION"
                          " (or NAME@ALIAS)")
