@@ -92,3 +92,44 @@ def test_cli_pause_status_resume(tmp_path: Path) -> None:
     assert r.returncode == 0 and "auto-heal running" in r.stdout, r.stderr
     r = _cli(db, "status", "--limit", "0")
     assert r.returncode != 0 and "--limit 0: expected 1..10000" in r.stderr + r.stdout
+
+
+def test_admission_reads_switch_rate_and_cooldown_from_the_database(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from edgeloop.loop import admission, parse_policy
+
+    policy = parse_policy({"rules": [{"action": "heal"}],
+                           "limits": {"max_runs_per_day": 2, "cooldown_after_failure_s": 600}})
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    now = utcnow()
+    try:
+        with read_session(engine) as s:
+            assert admission(s, policy, "kws", now) is None
+        with write_session(engine) as s:
+            old = now - timedelta(days=2)
+            record_autoheal_action(s, "started", actor="srv", now=old, model="kws")
+            record_autoheal_action(s, "started", actor="srv", now=now - timedelta(hours=1),
+                                   model="kws")
+            record_autoheal_action(s, "started", actor="srv", now=now, model="har")
+        with read_session(engine) as s:  # the run two days ago does not count
+            assert admission(s, policy, "kws", now) is None
+        with write_session(engine) as s:
+            record_autoheal_action(s, "started", actor="srv", now=now, model="kws")
+        with read_session(engine) as s:
+            assert "rate limit" in str(admission(s, policy, "kws", now))
+            assert admission(s, policy, "har", now) is None
+        with write_session(engine) as s:
+            record_autoheal_action(s, "failed", actor="srv", now=now - timedelta(seconds=60),
+                                   model="har")
+        with read_session(engine) as s:
+            assert "cool-down" in str(admission(s, policy, "har", now))
+            assert admission(s, policy, "har", now + timedelta(seconds=600)) is None
+        with write_session(engine) as s:
+            set_autoheal_paused(s, True, actor="ops", reason="", now=now)
+        with read_session(engine) as s:
+            assert "paused" in str(admission(s, policy, "other", now))
+    finally:
+        engine.dispose()

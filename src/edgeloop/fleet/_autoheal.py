@@ -9,7 +9,7 @@ run started, skipped, finished; a pause or a notice) and every change of the swi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ __all__ = [
     "AUTOHEAL_ACTIONS",
     "AutohealState",
     "autoheal_actions",
+    "autoheal_history",
     "autoheal_state",
     "record_autoheal_action",
     "set_autoheal_paused",
@@ -101,3 +102,19 @@ def autoheal_actions(s: Session, *, model: str | None = None, limit: int = 100
     return [{"id": r.id, "at": r.at.isoformat(), "actor": r.actor, "action": r.action,
              "model": r.model, "cohort": r.cohort, "job_id": r.job_id, "detail": r.detail}
             for r in s.scalars(q)]
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+
+
+def autoheal_history(s: Session, model: str, now: datetime) -> tuple[int, datetime | None]:
+    """For the policy's limits: the model's automatic runs started in the 24 hours before
+    ``now`` (the audit log's ``started`` rows), and when its last run failed (None: never)."""
+    since = now - timedelta(days=1)
+    started = s.scalar(sa.select(sa.func.count()).select_from(AutohealActionRow).where(
+        AutohealActionRow.model == model, AutohealActionRow.action == "started",
+        AutohealActionRow.at > since)) or 0
+    failed = s.scalar(sa.select(sa.func.max(AutohealActionRow.at)).where(
+        AutohealActionRow.model == model, AutohealActionRow.action == "failed"))
+    return int(started), _aware(failed) if failed is not None else None

@@ -18,9 +18,11 @@ queued job first. ``edgeloop heal run --job ID`` and ``edgeloop heal worker`` ar
 The auto-heal policy (:func:`load_policy`, ``edgeloop autoheal check POLICY``) says which
 alerts the unattended loop acts on: :func:`decide` maps an alert to ``heal``, ``pause`` or
 ``notify`` (never a fine-tune on broken inputs), :func:`check_limits` applies the kill switch,
-the daily rate limit and the cool-down after a failed run.
+the daily rate limit and the cool-down after a failed run; :func:`admission` applies them to
+the database (the kill switch, the audit log's runs and failures of the model).
 """
 
+from edgeloop.loop._admission import admission
 from edgeloop.loop._heal import (
     DEFAULT_GATES,
     CohortData,
@@ -44,6 +46,7 @@ from edgeloop.loop._policy import (
 )
 
 __all__ = [
+    "admission",
     "DEFAULT_GATES",
     "CohortData",
     "Decision",
