@@ -128,3 +128,10 @@ def test_bad_heal_input_is_one_line(tmp_path: Path) -> None:
     assert run.returncode != 0
     assert "--keys" in run.stderr and "expected an existing directory" in run.stderr
     assert list(tmp_path.iterdir()) == []
+    run = subprocess.run([sys.executable, "-m", "edgeloop", "heal", "worker", "--dataset", "x",
+                          "--db", "sqlite:///r.db", "--registry-data", str(tmp_path), "--keys",
+                          str(tmp_path), "--repo", str(tmp_path), "--idle", "-1"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode != 0
+    assert run.stderr.strip() == "error: --idle -1.0: expected seconds > 0 and at most 86400"
+    assert list(tmp_path.iterdir()) == []

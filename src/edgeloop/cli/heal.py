@@ -9,6 +9,7 @@ inputs shifted by ``--severity``, ``--label-share`` of them labelled by delayed 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,8 @@ def worker(
         raise InputError(f"--stages {stages!r}: expected percents, e.g. 25,50,100") from None
     plan = HealPlan(rounds=rounds, refit="base" if calibration else None,
                     dataset=calibration, stages=pcts, soak_s=soak, wait_s=wait)
+    if not (math.isfinite(idle) and 0 < idle <= 86400):  # NaN fails it too
+        raise InputError(f"--idle {idle}: expected seconds > 0 and at most 86400")
     for what, path in (("--keys", keys), ("--repo", repo)):
         if not path.is_dir():
             raise InputError(f"{what} {str(path)!r}: expected an existing directory")
