@@ -24,6 +24,18 @@ def test_the_command_line_is_tls_with_node_authentication() -> None:
     assert cmd[cmd.index("--port") + 1] == "9093"
 
 
+def test_supernode_input_is_checked(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edgeloop.federated.device import SuperNode
+
+    ca = make_ca(tmp_path / "ca")
+    with pytest.raises(InputError, match="HOST:PORT"):
+        SuperNode(Ed25519PrivateKey.generate(), "http://x; rm", ca.ca_pem, tmp_path)
+    with pytest.raises(InputError, match="CA"):
+        SuperNode(Ed25519PrivateKey.generate(), "127.0.0.1:1", tmp_path / "no.pem", tmp_path)
+
+
 def test_missing_certificates_and_bad_ports_are_refused(tmp_path: Path) -> None:
     ca = make_ca(tmp_path / "ca")
     with pytest.raises(InputError, match="--tls-key"):
@@ -88,3 +100,33 @@ def test_only_enrolled_non_revoked_devices_node_keys_are_registered(tmp_path: Pa
         assert link.nodes() == {node: "dev-1"}
         link.unregister(node)
         assert link.nodes() == {}
+
+
+@pytest.mark.slow
+def test_a_revoked_devices_supernode_is_refused_an_enrolled_one_joins(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edgeloop.errors import AgentError, AuthError
+    from edgeloop.federated.device import SuperNode, bind_node_key
+
+    ca = make_ca(tmp_path / "ca")
+    enrolled, revoked = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    with SuperLink(ca.cert_pem, ca.key_pem, ca.ca_pem, tmp_path / "sl") as link:
+        node_id = link.register_device(enrolled.public_key(), bind_node_key(enrolled, "dev-1"),
+                                       "dev-1", revoked=False)
+        with pytest.raises(AuthError):
+            link.register_device(revoked.public_key(), bind_node_key(revoked, "dev-2"),
+                                 "dev-2", revoked=True)
+        address = f"127.0.0.1:{link.port}"
+        good = SuperNode(enrolled, address, ca.ca_pem, tmp_path / "dev-1")
+        bad = SuperNode(revoked, address, ca.ca_pem, tmp_path / "dev-2")
+        try:
+            assert good.start(timeout_s=60) == node_id and good.running
+            with pytest.raises(AgentError, match="exited"):
+                bad.start(timeout_s=60)
+            assert not bad.running
+        finally:
+            good.stop()
+            bad.stop()
+        assert not good.running
+        assert not list((tmp_path / "dev-1").glob("supernode-*"))  # the key file is gone

@@ -38,6 +38,7 @@ from edgeloop.federated.device._local import (
     embedding_features,
     feedback_features,
 )
+from edgeloop.federated.device._supernode import SuperNode
 from edgeloop.federated.device._trainers import (
     HeadTrainer,
     LocalTrainer,
@@ -55,6 +56,7 @@ __all__ = [
     "HeadTrainer",
     "JoinPolicy",
     "LocalTrainer",
+    "SuperNode",
     "TrainConfig",
     "TrainResult",
     "TrainerProvider",
