@@ -133,3 +133,35 @@ def test_admission_reads_switch_rate_and_cooldown_from_the_database(tmp_path: Pa
             assert "paused" in str(admission(s, policy, "other", now))
     finally:
         engine.dispose()
+
+
+def test_screen_job_decides_admits_and_logs(tmp_path: Path) -> None:
+    from edgeloop.loop import parse_policy, screen_job
+
+    policy = parse_policy({"rules": [{"match": {"models": ["kws"]}, "action": "heal"},
+                                     {"action": "notify"}],
+                           "limits": {"max_runs_per_day": 1}})
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    drift = {"drifted": ["f0"], "metrics": {"drift_psi_max": 0.3}, "quality": []}
+
+    def job(i: int, model: str = "kws", **detail: object) -> dict[str, object]:
+        return {"id": i, "model": model, "version": 1, "cohort": "site=a",
+                "detail": {**drift, **detail}}
+
+    try:
+        now = utcnow()
+        with write_session(engine) as s:
+            assert screen_job(s, policy, job(1), now, actor="srv").action == "heal"
+            broken = screen_job(s, policy, job(2, quality=["f1"]), now, actor="srv")
+            assert broken.action == "notify" and "broken inputs" in broken.reason
+            limited = screen_job(s, policy, job(3), now, actor="srv")  # 1 run/day: used
+            assert limited.action == "skip" and "rate limit" in limited.reason
+            assert screen_job(s, policy, job(4, model="har"), now, actor="srv").action == \
+                "notify"
+        with read_session(engine) as s:
+            log = [(a["action"], a["job_id"]) for a in autoheal_actions(s)]
+        assert log == [("notify", 4), ("skipped", 3), ("notify", 2), ("started", 1)]
+    finally:
+        engine.dispose()

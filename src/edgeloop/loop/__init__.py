@@ -19,10 +19,11 @@ The auto-heal policy (:func:`load_policy`, ``edgeloop autoheal check POLICY``) s
 alerts the unattended loop acts on: :func:`decide` maps an alert to ``heal``, ``pause`` or
 ``notify`` (never a fine-tune on broken inputs), :func:`check_limits` applies the kill switch,
 the daily rate limit and the cool-down after a failed run; :func:`admission` applies them to
-the database (the kill switch, the audit log's runs and failures of the model).
+the database (the kill switch, the audit log's runs and failures of the model);
+:func:`screen_job` decides what to do with a claimed job and logs it.
 """
 
-from edgeloop.loop._admission import admission
+from edgeloop.loop._admission import admission, screen_job
 from edgeloop.loop._heal import (
     DEFAULT_GATES,
     CohortData,
@@ -63,5 +64,6 @@ __all__ = [
     "heal_next",
     "load_policy",
     "parse_policy",
+    "screen_job",
     "shift_inputs",
 ]

@@ -4,14 +4,16 @@ last failed run), every server process reading the same rows."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from edgeloop.fleet import autoheal_history, autoheal_state
-from edgeloop.loop._policy import Policy, check_limits
+from edgeloop.fleet import autoheal_history, autoheal_state, record_autoheal_action
+from edgeloop.loop._policy import Decision, Policy, check_limits, decide
 
-__all__ = ["admission"]
+__all__ = ["admission", "screen_job"]
 
 
 def admission(s: Session, policy: Policy, model: str, now: datetime) -> str | None:
@@ -20,3 +22,25 @@ def admission(s: Session, policy: Policy, model: str, now: datetime) -> str | No
     return check_limits(policy, runs_today=runs,
                         last_failure_at=failed_at.timestamp() if failed_at else None,
                         now=now.timestamp(), paused=autoheal_state(s).paused)
+
+
+def screen_job(s: Session, policy: Policy, job: Mapping[str, Any], now: datetime, *,
+               actor: str) -> Decision:
+    """What the unattended loop does with a claimed ``finetune`` job (its ``detail`` is the
+    alert's summary): the policy's decision, turned into ``skip`` when the decision is ``heal``
+    but :func:`admission` refuses; logged in the audit log (``started`` for a run that may go
+    ahead, ``skipped``, ``pause_model`` or ``notify`` otherwise), in the caller's transaction."""
+    model, cohort = str(job["model"]), str(job["cohort"])
+    detail = job.get("detail") if isinstance(job.get("detail"), Mapping) else {}
+    assert isinstance(detail, Mapping)
+    d = decide(policy, model, cohort, detail)
+    if d.action == "heal":
+        why = admission(s, policy, model, now)
+        if why is not None:
+            d = Decision("skip", d.rule, d.severity, d.kinds, why)
+    action = {"heal": "started", "pause": "pause_model", "notify": "notify"}.get(
+        d.action, "skipped")
+    record_autoheal_action(s, action, actor=actor, now=now, model=model, cohort=cohort,
+                           job_id=int(job["id"]),
+                           detail={**d.to_dict(), "version": job.get("version")})
+    return d

@@ -131,7 +131,8 @@ class Policy:
 @dataclass(frozen=True)
 class Decision:
     """What the policy does about one alert: ``action`` (``heal``, ``pause``, ``notify`` or
-    ``none``), the rule that decided (None: no rule matched), and why."""
+    ``none``; ``skip`` from :func:`~edgeloop.loop.screen_job` when the limits refuse a heal),
+    the rule that decided (None: no rule matched), and why."""
 
     action: str
     rule: str | None
