@@ -130,3 +130,43 @@ def test_a_revoked_devices_supernode_is_refused_an_enrolled_one_joins(tmp_path: 
             bad.stop()
         assert not good.running
         assert not list((tmp_path / "dev-1").glob("supernode-*"))  # the key file is gone
+
+
+@pytest.mark.slow
+def test_cli_superlink_runs_until_terminated(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    ca = make_ca(tmp_path / "ca")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgeloop", "fl", "superlink", "--tls-cert",
+                             str(ca.cert_pem), "--tls-key", str(ca.key_pem), "--tls-ca",
+                             str(ca.ca_pem), "--port", "0", "--state", "sl"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "SuperLink on https://127.0.0.1:" in line, line + (proc.stderr.read()
+                                                                  if proc.stderr else "")
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        assert _handshake(port, ca.ca_pem)
+        proc.terminate()
+        assert proc.wait(30) == 0
+        time.sleep(0.5)
+        with pytest.raises(OSError):  # the SuperLink went with it
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_cli_superlink_refuses_a_missing_certificate(tmp_path: Path) -> None:
+    from conftest import run_edgeloop
+
+    r = run_edgeloop(["fl", "superlink", "--tls-cert", "no.pem", "--tls-key", "no.key",
+                      "--tls-ca", "ca.pem"], cwd=tmp_path)
+    assert r.returncode != 0 and "--tls-cert" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "superlink").exists()

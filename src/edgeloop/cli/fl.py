@@ -401,7 +401,37 @@ def schedule(
                   f"record in {dest / 'schedule.json'}")
 
 
+def superlink(
+    tls_cert: Path = typer.Option(..., "--tls-cert", help="The fleet server's certificate."),
+    tls_key: Path = typer.Option(..., "--tls-key", help="Its private key."),
+    tls_ca: Path = typer.Option(..., "--tls-ca", help="The fleet's CA (devices pin it)."),
+    state: Path = typer.Option(Path("superlink"), "--state", help="Directory for the "
+                               "SuperLink's database and log."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(9093, "--port", help="Port (Fleet and Control API); 0: free."),
+) -> None:
+    """Run a Flower SuperLink beside the fleet server (TLS, node authentication) until
+    interrupted."""
+    import signal
+    import threading
+
+    from edgeloop.cli._console import console
+    from edgeloop.federated.server import SuperLink
+
+    link = SuperLink(tls_cert, tls_key, tls_ca, state, host=host, port=port)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    with link:
+        console.print(f"SuperLink on {link.url} (TLS, node authentication; log "
+                      f"{link.log_file})")
+        while not done.wait(1.0):
+            if not link.running:
+                raise InputError(f"the SuperLink on {link.url} stopped; see {link.log_file}")
+
+
 app.command("simulate")(simulate)
 app.command("privacy")(privacy)
 app.command("node-key")(node_key)
+app.command("superlink")(superlink)
 app.command("schedule")(schedule)
