@@ -253,3 +253,15 @@ def test_measure_times_candidates_on_this_machine(tmp_path: Path) -> None:
     (trial,) = result.trials
     assert trial.cost["source"] == "measured" and trial.cost["latency_ms"] > 0
     assert trial.cost["energy_mj"] is None  # no timing-based energy figure is invented
+
+
+def test_a_bad_storage_url_is_refused_before_the_output_directory_exists(tmp_path: Path) -> None:
+    doc = {
+        "space": "mobilenet",
+        "choices": {"width": [0.25], "depth": [1], "kernel": [3], "expansion": [2]},
+    }
+    space = _space(tmp_path, doc)
+    with pytest.raises(InputError, match="--storage 'bogus://x'"):
+        search(space, out_dir=tmp_path / "o", target="rpi4", dataset="digits", trials=1,
+               epochs=1, train_samples=50, threads=1, storage="bogus://x")
+    assert not (tmp_path / "o").exists()

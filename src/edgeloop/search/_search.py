@@ -311,9 +311,9 @@ def search(
         tr = tr.subset(train_samples)
     base = kwargs_for(sp.arch, tr)
     out = Path(out_dir)
+    store, store_desc = _storage(storage, out)  # a bad --storage is refused before OUT exists
     out.mkdir(parents=True, exist_ok=True)
     (out / "trials").mkdir(exist_ok=True)
-    store, store_desc = _storage(storage, out)
     name = study_name or f"{sp.name}-{tr.name}-{profile.name}"
     if threads:
         torch.set_num_threads(threads)
