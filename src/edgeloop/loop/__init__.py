@@ -20,7 +20,8 @@ alerts the unattended loop acts on: :func:`decide` maps an alert to ``heal``, ``
 ``notify`` (never a fine-tune on broken inputs), :func:`check_limits` applies the kill switch,
 the daily rate limit and the cool-down after a failed run; :func:`admission` applies them to
 the database (the kill switch, the audit log's runs and failures of the model);
-:func:`screen_job` decides what to do with a claimed job and logs it.
+:func:`screen_job` decides what to do with a claimed job and logs it; :func:`notify_webhook`
+tells the policy's webhook.
 """
 
 from edgeloop.loop._admission import admission, screen_job
@@ -45,6 +46,7 @@ from edgeloop.loop._policy import (
     load_policy,
     parse_policy,
 )
+from edgeloop.loop._webhook import notify_webhook
 
 __all__ = [
     "admission",
@@ -63,6 +65,7 @@ __all__ = [
     "heal",
     "heal_next",
     "load_policy",
+    "notify_webhook",
     "parse_policy",
     "screen_job",
     "shift_inputs",
