@@ -50,6 +50,7 @@ def test_filters_pages_and_counts_over_the_admin_api(sqlite_fleet: Any) -> None:
         ({"page": "0"}, "page '0'"),
         ({"seen": "1d"}, "seen '1d'"),
         ({"label": "region"}, "label 'region'"),
+        ({"hardware": "arm\x00"}, "expected text without control characters"),
     ]:
         bad = get("/v1/admin/devices", params=params, headers=fleet.admin)
         assert bad.status_code == 400 and named in bad.json()["detail"], bad.text

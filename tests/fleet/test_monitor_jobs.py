@@ -191,6 +191,7 @@ def test_without_the_settings_an_alert_queues_nothing(tmp_path, db_url, ref):
         ("jobs/claim", {"worker": "w", "lease_s": 1e12}, 400, "lease_s 1000000000000.0"),
         ("jobs/claim", {"worker": "w", "lease_s": 10**400}, 400, "at most 2.592e+06"),
         (f"jobs/{2**63}/finish", {"state": "failed"}, 404, f"no monitoring job {2**63}"),
+        ("jobs", {"model": "clf\x00", "version": 1}, 400, "(no NUL)"),
     ],
 )
 def test_hostile_job_requests_are_refused_with_the_reason(jfleet, path, body, status, says):
@@ -202,7 +203,8 @@ def test_hostile_job_requests_are_refused_with_the_reason(jfleet, path, body, st
 
 
 def test_job_listing_validates_its_query_and_needs_the_admin_token(jfleet):
-    for query, says in (({"state": "done"}, "state 'done'"), ({"kind": "x"}, "job kind 'x'")):
+    for query, says in (({"state": "done"}, "state 'done'"), ({"kind": "x"}, "job kind 'x'"),
+                        ({"model": "clf\x00"}, "model 'clf\\x00'")):
         r = jfleet.client.get("/v1/admin/monitor/jobs", params=query, headers=jfleet.admin)
         assert r.status_code == 400 and says in r.json()["detail"], r.text
     r = jfleet.client.get(f"/v1/admin/monitor/jobs/{2**63}", headers=jfleet.admin)

@@ -91,6 +91,9 @@ class DeviceQuery:
             value = (params.get(name) or "").strip()
             if len(value) > _TEXT_MAX:
                 raise Refused(400, "bad_query", f"{name}: at most {_TEXT_MAX} characters")
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):  # PostgreSQL refuses NUL
+                raise Refused(400, "bad_query", f"{name} {value!r:.60}: expected text without "
+                                                "control characters")
             return value or None
 
         version = text("version")

@@ -413,9 +413,10 @@ def _text(data: dict[str, Any], key: str, default: Any = _MISSING, *, limit: int
     value = data.get(key, default)
     if value is _MISSING:
         raise Refused(400, "bad_body", f"{key}: required (a string)")
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+    if (not isinstance(value, str) or not value.strip() or len(value) > limit
+            or "\x00" in value):  # PostgreSQL text refuses NUL
         raise Refused(400, "bad_body", f"{key} {value!r:.40}: expected a non-empty string of "
-                                       f"at most {limit} characters")
+                                       f"at most {limit} characters (no NUL)")
     return value
 
 

@@ -159,5 +159,8 @@ def list_jobs(s: Session, *, kind: str | None = None, state: str | None = None,
     if state is not None:
         q = q.where(MonitorJobRow.state == state)
     if model is not None:
+        if len(model) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in model):
+            raise Refused(400, "bad_query", f"model {model!r:.60}: expected a model name of at "
+                                            "most 200 characters")
         q = q.where(MonitorJobRow.model == model)
     return list(s.scalars(q))
