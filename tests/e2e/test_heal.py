@@ -32,7 +32,7 @@ def _fleet(fleet_server):  # type: ignore[no-untyped-def]
 
 
 def test_a_queued_job_is_healed_and_rolled_out_to_its_cohort(fleet_server) -> None:  # type: ignore[no-untyped-def]
-    from edgeloop.loop import DEFAULT_GATES, DatasetCohort, HealPlan, heal_next
+    from edgeloop.loop import DEFAULT_GATES, EST_MARGIN, DatasetCohort, HealPlan, heal_next
     from edgeloop.registry import Registry
 
     fleet_server.publish("blobs", 1, scale=1.0, onnx=model_bytes())
@@ -53,7 +53,9 @@ def test_a_queued_job_is_healed_and_rolled_out_to_its_cohort(fleet_server) -> No
     assert res.version == 2 and res.job_id == queued["id"]
     assert res.refit["within"] and res.refit["recipe"] is None
     assert res.rollout is not None and res.rollout["cohort"] == "region=north"
-    assert res.rollout["gates"] == list(DEFAULT_GATES)
+    floor = f"{res.gate['candidate_accuracy'] - EST_MARGIN:.3f}"
+    assert res.rollout["gates"] == [*DEFAULT_GATES, f"est_accuracy>={floor}",
+                                    f"realized_accuracy>={floor}"]
     assert not any(g.startswith("drift") for g in res.rollout["gates"])
     # a delta from v1 (the version in the field) to v2, smaller than the full bundle
     assert len(res.deltas) == 1 and res.bundle_bytes is not None

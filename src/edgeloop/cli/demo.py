@@ -16,6 +16,11 @@ def demo(
     epochs: int = typer.Option(5, "--epochs", min=1, help="Training epochs for the CNN."),
     devices: int = typer.Option(12, "--devices", min=1, help="Simulated devices in the fleet."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    closed_loop: bool = typer.Option(False, "--closed-loop", help="Then run the closed loop: "
+                                     "drift on a fifth of a monitored fleet, detection, "
+                                     "federated fine-tune, delta rollout, healed."),
+    fleet: int = typer.Option(100, "--fleet", help="Simulated devices in the closed loop's "
+                              "fleet (5..10000)."),
 ) -> None:
     """Profile, train, optimize, bundle, publish to a simulated fleet, roll out, roll back."""
     from rich.markup import escape
@@ -34,7 +39,8 @@ def demo(
         )
 
     with status:
-        result = run_demo(workdir, epochs=epochs, devices=devices, on_step=done, on_start=started)
+        result = run_demo(workdir, epochs=epochs, devices=devices, on_step=done,
+                          on_start=started, closed_loop=closed_loop, fleet=fleet)
     if json_out:
         print_json(result.to_dict())
         return

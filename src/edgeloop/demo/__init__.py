@@ -6,7 +6,9 @@ check -> optimize to int8 within an accuracy budget -> benchmark both -> start a
 VNNI) -> push them to the registry with their lineage -> publish through TUF -> a simulated
 fleet of real agents enrolls, downloads, verifies, self-tests and serves -> a staged rollout of
 v2 passes its health gates -> a bad v3 fails its gate and every device goes back to v2 from its
-known-good slot.
+known-good slot. With ``closed_loop`` (``edgeloop demo --closed-loop``) the closed loop follows
+(``_loop``, :data:`LOOP_STAGES`): a monitored fleet, drift on a fifth of it, detection from
+sketches, the heal pipeline (:mod:`edgeloop.loop`), a bad fix rolled back, the cohort healed.
 
 Orchestration layer: it calls build and service code alike through their public APIs, each
 imported inside the stage that needs it. The runner (``_runner``) passes one
@@ -31,6 +33,7 @@ from edgeloop.demo._context import (
     StageResult,
 )
 from edgeloop.demo._fleet import DemoFleet
+from edgeloop.demo._loop import LOOP_MODEL, LoopState
 from edgeloop.demo._report import (
     DOT_PRODUCT_ISA,
     NEXT_PORT,
@@ -40,13 +43,15 @@ from edgeloop.demo._report import (
 )
 from edgeloop.demo._runner import run_demo, run_stages
 from edgeloop.demo._server import DemoServer
-from edgeloop.demo._stages import STAGES
+from edgeloop.demo._stages import LOOP_STAGES, STAGES
 from edgeloop.demo._tls import LocalCA, make_local_ca
 
 __all__ = [
     "BAD_ERROR_SHARE",
     "BAD_VERSION",
     "DOT_PRODUCT_ISA",
+    "LOOP_MODEL",
+    "LOOP_STAGES",
     "MODEL",
     "NEXT_PORT",
     "STAGES",
@@ -56,6 +61,7 @@ __all__ = [
     "DemoServer",
     "DemoStep",
     "LocalCA",
+    "LoopState",
     "Stage",
     "StageResult",
     "make_local_ca",

@@ -18,6 +18,7 @@ from edgeloop.errors import InputError
 if TYPE_CHECKING:
     from edgeloop.artifacts import DeviceProfile, ModelCard
     from edgeloop.demo._fleet import DemoFleet
+    from edgeloop.demo._loop import LoopState
     from edgeloop.demo._server import DemoServer
 
 __all__ = [
@@ -82,13 +83,19 @@ class DemoContext:
     bundles: list[tuple[Path, str, dict[str, Any]]] = field(default_factory=list)
     server: DemoServer | None = None
     fleet: DemoFleet | None = None
+    fleet_size: int = 100  # the closed loop's fleet
+    loop: LoopState | None = None
 
     def close(self) -> None:
-        """Stop the fleet, then the server, if a stage started them (cleanup; never raises)."""
+        """Stop the fleets, then the servers, if a stage started them (cleanup; never raises)."""
         if self.fleet is not None:
             self.fleet.close()
+        if self.loop is not None and self.loop.fleet is not None:
+            self.loop.fleet.close()
         if self.server is not None:
             self.server.stop()
+        if self.loop is not None and self.loop.server is not None:
+            self.loop.server.stop()
 
 
 @dataclass(frozen=True)

@@ -30,21 +30,27 @@ class DemoFleet:
     inferences, as a regression that only shows on the devices would.
     """
 
-    def __init__(self, work: Path, server: DemoServer, devices: int) -> None:
+    def __init__(self, work: Path, server: DemoServer, devices: int, *,
+                 state_dir: str = "devices", **simulator: Any) -> None:
+        """``simulator``: more :class:`~edgeloop.agent.Simulator` options (or other values for
+        the demo's own: ``rps``, ``fault``), as the closed loop's fleet needs."""
         from edgeloop.agent import Simulator, simulated_profiles
 
         admin = server.admin()
         tokens = [admin.create_token()["token"] for _ in range(devices)]
         provisioning = server.provisioning(uses=1)  # the image: CA, root, director key
+        options: dict[str, Any] = {
+            "poll_interval_s": 1.0,
+            "rps": 5.0,
+            "fault": lambda m: BAD_ERROR_SHARE if m.version == BAD_VERSION else 0.0,
+            "provisioning": provisioning,
+        }
         self.sim = Simulator(
             server.url,
-            work / "devices",
+            work / state_dir,
             tokens,
             simulated_profiles("mix", devices),
-            poll_interval_s=1.0,
-            rps=5.0,
-            fault=lambda m: BAD_ERROR_SHARE if m.version == BAD_VERSION else 0.0,
-            provisioning=provisioning,
+            **(options | simulator),
         )
         self.devices = devices
         self.result: Any = None

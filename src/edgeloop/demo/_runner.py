@@ -25,19 +25,24 @@ def run_demo(
     on_step: Callable[[DemoStep], None] | None = None,
     on_start: Callable[[str], None] | None = None,
     stages: Sequence[Stage] | None = None,
+    closed_loop: bool = False,
+    fleet: int = 100,
 ) -> DemoResult:
     """Run the loop end to end under ``workdir`` and return what each step measured.
 
-    ``stages`` defaults to :data:`edgeloop.demo.STAGES`; a longer loop passes its own list.
+    ``stages`` defaults to :data:`edgeloop.demo.STAGES`, followed by
+    :data:`~edgeloop.demo.LOOP_STAGES` with ``closed_loop`` (on a fleet of ``fleet`` devices).
     """
     if devices < 1:
         raise InputError(f"--devices must be at least 1, got {devices}")
     if epochs < 1:
         raise InputError(f"--epochs must be at least 1, got {epochs}")
+    if closed_loop and not 5 <= fleet <= 10_000:
+        raise InputError(f"--fleet must be 5..10000 (a fifth of it drifts), got {fleet}")
     if stages is None:
-        from edgeloop.demo._stages import STAGES
+        from edgeloop.demo._stages import LOOP_STAGES, STAGES
 
-        stages = STAGES
+        stages = (*STAGES, *LOOP_STAGES) if closed_loop else STAGES
     work = Path(workdir).resolve()
     if fresh and work.exists():
         if not (work / "demo.json").exists() and any(work.iterdir()):
@@ -47,7 +52,8 @@ def run_demo(
             )
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    return run_stages(DemoContext(work, epochs, devices), stages, on_step, on_start)
+    ctx = DemoContext(work, epochs, devices, fleet_size=fleet)
+    return run_stages(ctx, stages, on_step, on_start)
 
 
 def run_stages(

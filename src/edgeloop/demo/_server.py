@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from edgeloop.errors import FleetError, InputError
 if TYPE_CHECKING:
     import ssl
 
-    from edgeloop.client import AdminClient
+    from edgeloop.client import AdminClient, MonitorClient
     from edgeloop.protocol import Provisioning
 
 __all__ = ["DemoServer"]
@@ -37,7 +38,7 @@ def _free_port() -> int:
 class DemoServer:
     """``edgeloop server`` (HTTPS) in a child process on 127.0.0.1, stopped when the demo ends."""
 
-    def __init__(self, data: Path, poll_interval: float) -> None:
+    def __init__(self, data: Path, poll_interval: float, extra: Sequence[str] = ()) -> None:
         from edgeloop.demo._tls import make_local_ca
         from edgeloop.protocol import tls_context
 
@@ -49,6 +50,7 @@ class DemoServer:
         self.verify: ssl.SSLContext = tls_context(self.ca.ca_pem.read_text())
         self.log = data.parent / "server.log"
         self.poll_interval = poll_interval
+        self.extra = tuple(extra)  # more `edgeloop server` options (the closed loop's monitoring)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -62,6 +64,7 @@ class DemoServer:
         # on the server: a trial server that holds every key (docs/security.md, "Fleet trust")
         args += ["--create-release-keys"]
         args += ["--tls-cert", str(self.ca.cert_pem), "--tls-key", str(self.ca.key_pem)]
+        args += list(self.extra)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, EDGELOOP_DEBUG="")
@@ -90,11 +93,18 @@ class DemoServer:
 
         return AdminClient(self.url, self.admin_token, timeout_s=120.0, verify=self.verify)
 
+    def monitor(self) -> MonitorClient:
+        """The monitoring client for this server."""
+        from edgeloop.client import MonitorClient
+
+        return MonitorClient(self.url, self.admin_token, timeout_s=120.0, verify=self.verify)
+
     def provisioning(self, uses: int) -> Provisioning:
         """What the demo's device images carry: the CA, TUF root, director key, a token."""
         return self.admin().provision(ca_pem=self.ca.ca_pem.read_text(), uses=uses)
 
-    def pack(self, model: Path, card: Any, version: int, dest: Path) -> Path:
+    def pack(self, model: Path, card: Any, version: int, dest: Path,
+             reference: Any = None, name: str = MODEL) -> Path:
         """Sign with the fleet's release key, encrypt to its fleet key, verify as a device
         would (against the signed root), and write ``dest`` atomically."""
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -106,7 +116,8 @@ class DemoServer:
         if not isinstance(fleet_pub, X25519PublicKey):
             raise InputError(f"{keys / 'fleet.pub.pem'} is not an X25519 encryption key")
         sign = load_signing_key(keys / "release.pem")
-        blob = pack(model.read_bytes(), card, version, sign, [fleet_pub], name=MODEL)
+        blob = pack(model.read_bytes(), card, version, sign, [fleet_pub], name=name,
+                    reference=reference)
         verify(blob, load_trust(keys / "root.json"))
         atomic_write_bytes(dest, blob)
         return dest

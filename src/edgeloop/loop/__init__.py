@@ -27,6 +27,7 @@ tells the policy's webhook.
 from edgeloop.loop._admission import admission, screen_job
 from edgeloop.loop._heal import (
     DEFAULT_GATES,
+    EST_MARGIN,
     CohortData,
     DatasetCohort,
     FleetAccess,
@@ -51,6 +52,7 @@ from edgeloop.loop._webhook import notify_webhook
 __all__ = [
     "admission",
     "DEFAULT_GATES",
+    "EST_MARGIN",
     "CohortData",
     "Decision",
     "DatasetCohort",

@@ -1,0 +1,349 @@
+"""The closed loop, as demo stages after the rollout demo (``edgeloop demo --closed-loop``).
+
+A monitored fleet server of its own (monitoring windows of a few seconds, ``--monitor-finetune``)
+and a fleet of ``fleet`` simulated agents labelled by region, serving the demo's digits model
+with a monitoring reference on real digits inputs, a share of whose predictions get their true
+label later (delayed feedback). Then, timed from the drift's onset:
+
+``loop-drift``: a fifth of the devices (region=north) see their inputs dim to half (a changed
+sensor); ``loop-detect``: the server finds it from the devices' sketches alone and names the
+cohort, whose estimated accuracy falls; the alert queues a ``finetune`` job; ``loop-heal``: the
+heal pipeline (:mod:`edgeloop.loop`) claims the job and fine-tunes over the cohort's devices on
+the labels their feedback stores hold. Its first version is made bad on purpose (the simulator
+fails a share of its inferences, as a regression that only shows in the field would): its
+rollout fails its error gate and is rolled back; the job fails, is queued again and the second
+run's version goes out to the cohort as a delta through gates on accuracy and errors;
+``loop-healed``: the cohort's realized accuracy, from the labels that reach the server, against
+its accuracy before the drift; the time from onset until 95 % of the cohort serve the fix, and
+the bytes each of them downloaded for it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeloop.demo._context import DemoContext, StageResult, need
+from edgeloop.errors import FleetError
+
+__all__ = ["LOOP_MODEL", "LoopState", "detect", "drift", "heal", "healed", "start_loop"]
+
+LOOP_MODEL = "digits-loop"
+DRIFT_SCALE = 0.5  # the drifted cohort's inputs: x * 0.5 (a sensor that reads half as bright)
+COHORT = "region=north"
+LOOP_BAD_ERROR_SHARE = 0.3
+# monitoring windows and evaluations every few seconds, a fine-tune job queued by each alert
+MONITOR_OPTIONS = ("--monitor-window", "4", "--monitor-interval", "4", "--monitor-finetune")
+
+
+class LoopState:
+    """What the closed-loop stages share (kept on :attr:`DemoContext.loop`)."""
+
+    def __init__(self, devices: int) -> None:
+        self.devices = devices
+        self.north = frozenset(range(max(1, devices // 5)))  # a fifth of the fleet
+        self.bad_versions: set[int] = set()
+        self.t0 = time.monotonic()
+        self.onset: float | None = None
+        self.timeline: list[dict[str, Any]] = []
+        self.since: dict[int, int] = {}  # labelled samples each device held at the onset
+        self.alert: dict[str, Any] | None = None
+        self.results: list[dict[str, Any]] = []
+        self.before: float | None = None  # the cohort's realized accuracy before the drift
+        self.server: Any = None
+        self.fleet: Any = None
+
+    def mark(self, event: str, **figures: Any) -> None:
+        self.timeline.append({"t_s": round(time.monotonic() - self.t0, 1),
+                              "since_onset_s": None if self.onset is None
+                              else round(time.monotonic() - self.onset, 1),
+                              "event": event, **figures})
+
+    def region(self, i: int) -> dict[str, str]:
+        return {"region": "north" if i in self.north else ("south" if i % 2 else "east")}
+
+
+def _loop(ctx: DemoContext) -> LoopState:
+    return need(ctx.loop, "the closed loop's fleet")
+
+
+def start_loop(ctx: DemoContext) -> StageResult:
+    """A monitored server, the digits model with its reference, a labelled fleet serving it."""
+    from edgeloop.bundle import model_reference
+    from edgeloop.data import load_dataset
+    from edgeloop.demo._fleet import DemoFleet
+    from edgeloop.demo._server import DemoServer
+    from edgeloop.registry import Registry
+
+    onnx = need(ctx.onnx, "the exported ONNX model")
+    card = need(ctx.card, "the exported model's card")
+    st = ctx.loop = LoopState(ctx.fleet_size)
+    server = st.server = DemoServer(ctx.work / "loop" / "fleet", poll_interval=1.0,
+                                    extra=MONITOR_OPTIONS)
+    server.start()
+    val = load_dataset("digits", "val")
+    xv, yv = np.asarray(val.x, np.float32), np.asarray(val.y)
+    ref = model_reference(onnx.read_bytes(), xv, yv, classes=tuple(card.labels) or None)
+    import dataclasses
+
+    card = dataclasses.replace(card, name=LOOP_MODEL)
+    path = server.pack(onnx, card, 1, ctx.work / "loop" / f"{LOOP_MODEL}-1.elb", reference=ref,
+                       name=LOOP_MODEL)
+    with Registry(server.db_url, server.data) as reg:
+        reg.push(onnx, LOOP_MODEL, card=card, version=1, bundles=[(path, "any", {})])
+    admin = server.admin()
+    admin.publish(LOOP_MODEL, 1)
+    admin.set_desired(LOOP_MODEL, 1)
+    seen = load_dataset("digits", "test")  # inputs the model was not trained on
+    xs, ys = np.asarray(seen.x, np.float32), np.asarray(seen.y)
+
+    def inputs(i: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], int]:
+        j = int(rng.integers(len(ys)))
+        return {"input": xs[j:j + 1]}, int(ys[j])
+
+    fleet = st.fleet = DemoFleet(
+        ctx.work / "loop", server, st.devices, rps=4.0, inputs=inputs, scale=DRIFT_SCALE,
+        feedback_share=0.5, feedback_delay_s=0.5, device_labels=st.region,
+        fault=lambda m: LOOP_BAD_ERROR_SHARE if m.version in st.bad_versions else 0.0)
+    fleet.start()
+    fleet.wait_serving(f"{LOOP_MODEL}@1", timeout_s=300)
+    st.mark("fleet serves v1", devices=st.devices, cohort=COHORT, cohort_devices=len(st.north))
+    st.before = _realized(server, 1, COHORT, timeout_s=120)
+    st.mark("baseline", realized_accuracy=st.before)
+    return (f"{st.devices} agents serve {LOOP_MODEL}@1 with a monitoring reference; "
+            f"{len(st.north)} of them are {COHORT}; its realized accuracy from delayed labels "
+            f"{_pct(st.before)}", {"devices": st.devices, "cohort_devices": len(st.north),
+                                  "realized_accuracy_before": st.before})
+
+
+def drift(ctx: DemoContext) -> StageResult:
+    """The cohort's inputs dim to half from now on (the onset the loop is timed from)."""
+    st = _loop(ctx)
+    sim = st.fleet.sim
+    for i in st.north:
+        got = sim.agents[i].monitoring.labelled_samples()
+        st.since[i] = 0 if got is None else len(got[1])
+    sim.drifted = st.north
+    st.onset = time.monotonic()
+    st.mark("drift onset", cohort=COHORT, scale=DRIFT_SCALE)
+    return (f"drift injected on {len(st.north)} of {st.devices} devices ({COHORT}): their "
+            f"inputs read x * {DRIFT_SCALE} (a dimmer sensor)", {"scale": DRIFT_SCALE,
+                                                                "devices": len(st.north)})
+
+
+def detect(ctx: DemoContext, timeout_s: float = 300.0) -> StageResult:
+    """Wait for the server's alert on the cohort (sketches only) and the job it queued."""
+    st = _loop(ctx)
+    mon = st.server.monitor()
+    deadline = time.monotonic() + timeout_s
+    alert = None
+    while alert is None:
+        if time.monotonic() > deadline:
+            raise FleetError(f"no monitoring alert on {COHORT} within {timeout_s:.0f} s")
+        alerts = mon.status(LOOP_MODEL)["alerts"]
+        alert = next((a for a in alerts if a["active"] and a["cohort"] == COHORT), None)
+        time.sleep(0.5)
+    st.alert = alert
+    others = sorted({a["cohort"] for a in mon.status(LOOP_MODEL)["alerts"]
+                     if a["active"] and a["cohort"] not in (COHORT, "*")})
+    detail = alert.get("detail") or {}
+    drifted = list(detail.get("drifted") or [])[:8]
+    est = (detail.get("metrics") or {}).get("est_accuracy")
+    st.mark("alert raised", cohort=COHORT, drifted=drifted, est_accuracy=est,
+            other_cohorts=others)
+    job = None
+    while job is None:
+        if time.monotonic() > deadline:
+            raise FleetError(f"the alert on {COHORT} queued no finetune job")
+        job = next((j for j in mon.jobs(kind="finetune", model=LOOP_MODEL)
+                    if j["cohort"] == COHORT), None)
+        time.sleep(0.5)
+    st.mark("finetune job queued", job=job["id"], alert_event=job.get("event_id"))
+    return (f"the server found drift on {COHORT} from sketches alone (features "
+            f"{', '.join(map(str, drifted)) or '?'}; estimated accuracy {_pct(est)}); other "
+            f"cohorts alerting: {others or 'none'}; job {job['id']} queued",
+            {"alert": alert, "job": job, "alert_event": job.get("event_id"),
+             "other_cohorts": others})
+
+
+class _FleetCohort:
+    """The cohort's devices' feedback stores: the samples labelled since the drift began."""
+
+    def __init__(self, st: LoopState) -> None:
+        self.st = st
+
+    def devices(self, cohort: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for i in sorted(self.st.north):
+            got = self.st.fleet.sim.agents[i].monitoring.labelled_samples()
+            if got is None:
+                continue
+            x, y = got
+            start = self.st.since.get(i, 0) if len(y) >= self.st.since.get(i, 0) else 0
+            out.append((np.asarray(x)[start:], np.asarray(y)[start:]))
+        return out
+
+
+WORKER = "demo-heal"
+
+
+def _claim(st: LoopState, mon: Any, timeout_s: float = 60.0) -> dict[str, Any]:
+    """The queued job for the cohort the demo shifted. A job an overlapping cohort's alert
+    queued (a target whose devices include drifted region=north ones) is closed as superseded,
+    saying so: the demo heals the cohort whose inputs it shifted."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = mon.claim_job("finetune", worker=WORKER)
+        if job is None:
+            time.sleep(0.5)
+            continue
+        if job["cohort"] == COHORT and job["model"] == LOOP_MODEL:
+            return dict(job)
+        why = (f"superseded: the demo heals {COHORT}, the cohort whose inputs it shifted; "
+               f"the alert on {job['cohort']} comes from its {COHORT} devices")
+        mon.finish_job(job["id"], {"ok": False, "reason": why}, ok=False, worker=WORKER)
+        st.mark("job superseded", job=job["id"], cohort=job["cohort"])
+    raise FleetError(f"no queued finetune job for {COHORT} within {timeout_s:.0f} s")
+
+
+def _wait_labels(st: LoopState, minimum: int = 30, timeout_s: float = 120.0) -> None:
+    """Until every cohort device holds ``minimum`` labels of drifted inputs (or the time is
+    up: the fine-tune then runs on what there is)."""
+    cohort = _FleetCohort(st)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        held = [len(y) for _, y in cohort.devices(COHORT)]
+        if len(held) == len(st.north) and min(held, default=0) >= minimum:
+            return
+        time.sleep(0.5)
+
+
+def heal(ctx: DemoContext) -> StageResult:
+    """The heal pipeline on the queued job; a bad first version rolled back, then the fix."""
+    from edgeloop.loop import FleetAccess, HealPlan
+    from edgeloop.loop import heal as heal_job
+
+    st = _loop(ctx)
+    server = st.server
+    fleet = FleetAccess(server.url, server.admin_token, server.db_url, server.data,
+                        keys=server.data / "keys", repo=server.data / "tuf",
+                        verify=server.verify)
+    plan = HealPlan(rounds=5, epochs=5, soak_s=6.0, wait_s=300.0, min_devices=1,
+                    min_requests=20, stages=(25, 50, 100), refit="base", dataset=None)
+    mon = fleet.monitor()
+    _wait_labels(st)  # the cohort's devices gather labels of the drifted inputs
+    with_versions = _next_version(server)
+    st.bad_versions.add(with_versions)  # the first fix is made bad on purpose, in the field
+
+    def say(step: str, text: str) -> None:
+        st.mark(f"heal {step}", detail=text)
+
+    first = heal_job(_claim(st, mon), fleet, _FleetCohort(st), plan, worker=WORKER,
+                     on_step=say)
+    st.results.append(first.to_dict())
+    if first.ok:
+        raise FleetError(f"the bad v{with_versions} was not rolled back: {first.reason}")
+    st.mark("bad fix rolled back", version=first.version, reason=first.reason)
+    mon.queue_job(LOOP_MODEL, 1, cohort=COHORT,
+                  reason=f"retry of job {first.job_id} after v{first.version}'s rollback")
+    _wait_labels(st)  # the devices that ran the bad fix start their v1 store again
+    retry = _claim(st, mon)
+    if retry.get("event_id") is None:  # queued by the demo: the alert is the first job's
+        retry["event_id"] = first.event_id
+    second = heal_job(retry, fleet, _FleetCohort(st), plan, worker=WORKER,
+                      on_step=say)
+    if not second.ok:
+        raise FleetError(f"the fix did not roll out: {second.reason}")
+    st.results.append(second.to_dict())
+    st.mark("fix rolled out", version=second.version, rollout=second.rollout)
+    return (f"job {first.job_id}: federated fine-tune ({first.gate and first.gate['reason']}); "
+            f"v{first.version} was bad on purpose (the simulator fails "
+            f"{LOOP_BAD_ERROR_SHARE:.0%} of its inferences) and was rolled back "
+            f"({first.reason}); job {second.job_id}: v{second.version} passed its gates and "
+            f"serves {COHORT}",
+            {"bad": first.to_dict(), "fix": second.to_dict()})
+
+
+def healed(ctx: DemoContext) -> StageResult:
+    """The cohort's realized accuracy on the fix, the time to heal and the bytes shipped."""
+    from edgeloop.client import RolloutClient
+
+    st = _loop(ctx)
+    fix = st.results[-1]
+    version = int(fix["version"])
+    ref = f"{LOOP_MODEL}@{version}"
+    sim = st.fleet.sim
+    deadline = time.monotonic() + 120
+    while sum(sim.first_served.get((i, ref)) is not None for i in st.north) < len(st.north):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    onset = need(st.onset, "the drift onset")
+    times = sorted(sim.first_served[(i, ref)] - onset for i in st.north
+                   if (i, ref) in sim.first_served)
+    k = math.ceil(0.95 * len(st.north))
+    to_heal = round(times[k - 1], 1) if len(times) >= k else None
+    after = _realized(st.server, version, COHORT, timeout_s=120, since=time.time())
+    client = RolloutClient(st.server.url, st.server.admin_token, verify=st.server.verify)
+    rollout = client.get(int(fix["rollout"]["id"]))
+    shipped = rollout.get("shipped") or []
+    total = sum(int(s.get("bytes") or 0) for s in shipped)
+    per_device = total / max(len(st.north), 1)
+    full = int(fix["bundle_bytes"] or 0)
+    share = per_device / full if full else None
+    st.mark("healed", realized_accuracy=after, before=st.before, seconds_to_heal=to_heal,
+            bytes_per_device=round(per_device))
+    gap = None if after is None or st.before is None else st.before - after
+    ok = gap is not None and gap <= 0.01
+    figures = {"realized_accuracy_before": st.before, "realized_accuracy_after": after,
+               "within_a_point": ok, "seconds_onset_to_95pct_healed": to_heal,
+               "bytes_per_device": round(per_device), "full_bundle_bytes": full,
+               "share_of_full_bundle": share, "shipped": shipped, "timeline": st.timeline}
+    return (f"{COHORT} on v{version}: realized accuracy {_pct(after)} vs {_pct(st.before)} "
+            f"before the drift ({'within' if ok else 'NOT within'} a point); 95 % of the "
+            f"cohort healed {to_heal} s after the onset; each device downloaded "
+            f"{per_device:,.0f} bytes for the fix ({_pct(share)} of the {full:,}-byte bundle)",
+            figures)
+
+
+def _next_version(server: Any) -> int:
+    from edgeloop.registry import Registry
+
+    with Registry(server.db_url, server.data) as reg:
+        return max((v.version for v in reg.list_versions(LOOP_MODEL)), default=0) + 1
+
+
+def _realized(server: Any, version: int, cohort: str, *, timeout_s: float,
+              since: float | None = None, evaluations: int = 3) -> float | None:
+    """The cohort's realized accuracy on ``version``: the mean of its latest evaluations
+    (from the delayed labels that reach the server), waiting for ``evaluations`` of them."""
+    mon = server.monitor()
+    deadline = time.monotonic() + timeout_s
+    vals: Sequence[float] = []
+    while time.monotonic() < deadline:
+        rep = mon.report(LOOP_MODEL, version, cohort=cohort, since="1h")
+        vals = [float(e["metrics"]["realized_accuracy"]) for e in rep.get("evaluations", [])
+                if "realized_accuracy" in (e.get("metrics") or {}) and e.get("cohort") == cohort
+                and (since is None or _ts(e) >= since)]
+        if len(vals) >= evaluations:
+            break
+        time.sleep(1.0)
+    return round(float(np.mean(vals[-evaluations:])), 4) if vals else None
+
+
+def _ts(e: dict[str, Any]) -> float:
+    from datetime import datetime, timezone
+
+    try:
+        at = datetime.fromisoformat(str(e.get("at")))
+        return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _pct(v: float | None) -> str:
+    return "unknown" if v is None else f"{v:.1%}"

@@ -1,0 +1,61 @@
+"""The closed loop (``edgeloop demo --closed-loop``'s stages) with a small fleet: each step
+happens in order, the bad fix is rolled back, the fix's lineage names the drift alert."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr")
+pytest.importorskip("torch")
+
+pytestmark = pytest.mark.slow
+
+FLEET = 10
+
+
+def test_the_closed_loop_heals_the_drifted_cohort(tmp_path: Path) -> None:
+    from edgeloop.demo import LOOP_MODEL, LOOP_STAGES, STAGES, DemoContext, run_stages
+    from edgeloop.registry import Registry
+
+    ctx = DemoContext(tmp_path, 2, 1, fleet_size=FLEET)
+    build = [s for s in STAGES if s.name in ("train", "export")]
+    loop_server: list[tuple[str, Path]] = []
+
+    def keep(step: object) -> None:
+        if ctx.loop is not None and ctx.loop.server is not None and not loop_server:
+            loop_server.append((ctx.loop.server.db_url, ctx.loop.server.data))
+
+    result = run_stages(ctx, [*build, *LOOP_STAGES], on_step=keep)  # type: ignore[arg-type]
+
+    names = [s.name for s in result.steps]
+    assert names == ["train", "export", "loop-fleet", "loop-drift", "loop-detect", "loop-heal",
+                     "loop-healed"]
+    healed = result.steps[-1].figures
+    events = [e["event"] for e in healed["timeline"]]
+    order = ["fleet serves v1", "drift onset", "alert raised", "finetune job queued",
+             "heal finetune", "heal register", "heal release", "heal rollout",
+             "bad fix rolled back", "fix rolled out", "healed"]
+    assert [e for e in events if e in order] == [e for e in order if e in events]
+    assert set(order) <= set(events)
+    detect = result.steps[4].figures
+    assert detect["alert"]["cohort"] == "region=north"
+    heal = result.steps[5].figures
+    assert heal["bad"]["rollout"]["state"] == "rolled_back"
+    assert "error_rate" in heal["bad"]["rollout"]["reason"]
+    fix = heal["fix"]
+    assert fix["ok"] and fix["rollout"]["state"] == "completed"
+    assert fix["rollout"]["cohort"] == "region=north"
+    assert not any(g.startswith("drift") for g in fix["rollout"]["gates"])
+    assert fix["deltas"] and min(fix["deltas"].values()) < fix["bundle_bytes"]
+    assert healed["seconds_onset_to_95pct_healed"] is not None
+    assert 0 < healed["bytes_per_device"] < healed["full_bundle_bytes"]
+    # the fix's lineage names the drift alert that caused it
+    db_url, data = loop_server[0]
+    with Registry(db_url, data) as reg:
+        card = reg.resolve(f"{LOOP_MODEL}@{fix['version']}").card
+    assert card is not None
+    alert = next(r for r in card.lineage if r.role == "monitor_alert")
+    assert f"alert event {detect['alert_event']}" in (alert.name or "")
+    assert card.extra["heal"]["event_id"] == detect["alert_event"]
