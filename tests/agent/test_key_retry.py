@@ -69,6 +69,7 @@ def test_apply_turns_the_refusal_into_a_poll_failure_so_the_agent_backs_off(setu
             return answers.pop(0)
 
     monkeypatch.setattr("edgeloop.agent._agent.fetch_target", lambda *args: bundle)
+    monkeypatch.setattr("edgeloop.agent._agent.check_listed", lambda *args: None)
     monkeypatch.setattr(agent, "_client", lambda: Client())
     monkeypatch.setattr(agent, "_tuf", lambda: None)  # fetch_target is replaced above
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # imported where used, so the agent starts without python-tuf
 from edgeloop.agent._backoff import Backoff
 from edgeloop.agent._client import FleetClient
 from edgeloop.agent._delta import fetch_by_delta
-from edgeloop.agent._fetch import fetch_target
+from edgeloop.agent._fetch import check_listed, fetch_target
 from edgeloop.agent._install import Slots
 from edgeloop.agent._integrity import package_build_hash
 from edgeloop.agent._models import LoadedModel, ModelCache
@@ -759,6 +759,8 @@ class Agent:
         if d.action != "install":
             return await asyncio.to_thread(self._act, d.action, d.slot, d.reason)
         assert self.identity is not None and self.server_url is not None
+        # the release side's signed targets first: no key is asked for a target they do not list
+        await asyncio.to_thread(check_listed, self._tuf(), assignment)
         recipient = await self._client().recipient(str(self.device_id), assignment.target)
         data = await asyncio.to_thread(self.download, assignment, recipient)
         self._retry_install = False

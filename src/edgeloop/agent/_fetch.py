@@ -18,7 +18,31 @@ from edgeloop.protocol import Assignment
 if TYPE_CHECKING:
     from edgeloop.update import UpdateClient
 
-__all__ = ["fetch_target"]
+__all__ = ["check_listed", "fetch_target"]
+
+
+def _check_info(client: UpdateClient, assignment: Assignment) -> None:
+    info = client.target_info(assignment.target)
+    if info is None:
+        raise UpdateError(f"target {assignment.target!r} is not in the signed TUF targets")
+    if info.sha256 != assignment.sha256 or info.length != assignment.length:
+        raise UpdateError(
+            f"TUF target {assignment.target!r} is sha256 {info.sha256[:16]} and "
+            f"{info.length} bytes; the signed assignment says {assignment.sha256[:16]} and "
+            f"{assignment.length}"
+        )
+
+
+def check_listed(client: UpdateClient, assignment: Assignment) -> None:
+    """Refuse (:class:`UpdateError`) an assignment whose target the release side's signed TUF
+    targets do not list with the same sha256 and length; nothing is downloaded.
+
+    The agent calls it before it asks the server for the bundle's key, so a director alone
+    (a compromised server) learns nothing and is answered by the device's own TUF check.
+    ``client``: an UpdateClient on the device's TUF state; closed here.
+    """
+    with client:
+        _check_info(client, assignment)
 
 
 def fetch_target(client: UpdateClient, assignment: Assignment) -> bytes:
@@ -27,15 +51,7 @@ def fetch_target(client: UpdateClient, assignment: Assignment) -> bytes:
     ``client``: an UpdateClient on the device's TUF state; closed here.
     """
     with client:
-        info = client.target_info(assignment.target)
-        if info is None:
-            raise UpdateError(f"target {assignment.target!r} is not in the signed TUF targets")
-        if info.sha256 != assignment.sha256 or info.length != assignment.length:
-            raise UpdateError(
-                f"TUF target {assignment.target!r} is sha256 {info.sha256[:16]} and "
-                f"{info.length} bytes; the signed assignment says {assignment.sha256[:16]} and "
-                f"{assignment.length}"
-            )
+        _check_info(client, assignment)
         path = client.fetch_bundle(assignment.target, client.metadata_dir / "downloads")
     try:
         return read_bytes(path, "downloaded bundle")
