@@ -5,6 +5,7 @@ hysteresis, alert actions (pause a rollout, webhook), re-baselining, the report.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,31 @@ def test_a_monitoring_gate_judges_the_stage_from_its_sketches(mfleet, ref):
     psi, acc = obs.gates
     assert psi.status == "fail" and psi.treatment > 0.2 and "monitored" not in psi.reason
     assert acc.status == "pending"  # no control group reported v1 sketches
+
+
+def test_sketches_of_one_batch_are_added_up_into_their_window_row(mfleet, ref):
+    from edgeloop.artifacts import DeviceReport
+    from edgeloop.db import DeviceRow, write_session
+    from edgeloop.fleet._monitor_store import check_sketch, store_sketches
+
+    publish(mfleet, 1, ref)
+    d, e = mfleet.device(), mfleet.device()
+    engine = make_engine(mfleet.settings.db_url)
+    now = datetime.now(timezone.utc)
+    try:
+        with read_session(engine) as s:
+            pending = []
+            for dev, n, seed in ((d, 30, 0), (d, 20, 1), (e, 10, 2), (d, 5, 3)):
+                body = DeviceReport(device_id=dev.device_id, model="clf", version=1,
+                                    window_s=60.0, sketch=window(ref, n, seed))
+                row = s.get(DeviceRow, dev.device_id)
+                pending.append(check_sketch(s, row, body, now, window_s=3600.0))
+        with write_session(engine) as s:
+            assert store_sketches(s, pending[:1]) == 1  # an existing row ...
+        with write_session(engine) as s:  # ... then a batch adding to it, and another device's
+            assert store_sketches(s, pending[1:]) == 2
+        with read_session(engine) as s:
+            rows = {r.device_id: r.n for r in s.scalars(sa.select(MonitorSketchRow))}
+        assert rows == {d.device_id: 55, e.device_id: 10}
+    finally:
+        engine.dispose()

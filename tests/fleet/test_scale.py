@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -217,3 +218,94 @@ def test_the_cached_fleet_state_follows_a_registry_alias_moved_outside_the_serve
         reg.set_alias("kws@1", "production", reason="test")
     assert version() == 1
     assert fleet.client.app.state.fleet.fleet_states.reads == reads + 1
+
+
+def test_telemetry_shares_the_check_ins_group_commit_and_a_replay_writes_nothing(
+    fleet: Any,
+) -> None:
+    from edgeloop.artifacts import DeviceReport
+    from edgeloop.db import ReportRow
+    from edgeloop.fleet._batch import Telemetry
+    from edgeloop.fleet._store import report_row
+
+    a, b = (fleet.device().device_id for _ in range(2))
+    engine = make_engine(fleet.settings.db_url)
+    try:
+        writer = CheckinWriter(engine, nonce_ttl=timedelta(seconds=600))
+        gate, entered = threading.Event(), threading.Event()
+        commit = writer._commit
+
+        def held_commit(batch: Any) -> None:  # the first batch waits until the rest queued
+            if not entered.is_set():
+                entered.set()
+                assert gate.wait(30)
+            commit(batch)
+
+        writer._commit = held_commit  # type: ignore[method-assign]
+        now = datetime.now(timezone.utc)
+
+        def telemetry(device: str, requests: float) -> Telemetry:
+            report = DeviceReport(
+                device_id=device, model="kws", version=1, window_s=60.0,
+                metrics={"requests": requests},
+            )
+            return Telemetry(report=report_row(device, report, now))
+
+        results: dict[str, list[bool]] = {}
+        lock = threading.Lock()
+
+        def submit(name: str, device: str, nonce: str, tele: Telemetry | None) -> None:
+            ok = writer.submit(device, nonce, now, {"last_seen": now}, tele)
+            with lock:
+                results.setdefault(name, []).append(ok)
+
+        first = threading.Thread(target=submit, args=("checkin a", a, "n1" * 16, None))
+        first.start()
+        assert entered.wait(30)
+        queued = [
+            ("telemetry a", a, "n2" * 16, telemetry(a, 1.0)),
+            ("telemetry b", b, "n3" * 16, telemetry(b, 2.0)),
+            ("telemetry b", b, "n3" * 16, telemetry(b, 3.0)),  # replayed within the batch
+            ("checkin b", b, "n4" * 16, None),
+        ]
+        threads = [threading.Thread(target=submit, args=q) for q in queued]
+        for t in threads:
+            t.start()
+        while len(writer._queue) < len(queued):
+            time.sleep(0.01)
+        gate.set()
+        for t in [first, *threads]:
+            t.join()
+        assert results["checkin a"] == [True] and results["telemetry a"] == [True]
+        assert sorted(results["telemetry b"]) == [False, True] and results["checkin b"] == [True]
+        assert writer.transactions == 2  # the four queued writes went in one transaction
+        # a replayed report is refused by the database's key in a later batch too
+        assert writer.submit(a, "n2" * 16, now, {"last_seen": now}, telemetry(a, 9.0)) is False
+        with read_session(engine) as s:
+            rows = s.execute(sa.select(ReportRow.device_id, ReportRow.metrics)).all()
+        assert sorted((d, m["requests"]) for d, m in rows) in (
+            sorted([(a, 1.0), (b, 2.0)]),
+            sorted([(a, 1.0), (b, 3.0)]),
+        )
+    finally:
+        engine.dispose()
+
+
+def test_a_replayed_telemetry_request_is_a_401_and_stores_one_report(fleet: Any) -> None:
+    dev = fleet.device()
+    payload = {
+        "device_id": dev.device_id, "model": "kws", "version": 1, "window_s": 60.0,
+        "metrics": {"requests": 3.0},
+    }
+    body, headers = dev.signed("/v1/telemetry", payload)
+    assert fleet.client.post("/v1/telemetry", content=body, headers=headers).status_code == 202
+    again = fleet.client.post("/v1/telemetry", content=body, headers=headers)
+    assert again.status_code == 401 and "seen before" in again.json()["detail"]
+    info = fleet.client.get(f"/v1/admin/devices/{dev.device_id}", headers=fleet.admin).json()
+    assert info["last_seen"] is not None
+    engine = make_engine(fleet.settings.db_url)
+    try:
+        with read_session(engine) as s:
+            assert s.scalar(sa.text("SELECT count(*) FROM fleet_reports")) == 1
+    finally:
+        engine.dispose()

@@ -1,4 +1,5 @@
-"""Group commit of the check-in's writes: its nonce and the device state it reports.
+"""Group commit of the device writes: a check-in's nonce and the state it reports, a telemetry
+report's nonce, its row and its monitoring sketch.
 
 A check-in used to open its own write transaction (on SQLite: the file's one write lock) for
 two rows. Here every request thread hands its writes to :class:`CheckinWriter` and waits; the
@@ -12,6 +13,13 @@ Replay protection stays atomic, also across processes: the batch inserts its non
 decides, as before; a nonce already stored (by any process) or twice in one batch is refused,
 and a refused check-in's state is not written. As before, about one nonce in 16 sweeps its
 device's expired nonces, now in the batch's transaction.
+
+Telemetry goes through the same queue (:class:`Telemetry`): the route validates everything
+first (signature, report, sketch against its reference: a refusal stores nothing), then hands
+the rows over; the batch inserts the reports in one statement, merges the sketches into their
+window rows with one read of the rows they extend, and updates ``last_seen``. A request is
+answered only once its batch committed, so a crash loses no report that was acknowledged
+(202): what it loses is the batch in flight, whose devices got no answer and send again.
 """
 
 from __future__ import annotations
@@ -26,11 +34,24 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from edgeloop.db import DeviceRow, NonceRow, write_session
+from edgeloop.fleet._monitor_store import PendingSketch, store_sketches, sweep_sketches
+from edgeloop.fleet._store import insert_reports, sweep_reports
 
-__all__ = ["CheckinWriter"]
+__all__ = ["CheckinWriter", "Telemetry"]
 
 _MAX_BATCH = 500  # rows per INSERT: 3 parameters each, well under SQLite's 32,766
 _SWEEP = ("0", "a", "A", "-")  # the nonce endings that sweep (as ``_store.authenticate``)
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """A validated telemetry report's writes: its ``fleet_reports`` row (``_store.report_row``),
+    its sketch, and the retention sweeps this report runs (None: none)."""
+
+    report: dict[str, Any]
+    sketch: PendingSketch | None = None
+    reports_before: datetime | None = None
+    sketches_before: datetime | None = None
 
 
 @dataclass
@@ -39,14 +60,16 @@ class _Op:
     nonce: str
     seen_at: datetime
     state: dict[str, Any] | None
+    telemetry: Telemetry | None = None
     done: threading.Event = field(default_factory=threading.Event)
     accepted: bool = False
     error: BaseException | None = None
 
 
 class CheckinWriter:
-    """``writer.submit(device_id, nonce, now, state) -> bool``: True once the nonce is stored
-    (new) and ``state`` (DeviceRow columns) written, False when the nonce was seen before."""
+    """``writer.submit(device_id, nonce, now, state, telemetry) -> bool``: True once the nonce
+    is stored (new), ``state`` (DeviceRow columns) and ``telemetry``'s rows written, False
+    when the nonce was seen before (then nothing of it is written)."""
 
     def __init__(self, engine: Engine, nonce_ttl: timedelta) -> None:
         self.engine = engine
@@ -58,9 +81,14 @@ class CheckinWriter:
         self.rows = 0  # rows inserted or updated so far
 
     def submit(
-        self, device_id: str, nonce: str, now: datetime, state: dict[str, Any] | None
+        self,
+        device_id: str,
+        nonce: str,
+        now: datetime,
+        state: dict[str, Any] | None,
+        telemetry: Telemetry | None = None,
     ) -> bool:
-        op = _Op(device_id, nonce, now, state)
+        op = _Op(device_id, nonce, now, state, telemetry)
         with self._lock:
             self._queue.append(op)
             lead = not self._leading
@@ -114,6 +142,9 @@ class CheckinWriter:
             for group in _by_keys(updates):
                 columns = tuple(sorted(k[2:] for k in group[0]))
                 s.connection().execute(_update_statement(columns), group)
+            reports = [op.telemetry for op in fresh if op.accepted and op.telemetry is not None]
+            if reports:
+                self.rows += _write_telemetry(s, reports)
             # as before batching: about one nonce in 16 sweeps its device's expired nonces
             sweep = {op.device_id for op in fresh if op.accepted and op.nonce.endswith(_SWEEP)}
             if sweep:
@@ -125,6 +156,18 @@ class CheckinWriter:
                 )
             self.rows += len(stored) + len(updates)
         self.transactions += 1
+
+
+def _write_telemetry(s: Session, reports: list[Telemetry]) -> int:
+    """The accepted reports' sweeps, rows and sketches; the rows written."""
+    for t in reports:
+        if t.reports_before is not None:
+            sweep_reports(s, [t.report["device_id"]], t.reports_before)
+        if t.sketches_before is not None:
+            sweep_sketches(s, [t.report["device_id"]], t.sketches_before)
+    insert_reports(s, [t.report for t in reports])
+    sketches = [t.sketch for t in reports if t.sketch is not None]
+    return len(reports) + store_sketches(s, sketches)
 
 
 def _insert_nonces(s: Session, ops: list[_Op]) -> set[tuple[str, str]]:

@@ -27,6 +27,7 @@ from edgeloop.db import DeviceRow, ReleaseRow, VariantRow, read_session, write_s
 from edgeloop.errors import AuthError, EdgeloopError
 from edgeloop.fleet import _monitor_store as monitor_store
 from edgeloop.fleet import _store as store
+from edgeloop.fleet._batch import Telemetry
 from edgeloop.fleet._director import FleetState, direct
 from edgeloop.fleet._http import JSON_BODY, parse_body, raw_body, signed_path, utc_now
 from edgeloop.fleet._publish import rewrap_for_device
@@ -239,7 +240,23 @@ def _answer(
 def telemetry(
     request: Request, body: bytes = Depends(raw_body), app: AppState = Depends(app_state)
 ) -> dict[str, int]:
-    def work(s: Session, device: DeviceRow) -> dict[str, int]:
+    """Authenticate and validate in one read transaction (the report, and its sketch against
+    its version's reference: a refusal stores nothing); the nonce, the report's row, its
+    sketch and ``last_seen`` go to the group commit with the check-ins' writes (``_batch``),
+    which refuses a replay; the answer comes once they are committed."""
+    settings = app.ctx.settings
+    sig = _signature(app, request, body)
+    now = utc_now()
+    with read_session(app.ctx.engine) as s:
+        device = store.verify_device(
+            s,
+            sig,
+            request.method,
+            signed_path(request),
+            body,
+            now=now,
+            max_skew_s=settings.max_skew_s,
+        )
         report = parse_body(DeviceReport, body)
         if report.device_id != device.id:
             raise Refused(
@@ -248,26 +265,21 @@ def telemetry(
                 f"report for device {report.device_id!r} signed by {device.id!r}",
             )
         validate_report(report)
-        now = utc_now()
-        # one report in ~32 also sweeps this device's reports past the retention
-        sweep = secrets.randbelow(32) == 0
-        _record_sketch(app, s, device, report, now, sweep)  # before the report: a refusal
-        store.record_report(s, device, report, now, keep=app.report_retention if sweep else None)
-        return {"accepted": 1}
-
-    return _device_call(app, request, body, work)
-
-
-def _record_sketch(
-    app: AppState, s: Session, device: DeviceRow, report: DeviceReport, now: Any, sweep: bool
-) -> None:
-    """The report's optional monitoring sketch, validated against the reference of the version
-    the report names (400 with the reason otherwise; nothing of the report is stored then)."""
-    settings = app.ctx.settings
-    keep = timedelta(seconds=settings.monitor_retention_s) if sweep else None
-    monitor_store.record_sketch(
-        s, device, report, now, window_s=settings.monitor_window_s, keep=keep
+        sketch = monitor_store.check_sketch(
+            s, device, report, now, window_s=settings.monitor_window_s
+        )
+        device_id = device.id
+    # one report in ~32 also sweeps this device's reports and sketches past their retention
+    sweep = secrets.randbelow(32) == 0
+    writes = Telemetry(
+        report=store.report_row(device_id, report, now),
+        sketch=sketch,
+        reports_before=now - app.report_retention if sweep else None,
+        sketches_before=now - timedelta(seconds=settings.monitor_retention_s) if sweep else None,
     )
+    if not app.writer.submit(device_id, sig.nonce, now, {"last_seen": now}, writes):
+        raise store.replay(device_id, sig.nonce)
+    return {"accepted": 1}
 
 
 @device_router.post(

@@ -5,8 +5,9 @@
   version explicitly (:func:`rebaseline`), which is recorded with its reason and actor and in
   the registry's lineage. Sketches are checked against the newest reference of the version.
 * **Sketches**: a telemetry report's optional ``sketch`` is validated against the reference of
-  the version the report claims (:func:`record_sketch`; a refusal is a 400 with the reason and
-  stores nothing), then stored with the device's labels and the server's window index.
+  the version the report claims (:func:`check_sketch`; a refusal is a 400 with the reason and
+  stores nothing), then merged into its window's row with the device's labels by the
+  group commit of the device writes (:func:`store_sketches`, ``_batch.CheckinWriter``).
 * **Evaluations**: :func:`evaluate` merges the last window's sketches of a version by cohort
   (every device, and each value of each device label), runs
   :func:`edgeloop.monitor.drift.drift_report`, stores the result, and steps each cohort's
@@ -20,7 +21,7 @@ import contextlib
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -63,13 +64,17 @@ __all__ = [
     "group_metrics",
     "latest_reference",
     "monitored_versions",
+    "PendingSketch",
     "Tested",
+    "check_sketch",
     "rebaseline",
     "record_evaluation",
     "record_sketch",
     "sketches",
     "store_bundle_reference",
+    "store_sketches",
     "sweep",
+    "sweep_sketches",
 ]
 
 ALL = "*"  # the cohort of every device of a version
@@ -174,10 +179,31 @@ def _record_lineage(s: Session, model: str, version: int, old: str, new: str,
 # --- sketches ----------------------------------------------------------------------------
 
 
-def record_sketch(s: Session, device: DeviceRow, report: DeviceReport, now: datetime, *,
-                  window_s: float, keep: timedelta | None = None) -> MonitorSketchRow | None:
-    """Validate and store the report's sketch (None when it carries none). Refused (400, with
-    the reason) when it cannot be checked or is malformed; nothing is stored then."""
+@dataclass(frozen=True)
+class PendingSketch:
+    """A telemetry report's sketch, validated, waiting for the group commit to merge it into
+    its window's row (:func:`store_sketches`)."""
+
+    device_id: str
+    model: str
+    version: int
+    reference_sha256: str
+    window: int
+    received_at: datetime
+    labels: Mapping[str, Any]
+    sketch: WindowSketch
+    reference: MonitorReference
+
+    @property
+    def key(self) -> tuple[str, str, int, int, str]:
+        return (self.device_id, self.model, self.version, self.window, self.reference_sha256)
+
+
+def check_sketch(s: Session, device: DeviceRow, report: DeviceReport, now: datetime, *,
+                 window_s: float) -> PendingSketch | None:
+    """Validate the report's sketch (None when it carries none) against the newest reference
+    of the version it names. Refused (400, with the reason) when it cannot be checked or is
+    malformed. Writes nothing: :func:`store_sketches` does, in the group commit."""
     data = report.sketch
     if data is None:
         return None
@@ -191,27 +217,66 @@ def record_sketch(s: Session, device: DeviceRow, report: DeviceReport, now: date
         sketch = validate_sketch(data, ref)
     except SketchError as e:
         raise Refused(400, "bad_sketch", str(e)) from e
+    return PendingSketch(device_id=device.id, model=report.model, version=report.version,
+                         reference_sha256=sketch.reference_sha256,
+                         window=int(now.timestamp() // window_s), received_at=now,
+                         labels=dict(device.labels or {}), sketch=sketch, reference=ref)
+
+
+def sweep_sketches(s: Session, device_ids: Iterable[str], before: datetime) -> None:
+    """Drop these devices' sketch rows last updated before ``before`` (the retention)."""
+    ids = sorted(set(device_ids))
+    if ids:
+        s.execute(sa.delete(MonitorSketchRow).where(MonitorSketchRow.device_id.in_(ids),
+                                                    MonitorSketchRow.received_at < before))
+
+
+def store_sketches(s: Session, items: Sequence[PendingSketch]) -> int:
+    """Merge validated sketches into their window rows: one row per device, version, reference
+    and server window (sketches merge by addition, so storage grows with windows, not
+    reports). Sketches of one key in ``items`` are added up first; one query reads the rows
+    they extend. The rows inserted or updated."""
+    merged: dict[tuple[str, str, int, int, str], PendingSketch] = {}
+    for item in items:
+        held = merged.get(item.key)
+        merged[item.key] = item if held is None else replace(
+            item, sketch=held.sketch + item.sketch)
+    if not merged:
+        return 0
+    existing: dict[tuple[str, str, int, int, str], MonitorSketchRow] = {}
+    for row in s.scalars(sa.select(MonitorSketchRow).where(
+            MonitorSketchRow.device_id.in_(sorted({k[0] for k in merged})),
+            MonitorSketchRow.window.in_(sorted({k[3] for k in merged})))):
+        key = (row.device_id, row.model, row.version, row.window, row.reference_sha256)
+        if key in merged:
+            existing.setdefault(key, row)
+    for key, item in merged.items():
+        row = existing.get(key)
+        if row is not None:
+            total = WindowSketch.from_dict(row.sketch, item.reference) + item.sketch
+            row.sketch, row.n, row.received_at = total.to_dict(), total.n, item.received_at
+            row.labels = dict(item.labels)
+        else:
+            s.add(MonitorSketchRow(device_id=item.device_id, model=item.model,
+                                   version=item.version, reference_sha256=item.reference_sha256,
+                                   window=item.window, received_at=item.received_at,
+                                   n=item.sketch.n, labels=dict(item.labels),
+                                   sketch=item.sketch.to_dict()))
+    s.flush()
+    return len(merged)
+
+
+def record_sketch(s: Session, device: DeviceRow, report: DeviceReport, now: datetime, *,
+                  window_s: float, keep: timedelta | None = None) -> bool:
+    """Validate and store the report's sketch in ``s`` (False when it carries none): what the
+    telemetry route does in two steps, :func:`check_sketch` and the group commit."""
+    pending = check_sketch(s, device, report, now, window_s=window_s)
+    if pending is None:
+        return False
     if keep is not None:
-        s.execute(sa.delete(MonitorSketchRow).where(MonitorSketchRow.device_id == device.id,
-                                                    MonitorSketchRow.received_at < now - keep))
-    # one row per device, version, reference and server window: a report's sketch is added to
-    # its window's row (sketches merge by addition), so storage grows with windows, not reports
-    window = int(now.timestamp() // window_s)
-    row = s.scalars(sa.select(MonitorSketchRow).where(
-        MonitorSketchRow.device_id == device.id, MonitorSketchRow.model == report.model,
-        MonitorSketchRow.version == report.version, MonitorSketchRow.window == window,
-        MonitorSketchRow.reference_sha256 == sketch.reference_sha256)).first()
-    if row is not None:
-        merged = WindowSketch.from_dict(row.sketch, ref) + sketch
-        row.sketch, row.n, row.received_at = merged.to_dict(), merged.n, now
-        row.labels = dict(device.labels or {})
-        return row
-    row = MonitorSketchRow(device_id=device.id, model=report.model, version=report.version,
-                           reference_sha256=sketch.reference_sha256, window=window,
-                           received_at=now, n=sketch.n, labels=dict(device.labels or {}),
-                           sketch=sketch.to_dict())
-    s.add(row)
-    return row
+        sweep_sketches(s, [device.id], now - keep)
+    store_sketches(s, [pending])
+    return True
 
 
 def _micros(when: datetime) -> int:

@@ -49,11 +49,14 @@ __all__ = [
     "list_devices",
     "list_releases",
     "record_checkin",
+    "insert_reports",
     "record_report",
+    "report_row",
     "recent_reports",
     "release_of",
     "replay",
     "revoke",
+    "sweep_reports",
     "variant_by_target",
     "verify_device",
 ]
@@ -276,6 +279,35 @@ def checkin_state(device: DeviceRow, checkin: CheckIn) -> DeviceState:
     )
 
 
+def report_row(device_id: str, report: DeviceReport, now: datetime) -> dict[str, Any]:
+    """The ``fleet_reports`` row of a validated report (the group commit inserts it)."""
+    return {
+        "device_id": device_id,
+        "received_at": now,
+        "model": report.model,
+        "version": report.version,
+        "window_s": float(report.window_s),
+        "metrics": dict(report.metrics),
+        "report": report.to_dict(),
+    }
+
+
+def sweep_reports(s: Session, device_ids: Sequence[str], before: datetime) -> None:
+    """Drop these devices' reports received before ``before`` (the retention)."""
+    if device_ids:
+        s.execute(
+            sa.delete(ReportRow).where(
+                ReportRow.device_id.in_(sorted(set(device_ids))), ReportRow.received_at < before
+            )
+        )
+
+
+def insert_reports(s: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert :func:`report_row` rows in one statement (one multi-row INSERT)."""
+    if rows:
+        s.execute(sa.insert(ReportRow), list(rows))
+
+
 def record_report(
     s: Session,
     device: DeviceRow,
@@ -286,22 +318,8 @@ def record_report(
 ) -> None:
     """Store a report; with ``keep``, also drop this device's reports older than that."""
     if keep is not None:
-        s.execute(
-            sa.delete(ReportRow).where(
-                ReportRow.device_id == device.id, ReportRow.received_at < now - keep
-            )
-        )
-    s.add(
-        ReportRow(
-            device_id=device.id,
-            received_at=now,
-            model=report.model,
-            version=report.version,
-            window_s=float(report.window_s),
-            metrics=dict(report.metrics),
-            report=report.to_dict(),
-        )
-    )
+        sweep_reports(s, [device.id], now - keep)
+    insert_reports(s, [report_row(device.id, report, now)])
     device.last_seen = now
 
 
