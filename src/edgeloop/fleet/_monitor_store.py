@@ -251,11 +251,11 @@ def store_sketches(s: Session, items: Sequence[PendingSketch]) -> int:
         if key in merged:
             existing.setdefault(key, row)
     for key, item in merged.items():
-        row = existing.get(key)
-        if row is not None:
-            total = WindowSketch.from_dict(row.sketch, item.reference) + item.sketch
-            row.sketch, row.n, row.received_at = total.to_dict(), total.n, item.received_at
-            row.labels = dict(item.labels)
+        held_row = existing.get(key)
+        if held_row is not None:
+            total = WindowSketch.from_dict(held_row.sketch, item.reference) + item.sketch
+            held_row.sketch, held_row.n = total.to_dict(), total.n
+            held_row.received_at, held_row.labels = item.received_at, dict(item.labels)
         else:
             s.add(MonitorSketchRow(device_id=item.device_id, model=item.model,
                                    version=item.version, reference_sha256=item.reference_sha256,
