@@ -52,6 +52,64 @@ def _base(model: str, db: str | None, data: Path | None) -> tuple[bytes, str | N
         return reg.read_blob(v.artifact.sha256), v.ref, v.card, v.model
 
 
+def _finish(result: Any, *, dataset: str, seed: int, name: str, base_ref: str | None,
+            base_card: Any, out: Path | None, register: str | None, no_register: bool,
+            db: str | None, data_dir: Path | None, json_out: bool) -> None:
+    """Write a finished run (simulated or deployed) and register an accepted candidate."""
+    import numpy as np
+
+    from edgeloop._io import atomic_write_bytes
+    from edgeloop.cli._console import console, print_json
+    from edgeloop.data import load_dataset
+    from edgeloop.federated.server import candidate_card, candidate_reference
+
+    dest = out or Path(f"fl-{result.run_id.removeprefix('fl-')}")
+    dest.mkdir(parents=True, exist_ok=True)
+    record = result.record_json()
+    atomic_write_bytes(dest / "run.json", record)
+    summary: dict[str, Any] = {"run_id": result.run_id, "gate": result.gate.to_dict(),
+                               "participants": result.participants(),
+                               "bytes_up": sum(r.bytes_up for r in result.rounds),
+                               "out": str(dest), "registered": None}
+    if result.gate.accepted:
+        val = load_dataset(dataset, "val", seed=seed)
+        if not isinstance(val.x, np.ndarray) or val.y is None:
+            raise InputError(f"--dataset {dataset!r}: its val split has no labelled arrays")
+        ref = candidate_reference(result, val.x, val.y, tuple(val.classes) or None)
+        ref_bytes = ref.to_json()
+        from edgeloop.artifacts import sha256_bytes
+
+        card = candidate_card(result, name=register or name, base_card=base_card,
+                              base_ref=base_ref, record_sha256=sha256_bytes(record),
+                              reference_sha256=sha256_bytes(ref_bytes))
+        atomic_write_bytes(dest / "model.onnx", result.model)
+        atomic_write_bytes(dest / "reference.json", ref_bytes)
+        atomic_write_bytes(dest / "model.card.json", card.to_json().encode())
+        target = None if no_register else (register or (name if base_ref else None))
+        if target is not None:
+            from edgeloop.registry import Registry
+
+            with Registry(db, data_dir) as reg:
+                reg.blobs.put_file(dest / "run.json")
+                reg.blobs.put_file(dest / "reference.json")
+                v = reg.push(dest / "model.onnx", target, card=card,
+                             description=card.description,
+                             reason=f"federated run {result.run_id}")
+            summary["registered"] = v.ref
+    if json_out:
+        print_json(summary)
+        return
+    gate = result.gate
+    console.print(f"{result.run_id}: {gate.reason}")
+    if summary["registered"]:
+        console.print(f"registered {summary['registered']} · candidate, card, reference and "
+                      f"run record in {dest}")
+    elif gate.accepted:
+        console.print(f"accepted, not registered (no registry named) · candidate in {dest}")
+    else:
+        console.print(f"not registered · run record in {dest / 'run.json'}")
+
+
 def simulate(
     model: str = typer.Option(..., "--model", help="The base: MODEL.onnx or a registry ref "
                               "NAME@VERSION / NAME@ALIAS."),
@@ -102,13 +160,10 @@ def simulate(
 
     import numpy as np
 
-    from edgeloop._io import atomic_write_bytes
-    from edgeloop.cli._console import console, print_json, progress
+    from edgeloop.cli._console import progress
     from edgeloop.data import load_dataset
     from edgeloop.federated.server import (
         SimulationPlan,
-        candidate_card,
-        candidate_reference,
     )
     from edgeloop.federated.server import simulate as run_simulation
 
@@ -148,51 +203,9 @@ def simulate(
                        f"{' · aggregated' if r.aggregated else ' · ' + r.note}{loss}")
 
         result = run_simulation(base, x, y, plan, on_round=on_round, torch_model=torch_model)
-    dest = out or Path(f"fl-{result.run_id.removeprefix('fl-')}")
-    dest.mkdir(parents=True, exist_ok=True)
-    record = result.record_json()
-    atomic_write_bytes(dest / "run.json", record)
-    summary: dict[str, Any] = {"run_id": result.run_id, "gate": result.gate.to_dict(),
-                               "participants": result.participants(),
-                               "bytes_up": sum(r.bytes_up for r in result.rounds),
-                               "out": str(dest), "registered": None}
-    if result.gate.accepted:
-        val = load_dataset(dataset, "val", seed=seed)
-        if not isinstance(val.x, np.ndarray) or val.y is None:
-            raise InputError(f"--dataset {dataset!r}: its val split has no labelled arrays")
-        ref = candidate_reference(result, val.x, val.y, tuple(val.classes) or None)
-        ref_bytes = ref.to_json()
-        from edgeloop.artifacts import sha256_bytes
-
-        card = candidate_card(result, name=register or name, base_card=base_card,
-                              base_ref=base_ref, record_sha256=sha256_bytes(record),
-                              reference_sha256=sha256_bytes(ref_bytes))
-        atomic_write_bytes(dest / "model.onnx", result.model)
-        atomic_write_bytes(dest / "reference.json", ref_bytes)
-        atomic_write_bytes(dest / "model.card.json", card.to_json().encode())
-        target = None if no_register else (register or (name if base_ref else None))
-        if target is not None:
-            from edgeloop.registry import Registry
-
-            with Registry(db, data_dir) as reg:
-                reg.blobs.put_file(dest / "run.json")
-                reg.blobs.put_file(dest / "reference.json")
-                v = reg.push(dest / "model.onnx", target, card=card,
-                             description=card.description,
-                             reason=f"federated run {result.run_id}")
-            summary["registered"] = v.ref
-    if json_out:
-        print_json(summary)
-        return
-    gate = result.gate
-    console.print(f"{result.run_id}: {gate.reason}")
-    if summary["registered"]:
-        console.print(f"registered {summary['registered']} · candidate, card, reference and "
-                      f"run record in {dest}")
-    elif gate.accepted:
-        console.print(f"accepted, not registered (no registry named) · candidate in {dest}")
-    else:
-        console.print(f"not registered · run record in {dest / 'run.json'}")
+    _finish(result, dataset=dataset, seed=seed, name=name, base_ref=base_ref,
+            base_card=base_card, out=out, register=register, no_register=no_register, db=db,
+            data_dir=data_dir, json_out=json_out)
 
 
 def privacy(
@@ -430,8 +443,147 @@ def superlink(
                 raise InputError(f"the SuperLink on {link.url} stopped; see {link.log_file}")
 
 
+def _enrolled_bindings(fleet_db: str | None, bindings: Path, cohort: list[str],
+                       ) -> tuple[list[tuple[Any, dict[str, Any], str]], int, int]:
+    """(enrolled key, binding, device id) of each non-revoked device in the cohort that left a
+    node key binding in ``bindings``; and how many revoked and unknown devices were left out."""
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from edgeloop.db import DeviceRow, make_engine, read_session, upgrade
+
+    wanted: dict[str, str] = {}
+    for item in cohort:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise InputError(f"--cohort {item!r:.80}: expected LABEL=VALUE")
+        wanted[key] = value
+    if not bindings.is_dir():
+        raise InputError(f"--bindings {str(bindings)!r}: expected a directory of node key "
+                         "bindings (edgeloop fl node-key --json on each device)")
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(bindings.glob("*.json"))[:100_000]:
+        try:
+            data = json.loads(path.read_bytes()[:8192])
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("device_id"), str):
+            found[data["device_id"]] = data
+    engine = make_engine(fleet_db)
+    out: list[tuple[Any, dict[str, Any], str]] = []
+    revoked = 0
+    try:
+        upgrade(engine)
+        with read_session(engine) as s:
+            import sqlalchemy as sa
+
+            rows = [(r.id, dict(r.labels or {}), r.revoked, r.signing_key) for r in
+                    s.scalars(sa.select(DeviceRow).where(DeviceRow.id.in_(list(found))))]
+    finally:
+        engine.dispose()
+    for device_id, labels, is_revoked, signing_key in rows:
+        if any(str(labels.get(k)) != v for k, v in wanted.items()):
+            continue
+        if is_revoked:
+            revoked += 1
+            continue
+        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(signing_key))
+        out.append((public, found[device_id], device_id))
+    return out, revoked, len(found) - len(rows)
+
+
+def start(
+    model: str = typer.Argument(..., help="The base: a registry ref NAME@VERSION / NAME@ALIAS "
+                                "(or MODEL.onnx)."),
+    rounds: int = typer.Option(3, "--rounds", help="Federated rounds (1..10000)."),
+    cohort: list[str] = typer.Option([], "--cohort", help="Only devices with this label "
+                                     "(LABEL=VALUE; repeat to narrow)."),
+    bindings: Path = typer.Option(..., "--bindings", help="Directory of the devices' node key "
+                                  "bindings (edgeloop fl node-key --json)."),
+    fleet_db: str | None = typer.Option(None, "--fleet-db", help="The fleet server's database "
+                                        "URL (enrolled and revoked devices)."),
+    tls_cert: Path = typer.Option(..., "--tls-cert", help="The fleet server's certificate."),
+    tls_key: Path = typer.Option(..., "--tls-key", help="Its private key."),
+    tls_ca: Path = typer.Option(..., "--tls-ca", help="The fleet's CA (devices pin it)."),
+    state: Path = typer.Option(Path("superlink"), "--state", help="Directory for the "
+                               "SuperLink's database, log and the runs' files."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the SuperLink listens on."),
+    port: int = typer.Option(9093, "--port", help="SuperLink port; 0: a free one."),
+    min_nodes: int = typer.Option(2, "--min-nodes", help="Connected SuperNodes a round needs."),
+    strategy: str = typer.Option("fedavg", "--strategy", help="The federated strategy."),
+    epochs: int = typer.Option(5, "--epochs", help="Local epochs per round."),
+    lr: float = typer.Option(0.05, "--lr", help="Local learning rate."),
+    compression: str = typer.Option("none", "--compression", help="none, int8 or topk:F."),
+    quorum: float = typer.Option(0.5, "--quorum", help="Share of the sampled devices whose "
+                                 "updates a round needs to be aggregated."),
+    round_timeout: float = typer.Option(120.0, "--round-timeout",
+                                        help="Seconds a round waits for replies."),
+    dp_noise: float = typer.Option(0.0, "--dp-noise", help="Central DP noise multiplier."),
+    dp_clip: float = typer.Option(0.0, "--dp-clip", help="Central DP clipping norm."),
+    min_gain: float = typer.Option(0.0, "--min-gain", help="Accuracy the candidate must gain "
+                                   "over the base on the devices' held-out labels."),
+    dataset: str = typer.Option("textures", "--dataset", help="Held-out data for the "
+                                "candidate's monitoring reference (its val split)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for sampling and local training."),
+    out: Path | None = typer.Option(None, "--out", help="Directory for the candidate, its "
+                                    "card, reference and run record (default: fl-RUN_ID)."),
+    register: str | None = typer.Option(None, "--register", help="Register an accepted "
+                                        "candidate as a version of this model."),
+    no_register: bool = typer.Option(False, "--no-register", help="Never register."),
+    db: str | None = typer.Option(None, "--db", help="Registry database URL."),
+    data_dir: Path | None = typer.Option(None, "--data", help="Registry data directory."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Federated rounds on real agents: start a SuperLink (TLS, node authentication) with the
+    node keys of enrolled, non-revoked devices, submit the run, register a better candidate."""
+    import logging
+
+    from edgeloop.cli._console import console, progress
+    from edgeloop.errors import AuthError, IntegrityError
+    from edgeloop.federated.server import DeployPlan, SuperLink, deploy
+
+    plan = DeployPlan(rounds=rounds, strategy=strategy.lower(), epochs=epochs, lr=lr,
+                      compression=compression, quorum=quorum, min_nodes=min_nodes,
+                      round_timeout=round_timeout, dp_noise=dp_noise, dp_clip=dp_clip,
+                      min_gain=min_gain, seed=seed)
+    link = SuperLink(tls_cert, tls_key, tls_ca, state, host=host, port=port)
+    devices, revoked, unknown = _enrolled_bindings(fleet_db, bindings, cohort)
+    if len(devices) < min_nodes:
+        raise InputError(f"--min-nodes {min_nodes}: only {len(devices)} enrolled, non-revoked "
+                         f"devices in the cohort left a node key binding in {str(bindings)!r}")
+    base, base_ref, base_card, name = _base(model, db, data_dir)
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    with link:
+        registered = refused = 0
+        for key, binding, device_id in devices:
+            try:
+                link.register_device(key, binding, device_id, revoked=False)
+                registered += 1
+            except (AuthError, IntegrityError):
+                refused += 1
+        if not json_out:
+            console.print(f"SuperLink on {link.url}: {registered} node keys registered, "
+                          f"{refused} bindings refused, {revoked} revoked and {unknown} unknown "
+                          "devices left out")
+        with progress() as bar:
+            task = bar.add_task("federated rounds", total=rounds, status="waiting for nodes")
+
+            def on_round(r: Any) -> None:
+                bar.update(task, completed=r.round, status=f"{r.answered}/{r.sampled} answered"
+                           f"{' · aggregated' if r.aggregated else ' · ' + r.note}")
+
+            result = deploy(link, base, plan, link.state_dir / "runs", on_round=on_round)
+    result.extra |= {"node_keys_registered": registered, "bindings_refused": refused,
+                     "revoked_left_out": revoked}
+    _finish(result, dataset=dataset, seed=seed, name=name, base_ref=base_ref,
+            base_card=base_card, out=out, register=register, no_register=no_register, db=db,
+            data_dir=data_dir, json_out=json_out)
+
+
 app.command("simulate")(simulate)
 app.command("privacy")(privacy)
 app.command("node-key")(node_key)
 app.command("superlink")(superlink)
 app.command("schedule")(schedule)
+app.command("start")(start)

@@ -35,6 +35,7 @@ from edgeloop.federated.device._join import node_key, node_key_openssh
 __all__ = ["SuperNode"]
 
 _NODE_ID = re.compile(rb"SuperNode ID: (\d+)")
+_CONFIG_KEY = re.compile(r"^[a-z][a-z0-9\-]{0,63}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-]{1,253}:\d{1,5}$")
 
 
@@ -50,7 +51,8 @@ class SuperNode:
     """``flower-supernode`` as a child process (module docstring)."""
 
     def __init__(self, signing_key: Ed25519PrivateKey, superlink: str, ca_pem: str | Path,
-                 work_dir: str | Path) -> None:
+                 work_dir: str | Path, *,
+                 node_config: dict[str, str | int | float] | None = None) -> None:
         if not _ADDRESS.match(superlink):
             raise InputError(f"SuperLink address {superlink!r:.80}: expected HOST:PORT")
         self.ca_pem = Path(ca_pem).resolve()
@@ -62,6 +64,11 @@ class SuperNode:
         self.process: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
         self.node_id: int | None = None
+        self.node_config = dict(node_config or {})
+        for k, v in self.node_config.items():
+            if not _CONFIG_KEY.match(k) or (isinstance(v, str) and ("'" in v or "\n" in v)):
+                raise InputError(f"node config {k!r:.40}: expected a plain key and a value "
+                                 "without quotes or newlines")
 
     @property
     def log_file(self) -> Path:
@@ -87,6 +94,10 @@ class SuperNode:
         cmd = [_executable(), "--superlink", self.superlink, "--root-certificates",
                str(self.ca_pem), "--auth-supernode-private-key", str(key_file),
                "--port", str(port), "--max-retries", "3", "--max-wait-time", str(timeout_s)]
+        if self.node_config:  # Flower's "key=value key='text'" form (checked in __init__)
+            cmd += ["--node-config", " ".join(
+                f"{k}='{v}'" if isinstance(v, str) else f"{k}={v}"
+                for k, v in self.node_config.items())]
         env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
         start = len(self._log())
         with open(self.log_file, "ab") as log:

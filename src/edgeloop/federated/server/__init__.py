@@ -15,6 +15,7 @@ used) and the device half.
 """
 
 from edgeloop.federated.server._card import candidate_card, candidate_reference
+from edgeloop.federated.server._deploy import DeployPlan, deploy, deployment_fab
 from edgeloop.federated.server._grid import InProcessGrid
 from edgeloop.federated.server._hybrid import (
     SchedulePlan,
@@ -54,6 +55,7 @@ __all__ = [
     "PARTITIONS",
     "STRATEGIES",
     "TRAINERS",
+    "DeployPlan",
     "GateResult",
     "InProcessGrid",
     "PrivacyPlan",
@@ -71,6 +73,8 @@ __all__ = [
     "candidate_card",
     "candidate_reference",
     "combinations",
+    "deploy",
+    "deployment_fab",
     "evaluate_gate",
     "export_candidate",
     "hybrid_schedule",

@@ -1,0 +1,299 @@
+"""Federated rounds on real agents: a run submitted to a :class:`SuperLink`, its ServerApp in
+Flower's ``flwr-serverapp`` process, the ClientApp in each enrolled device's SuperNode.
+
+::
+
+    plan = DeployPlan(rounds=3, strategy="fedavg", min_nodes=3)
+    result = deploy(link, model_bytes, plan, work_dir, on_round=print)
+    result.gate.accepted, result.record()          # a SimulationResult, as fl simulate's
+
+The run is a Flower App Bundle (FAB) built here: a ``pyproject.toml`` whose components are
+``edgeloop.federated.server._deploy:app`` (this module's ServerApp) and
+``edgeloop.federated.device._deployed:app`` (the devices' ClientApp), and whose run config
+carries the plan, the base model's path and the directory the ServerApp writes to. Runtime
+dependency installation stays disabled, so the SuperLink's and the SuperNodes' environments
+must already hold edgeloop and Flower. The ServerApp runs the same rounds and federated
+evaluation gate as the simulation (:func:`run_rounds`, :func:`evaluate_gate`); it writes one
+line per round to ``progress.jsonl`` (what :func:`deploy` reports as rounds close) and, at the
+end, ``outcome.json`` and ``arrays.npz``. The submitting process (beside the SuperLink) builds
+the candidate and its record from those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from edgeloop._io import atomic_write_bytes
+from edgeloop.artifacts import sha256_bytes
+from edgeloop.errors import FleetError, InputError
+from edgeloop.federated.device import Head, parse_compression
+from edgeloop.federated.server._onnx_head import read_head, with_embedding, write_head
+from edgeloop.federated.server._privacy import PrivacyPlan
+from edgeloop.federated.server._serverapp import GateResult, evaluate_gate, run_rounds
+from edgeloop.federated.server._simulate import SimulationPlan, SimulationResult
+from edgeloop.federated.server._strategy import STRATEGIES, RoundGuard, RoundLog, make_strategy
+from edgeloop.federated.server._superlink import SuperLink
+
+__all__ = ["DeployPlan", "app", "deploy", "deployment_fab"]
+
+SERVER_APP = "edgeloop.federated.server._deploy:app"
+CLIENT_APP = "edgeloop.federated.device._deployed:app"
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """One deployed federated run (the head trainer on each device's delayed labels)."""
+
+    rounds: int = 3
+    strategy: str = "fedavg"
+    epochs: int = 5
+    lr: float = 0.05
+    batch_size: int = 32
+    compression: str = "none"
+    fraction: float = 1.0  # of connected nodes sampled per round
+    quorum: float = 0.5  # of the sampled nodes whose valid updates a round needs
+    min_nodes: int = 2  # connected nodes a round waits for
+    round_timeout: float = 120.0  # seconds a round waits for replies
+    proximal_mu: float = 0.01
+    min_gain: float = 0.0
+    dp_noise: float = 0.0  # central DP (server-side fixed clipping)
+    dp_clip: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        parse_compression(self.compression)
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"strategy {self.strategy!r:.40}: expected one of "
+                             f"{', '.join(STRATEGIES)}")
+        checks = {
+            "rounds": 1 <= self.rounds <= 10_000, "epochs": 1 <= self.epochs <= 1000,
+            "lr": 0 < self.lr <= 10, "batch_size": 1 <= self.batch_size <= 65_536,
+            "fraction": 0 < self.fraction <= 1, "quorum": 0 < self.quorum <= 1,
+            "min_nodes": 1 <= self.min_nodes <= 100_000,
+            "round_timeout": 0 < self.round_timeout <= 86_400,
+            "proximal_mu": 0 < self.proximal_mu <= 100, "min_gain": -1 <= self.min_gain <= 1,
+            "dp_noise": 0 <= self.dp_noise <= 100, "dp_clip": 0 <= self.dp_clip <= 1e6,
+        }
+        bad = [k for k, ok in checks.items()
+               if not ok or not math.isfinite(float(getattr(self, k)))]
+        if bad:
+            raise InputError(f"deployment: {bad[0]}={getattr(self, bad[0])!r} out of range")
+        if (self.dp_noise > 0) != (self.dp_clip > 0):
+            raise InputError("differential privacy needs both dp_noise > 0 and dp_clip > 0")
+        if self.dp_noise > 0:
+            PrivacyPlan(dp="server", noise=self.dp_noise, clip=self.dp_clip,
+                        strategy=self.strategy).check()
+
+    def sampled(self, nodes: int) -> int:
+        return max(1, int(nodes * self.fraction))
+
+    def quorum_count(self, nodes: int) -> int:
+        return max(1, math.ceil(self.quorum * self.sampled(nodes)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _run_config(plan: DeployPlan, model: Path, out: Path) -> dict[str, Any]:
+    return {"model": str(model), "out": str(out),
+            **{k.replace("_", "-"): v for k, v in plan.to_dict().items()}}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
+
+
+def deployment_fab(plan: DeployPlan, model: Path, out: Path) -> bytes:
+    """The run's Flower App Bundle: the edgeloop ServerApp and ClientApp and the run config."""
+    from flwr.cli.build import build_fab_from_files
+
+    config = "\n".join(f'"{k}" = {_toml_value(v)}'
+                       for k, v in _run_config(plan, model, out).items())
+    pyproject = (
+        '[project]\nname = "edgeloop-fl"\nversion = "1.0.0"\n'
+        'description = "edgeloop federated rounds"\nlicense = "Apache-2.0"\n\n'
+        '[tool.flwr.app]\npublisher = "edgeloop"\n\n'
+        f'[tool.flwr.app.components]\nserverapp = "{SERVER_APP}"\n'
+        f'clientapp = "{CLIENT_APP}"\n\n[tool.flwr.app.config]\n{config}\n')
+    return build_fab_from_files({"pyproject.toml": pyproject.encode()})[0]
+
+
+# ---- the ServerApp (runs in Flower's flwr-serverapp process) --------------------------------
+
+app = ServerApp()
+
+
+def _plan_from(run_config: dict[str, Any]) -> DeployPlan:
+    fields = DeployPlan.__dataclass_fields__
+    values = {k: run_config[k.replace("_", "-")] for k in fields
+              if k.replace("_", "-") in run_config}
+    for k in ("rounds", "epochs", "batch_size", "min_nodes", "seed"):
+        if k in values:
+            values[k] = int(values[k])
+    return DeployPlan(**values)
+
+
+@app.main()
+def _main(grid: Grid, context: Context) -> None:
+    import random
+
+    cfg = dict(context.run_config)
+    plan = _plan_from(cfg)
+    out = Path(str(cfg["out"]))
+    served = with_embedding(Path(str(cfg["model"])).read_bytes())
+    initial = {k: np.asarray(v) for k, v in read_head(served).to_arrays().items()}
+    deadline = time.monotonic() + plan.round_timeout
+    nodes = list(grid.get_node_ids())
+    while len(nodes) < plan.min_nodes and time.monotonic() < deadline:
+        time.sleep(0.5)
+        nodes = list(grid.get_node_ids())
+    inner = make_strategy(plan.strategy, fraction=plan.fraction,
+                          min_nodes=min(plan.min_nodes, max(len(nodes), 1)),
+                          proximal_mu=plan.proximal_mu)
+    if plan.dp_noise > 0:
+        from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+
+        inner = DifferentialPrivacyServerSideFixedClipping(
+            inner, noise_multiplier=plan.dp_noise, clipping_norm=plan.dp_clip,
+            num_sampled_clients=plan.sampled(len(nodes)))
+    guard = RoundGuard(inner, quorum=plan.quorum_count(len(nodes)))
+    progress = out / "progress.jsonl"
+
+    def on_round(log: RoundLog) -> None:
+        with open(progress, "a") as f:
+            f.write(json.dumps(log.to_dict()) + "\n")
+
+    random.seed(plan.seed)
+    np.random.seed(plan.seed)
+    train_config = {"trainer": "head", "epochs": plan.epochs, "lr": plan.lr,
+                    "batch-size": plan.batch_size, "compression": plan.compression,
+                    "seed": plan.seed}
+    done = run_rounds(grid, guard, initial, rounds=plan.rounds, train_config=train_config,
+                      timeout=plan.round_timeout, on_round=on_round)
+    gate = evaluate_gate(grid, done.arrays, initial, min_gain=plan.min_gain,
+                         timeout=plan.round_timeout)
+    np.savez(out / "arrays.npz", **done.arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(out / "outcome.json", json.dumps({
+        "nodes": len(nodes), "rounds": [r.to_dict() for r in done.rounds],
+        "round_accuracy": {str(k): v for k, v in done.round_accuracy.items()},
+        "gate": gate.to_dict()}).encode())
+
+
+# ---- submitting a run and waiting for it ---------------------------------------------------
+
+def _start(link: SuperLink, fab: bytes) -> int:
+    from flwr.common.serde import fab_to_proto
+    from flwr.proto.control_pb2 import StartRunRequest
+    from flwr.supercore.fab import Fab
+
+    client = link._control()
+    try:
+        answer = client.StartRun(request=StartRunRequest(
+            fab=fab_to_proto(Fab(hashlib.sha256(fab).hexdigest(), fab, {}))))
+    except Exception as e:  # Flower's transport and API errors: one line
+        raise FleetError(f"SuperLink on {link.url} refused the run: {type(e).__name__}: "
+                         f"{str(e)[:200]}") from None
+    finally:
+        client.close()
+    if not answer.HasField("run_id"):
+        raise FleetError(f"SuperLink on {link.url} did not start the run")
+    return int(answer.run_id)
+
+
+def _status(link: SuperLink, run_id: int) -> tuple[str, str, str]:
+    from flwr.proto.control_pb2 import ListRunsRequest
+
+    client = link._control()
+    try:
+        answer = client.ListRuns(request=ListRunsRequest(run_id=run_id))
+    finally:
+        client.close()
+    run = answer.run_dict[run_id]
+    return run.status.status, run.status.sub_status, run.status.details
+
+
+def _rounds(path: Path) -> list[RoundLog]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    return [RoundLog(**json.loads(line)) for line in lines if line.strip()]
+
+
+def deploy(link: SuperLink, model: bytes, plan: DeployPlan, work_dir: str | Path, *,
+           timeout_s: float | None = None,
+           on_round: Callable[[RoundLog], None] | None = None) -> SimulationResult:
+    """Submit ``plan`` over ``model`` (base ONNX bytes) to the running ``link``, wait for the
+    run to finish, and return its result (the candidate, the gate, the rounds) in the same
+    form as :func:`simulate` does. ``work_dir`` holds the base model and what the ServerApp
+    writes; it must be reachable by the SuperLink's ServerApp process (the same host)."""
+    start = time.perf_counter()
+    run_key = secrets.token_hex(6)
+    out = Path(work_dir).resolve() / f"fl-{run_key}"
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / "base.onnx"
+    atomic_write_bytes(model_path, model)
+    served = with_embedding(model)
+    base_head = read_head(served)
+    run_id = _start(link, deployment_fab(plan, model_path, out))
+    limit = timeout_s if timeout_s is not None else plan.round_timeout * (plan.rounds + 2) + 120
+    deadline = time.monotonic() + limit
+    seen = 0
+    status = sub = details = ""
+    while time.monotonic() < deadline:
+        rounds = _rounds(out / "progress.jsonl")
+        for log in rounds[seen:]:
+            if on_round is not None:
+                on_round(log)
+        seen = len(rounds)
+        status, sub, details = _status(link, run_id)
+        if status == "finished":
+            break
+        time.sleep(0.5)
+    else:
+        raise FleetError(f"run {run_id} on {link.url} not finished after {limit:g} s "
+                         f"(status {status or 'unknown'})")
+    for log in _rounds(out / "progress.jsonl")[seen:]:
+        if on_round is not None:
+            on_round(log)
+    if sub != "completed" or not (out / "outcome.json").exists():
+        raise FleetError(f"run {run_id} on {link.url} {sub or 'failed'}: "
+                         f"{details[:300] or 'see ' + str(link.log_file)}")
+    outcome = json.loads((out / "outcome.json").read_text())
+    with np.load(out / "arrays.npz", allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    head = Head.from_arrays(arrays)
+    nodes = int(outcome["nodes"])
+    sim = SimulationPlan(clients=max(nodes, 2), rounds=plan.rounds, strategy=plan.strategy,
+                         epochs=plan.epochs, lr=plan.lr, batch_size=plan.batch_size,
+                         compression=plan.compression, fraction=plan.fraction,
+                         quorum=plan.quorum, round_timeout=plan.round_timeout,
+                         proximal_mu=plan.proximal_mu, min_gain=plan.min_gain,
+                         dp_noise=plan.dp_noise, dp_clip=plan.dp_clip, seed=plan.seed)
+    gate = GateResult(**outcome["gate"])
+    return SimulationResult(
+        plan=sim, run_id=f"fl-{run_key}", base_sha256=sha256_bytes(model), base_head=base_head,
+        head=head, model=write_head(served, head),
+        rounds=[RoundLog(**r) for r in outcome["rounds"]],
+        round_accuracy={int(k): float(v) for k, v in outcome["round_accuracy"].items()},
+        gate=gate, labelled=gate.samples, drifted=0, poisoned=0,
+        seconds=time.perf_counter() - start,
+        extra={"runtime": "deployment", "superlink": link.url, "flower_run_id": run_id,
+               "nodes": nodes, "deploy_plan": plan.to_dict(),
+               "superlink_restarts": link.restarts})
