@@ -136,6 +136,10 @@ def test_bad_signatures_stale_and_unknown_requests_get_401_and_change_nothing(fl
     assert 'edgeloop_fleet_auth_failures_total{reason="stale"} 1.0' in metrics
     assert 'edgeloop_fleet_auth_failures_total{reason="bad_signature"} 1.0' in metrics
     assert 'edgeloop_fleet_auth_failures_total{reason="unknown_device"} 1.0' in metrics
+    # every request counted by its route and status (the metrics middleware, plain ASGI)
+    n = len(_bad_requests(dev))
+    assert f'edgeloop_fleet_requests_total{{endpoint="/v1/checkin",status="401"}} {n}.0' in metrics
+    assert 'edgeloop_fleet_request_seconds_count{endpoint="/v1/checkin"}' in metrics
 
 
 def test_a_replayed_request_is_refused_and_changes_nothing(fleet: Any) -> None:

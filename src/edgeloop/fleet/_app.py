@@ -16,12 +16,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgeloop import __version__
 from edgeloop.db import make_engine, read_session, upgrade, write_session
@@ -78,7 +80,7 @@ def create_app(
     metrics and policy in ``app.state.fleet`` (:func:`~edgeloop.fleet._state.app_state`).
     """
     secrets = prepare_data_dir(settings)
-    engine = make_engine(settings.db_url, pool_pre_ping=True)
+    engine = make_engine(settings.db_url, **_pool_options(settings.db_url))
     if settings.migrate:
         upgrade(engine)
     repo = Repository(settings.tuf_path, secrets.keyring)
@@ -109,7 +111,7 @@ def create_app(
     app.state.ctx = ctx
     app.state.fleet = state
     app.state.monitor = monitor
-    app.middleware("http")(_measure)
+    app.add_middleware(_Measure)
     # outermost: bodies are counted as they stream in, before any route or authentication
     app.add_middleware(BodyLimit, limit=settings.report_limit_bytes)
     app.add_exception_handler(store.Refused, _refused)  # type: ignore[arg-type]
@@ -170,20 +172,53 @@ def _lifespan(
     return lifespan
 
 
-async def _measure(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Count and time every request by route (``/tuf`` files count as one route)."""
-    metrics: FleetMetrics = request.app.state.fleet.metrics
-    start = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    endpoint = getattr(route, "path", None) or (
-        "/tuf" if request.url.path.startswith("/tuf/") else "other"
-    )
-    metrics.requests.labels(endpoint, str(response.status_code)).inc()
-    metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-    return response
+class _Measure:
+    """Count and time every request by route (``/tuf`` files count as one route).
+
+    Pure ASGI: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``) runs each
+    request in a task group with memory streams, a measurable part of a check-in's CPU
+    (docs/scale.md)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # an exception that escapes the routes becomes a 500 further out
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            metrics: FleetMetrics = scope["app"].state.fleet.metrics
+            route = scope.get("route")  # the router sets it in this same scope
+            path = str(scope.get("path", ""))
+            endpoint = getattr(route, "path", None) or (
+                "/tuf" if path.startswith("/tuf/") else "other"
+            )
+            metrics.requests.labels(endpoint, str(status)).inc()
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
+def _pool_options(db_url: str) -> dict[str, Any]:
+    """The engine's connection pool, sized for the request threads (AnyIO's 40 by default):
+    a connection beyond the pool's size is opened for one request and closed after it (on
+    SQLite with the engine's PRAGMAs each time), which was a tenth of a check-in's CPU under
+    load. A SQLite file needs no liveness ping; a database server may restart, so its
+    connections are pinged on checkout."""
+    url = sa.make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        in_memory = url.database in (None, "", ":memory:")  # a single-connection pool there
+        return {} if in_memory else {"pool_size": 40, "max_overflow": 10}
+    return {"pool_size": 20, "max_overflow": 20, "pool_pre_ping": True}
 
 
 async def _refused(request: Request, exc: store.Refused) -> JSONResponse:
