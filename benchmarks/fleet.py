@@ -23,8 +23,12 @@ session per bundle; docs/scale.md). Prints a table and writes ``benchmarks/resul
 ``checkins_per_s``, ``server_cpu_ms_per_checkin``, ``p50_ms``, ``p99_ms``). Everything stops
 by itself.
 
+    python benchmarks/fleet.py --plan                   # the configurations and their runtime
     python benchmarks/fleet.py                          # the full run (see docs/scale.md)
     python benchmarks/fleet.py --devices 200 --install-devices 100 --dbs sqlite --window 10
+
+Each configuration (db, server processes, agents) ends within ``--budget`` seconds (150 by
+default): the warm-up is cut to fit, and the row says how many agents enrolled.
 """
 
 from __future__ import annotations
@@ -354,14 +358,19 @@ async def fleet_run(
     long until every warm agent serves it."""
     poll = args.server_poll  # the server's answer sets every agent's interval
     t0 = time.monotonic()
+    # the configuration's budget: the warm-up gets what the window, the install and the
+    # teardown do not need, so the configuration ends within --budget seconds
+    deadline = t0 + args.budget
+    reserve = args.window + _TEARDOWN_S + (_INSTALL_RESERVE_S if install_version else 0.0)
     sim = await _simulator(srv, root, n, poll_interval=poll, rps=args.rps)
     setup_s = time.monotonic() - t0
     install_row = None
     try:
         t1 = time.monotonic()
+        warm_timeout = min(args.warm_timeout, max(5.0, deadline - t1 - reserve))
         # bounded: measured with however many devices made it (reported as "enrolled")
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(sim.warm_up(), timeout=args.warm_timeout)
+            await asyncio.wait_for(sim.warm_up(), timeout=warm_timeout)
         warm_s = time.monotonic() - t1
         enrolled = sum(a.identity is not None for a in sim.agents)
         sim.reset_stats()
@@ -375,8 +384,10 @@ async def fleet_run(
             live = sum(a.model is not None for a in sim.agents)
             t2 = time.monotonic()
             srv.desire("bench", install_version)
+            left = max(5.0, deadline - time.monotonic() - _TEARDOWN_S)
             done = await sim.run(
-                args.install_timeout, until=lambda: sim.serving().get(want, 0) >= live
+                min(args.install_timeout, left),
+                until=lambda: sim.serving().get(want, 0) >= live,
             )
             took = time.monotonic() - t2
             got = done.serving.get(want, 0)
@@ -418,6 +429,8 @@ async def fleet_run(
         "poll_interval_s": poll,
         "setup_s": round(setup_s, 1),
         "warm_up_s": round(warm_s, 1),
+        "warm_up_capped": enrolled < n or warm_s >= warm_timeout,
+        "budget_s": args.budget,
         "serving": result.serving,
         "checkins_per_s": round(c.get("rate_per_s", 0.0), 1),
         "checkin_p50_ms": round(c.get("p50_ms", float("nan")), 1),
@@ -599,6 +612,54 @@ RUN_KEYS = (
 )  # fmt: skip
 
 
+_TEARDOWN_S = 15.0  # closing the simulator's agents and clients
+_INSTALL_RESERVE_S = 45.0  # the 5 MB install's share of its configuration's budget
+_SERVER_START_S = 10.0  # one `edgeloop server` start (and a PostgreSQL database made)
+_PG_START_S = 10.0  # initdb and start of the temporary PostgreSQL server
+_EXTRAS_S = 40.0  # per database: the connection cost (--handshake) and one agent's RSS
+
+
+def configurations(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    """(db, server processes, agents) in the order the run takes them."""
+    out: list[tuple[str, int, int]] = []
+    for db in args.dbs.split(","):
+        workers = [1] if db == "sqlite" else [int(x) for x in args.pg_workers.split(",") if x]
+        counts = args.pg_devices if db == "postgresql" else args.devices
+        out += [(db, w, n) for w in workers for n in counts]
+    return out
+
+
+def plan(args: argparse.Namespace) -> tuple[str, float]:
+    """What the run will do and an upper bound of its wall time (each configuration ends
+    within ``--budget``; the warm-up is cut there, and the row says how many enrolled)."""
+    configs = configurations(args)
+    lines = [f"{'db':<11} {'processes':>9} {'agents':>7}  budget (s)  expected (s)"]
+    total = 0.0
+    dbs = set()
+    for db, w, n in configs:
+        install = n == args.install_devices and w == 1
+        warm = n / args.plan_enroll_rate
+        need = 5.0 + warm + args.window + _TEARDOWN_S + (_INSTALL_RESERVE_S if install else 0.0)
+        expected = min(args.budget, need)
+        total += expected
+        flag = " (warm-up capped)" if need > args.budget else ""
+        lines.append(
+            f"{db:<11} {w:>9} {n:>7}  {args.budget:>10.0f}  {expected:>12.0f}"
+            f"{' + 5 MB install' if install else ''}{flag}"
+        )
+        dbs.add((db, w))
+    fixed = _SERVER_START_S * len(dbs) + _EXTRAS_S * len({d for d, _ in dbs})
+    fixed += _PG_START_S if any(d == "postgresql" for d, _ in dbs) else 0.0
+    total += fixed
+    upper = args.budget * len(configs) + fixed
+    lines.append(
+        f"server starts and extras: {fixed:.0f} s; expected total {total / 60:.1f} min, "
+        f"at most {upper / 60:.1f} min (enrollment estimated at {args.plan_enroll_rate:g} "
+        "agents/s: --plan-enroll-rate)"
+    )
+    return "\n".join(lines), upper
+
+
 def _fresh_pg(url: str, name: str) -> str:
     """A new database ``name`` on the benchmark's PostgreSQL server (one per configuration)."""
     import sqlalchemy as sa
@@ -696,11 +757,37 @@ def main() -> None:
         help="check-ins for the connection-cost measurement (0: skip)",
     )
     p.add_argument("--no-rss", dest="rss", action="store_false")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=150.0,
+        help="seconds one configuration (db, processes, agents) may take in all; the warm-up "
+        "is cut to fit, and its row says how many agents enrolled",
+    )
+    p.add_argument("--plan", action="store_true", help="print the configurations and the "
+                   "expected and maximum runtime, then exit")  # fmt: skip
+    p.add_argument(
+        "--plan-enroll-rate",
+        type=float,
+        default=60.0,
+        help="agents enrolled and installed per second, for --plan's expected time",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     args.devices = [int(x) for x in args.devices.split(",") if x]
     pg = args.pg_devices
     args.pg_devices = [int(x) for x in pg.split(",") if x] if pg else args.devices
+    for db in args.dbs.split(","):
+        if db not in ("sqlite", "postgresql"):
+            raise SystemExit(f"--dbs: unknown db {db!r}; expected sqlite or postgresql")
+    if args.budget < args.window + _TEARDOWN_S + 10:
+        raise SystemExit(
+            f"--budget {args.budget:g}: expected at least --window + {_TEARDOWN_S + 10:g} s"
+        )
+    text, _ = plan(args)
+    print(text, flush=True)
+    if args.plan:
+        return
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
