@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import numpy as np
@@ -103,6 +103,23 @@ def _installed(info: SlotInfo | None) -> InstalledModel | None:
     return InstalledModel(info.model, info.version, info.variant, info.sha256)
 
 
+class FederatedParticipant(Protocol):
+    """What the agent needs of ``federated.device.Participant`` (the agent never imports the
+    federated package: ``Participant.for_agent(agent)`` wires one in)."""
+
+    @property
+    def joined(self) -> bool: ...
+
+    def unavailable(self) -> str | None: ...
+
+    def binding(self, device_id: str) -> dict[str, str]: ...
+
+    def step(self, run: dict[str, Any] | None, *, labels: dict[str, str], x: np.ndarray,
+             y: np.ndarray, recent_requests: float) -> str: ...
+
+    def stop(self) -> None: ...
+
+
 class Agent:
     """The device agent. See ``docs/fleet.md`` for the state directory and failure behaviour.
 
@@ -147,6 +164,7 @@ class Agent:
         deltas: bool = True,
         shared_blobs: str | Path | None = None,
         personalize_every: int | None = None,
+        federated: FederatedParticipant | None = None,
     ) -> None:
         # shared_blobs: slots hard-linked to one content-addressed copy per bundle (_store)
         self.store = StateDir(state_dir, writer, blobs=shared_blobs)
@@ -175,6 +193,11 @@ class Agent:
         self.personalize_every = personalize_every
         self._labels_at_fit = 0.0
         self.identity = self.store.load_identity()
+        # deployed federated runs (federated.device.Participant.for_agent; None: never joins)
+        self.participant = federated
+        self.federated_status: str | None = None
+        self._binding_sent: str | None = None
+        self._requests_at: tuple[float, float] | None = None
         self._http = http
         self._own_http = http is None
         self._http_loop: asyncio.AbstractEventLoop | None = None
@@ -706,12 +729,57 @@ class Agent:
                 await self.apply(assignment)
                 if self.checkin_body() != before:  # tell the server now, not a poll later
                     await client.checkin(device_id, self.checkin_body())
+            if self.participant is not None:
+                await self.federated_once(device_id)
         except RETRYABLE as e:
             self.poll_error = f"poll failed: {type(e).__name__}: {e}"
             self.telemetry.count("poll_failures")
             return self.backoff.failed()
         self.poll_error = None
         return self.backoff.succeeded()
+
+    def _recent_requests(self) -> float:
+        """Inferences a minute since the last federated step (the idle test)."""
+        now, total = time.monotonic(), float(self.telemetry.totals.get("requests", 0.0))
+        before, self._requests_at = self._requests_at, (now, total)
+        if before is None:
+            return float("inf")  # nothing to judge by yet: not idle
+        return (total - before[1]) * 60.0 / max(now - before[0], 1.0)
+
+    async def federated_once(self, device_id: str) -> str:
+        """Send this device's node key binding (once), ask the fleet server for an open
+        federated run, and let the participant join, stay or leave under the device's policy.
+        A device that cannot join (no Flower) says why (``federated_status``, the log, a
+        telemetry count) and carries on."""
+        part = self.participant
+        if part is None:
+            return self._federated("not taking part in federated runs", None)
+        why = part.unavailable()
+        if why is not None:
+            return self._federated(f"cannot join federated runs: {why}",
+                                   "federated_cannot_join")
+        client = self._client()
+        if self._binding_sent != device_id:
+            await client.federated_node_key(device_id, part.binding(device_id))
+            self._binding_sent = device_id
+        run = await client.federated_poll(device_id)
+        view = self.monitoring.personal_view()
+        x = view["x"] if view is not None else np.zeros((0, 1), np.float32)
+        y = view["y"] if view is not None else np.zeros(0, np.int64)
+        status = await asyncio.to_thread(
+            part.step, run, labels=self.labels, x=x, y=y,
+            recent_requests=self._recent_requests())
+        self.telemetry.gauge("federated_joined", 1.0 if part.joined else 0.0)
+        return self._federated(status, "federated_joins" if status.startswith("joined")
+                               else None)
+
+    def _federated(self, status: str, counter: str | None) -> str:
+        if status != self.federated_status:
+            log.info("federated: %s", status)
+        self.federated_status = status
+        if counter is not None:
+            self.telemetry.count(counter)
+        return status
 
     async def _assignment(self, response: CheckInResponse) -> Assignment | None:
         """The check-in's assignment: a new signed one (verified, then held), the held one
@@ -855,6 +923,8 @@ class Agent:
         return asyncio.run(once())
 
     def close(self) -> None:
+        if self.participant is not None:
+            self.participant.stop()  # a SuperNode child process never outlives its agent
         with self._lock:
             if self.state.trial and self._model is not None and not self.degraded:
                 # a clean exit is not a crash: this start does not count against the trial

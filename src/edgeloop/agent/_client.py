@@ -73,6 +73,19 @@ class FleetClient:
         data = await self._post("/v1/checkin", device_id, checkin.to_dict())
         return CheckInResponse.from_dict(data)
 
+    async def federated_node_key(self, device_id: str, binding: dict[str, Any]) -> None:
+        await self._post("/v1/federated/node-key", device_id, binding)
+
+    async def federated_poll(self, device_id: str) -> dict[str, Any] | None:
+        """The open deployed run this device may join (``{"id", "superlink"}``) or None."""
+        run = (await self._post("/v1/federated/poll", device_id, {})).get("run")
+        if run is None:
+            return None
+        if not isinstance(run, dict) or not isinstance(run.get("id"), str) or \
+                not isinstance(run.get("superlink"), str):
+            raise FleetError(f"POST /v1/federated/poll: expected a run object, got {run!r:.80}")
+        return run
+
     async def telemetry(self, report: DeviceReport) -> None:
         await self._post("/v1/telemetry", report.device_id, report.to_dict())
 

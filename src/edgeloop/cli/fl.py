@@ -8,6 +8,8 @@ registry is named, registered as a new version whose lineage names the run.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -443,41 +445,49 @@ def superlink(
                 raise InputError(f"the SuperLink on {link.url} stopped; see {link.log_file}")
 
 
-def _enrolled_bindings(fleet_db: str | None, bindings: Path, cohort: list[str],
-                       ) -> tuple[list[tuple[Any, dict[str, Any], str]], int, int]:
-    """(enrolled key, binding, device id) of each non-revoked device in the cohort that left a
-    node key binding in ``bindings``; and how many revoked and unknown devices were left out."""
-    import json
-
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    from edgeloop.db import DeviceRow, make_engine, read_session, upgrade
-
+def _cohort(cohort: list[str]) -> dict[str, str]:
     wanted: dict[str, str] = {}
     for item in cohort:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise InputError(f"--cohort {item!r:.80}: expected LABEL=VALUE")
         wanted[key] = value
-    if not bindings.is_dir():
-        raise InputError(f"--bindings {str(bindings)!r}: expected a directory of node key "
-                         "bindings (edgeloop fl node-key --json on each device)")
+    return wanted
+
+
+def _enrolled_bindings(fleet_db: str | None, bindings: Path | None, wanted: dict[str, str],
+                       ) -> tuple[list[tuple[Any, dict[str, Any], str]], int, int]:
+    """(enrolled key, binding, device id) of each non-revoked device in the cohort whose node
+    key binding is in ``bindings`` (a directory; None: the ones devices sent the fleet
+    server); and how many revoked and unknown devices were left out."""
+    import json
+
+    import sqlalchemy as sa
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from edgeloop.db import DeviceRow, FederatedNodeRow, make_engine, read_session, upgrade
+
     found: dict[str, dict[str, Any]] = {}
-    for path in sorted(bindings.glob("*.json"))[:100_000]:
-        try:
-            data = json.loads(path.read_bytes()[:8192])
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("device_id"), str):
-            found[data["device_id"]] = data
+    if bindings is not None:
+        if not bindings.is_dir():
+            raise InputError(f"--bindings {str(bindings)!r}: expected a directory of node key "
+                             "bindings (edgeloop fl node-key --json on each device)")
+        for path in sorted(bindings.glob("*.json"))[:100_000]:
+            try:
+                data = json.loads(path.read_bytes()[:8192])
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("device_id"), str):
+                found[data["device_id"]] = data
     engine = make_engine(fleet_db)
     out: list[tuple[Any, dict[str, Any], str]] = []
     revoked = 0
     try:
         upgrade(engine)
         with read_session(engine) as s:
-            import sqlalchemy as sa
-
+            if bindings is None:
+                found = {r.device_id: dict(r.binding) for r in s.scalars(
+                    sa.select(FederatedNodeRow))}
             rows = [(r.id, dict(r.labels or {}), r.revoked, r.signing_key) for r in
                     s.scalars(sa.select(DeviceRow).where(DeviceRow.id.in_(list(found))))]
     finally:
@@ -493,14 +503,40 @@ def _enrolled_bindings(fleet_db: str | None, bindings: Path, cohort: list[str],
     return out, revoked, len(found) - len(rows)
 
 
+@contextlib.contextmanager
+def _announced(fleet_db: str | None, superlink: str, cohort: dict[str, str]) -> Iterator[str]:
+    """An open run in the fleet database while the block runs: the cohort's agents polling
+    ``/v1/federated/poll`` are told to join ``superlink``; closed when the block ends."""
+    import secrets
+
+    from edgeloop.db import FederatedRunRow, make_engine, utcnow, write_session
+
+    run_id = secrets.token_hex(8)
+    engine = make_engine(fleet_db)
+    try:
+        with write_session(engine) as s:
+            s.add(FederatedRunRow(id=run_id, superlink=superlink, cohort=cohort,
+                                  opened_at=utcnow()))
+        yield run_id
+    finally:
+        with write_session(engine) as s:
+            row = s.get(FederatedRunRow, run_id)
+            if row is not None:
+                row.closed_at = utcnow()
+        engine.dispose()
+
+
 def start(
     model: str = typer.Argument(..., help="The base: a registry ref NAME@VERSION / NAME@ALIAS "
                                 "(or MODEL.onnx)."),
     rounds: int = typer.Option(3, "--rounds", help="Federated rounds (1..10000)."),
     cohort: list[str] = typer.Option([], "--cohort", help="Only devices with this label "
                                      "(LABEL=VALUE; repeat to narrow)."),
-    bindings: Path = typer.Option(..., "--bindings", help="Directory of the devices' node key "
-                                  "bindings (edgeloop fl node-key --json)."),
+    bindings: Path | None = typer.Option(None, "--bindings", help="Directory of the devices' "
+                                         "node key bindings (edgeloop fl node-key --json); "
+                                         "default: the ones devices sent the fleet server."),
+    advertise: str | None = typer.Option(None, "--advertise", help="HOST:PORT devices connect "
+                                         "to (default: --host:--port)."),
     fleet_db: str | None = typer.Option(None, "--fleet-db", help="The fleet server's database "
                                         "URL (enrolled and revoked devices)."),
     tls_cert: Path = typer.Option(..., "--tls-cert", help="The fleet server's certificate."),
@@ -548,7 +584,11 @@ def start(
                       round_timeout=round_timeout, dp_noise=dp_noise, dp_clip=dp_clip,
                       min_gain=min_gain, seed=seed)
     link = SuperLink(tls_cert, tls_key, tls_ca, state, host=host, port=port)
-    devices, revoked, unknown = _enrolled_bindings(fleet_db, bindings, cohort)
+    wanted = _cohort(cohort)
+    if advertise is not None and (advertise.count(":") != 1 or
+                                  not advertise.rsplit(":", 1)[1].isdigit()):
+        raise InputError(f"--advertise {advertise!r:.80}: expected HOST:PORT")
+    devices, revoked, unknown = _enrolled_bindings(fleet_db, bindings, wanted)
     if len(devices) < min_nodes:
         raise InputError(f"--min-nodes {min_nodes}: only {len(devices)} enrolled, non-revoked "
                          f"devices in the cohort left a node key binding in {str(bindings)!r}")
@@ -573,7 +613,8 @@ def start(
                 bar.update(task, completed=r.round, status=f"{r.answered}/{r.sampled} answered"
                            f"{' · aggregated' if r.aggregated else ' · ' + r.note}")
 
-            result = deploy(link, base, plan, link.state_dir / "runs", on_round=on_round)
+            with _announced(fleet_db, advertise or f"{link.host}:{link.port}", wanted):
+                result = deploy(link, base, plan, link.state_dir / "runs", on_round=on_round)
     result.extra |= {"node_keys_registered": registered, "bindings_refused": refused,
                      "revoked_left_out": revoked}
     _finish(result, dataset=dataset, seed=seed, name=name, base_ref=base_ref,

@@ -6,7 +6,7 @@ its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here
 (``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
 ``0005_dashboard_sessions`` -> ``0006_monitor`` -> ``0007_eval_suites`` ->
 ``0008_monitor_jobs`` -> ``0009_rollout_controls`` -> ``0010_fleet_generation`` ->
-``0011_autoheal``; the revision
+``0011_autoheal`` -> ``0012_federated``; the revision
 ids are stored in every existing database and never change). SQLite is the embedded default,
 PostgreSQL is chosen by URL.
 
@@ -44,6 +44,7 @@ from edgeloop.db._engine import (
     utcnow,
     write_session,
 )
+from edgeloop.db._federated_tables import FEDERATED_TABLES, FederatedNodeRow, FederatedRunRow
 from edgeloop.db._fleet_tables import (
     FLEET_TABLES,
     DeviceRow,
@@ -85,6 +86,7 @@ from edgeloop.db._rollout_tables import (
 
 __all__ = [
     "AUTOHEAL_TABLES",
+    "FEDERATED_TABLES",
     "DASHBOARD_TABLES",
     "FLEET_TABLES",
     "MIGRATIONS_DIR",
@@ -100,6 +102,8 @@ __all__ = [
     "BundleRow",
     "DashboardSessionRow",
     "DeviceRow",
+    "FederatedNodeRow",
+    "FederatedRunRow",
     "GenerationRow",
     "EvalSuiteRow",
     "EvaluationRow",

@@ -29,7 +29,14 @@ from edgeloop.fleet import _monitor_store as monitor_store
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._batch import Telemetry
 from edgeloop.fleet._director import FleetState, direct
-from edgeloop.fleet._http import JSON_BODY, parse_body, raw_body, signed_path, utc_now
+from edgeloop.fleet._http import (
+    JSON_BODY,
+    json_object,
+    parse_body,
+    raw_body,
+    signed_path,
+    utc_now,
+)
 from edgeloop.fleet._publish import rewrap_for_device
 from edgeloop.fleet._state import AppState, app_state
 from edgeloop.fleet._store import Refused
@@ -372,3 +379,67 @@ def _moving_off_a_revocation(
 def mount_tuf(app: FastAPI, tuf_path: Path) -> None:
     """Serve the TUF repository's metadata and targets as static files under ``/tuf``."""
     app.mount("/tuf", StaticFiles(directory=tuf_path, check_dir=True), name="tuf")
+
+
+@device_router.post(
+    "/v1/federated/node-key",
+    summary="Store this device's Flower node key binding",
+    openapi_extra=JSON_BODY,
+)
+def federated_node_key(
+    request: Request, body: bytes = Depends(raw_body), app: AppState = Depends(app_state)
+) -> dict[str, Any]:
+    """The body is the device's signed node key binding (``federated.device.bind_node_key``);
+    it is kept only when it verifies against the key this device enrolled with."""
+    from edgeloop.db import FederatedNodeRow
+    from edgeloop.errors import IntegrityError
+    from edgeloop.federated.device import verify_node_binding
+
+    def work(s: Session, device: DeviceRow) -> dict[str, Any]:
+        binding = json_object(body)
+        try:
+            public = verify_node_binding(ed25519_from_hex(device.signing_key), binding, device.id)
+        except IntegrityError as e:
+            raise Refused(400, "bad_binding", str(e)) from e
+        row = s.get(FederatedNodeRow, device.id)
+        if row is None:
+            s.add(FederatedNodeRow(device_id=device.id, binding=binding, updated_at=utc_now()))
+        else:
+            row.binding, row.updated_at = binding, utc_now()
+        return {"accepted": 1, "node_public_key": public}
+
+    return _device_call(app, request, body, work)
+
+
+@device_router.post(
+    "/v1/federated/poll",
+    summary="The open deployed federated run this device may join",
+    openapi_extra=JSON_BODY,
+)
+def federated_poll(
+    request: Request, body: bytes = Depends(raw_body), app: AppState = Depends(app_state)
+) -> dict[str, Any]:
+    """``{"run": {"id", "superlink"}}`` for the newest open run whose cohort this device's
+    labels match, once the device's node key binding is stored; ``{"run": null}`` otherwise.
+    Whether to join is the device's own policy."""
+    import sqlalchemy as sa
+
+    from edgeloop.db import FederatedNodeRow, FederatedRunRow
+
+    def work(s: Session, device: DeviceRow) -> dict[str, Any]:
+        json_object(body)
+        if s.get(FederatedNodeRow, device.id) is None:
+            return {"run": None, "reason": "no node key binding stored for this device"}
+        runs = s.scalars(
+            sa.select(FederatedRunRow)
+            .where(FederatedRunRow.closed_at.is_(None))
+            .order_by(FederatedRunRow.opened_at.desc())
+            .limit(50)
+        )
+        labels = device.labels or {}
+        for run in runs:
+            if all(str(labels.get(k)) == str(v) for k, v in (run.cohort or {}).items()):
+                return {"run": {"id": run.id, "superlink": run.superlink}}
+        return {"run": None, "reason": "no open run for this device's cohort"}
+
+    return _device_call(app, request, body, work)

@@ -38,6 +38,7 @@ from edgeloop.federated.device._local import (
     embedding_features,
     feedback_features,
 )
+from edgeloop.federated.device._participant import Participant, flower_installed
 from edgeloop.federated.device._supernode import SuperNode
 from edgeloop.federated.device._trainers import (
     HeadTrainer,
@@ -56,6 +57,7 @@ __all__ = [
     "HeadTrainer",
     "JoinPolicy",
     "LocalTrainer",
+    "Participant",
     "SuperNode",
     "TrainConfig",
     "TrainResult",
@@ -67,6 +69,7 @@ __all__ = [
     "embedding_features",
     "encode_update",
     "feedback_features",
+    "flower_installed",
     "node_key",
     "node_key_openssh",
     "node_public_openssh",
