@@ -309,3 +309,30 @@ def test_a_replayed_telemetry_request_is_a_401_and_stores_one_report(fleet: Any)
             assert s.scalar(sa.text("SELECT count(*) FROM fleet_reports")) == 1
     finally:
         engine.dispose()
+
+
+def test_an_idle_database_connection_killed_meanwhile_is_replaced_before_use(
+    fleet: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not fleet.settings.db_url.startswith("postgresql"):
+        pytest.skip("a database server's connections (SQLite has none to lose)")
+    import edgeloop.fleet._app as app_module
+
+    dev = fleet.device()
+    assert dev.checkin().status_code == 200
+    monkeypatch.setattr(app_module, "_IDLE_PING_S", 0.0)  # every pooled connection is idle
+    other = make_engine(fleet.settings.db_url)
+    try:
+        with other.connect() as c:  # the server's pooled connections die (a restart, a proxy)
+            killed = c.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend'"
+                )
+            ).scalar()
+        assert killed and killed >= 1
+    finally:
+        other.dispose()
+    for _ in range(3):  # each request's connections are pinged, found dead and replaced
+        assert dev.checkin().status_code == 200

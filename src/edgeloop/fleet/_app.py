@@ -81,6 +81,8 @@ def create_app(
     """
     secrets = prepare_data_dir(settings)
     engine = make_engine(settings.db_url, **_pool_options(settings.db_url))
+    if engine.dialect.name != "sqlite":
+        _ping_idle_connections(engine)
     if settings.migrate:
         upgrade(engine)
     repo = Repository(settings.tuf_path, secrets.keyring)
@@ -212,13 +214,42 @@ def _pool_options(db_url: str) -> dict[str, Any]:
     """The engine's connection pool, sized for the request threads (AnyIO's 40 by default):
     a connection beyond the pool's size is opened for one request and closed after it (on
     SQLite with the engine's PRAGMAs each time), which was a tenth of a check-in's CPU under
-    load. A SQLite file needs no liveness ping; a database server may restart, so its
-    connections are pinged on checkout."""
+    load. A SQLite file needs no liveness ping; a database server's idle connections are
+    pinged (:func:`_ping_idle_connections`)."""
     url = sa.make_url(db_url)
     if url.get_backend_name() == "sqlite":
         in_memory = url.database in (None, "", ":memory:")  # a single-connection pool there
         return {} if in_memory else {"pool_size": 40, "max_overflow": 10}
-    return {"pool_size": 20, "max_overflow": 20, "pool_pre_ping": True}
+    return {"pool_size": 20, "max_overflow": 20}
+
+
+_IDLE_PING_S = 10.0
+
+
+def _ping_idle_connections(engine: sa.Engine) -> None:
+    """Check a database server's connection before use when it sat idle for over 10 s.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per transaction,
+    four per poll, and on PostgreSQL each ping (``SELECT 1`` in autocommit) counts as a
+    committed transaction, tripling the commits per check-in. Under load connections are
+    reused within milliseconds and a ping buys nothing; a connection that waited (the
+    database may have restarted meanwhile) is pinged, and a dead one is replaced before the
+    request uses it. A restart while connections are busy fails those requests once (the
+    device polls again); SQLAlchemy then renews the whole pool."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _returned(_dbapi: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < _IDLE_PING_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi)
+        except Exception as e:  # the pool replaces the connection and checks out again
+            raise sa.exc.DisconnectionError(f"idle connection is dead: {e}") from e
 
 
 async def _refused(request: Request, exc: store.Refused) -> JSONResponse:
