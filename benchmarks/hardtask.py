@@ -16,6 +16,23 @@ covariate shift the drift experiments apply), without retraining.
     python benchmarks/hardtask.py --jobs 6           # the six runs side by side (6 cores)
     python benchmarks/hardtask.py --quick            # a smoke run: tiny data, one epoch
     python benchmarks/hardtask.py --difficulty 0.6   # tune: the dataset's one nuisance knob
+    python benchmarks/hardtask.py --compress --jobs 2          # compression costs (below)
+    python benchmarks/hardtask.py --compress --quick           # its smoke run
+
+``--compress`` measures what each compression costs on this task instead, for each seed, from
+the zoo MobileNet (width 0.25, trained as above on the train split; cached in ``--workdir``
+and reused, so a width run followed by ``--compress`` trains it once). Calibration and
+fine-tuning see only the train and val splits; every accuracy is on the held-out test split
+(2000 images): int8 static (the ``int8`` preset, calibrated on val), int8 dynamic, int4 (the
+``int4`` preset: weight-only MatMulNBits; the MobileNet has no MatMul, so it is expected to
+change nothing, and the row says how many weights it quantized), prune50-int8 (half the
+channels in two L2 rounds, ``--finetune-epochs`` after each, then static int8), binary weights
+(``--binary-epochs`` of straight-through training, packed size) and distillation: the
+baseline teaches a MobileNet of width ``--student-width`` (about a quarter of its MACs)
+from the first ``--distill-labels`` labelled training images plus the rest of the train split
+without labels (``--distill-epochs``); the student alone trains on the same labelled images
+with the same compute (epochs scaled so both see as many samples) and augmentation. Latency:
+batch 1, one thread, interleaved rounds. Writes ``benchmarks/results/hardtask-compress.json``.
 
 Prints a table (mean and standard deviation over seeds) and writes
 ``benchmarks/results/hardtask.json`` with every run; ``BENCH_LOAD_BEFORE`` (e.g. the output of
@@ -36,9 +53,24 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results" / "hardtask.json"
+COMPRESS_RESULTS = Path(__file__).parent / "results" / "hardtask-compress.json"
+WORKDIR = Path(__file__).parent / "results" / "hardtask-work"
 
 
-def run_one(width: float, seed: int, epochs: int | None, opts: dict[str, Any]) -> dict[str, Any]:
+def _cache_path(
+    work: Path, width: float, seed: int, epochs: int | None, opts: dict[str, Any]
+) -> Path:
+    tag = "-".join(f"{k}{v}" for k, v in sorted(opts.items()))
+    return work / f"mobilenet-w{width}-s{seed}-e{epochs or 'default'}-{tag or 'defaults'}.pt"
+
+
+def run_one(
+    width: float,
+    seed: int,
+    epochs: int | None,
+    opts: dict[str, Any],
+    work: Path | None = None,
+) -> dict[str, Any]:
     import torch
 
     from edgeloop.data import load_dataset, sensor_shift
@@ -46,8 +78,19 @@ def run_one(width: float, seed: int, epochs: int | None, opts: dict[str, Any]) -
 
     torch.set_num_threads(1)
     start = time.perf_counter()
+    out = None
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        out = _cache_path(work, width, seed, epochs, opts)
     res = train(
-        "mobilenet", "textures", epochs, seed=seed, threads=1, dataset_options=opts, width=width
+        "mobilenet",
+        "textures",
+        epochs,
+        seed=seed,
+        threads=1,
+        dataset_options=opts,
+        width=width,
+        out=out,
     )
     seconds = time.perf_counter() - start
     test = load_dataset("textures", "test", seed=seed, **opts)
@@ -64,6 +107,216 @@ def run_one(width: float, seed: int, epochs: int | None, opts: dict[str, Any]) -
         "wall_seconds": seconds,
         "train_samples": len(load_dataset("textures", "train", seed=seed, **opts)),
     }
+
+
+def _onnx_accuracy(path: Path, data: Any) -> float:
+    import numpy as np
+
+    from _timing import session
+
+    s = session(path)
+    name, out = s.input_names[0], s.output_names[0]
+    preds = [s.run_unchecked({name: xb})[out].argmax(1) for xb, _ in data.batches(200)]
+    return float((np.concatenate(preds) == data.y).mean())
+
+
+def compress_one(seed: int, a: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    """Every compression of one seed's baseline, scored on that seed's test split."""
+    import copy
+    import tempfile
+
+    import torch
+
+    from _timing import latencies
+    from edgeloop.data import load_dataset
+    from edgeloop.optimize import (
+        binarize,
+        distill,
+        load_model,
+        optimize,
+        prune,
+        save_binary,
+    )
+    from edgeloop.zoo import build_model, evaluate_model, export_onnx, fit
+
+    torch.set_num_threads(1)
+    work = Path(a["workdir"])
+    base = _cache_path(work, a["width"], seed, a["epochs"], opts)
+    secs: dict[str, float] = {}
+    if not base.exists():  # the width run did not leave it: train it here
+        t0 = time.perf_counter()
+        run_one(a["width"], seed, a["epochs"], opts, work)
+        secs["train baseline"] = time.perf_counter() - t0
+    tr, va, te = (load_dataset("textures", s, seed=seed, **opts) for s in ("train", "val", "test"))
+    teacher, meta = load_model(base)
+    teacher.eval()
+
+    def acc(m: Any) -> float:
+        m.eval()
+        return float(evaluate_model(m, te)["accuracy"])
+
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix=f"hardtask-s{seed}-") as tmp:
+        d = Path(tmp)
+        fp32 = d / "fp32.onnx"
+        export_onnx(teacher, fp32, meta=meta)
+        models = {"fp32": fp32}
+        # post-training ONNX recipes: calibrated and budgeted on val, scored on test
+        for name in ("int8", "int8-dynamic", "int4"):
+            t0 = time.perf_counter()
+            card = optimize(fp32, name, va, out_dir=d / name, eval_samples=a["eval_samples"])
+            secs[name] = time.perf_counter() - t0
+            models[name] = d / name / "model.onnx"
+            rows[name] = {"warnings": list(getattr(card, "warnings", []) or [])}
+        # prune50-int8: prune on train (fine-tuning scored on val), then static int8
+        pruned = copy.deepcopy(teacher)
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        pr = prune(
+            pruned, ratio=0.5, data=tr, val=va, importance="l2", steps=2,
+            finetune_epochs=a["finetune_epochs"], seed=seed, max_drop=None,
+        )  # fmt: skip
+        pruned.eval()
+        optimize(pruned, "int8", va, out_dir=d / "p50", eval_samples=a["eval_samples"])
+        secs["prune50-int8"] = time.perf_counter() - t0
+        models["prune50-int8"] = d / "p50" / "model.onnx"
+        rows["prune50-int8"] = {
+            "macs_before": pr.details.get("macs_before"),
+            "macs_after": pr.details.get("macs_after"),
+            "pruned_fp32_accuracy": acc(pruned),
+        }
+        # binary weights (straight-through training on train)
+        torch.manual_seed(seed)
+        b = binarize(teacher, tr, va, epochs=a["binary_epochs"], lr=1e-3, seed=seed, max_drop=None)
+        secs["binary"] = b.seconds
+        packed = save_binary(
+            b.model, d / "binary.npz", b.details["binarized"], arch="mobilenet",
+            arch_kwargs=meta["arch_kwargs"],
+        )  # fmt: skip
+        rows["binary"] = {"bytes": int(packed), "accuracy": acc(b.model)}
+        # distillation: the first L labelled images (+ the rest without labels) for the student
+        labelled = tr.subset(a["distill_labels"])
+        rest = tr.take(slice(a["distill_labels"], None)).x
+        skw = {**meta["arch_kwargs"], "width": a["student_width"]}
+        torch.manual_seed(seed)
+        alone = build_model("mobilenet", **skw)
+        # same compute: the student alone sees as many samples as the distilled one
+        alone_epochs = max(1, round(a["distill_epochs"] * len(tr) / max(1, len(labelled))))
+        t0 = time.perf_counter()
+        fit(alone, labelled, va, epochs=alone_epochs, lr=3e-3, seed=seed, augment=a["augment"])
+        secs["student alone"] = time.perf_counter() - t0
+        torch.manual_seed(seed)
+        res = distill(
+            teacher, build_model("mobilenet", **skw), labelled, va, epochs=a["distill_epochs"],
+            temperature=8.0, alpha=0.9, seed=seed, augment=a["augment"], unlabeled=rest,
+        )  # fmt: skip
+        secs["distill"] = res.seconds
+        student_onnx = d / "student.onnx"
+        export_onnx(res.model.eval(), student_onnx, meta={**meta, "arch_kwargs": skw})
+        models["distilled student"] = student_onnx
+        lat = latencies(models, te.x[:1], a["rounds"], a["runs"])
+        fp32_acc = _onnx_accuracy(fp32, te)
+        for name, path in models.items():
+            row = rows.setdefault(name, {})
+            row.update(
+                bytes=path.stat().st_size,
+                accuracy=_onnx_accuracy(path, te),
+                p50_ms=lat[name]["p50_ms"],
+                speedup=lat["fp32"]["p50_ms"] / lat[name]["p50_ms"],
+            )
+        rows["binary"]["speedup"] = None  # no 1-bit kernels: unpacked it runs at fp32 speed
+        a_acc, d_acc = acc(alone), rows["distilled student"]["accuracy"]
+        gap = fp32_acc - a_acc
+        distillation = {
+            "teacher_accuracy": fp32_acc,
+            "student_alone_accuracy": a_acc,
+            "distilled_accuracy": d_acc,
+            "gap_recovered": (d_acc - a_acc) / gap if gap > 0 else None,
+            "macs_ratio": res.details.get("macs_ratio"),
+            "labelled": len(labelled),
+            "unlabelled": len(rest),
+            "alone_epochs": alone_epochs,
+            "distill_epochs": a["distill_epochs"],
+        }
+    for row in rows.values():
+        row["cost_pts"] = 100 * (fp32_acc - row["accuracy"])
+        if row.get("bytes"):
+            row["smaller"] = rows["fp32"]["bytes"] / row["bytes"]
+    return {
+        "seed": seed,
+        "rows": rows,
+        "distillation": distillation,
+        "seconds": {k: round(v, 1) for k, v in secs.items()},
+    }
+
+
+COMPRESS_ORDER = (
+    "fp32", "int8", "int8-dynamic", "int4", "prune50-int8", "binary", "distilled student"
+)  # fmt: skip
+
+
+def _mean_sd(v: list[float]) -> tuple[float, float]:
+    return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+
+
+def summarise_compress(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = []
+    for name in COMPRESS_ORDER:
+        rs = [r["rows"][name] for r in runs if name in r["rows"]]
+        if not rs:
+            continue
+        acc, acc_sd = _mean_sd([x["accuracy"] for x in rs])
+        cost, cost_sd = _mean_sd([x["cost_pts"] for x in rs])
+        sp = [x["speedup"] for x in rs if x.get("speedup")]
+        rows.append(
+            {
+                "model": name,
+                "accuracy_mean": acc,
+                "accuracy_std": acc_sd,
+                "cost_pts_mean": cost,
+                "cost_pts_std": cost_sd,
+                "cost_pts_worst": max(x["cost_pts"] for x in rs),
+                "smaller_mean": statistics.fmean(x.get("smaller", 1.0) for x in rs),
+                "speedup_median": statistics.median(sp) if sp else None,
+            }
+        )
+    dist = [r["distillation"] for r in runs]
+    d_summary = {
+        k: _mean_sd([x[k] for x in dist])
+        for k in ("teacher_accuracy", "student_alone_accuracy", "distilled_accuracy")
+    }
+    rec = [x["gap_recovered"] for x in dist if x["gap_recovered"] is not None]
+    return {
+        "rows": rows,
+        "distillation": {
+            **{k: {"mean": m, "std": sd} for k, (m, sd) in d_summary.items()},
+            "gap_recovered": _mean_sd(rec) if rec else None,
+            "macs_ratio": dist[0]["macs_ratio"] if dist else None,
+        },
+    }
+
+
+def print_compress(summary: dict[str, Any]) -> None:
+    print(f"{'model':>18} {'test acc':>16} {'cost pts':>14} {'worst':>6} {'smaller':>8} "
+          f"{'faster':>7}")  # fmt: skip
+    for r in summary["rows"]:
+        sp = f"{r['speedup_median']:.2f}x" if r["speedup_median"] else "-"
+        print(
+            f"{r['model']:>18} {r['accuracy_mean']:>9.3f} ± {r['accuracy_std']:.3f}"
+            f" {r['cost_pts_mean']:>7.2f} ± {r['cost_pts_std']:.2f} {r['cost_pts_worst']:>6.2f}"
+            f" {r['smaller_mean']:>7.1f}x {sp:>7}"
+        )
+    d = summary["distillation"]
+    print(
+        "distillation (student width, same labelled images): teacher"
+        f" {d['teacher_accuracy']['mean']:.3f}, student alone"
+        f" {d['student_alone_accuracy']['mean']:.3f} ± {d['student_alone_accuracy']['std']:.3f},"
+        f" distilled {d['distilled_accuracy']['mean']:.3f} ± {d['distilled_accuracy']['std']:.3f}"
+        f", MACs ratio {d['macs_ratio']}"
+    )
+    if d["gap_recovered"]:
+        m, sd = d["gap_recovered"]
+        print(f"gap recovered {100 * m:.0f} % ± {100 * sd:.0f}")
 
 
 def summarise(runs: list[dict[str, Any]], widths: list[float]) -> list[dict[str, Any]]:
@@ -87,6 +340,46 @@ def summarise(runs: list[dict[str, Any]], widths: list[float]) -> list[dict[str,
     return rows
 
 
+def _write(path: Path, out: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
+def main_compress(args: argparse.Namespace, opts: dict[str, Any]) -> None:
+    a = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k not in ("out", "widths", "seeds", "jobs", "quick", "compress", "n", "difficulty")
+    }
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(compress_one, s, a, opts) for s in args.seeds]
+        runs = [f.result() for f in futures]
+    wall = time.perf_counter() - start
+    summary = summarise_compress(runs)
+    print_compress(summary)
+    print(f"wall {wall:.0f} s ({args.jobs} job(s))")
+    out = {
+        "dataset": "textures",
+        "arch": "mobilenet",
+        "seeds": args.seeds,
+        "settings": a,
+        "dataset_options": opts,
+        "jobs": args.jobs,
+        "quick": args.quick,
+        "runs": runs,
+        "summary": summary,
+        "wall_seconds": wall,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "load_before": os.environ.get("BENCH_LOAD_BEFORE"),
+        "load_after": os.getloadavg(),
+    }
+    _write(args.out or COMPRESS_RESULTS, out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5])
@@ -98,15 +391,34 @@ def main() -> None:
     )
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
     ap.add_argument("--quick", action="store_true", help="smoke run: n=400, 1 epoch, 1 seed")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=None, help="default: results/hardtask*.json")
+    ap.add_argument("--workdir", type=Path, default=WORKDIR, help="trained models (cache)")
+    ap.add_argument("--compress", action="store_true", help="measure the compression costs")
+    ap.add_argument("--width", type=float, default=0.25, help="--compress: the baseline's width")
+    ap.add_argument("--student-width", type=float, default=0.125)
+    ap.add_argument("--distill-labels", type=int, default=1000)
+    ap.add_argument("--distill-epochs", type=int, default=3)
+    ap.add_argument("--finetune-epochs", type=int, default=2, help="per pruning round")
+    ap.add_argument("--binary-epochs", type=int, default=2)
+    ap.add_argument("--augment", default="shift")
+    ap.add_argument("--eval-samples", type=int, default=300, help="per optimize step")
+    ap.add_argument("--rounds", type=int, default=10, help="latency rounds (interleaved)")
+    ap.add_argument("--runs", type=int, default=20, help="latency runs per round")
     args = ap.parse_args()
     if args.quick:
         args.n, args.epochs, args.seeds = 400, 1, args.seeds[:1]
+        args.distill_labels, args.distill_epochs = 100, 1
+        args.finetune_epochs = args.binary_epochs = 1
+        args.eval_samples, args.rounds, args.runs = 50, 2, 5
     opts = {k: v for k, v in (("n", args.n), ("difficulty", args.difficulty)) if v is not None}
+    if args.compress:
+        main_compress(args, opts)
+        return
+    args.out = args.out or RESULTS
     jobs = [(w, s) for s in args.seeds for w in args.widths]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(run_one, w, s, args.epochs, opts) for w, s in jobs]
+        futures = [pool.submit(run_one, w, s, args.epochs, opts, args.workdir) for w, s in jobs]
         runs = [f.result() for f in futures]
     wall = time.perf_counter() - start
     rows = summarise(runs, args.widths)
