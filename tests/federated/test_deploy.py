@@ -5,6 +5,7 @@ SuperNode on its own delayed-label samples."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -204,3 +205,66 @@ def test_cli_fl_start_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
                      cwd=tmp_path)
     assert r.returncode != 0 and "rounds" in r.stderr
     assert not (tmp_path / "superlink").exists()
+
+
+def test_client_side_clipping_bounds_the_update_norm() -> None:
+    from edgeloop.federated.device._clientapp import clip_update
+
+    delta = {"w": np.full((3, 4), 2.0, np.float32), "b": np.ones(4, np.float32)}
+    out = clip_update(delta, 1.0)
+    norm = np.sqrt(sum(float(np.sum(v ** 2)) for v in out.values()))
+    assert abs(norm - 1.0) < 1e-5 and np.allclose(out["w"] / out["w"].max(), 1)
+    assert clip_update(delta, 100.0) is delta  # within the norm: unchanged
+    with pytest.raises(InputError):
+        clip_update(delta, float("nan"))
+
+
+def test_the_deployed_privacy_plan_reports_epsilon_and_refuses_what_flower_lacks() -> None:
+    rec = DeployPlan(rounds=5, dp_noise=1.0, dp_clip=1.0, dp_mode="client").privacy_record()
+    assert rec["epsilon"] > 0 and "on the device" in rec["mechanism"]
+    assert DeployPlan().privacy_record() == {"mechanism": "none"}
+    with pytest.raises(InputError, match="robust|DP with"):
+        DeployPlan(dp_noise=1.0, dp_clip=1.0, strategy="krum")
+    with pytest.raises(InputError, match="--dp"):
+        DeployPlan(dp_noise=1.0, dp_clip=1.0, dp_mode="sideways")
+
+
+@pytest.mark.slow
+def test_a_device_dropping_out_mid_run_leaves_the_run_going_above_quorum_with_client_dp(
+        tmp_path: Path) -> None:
+    import os
+    import signal
+
+    base = model_bytes()
+    ca = make_ca(tmp_path / "ca")
+    keys = {f"dev-{i}": Ed25519PrivateKey.generate() for i in range(3)}
+    nodes: list[SuperNode] = []
+    with SuperLink(ca.cert_pem, ca.key_pem, ca.ca_pem, tmp_path / "sl") as link:
+        for i, (dev, key) in enumerate(keys.items()):
+            link.register_device(key.public_key(), bind_node_key(key, dev), dev, revoked=False)
+            samples = device_samples(base, tmp_path / f"{dev}.npz", seed=30 + i)
+            nodes.append(SuperNode(key, f"127.0.0.1:{link.port}", ca.ca_pem, tmp_path / dev,
+                                   node_config={"edgeloop-samples": str(samples)}))
+
+        def drop_one(log: Any) -> None:
+            proc = nodes[2].process
+            if log.round == 1 and proc is not None:  # the third device vanishes after round 1
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        try:
+            for node in nodes:
+                node.start(timeout_s=60)
+            result = deploy(link, base, DeployPlan(rounds=3, epochs=3, min_nodes=3,
+                                                   round_timeout=20, quorum=0.5,
+                                                   dp_noise=0.05, dp_clip=5.0,
+                                                   dp_mode="client"),
+                            tmp_path / "runs", on_round=drop_one)
+        finally:
+            for node in nodes:
+                node.stop()
+    first, *later = result.rounds
+    assert first.answered == 3 and first.aggregated
+    assert later and all(r.aggregated and r.answered - r.failed == 2 for r in later)
+    assert all("no longer connected" in r.note or "did not answer" in r.note for r in later)
+    privacy = result.record()["privacy"]
+    assert "on the device" in privacy["mechanism"] and privacy["epsilon"] > 0

@@ -29,7 +29,10 @@ from edgeloop.errors import InputError
 from edgeloop.federated.device._compress import encode_update, wire_bytes
 from edgeloop.federated.device._trainers import LocalTrainer, NDArrays, train_config
 
-__all__ = ["TrainerProvider", "client_app"]
+__all__ = ["CLIPPING_NORM", "TrainerProvider", "client_app", "clip_update"]
+
+# the round config key Flower's DifferentialPrivacyClientSideFixedClipping sets
+CLIPPING_NORM = "clipping_norm"
 
 
 TrainerProvider = Callable[[Context], Mapping[str, LocalTrainer]]
@@ -48,6 +51,18 @@ def _trainer(provider: TrainerProvider, context: Context,
     return trainers[name]
 
 
+def clip_update(delta: NDArrays, clip: float) -> NDArrays:
+    """``delta`` scaled so its L2 norm (over every array) is at most ``clip``."""
+    if not (isinstance(clip, float | int) and np.isfinite(clip) and 0 < clip <= 1e6):
+        raise InputError(f"clipping norm {clip!r:.40}: expected 0 < clip <= 1e6")
+    norm = float(np.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64)))
+                             for v in delta.values())))
+    if norm <= clip:
+        return delta
+    scale = np.float32(clip / norm)
+    return {k: (np.asarray(v, np.float32) * scale).astype(np.float32) for k, v in delta.items()}
+
+
 def client_app(provider: TrainerProvider, mods: list[Any] | None = None) -> ClientApp:
     """The ClientApp over the trainers ``provider`` gives each node; ``mods`` are Flower mods
     wrapped around both handlers (``fixedclipping_mod``, a simulation's attacker, ...)."""
@@ -61,6 +76,9 @@ def client_app(provider: TrainerProvider, mods: list[Any] | None = None) -> Clie
         new, n, loss = trainer.fit(start, train_config(config))
         delta = {k: np.asarray(new[k], np.float32) - np.asarray(v, np.float32)
                  for k, v in start.items()}
+        clip = config.get(CLIPPING_NORM)
+        if clip is not None:  # client-side DP: the update's L2 norm clipped here, on the device
+            delta = clip_update(delta, float(clip))  # type: ignore[arg-type,assignment]
         encoded = encode_update(delta, str(config.get("compression", "none")))
         content = RecordDict({
             "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in encoded.items()}),

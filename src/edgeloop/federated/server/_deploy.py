@@ -68,8 +68,9 @@ class DeployPlan:
     round_timeout: float = 120.0  # seconds a round waits for replies
     proximal_mu: float = 0.01
     min_gain: float = 0.0
-    dp_noise: float = 0.0  # central DP (server-side fixed clipping)
-    dp_clip: float = 0.0
+    dp_noise: float = 0.0  # Gaussian noise multiplier (added on the server)
+    dp_clip: float = 0.0  # L2 clipping norm of each update
+    dp_mode: str = "server"  # where updates are clipped: server, or client (on the device)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,9 +93,26 @@ class DeployPlan:
             raise InputError(f"deployment: {bad[0]}={getattr(self, bad[0])!r} out of range")
         if (self.dp_noise > 0) != (self.dp_clip > 0):
             raise InputError("differential privacy needs both dp_noise > 0 and dp_clip > 0")
+        if self.dp_mode not in ("server", "client"):
+            raise InputError(f"--dp {self.dp_mode!r:.40}: expected server or client")
         if self.dp_noise > 0:
-            PrivacyPlan(dp="server", noise=self.dp_noise, clip=self.dp_clip,
-                        strategy=self.strategy).check()
+            self.privacy().check()
+
+    def privacy(self) -> PrivacyPlan:
+        return PrivacyPlan(dp=self.dp_mode if self.dp_noise > 0 else "none",
+                           noise=self.dp_noise, clip=self.dp_clip, strategy=self.strategy)
+
+    def privacy_record(self) -> dict[str, Any]:
+        """What the run's record says of privacy: mechanism, parameters, epsilon spent."""
+        if self.dp_noise == 0:
+            return {"mechanism": "none"}
+        spent = self.privacy().spend(self.rounds)
+        assert spent is not None
+        where = "on the device" if self.dp_mode == "client" else "on the server"
+        return {"mechanism": f"DP, fixed clipping {where}, Gaussian noise on the server",
+                "noise_multiplier": self.dp_noise, "clipping_norm": self.dp_clip,
+                "epsilon": round(spent.epsilon, 4), "delta": spent.delta,
+                "accountant": spent.method}
 
     def sampled(self, nodes: int) -> int:
         return max(1, int(nodes * self.fraction))
@@ -163,19 +181,30 @@ def _main(grid: Grid, context: Context) -> None:
     while len(nodes) < plan.min_nodes and time.monotonic() < deadline:
         time.sleep(0.5)
         nodes = list(grid.get_node_ids())
+    # a round waits only for the quorum to be connected: a device that drops out mid-run
+    # leaves the rounds going with the others (RoundGuard refuses to aggregate below it)
     inner = make_strategy(plan.strategy, fraction=plan.fraction,
-                          min_nodes=min(plan.min_nodes, max(len(nodes), 1)),
+                          min_nodes=plan.quorum_count(len(nodes)),
                           proximal_mu=plan.proximal_mu)
     if plan.dp_noise > 0:
-        from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+        from flwr.serverapp.strategy import (
+            DifferentialPrivacyClientSideFixedClipping,
+            DifferentialPrivacyServerSideFixedClipping,
+        )
 
-        inner = DifferentialPrivacyServerSideFixedClipping(
-            inner, noise_multiplier=plan.dp_noise, clipping_norm=plan.dp_clip,
-            num_sampled_clients=plan.sampled(len(nodes)))
+        wrapper = (DifferentialPrivacyClientSideFixedClipping if plan.dp_mode == "client"
+                   else DifferentialPrivacyServerSideFixedClipping)
+        inner = wrapper(inner, noise_multiplier=plan.dp_noise, clipping_norm=plan.dp_clip,
+                        num_sampled_clients=plan.sampled(len(nodes)))
     guard = RoundGuard(inner, quorum=plan.quorum_count(len(nodes)))
     progress = out / "progress.jsonl"
 
     def on_round(log: RoundLog) -> None:
+        expected = plan.sampled(len(nodes))
+        if log.sampled < expected:  # devices that dropped out of the run since it started
+            gone = (f"{expected - log.sampled} of the {expected} devices sampled at the start "
+                    "are no longer connected")
+            log.note = f"{gone}; {log.note}" if log.note else gone
         with open(progress, "a") as f:
             f.write(json.dumps(log.to_dict()) + "\n")
 
@@ -295,5 +324,6 @@ def deploy(link: SuperLink, model: bytes, plan: DeployPlan, work_dir: str | Path
         gate=gate, labelled=gate.samples, drifted=0, poisoned=0,
         seconds=time.perf_counter() - start,
         extra={"runtime": "deployment", "superlink": link.url, "flower_run_id": run_id,
+               "privacy": plan.privacy_record(),
                "nodes": nodes, "deploy_plan": plan.to_dict(),
                "superlink_restarts": link.restarts})

@@ -141,6 +141,8 @@ class SimulationResult:
 
     @property
     def privacy(self) -> dict[str, Any]:
+        if isinstance(self.extra.get("privacy"), dict):  # a deployed run says its own
+            return dict(self.extra["privacy"])
         if self.plan.dp_noise > 0:
             out: dict[str, Any] = {"mechanism": "central DP, server-side fixed clipping",
                                    "noise_multiplier": self.plan.dp_noise,

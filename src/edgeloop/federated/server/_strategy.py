@@ -156,6 +156,10 @@ class RoundGuard(Strategy):
             log.note = "the aggregate was not finite: not applied"
             return None, None
         log.aggregated = arrays is not None
+        missing = log.sampled - log.answered
+        if log.aggregated and missing > 0:
+            log.note = (f"{missing} of {log.sampled} sampled devices did not answer (dropped "
+                        f"out or late): aggregated {len(ok)} updates, quorum {self.quorum}")
         return arrays, metrics
 
     def _decode(self, msg: Message) -> tuple[dict[str, np.ndarray], int, float | None, int]:
