@@ -15,7 +15,8 @@
     │   └── ExportError                24  a PyTorch model that cannot be exported
     ├── OptimizeError                  30  an optimization pass failed
     │   ├── PassError                  31  one pass of a recipe could not be applied
-    │   └── BudgetError                32  no configuration met the accuracy budget
+    │   ├── BudgetError                32  no configuration met the accuracy budget
+    │   └── GateError                  33  a trained candidate did not beat its base (not registered)
     ├── SecurityError                  40  a bundle or key check failed (nothing was loaded)
     │   ├── KeyError_                  41  a key is missing, malformed or locked
     │   ├── BundleFormatError          42  a bundle or manifest that cannot be parsed
@@ -56,6 +57,7 @@ __all__ = [
     "ExportError",
     "FileError",
     "FleetError",
+    "GateError",
     "InputError",
     "IntegrityError",
     "KeyError_",
@@ -155,6 +157,12 @@ class PassError(OptimizeError):
 class BudgetError(OptimizeError):
     exit_code = 32
     help = "No configuration met the accuracy budget; the best one found was written."
+
+
+class GateError(OptimizeError):
+    exit_code = 33
+    help = ("A candidate from federated rounds or a schedule step did not beat its base on "
+            "held-out labels; it was not registered.")
 
 
 class SecurityError(EdgeloopError):

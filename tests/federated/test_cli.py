@@ -1,5 +1,6 @@
 """``edgeloop fl simulate``: a better candidate becomes a registry version whose lineage names
-the run; a worse one is not registered and the command says why; bad input is one line."""
+the run; a worse one is not registered and the command exits 33 (GateError) saying why in one
+line; bad input is one line."""
 
 from __future__ import annotations
 
@@ -62,8 +63,10 @@ def test_a_candidate_that_does_not_gain_enough_is_not_registered(setup: Path, cl
               "--rounds", "1", "--epochs", "1", "--lr", "0.0001", "--min-gain", "0.5",
               "--db", "sqlite:///reg.db", "--data", "store", "--out", "run2")
 
-    assert run.returncode == 0, run.stderr
-    assert "not registered" in run.stdout and "base" in run.stdout
+    assert run.returncode == 33, run.stderr  # GateError: a script can tell a rejection apart
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error:")]  # bar aside
+    assert len(errors) == 1 and "not registered" in errors[0] and "base" in errors[0], run.stderr
+    assert "run.json" in errors[0] and (setup / "run2" / "run.json").exists()
     assert not (setup / "run2" / "model.onnx").exists()
     listed = cli("registry", "list", "--db", "sqlite:///reg.db", "--data", "store")
     assert "blobs@2" not in listed.stdout

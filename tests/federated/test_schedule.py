@@ -1,7 +1,8 @@
 """``edgeloop fl schedule``: central retraining, federated rounds and personalization in one
 command at tiny size; each accepted model step is a registry version whose lineage names its
 parent version and the schedule record; personalization registers nothing (heads stay on the
-devices) and the record keeps its per-device gains; bad input is one line."""
+devices) and the record keeps its per-device gains; a rejected model step exits 33 (GateError)
+after the accepted ones are registered; bad input is one line."""
 
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ def test_each_step_is_registered_with_its_lineage(setup: Path, cli: Cli) -> None
               "--dataset", "devices.npz", "--rounds", "2", "--clients", "4",
               "--partition", "drift:0.5", "--central-epochs", "5", *REG, "--out", "h",
               "--json")
-    assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
+    gated = [s for s in out["steps"] if s["kind"] != "personalize"]
+    # exit 0 only when every model step was accepted; 33 (GateError) names the rejected one
+    assert run.returncode == (0 if all(s["accepted"] for s in gated) else 33), run.stderr
     kinds = [s["kind"] for s in out["steps"]]
     assert kinds == ["central", "federated", "personalize"]
     central = out["steps"][0]
@@ -90,3 +93,33 @@ def test_bad_options_say_what_was_expected(setup: Path, cli: Cli, args: list[str
     lines = [ln for ln in run.stderr.strip().splitlines() if ln]
     assert len(lines) == 1 and expected in lines[0], run.stderr
     assert not list(setup.glob("hybrid-*"))
+
+
+@pytest.mark.slow
+def test_a_rejected_step_exits_33_after_registering_the_accepted_ones(
+        setup: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The federated gate is made unreachable (a gain of 1.0 asked for); the real gate rejects
+    the candidate: the central version is registered, the federated one is not, exit 33."""
+    import dataclasses
+
+    from edgeloop.cli.app import main
+    from edgeloop.federated import server
+
+    real = server.hybrid_schedule
+
+    def strict(model: bytes, **kw: object) -> object:
+        plan = kw["plan"]
+        fed = dataclasses.replace(plan.federated, min_gain=1.0)  # type: ignore[attr-defined]
+        return real(model, **{**kw, "plan": dataclasses.replace(plan, federated=fed)})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(server, "hybrid_schedule", strict)
+    monkeypatch.chdir(setup)
+    code = main(["fl", "schedule", "--model", "blobs@1", "--central", "central.npz",
+                 "--dataset", "devices.npz", "--rounds", "1", "--clients", "3",
+                 "--central-epochs", "5", "--no-personalize", *REG, "--out", "r"])
+    err = capsys.readouterr().err
+    assert code == 33, err
+    assert "federated step" in err and "not registered" in err and "blobs@2" in err
+    record = json.loads((setup / "r" / "schedule.json").read_text())
+    assert [s["accepted"] for s in record["steps"]] == [True, False]
+    assert not (setup / "r" / "federated.onnx").exists()

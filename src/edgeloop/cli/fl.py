@@ -98,18 +98,20 @@ def _finish(result: Any, *, dataset: str, seed: int, name: str, base_ref: str | 
                              description=card.description,
                              reason=f"federated run {result.run_id}")
             summary["registered"] = v.ref
+    gate = result.gate
     if json_out:
         print_json(summary)
-        return
-    gate = result.gate
-    console.print(f"{result.run_id}: {gate.reason}")
-    if summary["registered"]:
-        console.print(f"registered {summary['registered']} · candidate, card, reference and "
-                      f"run record in {dest}")
     elif gate.accepted:
-        console.print(f"accepted, not registered (no registry named) · candidate in {dest}")
-    else:
-        console.print(f"not registered · run record in {dest / 'run.json'}")
+        console.print(f"{result.run_id}: {gate.reason}")
+        if summary["registered"]:
+            console.print(f"registered {summary['registered']} · candidate, card, reference "
+                          f"and run record in {dest}")
+        else:
+            console.print(f"accepted, not registered (no registry named) · candidate in {dest}")
+    if not gate.accepted:
+        from edgeloop.errors import GateError
+
+        raise GateError(f"{result.run_id}: {gate.reason} · run record in {dest / 'run.json'}")
 
 
 def simulate(
@@ -408,12 +410,30 @@ def schedule(
                           "metrics": s.metrics} for s in result.steps]}
     if json_out:
         print_json(summary)
-        return
-    for s in result.steps:
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in s.metrics.items() if "accuracy" in k)
-        console.print(f"{s.kind}: {'accepted' if s.accepted else 'not accepted'} · {shown}")
-    console.print(f"{result.schedule_id}: registered {', '.join(registered) or 'nothing'} · "
-                  f"record in {dest / 'schedule.json'}")
+    else:
+        for s in result.steps:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in s.metrics.items() if "accuracy" in k)
+            console.print(f"{s.kind}: {'accepted' if s.accepted else 'not accepted'} · {shown}")
+        console.print(f"{result.schedule_id}: registered {', '.join(registered) or 'nothing'} "
+                      f"· record in {dest / 'schedule.json'}")
+    rejected = [_rejection(s) for s in result.steps if s.kind != "personalize" and not s.accepted]
+    if rejected:
+        from edgeloop.errors import GateError
+
+        raise GateError(f"{result.schedule_id}: {'; '.join(rejected)} · registered "
+                        f"{', '.join(registered) or 'nothing'} · record in "
+                        f"{dest / 'schedule.json'}")
+
+
+def _rejection(step: Any) -> str:
+    """One clause saying why a schedule's model step was not accepted."""
+    reason = step.detail.get("reason")
+    if reason:
+        return f"{step.kind} step: {reason}"
+    m = step.metrics
+    return (f"{step.kind} step not registered: accuracy {m.get('accuracy', float('nan')):.4f} "
+            f"below its parent's {m.get('base_accuracy', float('nan')):.4f} on the held-out "
+            "split")
 
 
 def superlink(
