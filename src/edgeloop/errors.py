@@ -16,7 +16,7 @@
     ├── OptimizeError                  30  an optimization pass failed
     │   ├── PassError                  31  one pass of a recipe could not be applied
     │   ├── BudgetError                32  no configuration met the accuracy budget
-    │   └── GateError                  33  a trained candidate did not beat its base (not registered)
+    │   └── GateError                  33  a trained candidate was not better than its base
     ├── SecurityError                  40  a bundle or key check failed (nothing was loaded)
     │   ├── KeyError_                  41  a key is missing, malformed or locked
     │   ├── BundleFormatError          42  a bundle or manifest that cannot be parsed
