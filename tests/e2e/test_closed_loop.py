@@ -56,6 +56,9 @@ def test_the_closed_loop_heals_the_drifted_cohort(tmp_path: Path) -> None:
     assert fix["deltas"] and min(fix["deltas"].values()) < fix["bundle_bytes"]
     assert healed["seconds_onset_to_95pct_healed"] is not None
     assert 0 < healed["bytes_per_device"] < healed["full_bundle_bytes"]
+    # the run's report.html, rendered from its demo.json: the three plots embedded
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == 3 and "lineage of the fix" in page
     # the fix's lineage names the drift alert that caused it
     db_url, data = loop_server[0]
     with Registry(db_url, data) as reg:

@@ -20,6 +20,8 @@ v3 rolled back). :data:`STAGES` lists them in order. Every file lands under ``wo
 ``_report`` says what a newcomer needs beyond the figures: which variant each simulated device
 got and which this host would get, and (``demo.json``'s ``next``) how to serve the fleet
 again, where its dashboard and admin token are, and the commands to try next.
+``_loop_report`` renders a closed-loop run's ``demo.json`` into ``report.html`` beside it
+(timeline, figures, plots as PNG data URIs, the fix's lineage).
 """
 
 from edgeloop.demo._context import (

@@ -79,6 +79,10 @@ def run_stages(
         if ctx.server is not None:
             result.next = next_steps(ctx.work, ctx.server.data, ctx.server.db_url, result.steps)
             _save(result)
+        if any(s.name == "loop-healed" for s in result.steps):
+            from edgeloop.demo._loop_report import write_loop_report
+
+            write_loop_report(result.workdir / "demo.json")
     finally:
         ctx.close()
     return result
