@@ -166,3 +166,126 @@ def _say_state(state: dict[str, Any], json_out: bool) -> None:
 app.command("pause")(pause)
 app.command("resume")(resume)
 app.command("status")(status)
+
+
+def worker(
+    policy: Path = typer.Argument(..., help="Policy file (.yaml, .yml or .json)."),
+    server_url: str = typer.Option("http://127.0.0.1:8700", "--server", help="Fleet server URL."),
+    db: str | None = typer.Option(None, "--db", help=_DB_HELP),
+    data: Path = typer.Option(..., "--data", help="The server's data dir: admin-token, keys/ "
+                              "(release keys), tuf/ (the repository), registry blobs."),
+    keys: Path | None = typer.Option(None, "--keys", help="Release keys (release.pem, "
+                                     "fleet.pem, fleet.pub.pem, root.json); default DATA/keys."),
+    registry_data: Path | None = typer.Option(None, "--registry-data", help="Registry data "
+                                              "directory; default DATA."),
+    dataset: str = typer.Option(..., "--dataset", help="Built-in dataset or data file whose "
+                                "train split the cohort's simulated devices hold as labelled "
+                                "feedback."),
+    devices: int = typer.Option(10, "--devices", help="Simulated devices in a cohort (capped "
+                                "by the policy's budget.max_devices)."),
+    severity: float = typer.Option(1.0, "--severity", help="The cohort's input shift (0..3)."),
+    label_share: float = typer.Option(0.5, "--label-share", help="Share of predictions that "
+                                      "get a delayed label."),
+    samples: int | None = typer.Option(None, "--samples", help="Use at most this many samples "
+                                       "of the data set."),
+    name: str | None = typer.Option(None, "--name", help="This worker's name in the jobs, "
+                                    "runs and audit log (default autoheal@HOST:PID)."),
+    lease: float = typer.Option(60.0, "--lease", help="Seconds a silent worker keeps its run "
+                                "before another takes it over (renewed every third)."),
+    idle: float = typer.Option(5.0, "--idle", help="Seconds between looks for a job."),
+    wait: float | None = typer.Option(None, "--wait", help="Seconds to wait for a rollout's "
+                                      "end (0: start it and finish the job); default the "
+                                      "policy's budget.max_minutes."),
+    once: bool = typer.Option(False, "--once", help="One pass, then exit."),
+    parent_pid: int | None = typer.Option(None, "--parent-pid", help="Exit when this process "
+                                          "is gone (the server that started this worker)."),
+) -> None:
+    """The unattended worker: claim finetune jobs under POLICY and heal them, durably
+    (``edgeloop server --auto-heal POLICY`` starts one)."""
+    import math
+    import signal
+    import socket
+    import threading
+
+    import numpy as np
+
+    from edgeloop.cli._console import console, err_console
+    from edgeloop.client import read_admin_token
+    from edgeloop.data import load_dataset
+    from edgeloop.db import upgrade
+    from edgeloop.errors import InputError
+    from edgeloop.loop import AutohealWorker, DatasetCohort, FleetAccess, load_policy
+
+    pol = load_policy(policy)
+    if not (math.isfinite(idle) and 0 < idle <= 86_400):
+        raise InputError(f"--idle {idle}: expected seconds > 0 and at most 86400")
+    if not (math.isfinite(lease) and 1 <= lease <= 86_400):
+        raise InputError(f"--lease {lease}: expected seconds from 1 to 86400")
+    keys = keys or data / "keys"
+    for what, path in (("--data", data), ("--keys", keys), ("--data tuf", data / "tuf")):
+        if not path.is_dir():
+            raise InputError(f"{what} {str(path)!r}: expected an existing directory")
+    db_url = db or os.environ.get("EDGELOOP_DB") or f"sqlite:///{data / 'edgeloop.db'}"
+    train = load_dataset(dataset, "train")
+    if not isinstance(train.x, np.ndarray) or train.y is None:
+        raise InputError(f"--dataset {dataset!r}: expected array inputs with labels")
+    x, y = train.x, np.asarray(train.y)
+    n_dev = min(devices, pol.max_devices)
+    if samples is not None:
+        if samples < 4 * n_dev:
+            raise InputError(f"--samples {samples}: expected at least 4 per device "
+                             f"({4 * n_dev})")
+        keep = np.random.default_rng(0).permutation(len(y))[:samples]
+        x, y = x[keep], y[keep]
+    cohort = DatasetCohort(x, y, devices_n=n_dev, severity=severity, label_share=label_share)
+    upgrade(db_url)
+    fleet = FleetAccess(server_url, read_admin_token(None, data), db_url,
+                        registry_data or data, keys=keys, repo=data / "tuf",
+                        verify=not server_url.startswith("https://127.0.0.1"))
+    me = name or f"autoheal@{socket.gethostname()}:{os.getpid()}"
+    if wait is not None and not (math.isfinite(wait) and 0 <= wait <= 86_400):
+        raise InputError(f"--wait {wait}: expected seconds from 0 to 86400")
+    plan = pol.heal_plan() if wait is None else pol.heal_plan(wait_s=wait)
+    w = AutohealWorker(pol, fleet, lambda job: cohort, name=me, lease_s=lease, plan=plan,
+                       on_step=lambda step, text: console.print(
+                           f"{step:<9} {text}", markup=False, highlight=False, soft_wrap=True))
+    stop = threading.Event()
+
+    def quit_now(why: str) -> None:
+        # mid-run: give the run up (its lease ends now) and exit; the next worker resumes it
+        err_console.print(f"autoheal worker: {why}; exiting", markup=False, highlight=False)
+        try:
+            w.abandon()
+        finally:
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, lambda *_: quit_now("terminated"))
+
+    def watch_parent() -> None:
+        while parent_pid is not None and not stop.wait(1.0):
+            if os.getppid() != parent_pid:
+                quit_now("the server is gone")
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+
+    def said(res: Any) -> None:
+        console.print(f"job {res.job_id}: {'healed' if res.ok else 'not healed'}: "
+                      f"{res.reason}", markup=False, highlight=False, soft_wrap=True)
+
+    def failed(e: Exception) -> None:
+        err_console.print(f"autoheal worker: {type(e).__name__}: {e}", markup=False,
+                          highlight=False, soft_wrap=True)
+
+    console.print(f"autoheal worker {me}: policy {policy}, lease {lease:g} s")
+    try:
+        if once:
+            res = w.step()
+            if res is not None:
+                said(res)
+        else:
+            w.run(stop, idle_s=idle, on_result=said, on_error=failed)
+    finally:
+        w.close()
+
+
+app.command("worker")(worker)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import typer
@@ -86,23 +87,48 @@ def server(
     tls_key: Path | None = typer.Option(
         None, "--tls-key", help="The certificate's PEM private key (with --tls-cert)."
     ),
+    auto_heal: Path | None = typer.Option(
+        None, "--auto-heal",
+        help="Auto-heal policy file: start an unattended worker process that heals the "
+        "finetune jobs alerts queue under it (docs/autoheal.md).",
+    ),
+    auto_heal_dataset: str | None = typer.Option(
+        None, "--auto-heal-dataset",
+        help="With --auto-heal: the labelled data set the cohort's simulated devices hold as "
+        "delayed feedback.",
+    ),
+    auto_heal_devices: int = typer.Option(
+        10, "--auto-heal-devices", help="With --auto-heal: simulated devices per cohort."
+    ),
+    auto_heal_severity: float = typer.Option(
+        1.0, "--auto-heal-severity", help="With --auto-heal: the cohort's input shift (0..3)."
+    ),
+    auto_heal_wait: float | None = typer.Option(
+        None, "--auto-heal-wait",
+        help="With --auto-heal: seconds a run waits for its rollout's end (0: start it and "
+        "finish the job); default the policy's budget.max_minutes.",
+    ),
+    auto_heal_lease: float = typer.Option(
+        60.0, "--auto-heal-lease",
+        help="With --auto-heal: seconds before a dead worker's run is taken over.",
+    ),
 ) -> None:
     """Run the fleet server: enrollment, assignments, TUF repository, telemetry, admin API."""
     import os
 
-    import uvicorn
-
     from edgeloop.cli._console import console, err_console
     from edgeloop.db import default_data_dir
     from edgeloop.errors import InputError
-    from edgeloop.fleet import (
-        SETTINGS_ENV,
-        FleetSettings,
-        create_app,
-        prepare_data_dir,
-        settings_to_env,
-    )
+    from edgeloop.fleet import FleetSettings, prepare_data_dir
 
+    if auto_heal is not None:
+        from edgeloop.loop import load_policy
+
+        load_policy(auto_heal)  # a bad policy stops the server before it starts
+        if auto_heal_dataset is None:
+            raise InputError("--auto-heal needs --auto-heal-dataset (the cohort's feedback)")
+    elif auto_heal_dataset is not None:
+        raise InputError("--auto-heal-dataset goes with --auto-heal POLICY")
     if (tls_cert is None) != (tls_key is None):
         raise InputError("--tls-cert and --tls-key go together: give both, or neither")
     for path in (tls_cert, tls_key):
@@ -148,6 +174,59 @@ def server(
     console.print(
         f"fleet server on {scheme}://{host}:{port} (OpenAPI at /docs, metrics at /metrics)"
     )
+    healer = None
+    if auto_heal is not None:
+        assert auto_heal_dataset is not None
+        healer = _start_autoheal(auto_heal, settings, scheme, auto_heal_dataset,
+                                 auto_heal_devices, auto_heal_severity, auto_heal_lease,
+                                 auto_heal_wait)
+        console.print(f"auto-heal worker (pid {healer.pid}) under policy {auto_heal}")
+    try:
+        _serve(settings, workers, log_level, certfile, keyfile)
+    finally:
+        if healer is not None:
+            healer.terminate()
+            try:
+                healer.wait(timeout=30)
+            except Exception:
+                healer.kill()
+
+
+def _start_autoheal(policy: Path, settings: object, scheme: str, dataset: str, devices: int,
+                    severity: float, lease: float,
+                    wait: float | None) -> subprocess.Popen[bytes]:
+    """The auto-heal worker (``edgeloop autoheal worker``) as a child process, not a thread:
+    the fine-tune, re-fit and packing are CPU-bound Python that would hold the GIL against the
+    server's requests, and a crash in them must not take the server down. It exits when this
+    server is gone (``--parent-pid``); its run's lease then expires and the next worker resumes
+    it."""
+    import os
+    import sys
+
+    from edgeloop.fleet import FleetSettings
+
+    assert isinstance(settings, FleetSettings)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    cmd = [sys.executable, "-m", "edgeloop", "autoheal", "worker", str(policy),
+           "--server", f"{scheme}://{host}:{settings.port}", "--db", settings.db_url,
+           "--data", str(settings.data_dir), "--keys", str(settings.keys_path),
+           "--registry-data", str(settings.registry_path), "--dataset", dataset,
+           "--devices", str(devices),
+           "--severity", str(severity), "--lease", str(lease), "--parent-pid", str(os.getpid()),
+           *([] if wait is None else ["--wait", str(wait)])]
+    return subprocess.Popen(cmd)
+
+
+def _serve(settings: object, workers: int, log_level: str, certfile: str | None,
+           keyfile: str | None) -> None:
+    import os
+
+    import uvicorn
+
+    from edgeloop.fleet import SETTINGS_ENV, FleetSettings, create_app, settings_to_env
+
+    assert isinstance(settings, FleetSettings)
+    host, port = settings.host, settings.port
     if workers == 1:
         uvicorn.run(
             create_app(settings),

@@ -6,7 +6,7 @@ its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here
 (``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
 ``0005_dashboard_sessions`` -> ``0006_monitor`` -> ``0007_eval_suites`` ->
 ``0008_monitor_jobs`` -> ``0009_rollout_controls`` -> ``0010_fleet_generation`` ->
-``0011_autoheal`` -> ``0012_federated``; the revision
+``0011_autoheal`` -> ``0012_federated`` -> ``0013_autoheal_runs``; the revision
 ids are stored in every existing database and never change). SQLite is the embedded default,
 PostgreSQL is chosen by URL.
 
@@ -23,7 +23,12 @@ read and write them inside their own transactions and hand dataclasses to everyo
 
 from __future__ import annotations
 
-from edgeloop.db._autoheal_tables import AUTOHEAL_TABLES, AutohealActionRow, AutohealStateRow
+from edgeloop.db._autoheal_tables import (
+    AUTOHEAL_TABLES,
+    AutohealActionRow,
+    AutohealRunRow,
+    AutohealStateRow,
+)
 from edgeloop.db._dashboard_tables import (
     DASHBOARD_TABLES,
     DashboardSessionRow,
@@ -96,6 +101,7 @@ __all__ = [
     "AliasEventRow",
     "AliasRow",
     "AutohealActionRow",
+    "AutohealRunRow",
     "AutohealStateRow",
     "Base",
     "BlobRow",

@@ -22,9 +22,15 @@ the daily rate limit and the cool-down after a failed run; :func:`admission` app
 the database (the kill switch, the audit log's runs and failures of the model);
 :func:`screen_job` decides what to do with a claimed job and logs it; :func:`notify_webhook`
 tells the policy's webhook.
+
+:class:`AutohealWorker` is the unattended service (``edgeloop server --auto-heal POLICY``,
+``edgeloop autoheal worker``): it claims jobs under the policy, one run per cohort at once (a
+UNIQUE key in the database), records each heal step (:class:`HealProgress`) and its lease in
+the database, and resumes a run whose worker died from its last recorded step.
 """
 
 from edgeloop.loop._admission import admission, screen_job
+from edgeloop.loop._autoheal import AutohealWorker, LeaseLost
 from edgeloop.loop._heal import (
     DEFAULT_GATES,
     EST_MARGIN,
@@ -32,6 +38,7 @@ from edgeloop.loop._heal import (
     DatasetCohort,
     FleetAccess,
     HealPlan,
+    HealProgress,
     HealResult,
     heal,
     heal_next,
@@ -51,6 +58,7 @@ from edgeloop.loop._webhook import notify_webhook
 
 __all__ = [
     "admission",
+    "AutohealWorker",
     "DEFAULT_GATES",
     "EST_MARGIN",
     "CohortData",
@@ -58,7 +66,9 @@ __all__ = [
     "DatasetCohort",
     "FleetAccess",
     "HealPlan",
+    "HealProgress",
     "HealResult",
+    "LeaseLost",
     "Policy",
     "Rule",
     "alert_facts",

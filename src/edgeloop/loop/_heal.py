@@ -43,6 +43,7 @@ __all__ = [
     "DatasetCohort",
     "FleetAccess",
     "HealPlan",
+    "HealProgress",
     "HealResult",
     "heal",
     "heal_next",
@@ -62,6 +63,17 @@ class CohortData(Protocol):
     predictions that got a delayed label, and those labels."""
 
     def devices(self, cohort: str) -> Sequence[tuple[np.ndarray, np.ndarray]]: ...
+
+
+class HealProgress(Protocol):
+    """Where a durable run keeps its steps: ``done()`` the steps recorded so far (``register``,
+    ``release``, ``rollout``) with their outputs, ``record(step, output)`` one more. A heal
+    given one skips the steps already done (a resumed run registers no second version and starts
+    no second rollout); ``record`` raises when the run is no longer this worker's."""
+
+    def done(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+    def record(self, step: str, output: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -205,22 +217,32 @@ def heal_next(fleet: FleetAccess, cohort_data: Callable[[Mapping[str, Any]], Coh
 
 def heal(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData,
          plan: HealPlan | None = None, *, worker: str = "heal",
-         on_step: Callable[[str, str], None] | None = None) -> HealResult:
-    """Heal one claimed ``finetune`` job (see the module); the job is finished either way.
+         on_step: Callable[[str, str], None] | None = None,
+         progress: HealProgress | None = None,
+         finish: Callable[[HealResult], None] | None = None) -> HealResult:
+    """Heal one claimed ``finetune`` job (see the module); the job is finished either way
+    (through the API, or by ``finish``). With ``progress`` the steps already done are skipped
+    and each step done is recorded (:class:`HealProgress`).
 
     An error on the way fails the job with its message and is raised again."""
     plan = plan or HealPlan()
-    mon = fleet.monitor()
     res = HealResult(job_id=int(job["id"]), model=str(job["model"]),
                      base_version=int(job["version"]), cohort=str(job.get("cohort") or "*"),
                      event_id=job.get("event_id"), ok=False, reason="")
+
+    def done(r: HealResult) -> None:
+        if finish is not None:
+            finish(r)
+        else:
+            fleet.monitor().finish_job(r.job_id, r.to_dict(), ok=r.ok, worker=worker)
+
     try:
-        _run(job, fleet, cohort, plan, res, on_step or (lambda step, text: None))
+        _run(job, fleet, cohort, plan, res, on_step or (lambda step, text: None), progress)
     except Exception as e:
         res.ok, res.reason = False, f"{type(e).__name__}: {e}"
-        mon.finish_job(res.job_id, res.to_dict(), ok=False, worker=worker)
+        done(res)
         raise
-    mon.finish_job(res.job_id, res.to_dict(), ok=res.ok, worker=worker)
+    done(res)
     return res
 
 
@@ -228,8 +250,89 @@ def _timed(res: HealResult, name: str, t0: float) -> None:
     res.seconds[name] = round(time.perf_counter() - t0, 2)
 
 
+class _NoProgress:
+    def done(self) -> Mapping[str, Mapping[str, Any]]:
+        return {}
+
+    def record(self, step: str, output: Mapping[str, Any]) -> None:
+        pass
+
+
+_REGISTER_FIELDS = ("version", "bundle_bytes", "run_id", "gate", "refit")
+
+
+def _healed_version(fleet: FleetAccess, res: HealResult) -> int | None:
+    """The version an earlier attempt of this job registered (its card names the job), if any:
+    a worker that died between the registration and recording it registers no second one."""
+    from edgeloop.registry import Registry
+
+    with Registry(fleet.db_url, fleet.data) as reg:
+        for v in reg.list_versions(res.model):
+            extra = (v.card.extra or {}) if v.card is not None else {}
+            heal_info = extra.get("heal") if isinstance(extra, Mapping) else None
+            if isinstance(heal_info, Mapping) and heal_info.get("job_id") == res.job_id:
+                return v.version
+    return None
+
+
 def _run(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData, plan: HealPlan,
-         res: HealResult, say: Callable[[str, str], None]) -> None:
+         res: HealResult, say: Callable[[str, str], None],
+         progress: HealProgress | None = None) -> None:
+    prog = progress or _NoProgress()
+    steps = dict(prog.done())
+    if "register" not in steps and progress is not None:
+        earlier = _healed_version(fleet, res)
+        if earlier is not None:
+            steps["register"] = {"version": earlier, "adopted": True}
+            prog.record("register", steps["register"])
+    if "register" in steps:
+        reg_out = steps["register"]
+        for k in _REGISTER_FIELDS:
+            if k in reg_out:
+                setattr(res, k, reg_out[k])
+        version = int(reg_out["version"])
+        say("register", f"{res.model}@{version} registered by an earlier attempt of job "
+            f"{res.job_id}: resumed")
+    else:
+        built = _build(job, fleet, cohort, plan, res, say)
+        if built is None:
+            return
+        version = built
+        prog.record("register", {k: getattr(res, k) for k in _REGISTER_FIELDS})
+    if "release" in steps:
+        res.deltas = dict(steps["release"].get("deltas", {}))
+    else:
+        t0 = time.perf_counter()
+        _release(fleet, res, version)
+        _timed(res, "release", t0)
+        prog.record("release", {"deltas": res.deltas})
+        smallest = min(res.deltas.values(), default=None)
+        full = f" (full bundle {res.bundle_bytes:,} bytes)" if res.bundle_bytes else ""
+        say("release", f"{res.model}@{version} published; "
+            + (f"deltas {res.deltas}{full}"
+               if smallest is not None else "no delta (no other version in the field)"))
+    t0 = time.perf_counter()
+    started = steps.get("rollout", {}).get("id")
+    res.rollout = _roll_out(fleet, res, version, plan,
+                            started=int(started) if started is not None else None,
+                            record=None if progress is None else
+                            (lambda rid: prog.record("rollout", {"id": rid})))
+    _timed(res, "rollout", t0)
+    state = res.rollout.get("state")
+    say("rollout", f"rollout {res.rollout.get('id')} of {res.model}@{version} to "
+        f"{res.cohort}: {state}")
+    if plan.wait_s == 0:
+        res.ok, res.reason = True, f"rollout {res.rollout.get('id')} started"
+    elif state == "completed":
+        res.ok, res.reason = True, f"{res.model}@{version} rolled out to {res.cohort}"
+    else:
+        res.reason = (f"rollout {res.rollout.get('id')} of {res.model}@{version} ended "
+                      f"{state!r}: {res.rollout.get('reason', '')}")
+
+
+def _build(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData, plan: HealPlan,
+           res: HealResult, say: Callable[[str, str], None]) -> int | None:
+    """Fine-tune, gate, re-fit and register; the new version (None: the gate refused)."""
     from edgeloop.registry import Registry
 
     with Registry(fleet.db_url, fleet.data) as reg:
@@ -247,7 +350,7 @@ def _run(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData, plan: H
     say("finetune", f"{run.run_id}: {run.gate.reason}")
     if not run.gate.accepted:
         res.reason = f"the federated evaluation gate refused the candidate: {run.gate.reason}"
-        return
+        return None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeloop-heal-") as tmp:
         work = Path(tmp)
@@ -262,26 +365,7 @@ def _run(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData, plan: H
         _timed(res, "register", t0)
         say("register", f"{res.model}@{version}: lineage names alert event {res.event_id} and "
             f"job {res.job_id}; {len(bundle):,}-byte bundle with a re-baselined reference")
-        t0 = time.perf_counter()
-        _release(fleet, res, version)
-        _timed(res, "release", t0)
-        smallest = min(res.deltas.values(), default=None)
-        say("release", f"{res.model}@{version} published; "
-            + (f"deltas {res.deltas} (full bundle {res.bundle_bytes:,} bytes)"
-               if smallest is not None else "no delta (no other version in the field)"))
-    t0 = time.perf_counter()
-    res.rollout = _roll_out(fleet, res, version, plan)
-    _timed(res, "rollout", t0)
-    state = res.rollout.get("state")
-    say("rollout", f"rollout {res.rollout.get('id')} of {res.model}@{version} to "
-        f"{res.cohort}: {state}")
-    if plan.wait_s == 0:
-        res.ok, res.reason = True, f"rollout {res.rollout.get('id')} started"
-    elif state == "completed":
-        res.ok, res.reason = True, f"{res.model}@{version} rolled out to {res.cohort}"
-    else:
-        res.reason = (f"rollout {res.rollout.get('id')} of {res.model}@{version} ended "
-                      f"{state!r}: {res.rollout.get('reason', '')}")
+    return version
 
 
 def _as_inputs(base: bytes, devices: Sequence[tuple[np.ndarray, np.ndarray]]
@@ -521,8 +605,11 @@ def _release(fleet: FleetAccess, res: HealResult, version: int) -> None:
     res.deltas = {d.path: d.length for d in written}
 
 
-def _roll_out(fleet: FleetAccess, res: HealResult, version: int,
-              plan: HealPlan) -> dict[str, Any]:
+def _roll_out(fleet: FleetAccess, res: HealResult, version: int, plan: HealPlan, *,
+              started: int | None = None,
+              record: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Start the staged rollout (or, ``started``, follow the one an earlier attempt started;
+    else one of this version to this cohort already running) and wait for its end."""
     from edgeloop.client import RolloutClient
 
     client = RolloutClient(fleet.url, fleet.admin_token, verify=fleet.verify)
@@ -531,9 +618,20 @@ def _roll_out(fleet: FleetAccess, res: HealResult, version: int,
     if plan.gates == DEFAULT_GATES and isinstance(acc, float):
         floor = f"{max(acc - EST_MARGIN, 0.0):.3f}"
         gates += [f"est_accuracy>={floor}", f"realized_accuracy>={floor}"]
-    r = client.start(res.model, version, stages=plan.stages, soak_s=plan.soak_s,
-                     gates=gates, cohort=None if res.cohort in ("", "*") else res.cohort,
-                     min_devices=plan.min_devices, min_requests=plan.min_requests)
+    cohort = None if res.cohort in ("", "*") else res.cohort
+    if started is None and record is not None:  # died between the start and recording it?
+        started = next((int(r["id"]) for r in client.list(res.model)  # the job's own version
+                        if r.get("to_version") == version), None)
+        if started is not None:
+            record(started)
+    if started is not None:
+        r = client.get(started)
+    else:
+        r = client.start(res.model, version, stages=plan.stages, soak_s=plan.soak_s,
+                         gates=gates, cohort=cohort, min_devices=plan.min_devices,
+                         min_requests=plan.min_requests)
+        if record is not None:
+            record(int(r["id"]))
     if plan.wait_s > 0:
         r = client.wait(r["id"], ("completed", "rolled_back", "aborted"), timeout_s=plan.wait_s)
     events = [str(e["to_state"]) for e in r.get("events", []) if e.get("to_state")]
