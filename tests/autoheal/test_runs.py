@@ -1,4 +1,4 @@
-"""Auto-heal runs in the database (migration 0012): one run per cohort at once (the UNIQUE key,
+"""Auto-heal runs in the database (migration 0013): one run per cohort at once (the UNIQUE key,
 whichever process asks), a dead worker's run taken over once its lease expires (the old worker
 can then neither record a step nor finish), and two worker processes racing on one database
 never claiming the same job."""
