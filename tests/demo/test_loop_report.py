@@ -6,6 +6,7 @@ import base64
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +95,47 @@ def test_report_refuses_a_demo_without_the_loop(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="expected a JSON object"):
         write_loop_report(bad)
     assert not (tmp_path / "report.html").exists()
+
+
+CHROMIUM = "/usr/bin/chromium"  # as tests/rollout/conftest.py's browser fixture
+
+
+@pytest.fixture
+def browser() -> Any:
+    """Debian's headless chromium under Playwright (absent: skipped here, a failure in CI)."""
+    import os
+
+    reason = "" if Path(CHROMIUM).exists() else f"{CHROMIUM} not found (apt install chromium)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = reason or "playwright is not installed (pip install playwright)"
+    if reason:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"CI must provide this: {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.mark.browser
+def test_report_plots_render_in_chromium(tmp_path: Path, browser: Any) -> None:
+    src = tmp_path / "demo.json"
+    src.write_text(json.dumps(DEMO))
+    out = write_loop_report(src)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(out.as_uri())
+    sizes = page.eval_on_selector_all(
+        "img.plot", "imgs => imgs.map(i => [i.id, i.complete, i.naturalWidth, i.naturalHeight])"
+    )
+    assert {s[0] for s in sizes} == {"plot-timeline", "plot-accuracy", "plot-bytes"}
+    assert all(done and w > 0 and h > 0 for _, done, w, h in sizes), sizes
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    assert (tmp_path / "report.png").stat().st_size > 0
