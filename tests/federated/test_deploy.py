@@ -204,6 +204,9 @@ def test_cli_fl_start_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     r = run_edgeloop(["fl", "start", "m@1", "--bindings", "b", "--rounds", "0", *tls],
                      cwd=tmp_path)
     assert r.returncode != 0 and "rounds" in r.stderr
+    r = run_edgeloop(["fl", "start", "m@1", "--bindings", "b", "--dp", "sideways",
+                      "--dp-noise", "1", "--dp-clip", "1", *tls], cwd=tmp_path)
+    assert r.returncode != 0 and "--dp" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "superlink").exists()
 
 
