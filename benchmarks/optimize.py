@@ -463,8 +463,36 @@ def peers_mobilenet(work: Path, nncf_python: Path, quick: bool) -> dict[str, Any
         )
     )
     models["edgeloop-int8"] = out / "model.onnx"
+    # the same without bias correction: what folding each layer's mean int8 error into its
+    # bias buys (the quantize step's details say whether the corrected model was kept)
+    no_bc = {
+        "name": "int8-no-bias-correction",
+        "passes": [
+            "preprocess",
+            {
+                "quantize": {
+                    "calibration": "minmax",
+                    "per_channel": "auto",
+                    "activation_type": "auto",
+                    "reduce_range": "auto",
+                    "bias_correction": False,
+                }
+            },
+        ],
+    }
+    out_nobc = work / "mbt_edgeloop-int8-no-bias-correction"
+    seconds["edgeloop-int8 (no bias correction)"] = _timed(
+        lambda: optimize(
+            fp32, no_bc, val, out_dir=out_nobc, max_drop=0.01, calib_samples=n_cal,
+            keep_faster=True,
+        )  # fmt: skip
+    )
+    models["edgeloop-int8 (no bias correction)"] = out_nobc / "model.onnx"
     rows = _peer_rows(models, fp32, x, test.y, seconds, rounds=3 if quick else 8)
+    report = json.loads((out / "report.json").read_text())
+    q = next((st for st in report["steps"] if st["step"] == "quantize"), {})
     return {
+        "bias_correction": q.get("details", {}).get("bias_correction"),
         "model": "zoo mobilenet width 0.25, textures 32x32",
         "test_samples": len(test),
         "calibration_samples": n_cal,

@@ -485,6 +485,9 @@ def quantize(
         quantized_types=set(op_types) if op_types else None,
     )
     warnings: list[str] = list(opset_warning)
+    bc = _param(params, "bias_correction", "auto")
+    if fmt == "qdq" and bc not in (False, "false", "off"):
+        dest = _bias_correction(dest, src, data, ctx, details, forced=bc is True or bc == "on")
     if fmt == "qdq":
         kept = set(map(str, details.get("mixed_precision", {}).get("kept_float_nodes", [])))
         warnings += _float_leftovers(dest, kept | set(map(str, params.get("exclude") or [])))
@@ -501,6 +504,44 @@ def quantize(
     return ModelState("onnx", onnx_path=dest, notes=list(state.notes)), StepResult(
         "quantize", dict(params), details, warnings
     )
+
+
+def _bias_correction(
+    dest: Path, src: Path, data: Any, ctx: PassContext, details: dict[str, Any], forced: bool
+) -> Path:
+    """Fold each Conv/Gemm's mean int8 output error (on calibration data) into its bias; kept
+    when ``forced`` or when it lowers the output error on the held-out evaluation samples."""
+    from edgeloop.optimize._biascorr import bias_correct, final_error
+
+    def first(arrays: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        return {k: v[:n] for k, v in arrays.items()}
+
+    calib = first(data.calib or data.inputs, 128)
+    held = first(data.inputs, 128)
+    out = ctx.workdir / f"biascorr_{dest.stem}.onnx"
+    try:
+        fixed, info = bias_correct(dest, src, calib, out)
+        if not info["corrected_layers"]:
+            details["bias_correction"] = {**info, "applied": False}
+            return dest
+        fl = load_onnx(src)
+        before = final_error(load_onnx(dest), fl, held)
+        after = final_error(load_onnx(fixed), fl, held)
+    except Exception as e:  # a graph it cannot read: the uncorrected model stands
+        details["bias_correction"] = {"applied": False, "reason": f"{type(e).__name__}: {e}"}
+        return dest
+    keep = info["corrected_layers"] > 0 and (forced or after < before)
+    details["bias_correction"] = {
+        **info,
+        "applied": keep,
+        "output_error_before": before,
+        "output_error_after": after,
+    }
+    if not keep:
+        return dest
+    from edgeloop.optimize._model import copy_model
+
+    return copy_model(fixed, dest)
 
 
 def restore_float(qdq_path: Path, source_path: Path, names: frozenset[str], out: Path) -> Path:
