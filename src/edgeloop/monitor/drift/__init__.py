@@ -24,6 +24,7 @@ from edgeloop.monitor.drift._report import data_quality, drift_report, report_me
 from edgeloop.monitor.drift._stats import (
     DriftOptions,
     FeatureTest,
+    accuracy_drop_test,
     benjamini_hochberg,
     compare_counts,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "FeatureTest",
     "MergedSketch",
     "SegmentGap",
+    "accuracy_drop_test",
     "benjamini_hochberg",
     "compare_counts",
     "data_quality",

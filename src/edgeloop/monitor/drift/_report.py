@@ -18,7 +18,12 @@ import numpy as np
 from edgeloop.artifacts import DriftReport
 from edgeloop.monitor.drift._accuracy import estimated_accuracy, realized_accuracy, segment_bias
 from edgeloop.monitor.drift._merge import DeviceSketch, MergedSketch, merge_sketches
-from edgeloop.monitor.drift._stats import DriftOptions, benjamini_hochberg, compare_counts
+from edgeloop.monitor.drift._stats import (
+    DriftOptions,
+    accuracy_drop_test,
+    benjamini_hochberg,
+    compare_counts,
+)
 from edgeloop.monitor.sketch import FeatureReference
 
 __all__ = ["data_quality", "drift_report", "report_metrics"]
@@ -80,7 +85,10 @@ def drift_report(
     accuracy_floor: float | None = None,
 ) -> DriftReport:
     """Merge ``items`` (capped), test every feature, the predictions and the confidences
-    against the reference, estimate accuracy, check data quality and segment bias."""
+    against the reference, estimate accuracy, check data quality and segment bias.
+
+    Realized accuracy from delayed labels, when the window has any and the reference has an
+    accuracy, is one more tested item (``@accuracy``), corrected with the others."""
     merged = merge_sketches(items, cap=cap)
     ref = merged.reference
     per_device = {it.device_id: [] for it in items}  # type: dict[str, list[DeviceSketch]]
@@ -115,12 +123,25 @@ def drift_report(
                 tests["@confidence"] = compare_counts(
                     ref.calibration.counts, merged.conf_hist, options=options
                 ).as_dict()
+    if ref.accuracy is not None and merged.fb_n >= 1:
+        # realized accuracy (delayed labels) in the same family: exact at any label count
+        ref_correct = ref.accuracy * ref.n
+        drop, p = accuracy_drop_test(ref_correct, ref.n, merged.fb_correct, merged.fb_n)
+        tests["@accuracy"] = {
+            "n": float(merged.fb_n),
+            "accuracy": float(merged.fb_correct / merged.fb_n),
+            "reference": float(ref.accuracy),
+            "drop": drop,
+            "p": p,
+        }
     names = list(tests)
     for name, p_adj in zip(names, benjamini_hochberg([tests[k]["p"] for k in names]), strict=True):
-        tests[name]["p_adj"] = p_adj
-        tests[name]["drifted"] = float(
-            p_adj <= options.alpha and tests[name]["psi"] >= options.psi_floor
+        t = tests[name]
+        t["p_adj"] = p_adj
+        effect = t["drop"] >= options.accuracy_floor if name == "@accuracy" else (
+            t["psi"] >= options.psi_floor
         )
+        t["drifted"] = float(p_adj <= options.alpha and effect)
     drifted = tuple(k for k in names if tests[k]["drifted"])
     accuracy = {}
     est, real = estimated_accuracy(merged), realized_accuracy(merged)
