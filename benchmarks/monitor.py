@@ -50,7 +50,9 @@ shift and size for edgeloop and Evidently) and prints the markdown tables of doc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -232,6 +234,38 @@ def draw(rng: np.random.Generator, weights: np.ndarray, n: int, labelled_share: 
     return counts, rng.binomial(counts, labelled_share)
 
 
+_JUDGE_REF: MonitorReference | None = None  # the reference the judging processes inherit
+
+
+def _judge_inherited(wire: bytes) -> tuple[bool, dict[str, Any]]:
+    assert _JUDGE_REF is not None
+    return judge(_JUDGE_REF, wire)
+
+
+class Judges:
+    """Judge windows in ``procs`` forked processes (the verdicts are independent; the windows
+    are drawn in the parent, in order, so the random stream and the windows do not depend on
+    ``procs``)."""
+
+    def __init__(self, ref: MonitorReference, procs: int) -> None:
+        global _JUDGE_REF
+        self.ref = ref
+        self.pool = None
+        if procs > 1:
+            _JUDGE_REF = ref
+            self.pool = multiprocessing.get_context("fork").Pool(procs)
+
+    def __call__(self, wires: list[bytes]) -> list[tuple[bool, dict[str, Any]]]:
+        if self.pool is None:
+            return [judge(self.ref, w) for w in wires]
+        return self.pool.map(_judge_inherited, wires, chunksize=max(1, len(wires) // 64))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+
+
 def judge(ref: MonitorReference, wire: bytes) -> tuple[bool, dict[str, Any]]:
     """The server's verdict on one device window: the report's alarm (drift of a feature, of
     the predictions or confidences, or realized accuracy below the reference's: one family,
@@ -268,20 +302,90 @@ class Windows:
     evidently_raw: list[np.ndarray]
 
 
-def run_condition(task: Task, ref: MonitorReference, rows: Rows, labels: np.ndarray,
+def run_condition(judges: Judges, rows: Rows, labels: np.ndarray,
                   weights: np.ndarray, size: int, windows: int, ev_windows: int,
                   args: argparse.Namespace, rng: np.random.Generator) -> Windows:
     out = Windows([], [], [], [])
     correct = rows.pred == labels
+    wires = []
     for k in range(windows):
         counts, labelled = draw(rng, weights, size, args.labelled)
-        alarm, est = judge(ref, window_sketch(rows, counts, labels, labelled))
-        out.alarms.append(alarm)
-        out.est.append(est.get("value", np.nan))
+        wires.append(window_sketch(rows, counts, labels, labelled))
         out.truth.append(float(counts @ correct / size))
         if k < ev_windows and size in args.evidently_sizes:
             out.evidently_raw.append(np.repeat(rows.raw, counts, axis=0).astype(np.float32))
+    for alarm, est in judges(wires):
+        out.alarms.append(alarm)
+        out.est.append(est.get("value", np.nan))
     return out
+
+
+def windows_sha256(reference: np.ndarray, wins: list[np.ndarray]) -> str:
+    """What Evidently is given for one condition: the reference and every window, as float32
+    bytes with their shapes (equal digests: the same inputs, so the same verdicts)."""
+    h = hashlib.sha256()
+    for a in (reference, *wins):
+        b = np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(len(a), -1))
+        h.update(repr(b.shape).encode())
+        h.update(b.tobytes())
+    return h.hexdigest()
+
+
+# config entries that decide the windows Evidently sees (rows, sizes, counts, seed, model)
+WINDOW_CONFIG = ("tasks", "reference_rows", "pool_rows", "sizes", "windows", "shift_windows",
+                 "labelled", "epochs", "components", "evidently_sizes", "evidently_windows",
+                 "evidently_shift_windows", "evidently_shifts", "seed")
+
+
+def load_evidently_from(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """An earlier run's results whose Evidently verdicts this run may reuse. Runs that
+    recorded ``evidently_window_sha256`` are checked window by window later; older ones only
+    by their window config here (and their models' accuracies, per task, later)."""
+    try:
+        prior = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(
+            f"--evidently-from {path}: expected a monitor.json results file ({e})") from None
+    if not isinstance(prior, dict) or not isinstance(prior.get("tasks"), dict):
+        raise SystemExit(f"--evidently-from {path}: expected a monitor.json results file")
+    cfg = prior.get("config", {})
+    mine = vars(args)
+    diff = [k for k in WINDOW_CONFIG if cfg.get(k) != mine.get(k)]
+    if diff:
+        k = diff[0]
+        raise SystemExit(f"--evidently-from {path}: windows differ ({k} was {cfg.get(k)!r}, "
+                         f"this run {mine.get(k)!r})")
+    return prior
+
+
+def reuse_evidently(prior: dict[str, Any], path: Path, name: str, out: dict[str, Any],
+                    digests: dict[str, str]) -> None:
+    """Copy task ``name``'s Evidently verdicts from ``prior`` into ``out`` after checking that
+    Evidently would see the same data: every condition's window digest equal, or, for a run
+    older than the digests, the same trained model (its two accuracies, to the last bit)."""
+    old = prior["tasks"].get(name)
+    if not isinstance(old, dict) or "evidently" not in old:
+        raise SystemExit(f"--evidently-from {path}: task {name!r} has no Evidently results")
+    if "evidently_window_sha256" in old:
+        bad = [k for k, v in digests.items() if old["evidently_window_sha256"].get(k) != v]
+        if bad or set(old["evidently_window_sha256"]) != set(digests):
+            raise SystemExit(f"--evidently-from {path}: task {name!r}: windows differ "
+                             f"({(bad or ['the set of conditions'])[0]})")
+        check = "sha256"
+    else:
+        if old.get("model") != out["model"]:
+            raise SystemExit(f"--evidently-from {path}: task {name!r}: another model was "
+                             f"trained ({old.get('model')} there, {out['model']} here)")
+        check = "config+model"
+    out["evidently"] = {**old["evidently"], "reused_from": str(path), "reuse_check": check}
+    for det in ("evidently", "evidently_dataset_drift"):
+        if det in old["false_alarm_rate"]:
+            out["false_alarm_rate"][det] = old["false_alarm_rate"][det]
+    for kind, per_shift in old["shifts"].items():
+        for shift, per_size in per_shift.items():
+            for size, r in per_size.items():
+                ev = {k: v for k, v in r["detection_rate"].items() if k.startswith("evidently")}
+                out["shifts"][kind][shift][size]["detection_rate"].update(ev)
 
 
 def delay(alarms: list[bool], chunk: int = 10) -> float | None:
@@ -368,10 +472,11 @@ def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
         ref, base_view, logits, reps)
     counts, labelled = draw(rng, np.ones(len(task.pool_y)), 1000, args.labelled)
     out["report_bytes"] = len(window_sketch(base, counts, task.pool_y, labelled))
+    judges = Judges(ref, args.procs)
     ev_batches: dict[str, list[np.ndarray]] = {}
     fa: dict[str, float] = {}
     for size in args.sizes:
-        w = run_condition(task, ref, base, task.pool_y, np.ones(len(task.pool_y)), size,
+        w = run_condition(judges, base, task.pool_y, np.ones(len(task.pool_y)), size,
                           args.windows, args.evidently_windows, args, rng)
         fa[str(size)] = float(np.mean(w.alarms))
         ev_batches[f"none_0_{size}"] = w.evidently_raw
@@ -392,7 +497,7 @@ def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
             for size in args.sizes:
                 ev_n = args.evidently_shift_windows if shift in evidently_shifts(
                     sizes, args.evidently_shifts) else 0
-                w = run_condition(task, ref, rows, y, weights, size, args.shift_windows,
+                w = run_condition(judges, rows, y, weights, size, args.shift_windows,
                                   ev_n, args, rng)
                 per_size[str(size)] = {"detection_rate": {"edgeloop": float(np.mean(w.alarms))},
                                        "delay_windows": delay(w.alarms)}
@@ -403,7 +508,14 @@ def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
             shifts.setdefault(kind, {})[str(shift)] = per_size
     out["shifts"] = shifts
     out["est_accuracy_mae"] = {k: float(np.mean(v)) for k, v in mae.items() if v}
+    judges.close()
     out["edgeloop_seconds"] = time.perf_counter() - t_task
+    ev_batches = {k: v for k, v in ev_batches.items() if v}
+    digests = {k: windows_sha256(ref_raw, v) for k, v in ev_batches.items()}
+    out["evidently_window_sha256"] = digests
+    if args.evidently_prior is not None:
+        reuse_evidently(args.evidently_prior, args.evidently_from, name, out, digests)
+        return out
     t_ev = time.perf_counter()
     ev = run_evidently(args.evidently_python, ref_raw, ev_batches, tmp / name,
                        procs=args.evidently_procs, render=args.evidently_render)
@@ -599,6 +711,11 @@ def main() -> None:
                     help="Evidently windows run in this many processes")
     ap.add_argument("--evidently-render", action="store_true",
                     help="let Evidently draw its widgets too (about 5x slower, same verdicts)")
+    ap.add_argument("--evidently-from", type=Path, default=None, metavar="JSON",
+                    help="reuse Evidently's verdicts from an earlier run's JSON (same windows: "
+                         "checked) instead of running it")
+    ap.add_argument("--procs", type=int, default=min(8, os.cpu_count() or 1),
+                    help="processes judging windows (the windows do not depend on it)")
     ap.add_argument("--merge-reports", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
@@ -617,13 +734,19 @@ def main() -> None:
         args.evidently_shifts, args.evidently_sizes = "largest", "50"
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.evidently_sizes = [int(s) for s in args.evidently_sizes.split(",") if s]
+    if args.procs < 1:
+        raise SystemExit(f"--procs {args.procs}: expected a count >= 1")
+    args.evidently_prior = None
+    if args.evidently_from is not None:
+        args.evidently_prior = load_evidently_from(args.evidently_from, args)
     t0 = time.perf_counter()
     results: dict[str, Any] = {
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "cores": os.cpu_count(), "python": platform.python_version()},
         # figures are only results from a quiet machine: the load says how quiet it was
         "load_before": os.environ.get("BENCH_LOAD_BEFORE"),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                   if k != "evidently_prior"},
         "tasks": {},
     }
     with tempfile.TemporaryDirectory(prefix="edgeloop-monitor-") as tmp:
