@@ -104,18 +104,41 @@ def swtpm(tmp_path: Path) -> Iterator[str]:
     missing = [t for t in TPM_TOOLS if shutil.which(t) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (apt install swtpm swtpm-tools tpm2-tools)")
-    port = free_port()  # the swtpm TCTI finds the control channel at port + 1
-    ctrl = port + 1
-    state = tmp_path / "tpm-state"
-    state.mkdir()
-    proc = subprocess.Popen(
-        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
-         "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
-         "--ctrl", f"type=tcp,port={ctrl},bindaddr=127.0.0.1",
-         "--flags", "not-need-init,startup-clear"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(0.5)
+    import socket
+
+    def listening(p: int) -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex(("127.0.0.1", p)) == 0
+
+    # free_port() checks only the server port and the TCTI finds the control channel at port + 1,
+    # so another test may hold port + 1 (swtpm then exits); a fixed sleep also raced a loaded
+    # machine's start-up. Wait until both ports answer, and take new ports if swtpm died.
+    proc: subprocess.Popen[bytes] | None = None
+    for _attempt in range(5):
+        port = free_port()
+        ctrl = port + 1
+        state = tmp_path / f"tpm-state-{_attempt}"
+        state.mkdir()
+        proc = subprocess.Popen(
+            ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
+             "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+             "--ctrl", f"type=tcp,port={ctrl},bindaddr=127.0.0.1",
+             "--flags", "not-need-init,startup-clear"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            if listening(port) and listening(ctrl):
+                break
+            time.sleep(0.05)
+        if proc.poll() is None and listening(port) and listening(ctrl):
+            break
+        proc.kill()
+        proc.wait(timeout=10)
+        proc = None
+    if proc is None:
+        pytest.fail("swtpm did not start listening on loopback after 5 tries")
     try:
         yield f"swtpm:host=127.0.0.1,port={port}"
     finally:
