@@ -134,6 +134,27 @@ def enroll(
     ).to_dict()
 
 
+def _verified(
+    s: Session,
+    app: AppState,
+    request: Request,
+    body: bytes,
+    sig: RequestSignature,
+    now: datetime,
+) -> DeviceRow:
+    """The signed request's device, checked in the caller's read session (signature, clock
+    skew, revocation); the nonce is left to the group commit, which refuses a replay."""
+    return store.verify_device(
+        s,
+        sig,
+        request.method,
+        signed_path(request),
+        body,
+        now=now,
+        max_skew_s=app.ctx.settings.max_skew_s,
+    )
+
+
 @device_router.post(
     "/v1/checkin", summary="Report state; get the signed assignment", openapi_extra=JSON_BODY
 )
@@ -147,19 +168,10 @@ def checkin(
     A check-in whose director policy writes (a rollout's controls recording that a stage
     device was admitted, or how its install went) takes the one-transaction path instead:
     nonce, device state and the policy's rows commit together, as before the group commit."""
-    settings = app.ctx.settings
     sig = _signature(app, request, body)
     now = utc_now()
     with read_session(app.ctx.engine) as s:
-        device = store.verify_device(
-            s,
-            sig,
-            request.method,
-            signed_path(request),
-            body,
-            now=now,
-            max_skew_s=settings.max_skew_s,
-        )
+        device = _verified(s, app, request, body, sig, now)
         report = parse_body(CheckIn, body)
         _check_build(app, report.agent_build)
         fleet = app.fleet_states.get(s, device)
@@ -255,15 +267,7 @@ def telemetry(
     sig = _signature(app, request, body)
     now = utc_now()
     with read_session(app.ctx.engine) as s:
-        device = store.verify_device(
-            s,
-            sig,
-            request.method,
-            signed_path(request),
-            body,
-            now=now,
-            max_skew_s=settings.max_skew_s,
-        )
+        device = _verified(s, app, request, body, sig, now)
         report = parse_body(DeviceReport, body)
         if report.device_id != device.id:
             raise Refused(
