@@ -177,6 +177,43 @@ def test_group_gate(text, treatment, control, status):
             0.2 if "psi" in text else control["est_accuracy"] - 0.02)
 
 
+def test_an_accuracy_gate_fails_only_beyond_its_interval():
+    """100 rows put an estimate of 0.897 within +-6 points: below a 0.9 floor by noise, not
+    significantly (the closed loop's good fix was once rolled back on that). Far below, or
+    with a narrow interval, it fails; a relative gate adds the control's interval."""
+    from edgeloop.fleet import evaluate_group_gate
+
+    gate = parse_gate("est_accuracy>=0.9")
+    noisy = {"est_accuracy": 0.897, "est_accuracy_low": 0.838, "est_accuracy_high": 0.956,
+             "monitor_rows": 100}
+    r = evaluate_group_gate(gate, noisy, None)
+    assert r.status == "pass" and r.p_value is not None and r.p_value > 0.4, r.reason
+    assert "not significantly" in r.reason
+    far = {**noisy, "est_accuracy": 0.70, "est_accuracy_low": 0.64, "est_accuracy_high": 0.76}
+    r = evaluate_group_gate(gate, far, None)
+    assert r.status == "fail" and r.p_value is not None and r.p_value < 0.01, r.reason
+    narrow = {"est_accuracy": 0.88, "est_accuracy_low": 0.875, "est_accuracy_high": 0.885,
+              "monitor_rows": 20000}
+    assert evaluate_group_gate(gate, narrow, None).status == "fail"
+    # realized accuracy's Wilson interval: the half towards the bound is the one used
+    real = parse_gate("realized_accuracy>=0.9")
+    few = {"realized_accuracy": 0.85, "realized_accuracy_low": 0.70,
+           "realized_accuracy_high": 0.93, "monitor_rows": 100}
+    assert evaluate_group_gate(real, few, None).status == "pass"
+    # relative: treatment 0.05 under a control with a wide interval passes, a narrow one fails
+    rel = parse_gate("est_accuracy>=baseline-0.02")
+    t = {"est_accuracy": 0.76, "est_accuracy_low": 0.74, "est_accuracy_high": 0.78,
+         "monitor_rows": 500}
+    wide = {"est_accuracy": 0.81, "est_accuracy_low": 0.69, "est_accuracy_high": 0.93,
+            "monitor_rows": 500}
+    tight = {**wide, "est_accuracy_low": 0.80, "est_accuracy_high": 0.82}
+    assert evaluate_group_gate(rel, t, wide).status == "pass"
+    assert evaluate_group_gate(rel, t, tight).status == "fail"
+    # a metric without an interval is still judged by its value
+    psi = {"drift_psi_max": 0.21, "monitor_rows": 500}
+    assert evaluate_group_gate(parse_gate("drift_psi_max<0.2"), psi, None).status == "fail"
+
+
 def test_a_device_is_judged_against_the_quantiles_of_a_large_control() -> None:
     """With thousands of control reports a device's own test uses 256 evenly spaced quantiles
     of them (an exact test against all of them took seconds per device at 1,000 devices):

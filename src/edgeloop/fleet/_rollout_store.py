@@ -304,7 +304,8 @@ def observe(s: Session, row: RolloutRow, now: datetime) -> Observation:
                 c = group_metrics(s, row.model, row.from_version, set(control_ids), since)
                 gates.append(
                     evaluate_group_gate(
-                        gate, t, c, devices=len(stage_ids), control_devices=len(control_ids)
+                        gate, t, c, devices=len(stage_ids), control_devices=len(control_ids),
+                        alpha=opts.alpha,
                     )
                 )
             else:

@@ -187,8 +187,11 @@ def report_metrics(report: DriftReport) -> dict[str, float]:
     if "estimated" in report.accuracy:
         out["est_accuracy"] = report.accuracy["estimated"]["value"]
         out["est_accuracy_low"] = report.accuracy["estimated"]["low"]
+        out["est_accuracy_high"] = report.accuracy["estimated"]["high"]
     if "realized" in report.accuracy:
         out["realized_accuracy"] = report.accuracy["realized"]["value"]
+        out["realized_accuracy_low"] = report.accuracy["realized"]["low"]
+        out["realized_accuracy_high"] = report.accuracy["realized"]["high"]
     q = report.quality.values()
     out["nan_rate_max"] = max((v["nan_rate"] + v["inf_rate"] for v in q), default=0.0)
     out["out_of_range_rate_max"] = max((v["out_of_range_rate"] for v in q), default=0.0)
