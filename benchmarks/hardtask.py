@@ -340,6 +340,52 @@ def summarise(runs: list[dict[str, Any]], widths: list[float]) -> list[dict[str,
     return rows
 
 
+BAND = (0.80, 0.95)  # the issue's goal for the default (narrowest) MobileNet's fp32 accuracy
+WIDER_GAIN = 0.03  # ... and a MobileNet twice as wide must score at least 3 points higher
+
+
+def goal_checks(runs: list[dict[str, Any]], widths: list[float]) -> dict[str, Any]:
+    """The textures task's two goals, judged on the runs: the narrowest width's mean test
+    accuracy inside 80-95 %, and a width twice that scoring >= 3 points higher, on the mean
+    and seed by seed (each seed is its own dataset, so the pairs share their test split)."""
+    lines: list[str] = []
+    out: dict[str, Any] = {}
+    base = min(widths)
+    acc = {(r["width"], r["seed"]): r["accuracy"] for r in runs}
+    ref = [a for (w, _), a in acc.items() if w == base]
+    if ref:
+        m = statistics.fmean(ref)
+        met = BAND[0] <= m <= BAND[1]
+        out["band"] = {"width": base, "mean": m, "range": list(BAND), "met": met}
+        lines.append(
+            f"goal: width {base} mean {100 * m:.1f} % inside {100 * BAND[0]:.0f}-"
+            f"{100 * BAND[1]:.0f} %: {'met' if met else 'MISSED'}"
+        )
+    wide = 2 * base
+    pairs = {s: (acc[(wide, s)] - a) for (w, s), a in acc.items() if w == base and (wide, s) in acc}
+    if pairs:
+        gap = statistics.fmean(pairs.values())
+        met = gap >= WIDER_GAIN
+        every = all(g >= WIDER_GAIN for g in pairs.values())
+        out["wider"] = {
+            "widths": [base, wide],
+            "gain_mean": gap,
+            "gain_by_seed": {str(s): g for s, g in sorted(pairs.items())},
+            "min_gain": WIDER_GAIN,
+            "met": met,
+            "met_every_seed": every,
+        }
+        per = ", ".join(f"seed {s} {100 * g:+.1f}" for s, g in sorted(pairs.items()))
+        lines.append(
+            f"goal: width {wide} >= {100 * WIDER_GAIN:.0f} points above width {base}:"
+            f" {100 * gap:+.1f} on the mean ({per}): {'met' if met else 'MISSED'}"
+            + ("" if every or not met else " (not on every seed)")
+        )
+    elif len(widths) > 1:
+        lines.append(f"goal (twice as wide): not judged, width {wide} was not run")
+    return {**out, "lines": lines}
+
+
 def _write(path: Path, out: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -430,9 +476,9 @@ def main() -> None:
             f" {r['accuracy_min']:>6.3f} {r['accuracy_max']:>6.3f}"
             f" {r['shifted_accuracy_mean']:>8.3f} {r['fit_seconds_mean']:>7.0f}"
         )
-    if len(rows) >= 2:
-        gap = rows[-1]["accuracy_mean"] - rows[0]["accuracy_mean"]
-        print(f"width {rows[-1]['width']} - width {rows[0]['width']}: {100 * gap:+.1f} points")
+    checks = goal_checks(runs, args.widths)
+    for line in checks["lines"]:
+        print(line)
     out = {
         "dataset": "textures",
         "arch": "mobilenet",
@@ -444,9 +490,11 @@ def main() -> None:
         "quick": args.quick,
         "runs": runs,
         "summary": rows,
+        "goals": {k: v for k, v in checks.items() if k != "lines"},
         "wall_seconds": wall,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "load_before": os.environ.get("BENCH_LOAD_BEFORE"),
+        "load_after": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
