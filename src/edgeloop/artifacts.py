@@ -214,7 +214,8 @@ class LineageRef(Artifact):
     """A hash of one thing an artifact came from.
 
     ``role`` is one of: source_model, recipe, calibration_data, dataset, evaluation,
-    teacher_model, federated_round, bundle, parent_version, hybrid_schedule.
+    teacher_model, federated_round, bundle, parent_version, hybrid_schedule; a healed version
+    adds monitor_reference, monitor_alert, reference_data and autoheal_policy.
     """
 
     KIND: ClassVar[str] = "lineage_ref"

@@ -202,3 +202,20 @@ def test_server_auto_heal_resumes_a_run_across_a_restart(fleet_server: Any,
     finally:
         engine.dispose()
     assert acts.count("started") == 1 and "resumed_job" in acts and acts[-1] == "succeeded"
+    # the healed version's lineage names the policy (its file's name and sha256), the alert
+    # event and the job
+    import hashlib
+
+    from edgeloop.registry import Registry
+
+    sha = hashlib.sha256(policy.read_bytes()).hexdigest()
+    with Registry(fleet_server.db_url, fleet_server.data) as reg:
+        card = reg.resolve("blobs@2").card
+    assert card is not None
+    roles = {r.role: r for r in card.lineage}
+    assert roles["autoheal_policy"].sha256 == sha
+    assert roles["autoheal_policy"].name == "auto-heal policy policy.json"
+    assert f"job {job}" in (roles["monitor_alert"].name or "")
+    assert card.extra["heal"]["policy"] == {"name": "policy.json", "sha256": sha}
+    assert card.extra["heal"]["job_id"] == job
+    assert run["policy"] == f"{policy} sha256:{sha}"

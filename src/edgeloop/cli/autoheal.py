@@ -86,36 +86,53 @@ def _actor() -> str:
     return f"{user}@cli:{os.getpid()}"
 
 
-def _switch(db: str | None, paused: bool, reason: str) -> dict[str, Any]:
+def _switch(db: str | None, paused: bool, reason: str, model: str | None) -> dict[str, Any]:
     from edgeloop.db import make_engine, upgrade, utcnow, write_session
-    from edgeloop.fleet import set_autoheal_paused
+    from edgeloop.fleet import (
+        autoheal_paused_models,
+        autoheal_state,
+        set_autoheal_model_paused,
+        set_autoheal_paused,
+    )
 
     engine = make_engine(db)
     try:
         upgrade(engine)
         with write_session(engine) as s:
-            return set_autoheal_paused(s, paused, actor=_actor(), reason=reason,
-                                       now=utcnow()).to_dict()
+            if model is None:
+                state = set_autoheal_paused(s, paused, actor=_actor(), reason=reason,
+                                            now=utcnow()).to_dict()
+            else:
+                set_autoheal_model_paused(s, model, paused, actor=_actor(), reason=reason,
+                                          now=utcnow())
+                state = autoheal_state(s).to_dict()
+            return {**state, "paused_models": autoheal_paused_models(s)}
     finally:
         engine.dispose()
 
 
+_MODEL_HELP = ("Only this model's automatic runs (the switch a policy's pause rule sets); "
+               "default: every model's (the kill switch).")
+
+
 def pause(
     reason: str = typer.Option("", "--reason", help="Why (kept with the switch and logged)."),
+    model: str | None = typer.Option(None, "--model", help=_MODEL_HELP),
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the state as JSON."),
 ) -> None:
     """Kill switch: stop every server's automatic runs (a run already going finishes its step)."""
-    _say_state(_switch(db, True, reason), json_out)
+    _say_state(_switch(db, True, reason, model), json_out)
 
 
 def resume(
     reason: str = typer.Option("", "--reason", help="Why (logged)."),
+    model: str | None = typer.Option(None, "--model", help=_MODEL_HELP),
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the state as JSON."),
 ) -> None:
     """Let the servers start automatic runs again."""
-    _say_state(_switch(db, False, reason), json_out)
+    _say_state(_switch(db, False, reason, model), json_out)
 
 
 def status(
@@ -128,7 +145,7 @@ def status(
     from edgeloop.cli._console import console, print_json
     from edgeloop.db import make_engine, read_session, upgrade
     from edgeloop.errors import InputError
-    from edgeloop.fleet import autoheal_actions, autoheal_state
+    from edgeloop.fleet import autoheal_actions, autoheal_paused_models, autoheal_state
 
     if not 1 <= limit <= 10_000:
         raise InputError(f"--limit {limit}: expected 1..10000")
@@ -136,7 +153,8 @@ def status(
     try:
         upgrade(engine)
         with read_session(engine) as s:
-            state = autoheal_state(s).to_dict()
+            state = {**autoheal_state(s).to_dict(),
+                     "paused_models": autoheal_paused_models(s)}
             actions = autoheal_actions(s, model=model, limit=limit)
     finally:
         engine.dispose()
@@ -161,6 +179,9 @@ def _say_state(state: dict[str, Any], json_out: bool) -> None:
     why = f": {state['reason']}" if state["reason"] else ""
     console.print(f"auto-heal {word} (since {state['updated_at']}, by {state['actor']}){why}",
                   markup=False, highlight=False, soft_wrap=True)
+    for m, p in (state.get("paused_models") or {}).items():
+        console.print(f"  model {m} paused (since {p['at']}, by {p['actor']}): {p['reason']}",
+                      markup=False, highlight=False, soft_wrap=True)
 
 
 app.command("pause")(pause)

@@ -33,6 +33,7 @@ __all__ = [
     "AutohealState",
     "autoheal_actions",
     "autoheal_history",
+    "autoheal_paused_models",
     "autoheal_run",
     "autoheal_runs",
     "autoheal_state",
@@ -41,13 +42,16 @@ __all__ = [
     "record_autoheal_action",
     "record_autoheal_step",
     "renew_autoheal_lease",
+    "set_autoheal_model_paused",
     "set_autoheal_paused",
     "start_autoheal_run",
     "take_over_autoheal_run",
 ]
 
 AUTOHEAL_ACTIONS = ("paused", "resumed", "queued", "started", "skipped", "succeeded", "failed",
-                    "resumed_job", "pause_model", "notify", "notify_failed", "step")
+                    "resumed_job", "pause_model", "resume_model", "notify", "notify_failed",
+                    "step", "worker_started")
+_MODEL_SWITCH = ("pause_model", "resume_model")
 _MAX_TEXT = 500
 
 
@@ -109,17 +113,48 @@ def record_autoheal_action(s: Session, action: str, *, actor: str, now: datetime
     return row.id
 
 
-def autoheal_actions(s: Session, *, model: str | None = None, limit: int = 100
-                     ) -> list[dict[str, Any]]:
-    """The newest actions first."""
+def autoheal_actions(s: Session, *, model: str | None = None, action: str | None = None,
+                     limit: int = 100) -> list[dict[str, Any]]:
+    """The newest actions first (of ``model``, of kind ``action``)."""
     if not 1 <= limit <= 10_000:
         raise InputError(f"limit {limit}: expected 1..10000")
     q = sa.select(AutohealActionRow).order_by(AutohealActionRow.id.desc()).limit(limit)
     if model is not None:
         q = q.where(AutohealActionRow.model == model)
+    if action is not None:
+        q = q.where(AutohealActionRow.action == action)
     return [{"id": r.id, "at": r.at.isoformat(), "actor": r.actor, "action": r.action,
              "model": r.model, "cohort": r.cohort, "job_id": r.job_id, "detail": r.detail}
             for r in s.scalars(q)]
+
+
+def set_autoheal_model_paused(s: Session, model: str, paused: bool, *, actor: str, reason: str,
+                              now: datetime, job_id: int | None = None,
+                              cohort: str | None = None,
+                              detail: dict[str, Any] | None = None) -> int:
+    """Pause (a policy's ``pause`` action, or a person) or resume one model's automatic runs,
+    in the write transaction: a ``pause_model`` or ``resume_model`` row of the audit log, whose
+    newest row per model is the model's switch (:func:`autoheal_paused_models`), so the pause
+    outlives every process. The new row's id."""
+    return record_autoheal_action(
+        s, _MODEL_SWITCH[0] if paused else _MODEL_SWITCH[1], actor=actor, now=now,
+        model=_text("model", model, 200), cohort=cohort, job_id=job_id,
+        detail={**(detail or {}), "reason": _text("reason", reason)})
+
+
+def autoheal_paused_models(s: Session) -> dict[str, dict[str, Any]]:
+    """The models whose automatic runs are paused (their newest ``pause_model`` row has no
+    ``resume_model`` after it): model -> when, by whom, why, the job whose alert paused it."""
+    newest = (sa.select(AutohealActionRow.model, sa.func.max(AutohealActionRow.id).label("id"))
+              .where(AutohealActionRow.action.in_(_MODEL_SWITCH),
+                     AutohealActionRow.model.is_not(None))
+              .group_by(AutohealActionRow.model).subquery())
+    rows = s.scalars(sa.select(AutohealActionRow).join(newest, AutohealActionRow.id == newest.c.id)
+                     .where(AutohealActionRow.action == _MODEL_SWITCH[0])
+                     .order_by(AutohealActionRow.model))
+    return {str(r.model): {"at": _aware(r.at).isoformat(), "actor": r.actor,
+                           "reason": str((r.detail or {}).get("reason", "")), "job_id": r.job_id}
+            for r in rows}
 
 
 def _aware(t: datetime) -> datetime:

@@ -11,6 +11,10 @@
     /dashboard/devices/{id}       one device and its latest telemetry
     /dashboard/monitor/{m}/{v}    the monitoring report of a version (plots over time per
                                   feature and per cohort, latest tests, alerts)
+    /dashboard/autoheal           auto-heal: the kill switch (pause/resume buttons), paused
+                                  models (resume), the policy each worker runs (limits,
+                                  budget, gates), recent runs with their steps, versions and
+                                  rollouts, the audit log
     /dashboard/login              admin token -> an HttpOnly, SameSite=Strict session cookie
                                   (``Secure`` when the server speaks TLS)
 
@@ -33,7 +37,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from edgeloop.db import read_session, write_session
-from edgeloop.errors import RolloutError
+from edgeloop.errors import InputError, RolloutError
+from edgeloop.fleet import _autoheal as ah
 from edgeloop.fleet import _monitor_store as ms
 from edgeloop.fleet import _rollout_store as rs
 from edgeloop.fleet import _store as store
@@ -261,6 +266,43 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
         except RolloutError as e:
             raise Refused(409, "rollout", str(e)) from e
         return RedirectResponse(f"/dashboard/rollouts/{rollout_id}", status_code=303)
+
+    @router.get("/autoheal")
+    def autoheal(request: Request) -> HTMLResponse:
+        with read_session(engine) as s:
+            state = ah.autoheal_state(s).to_dict()
+            paused_models = ah.autoheal_paused_models(s)
+            workers = ah.autoheal_actions(s, action="worker_started", limit=5)
+            runs = ah.autoheal_runs(s, limit=30)
+            actions = [a for a in ah.autoheal_actions(s, limit=100)
+                       if a["action"] != "worker_started"][:60]
+        return page(request, "autoheal.html", state=state, paused_models=paused_models,
+                    policy=workers[0] if workers else None, workers=workers, runs=runs,
+                    actions=actions)
+
+    @router.post("/autoheal/{action}")
+    def autoheal_act(request: Request, action: str, body: bytes = Depends(raw_body)
+                     ) -> Response:
+        """The kill switch (and one model's pause) from the dashboard; in the audit log with
+        the actor ``dashboard``."""
+        data = form(body)
+        if not hmac.compare_digest(data.get("csrf", ""), request.state.csrf):
+            raise Refused(403, "csrf", "dashboard form without a valid CSRF value")
+        if action not in ("pause", "resume"):
+            raise Refused(404, "not_found", f"no dashboard action {action!r}")
+        model = data.get("model", "").strip()
+        reason = data.get("reason", "").strip() or f"{action} from the dashboard"
+        try:
+            with write_session(engine) as s:
+                if model:
+                    ah.set_autoheal_model_paused(s, model, action == "pause", actor="dashboard",
+                                                 reason=reason, now=utc_now())
+                else:
+                    ah.set_autoheal_paused(s, action == "pause", actor="dashboard",
+                                           reason=reason, now=utc_now())
+        except InputError as e:
+            raise Refused(400, "bad_body", str(e)) from e
+        return RedirectResponse("/dashboard/autoheal", status_code=303)
 
     @router.get("/monitor/{model}/{version}")
     def monitor(request: Request, model: str, version: int, cohort: str | None = None,

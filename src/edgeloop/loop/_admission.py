@@ -10,14 +10,26 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from edgeloop.fleet import autoheal_history, autoheal_state, record_autoheal_action
+from edgeloop.fleet import (
+    autoheal_history,
+    autoheal_paused_models,
+    autoheal_state,
+    record_autoheal_action,
+    set_autoheal_model_paused,
+)
 from edgeloop.loop._policy import Decision, Policy, check_limits, decide
 
 __all__ = ["admission", "screen_job"]
 
 
 def admission(s: Session, policy: Policy, model: str, now: datetime) -> str | None:
-    """Why a run of ``model`` may not start now (None: it may); see :func:`check_limits`."""
+    """Why a run of ``model`` may not start now (None: it may): the model's own pause (a
+    policy's ``pause`` rule, or ``edgeloop autoheal pause --model``), then
+    :func:`check_limits`."""
+    held = autoheal_paused_models(s).get(model)
+    if held is not None:
+        return (f"auto-heal of {model} is paused since {held['at']} by {held['actor']}: "
+                f"{held['reason']} (edgeloop autoheal resume --model {model})")
     runs, failed_at = autoheal_history(s, model, now)
     return check_limits(policy, runs_today=runs,
                         last_failure_at=failed_at.timestamp() if failed_at else None,
@@ -29,7 +41,9 @@ def screen_job(s: Session, policy: Policy, job: Mapping[str, Any], now: datetime
     """What the unattended loop does with a claimed ``finetune`` job (its ``detail`` is the
     alert's summary): the policy's decision, turned into ``skip`` when the decision is ``heal``
     but :func:`admission` refuses; logged in the audit log (``started`` for a run that may go
-    ahead, ``skipped``, ``pause_model`` or ``notify`` otherwise), in the caller's transaction."""
+    ahead, ``skipped``, ``pause_model`` or ``notify`` otherwise), in the caller's transaction.
+    A ``pause`` decision pauses the model's automatic runs until a person resumes them
+    (:func:`~edgeloop.fleet.set_autoheal_model_paused`)."""
     model, cohort = str(job["model"]), str(job["cohort"])
     detail = job.get("detail") if isinstance(job.get("detail"), Mapping) else {}
     assert isinstance(detail, Mapping)
@@ -38,9 +52,13 @@ def screen_job(s: Session, policy: Policy, job: Mapping[str, Any], now: datetime
         why = admission(s, policy, model, now)
         if why is not None:
             d = Decision("skip", d.rule, d.severity, d.kinds, why)
-    action = {"heal": "started", "pause": "pause_model", "notify": "notify"}.get(
-        d.action, "skipped")
+    logged = {**d.to_dict(), "version": job.get("version")}
+    if d.action == "pause":
+        set_autoheal_model_paused(s, model, True, actor=actor, now=now, job_id=int(job["id"]),
+                                  cohort=cohort, reason=f"{d.reason} on an alert of {cohort}",
+                                  detail=logged)
+        return d
+    action = {"heal": "started", "notify": "notify"}.get(d.action, "skipped")
     record_autoheal_action(s, action, actor=actor, now=now, model=model, cohort=cohort,
-                           job_id=int(job["id"]),
-                           detail={**d.to_dict(), "version": job.get("version")})
+                           job_id=int(job["id"]), detail=logged)
     return d

@@ -88,6 +88,25 @@ class AutohealWorker:
         self.plan = plan or policy.heal_plan()
         self.engine = make_engine(fleet.db_url)
         self.current: int | None = None  # the job being healed
+        self._announced = False
+
+    @property
+    def policy_ref(self) -> str:
+        """The policy as runs and the audit log name it: its file and the file's sha256."""
+        return f"{self.policy.source} sha256:{self.policy.sha256}"
+
+    def policy_summary(self) -> dict[str, Any]:
+        """What the audit log's ``worker_started`` row says of this worker's policy (the
+        dashboard shows the newest): its file, sha256, rules, budget, gates, rollout and
+        limits; of the webhook only its host (a URL may carry a secret)."""
+        from urllib.parse import urlsplit
+
+        out = self.policy.to_dict()
+        if self.policy.webhook_url:
+            out["webhook"] = {"host": urlsplit(self.policy.webhook_url).hostname,
+                              "timeout_s": self.policy.webhook_timeout_s}
+        return {"policy": self.policy.source, "name": self.policy.name,
+                "sha256": self.policy.sha256, "lease_s": self.lease_s, **out}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -118,6 +137,11 @@ class AutohealWorker:
             take_over_autoheal_run,
         )
 
+        if not self._announced:  # the policy in force, for the dashboard and the audit
+            with write_session(self.engine) as s:
+                record_autoheal_action(s, "worker_started", actor=self.name, now=utcnow(),
+                                       detail=self.policy_summary())
+            self._announced = True
         notices: list[dict[str, Any]] = []
         try:
             with write_session(self.engine) as s:
@@ -140,7 +164,7 @@ class AutohealWorker:
                 if d.action != "heal":
                     # not healed: the job ends here, with the decision as its result
                     start_autoheal_run(s, job["id"], job["model"], job["cohort"],
-                                       worker=self.name, policy=self.policy.source, now=now,
+                                       worker=self.name, policy=self.policy_ref, now=now,
                                        lease_s=self.lease_s)
                     end_autoheal_run(s, job["id"], "failed",
                                      {"ok": False, "decision": d.to_dict(),
@@ -148,7 +172,7 @@ class AutohealWorker:
                                      worker=self.name, now=now)
                     notices.append({"action": d.action, "job": job, "decision": d.to_dict()})
                 elif not start_autoheal_run(s, job["id"], job["model"], job["cohort"],
-                                            worker=self.name, policy=self.policy.source,
+                                            worker=self.name, policy=self.policy_ref,
                                             now=now, lease_s=self.lease_s):
                     raise _Busy  # another process started a run of this cohort: roll back
                 else:
@@ -202,7 +226,7 @@ class AutohealWorker:
                                    cohort=res.cohort, job_id=res.job_id,
                                    detail={"version": res.version, "reason": res.reason,
                                            "rollout": (res.rollout or {}).get("id"),
-                                           "policy": self.policy.source})
+                                           "policy": self.policy_ref})
 
     def step(self) -> HealResult | None:
         """One pass: resume or claim one job and heal it; None when there was nothing to do."""

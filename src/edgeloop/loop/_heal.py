@@ -163,6 +163,9 @@ class HealPlan:
     min_requests: int = 30
     wait_s: float = 900.0  # for the rollout to end; 0: start it and return
     seed: int = 0
+    # the auto-heal policy that started the heal (its file name and sha256), for the lineage
+    policy: str | None = None
+    policy_sha256: str | None = None
 
     def __post_init__(self) -> None:
         checks = {"rounds": 1 <= self.rounds <= 1000, "epochs": 1 <= self.epochs <= 1000,
@@ -176,6 +179,9 @@ class HealPlan:
             raise InputError(f"heal plan: {bad[0]}={getattr(self, bad[0])!r} out of range")
         if not self.stages or any(not 0 < s <= 100 for s in self.stages):
             raise InputError(f"heal plan: stages {self.stages!r}: expected percents in (0, 100]")
+        sha = self.policy_sha256
+        if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+            raise InputError(f"heal plan: policy_sha256 {sha[:70]!r}: expected 64 hex digits")
         if any(g.split("<")[0].split(">")[0].strip().startswith("drift") for g in self.gates):
             raise InputError("heal plan: a drift gate judges the fix against the old reference, "
                              "which the fix cannot satisfy; gate on accuracy and errors")
@@ -354,7 +360,7 @@ def _build(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData, plan:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeloop-heal-") as tmp:
         work = Path(tmp)
-        model, card, reference = _register_inputs(run, devices, base_card, res, job)
+        model, card, reference = _register_inputs(run, devices, base_card, res, job, plan)
         shipped, card = _refit(model, card, base, base_card, plan, work, res)
         _timed(res, "refit", t0)
         say("refit", _refit_text(res.refit))
@@ -466,9 +472,11 @@ def _federate(base: bytes, devices: Sequence[tuple[np.ndarray, np.ndarray]],
 
 def _register_inputs(run: Any, devices: Sequence[tuple[np.ndarray, np.ndarray]],
                      base_card: ModelCard | None, res: HealResult,
-                     job: Mapping[str, Any]) -> tuple[bytes, ModelCard, Any]:
-    """The candidate, its card (lineage: base, run, reference, the alert event and the job)
-    and its monitoring reference, re-baselined from the data it was tuned on."""
+                     job: Mapping[str, Any], plan: HealPlan | None = None
+                     ) -> tuple[bytes, ModelCard, Any]:
+    """The candidate, its card (lineage: base, run, reference, the alert event and the job,
+    and the auto-heal policy that started it, by name and the policy file's sha256) and its
+    monitoring reference, re-baselined from the data it was tuned on."""
     import dataclasses
 
     from edgeloop.bundle import model_reference
@@ -495,9 +503,13 @@ def _register_inputs(run: Any, devices: Sequence[tuple[np.ndarray, np.ndarray]],
                LineageRef("reference_data", sha256_bytes(x.tobytes() + y.tobytes()),
                           name=f"re-baselined on the {len(y)} labelled samples the "
                                f"{len(devices)} devices of cohort {res.cohort} tuned on"))
-    extra = dict(card.extra or {}, heal={"job_id": res.job_id, "event_id": res.event_id,
-                                         "cohort": res.cohort, "alert_sha256":
-                                         sha256_bytes(alert)})
+    heal_info: dict[str, Any] = {"job_id": res.job_id, "event_id": res.event_id,
+                                 "cohort": res.cohort, "alert_sha256": sha256_bytes(alert)}
+    if plan is not None and plan.policy_sha256 is not None:
+        lineage = (*lineage, LineageRef("autoheal_policy", plan.policy_sha256,
+                                        name=f"auto-heal policy {plan.policy or '?'}"))
+        heal_info["policy"] = {"name": plan.policy, "sha256": plan.policy_sha256}
+    extra = dict(card.extra or {}, heal=heal_info)
     return run.model, dataclasses.replace(card, lineage=lineage, extra=extra), reference
 
 

@@ -13,7 +13,9 @@ docs/autoheal.md is the reference.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -102,12 +104,21 @@ class Policy:
     cooldown_s: float = 3600.0
     source: str = "<policy>"
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # the policy file's sha256 (:func:`load_policy`), else of its data as canonical JSON
+    sha256: str = ""
+
+    @property
+    def name(self) -> str:
+        """The policy file's name (``source`` without its directories)."""
+        return Path(self.source).name or self.source
 
     def heal_plan(self, **overrides: Any) -> HealPlan:
-        """The :class:`HealPlan` of the runs this policy starts."""
+        """The :class:`HealPlan` of the runs this policy starts (naming the policy, for the
+        lineage of the versions it registers)."""
         kw: dict[str, Any] = {"rounds": self.rounds, "gates": self.gates,
                               "stages": self.stages, "soak_s": self.soak_s,
-                              "wait_s": self.max_minutes * 60.0}
+                              "wait_s": self.max_minutes * 60.0, "policy": self.name,
+                              "policy_sha256": self.sha256 or None}
         kw.update(overrides)
         return HealPlan(**kw)
 
@@ -305,7 +316,8 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
     if "cooldown_after_failure_s" in limits:
         kw["cooldown_s"] = c.number("limits.cooldown_after_failure_s",
                                     limits["cooldown_after_failure_s"], 0, 30 * 86_400)
-    policy = Policy(rules=rules, source=source, raw=dict(data), **kw)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    policy = Policy(rules=rules, source=source, raw=dict(data), sha256=digest, **kw)
     try:
         policy.heal_plan()
     except InputError as e:
@@ -321,7 +333,8 @@ def load_policy(path: str | Path) -> Policy:
         raise FileError(f"policy {source!r}: expected an existing file")
     if p.stat().st_size > 1_000_000:
         raise FileError(f"policy {source!r}: expected a file under 1 MB")
-    text = p.read_text(encoding="utf-8", errors="replace")
+    raw = p.read_bytes()
+    text = raw.decode("utf-8", errors="replace")
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)
@@ -342,7 +355,8 @@ def load_policy(path: str | Path) -> Policy:
             raise FileError(f"policy {source}: not valid YAML{where}") from None
     else:
         raise FileError(f"policy {source!r}: expected a .yaml, .yml or .json file")
-    return parse_policy(data, source)
+    return dataclasses.replace(parse_policy(data, source),
+                               sha256=hashlib.sha256(raw).hexdigest())
 
 
 # --- decisions ---------------------------------------------------------------------------
