@@ -142,6 +142,8 @@ def simulate(
     poisoned: float = typer.Option(0.0, "--poisoned", help="Share of attacking devices."),
     dp_noise: float = typer.Option(0.0, "--dp-noise", help="Central DP noise multiplier."),
     dp_clip: float = typer.Option(0.0, "--dp-clip", help="Central DP clipping norm."),
+    secagg: bool = typer.Option(False, "--secagg", help="Each round's fit under SecAgg+ "
+                                "(Flower's SecAggPlusWorkflow; FedAvg, no compression)."),
     min_gain: float = typer.Option(0.0, "--min-gain", help="Accuracy the candidate must gain "
                                    "over the base on the devices' held-out labels."),
     samples: int | None = typer.Option(None, "--samples", help="Use at most this many "
@@ -175,7 +177,8 @@ def simulate(
         clients=clients, rounds=rounds, partition=partition, strategy=strategy.lower(),
         compression=compression, trainer=trainer, epochs=epochs, lr=lr, label_share=label_share,
         fraction=fraction, quorum=quorum, stragglers=stragglers, poisoned=poisoned,
-        dp_noise=dp_noise, dp_clip=dp_clip, min_gain=min_gain, seed=seed, backend=backend)
+        dp_noise=dp_noise, dp_clip=dp_clip, min_gain=min_gain, seed=seed, backend=backend,
+        secagg=secagg)
     from edgeloop.federated.server import make_strategy
 
     make_strategy(plan.strategy)  # an unknown name fails before any work

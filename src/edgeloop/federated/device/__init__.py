@@ -48,11 +48,20 @@ from edgeloop.federated.device._trainers import (
 )
 
 if TYPE_CHECKING:
-    from edgeloop.federated.device._clientapp import TrainerProvider, client_app
+    from edgeloop.federated.device._clientapp import (
+        CLIPPING_NORM,
+        SECAGG_ARRAYS,
+        SECAGG_MAX_WEIGHT,
+        TrainerProvider,
+        client_app,
+    )
 
 __all__ = [
+    "CLIPPING_NORM",
     "COMPRESSIONS",
     "EMBEDDING_OUTPUT",
+    "SECAGG_ARRAYS",
+    "SECAGG_MAX_WEIGHT",
     "Head",
     "HeadTrainer",
     "JoinPolicy",
@@ -83,8 +92,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``client_app`` and ``TrainerProvider`` import Flower: only when asked for."""
-    if name in ("client_app", "TrainerProvider"):
+    """``client_app``, ``TrainerProvider`` and the SecAgg+ config keys import Flower: only when
+    asked for."""
+    if name in ("client_app", "TrainerProvider", "CLIPPING_NORM", "SECAGG_ARRAYS",
+                "SECAGG_MAX_WEIGHT"):
         from edgeloop.federated.device import _clientapp
 
         return getattr(_clientapp, name)

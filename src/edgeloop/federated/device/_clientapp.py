@@ -13,26 +13,54 @@ node's :data:`TrainerProvider` gives the trainers this node has. Messages:
   ``eval-loss``, ``eval-acc`` and, with a base, ``base-loss``, ``base-acc``.
 
 A node without labelled samples raises, which Flower turns into an error reply: the round goes
-on with the nodes that answered. Imports ``flwr`` (the ``federated`` extra).
+on with the nodes that answered.
+
+SecAgg+ (:func:`secagg_mod`, on every deployed node): a ``train`` message that carries Flower's
+``secaggplus`` config record is a stage of Flower's SecAgg+ protocol (its legacy
+``SecAggPlusWorkflow`` on the server) and goes through Flower's ``secaggplus_mod``; at the
+stage that collects the masked vectors the mod asks the app for a legacy ``FitRes``, which
+:func:`secagg_mod` makes from this app's own ``train`` reply: the *dense delta* (the fit
+instructions name the arrays, ``edgeloop-arrays``, in the order of the legacy parameter list),
+its sample count capped at ``edgeloop-max-weight``, and the training loss. The mod then
+quantizes, weights and masks the delta and clears it from the reply, so the server only ever
+sees masked vectors. Other messages pass through unchanged. Imports ``flwr`` (the
+``federated`` extra).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
-from edgeloop.errors import InputError
-from edgeloop.federated.device._compress import encode_update, wire_bytes
+from edgeloop.errors import DataError, InputError
+from edgeloop.federated.device._compress import decode_update, encode_update, wire_bytes
 from edgeloop.federated.device._trainers import LocalTrainer, NDArrays, train_config
 
-__all__ = ["CLIPPING_NORM", "TrainerProvider", "client_app", "clip_update"]
+__all__ = ["CLIPPING_NORM", "SECAGG_ARRAYS", "SECAGG_MAX_WEIGHT", "TrainerProvider",
+           "client_app", "clip_update", "secagg_mod"]
 
 # the round config key Flower's DifferentialPrivacyClientSideFixedClipping sets
 CLIPPING_NORM = "clipping_norm"
+# SecAgg+ fit instructions: the arrays' names (JSON list, the legacy parameter order) and the
+# cap on a node's weight (Flower's SecAggPlusWorkflow max_weight)
+SECAGG_ARRAYS = "edgeloop-arrays"
+SECAGG_MAX_WEIGHT = "edgeloop-max-weight"
+_MAX_ARRAYS = 4096
 
 
 TrainerProvider = Callable[[Context], Mapping[str, LocalTrainer]]
@@ -65,8 +93,9 @@ def clip_update(delta: NDArrays, clip: float) -> NDArrays:
 
 def client_app(provider: TrainerProvider, mods: list[Any] | None = None) -> ClientApp:
     """The ClientApp over the trainers ``provider`` gives each node; ``mods`` are Flower mods
-    wrapped around both handlers (``fixedclipping_mod``, a simulation's attacker, ...)."""
-    app = ClientApp(mods=mods)
+    wrapped around both handlers (``fixedclipping_mod``, a simulation's attacker, ...), inside
+    :func:`secagg_mod`, which every app has."""
+    app = ClientApp(mods=[secagg_mod, *(mods or [])])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -100,3 +129,61 @@ def client_app(provider: TrainerProvider, mods: list[Any] | None = None) -> Clie
         return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app
+
+
+def _legacy_train(call_next: Callable[[Message, Context], Message],
+                  ) -> Callable[[Message, Context], Message]:
+    """Legacy ``FitIns`` in, this app's ``train`` in the middle, legacy ``FitRes`` out (the
+    dense delta), for Flower's ``secaggplus_mod`` (module docstring)."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    def handle(msg: Message, ctx: Context) -> Message:
+        ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+        config = dict(ins.config)
+        try:
+            names = json.loads(str(config.pop(SECAGG_ARRAYS)))
+            cap = config.pop(SECAGG_MAX_WEIGHT)
+        except (KeyError, ValueError) as e:
+            raise DataError(f"SecAgg+ fit instructions without {SECAGG_ARRAYS!r} and "
+                            f"{SECAGG_MAX_WEIGHT!r}: {e}") from None
+        arrays = parameters_to_ndarrays(ins.parameters)
+        if not (isinstance(names, list) and 0 < len(names) == len(arrays) <= _MAX_ARRAYS
+                and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
+            raise DataError(f"SecAgg+ fit instructions: {SECAGG_ARRAYS!r} must name each of "
+                            f"the {len(arrays)} arrays once")
+        if isinstance(cap, bool) or not isinstance(cap, int | float) or not 1 <= cap <= 1 << 31:
+            raise DataError(f"SecAgg+ {SECAGG_MAX_WEIGHT} {cap!r:.40}: expected 1..2**31")
+        start = {n: np.asarray(a, np.float32) for n, a in zip(names, arrays, strict=True)}
+        msg.content = RecordDict({
+            "arrays": ArrayRecord({n: Array(a) for n, a in start.items()}),
+            "config": ConfigRecord({**config, "compression": "none"})})  # type: ignore[dict-item]
+        reply = call_next(msg, ctx)
+        if reply.has_error():
+            return reply
+        encoded = {k: v.numpy() for k, v in reply.content.array_records["arrays"].items()}
+        delta = decode_update(encoded, start)
+        metrics = reply.content.metric_records["metrics"]
+        n = int(metrics["num-examples"])  # type: ignore[arg-type]
+        loss = metrics.get("train-loss")
+        fit_metrics: dict[str, bool | bytes | float | int | str] = {}
+        if isinstance(loss, float | int) and math.isfinite(loss):
+            fit_metrics["train-loss"] = float(loss)
+        res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([delta[k] for k in names]),
+                     num_examples=min(n, int(cap)), metrics=fit_metrics)
+        return Message(compat.fitres_to_recorddict(res, keep_input=False), reply_to=msg)
+
+    return handle
+
+
+def secagg_mod(msg: Message, ctx: Context, call_next: Callable[[Message, Context], Message],
+               ) -> Message:
+    """A Flower mod: a SecAgg+ stage goes through Flower's ``secaggplus_mod`` with this app's
+    ``train`` answering in the legacy form; anything else passes through (module docstring)."""
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    if msg.metadata.message_type == MessageType.TRAIN \
+            and RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, ctx, _legacy_train(call_next))
+    return call_next(msg, ctx)

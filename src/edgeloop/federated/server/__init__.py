@@ -33,6 +33,7 @@ from edgeloop.federated.server._privacy import (
     noise_for_epsilon,
     rdp_epsilon,
 )
+from edgeloop.federated.server._secagg import SecAggSettings, payload_bytes, secagg_rounds
 from edgeloop.federated.server._serverapp import (
     GateResult,
     RunOutcome,
@@ -66,6 +67,7 @@ __all__ = [
     "SchedulePlan",
     "ScheduleResult",
     "ScheduleStep",
+    "SecAggSettings",
     "SimulationPlan",
     "SimulationResult",
     "SuperLink",
@@ -82,9 +84,11 @@ __all__ = [
     "noise_for_epsilon",
     "parse_partition",
     "partition",
+    "payload_bytes",
     "rdp_epsilon",
     "read_head",
     "run_rounds",
+    "secagg_rounds",
     "server_app",
     "simulate",
     "state_arrays",

@@ -6,12 +6,14 @@ ClientApp once per message with that node's :class:`flwr.app.Context` (its state
 rounds) and returns the replies. A ClientApp that raises answers with an error reply, as a
 SuperNode would. Stragglers are simulated: ``latency(node_id, message)`` gives each reply a
 simulated delay in seconds, and a reply later than the round's timeout is not returned (no
-real time is spent waiting). Flower's ``TaskIdentity`` is set on entry, as Flower's own runtime
-sets it before a ServerApp runs.
+real time is spent waiting). Each node gets its own copy of a message, as over a network (a
+ClientApp or mod may change what it received, e.g. SecAgg+'s). Flower's ``TaskIdentity`` is
+set on entry, as Flower's own runtime sets it before a ServerApp runs.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable, Iterable
 
@@ -100,7 +102,7 @@ class InProcessGrid(Grid):
             self.failed += 1
             return Message(Error(code=1, reason=f"no node {node}"), reply_to=msg)
         try:
-            return self.app(msg, self._contexts[node])
+            return self.app(copy.deepcopy(msg), self._contexts[node])
         except Exception as e:  # a SuperNode answers a failing ClientApp with an error reply
             self.failed += 1
             return Message(Error(code=2, reason=f"{type(e).__name__}: {e}"), reply_to=msg)

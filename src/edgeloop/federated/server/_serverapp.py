@@ -132,14 +132,26 @@ def evaluate_gate(grid: Grid, candidate: Arrays, base: Arrays, *, trainer: str =
 def server_app(guard: RoundGuard, initial: Arrays, outcome: RunOutcome, *, rounds: int,
                train_config: dict[str, Any], timeout: float, min_gain: float = 0.0,
                min_eval_nodes: int = 1,
-               on_round: Callable[[RoundLog], None] | None = None) -> ServerApp:
-    """A ServerApp running the rounds then the gate; results go into ``outcome``."""
+               on_round: Callable[[RoundLog], None] | None = None,
+               secagg: Any = None, fraction: float = 1.0,
+               seen: list[Message] | None = None) -> ServerApp:
+    """A ServerApp running the rounds then the gate; results go into ``outcome``. With
+    ``secagg`` (a ``SecAggSettings``) each round's fit is Flower's SecAgg+ workflow
+    (``federated.server._secagg``; FedAvg with ``guard``'s quorum, ``fraction`` of the nodes
+    sampled), and ``seen`` collects every reply the server received during the rounds."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        done = run_rounds(grid, guard, initial, rounds=rounds, train_config=train_config,
-                          timeout=timeout, on_round=on_round)
+        if secagg is not None:
+            from edgeloop.federated.server._secagg import secagg_rounds
+
+            done = secagg_rounds(grid, initial, rounds=rounds, train_config=train_config,
+                                 timeout=timeout, quorum=guard.quorum, fraction=fraction,
+                                 settings=secagg, on_round=on_round, seen=seen)
+        else:
+            done = run_rounds(grid, guard, initial, rounds=rounds, train_config=train_config,
+                              timeout=timeout, on_round=on_round)
         outcome.arrays, outcome.rounds = done.arrays, done.rounds
         outcome.round_accuracy = done.round_accuracy
         outcome.gate = evaluate_gate(grid, done.arrays, initial,

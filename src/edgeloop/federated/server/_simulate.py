@@ -39,7 +39,7 @@ from edgeloop.federated.device import (
 from edgeloop.federated.server._grid import InProcessGrid
 from edgeloop.federated.server._onnx_head import read_head, with_embedding, write_head
 from edgeloop.federated.server._partition import parse_partition, partition
-from edgeloop.federated.server._privacy import privacy_spend
+from edgeloop.federated.server._privacy import PrivacyPlan, privacy_spend
 from edgeloop.federated.server._serverapp import GateResult, RunOutcome, server_app
 from edgeloop.federated.server._strategy import RoundGuard, RoundLog, make_strategy
 from edgeloop.monitor.sketch import FeedbackStore
@@ -77,6 +77,7 @@ class SimulationPlan:
     drift_severity: float = 1.0
     seed: int = 0
     backend: str = "inprocess"  # or "ray": Flower's simulation runtime (flwr[simulation])
+    secagg: bool = False  # each round's fit under Flower's SecAgg+ (FedAvg, no server DP)
 
     def __post_init__(self) -> None:
         parse_partition(self.partition)
@@ -109,6 +110,15 @@ class SimulationPlan:
             raise InputError("stragglers are simulated in process only (backend inprocess)")
         if (self.dp_noise > 0) != (self.dp_clip > 0):
             raise InputError("differential privacy needs both dp_noise > 0 and dp_clip > 0")
+        if self.secagg:
+            PrivacyPlan(dp="server" if self.dp_noise > 0 else "none", noise=self.dp_noise,
+                        clip=self.dp_clip, secagg=True, strategy=self.strategy).check()
+            if self.compression != "none":
+                raise InputError(f"SecAgg+ with compression {self.compression!r:.40}: the "
+                                 "masked sum needs the dense update; use --compression none")
+            if self.poisoned > 0:
+                raise InputError("SecAgg+ with poisoned devices: an attack the server cannot "
+                                 "see under SecAgg+ is not simulated; use poisoned 0")
 
     @property
     def sampled(self) -> int:
@@ -149,6 +159,9 @@ class SimulationResult:
                                    "clipping_norm": self.plan.dp_clip}
             return out | privacy_spend(self.plan.dp_noise, self.plan.dp_clip,
                                        self.plan.strategy, self.plan.rounds)
+        if self.plan.secagg:
+            return {"mechanism": "SecAgg+ (Flower's SecAggPlusWorkflow): the server saw only "
+                                 "the masked updates and their weighted mean"}
         return {"mechanism": "none"}
 
     def participants(self) -> dict[str, int]:
@@ -217,11 +230,12 @@ def _run_on_ray(server: Any, app: Any, plan: SimulationPlan) -> None:
 
 def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationPlan, *,
              on_round: Callable[[RoundLog], None] | None = None,
-             torch_model: Any = None) -> SimulationResult:
+             torch_model: Any = None, seen: list[Message] | None = None) -> SimulationResult:
     """Run ``plan`` on samples ``x``/``y`` (spread over the clients) with ``model`` (ONNX bytes)
     deployed on every client; the candidate is the base with the federated head, or, for
     ``trainer="full"``, ``torch_model`` (the module ``model`` was exported from, e.g.
-    ``zoo.load_checkpoint``) fine-tuned whole and exported."""
+    ``zoo.load_checkpoint``) fine-tuned whole and exported. With ``plan.secagg``, ``seen``
+    collects every reply the server received in the rounds (what SecAgg+ lets it see)."""
     import random
 
     start = time.perf_counter()
@@ -312,9 +326,15 @@ def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationP
     np_state = np.random.get_state()
     np.random.seed(plan.seed)  # Flower's DP noise uses numpy's global generator
     try:
+        secagg = None
+        if plan.secagg:
+            from edgeloop.federated.server._secagg import SecAggSettings
+
+            secagg = SecAggSettings()
         server = server_app(guard, initial, outcome, rounds=plan.rounds,
                             train_config=train_config, timeout=plan.round_timeout,
-                            min_gain=plan.min_gain, on_round=on_round)
+                            min_gain=plan.min_gain, on_round=on_round, secagg=secagg,
+                            fraction=plan.fraction, seen=seen)
         if plan.backend == "ray":
             _run_on_ray(server, app, plan)
         else:
