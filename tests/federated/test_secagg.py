@@ -118,8 +118,9 @@ def test_no_single_update_reaches_the_server() -> None:
     for vec in masked:
         parts = [bytes_to_ndarray(b) for b in vec][1:]  # the first is the weight factor
         flat = np.concatenate([p.reshape(-1) for p in parts]).astype(np.float64)
-        # masked values spread over the whole modulus (2**32), not around the quantized zero
-        assert flat.std() > 2**30
+        # masked values spread over the whole modulus (2**32; a uniform's std is 0.29 of it),
+        # not around the quantized zero (2**21): 28 values, so a loose bound that cannot flake
+        assert flat.std() > 2**28
         for delta, w in true.values():  # and none is any device's own quantized update
             q = np.concatenate([((delta[k] * w / settings.max_weight + settings.clip_range)
                                  / level).reshape(-1) for k in keys])
