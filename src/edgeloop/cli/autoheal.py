@@ -192,6 +192,10 @@ app.command("status")(status)
 def worker(
     policy: Path = typer.Argument(..., help="Policy file (.yaml, .yml or .json)."),
     server_url: str = typer.Option("http://127.0.0.1:8700", "--server", help="Fleet server URL."),
+    ca: Path | None = typer.Option(None, "--ca", envvar="EDGELOOP_CA", help="PEM CA "
+                                   "certificate of a TLS server (trusted alone; default: the "
+                                   "system's CAs; the server's own child on https://127.0.0.1 "
+                                   "without --ca does not verify)."),
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
     data: Path = typer.Option(..., "--data", help="The server's data dir: admin-token, keys/ "
                               "(release keys), tuf/ (the repository), registry blobs."),
@@ -226,6 +230,7 @@ def worker(
     import math
     import signal
     import socket
+    import ssl
     import threading
 
     import numpy as np
@@ -259,10 +264,25 @@ def worker(
         keep = np.random.default_rng(0).permutation(len(y))[:samples]
         x, y = x[keep], y[keep]
     cohort = DatasetCohort(x, y, devices_n=n_dev, severity=severity, label_share=label_share)
+    if not server_url.startswith(("http://", "https://")):
+        raise InputError(f"--server {server_url!r}: expected an http:// or https:// URL")
+    if ca is not None:
+        from edgeloop._io import read_bytes
+        from edgeloop.protocol import tls_context
+
+        if not server_url.startswith("https://"):
+            raise InputError(f"--ca goes with an https:// --server, got {server_url!r}")
+        trust: ssl.SSLContext | bool = tls_context(
+            read_bytes(ca, "CA certificate").decode("ascii", "replace"))
+    else:  # the server's own child on loopback: the traffic never leaves the machine
+        trust = not server_url.startswith("https://127.0.0.1")
     upgrade(db_url)
     fleet = FleetAccess(server_url, read_admin_token(None, data), db_url,
-                        registry_data or data, keys=keys, repo=data / "tuf",
-                        verify=not server_url.startswith("https://127.0.0.1"))
+                        registry_data or data, keys=keys, repo=data / "tuf", verify=trust)
+    unreachable = fleet.probe()  # a certificate that does not verify: one line, exit now
+    if unreachable is not None:
+        err_console.print(f"autoheal worker: {unreachable} (going on: it may be starting)",
+                          markup=False, highlight=False, soft_wrap=True)
     me = name or f"autoheal@{socket.gethostname()}:{os.getpid()}"
     if wait is not None and not (math.isfinite(wait) and 0 <= wait <= 86_400):
         raise InputError(f"--wait {wait}: expected seconds from 0 to 86400")

@@ -137,6 +137,27 @@ class FleetAccess:
     verify: ssl.SSLContext | bool = True
     passphrase: bytes | None = None
 
+    def probe(self, timeout_s: float = 5.0) -> str | None:
+        """Whether the server answers ``/healthz`` over this access's TLS trust: None when it
+        does, else one line saying why not (a server not listening yet, a timeout). A server
+        whose certificate this trust does not verify raises :class:`FleetError` (waiting would
+        not help: give its CA)."""
+        import httpx
+
+        try:
+            r = httpx.get(self.url.rstrip("/") + "/healthz", verify=self.verify,
+                          timeout=timeout_s, follow_redirects=False)
+        except httpx.ConnectError as e:
+            if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+                raise FleetError(f"server {self.url}: its TLS certificate does not verify "
+                                 f"against the trusted CA(s) ({str(e)[:200]}); give the CA "
+                                 "that signed it (--ca)") from None
+            return f"server {self.url}: {type(e).__name__}: {str(e)[:200]}"
+        except httpx.HTTPError as e:
+            return f"server {self.url}: {type(e).__name__}: {str(e)[:200]}"
+        return None if r.status_code == 200 else f"server {self.url}: /healthz answered " \
+            f"HTTP {r.status_code}"
+
     def monitor(self) -> MonitorClient:
         from edgeloop.client import MonitorClient
 
