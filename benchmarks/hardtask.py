@@ -42,11 +42,13 @@ Prints a table (mean and standard deviation over seeds) and writes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -143,10 +145,19 @@ def compress_one(seed: int, a: dict[str, Any], opts: dict[str, Any]) -> dict[str
     work = Path(a["workdir"])
     base = _cache_path(work, a["width"], seed, a["epochs"], opts)
     secs: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # CPU seconds of this process: what a quiet run's wall is made of
+
+    @contextlib.contextmanager
+    def timed(part: str) -> Iterator[None]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        yield
+        secs[part] = time.perf_counter() - t0
+        cpu[part] = time.process_time() - c0
+
+    c_start = time.process_time()
     if not base.exists():  # the width run did not leave it: train it here
-        t0 = time.perf_counter()
-        run_one(a["width"], seed, a["epochs"], opts, work)
-        secs["train baseline"] = time.perf_counter() - t0
+        with timed("train baseline"):
+            run_one(a["width"], seed, a["epochs"], opts, work)
     tr, va, te = (load_dataset("textures", s, seed=seed, **opts) for s in ("train", "val", "test"))
     teacher, meta = load_model(base)
     teacher.eval()
@@ -163,22 +174,20 @@ def compress_one(seed: int, a: dict[str, Any], opts: dict[str, Any]) -> dict[str
         models = {"fp32": fp32}
         # post-training ONNX recipes: calibrated and budgeted on val, scored on test
         for name in ("int8", "int8-dynamic", "int4"):
-            t0 = time.perf_counter()
-            card = optimize(fp32, name, va, out_dir=d / name, eval_samples=a["eval_samples"])
-            secs[name] = time.perf_counter() - t0
+            with timed(name):
+                card = optimize(fp32, name, va, out_dir=d / name, eval_samples=a["eval_samples"])
             models[name] = d / name / "model.onnx"
             rows[name] = {"warnings": list(getattr(card, "warnings", []) or [])}
         # prune50-int8: prune on train (fine-tuning scored on val), then static int8
         pruned = copy.deepcopy(teacher)
         torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        pr = prune(
-            pruned, ratio=0.5, data=tr, val=va, importance="l2", steps=2,
-            finetune_epochs=a["finetune_epochs"], seed=seed, max_drop=None,
-        )  # fmt: skip
-        pruned.eval()
-        optimize(pruned, "int8", va, out_dir=d / "p50", eval_samples=a["eval_samples"])
-        secs["prune50-int8"] = time.perf_counter() - t0
+        with timed("prune50-int8"):
+            pr = prune(
+                pruned, ratio=0.5, data=tr, val=va, importance="l2", steps=2,
+                finetune_epochs=a["finetune_epochs"], seed=seed, max_drop=None,
+            )  # fmt: skip
+            pruned.eval()
+            optimize(pruned, "int8", va, out_dir=d / "p50", eval_samples=a["eval_samples"])
         models["prune50-int8"] = d / "p50" / "model.onnx"
         rows["prune50-int8"] = {
             "macs_before": pr.details.get("macs_before"),
@@ -187,8 +196,10 @@ def compress_one(seed: int, a: dict[str, Any], opts: dict[str, Any]) -> dict[str
         }
         # binary weights (straight-through training on train)
         torch.manual_seed(seed)
-        b = binarize(teacher, tr, va, epochs=a["binary_epochs"], lr=1e-3, seed=seed, max_drop=None)
-        secs["binary"] = b.seconds
+        with timed("binary"):
+            b = binarize(
+                teacher, tr, va, epochs=a["binary_epochs"], lr=1e-3, seed=seed, max_drop=None
+            )
         packed = save_binary(
             b.model, d / "binary.npz", b.details["binarized"], arch="mobilenet",
             arch_kwargs=meta["arch_kwargs"],
@@ -202,15 +213,17 @@ def compress_one(seed: int, a: dict[str, Any], opts: dict[str, Any]) -> dict[str
         alone = build_model("mobilenet", **skw)
         # same compute: the student alone sees as many samples as the distilled one
         alone_epochs = max(1, round(a["distill_epochs"] * len(tr) / max(1, len(labelled))))
-        t0 = time.perf_counter()
-        fit(alone, labelled, va, epochs=alone_epochs, lr=3e-3, seed=seed, augment=a["augment"])
-        secs["student alone"] = time.perf_counter() - t0
+        with timed("student alone"):  # no validation pass per epoch: nothing selects on it
+            fit(
+                alone, labelled, None, epochs=alone_epochs, lr=3e-3, seed=seed, augment=a["augment"]
+            )
         torch.manual_seed(seed)
-        res = distill(
-            teacher, build_model("mobilenet", **skw), labelled, va, epochs=a["distill_epochs"],
-            temperature=8.0, alpha=0.9, seed=seed, augment=a["augment"], unlabeled=rest,
-        )  # fmt: skip
-        secs["distill"] = res.seconds
+        with timed("distill"):
+            res = distill(
+                teacher, build_model("mobilenet", **skw), labelled, va, epochs=a["distill_epochs"],
+                temperature=a["temperature"], alpha=a["alpha"], seed=seed, augment=a["augment"],
+                unlabeled=rest,
+            )  # fmt: skip
         student_onnx = d / "student.onnx"
         export_onnx(res.model.eval(), student_onnx, meta={**meta, "arch_kwargs": skw})
         models["distilled student"] = student_onnx
@@ -247,6 +260,10 @@ def compress_one(seed: int, a: dict[str, Any], opts: dict[str, Any]) -> dict[str
         "rows": rows,
         "distillation": distillation,
         "seconds": {k: round(v, 1) for k, v in secs.items()},
+        "cpu_seconds": {
+            **{k: round(v, 1) for k, v in cpu.items()},
+            "total": round(time.process_time() - c_start, 1),
+        },
     }
 
 
@@ -294,6 +311,20 @@ def summarise_compress(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "macs_ratio": dist[0]["macs_ratio"] if dist else None,
         },
     }
+
+
+def cpu_estimate(runs: list[dict[str, Any]], jobs: int) -> dict[str, Any]:
+    """Mean CPU seconds per part and seed, and the wall those make on a quiet machine: the
+    seeds run ``jobs`` at a time, one thread each, on ``os.cpu_count()`` cores. CPU time is
+    what load on a shared machine changes least, so this is how a loaded run sizes a quiet one.
+    """
+    keys = sorted({k for r in runs for k in r.get("cpu_seconds", {})})
+    per = {k: statistics.fmean(r["cpu_seconds"].get(k, 0.0) for r in runs) for k in keys}
+    cores = os.cpu_count() or 1
+    total = sum(r.get("cpu_seconds", {}).get("total", 0.0) for r in runs)
+    longest = max((r.get("cpu_seconds", {}).get("total", 0.0) for r in runs), default=0.0)
+    wall = max(total / max(1, min(cores, jobs, len(runs))), longest)
+    return {"per_seed": per, "cores": cores, "jobs": jobs, "quiet_wall_s": wall}
 
 
 def print_compress(summary: dict[str, Any]) -> None:
@@ -407,7 +438,14 @@ def main_compress(args: argparse.Namespace, opts: dict[str, Any]) -> None:
     wall = time.perf_counter() - start
     summary = summarise_compress(runs)
     print_compress(summary)
-    print(f"wall {wall:.0f} s ({args.jobs} job(s))")
+    cpu = cpu_estimate(runs, args.jobs)
+    summary["cpu"] = cpu
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in cpu["per_seed"].items())
+    print(f"CPU seconds per seed (mean): {parts}")
+    print(
+        f"wall {wall:.0f} s ({args.jobs} job(s)); from the CPU seconds, a quiet machine with"
+        f" {cpu['cores']} cores would take about {cpu['quiet_wall_s']:.0f} s"
+    )
     out = {
         "dataset": "textures",
         "arch": "mobilenet",
@@ -444,6 +482,8 @@ def main() -> None:
     ap.add_argument("--student-width", type=float, default=0.125)
     ap.add_argument("--distill-labels", type=int, default=1000)
     ap.add_argument("--distill-epochs", type=int, default=3)
+    ap.add_argument("--temperature", type=float, default=8.0, help="distillation temperature")
+    ap.add_argument("--alpha", type=float, default=0.9, help="weight of the soft targets")
     ap.add_argument("--finetune-epochs", type=int, default=2, help="per pruning round")
     ap.add_argument("--binary-epochs", type=int, default=2)
     ap.add_argument("--augment", default="shift")
