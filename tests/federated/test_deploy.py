@@ -271,3 +271,42 @@ def test_a_device_dropping_out_mid_run_leaves_the_run_going_above_quorum_with_cl
     assert all("no longer connected" in r.note or "did not answer" in r.note for r in later)
     privacy = result.record()["privacy"]
     assert "on the device" in privacy["mechanism"] and privacy["epsilon"] > 0
+
+
+@pytest.mark.slow
+def test_a_deployed_run_under_secagg_with_client_dp_trains_on_three_supernodes(
+        tmp_path: Path) -> None:
+    """Flower's SecAgg+ across real SuperNodes over TLS: four stages a round, the mean applied,
+    the record says what the server saw; a plan SecAgg+ cannot serve is refused before any
+    run."""
+    base = model_bytes()
+    ca = make_ca(tmp_path / "ca")
+    keys = {f"dev-{i}": Ed25519PrivateKey.generate() for i in range(3)}
+    nodes: list[SuperNode] = []
+    with pytest.raises(InputError, match="server-side clipping"):
+        DeployPlan(secagg=True, dp_noise=0.1, dp_clip=5.0)
+    with pytest.raises(InputError, match="dense"):
+        DeployPlan(secagg=True, compression="int8")
+    with SuperLink(ca.cert_pem, ca.key_pem, ca.ca_pem, tmp_path / "sl") as link:
+        for i, (dev, key) in enumerate(keys.items()):
+            link.register_device(key.public_key(), bind_node_key(key, dev), dev, revoked=False)
+            samples = device_samples(base, tmp_path / f"{dev}.npz", seed=40 + i)
+            nodes.append(SuperNode(key, f"127.0.0.1:{link.port}", ca.ca_pem, tmp_path / dev,
+                                   node_config={"edgeloop-samples": str(samples)}))
+        try:
+            for node in nodes:
+                node.start(timeout_s=60)
+            result = deploy(link, base, DeployPlan(rounds=2, epochs=3, min_nodes=3,
+                                                   round_timeout=60, secagg=True,
+                                                   dp_noise=0.01, dp_clip=5.0,
+                                                   dp_mode="client"),
+                            tmp_path / "runs")
+        finally:
+            for node in nodes:
+                node.stop()
+    assert all(r.aggregated and r.answered == 3 and r.failed == 0 for r in result.rounds), \
+        [r.note for r in result.rounds]
+    assert result.gate.accepted and result.gate.nodes == 3, result.gate.reason
+    privacy = result.record()["privacy"]
+    assert "SecAgg+" in privacy["mechanism"] and "on the device" in privacy["mechanism"]
+    assert privacy["epsilon"] > 0 and result.record()["deploy_plan"]["secagg"] is True

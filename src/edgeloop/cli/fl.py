@@ -582,6 +582,9 @@ def start(
                            "--dp-noise: server, or client (on the device)."),
     dp_noise: float = typer.Option(0.0, "--dp-noise", help="DP noise multiplier."),
     dp_clip: float = typer.Option(0.0, "--dp-clip", help="DP clipping norm."),
+    secagg: bool = typer.Option(False, "--secagg", help="Each round's fit under SecAgg+ "
+                                "(Flower's SecAggPlusWorkflow; fedavg, --dp client only, no "
+                                "compression)."),
     min_gain: float = typer.Option(0.0, "--min-gain", help="Accuracy the candidate must gain "
                                    "over the base on the devices' held-out labels."),
     dataset: str = typer.Option("textures", "--dataset", help="Held-out data for the "
@@ -607,7 +610,7 @@ def start(
     plan = DeployPlan(rounds=rounds, strategy=strategy.lower(), epochs=epochs, lr=lr,
                       compression=compression, quorum=quorum, min_nodes=min_nodes,
                       round_timeout=round_timeout, dp_noise=dp_noise, dp_clip=dp_clip,
-                      dp_mode=dp.lower(), min_gain=min_gain, seed=seed)
+                      dp_mode=dp.lower(), min_gain=min_gain, seed=seed, secagg=secagg)
     link = SuperLink(tls_cert, tls_key, tls_ca, state, host=host, port=port)
     wanted = _cohort(cohort)
     if advertise is not None and (advertise.count(":") != 1 or

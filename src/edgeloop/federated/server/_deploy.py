@@ -71,6 +71,7 @@ class DeployPlan:
     dp_noise: float = 0.0  # Gaussian noise multiplier (added on the server)
     dp_clip: float = 0.0  # L2 clipping norm of each update
     dp_mode: str = "server"  # where updates are clipped: server, or client (on the device)
+    secagg: bool = False  # each round's fit under Flower's SecAgg+ (fedavg; client DP only)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -95,21 +96,28 @@ class DeployPlan:
             raise InputError("differential privacy needs both dp_noise > 0 and dp_clip > 0")
         if self.dp_mode not in ("server", "client"):
             raise InputError(f"--dp {self.dp_mode!r:.40}: expected server or client")
-        if self.dp_noise > 0:
+        if self.dp_noise > 0 or self.secagg:
             self.privacy().check()
+        if self.secagg and self.compression != "none":
+            raise InputError(f"SecAgg+ with compression {self.compression!r:.40}: the masked "
+                             "sum needs the dense update; use --compression none")
 
     def privacy(self) -> PrivacyPlan:
         return PrivacyPlan(dp=self.dp_mode if self.dp_noise > 0 else "none",
-                           noise=self.dp_noise, clip=self.dp_clip, strategy=self.strategy)
+                           noise=self.dp_noise, clip=self.dp_clip, strategy=self.strategy,
+                           secagg=self.secagg)
 
     def privacy_record(self) -> dict[str, Any]:
         """What the run's record says of privacy: mechanism, parameters, epsilon spent."""
+        secagg = ("SecAgg+ (Flower's SecAggPlusWorkflow): the server saw only masked updates "
+                  "and their weighted mean")
         if self.dp_noise == 0:
-            return {"mechanism": "none"}
+            return {"mechanism": secagg if self.secagg else "none"}
         spent = self.privacy().spend(self.rounds)
         assert spent is not None
         where = "on the device" if self.dp_mode == "client" else "on the server"
-        return {"mechanism": f"DP, fixed clipping {where}, Gaussian noise on the server",
+        dp = f"DP, fixed clipping {where}, Gaussian noise on the server"
+        return {"mechanism": f"{dp}; {secagg}" if self.secagg else dp,
                 "noise_multiplier": self.dp_noise, "clipping_norm": self.dp_clip,
                 "epsilon": round(spent.epsilon, 4), "delta": spent.delta,
                 "accountant": spent.method}
@@ -164,6 +172,8 @@ def _plan_from(run_config: dict[str, Any]) -> DeployPlan:
     for k in ("rounds", "epochs", "batch_size", "min_nodes", "seed"):
         if k in values:
             values[k] = int(values[k])
+    if "secagg" in values:
+        values["secagg"] = bool(values["secagg"])
     return DeployPlan(**values)
 
 
@@ -213,8 +223,16 @@ def _main(grid: Grid, context: Context) -> None:
     train_config = {"trainer": "head", "epochs": plan.epochs, "lr": plan.lr,
                     "batch-size": plan.batch_size, "compression": plan.compression,
                     "seed": plan.seed}
-    done = run_rounds(grid, guard, initial, rounds=plan.rounds, train_config=train_config,
-                      timeout=plan.round_timeout, on_round=on_round)
+    if plan.secagg:
+        from edgeloop.federated.server._secagg import SecAggSettings, secagg_rounds
+
+        done = secagg_rounds(grid, initial, rounds=plan.rounds, train_config=train_config,
+                             timeout=plan.round_timeout, quorum=plan.quorum_count(len(nodes)),
+                             fraction=plan.fraction, settings=SecAggSettings(),
+                             dp_noise=plan.dp_noise, dp_clip=plan.dp_clip, on_round=on_round)
+    else:
+        done = run_rounds(grid, guard, initial, rounds=plan.rounds, train_config=train_config,
+                          timeout=plan.round_timeout, on_round=on_round)
     gate = evaluate_gate(grid, done.arrays, initial, min_gain=plan.min_gain,
                          timeout=plan.round_timeout)
     np.savez(out / "arrays.npz", **done.arrays)  # type: ignore[arg-type]
