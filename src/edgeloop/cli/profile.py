@@ -64,6 +64,15 @@ def _rows(p: DeviceProfile) -> list[tuple[str, str]]:
                 f"{_fmt(kernels.get('run_overhead_us'), ' µs')} per run",
             )
         )
+    if "lat:models" in kernels:
+        rows.append(
+            (
+                "latency model",
+                f"calibrated on {int(kernels['lat:models'])} models timed here "
+                f"(run {_fmt(kernels.get('lat:run', 0.0) * 1e3, ' µs')}, "
+                f"{_fmt(kernels.get('lat:op_other', 0.0) * 1e3, ' µs')} per data-movement op)",
+            )
+        )
     return rows
 
 
@@ -74,11 +83,25 @@ def profile(
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="Threads for the GEMM kernels (default: physical cores)."
     ),
+    calibrate: bool = typer.Option(
+        False,
+        "--calibrate",
+        help="Also fit the cost model's latency coefficients on whole models timed here "
+        "(needs the build install: torch; about a minute, --quick about 15 s).",
+    ),
 ) -> None:
     """Measure this machine: CPU, ISA, memory, fp32/int8 throughput, bandwidth, power."""
     from edgeloop.cli._console import console, print_json, progress, table
     from edgeloop.hardware import PROFILE_STEPS, profile_device
 
+    if calibrate:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise typer.BadParameter(
+                "--calibrate builds its calibration models with torch, which is not "
+                "installed here (install edgeloop with the build extras)"
+            ) from None
     with progress(transient=True) as bar:
         task = bar.add_task("profiling", total=len(PROFILE_STEPS), status="")
         started: list[str] = []
@@ -91,6 +114,20 @@ def profile(
 
         p = profile_device(quick=quick, threads=threads, on_step=on_step)
         bar.advance(task)
+    if calibrate:
+        import shutil
+        import tempfile
+
+        from edgeloop.analysis import calibrate as fit_on_models
+        from edgeloop.zoo import calibration_models
+
+        with progress(transient=True) as bar:
+            bar.add_task("calibrating the latency model on whole models", total=None, status="")
+            work = Path(tempfile.mkdtemp(prefix="edgeloop-calibrate-"))
+            try:
+                p = fit_on_models(p, calibration_models(work, quick=quick), quick=quick)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
     if save is not None:
         p.save(save)
     if as_json:

@@ -10,6 +10,7 @@ from edgeloop.zoo._architectures import (
     list_architectures,
 )
 from edgeloop.zoo._augment import AUGMENTATIONS, Augment, augmentation, augmentation_name
+from edgeloop.zoo._calibration import calibration_models
 from edgeloop.zoo._checkpoint import (
     CHECKPOINT_FORMAT,
     check_checkpoint,
@@ -31,6 +32,7 @@ from edgeloop.zoo._fit import (
 from edgeloop.zoo._train import TrainResult, train
 
 __all__ = [
+    "calibration_models",
     "ARCHITECTURES",
     "AUGMENTATIONS",
     "CHECKPOINT_FORMAT",
