@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edgeloop.db import make_engine, read_session, upgrade, utcnow, write_session
 from edgeloop.fleet import (
     autoheal_actions,
@@ -147,3 +149,63 @@ def test_a_pause_rule_pauses_the_model_durably_until_resumed(tmp_path: Path) -> 
             assert autoheal_paused_models(s)["kws"]["reason"] == "again"
     finally:
         engine.dispose()
+
+
+class _Healing(Exception):
+    pass
+
+
+def test_a_hand_queued_job_is_healed_under_the_same_limits(tmp_path: Path) -> None:
+    """A job a person queued has no alert for the rules: the service heals it (rule
+    ``manual``), unless the limits refuse, as they refuse an alert's."""
+    from edgeloop.loop import AutohealWorker, FleetAccess, is_hand_queued, parse_policy
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with write_session(engine) as s:  # as POST /v1/admin/monitor/jobs queues it
+            row, _ = queue_job(s, "finetune", "kws", 1, "site=a", reason="customer complaint",
+                               now=utcnow(), created_by="ops")
+            hand = int(row.id)
+    finally:
+        engine.dispose()
+    # a policy none of whose rules would match it (it names no alert kind)
+    policy = parse_policy({"rules": [{"match": {"kinds": ["bias"]}, "action": "heal"}]})
+    fleet = FleetAccess("http://127.0.0.1:9", "t", url, tmp_path, keys=tmp_path / "keys",
+                        repo=tmp_path / "tuf")
+    seen: list[Any] = []
+
+    def cohort(job: Any) -> Any:
+        seen.append(job)
+        raise _Healing  # the worker went on to heal it: enough here (a heal is the e2e's)
+
+    w = AutohealWorker(policy, fleet, cohort, name="w-hand")
+    try:
+        with pytest.raises(_Healing):
+            w.step()
+    finally:
+        w.close()
+    assert [j["id"] for j in seen] == [hand] and is_hand_queued(seen[0])
+    engine = make_engine(url)
+    try:
+        with read_session(engine) as s:
+            started = autoheal_actions(s, model="kws", limit=1)[0]
+            assert started["action"] == "started" and started["job_id"] == hand
+            assert started["detail"]["rule"] == "manual"
+            assert "queued by hand by ops: customer complaint" in started["detail"]["reason"]
+        with write_session(engine) as s:
+            set_autoheal_model_paused(s, "kws", True, actor="ops", reason="hold", now=utcnow())
+            row, _ = queue_job(s, "finetune", "kws", 1, "site=b", reason="again", now=utcnow(),
+                               created_by="ops")
+            second = int(row.id)
+    finally:
+        engine.dispose()
+    w = AutohealWorker(policy, fleet, cohort, name="w-hand-2")
+    try:
+        assert w.step() is None
+    finally:
+        w.close()
+    state, result = _job(url, second)
+    assert state == "failed" and "auto-heal of kws is paused" in result["reason"]
+    assert len(seen) == 1

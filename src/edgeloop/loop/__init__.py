@@ -13,14 +13,15 @@ with a lineage naming the alert event and the job and a monitoring reference re-
 the data it was tuned on, re-fits it under the base's budget (the base's recipe), packs, signs
 and releases it with deltas from the versions in the field, rolls it out to the cohort in
 stages gated on accuracy and errors, and finishes the job. :func:`heal_next` claims the next
-queued job first. ``edgeloop heal run --job ID`` and ``edgeloop heal worker`` are the CLI.
+queued job first. ``edgeloop heal worker`` is the CLI.
 
 The auto-heal policy (:func:`load_policy`, ``edgeloop autoheal check POLICY``) says which
 alerts the unattended loop acts on: :func:`decide` maps an alert to ``heal``, ``pause`` or
 ``notify`` (never a fine-tune on broken inputs), :func:`check_limits` applies the kill switch,
 the daily rate limit and the cool-down after a failed run; :func:`admission` applies them to
 the database (the kill switch, the audit log's runs and failures of the model);
-:func:`screen_job` decides what to do with a claimed job and logs it; :func:`notify_webhook`
+:func:`screen_job` decides what to do with a claimed job and logs it (a job queued by hand,
+:func:`is_hand_queued`, is a person's order to heal, under the same limits); :func:`notify_webhook`
 tells the policy's webhook.
 
 :class:`AutohealWorker` is the unattended service (``edgeloop server --auto-heal POLICY``,
@@ -29,7 +30,7 @@ UNIQUE key in the database), records each heal step (:class:`HealProgress`) and 
 the database, and resumes a run whose worker died from its last recorded step.
 """
 
-from edgeloop.loop._admission import admission, screen_job
+from edgeloop.loop._admission import admission, is_hand_queued, screen_job
 from edgeloop.loop._autoheal import AutohealWorker, LeaseLost
 from edgeloop.loop._heal import (
     DEFAULT_GATES,
@@ -76,6 +77,7 @@ __all__ = [
     "decide",
     "heal",
     "heal_next",
+    "is_hand_queued",
     "load_policy",
     "notify_webhook",
     "parse_policy",

@@ -19,7 +19,7 @@ from edgeloop.fleet import (
 )
 from edgeloop.loop._policy import Decision, Policy, check_limits, decide
 
-__all__ = ["admission", "screen_job"]
+__all__ = ["admission", "is_hand_queued", "screen_job"]
 
 
 def admission(s: Session, policy: Policy, model: str, now: datetime) -> str | None:
@@ -36,6 +36,15 @@ def admission(s: Session, policy: Policy, model: str, now: datetime) -> str | No
                         now=now.timestamp(), paused=autoheal_state(s).paused)
 
 
+MANUAL_RULE = "manual"
+
+
+def is_hand_queued(job: Mapping[str, Any]) -> bool:
+    """A job a person queued (``POST /v1/admin/monitor/jobs``, ``MonitorClient.queue_job``):
+    no alert event and no alert summary behind it."""
+    return job.get("event_id") is None and not job.get("detail")
+
+
 def screen_job(s: Session, policy: Policy, job: Mapping[str, Any], now: datetime, *,
                actor: str) -> Decision:
     """What the unattended loop does with a claimed ``finetune`` job (its ``detail`` is the
@@ -43,11 +52,20 @@ def screen_job(s: Session, policy: Policy, job: Mapping[str, Any], now: datetime
     but :func:`admission` refuses; logged in the audit log (``started`` for a run that may go
     ahead, ``skipped``, ``pause_model`` or ``notify`` otherwise), in the caller's transaction.
     A ``pause`` decision pauses the model's automatic runs until a person resumes them
-    (:func:`~edgeloop.fleet.set_autoheal_model_paused`)."""
+    (:func:`~edgeloop.fleet.set_autoheal_model_paused`).
+
+    A job queued by hand (:func:`is_hand_queued`) has no alert for the rules to match: it is a
+    person's order to heal, decided ``heal`` by the rule ``manual``, under the same limits (the
+    kill switch, the model's pause, the rate limit and cool-down, one run per cohort)."""
     model, cohort = str(job["model"]), str(job["cohort"])
     detail = job.get("detail") if isinstance(job.get("detail"), Mapping) else {}
     assert isinstance(detail, Mapping)
-    d = decide(policy, model, cohort, detail)
+    if is_hand_queued(job):
+        d = Decision("heal", MANUAL_RULE, "info", (),
+                     f"queued by hand by {job.get('created_by') or '?'}: "
+                     f"{str(job.get('reason') or '')[:200]}")
+    else:
+        d = decide(policy, model, cohort, detail)
     if d.action == "heal":
         why = admission(s, policy, model, now)
         if why is not None:

@@ -520,7 +520,9 @@ def _register_inputs(run: Any, devices: Sequence[tuple[np.ndarray, np.ndarray]],
     lineage = (*card.lineage,
                LineageRef("monitor_alert", sha256_bytes(alert),
                           name=f"alert event {res.event_id} (job {res.job_id}, cohort "
-                               f"{res.cohort})"),
+                               f"{res.cohort})" if res.event_id is not None else
+                          f"no alert: job {res.job_id} queued by hand by "
+                          f"{job.get('created_by') or '?'} (cohort {res.cohort})"),
                LineageRef("reference_data", sha256_bytes(x.tobytes() + y.tobytes()),
                           name=f"re-baselined on the {len(y)} labelled samples the "
                                f"{len(devices)} devices of cohort {res.cohort} tuned on"))
