@@ -209,3 +209,20 @@ def test_a_hand_queued_job_is_healed_under_the_same_limits(tmp_path: Path) -> No
     state, result = _job(url, second)
     assert state == "failed" and "auto-heal of kws is paused" in result["reason"]
     assert len(seen) == 1
+
+
+def test_paused_models_on_both_engines(db_url: str) -> None:
+    """The newest pause_model/resume_model row per model is its switch (SQLite, PostgreSQL)."""
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with write_session(engine) as s:
+            now = utcnow()
+            for model, paused in (("a", True), ("b", True), ("a", False), ("c", True),
+                                  ("c", False), ("c", True)):
+                set_autoheal_model_paused(s, model, paused, actor="ops", reason=f"{model}",
+                                          now=now)
+        with read_session(engine) as s:
+            assert sorted(autoheal_paused_models(s)) == ["b", "c"]
+    finally:
+        engine.dispose()
