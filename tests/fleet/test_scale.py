@@ -336,3 +336,120 @@ def test_an_idle_database_connection_killed_meanwhile_is_replaced_before_use(
         other.dispose()
     for _ in range(3):  # each request's connections are pinged, found dead and replaced
         assert dev.checkin().status_code == 200
+
+
+def _report(device_id: str) -> dict[str, Any]:
+    from edgeloop.artifacts import DeviceReport
+
+    report = DeviceReport(
+        device_id=device_id, model="kws", version=1, window_s=30.0, metrics={"requests": 1.0}
+    )
+    return report.to_dict()
+
+
+def _other_server(fleet: Any) -> TestClient:
+    """A second server process's app on the same database and data dir."""
+    settings = FleetSettings(
+        db_url=fleet.settings.db_url, data_dir=fleet.settings.data_dir, poll_interval_s=30.0
+    )
+    return TestClient(create_app(settings))
+
+
+def test_a_device_is_read_once_per_process_until_something_it_reads_changes(
+    fleet: Any,
+) -> None:
+    dev = _released(fleet)
+    devices = fleet.client.app.state.fleet.devices
+    for _ in range(4):
+        assert dev.checkin().status_code == 200
+        r = dev.post("/v1/telemetry", _report(dev.device_id))
+        assert r.status_code == 202, r.text
+    assert devices.reads == 1  # its own check-ins and reports leave the counter alone
+    r = fleet.client.patch(
+        f"/v1/admin/devices/{dev.device_id}", json={"labels": {"site": "b"}}, headers=fleet.admin
+    )
+    assert r.status_code == 200, r.text
+    assert dev.checkin().status_code == 200
+    assert devices.reads == 2  # a label change is read again
+
+
+def test_a_revocation_refuses_the_next_request_in_every_process(fleet: Any) -> None:
+    dev = _released(fleet)
+    with _other_server(fleet) as other:
+        dev.client = other
+        assert dev.checkin().status_code == 200  # the other process keeps the device now
+        assert dev.checkin().status_code == 200
+        assert other.app.state.fleet.devices.reads == 1
+        dev.client = fleet.client
+        r = fleet.client.post(f"/v1/admin/devices/{dev.device_id}/revoke", headers=fleet.admin)
+        assert r.status_code == 200, r.text
+        dev.client = other
+        r = dev.checkin()
+        assert r.status_code == 403 and "revoked" in r.json()["detail"]
+        assert dev.post("/v1/telemetry", _report(dev.device_id)).status_code == 403
+
+
+def test_a_revocation_written_outside_the_server_refuses_the_next_request(fleet: Any) -> None:
+    dev = _released(fleet)
+    assert dev.checkin().status_code == 200
+    engine = make_engine(fleet.settings.db_url)
+    try:
+        with write_session(engine) as s:  # another tool on the database, not the admin API
+            s.execute(
+                sa.text("UPDATE fleet_devices SET revoked = :t WHERE id = :d"),
+                {"t": True, "d": dev.device_id},
+            )
+    finally:
+        engine.dispose()
+    assert dev.checkin().status_code == 403
+
+
+def test_a_device_deleted_from_the_database_is_unknown_at_its_next_request(fleet: Any) -> None:
+    dev = _released(fleet)
+    assert dev.checkin().status_code == 200
+    engine = make_engine(fleet.settings.db_url)
+    try:
+        with write_session(engine) as s:
+            for table in ("fleet_nonces", "fleet_reports", "fleet_devices"):
+                column = "id" if table == "fleet_devices" else "device_id"
+                s.execute(sa.text(f"DELETE FROM {table} WHERE {column} = :d"), {"d": dev.device_id})
+    finally:
+        engine.dispose()
+    r = dev.checkin()
+    assert r.status_code == 401 and "not enrolled" in r.json()["detail"]
+
+
+def test_a_rollout_started_by_another_process_reaches_a_process_that_kept_none(
+    fleet: Any,
+) -> None:
+    fleet.release("kws", 1, {"fp32": {}})
+    fleet.push("kws", 2, {"fp32": {}})
+    r = fleet.client.post(
+        "/v1/admin/releases", json={"model": "kws", "version": 2}, headers=fleet.admin
+    )
+    assert r.status_code == 201, r.text
+    dev = fleet.device(model="kws")
+    key = fleet.client.app.state.ctx.secrets.director_key.public_key()
+    installed = {"model": "kws", "version": 1, "variant": "fp32", "sha256": "0" * 64}
+
+    def version(client: TestClient) -> int:
+        dev.client = client
+        env = dev.checkin(installed).json()["assignment"]
+        return verify_assignment(env, key, device_id=dev.device_id).version
+
+    with _other_server(fleet) as other:
+        assert version(other) == 1
+        assert version(other) == 1  # no rollout for kws: kept as none
+        r = fleet.client.post(
+            "/v1/admin/rollouts", json={"model": "kws", "version": 2, "stages": [100]},
+            headers=fleet.admin,
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        assert version(other) == 2
+        engine = make_engine(fleet.settings.db_url)
+        try:  # a change to the rollout's row alone (no alias moved), from outside the server
+            with write_session(engine) as s:
+                s.execute(sa.text("UPDATE fleet_rollouts SET cut = -1.0, stage_devices = 0"))
+        finally:
+            engine.dispose()
+        assert version(other) == 1  # out of the stage now

@@ -6,7 +6,8 @@ its rollouts (``edgeloop.fleet``) keep their rows in one database, declared here
 (``0001_registry`` -> ``0002_fleet`` -> ``0003_rollout`` -> ``0004_alias_revert`` ->
 ``0005_dashboard_sessions`` -> ``0006_monitor`` -> ``0007_eval_suites`` ->
 ``0008_monitor_jobs`` -> ``0009_rollout_controls`` -> ``0010_fleet_generation`` ->
-``0011_autoheal`` -> ``0012_federated`` -> ``0013_autoheal_runs``; the revision
+``0011_autoheal`` -> ``0012_federated`` -> ``0013_autoheal_runs`` ->
+``0014_device_generation``; the revision
 ids are stored in every existing database and never change). SQLite is the embedded default,
 PostgreSQL is chosen by URL.
 

@@ -5,7 +5,7 @@ one Alembic chain shipped inside the package (``0001_registry`` -> ``0002_fleet`
 ``0003_rollout`` -> ``0004_alias_revert`` -> ``0005_dashboard_sessions`` -> ``0006_monitor`` ->
 ``0007_eval_suites`` -> ``0008_monitor_jobs`` -> ``0009_rollout_controls`` ->
 ``0010_fleet_generation`` -> ``0011_autoheal`` -> ``0012_federated`` ->
-``0013_autoheal_runs``).
+``0013_autoheal_runs`` -> ``0014_device_generation``).
 SQLite is the embedded default (a file under the user's data dir, or ``$EDGELOOP_DB``);
 PostgreSQL is chosen by URL (``postgresql+psycopg://...``).
 

@@ -122,7 +122,9 @@ class VariantRow(Base):
 
 class GenerationRow(Base):
     """One row (id 1): database triggers bump ``value`` on every change to the releases,
-    variants, aliases, models or versions, so a process's cache of them knows it is stale."""
+    variants, aliases, models or versions (revision 0010), and to a device's signing key,
+    revocation, model, labels or profile (revision 0014), so a process's cache of them knows
+    it is stale."""
 
     __tablename__ = "fleet_generation"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)

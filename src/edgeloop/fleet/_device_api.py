@@ -38,6 +38,7 @@ from edgeloop.fleet._http import (
     utc_now,
 )
 from edgeloop.fleet._publish import rewrap_for_device
+from edgeloop.fleet._signed import KnownDevice
 from edgeloop.fleet._state import AppState, app_state
 from edgeloop.fleet._store import Refused
 from edgeloop.fleet._telemetry import validate_report
@@ -141,18 +142,26 @@ def _verified(
     body: bytes,
     sig: RequestSignature,
     now: datetime,
-) -> DeviceRow:
+    generation: int | None,
+) -> KnownDevice:
     """The signed request's device, checked in the caller's read session (signature, clock
-    skew, revocation); the nonce is left to the group commit, which refuses a replay."""
-    return store.verify_device(
-        s,
+    skew, revocation) from what this process keeps of it while ``generation`` (the database's
+    counter, read in this session) has not moved; the nonce is left to the group commit,
+    which refuses a replay."""
+    device = app.devices.get(s, sig.device_id, generation)
+    if device is None:
+        raise Refused(401, "unknown_device", f"device {sig.device_id!r} is not enrolled here")
+    store.verify_signature(
         sig,
+        device.key,
+        device.revoked,
         request.method,
         signed_path(request),
         body,
         now=now,
         max_skew_s=app.ctx.settings.max_skew_s,
     )
+    return device
 
 
 @device_router.post(
@@ -171,10 +180,11 @@ def checkin(
     sig = _signature(app, request, body)
     now = utc_now()
     with read_session(app.ctx.engine) as s:
-        device = _verified(s, app, request, body, sig, now)
+        generation = app.fleet_states.generation(s)
+        device = _verified(s, app, request, body, sig, now, generation)
         report = parse_body(CheckIn, body)
         _check_build(app, report.agent_build)
-        fleet = app.fleet_states.get(s, device)
+        fleet = app.fleet_states.get(s, device, generation)
         if app.deltas is not None:
             fleet = app.deltas.apply(fleet)
         try:
@@ -267,7 +277,7 @@ def telemetry(
     sig = _signature(app, request, body)
     now = utc_now()
     with read_session(app.ctx.engine) as s:
-        device = _verified(s, app, request, body, sig, now)
+        device = _verified(s, app, request, body, sig, now, app.fleet_states.generation(s))
         report = parse_body(DeviceReport, body)
         if report.device_id != device.id:
             raise Refused(

@@ -38,7 +38,7 @@ from edgeloop.db import (
     MonitorSketchRow,
 )
 from edgeloop.errors import EdgeloopError, RegistryError, SketchError
-from edgeloop.fleet._store import Refused
+from edgeloop.fleet._store import DeviceFields, Refused
 from edgeloop.monitor.drift import (
     AlertPolicy,
     AlertState,
@@ -199,7 +199,7 @@ class PendingSketch:
         return (self.device_id, self.model, self.version, self.window, self.reference_sha256)
 
 
-def check_sketch(s: Session, device: DeviceRow, report: DeviceReport, now: datetime, *,
+def check_sketch(s: Session, device: DeviceFields, report: DeviceReport, now: datetime, *,
                  window_s: float) -> PendingSketch | None:
     """Validate the report's sketch (None when it carries none) against the newest reference
     of the version it names. Refused (400, with the reason) when it cannot be checked or is

@@ -107,9 +107,10 @@ class Rollouts:
         poll = ctx.settings.poll_interval_s
         self.tick_s = min(max(poll / 4.0, 0.2), 15.0)
         self.default_switch_timeout_s = 3.0 * poll
+        self.latest = rs.LatestRollouts()  # each model's newest rollout, kept (docs/scale.md)
 
     def policy(self, s: Session) -> Policy:
-        return rs.policy_for(s, utc_now())
+        return rs.policy_for(s, utc_now(), self.latest)
 
     def tick(self) -> list[tuple[int, str]]:
         """One pass over the rollouts in effect (none: no write transaction at all)."""

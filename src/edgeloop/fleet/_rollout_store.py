@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from edgeloop.fleet._machine import (
     step,
 )
 from edgeloop.fleet._monitor_store import group_metrics
-from edgeloop.fleet._store import desired_versions, list_releases
+from edgeloop.fleet._store import desired_versions, generation, list_releases
 from edgeloop.protocol import Release, iso_time
 from edgeloop.registry import set_alias, suite_regression
 
@@ -68,6 +69,7 @@ __all__ = [
     "device_counts",
     "drive",
     "get_rollout",
+    "LatestRollouts",
     "list_rollouts",
     "plan_ticks",
     "policy_for",
@@ -132,7 +134,7 @@ def _status(row: RolloutRow) -> RolloutStatus:
     )
 
 
-def _controls(row: RolloutRow) -> RolloutControls:
+def _controls(row: RolloutRow | RolloutView) -> RolloutControls:
     return RolloutControls.from_dict(row.controls or {})
 
 
@@ -681,18 +683,77 @@ def rollout_dict(s: Session, row: RolloutRow, *, detail: bool = False) -> dict[s
 # --- the director's policy ------------------------------------------------------------------
 
 
-def policy_for(s: Session, now: datetime | None = None) -> Policy:
+@dataclass(frozen=True)
+class RolloutView:
+    """What the director's policy reads of a model's newest rollout (:class:`LatestRollouts`)."""
+
+    id: int
+    model: str
+    from_version: int
+    to_version: int
+    stages: list[Any]
+    cohort: dict[str, Any]
+    controls: dict[str, Any]
+    salt: str
+    state: str
+    stage: int
+    cut: float
+    reason: str
+
+
+_ROLLOUTS: Any = RolloutRow.__table__
+_LATEST = (
+    sa.select(*(_ROLLOUTS.c[f] for f in RolloutView.__dataclass_fields__))
+    .where(_ROLLOUTS.c.model == sa.bindparam("model"))
+    .order_by(_ROLLOUTS.c.id.desc())
+    .limit(1)
+)
+
+
+class LatestRollouts:
+    """Each model's newest rollout, kept in this process while the database's generation
+    counter stays where it was (triggers on ``fleet_rollouts``, revision 0014, bump it with
+    every rollout started, moved on, paused or changed, from any process): one read per
+    model per change instead of one per check-in."""
+
+    def __init__(self) -> None:
+        self._generation: int | None = None
+        self._kept: dict[str, RolloutView | None] = {}
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    def get(self, s: Session, model: str) -> RolloutView | None:
+        gen = generation(s)
+        with self._lock:
+            if gen is None or gen != self._generation:
+                self._kept.clear()
+                self._generation = gen
+            if model in self._kept:
+                return self._kept[model]
+        row = s.execute(_LATEST, {"model": model}).first()
+        view = None if row is None else RolloutView(**row._asdict())
+        with self._lock:
+            self.reads += 1
+            if gen is not None and gen == self._generation:
+                self._kept[model] = view
+        return view
+
+
+def _newest(s: Session, model: str) -> RolloutView | None:
+    row = s.execute(_LATEST, {"model": model}).first()
+    return None if row is None else RolloutView(**row._asdict())
+
+
+def policy_for(
+    s: Session, now: datetime | None = None, latest: LatestRollouts | None = None
+) -> Policy:
     """The director's policy for one check-in: a device in a rollout's stage gets its version,
-    when the rollout's controls (rate, concurrent downloads, window) let it have it now."""
+    when the rollout's controls (rate, concurrent downloads, window) let it have it now.
+    ``latest``: this process's kept newest rollouts (else read per call)."""
     at = now or datetime.now(timezone.utc)
 
     def policy(device: DeviceState, model: str, fleet: FleetState) -> tuple[Release, str] | None:
-        row = s.scalars(
-            sa.select(RolloutRow)
-            .where(RolloutRow.model == model)
-            .order_by(RolloutRow.id.desc())
-            .limit(1)
-        ).first()
+        row = latest.get(s, model) if latest is not None else _newest(s, model)
         base = default_policy(device, model, fleet)
         if row is None:
             return base
@@ -720,7 +781,7 @@ def policy_for(s: Session, now: datetime | None = None) -> Policy:
     return policy
 
 
-def _failure_of(row: RolloutRow, device: DeviceState) -> str | None:
+def _failure_of(row: RolloutRow | RolloutView, device: DeviceState) -> str | None:
     """The agent's report that it refused the rollout's version (verification or self-test)
     or fell back from it (the trial's error limit), also when both happened between two
     check-ins. A transient failure the agent retries (a full disk, a bad download) is not one."""
@@ -731,7 +792,9 @@ def _failure_of(row: RolloutRow, device: DeviceState) -> str | None:
     return None
 
 
-def _track(rec: RolloutDeviceRow, row: RolloutRow, device: DeviceState, now: datetime) -> None:
+def _track(
+    rec: RolloutDeviceRow, row: RolloutRow | RolloutView, device: DeviceState, now: datetime
+) -> None:
     """Move a tracked device on from what its check-in says."""
     installed = device.installed
     on_new = installed is not None and installed.version == row.to_version
@@ -747,7 +810,11 @@ def _track(rec: RolloutDeviceRow, row: RolloutRow, device: DeviceState, now: dat
 
 
 def _admit(
-    s: Session, row: RolloutRow, controls: RolloutControls, device: DeviceState, now: datetime
+    s: Session,
+    row: RolloutRow | RolloutView,
+    controls: RolloutControls,
+    device: DeviceState,
+    now: datetime,
 ) -> bool:
     """Whether a stage device gets the new version at this check-in under the controls; the
     first time it does is recorded (the rate limit and concurrent downloads count those)."""

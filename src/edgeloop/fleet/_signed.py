@@ -1,5 +1,6 @@
-"""What a check-in may reuse: the fleet state (until the database says it changed) and the
-assignment signed for each device, so an unchanged assignment is not signed again.
+"""What a check-in may reuse: the fleet state and what a signed request needs of its device
+(until the database says either changed) and the assignment signed for each device, so an
+unchanged assignment is not signed again.
 
 The director runs on every check-in (its policy may depend on time or on rollout state); what
 is kept is only the last envelope this process signed for each device, with the assignment's
@@ -26,21 +27,32 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from sqlalchemy.orm import Session
 
-from edgeloop.db import DeviceRow, GenerationRow
+from edgeloop.db import DeviceRow
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._director import DeltaOffer, FleetState
 from edgeloop.protocol import (
     Assignment,
     canonical_json,
+    ed25519_from_hex,
     parse_time,
     payload_sha256,
     sign_assignment,
 )
 
-__all__ = ["DeltaListing", "FleetStates", "Signed", "SignedAssignments"]
+__all__ = [
+    "DeltaListing",
+    "DeviceKeys",
+    "FleetStates",
+    "KnownDevice",
+    "Signed",
+    "SignedAssignments",
+]
 
 
 @dataclass(frozen=True)
@@ -113,8 +125,17 @@ class FleetStates:
         self._lock = threading.Lock()
         self.reads = 0  # fleet states read from the database (cache misses)
 
-    def get(self, s: Session, device: DeviceRow) -> FleetState:
-        generation = s.scalar(sa.select(GenerationRow.value).where(GenerationRow.id == 1))
+    @staticmethod
+    def generation(s: Session) -> int | None:
+        """The database's generation counter, read once in the request's transaction."""
+        return store.generation(s)
+
+    def get(
+        self, s: Session, device: store.DeviceFields, generation: int | None = None
+    ) -> FleetState:
+        """``generation``: the counter as this request read it already (else read here)."""
+        if generation is None:
+            generation = self.generation(s)
         with self._lock:
             if generation is None or generation != self._generation:
                 self._states.clear()
@@ -127,6 +148,75 @@ class FleetStates:
                 if generation is not None and generation == self._generation:
                     self._states[device.model] = state
         return state
+
+
+@dataclass(frozen=True)
+class KnownDevice:
+    """What a signed request needs of its device, as this process keeps it (:class:`DeviceKeys`)."""
+
+    id: str
+    key: Ed25519PublicKey
+    revoked: bool
+    model: str | None
+    labels: dict[str, Any]
+    profile: dict[str, Any] | None
+
+
+class DeviceKeys:
+    """Each device's public key, revocation, model, labels and profile, kept in this process
+    while the database's generation counter stays where it was: triggers (revision 0014) bump
+    it in the same transaction that revokes a device, changes its key, model, labels or
+    profile, or deletes it, whichever process or command does it. A request reads the counter
+    in its own transaction, so a revocation committed before the request began refuses it in
+    every process: no grace period. A check-in's own writes (last seen, installed, health)
+    leave the counter alone. Bounded, least recently used out first."""
+
+    def __init__(self, max_devices: int = 200_000) -> None:
+        self.max_devices = max_devices
+        self._generation: int | None = None
+        self._kept: OrderedDict[str, KnownDevice] = OrderedDict()
+        self._lock = threading.Lock()
+        self.reads = 0  # devices read from the database (misses)
+
+    def get(self, s: Session, device_id: str, generation: int | None) -> KnownDevice | None:
+        """The device (None: not enrolled here), read in ``s`` unless kept for ``generation``."""
+        with self._lock:
+            if generation is None or generation != self._generation:
+                self._kept.clear()
+                self._generation = generation
+            kept = self._kept.get(device_id)
+            if kept is not None:
+                self._kept.move_to_end(device_id)
+                return kept
+        row = s.execute(_DEVICE, {"device_id": device_id}).first()
+        if row is None:
+            return None
+        known = KnownDevice(
+            id=str(row.id),
+            key=ed25519_from_hex(row.signing_key),
+            revoked=bool(row.revoked),
+            model=row.model,
+            labels=dict(row.labels or {}),
+            profile=row.profile,
+        )
+        with self._lock:
+            self.reads += 1
+            if generation is not None and generation == self._generation:
+                self._kept[device_id] = known
+                while len(self._kept) > self.max_devices:
+                    self._kept.popitem(last=False)
+        return known
+
+
+_DEVICES: Any = DeviceRow.__table__
+_DEVICE = sa.select(
+    _DEVICES.c.id,
+    _DEVICES.c.signing_key,
+    _DEVICES.c.revoked,
+    _DEVICES.c.model,
+    _DEVICES.c.labels,
+    _DEVICES.c.profile,
+).where(_DEVICES.c.id == sa.bindparam("device_id"))
 
 
 class DeltaListing:

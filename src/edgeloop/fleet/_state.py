@@ -7,7 +7,7 @@ locals, so each router can live in a module of its own and be read on its own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from edgeloop.fleet._batch import CheckinWriter
 from edgeloop.fleet._director import Policy
 from edgeloop.fleet._http import ServerContext
 from edgeloop.fleet._metrics import FleetMetrics
-from edgeloop.fleet._signed import DeltaListing, FleetStates, SignedAssignments
+from edgeloop.fleet._signed import DeltaListing, DeviceKeys, FleetStates, SignedAssignments
 from edgeloop.protocol import public_hex
 
 __all__ = ["AppState", "PolicyLoader", "app_state"]
@@ -39,6 +39,7 @@ class AppState:
     signed: SignedAssignments
     fleet_states: FleetStates
     deltas: DeltaListing | None = None  # listed deltas the director may assign
+    devices: DeviceKeys = field(default_factory=DeviceKeys)  # signed requests' devices, kept
 
     @property
     def director_key(self) -> dict[str, Any]:

@@ -10,13 +10,23 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
 
 from edgeloop.artifacts import DeviceProfile, DeviceReport
-from edgeloop.db import Base, DeviceRow, NonceRow, ReleaseRow, ReportRow, TokenRow, VariantRow
+from edgeloop.db import (
+    Base,
+    DeviceRow,
+    GenerationRow,
+    NonceRow,
+    ReleaseRow,
+    ReportRow,
+    TokenRow,
+    VariantRow,
+)
 from edgeloop.errors import FleetError
 from edgeloop.fleet._director import DeviceState, FleetState
 from edgeloop.protocol import (
@@ -35,6 +45,7 @@ from edgeloop.protocol import (
 )
 
 __all__ = [
+    "DeviceFields",
     "Refused",
     "authenticate",
     "checkin_columns",
@@ -45,6 +56,7 @@ __all__ = [
     "device_state",
     "enroll",
     "fleet_state",
+    "generation",
     "get_device",
     "list_devices",
     "list_releases",
@@ -59,6 +71,7 @@ __all__ = [
     "sweep_reports",
     "variant_by_target",
     "verify_device",
+    "verify_signature",
 ]
 
 
@@ -71,7 +84,37 @@ class Refused(FleetError):
         self.reason = reason
 
 
+class DeviceFields(Protocol):
+    """What the director and the report checks read of a device: a :class:`DeviceRow` or the
+    copy a process keeps of it (``_signed.KnownDevice``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def labels(self) -> dict[str, Any]: ...
+    @property
+    def profile(self) -> dict[str, Any] | None: ...
+
+
 _PRUNE_SUFFIXES = ("0", "a", "A", "-")
+_GENERATION = sa.select(GenerationRow.value).where(GenerationRow.id == 1)
+_GENERATION_KEY = "edgeloop_fleet_generation"
+
+
+def generation(s: Session) -> int | None:
+    """The database's generation counter (``fleet_generation``: triggers bump it on every
+    change a process may cache, revisions 0010 and 0014), read once per transaction and kept
+    in the session for the rest of it, so a request's caches agree on one value."""
+    kept = s.info.get(_GENERATION_KEY)
+    transaction = s.get_transaction()
+    if kept is not None and transaction is not None and kept[0] is transaction:
+        return kept[1]  # type: ignore[no-any-return]
+    value = s.scalar(_GENERATION)
+    out = int(value) if value is not None else None
+    s.info[_GENERATION_KEY] = (s.get_transaction(), out)
+    return out
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -192,22 +235,39 @@ def verify_device(
     device = s.get(DeviceRow, sig.device_id)
     if device is None:
         raise Refused(401, "unknown_device", f"device {sig.device_id!r} is not enrolled here")
+    verify_signature(
+        sig,
+        ed25519_from_hex(device.signing_key),
+        device.revoked,
+        method,
+        path,
+        body,
+        now=now,
+        max_skew_s=max_skew_s,
+    )
+    return device
+
+
+def verify_signature(
+    sig: RequestSignature,
+    key: Ed25519PublicKey,
+    revoked: bool,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    now: datetime,
+    max_skew_s: float,
+) -> None:
+    """Refused (401) unless ``key`` signed this request within the clock skew; (403) when the
+    device is revoked. The nonce is not checked here."""
     try:
-        verify_request(
-            sig,
-            ed25519_from_hex(device.signing_key),
-            method,
-            path,
-            body,
-            now=now.timestamp(),
-            max_skew_s=max_skew_s,
-        )
+        verify_request(sig, key, method, path, body, now=now.timestamp(), max_skew_s=max_skew_s)
     except FleetError as e:
         reason = "stale" if "server clock" in str(e) else "bad_signature"
         raise Refused(401, reason, str(e)) from e
-    if device.revoked:
+    if revoked:
         raise Refused(403, "revoked", f"device {sig.device_id!r} was revoked")
-    return device
 
 
 def replay(device_id: str, nonce: str) -> Refused:
@@ -264,7 +324,7 @@ def record_checkin(device: DeviceRow, checkin: CheckIn, now: datetime) -> None:
         setattr(device, name, value)
 
 
-def checkin_state(device: DeviceRow, checkin: CheckIn) -> DeviceState:
+def checkin_state(device: DeviceFields, checkin: CheckIn) -> DeviceState:
     """What the director knows of ``device`` once this check-in is recorded (without
     changing the row: the check-in's writes go through the group commit)."""
     return DeviceState(
@@ -462,7 +522,7 @@ def desired_versions(s: Session, alias: str, model: str | None = None) -> dict[s
     return {str(name): int(version) for name, version in s.execute(q)}
 
 
-def fleet_state(s: Session, device: DeviceRow, alias: str) -> FleetState:
+def fleet_state(s: Session, device: DeviceFields, alias: str) -> FleetState:
     """What the director needs for one device: its model's releases and desired version."""
     desired = desired_versions(s, alias, device.model)
     model = device.model or (next(iter(desired)) if len(desired) == 1 else None)
