@@ -24,7 +24,9 @@ Generated shifts of increasing size on the pool:
 Each window is what a device would send: every pool row is sketched once by the real
 ``WindowSketch.update`` and a window's sketch is the sum of its rows' contributions (sketches
 add), parsed by the server's ``validate_sketch`` and judged by ``drift_report`` (its alarm:
-drift, or realized accuracy below the reference's, one corrected family). Evidently's default
+drift of a watched component, of the view's mean in any of its whitened directions
+(``@mean_shift``, ``--whiten``), of the predictions or confidences, or realized accuracy below
+the reference's: one corrected family). Evidently's default
 ``DataDriftPreset`` runs in its own environment (``--evidently-python``; evidently 0.7.x needs
 ``pandas<3``) on the same windows as raw data, on a reduced grid because it is slow (seconds
 per window for har's 384 columns): window sizes ``--evidently-sizes`` (100, 1,000), 20
@@ -151,9 +153,9 @@ _ROW_FIELDS = ("hist", "finite", "nan", "inf", "below", "above", "sum_z", "sum_z
 
 def _state(s: WindowSketch) -> np.ndarray:
     parts = [s.hist.ravel(), *(s.counts[k] for k in ("finite", "nan", "inf", "below", "above")),
-             s.sum_z, s.sum_z2, s.pred, s.conf_hist,
+             s.sum_z, s.sum_z2, s.pred, s.conf_hist, s.white_sum,
              np.array([s.n, s.bad_rows, s.n_outputs, s.bad_outputs, s.exp_correct,
-                       s.exp_correct_sq])]
+                       s.exp_correct_sq, s.white_n])]
     return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
 
 
@@ -204,7 +206,8 @@ def window_sketch(rows: Rows, counts: np.ndarray, labels: np.ndarray, labelled: 
     cnt = {k: take(f) for k in ("finite", "nan", "inf", "below", "above")}
     sum_z, sum_z2 = take(f), take(f)
     pred, conf = take(len(tmpl.pred)), take(len(tmpl.conf_hist))
-    n, bad_rows, n_out, bad_out, exp_c, exp_sq = take(6)
+    white_sum = take(len(tmpl.white_sum))
+    n, bad_rows, n_out, bad_out, exp_c, exp_sq, white_n = take(7)
     used = counts > 0
     correct = rows.pred == labels
     fb_p = np.nan_to_num(rows.p_correct)
@@ -224,6 +227,8 @@ def window_sketch(rows: Rows, counts: np.ndarray, labels: np.ndarray, labelled: 
         fb_labels=np.bincount(labels, weights=labelled, minlength=len(tmpl.pred)).astype(int)
         .tolist(),
     )
+    if "white_sum" in d:  # a whitened view: the window's summed whitened coordinates
+        d.update(white_n=int(round(white_n)), white_sum=white_sum.tolist())
     return json.dumps(d).encode()
 
 
@@ -439,7 +444,7 @@ def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     ref_logits, ref_emb = model_outputs(task.model, task.ref_x)
     ref_view = view_of(task, task.ref_x, ref_emb)
     ref = build_reference(ref_view, ref_logits, task.ref_y, output_kind="logits",
-                          components=args.components, max_features=32)
+                          components=args.components, whiten=args.whiten, max_features=32)
     ref_raw = ref_view if task.view == "embedding" else task.ref_x.reshape(len(task.ref_x), -1)
     out: dict[str, Any] = {
         "model": {"accuracy_test": task.accuracy, "reference_accuracy": ref.accuracy},
@@ -449,6 +454,8 @@ def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
         # reference rather than the population with it
         "sizes_within_pool_tenth": [s for s in args.sizes if s <= len(task.pool_y) // 10],
         "view": task.view, "monitored_features": len(ref.features),
+        "whitened_directions": 0 if ref.projection is None or ref.projection.whiten is None
+        else len(ref.projection.whiten),
         "reference_bytes": len(ref.to_json()),
     }
     logits, emb = model_outputs(task.model, task.pool_x)
@@ -466,7 +473,8 @@ def bench_task(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
         times.append((time.perf_counter() - t0) / reps)
     out["sketch_us_per_inference"] = 1e6 * min(times)
     out["sketch_state_bytes"] = int(s.hist.nbytes + sum(v.nbytes for v in s.counts.values())
-                                    + 4 * s.sum_z.nbytes + s.pred.nbytes + s.conf_hist.nbytes)
+                                    + 4 * s.sum_z.nbytes + s.pred.nbytes + s.conf_hist.nbytes
+                                    + s.white_sum.nbytes)
     out["sketch_memory"] = sketch_memory(ref, base_view, logits, reps)
     out["agent_observe_us_per_inference"], out["agent_memory"] = agent_observe(
         ref, base_view, logits, reps)
@@ -697,6 +705,8 @@ def main() -> None:
     ap.add_argument("--labelled", type=float, default=0.1, help="share of delayed labels")
     ap.add_argument("--epochs", type=int, default=None, help="zoo training (default: the arch's)")
     ap.add_argument("--components", type=int, default=8)
+    ap.add_argument("--whiten", type=int, default=64,
+                    help="whitened directions of the view the mean-shift test sums (0: none)")
     # Evidently is slow (seconds per window for har's 384 columns): a reduced grid
     ap.add_argument("--evidently-python", type=Path, default=EVIDENTLY_PY)
     ap.add_argument("--evidently-sizes", default="100,1000",

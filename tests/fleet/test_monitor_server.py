@@ -141,6 +141,32 @@ def test_a_bad_sketch_is_refused_with_the_reason_and_nothing_is_stored(
     assert counts(mfleet) == (0, 0)
 
 
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda s: s["white_sum"].pop(), "sketch.white_sum"),
+        (lambda s: s["white_sum"].__setitem__(0, 1e300), "sketch.white_sum"),
+        (lambda s: s["white_sum"].__setitem__(0, "NaN"), "sketch.white_sum"),
+        (lambda s: s.update(white_n=s["n"] + 1), "sketch.white_n"),
+        (lambda s: s.pop("white_n"), "sketch.white_n"),
+    ],
+)
+def test_hostile_whitened_sums_are_refused_with_the_reason(mfleet, mutate, reason):
+    # a reference that watches the 4 inputs through a projection, with its whitening
+    x, y = sample(4000, np.random.default_rng(7))
+    wref = build_reference(x, probabilities(x), y, classes=CLASSES, max_features=2,
+                           components=2)
+    assert wref.projection is not None and wref.projection.whiten is not None
+    publish(mfleet, 1, wref)
+    d = mfleet.device()
+    good = window(wref, 50, 0)
+    assert len(good["white_sum"]) == 4 and good["white_n"] == 50
+    mutate(good)
+    r = report(d, 1, good)
+    assert r.status_code == 400 and reason in r.json()["detail"], r.text
+    assert counts(mfleet) == (0, 0)
+
+
 def evaluate(fleet: Fleet) -> dict[str, dict[str, Any]]:
     r = fleet.client.post("/v1/admin/monitor/evaluate", json={}, headers=fleet.admin)
     assert r.status_code == 200, r.text

@@ -65,7 +65,7 @@ MONITOR_METRICS = frozenset({
     "drift_psi_max", "drift_js_max", "drift_wasserstein_max", "drifted_features",
     "prediction_psi", "confidence_psi", "est_accuracy", "est_accuracy_low",
     "realized_accuracy", "nan_rate_max", "out_of_range_rate_max", "stuck_features",
-    "bias_gap_max",
+    "bias_gap_max", "mean_shift",
 })
 
 Status = Literal["pass", "fail", "pending", "error"]  # error: evaluation raised (recorded)

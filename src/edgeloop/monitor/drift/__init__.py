@@ -27,6 +27,7 @@ from edgeloop.monitor.drift._stats import (
     accuracy_drop_test,
     benjamini_hochberg,
     compare_counts,
+    mean_shift_test,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "drift_report",
     "estimated_accuracy",
     "group_sketches",
+    "mean_shift_test",
     "merge_sketches",
     "positive_rate",
     "realized_accuracy",

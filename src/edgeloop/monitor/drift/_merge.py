@@ -27,7 +27,7 @@ from edgeloop.monitor.sketch import MAX_SKETCH_BYTES, MonitorReference, WindowSk
 __all__ = ["DeviceSketch", "MergedSketch", "group_sketches", "merge_sketches", "validate_sketch"]
 
 F64 = npt.NDArray[np.float64]
-_ADD = ("hist", "sum_z", "sum_z2", "pred", "conf_hist", "fb_labels")
+_ADD = ("hist", "sum_z", "sum_z2", "pred", "conf_hist", "fb_labels", "white_sum")
 _SCALARS = (
     "n",
     "bad_rows",
@@ -38,6 +38,7 @@ _SCALARS = (
     "fb_n",
     "fb_correct",
     "fb_expected",
+    "white_n",
 )
 _COUNTS = ("finite", "nan", "inf", "below", "above", "repeats")
 
@@ -105,6 +106,8 @@ class MergedSketch:
     fb_correct: float
     fb_expected: float
     fb_labels: F64
+    white_n: float  # rows in white_sum (0 without a whitened reference)
+    white_sum: F64  # summed whitened coordinates, (d,) or (0,)
     weights: dict[str, float] = field(default_factory=dict)
 
     def feature_hist(self, i: int) -> F64:

@@ -23,6 +23,7 @@ from edgeloop.monitor.drift._stats import (
     accuracy_drop_test,
     benjamini_hochberg,
     compare_counts,
+    mean_shift_test,
 )
 from edgeloop.monitor.sketch import FeatureReference
 
@@ -84,8 +85,9 @@ def drift_report(
     positive: int | None = None,
     accuracy_floor: float | None = None,
 ) -> DriftReport:
-    """Merge ``items`` (capped), test every feature, the predictions and the confidences
-    against the reference, estimate accuracy, check data quality and segment bias.
+    """Merge ``items`` (capped), test every feature, the view's mean in every direction (with
+    a whitened projection: ``@mean_shift``), the predictions and the confidences against the
+    reference, estimate accuracy, check data quality and segment bias.
 
     Realized accuracy from delayed labels, when the window has any and the reference has an
     accuracy, is one more tested item (``@accuracy``), corrected with the others."""
@@ -115,6 +117,18 @@ def drift_report(
             if broken:
                 t["excluded_devices"] = float(len(broken) if m is not merged else 0)
             tests[ft.name] = t
+        if len(merged.white_sum):
+            # the view's mean in every direction at once; a device with a broken feature is
+            # left out of it (its rows would move the mean for a reason that is not drift)
+            broken = {d for d, issues in device_issues.items() if issues}
+            m = merged
+            if broken and len(broken) < len(per_device):
+                m = merge_sketches([it for it in items if it.device_id not in broken], cap=cap)
+            if m.white_n >= options.min_n:
+                t = mean_shift_test(m.white_sum, m.white_n, ref.n)
+                if broken:
+                    t["excluded_devices"] = float(len(broken) if m is not merged else 0)
+                tests["@mean_shift"] = t
         if merged.n_outputs >= options.min_n:
             tests["@prediction"] = compare_counts(
                 ref.class_counts, merged.pred, ordered=False, options=options
@@ -138,9 +152,12 @@ def drift_report(
     for name, p_adj in zip(names, benjamini_hochberg([tests[k]["p"] for k in names]), strict=True):
         t = tests[name]
         t["p_adj"] = p_adj
-        effect = t["drop"] >= options.accuracy_floor if name == "@accuracy" else (
-            t["psi"] >= options.psi_floor
-        )
+        if name == "@accuracy":
+            effect = t["drop"] >= options.accuracy_floor
+        elif name == "@mean_shift":
+            effect = t["kl"] >= options.shift_floor
+        else:
+            effect = t["psi"] >= options.psi_floor
         t["drifted"] = float(p_adj <= options.alpha and effect)
     drifted = tuple(k for k in names if tests[k]["drifted"])
     accuracy = {}
@@ -184,6 +201,8 @@ def report_metrics(report: DriftReport) -> dict[str, float]:
     for name in ("@prediction", "@confidence"):
         if name in report.features:
             out[f"{name[1:]}_psi"] = report.features[name]["psi"]
+    if "@mean_shift" in report.features:
+        out["mean_shift"] = report.features["@mean_shift"]["mahalanobis"]
     if "estimated" in report.accuracy:
         out["est_accuracy"] = report.accuracy["estimated"]["value"]
         out["est_accuracy_low"] = report.accuracy["estimated"]["low"]

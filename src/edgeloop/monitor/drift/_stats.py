@@ -10,6 +10,16 @@ For each monitored feature (and the predicted classes and the confidence histogr
   at least ``min_expected`` (20) window counts (see :class:`DriftOptions` for why not 5);
   and the two-sample KS on the binned CDFs (conservative when binned) for ordered features
   (reported, not part of the alarm);
+* the window's mean in every direction of a projected view (``@mean_shift``), from the summed
+  whitened coordinates: Hotelling's two-sample T^2 with the reference's covariance,
+  ``T^2 = n_eff |mean|^2`` (``n_eff = n m / (n + m)``, the reference's mean is a sample too),
+  whose ``T^2 (m - d) / (d (m - 1))`` follows F(d, m - d) when the view is Gaussian and the
+  window's covariance is the reference's (exact, whatever the window size: the reference's
+  covariance is an estimate from m rows, which the F accounts for). Its effect is the squared
+  Mahalanobis distance of the two means, less its expectation under no shift (``d / n_eff``):
+  for Gaussians with one covariance that is the symmetric Kullback-Leibler divergence, the
+  quantity PSI estimates per feature, so it is held to the same floor. It sees a shift in a
+  direction that the few components watched per feature do not carry;
 * realized accuracy (delayed labels) against the reference's: Fisher's exact one-sided test
   on the 2 x 2 table (window right/wrong, reference right/wrong). Exact, so five labels are
   judged as soundly as 5,000, and two-sample, so the reference's own accuracy (a sample of
@@ -42,6 +52,7 @@ __all__ = [
     "accuracy_drop_test",
     "benjamini_hochberg",
     "compare_counts",
+    "mean_shift_test",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -64,6 +75,10 @@ class DriftOptions:
     min_expected: float = 20.0
     min_n: float = 20.0  # fewer effective rows: no distribution test, no alarm
     accuracy_floor: float = 0.01  # the smallest drop of realized accuracy worth an alarm
+    # the smallest mean shift worth an alarm, as squared Mahalanobis distance (the symmetric
+    # KL divergence of two Gaussians with one covariance; the PSI floor's scale): 0.1 is a
+    # shift of 0.32 reference sd along the direction it takes
+    shift_floor: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,29 @@ def compare_counts(
         n_eff = n * m / (n + m)
         ks, ks_p = d, float(stats.kstwobign.sf(math.sqrt(n_eff) * d)) if d > 0 else 1.0
     return FeatureTest(n, psi, js, wd, chi2, pval if math.isfinite(pval) else 1.0, ks, ks_p)
+
+
+def mean_shift_test(
+    white_sum: npt.ArrayLike, white_n: float, ref_n: float
+) -> dict[str, float]:
+    """Hotelling's T^2 of a window's whitened mean (``white_sum / white_n``, d directions,
+    unit covariance on the reference) against the reference's (0, from ``ref_n`` rows):
+    ``{"n", "components", "t2", "p", "mahalanobis", "kl"}`` (``kl``: the squared distance
+    less its null expectation, at least 0; ``mahalanobis``: its square root)."""
+    total = np.asarray(white_sum, dtype=np.float64)
+    d, n, m = len(total), float(white_n), float(ref_n)
+    if d == 0 or n <= 0 or m <= d + 1:
+        return {"n": n, "components": float(d), "t2": 0.0, "p": 1.0, "mahalanobis": 0.0,
+                "kl": 0.0}
+    mean = total / n
+    sq = float(mean @ mean)
+    n_eff = n * m / (n + m)
+    t2 = n_eff * sq
+    f = t2 * (m - d) / (d * (m - 1))
+    p = float(stats.f.sf(f, d, m - d))
+    kl = max(0.0, sq - d / n_eff)
+    return {"n": n, "components": float(d), "t2": t2, "p": p if math.isfinite(p) else 1.0,
+            "mahalanobis": math.sqrt(kl), "kl": kl}
 
 
 def accuracy_drop_test(

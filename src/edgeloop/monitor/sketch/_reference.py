@@ -11,6 +11,11 @@ Computed once at pack time from calibration or validation data and signed into t
   (PCA by SVD of the reference, numpy only): the device projects the flattened input, or the
   model's penultimate activations (``source="embedding"``), to a few components, and those are
   the monitored features;
+* with a projection, its **whitening**: the principal directions of the view (all of them
+  whose variance is not negligible, up to ``whiten`` (64)) scaled to unit reference variance.
+  The device sums each row's whitened coordinates, so the server can test the window's mean
+  against the reference's in every direction of the view at once (a Hotelling test), and not
+  only along the few components watched per feature;
 * predicted-class and true-label frequencies, and the **calibration** of the top-1 confidence:
   histogram binning on equal-mass confidence bins made monotone by pool-adjacent-violators
   (isotonic regression on the binned data). A device turns each confidence into a calibrated
@@ -57,6 +62,9 @@ MAX_FEATURES = 128
 MAX_BINS = 32
 MAX_CLASSES = 1000
 MAX_COMPONENTS = 32
+MAX_WHITEN = 128  # whitened directions a reference may keep
+WHITEN_DIGITS = 9  # significant digits of the whitening matrix (bytes in the bundle)
+MAX_WHITEN_SCALE = 1e12  # |value| bound of a whitening entry (1 / a direction's sd)
 MAX_PROJECTION_VALUES = 1 << 20  # components x input width
 MAX_REFERENCE_BYTES = 32 << 20
 MAX_REFERENCE_N = 10**9
@@ -114,23 +122,36 @@ class FeatureReference:
 
 @dataclass(frozen=True, eq=False)
 class Projection:
-    """``(x - mean) @ components.T``: a wide vector to a few monitored components."""
+    """``(x - mean) @ components.T``: a wide vector to a few monitored components.
+
+    ``whiten`` (d, width), when present: ``(x - mean) @ whiten.T`` has mean 0 and identity
+    covariance on the reference (its rows are principal directions over their standard
+    deviations), the view the multivariate mean-shift test sums."""
 
     source: Literal["input", "embedding"]
     mean: F64  # (width,)
     components: F64  # (k, width), orthonormal rows
     output: str | None = None  # the graph output holding the embedding (source="embedding")
+    whiten: F64 | None = None  # (d, width): principal directions / their reference sd
 
     def apply(self, x: F64) -> F64:
         return (x - self.mean) @ self.components.T  # type: ignore[no-any-return]
 
+    def whitened(self, x: F64) -> F64:
+        """Whitened coordinates of rows ``x`` (n, width); needs ``whiten``."""
+        assert self.whiten is not None
+        return (x - self.mean) @ self.whiten.T  # type: ignore[no-any-return]
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "source": self.source,
             "mean": self.mean.tolist(),
             "components": self.components.tolist(),
             "output": self.output,
         }
+        if self.whiten is not None:  # absent, not null: older references keep their digest
+            out["whiten"] = self.whiten.tolist()
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Projection:
@@ -161,7 +182,28 @@ class Projection:
         output = d.get("output")
         if output is not None:
             output = as_str(output, "projection.output", _ERR)
-        return cls(source=source, mean=mean, components=comps, output=output)
+        whiten = None
+        if d.get("whiten") is not None:
+            wrows = d["whiten"]
+            if not isinstance(wrows, list) or not 1 <= len(wrows) <= MAX_WHITEN:
+                raise _ERR(f"projection.whiten: expected 1..{MAX_WHITEN} rows")
+            if len(wrows) * len(mean) > MAX_PROJECTION_VALUES:
+                raise _ERR(f"projection.whiten: at most {MAX_PROJECTION_VALUES} values")
+            whiten = np.stack(
+                [
+                    float_array(
+                        r,
+                        f"projection.whiten[{i}]",
+                        _ERR,
+                        size=len(mean),
+                        max_size=MAX_PROJECTION_VALUES,
+                        lo=-MAX_WHITEN_SCALE,
+                        hi=MAX_WHITEN_SCALE,
+                    )
+                    for i, r in enumerate(wrows)
+                ]
+            )
+        return cls(source=source, mean=mean, components=comps, output=output, whiten=whiten)
 
 
 @dataclass(frozen=True, eq=False)
@@ -296,6 +338,13 @@ class MonitorReference:
             raise _ERR(
                 f"projection: {len(projection.components)} components for {len(features)} features"
             )
+        if projection is not None and projection.whiten is not None and (
+            len(projection.whiten) > n - 2
+        ):
+            raise _ERR(
+                f"projection.whiten: {len(projection.whiten)} directions need a reference of "
+                f"more than {len(projection.whiten) + 1} rows, got n={n}"
+            )
         labels = (
             None
             if d.get("label_counts") is None
@@ -356,6 +405,25 @@ def _pav(y: F64, w: F64) -> F64:
     return np.repeat(np.asarray(vals), sizes)
 
 
+def _whitening(sv: F64, vt: F64, n: int, limit: int) -> F64 | None:
+    """Principal directions over their reference standard deviation (ddof 1): the directions
+    whose variance is at least a millionth of the largest (a dead unit or float noise is not
+    a direction to test), at most ``limit``, ``MAX_WHITEN`` and a quarter of the rows (the
+    covariance must be well estimated for the test's F distribution to hold)."""
+    if limit < 0 or limit > MAX_WHITEN:
+        raise _ERR(f"build_reference: whiten must be in 0..{MAX_WHITEN}, got {limit}")
+    var = sv * sv / max(n - 1, 1)
+    if limit == 0 or len(var) == 0 or var[0] <= 0:
+        return None
+    keep = int(np.sum(var >= 1e-6 * var[0]))
+    d = min(keep, limit, n // 4, MAX_PROJECTION_VALUES // vt.shape[1])
+    if d < 1:
+        return None
+    w = vt[:d] / np.sqrt(var[:d])[:, None]
+    # fewer digits, fewer bundle bytes; device and server both use the rounded matrix
+    return np.array([[float(f"{v:.{WHITEN_DIGITS}g}") for v in row] for row in w.tolist()])
+
+
 def _feature_ref(name: str, v: F64, bins: int, margin: float) -> FeatureReference:
     edges = _equal_mass_edges(v, bins)
     counts = np.bincount(np.searchsorted(edges, v, side="right"), minlength=len(edges) + 1)
@@ -387,6 +455,7 @@ def build_reference(
     embedding_output: str | None = None,
     max_features: int = 32,
     components: int = 8,
+    whiten: int = 64,
     bins: int = 10,
     calibration_bins: int = 10,
     margin: float = 0.1,
@@ -394,7 +463,10 @@ def build_reference(
     """The reference for reference inputs ``x`` (n, ...), model ``outputs`` (n, classes).
 
     Inputs of at most ``max_features`` values per sample are watched per feature; wider ones
-    (or any, when ``embeddings`` (n, d) are given) through a PCA projection to ``components``.
+    (or any, when ``embeddings`` (n, d) are given) through a PCA projection to ``components``;
+    such a projection also carries the whitening of up to ``whiten`` principal directions (0:
+    none) for the multivariate mean-shift test: those with a variance above a millionth of
+    the largest, at most a quarter of the reference's rows.
     ``labels`` (n,) enable the calibration and the reference accuracy. Use held-out data (not
     the training set): calibration fitted on training data is overconfident.
     """
@@ -421,12 +493,13 @@ def build_reference(
                 f"{MAX_PROJECTION_VALUES}"
             )
         mean = view.mean(axis=0)
-        _, _, vt = np.linalg.svd(view - mean, full_matrices=False)
+        _, sv, vt = np.linalg.svd(view - mean, full_matrices=False)
         projection = Projection(
             source="input" if embeddings is None else "embedding",
             mean=mean,
             components=vt[:k].copy(),
             output=embedding_output,
+            whiten=_whitening(sv, vt, n, whiten),
         )
         monitored = projection.apply(view)
         names = [f"pc{i}" for i in range(k)]

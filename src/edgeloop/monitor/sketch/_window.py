@@ -6,7 +6,10 @@ sum of squares of the value standardised by the reference (so adding two sketche
 moments with no loss), the minimum, maximum and count of repeats of the previous value (a
 stuck sensor); predicted-class counts, the confidence histogram, the sum of calibrated
 probabilities of being right (and of their squares, for the estimate's variance), and what
-delayed labels said. Every field but ``vmin``/``vmax`` merges by addition, those by min/max, so
+delayed labels said. With a whitened projection, the sum of each row's whitened coordinates
+(and how many rows it holds): the window's mean in every direction of the view, which the
+server tests against the reference's (a mean shift no single watched component carries).
+Every field but ``vmin``/``vmax`` merges by addition, those by min/max, so
 merging is associative and commutative and a server can merge any grouping of reports.
 
 Per inference the cost is a fixed number of numpy operations on ``features x bins`` values
@@ -38,6 +41,10 @@ SKETCH_SCHEMA_VERSION = 1
 MAX_SKETCH_BYTES = 256 << 10  # a reference of 128 features x 32 bins stays well below
 MAX_COUNT = 10**12
 _BIG = 1e150  # bound on moments, so merging any number of sketches stays finite
+# a whitened coordinate is clipped to this many reference sd before it is summed: no real row
+# comes near it, and a broken sensor's 1e30 cannot make the sketch unsendable; the server
+# refuses sums beyond rows x WHITE_CLIP
+WHITE_CLIP = 1e6
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -86,6 +93,10 @@ class WindowSketch:
         self.fb_correct = 0
         self.fb_expected = 0.0  # sum of calibrated P(right) of the labelled predictions
         self.fb_labels = np.zeros(k, dtype=np.int64)
+        proj = reference.projection
+        self._whiten = None if proj is None else proj.whiten
+        self.white_n = 0  # rows in white_sum (finite inputs)
+        self.white_sum = np.zeros(0 if self._whiten is None else len(self._whiten))
         self.start: float | None = None
         self.end: float | None = None
 
@@ -108,6 +119,13 @@ class WindowSketch:
             v = np.full((b, len(ref.features)), np.nan)
             v[ok] = ref.projection.apply(xa[ok])
             self.bad_rows += int(b - ok.sum())
+            if self._whiten is not None and ok.any():
+                with np.errstate(over="ignore", invalid="ignore"):
+                    w = np.clip((xa[ok] - ref.projection.mean) @ self._whiten.T,
+                                -WHITE_CLIP, WHITE_CLIP)
+                good = np.isfinite(w).all(axis=1)
+                self.white_n += int(good.sum())
+                self.white_sum += w[good].sum(axis=0)
         else:
             v = xa
             self.bad_rows += int((~np.isfinite(v).all(axis=1)).sum())
@@ -193,6 +211,8 @@ class WindowSketch:
             "fb_correct",
             "fb_expected",
             "fb_labels",
+            "white_n",
+            "white_sum",
         ):
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.counts = {k: self.counts[k] + other.counts[k] for k in _COUNTS}
@@ -208,6 +228,9 @@ class WindowSketch:
     # --- the wire ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         fin = self.counts["finite"] > 0
+        white: dict[str, Any] = {}
+        if self._whiten is not None:  # only against a whitened reference: older sketches as were
+            white = {"white_n": self.white_n, "white_sum": _round(self.white_sum, 10)}
         return {
             "kind": "window_sketch",
             "schema_version": SKETCH_SCHEMA_VERSION,
@@ -232,6 +255,7 @@ class WindowSketch:
             "fb_correct": self.fb_correct,
             "fb_expected": self.fb_expected,
             "fb_labels": self.fb_labels.tolist(),
+            **white,
         }
 
     def to_json(self) -> bytes:
@@ -302,6 +326,18 @@ class WindowSketch:
         s.fb_labels = int_array(
             d.get("fb_labels"), "sketch.fb_labels", _ERR, size=k, max_size=k, hi=s.fb_n
         )
+        if s._whiten is not None:
+            s.white_n = as_int(d.get("white_n"), "sketch.white_n", _ERR, hi=s.n - s.bad_rows)
+            bound = s.white_n * WHITE_CLIP
+            s.white_sum = float_array(
+                d.get("white_sum"),
+                "sketch.white_sum",
+                _ERR,
+                size=len(s._whiten),
+                max_size=len(s._whiten),
+                lo=-bound,
+                hi=bound,
+            )
         s.start = _opt_float(d.get("start"), "sketch.start")
         s.end = _opt_float(d.get("end"), "sketch.end")
         s._check_consistent()
@@ -346,9 +382,9 @@ class WindowSketch:
         return len(self.to_json())
 
 
-def _round(a: F64) -> list[float]:
+def _round(a: F64, digits: int = 12) -> list[float]:
     # 12 significant digits: moments to well below any test's resolution, fewer bytes
-    return [float(f"{v:.12g}") for v in a.tolist()]
+    return [float(f"{v:.{digits}g}") for v in a.tolist()]
 
 
 def _opt(fn: Any, a: float | None, b: float | None) -> float | None:
