@@ -1,19 +1,24 @@
 """Federated benchmark: head-only federated fine-tuning on Flower against no tuning and central
 retraining, on an image task and a time-series task, with label skew, drift and poisoning.
 
-Per task and seed: a *base* model is trained with the zoo's own loop on a small build-time draw
-of the dataset (``--base-n`` samples, another seed) and exported to ONNX; that is what the
-devices run. The devices hold the task's train split (``--clients``, partitioned ``iid``,
-``dirichlet:0.5``, ``dirichlet:0.1`` or ``drift:0.2``: a fifth of the devices see
-``sensor_shift``-ed inputs for images, a gain and offset for time series), and label
-``--label-share`` of their predictions (delayed feedback). Compared, on the task's test split:
+Per task and seed: a *base* model is trained with the zoo's own loop on a build-time draw of the
+dataset (another seed than the devices' data; the task's recipe in ``BASE_RECIPES``, changed
+with ``--base-n``, ``--base-epochs``, ``--base-batch``, ``--base-lr``) and exported to ONNX; that
+is what the devices run. Trained bases are cached in ``--workdir`` (one file per task, seed and
+recipe), so a rerun and ``benchmarks/personalize.py`` reuse them; a cached base's row says so
+and keeps the training time it took. The devices hold the task's train split
+(``--clients``, partitioned ``iid``, ``dirichlet:0.5``, ``dirichlet:0.1`` or ``drift:0.2``: a
+fifth of the devices see ``sensor_shift``-ed inputs for images, a gain and offset for time
+series), and label ``--label-share`` of their predictions (delayed feedback). Compared, on the
+task's test split:
 
 - ``none``: the base as deployed;
 - ``head-fedavg`` (and ``head-fedprox``): the federated head (``edgeloop.federated``), its
   accuracy per round on the devices' held-out labels, the rounds and wall time to reach 95 % of
   the central head's accuracy, and bytes per round (updates in, global arrays out);
 - ``full-fedavg``: the whole zoo model fine-tuned with torch on every device (the ClientApp's
-  ``full`` trainer), FedAvg, on the ``dirichlet:0.5`` partition (``--no-full`` skips it);
+  ``full`` trainer), FedAvg, on the ``dirichlet:0.5`` partition, on ``--full-seeds`` of the
+  seeds (textures: the first; ``--no-full`` skips it);
 - ``central-head``: the same head trained on the pooled labelled features (the head-only
   upper bound);
 - ``central-full``: the zoo model retrained on the whole train split (``--central-full``; the
@@ -26,12 +31,14 @@ Not measured here: the Ray backend (``SimulationPlan(backend="ray")``; the in-pr
 the same apps).
 
     python benchmarks/federated.py                 # textures and har, 3 seeds
+    python benchmarks/federated.py --tasks textures  # one task; the other's rows are kept
     python benchmarks/federated.py --quick         # smoke run: tiny data, 1 seed, 2 rounds
     python benchmarks/federated.py --central-full  # also retrain the zoo model centrally
 
 Prints a table (mean and standard deviation over seeds) and writes
 ``benchmarks/results/federated.json``; ``BENCH_LOAD_BEFORE`` (e.g. ``uptime`` before the run)
-is recorded when set, with the load after.
+is recorded when set, with the load after. A run of some ``--tasks`` keeps the other tasks'
+rows of the file it writes over (with their own arguments and load, under ``kept``).
 """
 
 from __future__ import annotations
@@ -42,14 +49,15 @@ import logging
 import os
 import platform
 import statistics
-import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results" / "federated.json"
+WORKDIR = Path(__file__).parent / "results" / "federated-work"  # trained bases (a cache)
 TASKS = {  # task -> (zoo arch, dataset, arch kwargs)
     "textures": ("mobilenet", "textures", {"width": 0.25}),
     "har": ("cnn1d", "har", {}),
@@ -59,6 +67,50 @@ PARTITIONS = ("iid", "dirichlet:0.5", "dirichlet:0.1", "drift:0.2")
 # whole train split at 94-96 % here (seeds 0, 1), the edge of the issue's 80-95 % band, so the
 # default is 11, the shortest window har generates (central head 88 % on seed 0, a busy machine)
 HAR_STEPS = {"steps": 11}
+BASE_SEED = 100  # the build-time draw's seed is the run's seed + this: other data than the devices'
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    """How a task's base is trained: the build-time draw's size (``n``: textures images, of
+    which 70 % train; har: ``n // 200`` subjects), epochs, batch size and peak learning rate
+    (None: the zoo arch's own)."""
+
+    n: int | None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+
+    def tag(self) -> str:
+        return (f"n{self.n}-e{self.epochs or 'd'}-b{self.batch_size or 'd'}"
+                f"-lr{self.lr or 'd'}")
+
+
+# textures: the MobileNet (width 0.25) needs about 1,100 optimizer steps before it learns the
+# task (16 classes: outline x fill); fewer steps leave it near chance whatever the draw:
+# 1,400 images x 10 epochs at batch 64 (220 steps) scored 16 % (the collapse the first quiet
+# run saw), at batch 32 19 %, at lr 1e-2 23 %; 3,500 x 10 at batch 64 (550 steps) 36 %;
+# 7,000 x 10 at batch 64 (1,100 steps, benchmarks/hardtask.py) 76-86 %. So the base sees the
+# full-size draw (10,000 images, another seed than the devices') for 5 epochs at batch 32:
+# 1,100 steps at half hardtask's compute.
+# seeds the full fine-tuning row runs on (torch on every device: textures' MobileNet costs
+# about 10 CPU-seconds a round at 20 devices, har's 1-D CNN well under one)
+FULL_SEEDS = {"textures": 1, "har": 3}
+BASE_RECIPES = {
+    "textures": BaseRecipe(n=10_000, epochs=5, batch_size=32),
+    "har": BaseRecipe(n=2000),
+}
+
+
+def recipe_for(task: str, args: argparse.Namespace) -> BaseRecipe:
+    """The task's base recipe with the command line's ``--base-*`` overrides."""
+    r = BASE_RECIPES[task]
+    return BaseRecipe(
+        n=args.base_n if args.base_n is not None else r.n,
+        epochs=args.base_epochs if args.base_epochs is not None else r.epochs,
+        batch_size=args.base_batch if args.base_batch is not None else r.batch_size,
+        lr=args.base_lr if args.base_lr is not None else r.lr,
+    )
 
 
 def data_opts(dataset: str, n: int | None) -> dict[str, Any]:
@@ -67,24 +119,38 @@ def data_opts(dataset: str, n: int | None) -> dict[str, Any]:
     return {"n": n} if n else {}
 
 
-def base_model(task: str, seed: int, epochs: int | None, base_n: int | None,
-               work: Path) -> tuple[bytes, float, Path]:
-    """The deployed model: trained on a small build-time draw, exported to ONNX."""
+def base_model(task: str, seed: int, recipe: BaseRecipe, work: Path,
+               threads: int | None = None) -> tuple[bytes, dict[str, Any], Path]:
+    """The deployed model: trained on a build-time draw (seed ``seed + BASE_SEED``), exported
+    to ONNX, cached in ``work``. Returns (ONNX bytes, what the training took, checkpoint)."""
     import torch
 
     from edgeloop.zoo import export_onnx, train
 
     arch, dataset, kw = TASKS[task]
-    torch.set_num_threads(1)
-    opts = data_opts(dataset, base_n)
-    if base_n and dataset == "har":
-        opts["subjects"] = max(4, base_n // 200)
-    ckpt = work / f"{task}-{seed}.pt"
-    res = train(arch, dataset, epochs, seed=seed + 100, threads=1, dataset_options=opts,
-                out=ckpt, **kw)
-    out = work / f"{task}-{seed}.onnx"
-    export_onnx(ckpt, out, check_parity=False)
-    return out.read_bytes(), res.fit.seconds, ckpt
+    opts = data_opts(dataset, recipe.n)
+    if recipe.n and dataset == "har":
+        opts["subjects"] = max(4, recipe.n // 200)
+    tag = "-".join(f"{k}{v}" for k, v in sorted(opts.items()))
+    kw_tag = "-".join(f"{k}{v}" for k, v in sorted(kw.items()))
+    stem = f"{task}-{arch}{kw_tag and '-' + kw_tag}-s{seed}-{recipe.tag()}-{tag}"
+    ckpt, onnx_path, info_path = (work / f"{stem}{ext}" for ext in (".pt", ".onnx", ".json"))
+    if ckpt.exists() and onnx_path.exists() and info_path.exists():  # the .json comes last
+        info = json.loads(info_path.read_text())
+        return onnx_path.read_bytes(), {**info, "cached": True}, ckpt
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads or 1)
+    res = train(arch, dataset, recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
+                seed=seed + BASE_SEED, threads=threads or 1, dataset_options=opts, out=ckpt,
+                **kw)
+    export_onnx(ckpt, onnx_path, check_parity=False)
+    info = {"fit_seconds": res.fit.seconds, "fit_epochs": res.fit.epochs,
+            "base_draw_test_accuracy": float(res.metrics["accuracy"]),
+            "recipe": asdict(recipe), "threads": threads or 1}
+    tmp_info = info_path.with_suffix(".json.tmp")
+    tmp_info.write_text(json.dumps(info, indent=2))
+    tmp_info.replace(info_path)
+    return onnx_path.read_bytes(), {**info, "cached": False}, ckpt
 
 
 def central_full(task: str, seed: int, epochs: int | None, n: int | None) -> float:
@@ -158,7 +224,8 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
     test = load_dataset(dataset, "test", seed=seed, **opts)
     x, y = np.asarray(train.x), np.asarray(train.y)
     xt, yt = np.asarray(test.x), np.asarray(test.y)
-    model, base_seconds, ckpt = base_model(task, seed, args.base_epochs, args.base_n, work)
+    model, base_info, ckpt = base_model(task, seed, recipe_for(task, args), work,
+                                        args.base_threads)
     rows: list[dict[str, Any]] = []
     common = {"rounds": args.rounds, "epochs": args.local_epochs, "lr": args.lr,
               "label_share": args.label_share, "seed": seed}
@@ -170,7 +237,8 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
               f"acc {values.get('accuracy', float('nan')):.4f}", flush=True)
 
     base_acc = accuracy(model, xt, yt)
-    add("none", "-", 0, accuracy=base_acc, base_fit_seconds=base_seconds)
+    add("none", "-", 0, accuracy=base_acc, base_fit_seconds=base_info["fit_seconds"],
+        base_cached=base_info["cached"], base_recipe=base_info["recipe"])
     head_epochs = args.rounds * args.local_epochs
     c_head = central_head(model, x, y, xt, yt, args.label_share, head_epochs, args.lr, seed)
     add("central-head", "-", 0, accuracy=c_head)
@@ -182,16 +250,18 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
                 model, x, y, xt, yt, c_head, clients=args.clients, partition=part,
                 strategy=strategy, **common))
     part = args.partitions[min(1, len(args.partitions) - 1)]
-    if not args.no_full:
+    full_seeds = args.full_seeds if args.full_seeds is not None else FULL_SEEDS[task]
+    if not args.no_full and seed in args.seeds[:full_seeds]:
         import torch
 
         from edgeloop.zoo import load_checkpoint
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(args.base_threads or 1)
         add("full-fedavg", part, args.clients, **federated(
             model, x, y, xt, yt, c_head, clients=args.clients, partition=part, trainer="full",
             torch_model=load_checkpoint(ckpt)[0], **{**common, "lr": args.full_lr,
-                                                     "epochs": args.full_epochs}))
+                                                     "epochs": args.full_epochs,
+                                                     "rounds": args.full_rounds or args.rounds}))
     for strategy in ("fedavg", "fedmedian", "krum"):
         add(f"poisoned20-{strategy}", part, args.clients, **federated(
             model, x, y, xt, yt, c_head, clients=args.clients, partition=part,
@@ -216,16 +286,37 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 == (task, method, part, clients)]
         acc = [r["accuracy"] for r in runs]
         reach = [r["rounds_to_95"] for r in runs if r.get("rounds_to_95") is not None]
+        reach_s = [r["seconds_to_95"] for r in runs if r.get("seconds_to_95") is not None]
         out.append({
             "task": task, "method": method, "partition": part, "clients": clients,
             "seeds": len(runs), "accuracy_mean": statistics.fmean(acc),
             "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
             "rounds_to_95_mean": statistics.fmean(reach) if reach else None,
+            "seconds_to_95_mean": statistics.fmean(reach_s) if reach_s else None,
             "reached_95": f"{len(reach)}/{len(runs)}" if "rounds_to_95" in runs[0] else "-",
             "bytes_up_per_round": runs[0].get("bytes_up_per_round"),
             "wall_seconds_mean": statistics.fmean(r.get("wall_seconds", 0.0) for r in runs),
         })
     return out
+
+
+def kept_tasks(out: Path, tasks: list[str], quick: bool,
+               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of tasks this run leaves alone, from the results file it writes over (same
+    ``quick``), with where they came from (arguments, load, wall time)."""
+    try:
+        old = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return [], {}
+    if not isinstance(old, dict) or old.get("quick") != quick:
+        return [], {}
+    rows = [r for r in old.get("runs", []) if r.get("task") not in tasks]
+    kept = {t: v for t, v in (old.get("kept") or {}).items() if t not in tasks}
+    origin = {k: old.get(k) for k in ("args", "machine", "load_before", "load_after",
+                                      "wall_seconds")}
+    for task in sorted({r["task"] for r in rows} - set(kept)):
+        kept[task] = origin
+    return rows, kept
 
 
 def main() -> None:
@@ -240,15 +331,26 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--label-share", type=float, default=0.5)
     ap.add_argument("--partitions", nargs="+", default=list(PARTITIONS))
-    ap.add_argument("--base-epochs", type=int, default=None, help="default: the arch's own")
-    ap.add_argument("--base-n", type=int, default=2000,
-                    help="build-time samples the base is trained on (textures: n; har: /200 "
-                    "subjects)")
+    ap.add_argument("--base-n", type=int, default=None,
+                    help="build-time samples the base is trained on (textures: n, of which 70 %% "
+                    "train; har: /200 subjects) [textures 10000, har 2000]")
+    ap.add_argument("--base-epochs", type=int, default=None,
+                    help="[textures 5, har: the arch's own]")
+    ap.add_argument("--base-batch", type=int, default=None,
+                    help="[textures 32, har: the arch's own]")
+    ap.add_argument("--base-lr", type=float, default=None, help="[the arch's own]")
+    ap.add_argument("--base-threads", type=int, default=None,
+                    help="torch threads for the base and full fine-tuning [all cores, at most 4]")
+    ap.add_argument("--workdir", type=Path, default=WORKDIR,
+                    help="trained bases, reused when the recipe matches (a cache)")
     ap.add_argument("--n", type=int, default=None, help="textures dataset size (default 10000)")
     ap.add_argument("--no-full", action="store_true",
                     help="skip federated full fine-tuning (torch on every device; the slow row)")
     ap.add_argument("--full-lr", type=float, default=0.01)
     ap.add_argument("--full-epochs", type=int, default=1)
+    ap.add_argument("--full-rounds", type=int, default=None, help="[--rounds]")
+    ap.add_argument("--full-seeds", type=int, default=None,
+                    help="the full fine-tuning row runs on the first N seeds [textures 1, har 3]")
     ap.add_argument("--har-steps", type=int, default=11,
                     help="har window length (128: the dataset's default, saturated)")
     ap.add_argument("--central-full", action="store_true",
@@ -261,17 +363,20 @@ def main() -> None:
     if args.quick:
         args.seeds, args.rounds, args.clients, args.many = args.seeds[:1], 2, 8, 0
         args.n, args.base_n, args.base_epochs = 800, 400, args.base_epochs or 3
+        args.base_batch = args.base_batch or 64
         args.partitions = ["dirichlet:0.5", "drift:0.2"]
+    args.base_threads = args.base_threads or max(1, min(4, os.cpu_count() or 1))
     import edgeloop.federated.server  # noqa: F401 - Flower sets its logger up on import
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="edgeloop-fl-bench-") as tmp:
-        for task in args.tasks:
-            for seed in args.seeds:
-                rows.extend(run_task(task, seed, args, Path(tmp)))
-    table = summarise(rows)
+    for task in args.tasks:
+        for seed in args.seeds:
+            rows.extend(run_task(task, seed, args, args.workdir))
+    wall = time.perf_counter() - start
+    kept_rows, kept = kept_tasks(args.out, args.tasks, args.quick)
+    table = summarise(rows + kept_rows)
     print(f"\n{'task':<9} {'method':<24} {'partition':<14} {'n':>4} {'acc mean':>9} {'std':>7} "
           f"{'r→95%':>6} {'up B/round':>11}")
     for t in table:
@@ -285,7 +390,7 @@ def main() -> None:
             v, Path) else v) for k, v in vars(args).items()},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "load_before": os.environ.get("BENCH_LOAD_BEFORE"), "load_after": os.getloadavg()[0],
-        "wall_seconds": time.perf_counter() - start, "summary": table, "runs": rows,
+        "wall_seconds": wall, "summary": table, "runs": rows + kept_rows, "kept": kept,
     }
     tmp_out = args.out.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(payload, indent=2, default=str))

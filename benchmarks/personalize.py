@@ -9,12 +9,16 @@ simulated devices partitioned ``drift:0.2`` (a fifth see ``sensor_shift``-ed inp
 labelling ``--label-share`` of its predictions. Compared (``edgeloop.federated.server.
 hybrid_schedule``):
 
+- ``personal``: personalization alone, on the base as deployed;
 - ``central``: the head retrained on the central half only;
 - ``federated``: ``--rounds`` FedAvg rounds only;
 - ``hybrid``: central, then federated, then personalization;
 - per schedule: the final model's accuracy on the test split, and for the devices (all, and the
-  drifted ones) their held-out accuracy with the fleet head, and with what they serve after
-  personalization (their personal head only where it beats the fleet head: the gain);
+  drifted ones) their accuracy with the fleet head, and with what they serve after
+  personalization (their personal head only where it beats the fleet head on its held-out
+  labels: the gain), on each device's predictions that got no label (``unlabelled_*``: the
+  device never trained on them nor chose its head with them; the held-out figures, which
+  chose the head, are in the JSON too);
 - device cost of one personal-head fit on a device's labelled samples: seconds and peak
   Python memory (``tracemalloc``), and the head's stored size.
 
@@ -35,7 +39,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -46,7 +49,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 RESULTS = Path(__file__).parent / "results" / "personalize.json"
-SCHEDULES = ("central", "federated", "hybrid")
+WORKDIR = Path(__file__).parent / "results" / "federated-work"  # federated.py's base cache
+SCHEDULES = ("personal", "central", "federated", "hybrid")
 
 
 def device_cost(model: bytes, x: np.ndarray, y: np.ndarray, label_share: float,
@@ -81,10 +85,11 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, 
     from edgeloop.agent import PersonalConfig
     from edgeloop.data import load_dataset
     from edgeloop.federated.server import SchedulePlan, SimulationPlan, hybrid_schedule
-    from federated import TASKS, accuracy, base_model, data_opts
+    from federated import TASKS, accuracy, base_model, data_opts, recipe_for
 
     _, dataset, _ = TASKS["textures"]
-    model, _, _ = base_model("textures", seed, args.base_epochs, args.base_n, work)
+    model, base_info, _ = base_model("textures", seed, recipe_for("textures", args), work,
+                                     args.base_threads)
     opts = data_opts(dataset, args.n)
     train = load_dataset(dataset, "train", seed=seed, **opts)
     val = load_dataset(dataset, "val", seed=seed, **opts)
@@ -98,6 +103,8 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, 
                         epochs=args.local_epochs, lr=args.lr, label_share=args.label_share,
                         seed=seed)
     plans = {
+        "personal": SchedulePlan(central_epochs=0, federated=None, personalize=True, devices=fl,
+                                 seed=seed),
         "central": SchedulePlan(central_epochs=args.central_epochs, central_lr=args.lr,
                                 federated=None, personalize=True, devices=fl, seed=seed,
                                 personal=PersonalConfig()),
@@ -106,7 +113,8 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, 
         "hybrid": SchedulePlan(central_epochs=args.central_epochs, central_lr=args.lr,
                                federated=fl, personalize=True, devices=fl, seed=seed),
     }
-    rows = [{"seed": seed, "schedule": "none", "test_accuracy": accuracy(model, xt, yt)}]
+    rows = [{"seed": seed, "schedule": "none", "test_accuracy": accuracy(model, xt, yt),
+             "base_fit_seconds": base_info["fit_seconds"], "base_cached": base_info["cached"]}]
     for name, plan in plans.items():
         t0 = time.perf_counter()
         result = hybrid_schedule(model, central=central if plan.central_epochs else None,
@@ -152,8 +160,15 @@ def main() -> None:
     ap.add_argument("--central-epochs", type=int, default=20)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--label-share", type=float, default=0.5)
-    ap.add_argument("--base-epochs", type=int, default=None, help="default: the arch's own")
-    ap.add_argument("--base-n", type=int, default=2000)
+    ap.add_argument("--base-n", type=int, default=None,
+                    help="the base's build-time draw [federated.py's textures recipe]")
+    ap.add_argument("--base-epochs", type=int, default=None)
+    ap.add_argument("--base-batch", type=int, default=None)
+    ap.add_argument("--base-lr", type=float, default=None)
+    ap.add_argument("--base-threads", type=int, default=None,
+                    help="torch threads for the base [all cores, at most 4]")
+    ap.add_argument("--workdir", type=Path, default=WORKDIR,
+                    help="trained bases, shared with benchmarks/federated.py (a cache)")
     ap.add_argument("--n", type=int, default=None, help="textures dataset size (default 10000)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: small data, 1 seed, 2 rounds, 5 clients, base 3 epochs")
@@ -162,15 +177,16 @@ def main() -> None:
     if args.quick:
         args.seeds, args.rounds, args.clients = args.seeds[:1], 2, 5
         args.n, args.base_n, args.base_epochs = 1000, 400, args.base_epochs or 3
+        args.base_batch = args.base_batch or 64
         args.central_epochs = 3
+    args.base_threads = args.base_threads or max(1, min(4, os.cpu_count() or 1))
     import edgeloop.federated.server  # noqa: F401 - Flower sets its logger up on import
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="edgeloop-personal-bench-") as tmp:
-        for seed in args.seeds:
-            rows.extend(run_seed(seed, args, Path(tmp)))
+    for seed in args.seeds:
+        rows.extend(run_seed(seed, args, args.workdir))
     table = summarise(rows)
 
     def cell(t: dict[str, Any], key: str) -> str:
@@ -181,9 +197,10 @@ def main() -> None:
           f"{'all fleet':>16} {'all served':>16}")
     for t in table[:-1]:
         print(f"{t['schedule']:<10} {cell(t, 'test_accuracy'):>16} "
-              f"{cell(t, 'devices_drifted_fleet_accuracy'):>16} "
-              f"{cell(t, 'devices_drifted_served_accuracy'):>16} "
-              f"{cell(t, 'devices_fleet_accuracy'):>16} {cell(t, 'devices_served_accuracy'):>16}")
+              f"{cell(t, 'devices_drifted_unlabelled_fleet_accuracy'):>16} "
+              f"{cell(t, 'devices_drifted_unlabelled_served_accuracy'):>16} "
+              f"{cell(t, 'devices_unlabelled_fleet_accuracy'):>16} "
+              f"{cell(t, 'devices_unlabelled_served_accuracy'):>16}")
     cost = table[-1]
     print(f"\ndevice cost of one fit: {cell(cost, 'fit_seconds')} s, peak "
           f"{cell(cost, 'fit_peak_mb')} MB traced, head {cell(cost, 'head_bytes')} bytes stored")

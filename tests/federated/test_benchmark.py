@@ -17,12 +17,24 @@ def test_federated_benchmark_runs(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="the benchmark trains the base with the zoo")
     pytest.importorskip("flwr")
     out = tmp_path / "federated.json"
-    r = subprocess.run(
-        [sys.executable, SCRIPT, "--quick", "--tasks", "har", "--out", out],
-        capture_output=True, text=True, timeout=600,
-    )
+    # an earlier run's rows of another task, which a run of --tasks har keeps
+    earlier = {"quick": True, "load_before": "0.5", "wall_seconds": 1.0, "args": {"seeds": [7]},
+               "runs": [{"task": "textures", "seed": 7, "method": "none", "partition": "-",
+                         "clients": 0, "accuracy": 0.5},
+                        {"task": "har", "seed": 7, "method": "none", "partition": "-",
+                         "clients": 0, "accuracy": 0.25}]}
+    out.write_text(json.dumps(earlier))
+    cmd = [sys.executable, SCRIPT, "--quick", "--tasks", "har", "--out", out,
+           "--workdir", tmp_path / "work"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
+    kept = [row for row in data["runs"] if row["task"] == "textures"]
+    assert kept == earlier["runs"][:1] and data["kept"]["textures"]["load_before"] == "0.5"
+    assert not any(row["seed"] == 7 for row in data["runs"] if row["task"] == "har")
+    assert any(row["task"] == "textures" for row in data["summary"])
+    base = next(row for row in data["runs"] if row["method"] == "none" and row["task"] == "har")
+    assert base["base_cached"] is False and base["base_fit_seconds"] > 0
     methods = {row["method"] for row in data["summary"]}
     assert {"none", "central-head", "head-fedavg", "head-fedprox", "poisoned20-fedavg",
             "poisoned20-fedmedian", "poisoned20-krum", "head-fedavg-int8",
@@ -33,3 +45,12 @@ def test_federated_benchmark_runs(tmp_path: Path) -> None:
     assert 0 < fed["bytes_up_per_round"] < full["bytes_up_per_round"] / 3
     assert "load_after" in data and data["quick"]
     assert "head-fedavg" in r.stdout
+    # the trained base is reused from the work directory, with the time it took
+    r = subprocess.run([*cmd, "--no-full", "--partitions", "iid"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    again = next(row for row in json.loads(out.read_text())["runs"]
+                 if row["method"] == "none" and row["task"] == "har")
+    assert again["base_cached"] is True
+    assert again["base_fit_seconds"] == base["base_fit_seconds"]
+    assert again["accuracy"] == base["accuracy"]

@@ -17,14 +17,18 @@ def test_personalize_benchmark_runs(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="the benchmark trains the base with the zoo")
     pytest.importorskip("flwr")
     out = tmp_path / "personalize.json"
-    r = subprocess.run([sys.executable, SCRIPT, "--quick", "--out", out],
+    r = subprocess.run([sys.executable, SCRIPT, "--quick", "--out", out,
+                        "--workdir", tmp_path / "work"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
     rows = {row["schedule"]: row for row in data["summary"]}
-    assert set(rows) == {"none", "central", "federated", "hybrid", "device-cost"}
-    for name in ("central", "federated", "hybrid"):
+    assert set(rows) == {"none", "personal", "central", "federated", "hybrid", "device-cost"}
+    for name in ("personal", "central", "federated", "hybrid"):
         assert "test_accuracy_mean" in rows[name] and "devices_devices_mean" in rows[name]
+        assert 0 <= rows[name]["devices_unlabelled_served_accuracy_mean"] <= 1
+    # personalization alone leaves the fleet model as deployed
+    assert rows["personal"]["test_accuracy_mean"] == rows["none"]["test_accuracy_mean"]
     cost = rows["device-cost"]
     assert cost["fit_seconds_mean"] > 0 and cost["fit_peak_mb_mean"] > 0
     assert cost["head_bytes_mean"] > 0

@@ -56,6 +56,13 @@ def test_each_step_is_registered_with_its_lineage(setup: Path, cli: Cli) -> None
     personal = record["steps"][2]
     assert personal["sha256"] is None and len(personal["detail"]["devices"]) == 4
     assert personal["metrics"]["served_accuracy"] >= personal["metrics"]["fleet_accuracy"]
+    # scored apart from the held-out labels that chose the head: the unlabelled predictions
+    for device in personal["detail"]["devices"]:
+        if "serving" in device and not device["serving"]:
+            assert device["unlabelled_served_accuracy"] == device["unlabelled_fleet_accuracy"]
+    for key in ("unlabelled_fleet_accuracy", "unlabelled_served_accuracy",
+                "drifted_unlabelled_served_accuracy"):
+        assert 0 <= personal["metrics"][key] <= 1
     lineage = cli("registry", "lineage", "blobs@2", *REG, "--json")
     assert lineage.returncode == 0, lineage.stderr
     assert "hybrid_schedule" in lineage.stdout and out["schedule_id"] in lineage.stdout
