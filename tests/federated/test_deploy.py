@@ -310,3 +310,57 @@ def test_a_deployed_run_under_secagg_with_client_dp_trains_on_three_supernodes(
     privacy = result.record()["privacy"]
     assert "SecAgg+" in privacy["mechanism"] and "on the device" in privacy["mechanism"]
     assert privacy["epsilon"] > 0 and result.record()["deploy_plan"]["secagg"] is True
+
+
+def _three_nodes(tmp_path: Path, link: SuperLink, base: bytes, ca: Any) -> list[SuperNode]:
+    nodes = []
+    for i in range(3):
+        dev, key = f"dev-{i}", Ed25519PrivateKey.generate()
+        link.register_device(key.public_key(), bind_node_key(key, dev), dev, revoked=False)
+        samples = device_samples(base, tmp_path / f"{dev}.npz", seed=50 + i)
+        nodes.append(SuperNode(key, f"127.0.0.1:{link.port}", ca.ca_pem, tmp_path / dev,
+                               node_config={"edgeloop-samples": str(samples)}))
+    return nodes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("restarts", [1, 0])
+def test_a_superlink_crash_mid_run_is_restarted_and_the_run_resumed_or_fails_in_one_line(
+        tmp_path: Path, restarts: int) -> None:
+    """The SuperLink is killed after round 1. Flower's run dies with it (its ServerApp loses the
+    SuperLink); deploy starts the SuperLink again on its database and resubmits the run from
+    round 1's checkpoint, so all rounds are done and the record says what happened. Allowed no
+    restart, deploy fails saying after which round the SuperLink stopped."""
+    from edgeloop.errors import FleetError
+
+    base = model_bytes()
+    ca = make_ca(tmp_path / "ca")
+    with SuperLink(ca.cert_pem, ca.key_pem, ca.ca_pem, tmp_path / "sl") as link:
+        nodes = _three_nodes(tmp_path, link, base, ca)
+
+        def crash(log: Any) -> None:
+            if log.round == 1 and link.process is not None and link.restarts == 0:
+                link.process.kill()
+                link.process.wait()
+
+        plan = DeployPlan(rounds=3, epochs=2, min_nodes=3, round_timeout=30)
+        try:
+            for node in nodes:
+                node.start(timeout_s=60)
+            if restarts == 0:
+                with pytest.raises(FleetError, match="stopped .* after round 1; not restarted"):
+                    deploy(link, base, plan, tmp_path / "runs", on_round=crash, restarts=0)
+                return
+            seen: list[int] = []
+            result = deploy(link, base, plan, tmp_path / "runs", restarts=restarts,
+                            on_round=lambda r: (seen.append(r.round), crash(r)))
+        finally:
+            for node in nodes:
+                node.stop()
+    assert link.restarts == 1 and seen == [1, 2, 3]
+    assert [r.round for r in result.rounds] == [1, 2, 3]
+    assert all(r.aggregated and r.answered == 3 for r in result.rounds)
+    events = result.record()["superlink_events"]
+    assert "stopped" in events[0] and "after round 1" in events[0] and "restarted" in events[0]
+    assert "resumed as run" in events[1]
+    assert result.gate.accepted, result.gate.reason

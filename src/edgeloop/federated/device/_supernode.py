@@ -9,7 +9,9 @@ with the fleet's CA, authenticated with the node key derived from the device key
 
 The private node key is written (0600) into a private directory under ``work_dir`` only while
 the SuperNode runs. A SuperLink that has not registered the key (a device not enrolled, or
-revoked) refuses to activate the node: :meth:`SuperNode.start` raises with Flower's reason.
+revoked) refuses to activate the node: :meth:`SuperNode.start` raises with Flower's reason
+(Flower gives up at once on a refusal). A SuperLink that goes away (restarting) is retried for
+``reconnect_s`` seconds before the SuperNode gives up and exits.
 Runtime dependency installation stays disabled. Standard library and ``cryptography`` only.
 """
 
@@ -52,9 +54,13 @@ class SuperNode:
 
     def __init__(self, signing_key: Ed25519PrivateKey, superlink: str, ca_pem: str | Path,
                  work_dir: str | Path, *,
-                 node_config: dict[str, str | int | float] | None = None) -> None:
+                 node_config: dict[str, str | int | float] | None = None,
+                 reconnect_s: float = 120.0) -> None:
         if not _ADDRESS.match(superlink):
             raise InputError(f"SuperLink address {superlink!r:.80}: expected HOST:PORT")
+        if not (isinstance(reconnect_s, int | float) and 0 < reconnect_s <= 86_400):
+            raise InputError(f"reconnect_s {reconnect_s!r:.40}: expected 0 < s <= 86400")
+        self.reconnect_s = float(reconnect_s)
         self.ca_pem = Path(ca_pem).resolve()
         if not self.ca_pem.is_file():
             raise InputError(f"CA {str(ca_pem)!r}: expected a PEM file")
@@ -93,7 +99,8 @@ class SuperNode:
             port = s.getsockname()[1]
         cmd = [_executable(), "--superlink", self.superlink, "--root-certificates",
                str(self.ca_pem), "--auth-supernode-private-key", str(key_file),
-               "--port", str(port), "--max-retries", "3", "--max-wait-time", str(timeout_s)]
+               "--port", str(port), "--max-retries", "1000",
+               "--max-wait-time", str(max(timeout_s, self.reconnect_s))]
         if self.node_config:  # Flower's "key=value key='text'" form (checked in __init__)
             cmd += ["--node-config", " ".join(
                 f"{k}='{v}'" if isinstance(v, str) else f"{k}={v}"

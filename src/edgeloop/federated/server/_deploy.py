@@ -49,6 +49,7 @@ from edgeloop.federated.server._superlink import SuperLink
 __all__ = ["DeployPlan", "app", "deploy", "deployment_fab"]
 
 SERVER_APP = "edgeloop.federated.server._deploy:app"
+CHECKPOINT = "checkpoint.npz"  # the global arrays after the last aggregated round
 CLIENT_APP = "edgeloop.federated.device._deployed:app"
 
 
@@ -132,8 +133,9 @@ class DeployPlan:
         return asdict(self)
 
 
-def _run_config(plan: DeployPlan, model: Path, out: Path) -> dict[str, Any]:
-    return {"model": str(model), "out": str(out),
+def _run_config(plan: DeployPlan, model: Path, out: Path, resume_round: int = 0,
+                ) -> dict[str, Any]:
+    return {"model": str(model), "out": str(out), "resume-round": resume_round,
             **{k.replace("_", "-"): v for k, v in plan.to_dict().items()}}
 
 
@@ -145,12 +147,13 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a TOML basic string is a JSON string
 
 
-def deployment_fab(plan: DeployPlan, model: Path, out: Path) -> bytes:
-    """The run's Flower App Bundle: the edgeloop ServerApp and ClientApp and the run config."""
+def deployment_fab(plan: DeployPlan, model: Path, out: Path, *, resume_round: int = 0) -> bytes:
+    """The run's Flower App Bundle: the edgeloop ServerApp and ClientApp and the run config;
+    ``resume_round`` > 0 continues a run after that many rounds from ``out``'s checkpoint."""
     from flwr.cli.build import build_fab_from_files
 
     config = "\n".join(f'"{k}" = {_toml_value(v)}'
-                       for k, v in _run_config(plan, model, out).items())
+                       for k, v in _run_config(plan, model, out, resume_round).items())
     pyproject = (
         '[project]\nname = "edgeloop-fl"\nversion = "1.0.0"\n'
         'description = "edgeloop federated rounds"\nlicense = "Apache-2.0"\n\n'
@@ -186,6 +189,11 @@ def _main(grid: Grid, context: Context) -> None:
     out = Path(str(cfg["out"]))
     served = with_embedding(Path(str(cfg["model"])).read_bytes())
     initial = {k: np.asarray(v) for k, v in read_head(served).to_arrays().items()}
+    offset = int(cfg.get("resume-round", 0))
+    start = initial  # a resumed run starts from the last aggregated round's global arrays
+    if offset > 0 and (out / CHECKPOINT).exists():
+        with np.load(out / CHECKPOINT, allow_pickle=False) as data:
+            start = {k: np.asarray(data[k]) for k in initial}
     deadline = time.monotonic() + plan.round_timeout
     nodes = list(grid.get_node_ids())
     while len(nodes) < plan.min_nodes and time.monotonic() < deadline:
@@ -210,6 +218,7 @@ def _main(grid: Grid, context: Context) -> None:
     progress = out / "progress.jsonl"
 
     def on_round(log: RoundLog) -> None:
+        log.round += offset
         expected = plan.sampled(len(nodes))
         if log.sampled < expected:  # devices that dropped out of the run since it started
             gone = (f"{expected - log.sampled} of the {expected} devices sampled at the start "
@@ -218,28 +227,42 @@ def _main(grid: Grid, context: Context) -> None:
         with open(progress, "a") as f:
             f.write(json.dumps(log.to_dict()) + "\n")
 
-    random.seed(plan.seed)
-    np.random.seed(plan.seed)
+    def checkpoint(server_round: int, arrays: dict[str, np.ndarray]) -> None:
+        atomic_write_bytes(out / CHECKPOINT, _npz(arrays))
+
+    random.seed(plan.seed + offset)
+    np.random.seed(plan.seed + offset)
     train_config = {"trainer": "head", "epochs": plan.epochs, "lr": plan.lr,
                     "batch-size": plan.batch_size, "compression": plan.compression,
-                    "seed": plan.seed}
+                    "seed": plan.seed + offset}
+    remaining = max(plan.rounds - offset, 1)
     if plan.secagg:
         from edgeloop.federated.server._secagg import SecAggSettings, secagg_rounds
 
-        done = secagg_rounds(grid, initial, rounds=plan.rounds, train_config=train_config,
+        done = secagg_rounds(grid, start, rounds=remaining, train_config=train_config,
                              timeout=plan.round_timeout, quorum=plan.quorum_count(len(nodes)),
                              fraction=plan.fraction, settings=SecAggSettings(),
-                             dp_noise=plan.dp_noise, dp_clip=plan.dp_clip, on_round=on_round)
+                             dp_noise=plan.dp_noise, dp_clip=plan.dp_clip, on_round=on_round,
+                             checkpoint=checkpoint)
     else:
-        done = run_rounds(grid, guard, initial, rounds=plan.rounds, train_config=train_config,
-                          timeout=plan.round_timeout, on_round=on_round)
+        done = run_rounds(grid, guard, start, rounds=remaining, train_config=train_config,
+                          timeout=plan.round_timeout, on_round=on_round, checkpoint=checkpoint)
     gate = evaluate_gate(grid, done.arrays, initial, min_gain=plan.min_gain,
                          timeout=plan.round_timeout)
-    np.savez(out / "arrays.npz", **done.arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(out / "arrays.npz", _npz(done.arrays))
+    before = [r for r in _rounds(progress) if r.round <= offset]  # the interrupted run's
     atomic_write_bytes(out / "outcome.json", json.dumps({
-        "nodes": len(nodes), "rounds": [r.to_dict() for r in done.rounds],
-        "round_accuracy": {str(k): v for k, v in done.round_accuracy.items()},
+        "nodes": len(nodes), "rounds": [r.to_dict() for r in before + done.rounds],
+        "round_accuracy": {str(k + offset): v for k, v in done.round_accuracy.items()},
         "gate": gate.to_dict()}).encode())
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
 
 
 # ---- submitting a run and waiting for it ---------------------------------------------------
@@ -283,13 +306,33 @@ def _rounds(path: Path) -> list[RoundLog]:
     return [RoundLog(**json.loads(line)) for line in lines if line.strip()]
 
 
+def _poll(link: SuperLink, run_id: int) -> tuple[str, str, str] | None:
+    """The run's status, or None when the SuperLink did not answer (stopped or restarting)."""
+    try:
+        return _status(link, run_id)
+    except FleetError:
+        return None
+    except Exception:  # Flower's HTTP/gRPC transport errors while the SuperLink is down
+        return None
+
+
 def deploy(link: SuperLink, model: bytes, plan: DeployPlan, work_dir: str | Path, *,
            timeout_s: float | None = None,
-           on_round: Callable[[RoundLog], None] | None = None) -> SimulationResult:
+           on_round: Callable[[RoundLog], None] | None = None,
+           restarts: int = 1) -> SimulationResult:
     """Submit ``plan`` over ``model`` (base ONNX bytes) to the running ``link``, wait for the
     run to finish, and return its result (the candidate, the gate, the rounds) in the same
     form as :func:`simulate` does. ``work_dir`` holds the base model and what the ServerApp
-    writes; it must be reachable by the SuperLink's ServerApp process (the same host)."""
+    writes; it must be reachable by the SuperLink's ServerApp process (the same host).
+
+    A SuperLink that stops during the run (it crashed, or was stopped) is started again on its
+    port with its database, up to ``restarts`` times. Flower 1.42's run does not survive that
+    (its ServerApp process loses the SuperLink mid-round and the run is recorded as failed), so
+    the run is resumed: submitted again with ``resume-round`` = the rounds already done, its
+    ServerApp starting from the checkpoint of the last aggregated round. What happened is in the
+    result's ``superlink_events``; a run that cannot be resumed fails with a
+    :class:`FleetError` saying after which round the SuperLink stopped and what Flower
+    recorded."""
     start = time.perf_counter()
     run_key = secrets.token_hex(6)
     out = Path(work_dir).resolve() / f"fl-{run_key}"
@@ -303,24 +346,58 @@ def deploy(link: SuperLink, model: bytes, plan: DeployPlan, work_dir: str | Path
     deadline = time.monotonic() + limit
     seen = 0
     status = sub = details = ""
+    events: list[str] = []
+    restarted = resumed = 0
+    silent_since: float | None = None
     while time.monotonic() < deadline:
         rounds = _rounds(out / "progress.jsonl")
         for log in rounds[seen:]:
             if on_round is not None:
                 on_round(log)
         seen = len(rounds)
-        status, sub, details = _status(link, run_id)
+        answer = _poll(link, run_id)
+        if answer is None:
+            if link.running and (silent_since is None
+                                 or time.monotonic() - silent_since < 30):
+                silent_since = silent_since or time.monotonic()
+                time.sleep(0.5)  # up but not answering: give it a moment
+                continue
+            code = link.process.returncode if link.process is not None else None
+            what = (f"the SuperLink on {link.url} stopped (exit {code}) after round {seen}"
+                    if not link.running else
+                    f"the SuperLink on {link.url} stopped answering after round {seen}")
+            if restarted >= restarts:
+                raise FleetError(f"run {run_id}: {what}; not restarted again ({restarts} "
+                                 f"restarts allowed); see {link.log_file}")
+            link.restart()
+            restarted += 1
+            events.append(f"{what}; restarted with its database")
+            silent_since = None
+            continue
+        silent_since = None
+        status, sub, details = answer
+        if status == "finished" and sub != "completed" and resumed < restarted:
+            resumed += 1
+            old, run_id = run_id, _start(link, deployment_fab(plan, model_path, out,
+                                                              resume_round=seen))
+            events.append(f"run {old} {sub} after the restart ({details[:120] or 'no details'})"
+                          f"; resumed as run {run_id} after round {seen}")
+            deadline = max(deadline, time.monotonic() + plan.round_timeout
+                           * (plan.rounds - seen + 2) + 120)
+            continue
         if status == "finished":
             break
         time.sleep(0.5)
     else:
         raise FleetError(f"run {run_id} on {link.url} not finished after {limit:g} s "
-                         f"(status {status or 'unknown'})")
+                         f"(status {status or 'unknown'})"
+                         + (f"; {'; '.join(events)}" if events else ""))
     for log in _rounds(out / "progress.jsonl")[seen:]:
         if on_round is not None:
             on_round(log)
     if sub != "completed" or not (out / "outcome.json").exists():
-        raise FleetError(f"run {run_id} on {link.url} {sub or 'failed'}: "
+        after = f" ({'; '.join(events)}: the run did not survive it)" if events else ""
+        raise FleetError(f"run {run_id} on {link.url} {sub or 'failed'}{after}: "
                          f"{details[:300] or 'see ' + str(link.log_file)}")
     outcome = json.loads((out / "outcome.json").read_text())
     with np.load(out / "arrays.npz", allow_pickle=False) as data:
@@ -344,4 +421,4 @@ def deploy(link: SuperLink, model: bytes, plan: DeployPlan, work_dir: str | Path
         extra={"runtime": "deployment", "superlink": link.url, "flower_run_id": run_id,
                "privacy": plan.privacy_record(),
                "nodes": nodes, "deploy_plan": plan.to_dict(),
-               "superlink_restarts": link.restarts})
+               "superlink_restarts": link.restarts, "superlink_events": events})

@@ -215,11 +215,13 @@ def secagg_rounds(grid: Grid, initial: Arrays, *, rounds: int, train_config: dic
                   timeout: float, quorum: int, fraction: float = 1.0,
                   settings: SecAggSettings | None = None, dp_noise: float = 0.0,
                   dp_clip: float = 0.0, on_round: Callable[[RoundLog], None] | None = None,
-                  seen: list[Message] | None = None) -> RunOutcome:
+                  seen: list[Message] | None = None,
+                  checkpoint: Callable[[int, Arrays], None] | None = None) -> RunOutcome:
     """``rounds`` FedAvg rounds whose fit is Flower's SecAgg+ (module docstring); the global
     arrays after the last round that reached ``quorum`` masked updates. With ``dp_noise`` the
     devices clip their update's L2 norm to ``dp_clip`` and the mean gets Gaussian noise.
-    ``seen`` collects every reply the server received (what it could look at)."""
+    ``seen`` collects every reply the server received (what it could look at);
+    ``checkpoint(round, arrays)`` gets the new global arrays after each aggregated round."""
     from flwr.common import ndarrays_to_parameters
     from flwr.compat.common import recorddict_compat as compat
     from flwr.server.compat.grid_client_proxy import GridClientProxy
@@ -290,6 +292,8 @@ def secagg_rounds(grid: Grid, initial: Arrays, *, rounds: int, train_config: dic
         outcome.rounds.append(log)
         if log.aggregated:
             outcome.arrays = dict(glob)
+            if checkpoint is not None:
+                checkpoint(r, dict(glob))
             acc = evaluate_gate(grid, glob, dict(initial),
                                 trainer=str(train_config.get("trainer", "head")),
                                 timeout=timeout).candidate_accuracy

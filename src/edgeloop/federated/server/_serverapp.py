@@ -57,15 +57,20 @@ class RunOutcome:
 
 def run_rounds(grid: Grid, guard: RoundGuard, initial: Arrays, *, rounds: int,
                train_config: dict[str, Any], timeout: float,
-               on_round: Callable[[RoundLog], None] | None = None) -> RunOutcome:
-    """Federated rounds; the global arrays after the last round that reached its quorum."""
+               on_round: Callable[[RoundLog], None] | None = None,
+               checkpoint: Callable[[int, Arrays], None] | None = None) -> RunOutcome:
+    """Federated rounds; the global arrays after the last round that reached its quorum.
+    ``checkpoint(round, arrays)`` gets the new global arrays after each aggregated round."""
     outcome = RunOutcome(arrays=dict(initial))
-    if on_round is not None:
+    if on_round is not None or checkpoint is not None:
         inner = guard.aggregate_train
 
         def report(server_round: int, replies: Any) -> Any:
             out = inner(server_round, replies)
-            on_round(guard.rounds[-1])
+            if checkpoint is not None and out[0] is not None:
+                checkpoint(server_round, {k: v.numpy() for k, v in out[0].items()})
+            if on_round is not None:
+                on_round(guard.rounds[-1])
             return out
 
         guard.aggregate_train = report  # type: ignore[method-assign]
