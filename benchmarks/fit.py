@@ -19,7 +19,8 @@ many candidates the cost model spared (screened before any training or quantizat
     python benchmarks/fit.py --jobs 3        # the seeds side by side
     python benchmarks/fit.py --quick         # smoke run: tiny data, 1 epoch, 1 seed
 
-Prints a table and writes ``benchmarks/results/fit.json``; ``BENCH_LOAD_BEFORE`` (e.g.
+Prints a table and writes ``benchmarks/results/fit.json`` (with ``cpu_seconds``, the CPU time
+of the run and its worker processes, for a figure taken under load); ``BENCH_LOAD_BEFORE`` (e.g.
 ``uptime`` before the run) is recorded, with the load after.
 """
 
@@ -136,6 +137,17 @@ def _mean(values: list[float | None]) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its children (torch's threads, worker processes). On a
+    loaded machine the wall time over-states what a quiet run takes; this over the cores the
+    run keeps busy is the better guess."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--target", default="rpi4")
@@ -206,6 +218,7 @@ def main() -> None:
         "runs": runs,
         "summary": summary,
         "wall_seconds": time.perf_counter() - start,
+        "cpu_seconds": _cpu_seconds(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "load_before": os.environ.get("BENCH_LOAD_BEFORE"),
         "load_after": os.getloadavg()[0],

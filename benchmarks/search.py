@@ -17,8 +17,13 @@ validation accuracies.
     python benchmarks/search.py                 # 40 trials per target; about 15 min on 8 cores
     python benchmarks/search.py --quick         # smoke run: tiny data, 4 trials, 1 seed
 
+A zoo model's (and a front architecture's) accuracy does not depend on the target, so each
+(architecture, seed) is trained once and reused by both targets' comparisons.
+
 Prints tables and writes ``benchmarks/results/search.json`` (every trial, the fronts, the
-comparisons, the rank check, wall times); ``BENCH_LOAD_BEFORE`` (e.g. ``uptime`` before the
+comparisons, the rank check, wall times per phase: ``search_seconds`` and
+``comparison_seconds`` per target, the rank check's ``seconds``; ``cpu_seconds``, the CPU time
+of the run, for a figure taken under load); ``BENCH_LOAD_BEFORE`` (e.g. ``uptime`` before the
 run) is recorded, with the load after, so a figure taken under load says so.
 """
 
@@ -57,13 +62,21 @@ def _cost(arch: str, kwargs: dict[str, Any], target: Any, measure: bool, work: P
     return predict_cost(path, target).latency_ms
 
 
+# Test accuracy of (arch, kwargs, seed, epochs, data): the same on every target, so a zoo model
+# (and a front architecture both targets chose) is trained once per seed, not once per target.
+_TRAINED: dict[str, float] = {}
+
+
 def _train(
     arch: str, kwargs: dict[str, Any], seed: int, epochs: int, opts: dict[str, Any]
 ) -> float:
     from edgeloop.zoo import train
 
-    res = train(arch, "textures", epochs, seed=seed, dataset_options=opts, **kwargs)
-    return float(res.metrics["accuracy"])
+    key = json.dumps([arch, kwargs, seed, epochs, opts], sort_keys=True, default=str)
+    if key not in _TRAINED:
+        res = train(arch, "textures", epochs, seed=seed, dataset_options=opts, **kwargs)
+        _TRAINED[key] = float(res.metrics["accuracy"])
+    return _TRAINED[key]
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -116,6 +129,7 @@ def run_target(
         "latency": "measured here (ONNX Runtime, 1 thread)" if measure else "cost model",
         "limits": limits.to_dict(),
         "search_seconds": wall,
+        "comparison_seconds": time.perf_counter() - start - wall,
         "trials": [t.to_dict() for t in res.trials],
         "front": [t.number for t in res.front],
         "states": {s: sum(t.state == s for t in res.trials) for s in {t.state for t in res.trials}},
@@ -153,6 +167,17 @@ def rank_check(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]
             "short_accuracy": short, "long_accuracy": long, "spearman": rho}  # fmt: skip
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its children (torch's threads, worker processes). On a
+    loaded machine the wall time over-states what a quiet run takes; this over the cores the
+    run keeps busy is the better guess."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--targets", nargs="+", default=["local", "rpi4"])
@@ -172,7 +197,9 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeloop-bench-search-") as tmp:
         targets = [run_target(t, args, opts, Path(tmp)) for t in args.targets]
+    rank_start = time.perf_counter()
     rank = rank_check(args, opts)
+    rank["seconds"] = time.perf_counter() - rank_start
     for t in targets:
         print(f"\n{t['target']} ({t['latency']}), limits {t['limits']}: {len(t['trials'])} trials "
               f"in {t['search_seconds']:.0f} s, {t['states']}")  # fmt: skip
@@ -199,6 +226,7 @@ def main() -> None:
         "targets": targets,
         "rank_check": rank,
         "wall_seconds": time.perf_counter() - start,
+        "cpu_seconds": _cpu_seconds(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "load_before": os.environ.get("BENCH_LOAD_BEFORE"),
         "load_after": os.getloadavg()[0],
