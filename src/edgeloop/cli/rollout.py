@@ -214,6 +214,65 @@ def list_(
     table(f"{len(rows)} rollout(s)", ["id", "model", "versions", "state", "stage", "started"], rows)
 
 
+@app.command("controls")
+def controls(
+    ctx: typer.Context,
+    rollout_id: int = typer.Argument(..., help="Rollout id."),
+    max_per_minute: int | None = typer.Option(
+        None, "--max-per-minute", help="Devices newly given the version per minute."
+    ),
+    max_concurrent_downloads: int | None = typer.Option(
+        None, "--max-concurrent-downloads", help="Devices given it but not yet installed."
+    ),
+    download_timeout: str | None = typer.Option(
+        None, "--download-timeout", help="A download stops counting after this (30m)."
+    ),
+    window: str | None = typer.Option(
+        None, "--window", help="Maintenance window, device-local HH:MM-HH:MM (02:00-05:00)."
+    ),
+    window_label: str | None = typer.Option(
+        None, "--window-label", help="Device label holding its UTC offset (utc_offset)."
+    ),
+    window_offset: str | None = typer.Option(
+        None, "--window-offset", help="UTC offset of devices without that label (+00:00)."
+    ),
+    max_failures: int | None = typer.Option(
+        None, "--max-failures", help="Roll back when more devices fail to install."
+    ),
+    max_failure_rate: float | None = typer.Option(
+        None, "--max-failure-rate", help="Roll back when a larger share of a stage fails (0.1)."
+    ),
+    off: list[str] = typer.Option(
+        [], "--off", help="Turn a control off: max-per-minute, window, ... (repeat)."
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="Recorded in the timeline."),
+    as_json: bool = _json_opt(),
+) -> None:
+    """Change a running rollout's operator controls; the ones not named stay as they are."""
+    client = rollout_client(ctx)
+    names = {flag.removeprefix("--"): key for key, flag in _CONTROL_NAMES.items()}
+    names["download-timeout"] = "download_timeout_s"
+    for name in off:
+        if name.removeprefix("--") not in names:
+            raise InputError(f"--off {name!r}: expected one of {', '.join(sorted(names))}")
+    timeout = None if download_timeout is None else parse_duration(download_timeout)
+    given = {
+        "max_per_minute": max_per_minute,
+        "max_concurrent_downloads": max_concurrent_downloads,
+        "download_timeout_s": timeout,
+        "window": window,
+        "window_label": window_label,
+        "window_offset": window_offset,
+        "max_failures": max_failures,
+        "max_failure_rate": max_failure_rate,
+    }
+    new = dict(client.get(rollout_id).get("controls") or {})
+    new.update({k: v for k, v in given.items() if v is not None})
+    for name in off:
+        new.pop(names[name.removeprefix("--")], None)
+    _show(client.set_controls(rollout_id, new, reason=reason), as_json)
+
+
 def _action(name: str, doc: str) -> None:
     def run(
         ctx: typer.Context,

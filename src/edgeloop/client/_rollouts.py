@@ -99,6 +99,22 @@ class RolloutClient:
         body.update({k: v for k, v in extra.items() if v is not None})
         return dict(self._call("POST", "", body))
 
+    def set_controls(
+        self,
+        rollout_id: int,
+        controls: Mapping[str, Any],
+        *,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Replace a running rollout's operator controls (``RolloutControls`` fields; a field
+        absent or None is off); checked here before the request, and again by the server.
+        The change goes in the rollout's timeline."""
+        fields = RolloutControls.__dataclass_fields__
+        given = {k: v for k, v in controls.items() if v is not None and k in fields}
+        RolloutControls.from_dict(given)  # InputError naming the bad value, nothing sent
+        body = dict(given, **({"reason": reason} if reason else {}))
+        return dict(self._call("PUT", f"/{rollout_id}/controls", body))
+
     def get(self, rollout_id: int) -> dict[str, Any]:
         """State, timeline (``events``) and gate checks (``checks``) of one rollout."""
         return dict(self._call("GET", f"/{rollout_id}"))

@@ -36,8 +36,9 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from edgeloop.artifacts import RolloutControls
 from edgeloop.db import read_session, write_session
-from edgeloop.errors import InputError, RolloutError
+from edgeloop.errors import EdgeloopError, InputError, RolloutError
 from edgeloop.fleet import _autoheal as ah
 from edgeloop.fleet import _monitor_store as ms
 from edgeloop.fleet import _rollout_store as rs
@@ -68,6 +69,39 @@ def _seconds(at: str | None, start: datetime) -> float | None:
         return None
     when = datetime.fromisoformat(at.replace("Z", "+00:00"))
     return (when - start).total_seconds()
+
+
+_FORM_INTS = ("max_per_minute", "max_concurrent_downloads", "max_failures")
+
+
+def _controls_from_form(data: dict[str, str]) -> RolloutControls:
+    """The rollout page's controls form (an empty field turns that control off; the failure
+    rate in percent); 400 naming the field and what it expects."""
+    given: dict[str, Any] = {}
+    for name in _FORM_INTS:
+        text = data.get(name, "").strip()
+        if text:
+            if not text.isdigit():
+                raise Refused(400, "bad_body", f"{name} {text!r}: expected a whole number")
+            given[name] = int(text)
+    for name, scale in (("download_timeout_s", 1.0), ("max_failure_rate", 0.01)):
+        text = data.get(name, "").strip()
+        if text:
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise Refused(400, "bad_body", f"{name} {text!r}: expected a number")
+            given[name] = value * scale
+    for name in ("window", "window_label", "window_offset"):
+        text = data.get(name, "").strip()
+        if text:
+            given[name] = text
+    try:
+        return RolloutControls.from_dict(given)
+    except EdgeloopError as e:
+        raise Refused(400, "bad_body", f"rollout controls: {e}") from e
 
 
 def gate_charts(rollout: dict[str, Any]) -> list[dict[str, Any]]:
@@ -256,13 +290,18 @@ def dashboard_router(ctx: ServerContext) -> APIRouter:
         data = form(body)
         if not hmac.compare_digest(data.get("csrf", ""), request.state.csrf):
             raise Refused(403, "csrf", "dashboard form without a valid CSRF value")
-        if action not in ("pause", "resume"):
+        if action not in ("pause", "resume", "controls"):
             raise Refused(404, "not_found", f"no dashboard action {action!r}")
         try:
             with write_session(engine) as s:
-                rs.act(
-                    s, rollout_id, action, f"{action} from the dashboard", "dashboard", utc_now()
-                )
+                if action == "controls":
+                    controls = _controls_from_form(data)
+                    rs.set_controls(s, rollout_id, controls, "dashboard", utc_now())
+                else:
+                    rs.act(
+                        s, rollout_id, action, f"{action} from the dashboard", "dashboard",
+                        utc_now(),
+                    )  # fmt: skip
         except RolloutError as e:
             raise Refused(409, "rollout", str(e)) from e
         return RedirectResponse(f"/dashboard/rollouts/{rollout_id}", status_code=303)

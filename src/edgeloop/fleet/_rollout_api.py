@@ -170,6 +170,31 @@ class Rollouts:
             except RolloutError as e:
                 raise _refuse(e) from e
 
+        @router.put(
+            "/{rollout_id}/controls",
+            openapi_extra=JSON_BODY,
+            summary="Change a rollout's operator controls (absent or null: off)",
+        )
+        def controls(rollout_id: int, body: bytes = Depends(raw_body)) -> dict[str, Any]:
+            data = _body(body)
+            unknown = sorted(set(data) - set(CONTROL_FIELDS) - {"reason", "actor"})
+            if unknown:
+                raise Refused(
+                    400, "bad_body", f"unknown field(s) {', '.join(unknown)}: expected "
+                    f"{', '.join(CONTROL_FIELDS)}, reason, actor",
+                )  # fmt: skip
+            new = controls_from_body(data)
+            actor = str(data.get("actor") or "fleet-admin")[:200]
+            reason = data.get("reason")
+            try:
+                with write_session(engine) as s:
+                    row = rs.set_controls(
+                        s, rollout_id, new, actor, utc_now(), str(reason) if reason else None
+                    )
+                    return rs.rollout_dict(s, row, detail=True)
+            except RolloutError as e:
+                raise _refuse(e) from e
+
         @router.post(
             "/{rollout_id}/{action}",
             openapi_extra=JSON_BODY,

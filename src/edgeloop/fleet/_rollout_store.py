@@ -74,6 +74,7 @@ __all__ = [
     "plan_ticks",
     "policy_for",
     "rollout_dict",
+    "set_controls",
     "shipped_by_stage",
     "start_rollout",
 ]
@@ -248,6 +249,7 @@ def _event(
     now: datetime,
     actor: str,
     data: Mapping[str, Any] | None = None,
+    reason: str | None = None,
 ) -> None:
     s.add(
         RolloutEventRow(
@@ -257,7 +259,7 @@ def _event(
             from_state=from_state,
             to_state=row.state,
             stage=row.stage,
-            reason=row.reason,
+            reason=row.reason if reason is None else reason,
             actor=actor,
             data=dict(data or {}),
         )
@@ -527,6 +529,44 @@ def act(
     t = command(_status(row), action, reason)
     if not _apply(s, row, t, now, actor):
         raise RolloutError(f"rollout {rollout_id} changed meanwhile; try again")
+    return row
+
+
+def set_controls(
+    s: Session,
+    rollout_id: int,
+    controls: RolloutControls,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+) -> RolloutRow:
+    """An operator's new controls for a rollout still in effect (rate, concurrent downloads,
+    window, failure thresholds; None turns one off), with a ``controls`` event in its
+    timeline naming the old and the new. RolloutError once it finished, or when another
+    process changed it meanwhile. Devices admitted before a control was turned on are
+    counted from their next check-in on."""
+    row = get_rollout(s, rollout_id)
+    if row.state not in IN_EFFECT:
+        raise RolloutError(f"rollout {rollout_id} is {row.state}: its controls no longer apply")
+    before, after = dict(row.controls or {}), controls.to_dict()
+    done = s.execute(
+        sa.update(RolloutRow)
+        .where(RolloutRow.id == row.id, RolloutRow.revision == row.revision)
+        .values(controls=after, revision=row.revision + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(done, "rowcount", 0) != 1:
+        raise RolloutError(f"rollout {rollout_id} changed meanwhile; try again")
+    s.refresh(row)
+    changed = ", ".join(
+        f"{k} {before.get(k)!r} -> {after.get(k)!r}"
+        for k in after
+        if before.get(k, RolloutControls().to_dict().get(k)) != after.get(k)
+    )
+    _event(
+        s, row, "controls", row.state, now, actor, {"before": before, "after": after},
+        reason=(reason or f"controls changed: {changed or 'no change'}")[:500],
+    )  # fmt: skip
     return row
 
 
