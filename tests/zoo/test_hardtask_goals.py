@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -65,3 +66,17 @@ def test_without_the_doubled_width_the_check_says_it_was_not_judged(
     out = hardtask.goal_checks(_runs({(0.25, 0): 0.85, (0.75, 0): 0.9}), [0.25, 0.75])
     assert "wider" not in out
     assert any("not judged, width 0.5 was not run" in x for x in out["lines"])
+
+
+def test_the_quiet_wall_estimate_packs_seeds_onto_the_cores(hardtask: ModuleType) -> None:
+    # prepare: three seeds of 300 CPU seconds each, one of which spent 30 s training a baseline
+    runs = [{"cpu_seconds": {"binary": 100.0, "total": 300.0}} for _ in range(3)]
+    runs[0]["cpu_seconds"]["train baseline"] = 30.0
+    cores = os.cpu_count() or 1
+    # act
+    together = hardtask.cpu_estimate(runs, 3)
+    one_by_one = hardtask.cpu_estimate(runs, 1)
+    # assert: a part missing from a seed counts as 0 there; one job at a time adds up
+    assert together["per_seed"] == {"binary": 100.0, "total": 300.0, "train baseline": 10.0}
+    assert one_by_one["quiet_wall_s"] == pytest.approx(900.0)
+    assert together["quiet_wall_s"] == pytest.approx(900.0 / min(cores, 3))
