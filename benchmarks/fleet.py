@@ -26,6 +26,11 @@ by itself.
     python benchmarks/fleet.py --plan                   # the configurations and their runtime
     python benchmarks/fleet.py                          # the full run (see docs/scale.md)
     python benchmarks/fleet.py --devices 200 --install-devices 100 --dbs sqlite --window 10
+    python benchmarks/fleet.py --fleet-dir DIR --devices 10000 --dbs sqlite   # kept fleet
+
+With ``--fleet-dir`` the SQLite fleet (server data, database, TLS files, every agent's state)
+stays in DIR and the next run starts from it: agents enrolled before only poll in the warm-up
+(docs/scale.md, "A kept fleet").
 
 Each configuration (db, server processes, agents) ends within ``--budget`` seconds (150 by
 default): the warm-up is cut to fit, and the row says how many agents enrolled.
@@ -142,7 +147,12 @@ def postgres() -> Iterator[str]:
 
 # --- the server ---------------------------------------------------------------------------------
 def tls_files(tmp: Path) -> tuple[Path, Path, bytes]:
-    """A throwaway CA and a server certificate for 127.0.0.1: (cert, key, CA PEM)."""
+    """A throwaway CA and a server certificate for 127.0.0.1: (cert, key, CA PEM); the ones
+    already in ``tmp`` when a kept fleet (``--fleet-dir``) made them before: its agents were
+    provisioned with that CA."""
+    cert_path, key_path, ca_path = tmp / "server.crt", tmp / "server.key", tmp / "ca.pem"
+    if cert_path.exists() and key_path.exists() and ca_path.exists():
+        return cert_path, key_path, ca_path.read_bytes()
     import datetime as dt
     import ipaddress
 
@@ -157,7 +167,8 @@ def tls_files(tmp: Path) -> tuple[Path, Path, bytes]:
     ca = (
         x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
         .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=90))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
@@ -167,14 +178,14 @@ def tls_files(tmp: Path) -> tuple[Path, Path, bytes]:
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
         .issuer_name(ca_name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=90))
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
-    cert_path, key_path = tmp / "server.crt", tmp / "server.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(
@@ -183,7 +194,8 @@ def tls_files(tmp: Path) -> tuple[Path, Path, bytes]:
             serialization.NoEncryption(),
         )
     )
-    return cert_path, key_path, ca.public_bytes(serialization.Encoding.PEM)
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path, ca_path.read_bytes()
 
 
 def _cpu_s(pid: int) -> float:
@@ -312,14 +324,18 @@ class Server:
 
 
 # --- the measurements ---------------------------------------------------------------------------
-async def _simulator(srv: Server, root: Path, n: int, poll_interval: float, rps: float) -> Any:
+async def _simulator(
+    srv: Server, root: Path, n: int, poll_interval: float, rps: float, model: str = "bench"
+) -> Any:
     from edgeloop.agent import Simulator, simulated_profiles
     from edgeloop.client import AdminClient, create_tokens
 
-    tokens = await create_tokens(srv.url, srv.admin_token, n, model="bench", verify=srv.verify)
+    # agents of a kept fleet (--fleet-dir) that enrolled before load their identity from
+    # their state dir and never spend the token
+    tokens = await create_tokens(srv.url, srv.admin_token, n, model=model, verify=srv.verify)
     ca = srv.ca_pem.decode() if srv.ca_pem else None
     image = AdminClient(srv.url, srv.admin_token, verify=srv.verify).provision(
-        model="bench", ca_pem=ca
+        model=model, ca_pem=ca
     )  # provisioned trust, the CA pinned when on TLS
     return Simulator(
         srv.url,
@@ -351,7 +367,12 @@ def _pg_commits(db_url: str) -> int | None:
 
 
 async def fleet_run(
-    srv: Server, root: Path, n: int, args: argparse.Namespace, install_version: int | None
+    srv: Server,
+    root: Path,
+    n: int,
+    args: argparse.Namespace,
+    install_version: int | None,
+    model: str = "bench",
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Warm up (enroll, install the current release; bounded by ``--warm-timeout``), measure
     check-ins over ``--window`` seconds, then optionally publish a ~5 MB release and time how
@@ -362,7 +383,8 @@ async def fleet_run(
     # teardown do not need, so the configuration ends within --budget seconds
     deadline = t0 + args.budget
     reserve = args.window + _TEARDOWN_S + (_INSTALL_RESERVE_S if install_version else 0.0)
-    sim = await _simulator(srv, root, n, poll_interval=poll, rps=args.rps)
+    kept = _enrolled(root)  # agents of a kept fleet (--fleet-dir) enrolled by an earlier run
+    sim = await _simulator(srv, root, n, poll_interval=poll, rps=args.rps, model=model)
     setup_s = time.monotonic() - t0
     install_row = None
     try:
@@ -379,11 +401,11 @@ async def fleet_run(
         cpu_s = srv.cpu_s() - cpu0
         commits1 = _pg_commits(srv.db_url)
         if install_version is not None:
-            size = srv.publish("bench", install_version, n_weights=5 * 2**20 // 4)
-            want = f"bench@{install_version}"
+            size = srv.publish(model, install_version, n_weights=5 * 2**20 // 4)
+            want = f"{model}@{install_version}"
             live = sum(a.model is not None for a in sim.agents)
             t2 = time.monotonic()
-            srv.desire("bench", install_version)
+            srv.desire(model, install_version)
             left = max(5.0, deadline - time.monotonic() - _TEARDOWN_S)
             done = await sim.run(
                 min(args.install_timeout, left),
@@ -425,6 +447,7 @@ async def fleet_run(
         "bytes_per_device_per_day": round(86400.0 / poll * poll_bytes),
         "bytes_per_device_per_day_at_60s": round(86400.0 / 60.0 * poll_bytes),
         "enrolled": enrolled,
+        "enrolled_before": kept,  # by an earlier run of a kept fleet (--fleet-dir)
         "window_s": round(result.duration_s, 1),
         "poll_interval_s": poll,
         "setup_s": round(setup_s, 1),
@@ -445,11 +468,18 @@ async def fleet_run(
     return row, install_row
 
 
-def agent_rss(srv: Server, tmp: Path, version: int, requests: int = 300) -> dict[str, Any]:
+def _enrolled(root: Path) -> int:
+    """Agents under a simulator's state root that hold an identity (enrolled)."""
+    return sum(1 for _ in root.glob("device-*/identity.json")) if root.is_dir() else 0
+
+
+def agent_rss(
+    srv: Server, tmp: Path, version: int, requests: int = 300, model: str = "bench"
+) -> dict[str, Any]:
     """Peak RSS of one `edgeloop agent` process serving the current release over HTTP."""
     import psutil
 
-    r = httpx.post(srv.url + "/v1/admin/tokens", json={"model": "bench"}, headers=srv.admin)
+    r = httpx.post(srv.url + "/v1/admin/tokens", json={"model": model}, headers=srv.admin)
     token = r.json()["token"]
     port = _free_port()
     proc = subprocess.Popen(
@@ -513,7 +543,7 @@ def agent_rss(srv: Server, tmp: Path, version: int, requests: int = 300) -> dict
     }
 
 
-def handshake_cost(srv: Server, n: int) -> dict[str, Any]:
+def handshake_cost(srv: Server, n: int, model: str = "bench") -> dict[str, Any]:
     """Server CPU per signed check-in from one device: ``n`` on one kept-alive connection,
     then ``n`` each on a new connection (a TLS handshake each when the server is on TLS)."""
     from edgeloop.bundle import generate_encryption_key, generate_signing_key
@@ -521,7 +551,7 @@ def handshake_cost(srv: Server, n: int) -> dict[str, Any]:
     from edgeloop.protocol import ENROLL_DEVICE_ID, public_hex, sign_request
 
     r = httpx.post(
-        srv.url + "/v1/admin/tokens", json={"model": "bench"}, headers=srv.admin,
+        srv.url + "/v1/admin/tokens", json={"model": model}, headers=srv.admin,
         verify=srv.verify,
     )  # fmt: skip
     r.raise_for_status()
@@ -564,24 +594,53 @@ def handshake_cost(srv: Server, n: int) -> dict[str, Any]:
 
 
 def run_db(
-    db: str, db_url: str, args: argparse.Namespace, out: dict[str, Any], workers: int
+    db: str,
+    db_url: str,
+    args: argparse.Namespace,
+    out: dict[str, Any],
+    workers: int,
+    keep: Path | None = None,
 ) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f"edgeloop-bench-{db}-"))
+    """One database's configurations on one server. ``keep`` (``--fleet-dir``, SQLite): the
+    server's data dir, its database, TLS files and every agent count's simulator state live
+    there and stay: a later run starts the server on them and its agents are enrolled and
+    serving already, so its warm-up is one check-in per agent. Each agent count then has a
+    model of its own (``bench-N``), so the 5 MB install at one count never moves another."""
+    tmp = keep or Path(tempfile.mkdtemp(prefix=f"edgeloop-bench-{db}-"))
     srv = Server(db_url, tmp, poll_interval=args.server_poll, workers=workers, tls=args.tls)
     args.current_workers = workers
-    version = 1
+    versions_file = tmp / "versions.json"
+    versions: dict[str, int] = (
+        json.loads(versions_file.read_text()) if keep and versions_file.exists() else {}
+    )
+
+    def published(model: str) -> int:
+        if model not in versions:
+            srv.publish(model, 1)
+            srv.desire(model, 1)
+            versions[model] = 1
+            if keep:
+                versions_file.write_text(json.dumps(versions))
+        return versions[model]
+
+    counts = args.pg_devices if db == "postgresql" else args.devices
+    first = f"bench-{counts[0]}" if keep else "bench"
     try:
-        srv.publish("bench", version)
-        srv.desire("bench", version)
-        for n in args.pg_devices if db == "postgresql" else args.devices:
+        published(first)
+        for n in counts:
+            model = f"bench-{n}" if keep else "bench"
+            version = published(model)
             do_install = n == args.install_devices and workers == 1
+            kept = f" (kept fleet: {_enrolled(tmp / f'sim-{n}')} enrolled)" if keep else ""
             print(
                 f"[{db}, {workers} process(es)] {n} agents"
-                f"{' + 5 MB install' if do_install else ''} ...",
+                f"{' + 5 MB install' if do_install else ''}{kept} ...",
                 flush=True,
             )
             row, inst = asyncio.run(
-                fleet_run(srv, tmp / f"sim-{n}", n, args, version + 1 if do_install else None)
+                fleet_run(
+                    srv, tmp / f"sim-{n}", n, args, version + 1 if do_install else None, model
+                )
             )
             out["checkins"].append({"db": db, **row})
             out["runs"].append(
@@ -589,19 +648,23 @@ def run_db(
             )
             print(json.dumps(row), flush=True)
             if inst is not None:
-                version += 1
+                versions[model] = version + 1
+                if keep:
+                    versions_file.write_text(json.dumps(versions))
                 out["install"].append({"db": db, **inst})
                 print(json.dumps(inst), flush=True)
                 if args.rss and not args.tls and not out.get("agent_rss"):
-                    out["agent_rss"] = {"db": db, **agent_rss(srv, tmp, version)}
+                    rss = agent_rss(srv, tmp, versions[model], model=model)
+                    out["agent_rss"] = {"db": db, **rss}
                     print(json.dumps(out["agent_rss"]), flush=True)
         if args.handshake and workers == 1:
-            cost = {"db": db, **handshake_cost(srv, args.handshake)}
+            cost = {"db": db, **handshake_cost(srv, args.handshake, first)}
             out["connection_cost"].append(cost)
             print(json.dumps(cost), flush=True)
     finally:
         srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 RUN_KEYS = (
@@ -772,6 +835,14 @@ def main() -> None:
         default=60.0,
         help="agents enrolled and installed per second, for --plan's expected time",
     )
+    p.add_argument(
+        "--fleet-dir",
+        type=Path,
+        default=None,
+        help="keep the SQLite fleet here (server data, database, TLS files, every agent's "
+        "state) and start from it next time: agents enrolled by an earlier run only check "
+        "in during the warm-up (docs/scale.md)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     args.devices = [int(x) for x in args.devices.split(",") if x]
@@ -799,7 +870,11 @@ def main() -> None:
     }
     started = time.monotonic()
     for db in args.dbs.split(","):
-        if db == "sqlite":
+        if db == "sqlite" and args.fleet_dir is not None:
+            keep = args.fleet_dir.resolve() / "sqlite"
+            keep.mkdir(parents=True, exist_ok=True)
+            run_db(db, f"sqlite:///{keep / 'fleet.db'}", args, out, workers=1, keep=keep)
+        elif db == "sqlite":
             url = f"sqlite:///{tempfile.mkdtemp(prefix='edgeloop-bench-db-')}/fleet.db"
             run_db(db, url, args, out, workers=1)
         elif db == "postgresql":
