@@ -191,7 +191,11 @@ def window_sketch(rows: Rows, counts: np.ndarray, labels: np.ndarray, labelled: 
     """The JSON a device would send for a window holding pool rows ``counts`` times, of which
     ``labelled`` got a delayed label."""
     tmpl = rows.sketch
-    total = counts @ rows.contrib
+    used = np.flatnonzero(counts)
+    # a window of 1,000 rows touches at most 1,000 of the pool's rows: add only those (the
+    # pool-wide product cost more than the rest of a small window's sketch)
+    total = (counts[used] @ rows.contrib[used] if len(used) < len(counts) // 4
+             else counts @ rows.contrib)
     f = len(tmpl.reference.features)
     width = tmpl.hist.shape[1]
     i = 0
@@ -208,7 +212,6 @@ def window_sketch(rows: Rows, counts: np.ndarray, labels: np.ndarray, labelled: 
     pred, conf = take(len(tmpl.pred)), take(len(tmpl.conf_hist))
     white_sum = take(len(tmpl.white_sum))
     n, bad_rows, n_out, bad_out, exp_c, exp_sq, white_n = take(7)
-    used = counts > 0
     correct = rows.pred == labels
     fb_p = np.nan_to_num(rows.p_correct)
     d = tmpl.to_dict()

@@ -80,3 +80,27 @@ def test_older_results_need_the_same_config_and_model(tmp_path: Path) -> None:
     path.write_text("not json")
     with pytest.raises(SystemExit, match="expected a monitor.json"):
         b.load_evidently_from(path, args)
+
+
+@pytest.mark.parametrize("size", [30, 2000])  # few pool rows touched, and most of them
+def test_a_windows_sketch_from_row_contributions_is_the_real_sketch_of_its_rows(size) -> None:
+    from edgeloop.monitor.drift import validate_sketch
+    from edgeloop.monitor.sketch import WindowSketch, build_reference
+
+    bench = _bench()
+    rng = np.random.default_rng(0)
+    emb = np.maximum(rng.normal(size=(800, 12)) @ rng.normal(size=(12, 12)), 0.0)
+    logits = emb[:, :3] * 0.2
+    y = logits.argmax(axis=1)
+    ref = build_reference(emb[:400], logits[:400], y[:400], embeddings=emb[:400],
+                          output_kind="logits", components=4)
+    assert ref.projection is not None and ref.projection.whiten is not None
+    rows = bench.sketch_rows(ref, emb[400:], logits[400:], emb[400:])
+    counts, labelled = bench.draw(rng, np.ones(400), size, 0.1)
+    got = validate_sketch(bench.window_sketch(rows, counts, y[400:], labelled), ref)
+    real = WindowSketch(ref)
+    idx = np.repeat(np.arange(400), counts)
+    real.update(emb[400:][idx], logits[400:][idx])
+    assert got.n == real.n == size and got.white_n == real.white_n == size
+    assert (got.hist == real.hist).all() and (got.pred == real.pred).all()
+    assert np.allclose(got.white_sum, real.white_sum) and np.allclose(got.sum_z, real.sum_z)

@@ -7,7 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeloop.monitor.drift import DeviceSketch, drift_report, mean_shift_test, report_metrics
+from edgeloop.monitor.drift import (
+    DeviceSketch,
+    DriftOptions,
+    drift_report,
+    mean_shift_test,
+    report_metrics,
+)
 from edgeloop.monitor.sketch import MonitorReference, WindowSketch, build_reference
 
 D = 32
@@ -167,3 +173,28 @@ def test_no_whitening_no_test(reference: MonitorReference) -> None:
     assert "@mean_shift" not in drift_report("m", 1, [DeviceSketch("d", 1, s)]).features
     assert mean_shift_test(np.zeros(0), 10, 100)["p"] == 1.0
     assert mean_shift_test(np.ones(4), 0, 100)["p"] == 1.0
+
+
+def test_the_direct_tests_are_scipys() -> None:
+    # compare_counts computes the chi-square of homogeneity and the Kolmogorov tail directly
+    # (scipy's generic wrappers took over half a report's time): the same values
+    from scipy import stats
+
+    from edgeloop.monitor.drift import compare_counts
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        k = int(rng.integers(2, 12))
+        ref = rng.integers(1, 2000, k).astype(float)
+        win = rng.poisson(ref * rng.uniform(0.01, 5) * rng.uniform(0.5, 1.5, k)).astype(float)
+        win[0] += 1
+        t = compare_counts(ref, win, options=DriftOptions(min_expected=0.0))
+        res = stats.chi2_contingency(np.vstack([ref, win])[:, ref + win > 0], correction=False)
+        assert t.chi2 == pytest.approx(res.statistic, rel=1e-12)
+        assert t.p == pytest.approx(res.pvalue, rel=1e-9, abs=1e-300)
+        n_eff = ref.sum() * win.sum() / (ref.sum() + win.sum())
+        assert t.ks is not None and t.ks_p == pytest.approx(
+            stats.kstwobign.sf(np.sqrt(n_eff) * t.ks), rel=1e-12)
+    f = mean_shift_test(np.full(16, 5.0), 100, 2000)
+    assert f["p"] == pytest.approx(
+        stats.f.sf(f["t2"] * (2000 - 16) / (16 * 1999), 16, 2000 - 16), rel=1e-12)

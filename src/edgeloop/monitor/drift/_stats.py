@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
 __all__ = [
@@ -143,14 +143,13 @@ def compare_counts(
     chi2, pval = 0.0, 1.0
     keep = (r_g + w_g) > 0
     if keep.sum() >= 2:
-        table = np.vstack([r_g[keep], w_g[keep]])
-        res = stats.chi2_contingency(table, correction=False)
-        chi2, pval = float(res.statistic), float(res.pvalue)
+        chi2, pval = _homogeneity(r_g[keep], w_g[keep])
     ks = ks_p = None
     if ordered:
         d = float(np.max(np.abs(np.cumsum(ref) / m - np.cumsum(win) / n)))
         n_eff = n * m / (n + m)
-        ks, ks_p = d, float(stats.kstwobign.sf(math.sqrt(n_eff) * d)) if d > 0 else 1.0
+        # the Kolmogorov distribution's survival function (scipy.stats.kstwobign.sf), direct
+        ks, ks_p = d, float(special.kolmogorov(math.sqrt(n_eff) * d)) if d > 0 else 1.0
     return FeatureTest(n, psi, js, wd, chi2, pval if math.isfinite(pval) else 1.0, ks, ks_p)
 
 
@@ -171,10 +170,23 @@ def mean_shift_test(
     n_eff = n * m / (n + m)
     t2 = n_eff * sq
     f = t2 * (m - d) / (d * (m - 1))
-    p = float(stats.f.sf(f, d, m - d))
+    p = float(special.fdtrc(d, m - d, f))  # the F(d, m - d) survival function
     kl = max(0.0, sq - d / n_eff)
     return {"n": n, "components": float(d), "t2": t2, "p": p if math.isfinite(p) else 1.0,
             "mahalanobis": math.sqrt(kl), "kl": kl}
+
+
+def _homogeneity(ref: F64, win: F64) -> tuple[float, float]:
+    """Pearson's chi-square test of homogeneity of the 2 x k table (ref, win), no continuity
+    correction: what ``scipy.stats.chi2_contingency(table, correction=False)`` computes (the
+    same statistic and p to rounding, tested), without its generic machinery, which took more
+    than half of a drift report's time (the benchmark judges ~17,000 windows per task)."""
+    cols = ref + win
+    rows = np.array([ref.sum(), win.sum()])
+    expected = rows[:, None] * cols[None, :] / rows.sum()
+    observed = np.vstack([ref, win])
+    stat = float(np.sum((observed - expected) ** 2 / expected))
+    return stat, float(special.chdtrc(len(cols) - 1, stat))
 
 
 def accuracy_drop_test(

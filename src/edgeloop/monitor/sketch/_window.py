@@ -117,15 +117,17 @@ class WindowSketch:
         if ref.projection is not None:
             ok = np.isfinite(xa).all(axis=1)
             v = np.full((b, len(ref.features)), np.nan)
-            v[ok] = ref.projection.apply(xa[ok])
-            self.bad_rows += int(b - ok.sum())
-            if self._whiten is not None and ok.any():
+            centred = xa[ok] - ref.projection.mean  # Projection.apply, sharing the centring
+            v[ok] = centred @ ref.projection.components.T
+            self.bad_rows += int(b - len(centred))
+            if self._whiten is not None and len(centred):
                 with np.errstate(over="ignore", invalid="ignore"):
-                    w = np.clip((xa[ok] - ref.projection.mean) @ self._whiten.T,
-                                -WHITE_CLIP, WHITE_CLIP)
-                good = np.isfinite(w).all(axis=1)
-                self.white_n += int(good.sum())
-                self.white_sum += w[good].sum(axis=0)
+                    w = centred @ self._whiten.T
+                    if not (np.abs(w) <= WHITE_CLIP).all():  # rare: huge or overflowed rows
+                        w = np.clip(w, -WHITE_CLIP, WHITE_CLIP)
+                        w = w[np.isfinite(w).all(axis=1)]
+                self.white_n += len(w)
+                self.white_sum += w.sum(axis=0)
         else:
             v = xa
             self.bad_rows += int((~np.isfinite(v).all(axis=1)).sum())
