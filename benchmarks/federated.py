@@ -27,6 +27,11 @@ task's test split:
 - compression: int8 and top-k 10 % updates, accuracy and bytes per round;
 - one 100-device configuration (``dirichlet:0.5``).
 
+``--deploy`` runs only the deployment group instead (``_federated_deploy.py``): the first
+task over a SuperLink and 10 SuperNodes on loopback against the in-process simulation (wall
+time per round), SecAgg+'s cost per round, accuracy with client-side DP at epsilon 8 and 1; it
+writes ``benchmarks/results/federated-deploy.json``.
+
 Not measured here: the Ray backend (``SimulationPlan(backend="ray")``; the in-process one runs
 the same apps).
 
@@ -34,6 +39,7 @@ the same apps).
     python benchmarks/federated.py --tasks textures  # one task; the other's rows are kept
     python benchmarks/federated.py --quick         # smoke run: tiny data, 1 seed, 2 rounds
     python benchmarks/federated.py --central-full  # also retrain the zoo model centrally
+    python benchmarks/federated.py --deploy --tasks textures   # SuperLink + 10 SuperNodes
 
 Prints a table (mean and standard deviation over seeds) and writes
 ``benchmarks/results/federated.json``; ``BENCH_LOAD_BEFORE`` (e.g. ``uptime`` before the run)
@@ -357,8 +363,17 @@ def main() -> None:
                     help="also retrain the zoo model on the whole train split (slow)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: small data, 1 seed, 2 rounds, 8 clients, base 3 epochs")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--deploy", action="store_true", help="only the deployment group: a "
+                    "SuperLink and SuperNodes on loopback vs in process, SecAgg+, DP eps 8/1")
+    ap.add_argument("--deploy-clients", type=int, default=10)
+    ap.add_argument("--deploy-rounds", type=int, default=5)
+    ap.add_argument("--dp-clip", type=float, default=1.0,
+                    help="--deploy: the devices' L2 clipping norm for the DP rows")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: results/federated.json (--deploy: federated-deploy.json)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = RESULTS.with_name("federated-deploy.json") if args.deploy else RESULTS
     HAR_STEPS["steps"] = args.har_steps
     if args.quick:
         args.seeds, args.rounds, args.clients, args.many = args.seeds[:1], 2, 8, 0
@@ -371,6 +386,9 @@ def main() -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    if args.deploy:
+        deploy_main(args, start)
+        return
     for task in args.tasks:
         for seed in args.seeds:
             rows.extend(run_task(task, seed, args, args.workdir))
@@ -392,6 +410,41 @@ def main() -> None:
         "load_before": os.environ.get("BENCH_LOAD_BEFORE"), "load_after": os.getloadavg()[0],
         "wall_seconds": wall, "summary": table, "runs": rows + kept_rows, "kept": kept,
     }
+    tmp_out = args.out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(payload, indent=2, default=str))
+    tmp_out.replace(args.out)
+    print(f"\nwrote {args.out} ({payload['wall_seconds']:.0f} s)")
+
+
+def deploy_main(args: argparse.Namespace, start: float) -> None:
+    """``--deploy``: the deployment group (``_federated_deploy.py``), its own table and JSON."""
+    from _federated_deploy import run_deploy
+
+    if args.quick:
+        args.deploy_clients, args.deploy_rounds = 3, 2
+    import tempfile
+
+    def base(task: str, seed: int) -> bytes:  # cached in --workdir like the main benchmark's
+        return base_model(task, seed, recipe_for(task, args), args.workdir,
+                          args.base_threads)[0]
+
+    with tempfile.TemporaryDirectory(prefix="edgeloop-fl-deploy-") as tmp:
+        rows = run_deploy(args, Path(tmp), base_model=base, accuracy=accuracy,
+                          data_opts=data_opts, tasks=TASKS)
+    print(f"\n{'method':<18} {'acc':>7} {'s/round':>8} {'1st round s':>11} {'up B/round':>11} "
+          f"{'down B/round':>12}")
+    for r in rows:
+        print(f"{r['method']:<18} {r['accuracy']:>7.4f} {r['round_seconds_median']:>8.2f} "
+              f"{r['first_round_seconds']:>11.2f} {r['bytes_up_per_round']:>11.0f} "
+              f"{r['bytes_down_per_round']:>12.0f}")
+    payload = {
+        "benchmark": "federated-deploy", "quick": args.quick, "args": {k: (str(v) if isinstance(
+            v, Path) else v) for k, v in vars(args).items()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "load_before": os.environ.get("BENCH_LOAD_BEFORE"), "load_after": os.getloadavg()[0],
+        "wall_seconds": time.perf_counter() - start, "runs": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(payload, indent=2, default=str))
     tmp_out.replace(args.out)

@@ -54,3 +54,27 @@ def test_federated_benchmark_runs(tmp_path: Path) -> None:
     assert again["base_cached"] is True
     assert again["base_fit_seconds"] == base["base_fit_seconds"]
     assert again["accuracy"] == base["accuracy"]
+
+
+@pytest.mark.slow
+def test_federated_benchmark_deploy_group_runs(tmp_path: Path) -> None:
+    """--deploy --quick: a SuperLink and 3 SuperNodes on loopback; every row of the group."""
+    pytest.importorskip("torch", reason="the benchmark trains the base with the zoo")
+    pytest.importorskip("flwr")
+    out = tmp_path / "federated-deploy.json"
+    r = subprocess.run(
+        [sys.executable, SCRIPT, "--deploy", "--quick", "--tasks", "har", "--out", out,
+         "--workdir", tmp_path / "work"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    rows = {row["method"]: row for row in data["runs"]}
+    assert set(rows) == {"inprocess-fedavg", "inprocess-secagg", "deploy-fedavg",
+                         "deploy-secagg", "deploy-dp-eps8", "deploy-dp-eps1"}
+    assert all(row["rounds_aggregated"] == 2 for row in rows.values())
+    assert rows["deploy-dp-eps1"]["dp_noise"] > rows["deploy-dp-eps8"]["dp_noise"] > 0
+    assert rows["deploy-secagg"]["bytes_up_per_round"] > rows["deploy-fedavg"][
+        "bytes_up_per_round"]
+    assert "SecAgg+" in rows["deploy-secagg"]["privacy"]["mechanism"]
+    assert "load_after" in data and data["quick"]
