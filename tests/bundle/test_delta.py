@@ -31,11 +31,12 @@ from edgeloop.bundle import (
     verify,
     wrap_data_key,
 )
-from edgeloop.bundle._delta import _apply_ops, delta_ops
+from edgeloop.bundle._delta import _OP, _apply_ops, chunk_sizes, delta_breakdown, delta_ops
 from edgeloop.bundle._format import build_container, sign_envelope
 from edgeloop.errors import (
     BundleFormatError,
     DecryptionError,
+    InputError,
     IntegrityError,
     RollbackError,
     SecurityError,
@@ -225,6 +226,67 @@ def test_cdc_chunks_cover_the_data_and_survive_a_shift() -> None:
     # a copy may span the segments of the base stream
     parts = [data[:1000], b"", data[1000:1001], data[1001:]]
     assert _apply_ops(ops, parts, len(shifted)) == shifted
+
+
+def _literal_bytes(ops: bytes) -> int:
+    pos = total = 0
+    while pos < len(ops):
+        kind, _, n = _OP.unpack_from(ops, pos)
+        pos += _OP.size
+        if kind == 1:
+            total, pos = total + n, pos + n
+    return total
+
+
+def test_chunk_sizes_scale_with_the_target() -> None:
+    assert chunk_sizes(136_000) == (32, 128, 1024)  # the digits CNN's bundle stream
+    assert chunk_sizes(1 << 20) == (256, 1024, 8192)
+    assert chunk_sizes(100 << 20) == (1024, 4096, 32768)  # at most 4 KiB on average
+    assert chunk_sizes(0) == (16, 64, 512)
+
+
+def test_a_head_only_change_ships_little_more_than_the_head() -> None:
+    a, b = two_layer(1, 2), two_layer(1, 3)  # a 4 KiB head on a 130 kB body
+    scaled = _literal_bytes(delta_ops(a, b, *chunk_sizes(len(b))))
+    fixed = _literal_bytes(delta_ops(a, b, 1024, 4096, 32768))
+    assert 4096 <= scaled <= 4096 + 512  # the head and the small chunks at its two edges
+    assert fixed > 2 * 4096  # 4 KiB chunks cost the head twice over
+
+
+def test_the_delta_records_the_chunk_sizes_it_used(versions: dict[str, Any]) -> None:
+    manifest = json.loads(parse_container(versions["delta"]).manifest)
+    target = parse_container(versions["b"])
+    stream = len(target.manifest) + len(target.signatures) + len(versions["b_model"])
+    mn, avg, mx = chunk_sizes(stream)
+    assert manifest["chunking"] == {"algorithm": "gear64-cdc-v1", "min": mn, "avg": avg, "max": mx}
+
+
+def test_the_breakdown_accounts_for_every_byte(versions: dict[str, Any], keys: dict) -> None:
+    with pytest.raises(InputError, match="base bundle"):  # its ops need A's manifest
+        delta_breakdown(versions["delta"], keys["fleet"])
+    got = delta_breakdown(versions["delta"], keys["fleet"], versions["a"])
+    target = parse_container(versions["b"])
+    stream = len(target.manifest) + len(target.signatures) + len(versions["b_model"])
+    literal = sum(v for k, v in got.items() if k.startswith("literal_"))
+    assert got["copied_bytes"] + literal == stream
+    assert got["metadata_bytes"] + got["payload_bytes"] == got["delta_bytes"]
+    assert got["delta_bytes"] == len(versions["delta"])
+    assert 4096 <= got["literal_model_bytes"] <= 4096 + 512  # the new head, little else
+    assert got["literal_signatures_bytes"] == len(target.signatures)  # a new signature
+    with pytest.raises(SecurityError):  # not a recipient of B: nothing to explain
+        delta_breakdown(versions["delta"], keys["other"], versions["a"])
+
+
+def test_the_ops_are_compressed_against_the_base_manifest(versions: dict[str, Any]) -> None:
+    import zlib
+
+    manifest = json.loads(parse_container(versions["delta"]).manifest)
+    assert manifest["ops"]["compression"] == "zlib-base-manifest"
+    base = parse_container(versions["a"]).manifest
+    target = parse_container(versions["b"]).manifest
+    plain = zlib.compress(target, 6)
+    z = zlib.compressobj(6, zdict=base[-32768:])
+    assert len(z.compress(target) + z.flush()) < len(plain) * 0.8  # B's manifest echoes A's
 
 
 @pytest.mark.parametrize(

@@ -56,9 +56,22 @@ def test_the_closed_loop_heals_the_drifted_cohort(tmp_path: Path) -> None:
     assert fix["deltas"] and min(fix["deltas"].values()) < fix["bundle_bytes"]
     assert healed["seconds_onset_to_95pct_healed"] is not None
     assert 0 < healed["bytes_per_device"] < healed["full_bundle_bytes"]
-    # the run's report.html, rendered from its demo.json: the three plots embedded
+    # the fix's delta from v1 carries the new head (64 x 10 floats and 10 biases: 2,600 bytes)
+    # and little more of the model: the backbone's bytes are copied from v1
+    delta = healed["delta"]
+    assert delta["base_version"] == 1 and delta["target_version"] == fix["version"]
+    assert 2600 <= delta["literal_model_bytes"] < 2 * 2600
+    assert healed["share_of_full_bundle"] < 0.1
+    # drift per feature: the drifted cohort's evaluations after the onset found drift
+    onset = next(e["t_s"] for e in healed["timeline"] if e["event"] == "drift onset")
+    north = healed["drift_series"]["region=north"]
+    assert any(e["drifted"] for e in north if e["t_s"] > onset and e["version"] == 1)
+    assert healed["alerts"]["region=north"]  # the features the cohort's alert named
+    # the run's report.html, rendered from its demo.json: the four plots embedded
     page = (tmp_path / "report.html").read_text()
-    assert page.count("src='data:image/png;base64,") == 3 and "lineage of the fix" in page
+    assert page.count("src='data:image/png;base64,") == 4 and "lineage of the fix" in page
+    # the lineage walked back to the training data: the digits data set and its sha256
+    assert "<b class='dataset'>digits</b>" in page
     # the fix's lineage names the drift alert that caused it
     db_url, data = loop_server[0]
     with Registry(db_url, data) as reg:

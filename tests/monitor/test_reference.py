@@ -73,6 +73,40 @@ def test_embeddings_are_the_view_when_given() -> None:
     assert (ref.projection.source, ref.projection.output, ref.width) == ("embedding", "penult", 32)
 
 
+def test_a_rebaseline_can_keep_the_projection_it_watched() -> None:
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(200, 32))
+    base = build_reference(rng.normal(size=(200, 4)), rng.normal(size=(200, 2)), embeddings=emb,
+                           embedding_output="penult", components=3)
+    shifted = emb * 0.5 + 1.0  # the cohort's new inputs, same embedding function
+    again = build_reference(rng.normal(size=(200, 4)), rng.normal(size=(200, 2)),
+                            embeddings=shifted, embedding_output="penult",
+                            projection=base.projection)
+    assert again.projection is base.projection
+    assert json.loads(again.to_json())["projection"] == json.loads(base.to_json())["projection"]
+    assert [f.name for f in again.features] == ["pc0", "pc1", "pc2"]
+    moved = base.projection.apply(shifted)  # the histograms are re-fitted on the new data
+    assert again.features[0].mean == pytest.approx(float(moved[:, 0].mean()))
+    assert again.features[0].mean != pytest.approx(base.features[0].mean)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"embeddings": np.zeros((10, 16)), "embedding_output": "penult"},  # width 16, not 32
+        {"embeddings": np.ones((10, 32)), "embedding_output": "other"},  # another output
+        {},  # the raw input, not an embedding
+    ],
+)
+def test_a_kept_projection_must_fit_the_view(kwargs: dict) -> None:
+    rng = np.random.default_rng(0)
+    base = build_reference(rng.normal(size=(50, 4)), rng.normal(size=(50, 2)),
+                           embeddings=rng.normal(size=(50, 32)), embedding_output="penult")
+    with pytest.raises(MonitorReferenceError, match="projection kept"):
+        build_reference(rng.normal(size=(10, 4)), rng.normal(size=(10, 2)),
+                        projection=base.projection, **kwargs)
+
+
 def _doc(reference: MonitorReference) -> dict:
     return json.loads(reference.to_json())
 

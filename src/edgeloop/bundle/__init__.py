@@ -20,6 +20,7 @@ from edgeloop.bundle._delta import (
     DeltaInfo,
     apply_delta,
     cdc_chunks,
+    delta_breakdown,
     make_delta,
     read_delta,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "check_selftest",
     "decrypt",
     "decrypt_bundle",
+    "delta_breakdown",
     "ed25519_from_dict",
     "ed25519_to_dict",
     "encryption_key_from_pem",

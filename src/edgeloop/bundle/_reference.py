@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeloop.errors import InputError
-from edgeloop.monitor.sketch import MonitorReference, build_reference
+from edgeloop.monitor.sketch import MonitorReference, Projection, build_reference
 
 __all__ = ["model_reference"]
 
@@ -31,8 +31,11 @@ def model_reference(
     embedding_output: str | None = None,
     output: str | None = None,
     input_name: str | None = None,
+    projection: Projection | None = None,
 ) -> MonitorReference:
-    """The reference of ``model`` on inputs ``x`` (n, ...) with optional ``labels`` (n,)."""
+    """The reference of ``model`` on inputs ``x`` (n, ...) with optional ``labels`` (n,).
+
+    ``projection``: an earlier reference's, kept (see ``build_reference``)."""
     from edgeloop.runtime import Session
 
     sess = Session(model, providers=["CPUExecutionProvider"])
@@ -63,5 +66,5 @@ def model_reference(
     return build_reference(
         xa, probs, labels, classes=classes,
         output_kind="probabilities" if is_prob else "logits",
-        embeddings=emb, embedding_output=embedding_output,
+        embeddings=emb, embedding_output=embedding_output, projection=projection,
     )

@@ -48,6 +48,7 @@ class LoopState:
         self.north = frozenset(range(max(1, devices // 5)))  # a fifth of the fleet
         self.bad_versions: set[int] = set()
         self.t0 = time.monotonic()
+        self.wall0 = time.time()  # the same instant on the clock the server stamps with
         self.onset: float | None = None
         self.timeline: list[dict[str, Any]] = []
         self.since: dict[int, int] = {}  # labelled samples each device held at the onset
@@ -85,16 +86,28 @@ def start_loop(ctx: DemoContext) -> StageResult:
     server = st.server = DemoServer(ctx.work / "loop" / "fleet", poll_interval=1.0,
                                     extra=MONITOR_OPTIONS)
     server.start()
+    from edgeloop.artifacts import sha256_bytes
+    from edgeloop.optimize import add_embedding_output
+
     val = load_dataset("digits", "val")
     xv, yv = np.asarray(val.x, np.float32), np.asarray(val.y)
-    ref = model_reference(onnx.read_bytes(), xv, yv, classes=tuple(card.labels) or None)
+    # served as `edgeloop bundle pack --reference` serves a wide-input model: the penultimate
+    # activations are a graph output and the reference watches a PCA of them (the fix's
+    # head-only fine-tune keeps that projection, so its delta ships only the head and stats)
+    served, embedding = add_embedding_output(onnx.read_bytes())
+    model = ctx.work / "loop" / f"{LOOP_MODEL}-1.onnx"
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_bytes(served)
+    ref = model_reference(served, xv, yv, classes=tuple(card.labels) or None,
+                          embedding_output=embedding)
     import dataclasses
 
-    card = dataclasses.replace(card, name=LOOP_MODEL)
-    path = server.pack(onnx, card, 1, ctx.work / "loop" / f"{LOOP_MODEL}-1.elb", reference=ref,
+    card = dataclasses.replace(card, name=LOOP_MODEL, sha256=sha256_bytes(served),
+                               size_bytes=len(served))
+    path = server.pack(model, card, 1, ctx.work / "loop" / f"{LOOP_MODEL}-1.elb", reference=ref,
                        name=LOOP_MODEL)
     with Registry(server.db_url, server.data) as reg:
-        reg.push(onnx, LOOP_MODEL, card=card, version=1, bundles=[(path, "any", {})])
+        reg.push(model, LOOP_MODEL, card=card, version=1, bundles=[(path, "any", {})])
     admin = server.admin()
     admin.publish(LOOP_MODEL, 1)
     admin.set_desired(LOOP_MODEL, 1)
@@ -171,7 +184,11 @@ def detect(ctx: DemoContext, timeout_s: float = 300.0) -> StageResult:
 
 
 class _FleetCohort:
-    """The cohort's devices' feedback stores: the samples labelled since the drift began."""
+    """The cohort's devices' feedback stores: the samples labelled since the drift began (the
+    base's embeddings of the cohort's inputs, which is what an agent keeps for a model its
+    reference watches through the embedding)."""
+
+    samples = "embedding"  # the agents watch the model's embedding: their stores keep it
 
     def __init__(self, st: LoopState) -> None:
         self.st = st
@@ -295,6 +312,12 @@ def healed(ctx: DemoContext) -> StageResult:
     per_device = total / max(len(st.north), 1)
     full = int(fix["bundle_bytes"] or 0)
     share = per_device / full if full else None
+    breakdown = _delta_breakdown(st.server, fix, base_version=1)
+    drift_series, alerts = _drift(st, (1, version))
+    from edgeloop.registry import Registry
+
+    with Registry(st.server.db_url, st.server.data) as reg:
+        lineage = reg.lineage(ref).to_dict()
     st.mark("healed", realized_accuracy=after, before=st.before, seconds_to_heal=to_heal,
             bytes_per_device=round(per_device))
     gap = None if after is None or st.before is None else st.before - after
@@ -302,12 +325,77 @@ def healed(ctx: DemoContext) -> StageResult:
     figures = {"realized_accuracy_before": st.before, "realized_accuracy_after": after,
                "within_a_point": ok, "seconds_onset_to_95pct_healed": to_heal,
                "bytes_per_device": round(per_device), "full_bundle_bytes": full,
-               "share_of_full_bundle": share, "shipped": shipped, "timeline": st.timeline}
+               "share_of_full_bundle": share, "shipped": shipped, "delta": breakdown,
+               "drift_series": drift_series, "alerts": alerts, "lineage": lineage,
+               "timeline": st.timeline}
     return (f"{COHORT} on v{version}: realized accuracy {_pct(after)} vs {_pct(st.before)} "
             f"before the drift ({'within' if ok else 'NOT within'} a point); 95 % of the "
             f"cohort healed {to_heal} s after the onset; each device downloaded "
-            f"{per_device:,.0f} bytes for the fix ({_pct(share)} of the {full:,}-byte bundle)",
+            f"{per_device:,.0f} bytes for the fix ({_pct(share)} of the {full:,}-byte bundle)"
+            + (f"; the delta from v1: {_breakdown_text(breakdown)}" if breakdown else ""),
             figures)
+
+
+COHORTS = (COHORT, "region=south", "region=east")
+MAX_EVALUATIONS = 400  # per cohort in demo.json: a long run keeps its latest
+
+
+def _drift(st: LoopState, versions: Sequence[int]
+           ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[str]]]:
+    """Per cohort, each monitoring evaluation of ``versions``: seconds since the loop started,
+    the version, PSI per feature, the features found drifted; and the features each cohort's
+    first alert named."""
+    mon = st.server.monitor()
+    series: dict[str, list[dict[str, Any]]] = {}
+    for cohort in COHORTS:
+        rows: list[dict[str, Any]] = []
+        for v in dict.fromkeys(versions):
+            rep = mon.report(LOOP_MODEL, v, cohort=cohort, since="1h")
+            for e in rep.get("evaluations", []):
+                feats = (e.get("report") or {}).get("features") or {}
+                if e.get("cohort") != cohort or not isinstance(feats, dict):
+                    continue
+                psi = {str(k): round(float(f["psi"]), 4) for k, f in feats.items()
+                       if isinstance(f, dict) and isinstance(f.get("psi"), (int, float))
+                       and math.isfinite(float(f["psi"]))}
+                rows.append({"t_s": round(_ts(e) - st.wall0, 1), "version": v, "psi": psi,
+                             "drifted": sorted(str(k) for k, f in feats.items()
+                                               if isinstance(f, dict) and f.get("drifted"))})
+        series[cohort] = sorted(rows, key=lambda r: r["t_s"])[-MAX_EVALUATIONS:]
+    alerts: dict[str, list[str]] = {}
+    for a in sorted(mon.status(LOOP_MODEL)["alerts"], key=lambda a: str(a.get("since"))):
+        drifted = (a.get("detail") or {}).get("drifted")
+        if a.get("version") == 1 and isinstance(drifted, list):
+            alerts.setdefault(str(a["cohort"]), [str(d) for d in drifted])
+    return series, alerts
+
+
+def _delta_breakdown(server: Any, fix: dict[str, Any], base_version: int) -> dict[str, int] | None:
+    """Where the bytes of the fix's delta from ``base_version`` go (``delta_breakdown``)."""
+    from edgeloop.bundle import delta_breakdown, load_encryption_key
+    from edgeloop.update import KeyRing, Repository
+
+    repo = Repository(server.data / "tuf", KeyRing(server.data / "keys"))
+    key = load_encryption_key(server.data / "keys" / "fleet.pem")
+    listed = {p: info.unrecognized_fields.get("custom") or {}
+              for p, info in repo.targets().items()}
+    base = next((p for p, c in listed.items() if c.get("name") == LOOP_MODEL
+                 and c.get("version") == base_version and not c.get("delta")), None)
+    if base is None:
+        return None
+    for path in fix.get("deltas") or {}:
+        got = delta_breakdown(repo.target_bytes(path), key, repo.target_bytes(base))
+        if got["base_version"] == base_version:
+            return got
+    return None
+
+
+def _breakdown_text(b: dict[str, int]) -> str:
+    return (f"{b['delta_bytes']:,} bytes = {b['metadata_bytes']:,} of signed delta metadata + "
+            f"{b['payload_bytes']:,} of compressed ops carrying {b['literal_model_bytes']:,} new "
+            f"model bytes, {b['literal_manifest_bytes']:,} of the new manifest and "
+            f"{b['literal_signatures_bytes']:,} of its signatures ({b['copied_bytes']:,} "
+            f"copied from v1)")
 
 
 def _next_version(server: Any) -> int:

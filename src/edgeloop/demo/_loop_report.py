@@ -2,8 +2,10 @@
 
 The page shows the timeline, every stage's summary and figures, and plots (PNG data URIs, so
 the file stands alone): the timeline's events over time, the accuracy the cohort was estimated
-and measured at over time, and the bytes each rollout stage's devices downloaded against the
-full bundle; then the fix's lineage back to the base model's training step. Values in, text out:
+and measured at over time, drift per feature over time by cohort, and the bytes each rollout
+stage's devices downloaded against the full bundle; then the fix's lineage (the heal's chain,
+and the registry's lineage walked back to the training data set and its sha256) and where
+the bytes of the fix's delta go. Values in, text out:
 a recorded ``demo.json`` is enough to render it again.
 """
 
@@ -96,6 +98,8 @@ def _plots(
     fig.tight_layout()
     out.append(("accuracy", _png(fig)))
 
+    out.append(("drift", _drift_plot(plt, healed, onset)))
+
     shipped = [s for s in healed.get("shipped") or [] if isinstance(s, dict)]
     full = _num(healed.get("full_bundle_bytes"))
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
@@ -110,6 +114,85 @@ def _plots(
     fig.tight_layout()
     out.append(("bytes", _png(fig)))
     return out
+
+
+PSI_CAP = 1.0  # the colour scale's top: a PSI of 0.25 is already a large shift
+
+
+def _drift_plot(plt: Any, healed: Mapping[str, Any], onset: float | None) -> str:
+    """Drift per feature over time, one panel per cohort: each monitoring evaluation's PSI per
+    feature against the reference of the version the cohort ran (colour), the features it
+    found drifted (x), and in the title the features the cohort's alert named."""
+    series = healed.get("drift_series")
+    cohorts = {str(k): [e for e in v if isinstance(e, dict)]
+               for k, v in (series.items() if isinstance(series, dict) else [])
+               if isinstance(v, list)}
+    alerts = healed.get("alerts") if isinstance(healed.get("alerts"), dict) else {}
+    names = sorted({f for rows in cohorts.values() for e in rows
+                    for f in (e.get("psi") or {}) if isinstance(f, str)},
+                   key=lambda f: (f.startswith("@"), len(f), f))
+    panels = max(len(cohorts), 1)
+    fig, axes = plt.subplots(panels, 1, figsize=(7.0, 0.25 * max(len(names), 4) * panels + 2.0),
+                             dpi=100, sharex=True, squeeze=False, layout="constrained")
+    legend: dict[str, Any] = {}
+    art = None
+    for ax, (cohort, rows) in zip(axes[:, 0], cohorts.items() or [("(none)", [])], strict=False):
+        pts = [(_num(e.get("t_s")), names.index(f), min(float(v), PSI_CAP),
+                f in (e.get("drifted") or []))
+               for e in rows for f, v in (e.get("psi") or {}).items()
+               if f in names and _num(v) is not None and _num(e.get("t_s")) is not None]
+        if pts:
+            art = ax.scatter([p[0] for p in pts], [p[1] for p in pts],
+                             c=[p[2] for p in pts], cmap="Reds", vmin=0.0, vmax=PSI_CAP,
+                             marker="s", s=36, edgecolors="#999999", linewidths=0.3)
+            hit = [p for p in pts if p[3]]
+            ax.scatter([p[0] for p in hit], [p[1] for p in hit], marker="x", s=18,
+                       color="black", linewidths=0.8,
+                       label="drifted (the server's test)" if hit else None)
+        else:
+            ax.text(0.5, 0.5, "no evaluations recorded", ha="center", va="center",
+                    transform=ax.transAxes)
+        versions = sorted({int(e["version"]) for e in rows if _num(e.get("version")) is not None})
+        for v in versions[1:]:  # when the cohort's evaluations move to a new version
+            t = min(_num(e.get("t_s")) or 0.0 for e in rows if e.get("version") == v)
+            ax.axvline(t, color="#55a868", linestyle=":", label=f"v{v}'s reference")
+        if onset is not None:
+            ax.axvline(onset, color="#c44e52", linestyle="--", label="drift onset")
+        named = alerts.get(cohort) if isinstance(alerts, dict) else None
+        ax.set_title(f"{cohort}: " + (f"alert on {', '.join(map(str, named))}" if named
+                                      else "no alert"), fontsize=9)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names, fontsize=7)
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, h)
+    axes[-1, 0].set_xlabel("seconds since the loop started")
+    if art is not None:
+        fig.colorbar(art, ax=list(axes[:, 0]), label=f"PSI (capped at {PSI_CAP:g})", shrink=0.8)
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=3,
+                   fontsize=7)
+    fig.suptitle("drift per feature over time, by cohort")
+    return _png(fig)
+
+
+def _lineage_items(node: Mapping[str, Any], depth: int = 0) -> list[str]:
+    """The lineage tree (``Registry.lineage(...).to_dict()``) as nested list items."""
+    if depth > 12:
+        return []
+    what = " ".join(str(x) for x in (
+        node.get("role"), f"{node.get('model')}@{node.get('version')}" if node.get("model")
+        and node.get("version") else None, node.get("name")) if x)
+    sha = str(node.get("sha256") or "")
+    kids = [c for c in node.get("children") or [] if isinstance(c, dict)]
+    inner = "".join(x for c in kids for x in _lineage_items(c, depth + 1))
+    cls = " class='training-data'" if node.get("role") == "dataset" else ""
+    return [f"<li{cls}>{_esc(what)} <code>sha256 {_esc(sha[:16])}</code>"
+            + (f"<ul>{inner}</ul>" if inner else "") + "</li>"]
+
+
+def _walk(node: Mapping[str, Any], depth: int = 0) -> list[Mapping[str, Any]]:
+    kids = [c for c in node.get("children") or [] if isinstance(c, dict)] if depth < 12 else []
+    return [node, *(n for c in kids for n in _walk(c, depth + 1))]
 
 
 def _esc(v: Any) -> str:
@@ -178,6 +261,25 @@ def render_loop_report(demo: Mapping[str, Any]) -> str:
             "<h2>lineage of the fix</h2><ol>"
             + "".join(f"<li>{_esc(c)}</li>" for c in chain)
             + "</ol>"
+        )
+    tree = healed.get("lineage")
+    if isinstance(tree, dict):
+        data = [n for n in _walk(tree) if n.get("role") == "dataset"]
+        parts.append(
+            "<h2>lineage back to the training data</h2><p>The registry's lineage of the fix, "
+            "walked from its card through every version it derives from; trained on: "
+            + (", ".join(f"<b class='dataset'>{_esc(n.get('name'))}</b> (sha256 "
+                         f"<code>{_esc(n.get('sha256'))}</code>)" for n in data)
+               or "no data set recorded")
+            + "</p><ul class='lineage'>" + "".join(_lineage_items(tree)) + "</ul>"
+        )
+    delta = healed.get("delta")
+    if isinstance(delta, dict):
+        parts.append(
+            "<h2>the fix's delta: where its bytes go</h2><table>"
+            + "".join(f"<tr><th>{_esc(k.replace('_', ' '))}</th><td>{_esc(v)}</td></tr>"
+                      for k, v in delta.items())
+            + "</table>"
         )
     parts.append("<h2>stages</h2><table><tr><th>stage</th><th>seconds</th><th>summary</th></tr>")
     for name, s in steps.items():

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import ssl
 
     from edgeloop.client import MonitorClient
+    from edgeloop.monitor.sketch import MonitorReference, Projection
 
 __all__ = [
     "DEFAULT_GATES",
@@ -59,8 +60,13 @@ EST_MARGIN = 0.1
 
 
 class CohortData(Protocol):
-    """The cohort's devices, each with what its feedback store holds: the inputs of the
-    predictions that got a delayed label, and those labels."""
+    """The cohort's devices, each with what its feedback store holds: the samples of the
+    predictions that got a delayed label, and those labels. ``samples``: what those are,
+    ``"input"`` (the model's inputs) or ``"embedding"`` (its penultimate activations: what
+    an agent keeps when the reference it runs watches the model's embedding)."""
+
+    @property
+    def samples(self) -> str: ...
 
     def devices(self, cohort: str) -> Sequence[tuple[np.ndarray, np.ndarray]]: ...
 
@@ -99,6 +105,10 @@ class DatasetCohort:
         if len(self.x) != len(self.y) or len(self.y) < 4 * self.devices_n:
             raise InputError(f"cohort data: {len(self.x)} inputs, {len(self.y)} labels for "
                              f"{self.devices_n} devices (at least 4 labelled samples each)")
+
+    @property
+    def samples(self) -> str:
+        return "input"
 
     def devices(self, cohort: str) -> list[tuple[np.ndarray, np.ndarray]]:
         rng = np.random.default_rng([self.seed, 0xC0])
@@ -366,12 +376,19 @@ def _build(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData, plan:
         base_v = reg.resolve(f"{res.model}@{res.base_version}")
         base = reg.read_blob(base_v.artifact.sha256)
         base_card = base_v.card
-    devices = _as_inputs(base, [(x, y) for x, y in cohort.devices(res.cohort) if len(y) >= 2])
+        base_ref = _base_reference(reg, base_v)
+    kept = base_ref.projection if base_ref is not None else None
+    embedded = cohort.samples == "embedding"
+    if embedded and kept is None:
+        raise InputError(f"cohort {res.cohort!r} holds embeddings, but the monitoring reference "
+                         f"of {res.model}@{res.base_version} watches no embedding")
+    held = [(x, y) for x, y in cohort.devices(res.cohort) if len(y) >= 2]
+    devices = held if embedded else _as_inputs(base, held)
     if len(devices) < 2:
         raise InputError(f"cohort {res.cohort!r}: {len(devices)} devices hold labelled "
                          "feedback; a federated fine-tune needs at least 2")
     t0 = time.perf_counter()
-    run = _federate(base, devices, plan)
+    run = _federate(base, devices, plan, embedded=embedded)
     _timed(res, "federated", t0)
     res.run_id, res.gate = run.run_id, run.gate.to_dict()
     say("finetune", f"{run.run_id}: {run.gate.reason}")
@@ -381,7 +398,8 @@ def _build(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData, plan:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeloop-heal-") as tmp:
         work = Path(tmp)
-        model, card, reference = _register_inputs(run, devices, base_card, res, job, plan)
+        model, card, reference = _register_inputs(run, devices, base_card, res, job, plan,
+                                                  base_ref if embedded else None, kept)
         shipped, card = _refit(model, card, base, base_card, plan, work, res)
         _timed(res, "refit", t0)
         say("refit", _refit_text(res.refit))
@@ -409,8 +427,9 @@ def _as_inputs(base: bytes, devices: Sequence[tuple[np.ndarray, np.ndarray]]
 
 
 def _federate(base: bytes, devices: Sequence[tuple[np.ndarray, np.ndarray]],
-              plan: HealPlan) -> Any:
-    """The federated head fine-tune and its evaluation gate over ``devices``."""
+              plan: HealPlan, *, embedded: bool = False) -> Any:
+    """The federated head fine-tune and its evaluation gate over ``devices`` (their samples
+    are the model's inputs, or with ``embedded`` its embeddings)."""
     import logging
     import random
 
@@ -447,9 +466,13 @@ def _federate(base: bytes, devices: Sequence[tuple[np.ndarray, np.ndarray]],
     trainers = {}
     labelled = 0
     for n, (x, y) in enumerate(devices, start=1):
-        out = run_batched(session, x)
-        feats = np.asarray(out[EMBEDDING_OUTPUT], np.float32).reshape(len(x), -1)
-        probs = next(v for k, v in out.items() if k != EMBEDDING_OUTPUT)
+        if embedded:  # what the devices keep: the base's embedding of each input
+            feats = np.asarray(x, np.float32).reshape(len(x), -1)
+            probs = base_head.logits(feats)  # the class the base predicted: the same argmax
+        else:
+            out = run_batched(session, x)
+            feats = np.asarray(out[EMBEDDING_OUTPUT], np.float32).reshape(len(x), -1)
+            probs = next(v for k, v in out.items() if k != EMBEDDING_OUTPUT)
         store = FeedbackStore(base_head.n_classes, capacity=len(x) + 1,
                               max_input_bytes=feats.nbytes + 1, keep_labelled=len(x))
         for i in range(len(x)):  # as the agent records each prediction, then its late label
@@ -491,13 +514,39 @@ def _federate(base: bytes, devices: Sequence[tuple[np.ndarray, np.ndarray]],
         extra={"heal": True})
 
 
+def _base_reference(reg: Any, base_v: Any) -> MonitorReference | None:
+    """The base's monitoring reference (from its first bundle's signed manifest) when it
+    watches the model's embedding. A head-only fine-tune leaves the embedding as it was, so the
+    re-baselined reference keeps its projection: the fix watches the same components as the
+    base (drift per feature stays comparable across versions) and its bundle, and the delta to
+    it, carry no new projection (8 x 64 floats, 12 kB of the digits CNN's manifest)."""
+    from edgeloop.bundle import parse_container, parse_manifest
+    from edgeloop.errors import EdgeloopError
+    from edgeloop.federated.device import EMBEDDING_OUTPUT
+    from edgeloop.monitor.sketch import MonitorReference
+
+    for b in base_v.bundles:
+        try:
+            monitor = parse_manifest(parse_container(reg.read_blob(b.sha256)).manifest).monitor
+            ref = MonitorReference.from_dict(monitor) if monitor else None
+        except EdgeloopError:
+            continue  # a variant the registry cannot read back: the re-baseline fits its own
+        proj = ref.projection if ref is not None else None
+        if proj is not None and proj.source == "embedding" and proj.output == EMBEDDING_OUTPUT:
+            return ref
+    return None
+
+
 def _register_inputs(run: Any, devices: Sequence[tuple[np.ndarray, np.ndarray]],
                      base_card: ModelCard | None, res: HealResult,
-                     job: Mapping[str, Any], plan: HealPlan | None = None
-                     ) -> tuple[bytes, ModelCard, Any]:
+                     job: Mapping[str, Any], plan: HealPlan | None = None,
+                     embedded: MonitorReference | None = None,
+                     kept: Projection | None = None) -> tuple[bytes, ModelCard, Any]:
     """The candidate, its card (lineage: base, run, reference, the alert event and the job,
     and the auto-heal policy that started it, by name and the policy file's sha256) and its
-    monitoring reference, re-baselined from the data it was tuned on."""
+    monitoring reference, re-baselined from the data it was tuned on (``kept``: the base's
+    embedding projection, when it has one; ``embedded``: the base's reference, when the
+    devices' samples are embeddings, which the new head classifies)."""
     import dataclasses
 
     from edgeloop.bundle import model_reference
@@ -507,8 +556,21 @@ def _register_inputs(run: Any, devices: Sequence[tuple[np.ndarray, np.ndarray]],
     x = np.concatenate([d[0] for d in devices])
     y = np.concatenate([d[1] for d in devices])
     classes = tuple(base_card.labels) if base_card is not None and base_card.labels else None
-    reference = model_reference(run.model, x, y, classes=classes,
-                                embedding_output=EMBEDDING_OUTPUT)
+    if embedded is None:
+        reference = model_reference(run.model, x, y, classes=classes,
+                                    embedding_output=EMBEDDING_OUTPUT, projection=kept)
+    else:
+        from edgeloop.monitor.sketch import build_reference
+
+        emb = np.asarray(x, np.float64).reshape(len(x), -1)
+        out = np.asarray(run.head.logits(emb), np.float64)
+        if embedded.output_kind == "probabilities":  # what the model's class output holds
+            out = np.exp(out - out.max(axis=1, keepdims=True))
+            out /= out.sum(axis=1, keepdims=True)
+        reference = build_reference(emb, out, y,
+                                    classes=classes, output_kind=embedded.output_kind,
+                                    embeddings=emb, embedding_output=EMBEDDING_OUTPUT,
+                                    projection=kept)
     ref_bytes = reference.to_json()
     card = candidate_card(run, name=res.model, base_card=base_card,
                           base_ref=f"{res.model}@{res.base_version}",

@@ -459,6 +459,7 @@ def build_reference(
     bins: int = 10,
     calibration_bins: int = 10,
     margin: float = 0.1,
+    projection: Projection | None = None,
 ) -> MonitorReference:
     """The reference for reference inputs ``x`` (n, ...), model ``outputs`` (n, classes).
 
@@ -469,6 +470,12 @@ def build_reference(
     the largest, at most a quarter of the reference's rows.
     ``labels`` (n,) enable the calibration and the reference accuracy. Use held-out data (not
     the training set): calibration fitted on training data is overconfident.
+
+    ``projection``: keep this one (an earlier reference's) instead of fitting a PCA: the
+    re-baseline of a version whose embedding did not change (a head-only fine-tune) then
+    watches the same components, comparable across versions, and its bundle ships no new
+    projection. Its source must be the view given (``embeddings`` or the input) and its width
+    the view's.
     """
     xa = np.asarray(x, dtype=np.float64)
     out = np.asarray(outputs, dtype=np.float64)
@@ -484,8 +491,19 @@ def build_reference(
     view = flat if embeddings is None else np.asarray(embeddings, dtype=np.float64).reshape(n, -1)
     if not np.all(np.isfinite(view)) or not np.all(np.isfinite(out)):
         raise _ERR("build_reference: reference inputs and outputs must be finite")
-    projection: Projection | None = None
-    if embeddings is not None or view.shape[1] > max_features:
+    if projection is not None:
+        want = "input" if embeddings is None else "embedding"
+        if projection.source != want or len(projection.mean) != view.shape[1] or (
+            want == "embedding" and projection.output != embedding_output
+        ):
+            raise _ERR(
+                f"build_reference: the projection kept watches {projection.source} "
+                f"{projection.output or ''} of width {len(projection.mean)}; the reference "
+                f"data is {want} {embedding_output or ''} of width {view.shape[1]}"
+            )
+        monitored = projection.apply(view)
+        names = [f"pc{i}" for i in range(len(projection.components))]
+    elif embeddings is not None or view.shape[1] > max_features:
         k = max(1, min(components, MAX_COMPONENTS, view.shape[1], n - 1))
         if k * view.shape[1] > MAX_PROJECTION_VALUES:
             raise _ERR(
