@@ -61,7 +61,9 @@ def test_the_closed_loop_heals_the_drifted_cohort(tmp_path: Path) -> None:
     delta = healed["delta"]
     assert delta["base_version"] == 1 and delta["target_version"] == fix["version"]
     assert 2600 <= delta["literal_model_bytes"] < 2 * 2600
-    assert healed["share_of_full_bundle"] < 0.1
+    # 5 % before the reference carried a whitening (the mean-shift test's 60 x 64 floats, fitted
+    # again on the cohort's data); about 12 % with it, on the busy development machine
+    assert healed["share_of_full_bundle"] < 0.2
     # drift per feature: the drifted cohort's evaluations after the onset found drift
     onset = next(e["t_s"] for e in healed["timeline"] if e["event"] == "drift onset")
     north = healed["drift_series"]["region=north"]

@@ -82,12 +82,31 @@ def test_a_rebaseline_can_keep_the_projection_it_watched() -> None:
     again = build_reference(rng.normal(size=(200, 4)), rng.normal(size=(200, 2)),
                             embeddings=shifted, embedding_output="penult",
                             projection=base.projection)
-    assert again.projection is base.projection
-    assert json.loads(again.to_json())["projection"] == json.loads(base.to_json())["projection"]
+    assert again.projection is not None and base.projection is not None
+    assert np.array_equal(again.projection.components, base.projection.components)
     assert [f.name for f in again.features] == ["pc0", "pc1", "pc2"]
-    moved = base.projection.apply(shifted)  # the histograms are re-fitted on the new data
-    assert again.features[0].mean == pytest.approx(float(moved[:, 0].mean()))
-    assert again.features[0].mean != pytest.approx(base.features[0].mean)
+    moved = again.projection.apply(shifted)  # the histograms are re-fitted on the new data
+    assert again.features[0].mean == pytest.approx(float(moved[:, 0].mean()), abs=1e-9)
+    assert again.features[0].std == pytest.approx(base.features[0].std * 0.5, rel=1e-6)
+    # the whitening is of the new data (the mean-shift test takes its whitened mean as 0 and
+    # its covariance as the identity), not the old reference's
+    assert base.projection.whiten is not None and again.projection.whiten is not None
+    white = again.projection.whitened(shifted)
+    assert np.allclose(white.mean(axis=0), 0, atol=1e-6)
+    assert np.allclose(np.cov(white, rowvar=False), np.eye(white.shape[1]), atol=1e-6)
+    assert not np.allclose(base.projection.whitened(shifted).mean(axis=0), 0, atol=0.1)
+
+
+def test_a_kept_projection_without_whitening_is_kept_whole() -> None:
+    rng = np.random.default_rng(0)
+    base = build_reference(rng.normal(size=(200, 4)), rng.normal(size=(200, 2)),
+                           embeddings=rng.normal(size=(200, 32)), embedding_output="penult",
+                           components=3, whiten=0)
+    again = build_reference(rng.normal(size=(100, 4)), rng.normal(size=(100, 2)),
+                            embeddings=rng.normal(size=(100, 32)) + 1.0,
+                            embedding_output="penult", projection=base.projection)
+    assert again.projection is base.projection and base.projection.whiten is None
+    assert json.loads(again.to_json())["projection"] == json.loads(base.to_json())["projection"]
 
 
 @pytest.mark.parametrize(

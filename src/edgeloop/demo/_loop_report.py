@@ -159,8 +159,10 @@ def _drift_plot(plt: Any, healed: Mapping[str, Any], onset: float | None) -> str
         if onset is not None:
             ax.axvline(onset, color="#c44e52", linestyle="--", label="drift onset")
         named = alerts.get(cohort) if isinstance(alerts, dict) else None
-        ax.set_title(f"{cohort}: " + (f"alert on {', '.join(map(str, named))}" if named
-                                      else "no alert"), fontsize=9)
+        said = ("no alert" if not isinstance(named, list) else
+                f"alert on {', '.join(map(str, named))}" if named else
+                "alert, no feature drifted")
+        ax.set_title(f"{cohort}: {said}", fontsize=9)
         ax.set_yticks(range(len(names)))
         ax.set_yticklabels(names, fontsize=7)
         for h, label in zip(*ax.get_legend_handles_labels(), strict=True):

@@ -471,11 +471,13 @@ def build_reference(
     ``labels`` (n,) enable the calibration and the reference accuracy. Use held-out data (not
     the training set): calibration fitted on training data is overconfident.
 
-    ``projection``: keep this one (an earlier reference's) instead of fitting a PCA: the
+    ``projection``: keep its components (an earlier reference's) instead of fitting a PCA: the
     re-baseline of a version whose embedding did not change (a head-only fine-tune) then
     watches the same components, comparable across versions, and its bundle ships no new
-    projection. Its source must be the view given (``embeddings`` or the input) and its width
-    the view's.
+    ones. Its source must be the view given (``embeddings`` or the input) and its width the
+    view's. A whitening, when it has one, is of its own reference data (the mean-shift test
+    takes the reference's whitened mean as 0 and its covariance as the identity): the mean
+    and the whitening are fitted again on this data.
     """
     xa = np.asarray(x, dtype=np.float64)
     out = np.asarray(outputs, dtype=np.float64)
@@ -500,6 +502,16 @@ def build_reference(
                 f"build_reference: the projection kept watches {projection.source} "
                 f"{projection.output or ''} of width {len(projection.mean)}; the reference "
                 f"data is {want} {embedding_output or ''} of width {view.shape[1]}"
+            )
+        if projection.whiten is not None:  # the covariance of this data, around its mean
+            mean = view.mean(axis=0)
+            _, sv, vt = np.linalg.svd(view - mean, full_matrices=False)
+            projection = Projection(
+                source=projection.source,
+                mean=mean,
+                components=projection.components,
+                output=projection.output,
+                whiten=_whitening(sv, vt, n, whiten),
             )
         monitored = projection.apply(view)
         names = [f"pc{i}" for i in range(len(projection.components))]
