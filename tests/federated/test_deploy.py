@@ -207,6 +207,13 @@ def test_cli_fl_start_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     r = run_edgeloop(["fl", "start", "m@1", "--bindings", "b", "--dp", "sideways",
                       "--dp-noise", "1", "--dp-clip", "1", *tls], cwd=tmp_path)
     assert r.returncode != 0 and "--dp" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for bad, says in ((["--secagg", "--compression", "int8"], "dense update"),
+                      (["--secagg", "--strategy", "krum"], "SecAgg+ with krum"),
+                      (["--secagg", "--dp-noise", "1", "--dp-clip", "1"], "--dp client"),
+                      (["--superlink-restarts", "-1"], "--superlink-restarts")):
+        r = run_edgeloop(["fl", "start", "m@1", "--bindings", "b", *bad, *tls], cwd=tmp_path)
+        assert r.returncode != 0 and says in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "superlink").exists()
 
 

@@ -585,6 +585,9 @@ def start(
     secagg: bool = typer.Option(False, "--secagg", help="Each round's fit under SecAgg+ "
                                 "(Flower's SecAggPlusWorkflow; fedavg, --dp client only, no "
                                 "compression)."),
+    superlink_restarts: int = typer.Option(1, "--superlink-restarts", help="Times a SuperLink "
+                                           "that stops mid-run is started again and the run "
+                                           "resumed from its last round (0..10)."),
     min_gain: float = typer.Option(0.0, "--min-gain", help="Accuracy the candidate must gain "
                                    "over the base on the devices' held-out labels."),
     dataset: str = typer.Option("textures", "--dataset", help="Held-out data for the "
@@ -611,6 +614,8 @@ def start(
                       compression=compression, quorum=quorum, min_nodes=min_nodes,
                       round_timeout=round_timeout, dp_noise=dp_noise, dp_clip=dp_clip,
                       dp_mode=dp.lower(), min_gain=min_gain, seed=seed, secagg=secagg)
+    if not 0 <= superlink_restarts <= 10:
+        raise InputError(f"--superlink-restarts {superlink_restarts}: expected 0..10")
     link = SuperLink(tls_cert, tls_key, tls_ca, state, host=host, port=port)
     wanted = _cohort(cohort)
     if advertise is not None and (advertise.count(":") != 1 or
@@ -642,7 +647,8 @@ def start(
                            f"{' · aggregated' if r.aggregated else ' · ' + r.note}")
 
             with _announced(fleet_db, advertise or f"{link.host}:{link.port}", wanted):
-                result = deploy(link, base, plan, link.state_dir / "runs", on_round=on_round)
+                result = deploy(link, base, plan, link.state_dir / "runs", on_round=on_round,
+                                restarts=superlink_restarts)
     result.extra |= {"node_keys_registered": registered, "bindings_refused": refused,
                      "revoked_left_out": revoked}
     _finish(result, dataset=dataset, seed=seed, name=name, base_ref=base_ref,
