@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
@@ -141,12 +142,26 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     return engine
 
 
+_FACTORIES: weakref.WeakKeyDictionary[Engine, dict[bool, sessionmaker[Session]]] = (
+    weakref.WeakKeyDictionary()
+)
+_FACTORIES_GUARD = threading.Lock()
+
+
 def session_factory(engine: Engine, *, write: bool = False) -> sessionmaker[Session]:
-    """A ``sessionmaker`` bound to ``engine``; ``write=True`` begins SQLite with IMMEDIATE."""
-    bind = engine
-    if write and engine.dialect.name == "sqlite":
-        bind = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
-    return sessionmaker(bind=bind, expire_on_commit=False)
+    """A ``sessionmaker`` bound to ``engine``; ``write=True`` begins SQLite with IMMEDIATE.
+
+    Made once per engine and kind (a ``sessionmaker`` and the option engine cost a check-in
+    measurable CPU when made per transaction); a session from it is the caller's own."""
+    with _FACTORIES_GUARD:
+        made = _FACTORIES.setdefault(engine, {})
+        factory = made.get(write)
+        if factory is None:
+            bind = engine
+            if write and engine.dialect.name == "sqlite":
+                bind = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+            factory = made[write] = sessionmaker(bind=bind, expire_on_commit=False)
+    return factory
 
 
 @contextmanager
