@@ -50,9 +50,14 @@ def test_negligible_directions_and_limits_are_left_out() -> None:
     none = build_reference(np.zeros((400, 1)), logits, embeddings=e, whiten=0)
     assert none.projection is not None and none.projection.whiten is None
     assert "whiten" not in none.to_dict()["projection"]  # older references keep their digest
-    small = build_reference(np.zeros((20, 1)), logits[:20], embeddings=rng.normal(size=(20, 10)))
+    # a covariance from fewer than 20 rows per value of the view is not trusted: no whitening
+    wide = build_reference(np.zeros((199, 1)), logits[:199], embeddings=e[:199])
+    assert wide.projection is not None and wide.projection.whiten is None
+    ok = build_reference(np.zeros((200, 1)), logits[:200], embeddings=e[:200], whiten=3)
+    assert ok.projection is not None and ok.projection.whiten is not None
+    small = build_reference(np.zeros((40, 1)), logits[:40], embeddings=rng.normal(size=(40, 2)))
     assert small.projection is not None and small.projection.whiten is not None
-    assert len(small.projection.whiten) == 5  # at most a quarter of the rows
+    assert len(small.projection.whiten) == 2
     with pytest.raises(MonitorReferenceError, match="whiten"):
         build_reference(np.zeros((400, 1)), logits, embeddings=e, whiten=500)
 
