@@ -224,6 +224,9 @@ def federated(model: bytes, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np
 def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     from edgeloop.data import load_dataset
 
+    # a row's time is since the row before it: the base's row (none) includes the data and the
+    # base's training (or loading it from the cache)
+    clock = [time.perf_counter(), time.process_time()]
     _, dataset, _ = TASKS[task]
     opts = data_opts(dataset, args.n)
     train = load_dataset(dataset, "train", seed=seed, **opts)
@@ -237,10 +240,15 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
               "label_share": args.label_share, "seed": seed}
 
     def add(method: str, partition: str, clients: int, **values: Any) -> None:
+        now = [time.perf_counter(), time.process_time()]
+        wall, cpu = now[0] - clock[0], now[1] - clock[1]
+        clock[:] = now
         rows.append({"task": task, "seed": seed, "method": method, "partition": partition,
-                     "clients": clients, **values})
-        print(f"  {task} seed {seed} {method:<22} {partition:<14} "
-              f"acc {values.get('accuracy', float('nan')):.4f}", flush=True)
+                     "clients": clients, **values, "row_wall_seconds": wall,
+                     "row_cpu_seconds": cpu})
+        print(f"  {task} seed {seed} {method:<22} {partition:<14} {clients:>4} "
+              f"acc {values.get('accuracy', float('nan')):.4f}  {wall:6.1f} s wall "
+              f"{cpu:6.1f} s cpu", flush=True)
 
     base_acc = accuracy(model, xt, yt)
     add("none", "-", 0, accuracy=base_acc, base_fit_seconds=base_info["fit_seconds"],
@@ -302,6 +310,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "reached_95": f"{len(reach)}/{len(runs)}" if "rounds_to_95" in runs[0] else "-",
             "bytes_up_per_round": runs[0].get("bytes_up_per_round"),
             "wall_seconds_mean": statistics.fmean(r.get("wall_seconds", 0.0) for r in runs),
+            "row_cpu_seconds_mean": statistics.fmean(r.get("row_cpu_seconds", 0.0)
+                                                     for r in runs),
         })
     return out
 
@@ -345,8 +355,9 @@ def main() -> None:
     ap.add_argument("--base-batch", type=int, default=None,
                     help="[textures 32, har: the arch's own]")
     ap.add_argument("--base-lr", type=float, default=None, help="[the arch's own]")
-    ap.add_argument("--base-threads", type=int, default=None,
-                    help="torch threads for the base and full fine-tuning [all cores, at most 4]")
+    ap.add_argument("--base-threads", type=int, default=1,
+                    help="torch threads for the base and full fine-tuning (more than one spins "
+                    "under load) [1]")
     ap.add_argument("--workdir", type=Path, default=WORKDIR,
                     help="trained bases, reused when the recipe matches (a cache)")
     ap.add_argument("--n", type=int, default=None, help="textures dataset size (default 10000)")
@@ -380,7 +391,6 @@ def main() -> None:
         args.n, args.base_n, args.base_epochs = 800, 400, args.base_epochs or 3
         args.base_batch = args.base_batch or 64
         args.partitions = ["dirichlet:0.5", "drift:0.2"]
-    args.base_threads = args.base_threads or max(1, min(4, os.cpu_count() or 1))
     import edgeloop.federated.server  # noqa: F401 - Flower sets its logger up on import
 
     logging.getLogger("flwr").setLevel(logging.WARNING)

@@ -165,8 +165,8 @@ def main() -> None:
     ap.add_argument("--base-epochs", type=int, default=None)
     ap.add_argument("--base-batch", type=int, default=None)
     ap.add_argument("--base-lr", type=float, default=None)
-    ap.add_argument("--base-threads", type=int, default=None,
-                    help="torch threads for the base [all cores, at most 4]")
+    ap.add_argument("--base-threads", type=int, default=1,
+                    help="torch threads for the base [1]")
     ap.add_argument("--workdir", type=Path, default=WORKDIR,
                     help="trained bases, shared with benchmarks/federated.py (a cache)")
     ap.add_argument("--n", type=int, default=None, help="textures dataset size (default 10000)")
@@ -179,7 +179,6 @@ def main() -> None:
         args.n, args.base_n, args.base_epochs = 1000, 400, args.base_epochs or 3
         args.base_batch = args.base_batch or 64
         args.central_epochs = 3
-    args.base_threads = args.base_threads or max(1, min(4, os.cpu_count() or 1))
     import edgeloop.federated.server  # noqa: F401 - Flower sets its logger up on import
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
