@@ -116,12 +116,13 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, 
     rows = [{"seed": seed, "schedule": "none", "test_accuracy": accuracy(model, xt, yt),
              "base_fit_seconds": base_info["fit_seconds"], "base_cached": base_info["cached"]}]
     for name, plan in plans.items():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = hybrid_schedule(model, central=central if plan.central_epochs else None,
                                  devices=devices, plan=plan)
         personal = result.steps[-1].metrics
         rows.append({
             "seed": seed, "schedule": name, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
             "test_accuracy": accuracy(result.model, xt, yt),
             "steps": {s.kind: s.accepted for s in result.steps},
             **{f"devices_{k}": v for k, v in personal.items()},
