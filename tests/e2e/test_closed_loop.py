@@ -68,7 +68,8 @@ def test_the_closed_loop_heals_the_drifted_cohort(tmp_path: Path) -> None:
     onset = next(e["t_s"] for e in healed["timeline"] if e["event"] == "drift onset")
     north = healed["drift_series"]["region=north"]
     assert any(e["drifted"] for e in north if e["t_s"] > onset and e["version"] == 1)
-    assert healed["alerts"]["region=north"]  # the features the cohort's alert named
+    # the features the cohort's alert named when it was raised
+    assert healed["alerts"]["region=north"] == detect["alert"]["detail"]["drifted"]
     # the run's report.html, rendered from its demo.json: the four plots embedded
     page = (tmp_path / "report.html").read_text()
     assert page.count("src='data:image/png;base64,") == 4 and "lineage of the fix" in page

@@ -344,7 +344,8 @@ def _drift(st: LoopState, versions: Sequence[int]
            ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[str]]]:
     """Per cohort, each monitoring evaluation of ``versions``: seconds since the loop started,
     the version, PSI per feature, the features found drifted; and the features each cohort's
-    first alert named."""
+    alert named (the drifted cohort's as it was raised; an alert's detail is rewritten at each
+    evaluation while it stays active, so the others' as they read now)."""
     mon = st.server.monitor()
     series: dict[str, list[dict[str, Any]]] = {}
     for cohort in COHORTS:
@@ -367,6 +368,9 @@ def _drift(st: LoopState, versions: Sequence[int]
         drifted = (a.get("detail") or {}).get("drifted")
         if a.get("version") == 1 and isinstance(drifted, list):
             alerts.setdefault(str(a["cohort"]), [str(d) for d in drifted])
+    raised = ((st.alert or {}).get("detail") or {}).get("drifted")
+    if isinstance(raised, list):
+        alerts[COHORT] = [str(d) for d in raised]
     return series, alerts
 
 
