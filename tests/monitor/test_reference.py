@@ -75,11 +75,12 @@ def test_embeddings_are_the_view_when_given() -> None:
 
 def test_a_rebaseline_can_keep_the_projection_it_watched() -> None:
     rng = np.random.default_rng(0)
-    emb = rng.normal(size=(200, 32))
-    base = build_reference(rng.normal(size=(200, 4)), rng.normal(size=(200, 2)), embeddings=emb,
+    n = 800  # a 32-wide view is whitened from 20 reference rows per value (640) up
+    emb = rng.normal(size=(n, 32))
+    base = build_reference(rng.normal(size=(n, 4)), rng.normal(size=(n, 2)), embeddings=emb,
                            embedding_output="penult", components=3)
     shifted = emb * 0.5 + 1.0  # the cohort's new inputs, same embedding function
-    again = build_reference(rng.normal(size=(200, 4)), rng.normal(size=(200, 2)),
+    again = build_reference(rng.normal(size=(n, 4)), rng.normal(size=(n, 2)),
                             embeddings=shifted, embedding_output="penult",
                             projection=base.projection)
     assert again.projection is not None and base.projection is not None
