@@ -431,7 +431,7 @@ def deploy_main(args: argparse.Namespace, start: float) -> None:
     from _federated_deploy import run_deploy
 
     if args.quick:
-        args.deploy_clients, args.deploy_rounds = 3, 2
+        args.deploy_clients, args.deploy_rounds = 3, 1  # the plumbing, not figures
     import tempfile
 
     def base(task: str, seed: int) -> bytes:  # cached in --workdir like the main benchmark's
