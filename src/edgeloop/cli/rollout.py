@@ -108,6 +108,23 @@ def _json_opt() -> Any:
     return typer.Option(False, "--json", help="Print JSON.")
 
 
+# the operator controls, the same options on `rollout start` and `rollout controls`
+_CONTROL_HELP = {
+    "max_per_minute": "Devices newly given the version per minute.",
+    "max_concurrent_downloads": "Devices given it but not yet installed.",
+    "download_timeout": "A download stops counting after this (30m).",
+    "window": "Maintenance window, device-local HH:MM-HH:MM (02:00-05:00).",
+    "window_label": "Device label holding its UTC offset (utc_offset).",
+    "window_offset": "UTC offset of devices without that label (+00:00).",
+    "max_failures": "Roll back when more devices fail to install.",
+    "max_failure_rate": "Roll back when a larger share of a stage fails (0.1).",
+}
+
+
+def _control_opt(name: str) -> Any:
+    return typer.Option(None, "--" + name.replace("_", "-"), help=_CONTROL_HELP[name])
+
+
 @app.command("start")
 def start(
     ctx: typer.Context,
@@ -123,30 +140,14 @@ def start(
     min_devices: int | None = typer.Option(None, "--min-devices", help="Devices per group."),
     min_requests: int | None = typer.Option(None, "--min-requests", help="Requests for rates."),
     alpha: float | None = typer.Option(None, "--alpha", help="Significance of each test."),
-    max_per_minute: int | None = typer.Option(
-        None, "--max-per-minute", help="Devices newly given the version per minute."
-    ),
-    max_concurrent_downloads: int | None = typer.Option(
-        None, "--max-concurrent-downloads", help="Devices given it but not yet installed."
-    ),
-    download_timeout: str | None = typer.Option(
-        None, "--download-timeout", help="A download stops counting after this (30m)."
-    ),
-    window: str | None = typer.Option(
-        None, "--window", help="Maintenance window, device-local HH:MM-HH:MM (02:00-05:00)."
-    ),
-    window_label: str | None = typer.Option(
-        None, "--window-label", help="Device label holding its UTC offset (utc_offset)."
-    ),
-    window_offset: str | None = typer.Option(
-        None, "--window-offset", help="UTC offset of devices without that label (+00:00)."
-    ),
-    max_failures: int | None = typer.Option(
-        None, "--max-failures", help="Roll back when more devices fail to install."
-    ),
-    max_failure_rate: float | None = typer.Option(
-        None, "--max-failure-rate", help="Roll back when a larger share of a stage fails (0.1)."
-    ),
+    max_per_minute: int | None = _control_opt("max_per_minute"),
+    max_concurrent_downloads: int | None = _control_opt("max_concurrent_downloads"),
+    download_timeout: str | None = _control_opt("download_timeout"),
+    window: str | None = _control_opt("window"),
+    window_label: str | None = _control_opt("window_label"),
+    window_offset: str | None = _control_opt("window_offset"),
+    max_failures: int | None = _control_opt("max_failures"),
+    max_failure_rate: float | None = _control_opt("max_failure_rate"),
     as_json: bool = _json_opt(),
 ) -> None:
     """Start a staged rollout of MODEL@VERSION from the fleet's current version."""
@@ -218,30 +219,14 @@ def list_(
 def controls(
     ctx: typer.Context,
     rollout_id: int = typer.Argument(..., help="Rollout id."),
-    max_per_minute: int | None = typer.Option(
-        None, "--max-per-minute", help="Devices newly given the version per minute."
-    ),
-    max_concurrent_downloads: int | None = typer.Option(
-        None, "--max-concurrent-downloads", help="Devices given it but not yet installed."
-    ),
-    download_timeout: str | None = typer.Option(
-        None, "--download-timeout", help="A download stops counting after this (30m)."
-    ),
-    window: str | None = typer.Option(
-        None, "--window", help="Maintenance window, device-local HH:MM-HH:MM (02:00-05:00)."
-    ),
-    window_label: str | None = typer.Option(
-        None, "--window-label", help="Device label holding its UTC offset (utc_offset)."
-    ),
-    window_offset: str | None = typer.Option(
-        None, "--window-offset", help="UTC offset of devices without that label (+00:00)."
-    ),
-    max_failures: int | None = typer.Option(
-        None, "--max-failures", help="Roll back when more devices fail to install."
-    ),
-    max_failure_rate: float | None = typer.Option(
-        None, "--max-failure-rate", help="Roll back when a larger share of a stage fails (0.1)."
-    ),
+    max_per_minute: int | None = _control_opt("max_per_minute"),
+    max_concurrent_downloads: int | None = _control_opt("max_concurrent_downloads"),
+    download_timeout: str | None = _control_opt("download_timeout"),
+    window: str | None = _control_opt("window"),
+    window_label: str | None = _control_opt("window_label"),
+    window_offset: str | None = _control_opt("window_offset"),
+    max_failures: int | None = _control_opt("max_failures"),
+    max_failure_rate: float | None = _control_opt("max_failure_rate"),
     off: list[str] = typer.Option(
         [], "--off", help="Turn a control off: max-per-minute, window, ... (repeat)."
     ),
