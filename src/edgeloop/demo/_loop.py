@@ -36,6 +36,7 @@ LOOP_MODEL = "digits-loop"
 DRIFT_SCALE = 0.5  # the drifted cohort's inputs: x * 0.5 (a sensor that reads half as bright)
 COHORT = "region=north"
 LOOP_BAD_ERROR_SHARE = 0.3
+_HEAL_ATTEMPTS = 4  # heal jobs before the demo gives up: the bad fix, the fix, two retries
 # monitoring windows and evaluations every few seconds, a fine-tune job queued by each alert
 MONITOR_OPTIONS = ("--monitor-window", "4", "--monitor-interval", "4", "--monitor-finetune")
 
@@ -241,7 +242,7 @@ def _wait_labels(st: LoopState, minimum: int = 30, timeout_s: float = 120.0) -> 
 
 def heal(ctx: DemoContext) -> StageResult:
     """The heal pipeline on the queued job; a bad first version rolled back, then the fix."""
-    from edgeloop.loop import FleetAccess, HealPlan
+    from edgeloop.loop import FleetAccess, HealPlan, HealResult
     from edgeloop.loop import heal as heal_job
 
     st = _loop(ctx)
@@ -253,36 +254,47 @@ def heal(ctx: DemoContext) -> StageResult:
                     min_requests=20, stages=(25, 50, 100), refit="base", dataset=None)
     mon = fleet.monitor()
     _wait_labels(st)  # the cohort's devices gather labels of the drifted inputs
-    with_versions = _next_version(server)
-    st.bad_versions.add(with_versions)  # the first fix is made bad on purpose, in the field
+    bad: HealResult | None = None  # the first version registered, made bad in the field
 
     def say(step: str, text: str) -> None:
         st.mark(f"heal {step}", detail=text)
+        if step == "register" and bad is None:
+            # the first version a heal registers is made bad on purpose, in the field: it is
+            # marked here, between registering and releasing it, not predicted beforehand,
+            # so a first attempt that stops before registering leaves no version marked
+            st.bad_versions.add(_next_version(server) - 1)
 
-    first = heal_job(_claim(st, mon), fleet, _FleetCohort(st), plan, worker=WORKER,
-                     on_step=say)
-    st.results.append(first.to_dict())
-    if first.ok:
-        raise FleetError(f"the bad v{with_versions} was not rolled back: {first.reason}")
-    st.mark("bad fix rolled back", version=first.version, reason=first.reason)
-    mon.queue_job(LOOP_MODEL, 1, cohort=COHORT,
-                  reason=f"retry of job {first.job_id} after v{first.version}'s rollback")
-    _wait_labels(st)  # the devices that ran the bad fix start their v1 store again
-    retry = _claim(st, mon)
-    if retry.get("event_id") is None:  # queued by the demo: the alert is the first job's
-        retry["event_id"] = first.event_id
-    second = heal_job(retry, fleet, _FleetCohort(st), plan, worker=WORKER,
-                      on_step=say)
-    if not second.ok:
-        raise FleetError(f"the fix did not roll out: {second.reason}")
-    st.results.append(second.to_dict())
-    st.mark("fix rolled out", version=second.version, rollout=second.rollout)
-    return (f"job {first.job_id}: federated fine-tune ({first.gate and first.gate['reason']}); "
-            f"v{first.version} was bad on purpose (the simulator fails "
-            f"{LOOP_BAD_ERROR_SHARE:.0%} of its inferences) and was rolled back "
-            f"({first.reason}); job {second.job_id}: v{second.version} passed its gates and "
-            f"serves {COHORT}",
-            {"bad": first.to_dict(), "fix": second.to_dict()})
+    job = _claim(st, mon)
+    event_id = job.get("event_id")
+    for attempt in range(1, _HEAL_ATTEMPTS + 1):
+        res = heal_job(job, fleet, _FleetCohort(st), plan, worker=WORKER, on_step=say)
+        st.results.append(res.to_dict())
+        if bad is None and res.version is not None:
+            if res.ok:
+                raise FleetError(f"the bad v{res.version} was not rolled back: {res.reason}")
+            bad = res
+            st.mark("bad fix rolled back", version=res.version, reason=res.reason)
+            why = f"retry of job {res.job_id} after v{res.version}'s rollback"
+        elif bad is not None and res.ok:
+            st.mark("fix rolled out", version=res.version, rollout=res.rollout)
+            return (f"job {bad.job_id}: federated fine-tune "
+                    f"({bad.gate and bad.gate['reason']}); v{bad.version} was bad on purpose "
+                    f"(the simulator fails {LOOP_BAD_ERROR_SHARE:.0%} of its inferences) and "
+                    f"was rolled back ({bad.reason}); job {res.job_id}: v{res.version} passed "
+                    f"its gates and serves {COHORT}",
+                    {"bad": bad.to_dict(), "fix": res.to_dict(), "attempts": attempt})
+        elif res.version is not None:
+            raise FleetError(f"the fix did not roll out: {res.reason}")
+        else:  # stopped before registering (the federated gate refused, too few labels, ...)
+            st.mark("heal stopped", job=res.job_id, reason=res.reason)
+            why = f"retry of job {res.job_id}, which stopped before registering: {res.reason}"
+        mon.queue_job(LOOP_MODEL, 1, cohort=COHORT, reason=why)
+        _wait_labels(st)  # the devices that ran a bad fix start their v1 store again
+        job = _claim(st, mon)
+        if job.get("event_id") is None:  # queued by the demo: the alert is the first job's
+            job["event_id"] = event_id
+    raise FleetError(f"no fix rolled out in {_HEAL_ATTEMPTS} heal attempts: "
+                     f"{st.results[-1]['reason']}")
 
 
 def healed(ctx: DemoContext) -> StageResult:
