@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=1100, help="viewport width in pixels")
     args = ap.parse_args(argv)
     if not args.demo_json.is_file():
-        print(f"demo.json {str(args.demo_json)!r}: not a file (run `edgeloop demo "
-              "--closed-loop` first)", file=sys.stderr)
+        print(f"demo.json {str(args.demo_json)!r}: not a file (run `edgeloop demo` "
+              "first)", file=sys.stderr)
         return 2
     if not 320 <= args.width <= 4000:
         print(f"--width {args.width}: expected 320..4000 pixels", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The closed loop (``edgeloop demo --closed-loop``'s stages) with a small fleet: each step
+"""The closed loop (``edgeloop demo``'s last stages) with a small fleet: each step
 happens in order, the bad fix is rolled back, the fix's lineage names the drift alert."""
 
 from __future__ import annotations

@@ -16,13 +16,17 @@ def demo(
     epochs: int = typer.Option(5, "--epochs", min=1, help="Training epochs for the CNN."),
     devices: int = typer.Option(12, "--devices", min=1, help="Simulated devices in the fleet."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    closed_loop: bool = typer.Option(False, "--closed-loop", help="Then run the closed loop: "
-                                     "drift on a fifth of a monitored fleet, detection, "
-                                     "federated fine-tune, delta rollout, healed."),
+    closed_loop: bool = typer.Option(True, "--closed-loop/--no-closed-loop",
+                                     help="Then run the closed loop (the default): drift on a "
+                                     "fifth of a monitored fleet, detection, federated "
+                                     "fine-tune, delta rollout, healed, report.html. "
+                                     "--no-closed-loop stops after the rollback (a few "
+                                     "minutes)."),
     fleet: int = typer.Option(100, "--fleet", help="Simulated devices in the closed loop's "
                               "fleet (5..10000)."),
 ) -> None:
-    """Profile, train, optimize, bundle, publish to a simulated fleet, roll out, roll back."""
+    """Profile, train, optimize, bundle, publish to a simulated fleet, roll out, roll back;
+    then the closed loop: drift, detection, federated fine-tune, delta rollout, healed."""
     from rich.markup import escape
 
     from edgeloop.cli._console import console, err_console, print_json, table

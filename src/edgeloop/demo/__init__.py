@@ -6,7 +6,8 @@ check -> optimize to int8 within an accuracy budget -> benchmark both -> start a
 VNNI) -> push them to the registry with their lineage -> publish through TUF -> a simulated
 fleet of real agents enrolls, downloads, verifies, self-tests and serves -> a staged rollout of
 v2 passes its health gates -> a bad v3 fails its gate and every device goes back to v2 from its
-known-good slot. With ``closed_loop`` (``edgeloop demo --closed-loop``) the closed loop follows
+known-good slot. With ``closed_loop`` (the default; ``edgeloop demo --no-closed-loop`` stops
+before it) the closed loop follows
 (``_loop``, :data:`LOOP_STAGES`): a monitored fleet, drift on a fifth of it, detection from
 sketches, the heal pipeline (:mod:`edgeloop.loop`), a bad fix rolled back, the cohort healed.
 

@@ -1,4 +1,5 @@
-"""The closed loop, as demo stages after the rollout demo (``edgeloop demo --closed-loop``).
+"""The closed loop, as demo stages after the rollout demo (``edgeloop demo``; not with
+``--no-closed-loop``).
 
 A monitored fleet server of its own (monitoring windows of a few seconds, ``--monitor-finetune``)
 and a fleet of ``fleet`` simulated agents labelled by region, serving the demo's digits model

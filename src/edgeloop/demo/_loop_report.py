@@ -208,7 +208,8 @@ def render_loop_report(demo: Mapping[str, Any]) -> str:
     timeline = [e for e in healed.get("timeline") or [] if isinstance(e, dict)]
     if not timeline:
         raise InputError(
-            "loop report: demo.json has no closed-loop timeline (run `edgeloop demo --closed-loop`)"
+            "loop report: demo.json has no closed-loop timeline (run `edgeloop demo` without "
+            "--no-closed-loop)"
         )
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

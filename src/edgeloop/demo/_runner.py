@@ -25,13 +25,14 @@ def run_demo(
     on_step: Callable[[DemoStep], None] | None = None,
     on_start: Callable[[str], None] | None = None,
     stages: Sequence[Stage] | None = None,
-    closed_loop: bool = False,
+    closed_loop: bool = True,
     fleet: int = 100,
 ) -> DemoResult:
     """Run the loop end to end under ``workdir`` and return what each step measured.
 
     ``stages`` defaults to :data:`edgeloop.demo.STAGES`, followed by
-    :data:`~edgeloop.demo.LOOP_STAGES` with ``closed_loop`` (on a fleet of ``fleet`` devices).
+    :data:`~edgeloop.demo.LOOP_STAGES` with ``closed_loop`` (the default; on a fleet of
+    ``fleet`` devices).
     """
     if devices < 1:
         raise InputError(f"--devices must be at least 1, got {devices}")

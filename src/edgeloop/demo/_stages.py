@@ -27,7 +27,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("telemetry", _fleet.telemetry),
 )
 
-# The closed loop (``edgeloop demo --closed-loop``), after STAGES: a monitored fleet of its own,
+# The closed loop (``edgeloop demo``'s default), after STAGES: a monitored fleet of its own,
 # drift on a fifth of it, detection, the heal pipeline (a bad fix rolled back, then the fix),
 # the cohort healed.
 LOOP_STAGES: tuple[Stage, ...] = (
