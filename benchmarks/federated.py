@@ -13,19 +13,26 @@ series), and label ``--label-share`` of their predictions (delayed feedback). Co
 task's test split:
 
 - ``none``: the base as deployed;
+- ``central-full``: the centralized reference, the zoo model retrained on the whole train
+  split the devices hold, every label, with the arch's own recipe (``--central-epochs``,
+  ``--central-batch``; textures: ``benchmarks/hardtask.py``'s 10 epochs at batch 64), cached in
+  ``--workdir`` like the bases (``--no-central-full`` skips it);
 - ``head-fedavg`` (and ``head-fedprox``): the federated head (``edgeloop.federated``), its
   accuracy per round on the devices' held-out labels, the rounds and wall time to reach 95 % of
-  the central head's accuracy, and bytes per round (updates in, global arrays out);
+  ``central-full``'s test accuracy (of the central head's with ``--no-central-full``; each row
+  names it, ``target_method``), and bytes per round (updates in, global arrays out);
 - ``full-fedavg``: the whole zoo model fine-tuned with torch on every device (the ClientApp's
   ``full`` trainer), FedAvg, on the ``dirichlet:0.5`` partition, on ``--full-seeds`` of the
   seeds (textures: the first; ``--no-full`` skips it);
 - ``central-head``: the same head trained on the pooled labelled features (the head-only
   upper bound);
-- ``central-full``: the zoo model retrained on the whole train split (``--central-full``; the
-  expensive one);
+- drift: on a ``drift:F`` partition the rows also report ``drifted_accuracy``, the test split
+  as that partition's drifted devices record it (split evenly over them, each share through
+  its device's sensor, ``federated.server.drift_inputs``: inputs the base never saw); the
+  ``none``, ``central-head`` and ``central-full`` rows report it for the first drift partition;
 - poisoning: 20 % of the devices send sign-flipped, 10x updates; FedAvg vs FedMedian vs Krum;
 - compression: int8 and top-k 10 % updates, accuracy and bytes per round;
-- one 100-device configuration (``dirichlet:0.5``).
+- one 100-device configuration (``dirichlet:0.5``, 20 % sampled per round), every seed.
 
 ``--deploy`` runs only the deployment group instead (``_federated_deploy.py``): the first
 task over a SuperLink and 10 SuperNodes on loopback against the in-process simulation (wall
@@ -38,7 +45,7 @@ the same apps).
     python benchmarks/federated.py                 # textures and har, 3 seeds
     python benchmarks/federated.py --tasks textures  # one task; the other's rows are kept
     python benchmarks/federated.py --quick         # smoke run: tiny data, 1 seed, 2 rounds
-    python benchmarks/federated.py --central-full  # also retrain the zoo model centrally
+    python benchmarks/federated.py --no-central-full  # skip the centralized retraining
     python benchmarks/federated.py --deploy --tasks textures   # SuperLink + 10 SuperNodes
 
 Prints a table (mean and standard deviation over seeds) and writes
@@ -126,20 +133,24 @@ def data_opts(dataset: str, n: int | None) -> dict[str, Any]:
 
 
 def base_model(task: str, seed: int, recipe: BaseRecipe, work: Path,
-               threads: int | None = None) -> tuple[bytes, dict[str, Any], Path]:
+               threads: int | None = None, *, central: bool = False,
+               ) -> tuple[bytes, dict[str, Any], Path]:
     """The deployed model: trained on a build-time draw (seed ``seed + BASE_SEED``), exported
-    to ONNX, cached in ``work``. Returns (ONNX bytes, what the training took, checkpoint)."""
+    to ONNX, cached in ``work``. Returns (ONNX bytes, what the training took, checkpoint).
+    ``central``: the centralized reference instead, the zoo model trained on the devices' own
+    draw (seed ``seed``: the whole train split the devices hold, every label), cached too."""
     import torch
 
     from edgeloop.zoo import export_onnx, train
 
     arch, dataset, kw = TASKS[task]
     opts = data_opts(dataset, recipe.n)
-    if recipe.n and dataset == "har":
+    if recipe.n and dataset == "har" and not central:
         opts["subjects"] = max(4, recipe.n // 200)
     tag = "-".join(f"{k}{v}" for k, v in sorted(opts.items()))
     kw_tag = "-".join(f"{k}{v}" for k, v in sorted(kw.items()))
-    stem = f"{task}-{arch}{kw_tag and '-' + kw_tag}-s{seed}-{recipe.tag()}-{tag}"
+    stem = (f"{'central-' if central else ''}{task}-{arch}{kw_tag and '-' + kw_tag}-s{seed}-"
+            f"{recipe.tag()}-{tag}")
     ckpt, onnx_path, info_path = (work / f"{stem}{ext}" for ext in (".pt", ".onnx", ".json"))
     if ckpt.exists() and onnx_path.exists() and info_path.exists():  # the .json comes last
         info = json.loads(info_path.read_text())
@@ -147,7 +158,8 @@ def base_model(task: str, seed: int, recipe: BaseRecipe, work: Path,
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads or 1)
     res = train(arch, dataset, recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                seed=seed + BASE_SEED, threads=threads or 1, dataset_options=opts, out=ckpt,
+                seed=seed if central else seed + BASE_SEED, threads=threads or 1,
+                dataset_options=opts, out=ckpt,
                 **kw)
     export_onnx(ckpt, onnx_path, check_parity=False)
     info = {"fit_seconds": res.fit.seconds, "fit_epochs": res.fit.epochs,
@@ -159,16 +171,30 @@ def base_model(task: str, seed: int, recipe: BaseRecipe, work: Path,
     return onnx_path.read_bytes(), {**info, "cached": False}, ckpt
 
 
-def central_full(task: str, seed: int, epochs: int | None, n: int | None) -> float:
-    import torch
+def central_recipe_for(task: str, args: argparse.Namespace) -> BaseRecipe:
+    """``central-full``'s recipe: the devices' draw (``--n``), the zoo arch's own epochs and
+    batch (``--central-epochs``, ``--central-batch``): textures 10 epochs at batch 64 on 7,000
+    images, 1,100 steps, ``benchmarks/hardtask.py``'s recipe; har the arch's 15 epochs."""
+    _, dataset, _ = TASKS[task]
+    return BaseRecipe(n=args.n if dataset != "har" else None, epochs=args.central_epochs,
+                      batch_size=args.central_batch)
 
-    from edgeloop.zoo import train
 
-    arch, dataset, kw = TASKS[task]
-    torch.set_num_threads(1)
-    opts = data_opts(dataset, n)
-    return float(train(arch, dataset, epochs, seed=seed, threads=1, dataset_options=opts,
-                       **kw).metrics["accuracy"])
+def drifted_test(xt: np.ndarray, y_train: np.ndarray, clients: int, part: str, seed: int,
+                 ) -> np.ndarray | None:
+    """The test split as the drifted devices of ``part`` record it (None for a partition
+    without drift): split evenly over the drifted devices, each share through that device's
+    sensor (``federated.server.drift_inputs``, the simulation's seed for it, severity 1)."""
+    from edgeloop.federated.server import drift_inputs, partition
+
+    if not part.startswith("drift"):
+        return None
+    _, drifted = partition(y_train, clients, part, seed)  # the simulation's own call
+    out = np.array(xt, dtype=np.float32, copy=True)
+    for c, idx in zip(sorted(drifted), np.array_split(np.arange(len(xt)), len(drifted)),
+                      strict=True):
+        out[idx] = drift_inputs(xt[idx], 1.0, seed + c)
+    return out
 
 
 def accuracy(model: bytes, x: np.ndarray, y: np.ndarray) -> float:
@@ -179,8 +205,8 @@ def accuracy(model: bytes, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.asarray(probs).argmax(1) == y))
 
 
-def central_head(model: bytes, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
-                 label_share: float, epochs: int, lr: float, seed: int) -> float:
+def central_head(model: bytes, x: np.ndarray, y: np.ndarray,
+                 label_share: float, epochs: int, lr: float, seed: int) -> bytes:
     """The head trained on the pooled labelled features (same label share as the devices)."""
     from edgeloop.federated.device import EMBEDDING_OUTPUT, TrainConfig, train_head
     from edgeloop.federated.server import read_head, with_embedding, write_head
@@ -192,11 +218,12 @@ def central_head(model: bytes, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt:
     keep = np.random.default_rng(seed).random(len(y)) < label_share
     head = train_head(read_head(served), feats[keep], y[keep],
                       TrainConfig(epochs=epochs, lr=lr, seed=seed)).head
-    return accuracy(write_head(served, head), xt, yt)
+    return write_head(served, head)
 
 
 def federated(model: bytes, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,
-              target: float | None, torch_model: Any = None, **plan_kw: Any) -> dict[str, Any]:
+              target: float | None, torch_model: Any = None, xt_drift: np.ndarray | None = None,
+              **plan_kw: Any) -> dict[str, Any]:
     from edgeloop.federated.server import SimulationPlan, simulate
 
     plan = SimulationPlan(**plan_kw)
@@ -210,8 +237,10 @@ def federated(model: bytes, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np
     if target is not None:
         reach = next((i + 1 for i, a in enumerate(per_round)
                       if a is not None and a >= 0.95 * target), None)
+    drift = {} if xt_drift is None else {"drifted_accuracy": accuracy(result.model, xt_drift,
+                                                                        yt)}
     return {
-        "accuracy": acc, "gate": result.gate.to_dict(), "round_accuracy": per_round,
+        "accuracy": acc, **drift, "gate": result.gate.to_dict(), "round_accuracy": per_round,
         "rounds_to_95": reach,
         "seconds_to_95": times[reach - 1] if reach and reach <= len(times) else None,
         "bytes_up_per_round": statistics.fmean(r.bytes_up for r in result.rounds),
@@ -250,19 +279,42 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
               f"acc {values.get('accuracy', float('nan')):.4f}  {wall:6.1f} s wall "
               f"{cpu:6.1f} s cpu", flush=True)
 
-    base_acc = accuracy(model, xt, yt)
-    add("none", "-", 0, accuracy=base_acc, base_fit_seconds=base_info["fit_seconds"],
-        base_cached=base_info["cached"], base_recipe=base_info["recipe"])
+    # the test split as the drifted devices see it, per drift partition (20 devices' draw)
+    drift_x = {p: drifted_test(xt, y, args.clients, p, seed) for p in args.partitions}
+    drift_x = {p: v for p, v in drift_x.items() if v is not None}
+    first_drift = next(iter(drift_x.values()), None)
+
+    def drifted(m: bytes) -> dict[str, float]:  # a reference model on the first drift partition
+        return {} if first_drift is None else {"drifted_accuracy": accuracy(m, first_drift, yt)}
+
+    add("none", "-", 0, accuracy=accuracy(model, xt, yt), **drifted(model),
+        base_fit_seconds=base_info["fit_seconds"], base_cached=base_info["cached"],
+        base_recipe=base_info["recipe"])
     head_epochs = args.rounds * args.local_epochs
-    c_head = central_head(model, x, y, xt, yt, args.label_share, head_epochs, args.lr, seed)
-    add("central-head", "-", 0, accuracy=c_head)
+    c_head_model = central_head(model, x, y, args.label_share, head_epochs, args.lr, seed)
+    c_head = accuracy(c_head_model, xt, yt)
+    add("central-head", "-", 0, accuracy=c_head, **drifted(c_head_model))
+    # "95 % of centralized accuracy" is measured against central-full (the zoo model retrained
+    # on the whole train split, every label) when it runs, else against the central head
+    target, target_method = c_head, "central-head"
     if args.central_full:
-        add("central-full", "-", 0, accuracy=central_full(task, seed, args.base_epochs, args.n))
+        c_model, c_info, _ = base_model(task, seed, central_recipe_for(task, args), work,
+                                        args.base_threads, central=True)
+        target, target_method = accuracy(c_model, xt, yt), "central-full"
+        add("central-full", "-", 0, accuracy=target, **drifted(c_model),
+            central_fit_seconds=c_info["fit_seconds"], central_cached=c_info["cached"],
+            central_recipe=c_info["recipe"])
+
+    def fed(**kw: Any) -> dict[str, Any]:
+        part = kw["partition"]
+        xd = drift_x.get(part) if kw["clients"] == args.clients else None
+        return {**federated(model, x, y, xt, yt, target, xt_drift=xd, **kw),
+                "target_method": target_method}
+
     for part in args.partitions:
         for strategy in ("fedavg", "fedprox"):
-            add(f"head-{strategy}", part, args.clients, **federated(
-                model, x, y, xt, yt, c_head, clients=args.clients, partition=part,
-                strategy=strategy, **common))
+            add(f"head-{strategy}", part, args.clients, **fed(
+                clients=args.clients, partition=part, strategy=strategy, **common))
     part = args.partitions[min(1, len(args.partitions) - 1)]
     full_seeds = args.full_seeds if args.full_seeds is not None else FULL_SEEDS[task]
     if not args.no_full and seed in args.seeds[:full_seeds]:
@@ -271,23 +323,20 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
         from edgeloop.zoo import load_checkpoint
 
         torch.set_num_threads(args.base_threads or 1)
-        add("full-fedavg", part, args.clients, **federated(
-            model, x, y, xt, yt, c_head, clients=args.clients, partition=part, trainer="full",
+        add("full-fedavg", part, args.clients, **fed(
+            clients=args.clients, partition=part, trainer="full",
             torch_model=load_checkpoint(ckpt)[0], **{**common, "lr": args.full_lr,
                                                      "epochs": args.full_epochs,
                                                      "rounds": args.full_rounds or args.rounds}))
     for strategy in ("fedavg", "fedmedian", "krum"):
-        add(f"poisoned20-{strategy}", part, args.clients, **federated(
-            model, x, y, xt, yt, c_head, clients=args.clients, partition=part,
-            strategy=strategy, poisoned=0.2, **common))
+        add(f"poisoned20-{strategy}", part, args.clients, **fed(
+            clients=args.clients, partition=part, strategy=strategy, poisoned=0.2, **common))
     for comp in ("int8", "topk:0.1"):
-        add(f"head-fedavg-{comp}", part, args.clients, **federated(
-            model, x, y, xt, yt, c_head, clients=args.clients, partition=part,
-            compression=comp, **common))
-    if args.many and seed == args.seeds[0]:
-        add("head-fedavg", part, args.many, **federated(
-            model, x, y, xt, yt, c_head, clients=args.many, partition=part, fraction=0.2,
-            **common))
+        add(f"head-fedavg-{comp}", part, args.clients, **fed(
+            clients=args.clients, partition=part, compression=comp, **common))
+    if args.many:  # every seed: the spread of the large configuration too
+        add("head-fedavg", part, args.many, **fed(
+            clients=args.many, partition=part, fraction=0.2, **common))
     return rows
 
 
@@ -301,10 +350,15 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         acc = [r["accuracy"] for r in runs]
         reach = [r["rounds_to_95"] for r in runs if r.get("rounds_to_95") is not None]
         reach_s = [r["seconds_to_95"] for r in runs if r.get("seconds_to_95") is not None]
+        dacc = [r["drifted_accuracy"] for r in runs if r.get("drifted_accuracy") is not None]
         out.append({
             "task": task, "method": method, "partition": part, "clients": clients,
             "seeds": len(runs), "accuracy_mean": statistics.fmean(acc),
             "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "drifted_accuracy_mean": statistics.fmean(dacc) if dacc else None,
+            "drifted_accuracy_std": statistics.stdev(dacc) if len(dacc) > 1 else (
+                0.0 if dacc else None),
+            "target_method": runs[0].get("target_method"),
             "rounds_to_95_mean": statistics.fmean(reach) if reach else None,
             "seconds_to_95_mean": statistics.fmean(reach_s) if reach_s else None,
             "reached_95": f"{len(reach)}/{len(runs)}" if "rounds_to_95" in runs[0] else "-",
@@ -370,8 +424,14 @@ def main() -> None:
                     help="the full fine-tuning row runs on the first N seeds [textures 1, har 3]")
     ap.add_argument("--har-steps", type=int, default=11,
                     help="har window length (128: the dataset's default, saturated)")
-    ap.add_argument("--central-full", action="store_true",
-                    help="also retrain the zoo model on the whole train split (slow)")
+    ap.add_argument("--central-full", action=argparse.BooleanOptionalAction, default=True,
+                    help="the centralized reference: the zoo model retrained on the whole train "
+                    "split (cached in --workdir like the bases); rounds to 95 %% are measured "
+                    "against it (--no-central-full: against the central head)")
+    ap.add_argument("--central-epochs", type=int, default=None,
+                    help="central-full's epochs [the arch's own: textures 10, har 15]")
+    ap.add_argument("--central-batch", type=int, default=None,
+                    help="central-full's batch size [the arch's own: 64]")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: small data, 1 seed, 2 rounds, 8 clients, base 3 epochs")
     ap.add_argument("--deploy", action="store_true", help="only the deployment group: a "
@@ -390,6 +450,7 @@ def main() -> None:
         args.seeds, args.rounds, args.clients, args.many = args.seeds[:1], 2, 8, 0
         args.n, args.base_n, args.base_epochs = 800, 400, args.base_epochs or 3
         args.base_batch = args.base_batch or 64
+        args.central_epochs = args.central_epochs or 2
         args.partitions = ["dirichlet:0.5", "drift:0.2"]
     import edgeloop.federated.server  # noqa: F401 - Flower sets its logger up on import
 
@@ -406,12 +467,16 @@ def main() -> None:
     kept_rows, kept = kept_tasks(args.out, args.tasks, args.quick)
     table = summarise(rows + kept_rows)
     print(f"\n{'task':<9} {'method':<24} {'partition':<14} {'n':>4} {'acc mean':>9} {'std':>7} "
-          f"{'r→95%':>6} {'up B/round':>11}")
+          f"{'drifted':>8} {'r→95%':>6} {'up B/round':>11}")
     for t in table:
         r95 = "-" if t["rounds_to_95_mean"] is None else f"{t['rounds_to_95_mean']:.1f}"
         up = "-" if t["bytes_up_per_round"] is None else f"{t['bytes_up_per_round']:.0f}"
+        dr = "-" if t["drifted_accuracy_mean"] is None else f"{t['drifted_accuracy_mean']:.4f}"
         print(f"{t['task']:<9} {t['method']:<24} {t['partition']:<14} {t['clients']:>4} "
-              f"{t['accuracy_mean']:>9.4f} {t['accuracy_std']:>7.4f} {r95:>6} {up:>11}")
+              f"{t['accuracy_mean']:>9.4f} {t['accuracy_std']:>7.4f} {dr:>8} {r95:>6} {up:>11}")
+    targets = sorted({t["target_method"] for t in table if t.get("target_method")})
+    print(f"r→95%: rounds to 95 % of {' / '.join(targets) or '-'} accuracy (per task and seed); "
+          "drifted: accuracy on the test split as the drift partition's drifted devices see it")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "federated", "quick": args.quick, "args": {k: (str(v) if isinstance(

@@ -43,6 +43,17 @@ def test_federated_benchmark_runs(tmp_path: Path) -> None:
     full = next(row for row in data["runs"] if row["method"] == "head-fedavg"
                 and row["partition"] == fed["partition"])
     assert 0 < fed["bytes_up_per_round"] < full["bytes_up_per_round"] / 3
+    # the centralized reference is a default row, cached like the base, and the target
+    central = next(row for row in data["runs"] if row["method"] == "central-full")
+    assert central["central_cached"] is False and central["central_fit_seconds"] > 0
+    assert {row.get("target_method") for row in data["runs"] if row["clients"]} == {
+        "central-full"}
+    # drift rows say how the drifted devices' view of the test split fares, base included
+    drift = [row for row in data["runs"] if row["partition"].startswith("drift")]
+    assert drift and all(0 <= row["drifted_accuracy"] <= 1 for row in drift)
+    assert "drifted_accuracy" in base
+    assert not any("drifted_accuracy" in row for row in data["runs"]
+                   if row["partition"].startswith("dirichlet"))
     assert "load_after" in data and data["quick"]
     assert "head-fedavg" in r.stdout
     # the trained base is reused from the work directory, with the time it took
@@ -54,6 +65,10 @@ def test_federated_benchmark_runs(tmp_path: Path) -> None:
     assert again["base_cached"] is True
     assert again["base_fit_seconds"] == base["base_fit_seconds"]
     assert again["accuracy"] == base["accuracy"]
+    central_again = next(row for row in json.loads(out.read_text())["runs"]
+                         if row["method"] == "central-full")
+    assert central_again["central_cached"] is True
+    assert central_again["accuracy"] == central["accuracy"]
 
 
 @pytest.mark.slow

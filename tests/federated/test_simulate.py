@@ -164,3 +164,22 @@ def _accuracy_logits(model: bytes) -> float:
 def test_the_full_trainer_needs_the_torch_module() -> None:
     with pytest.raises(InputError, match="torch module"):
         simulate(model_bytes(), X, Y, SimulationPlan(clients=2, rounds=1, trainer="full"))
+
+
+def test_drift_inputs_is_the_sensor_a_drifted_device_records_with() -> None:
+    """Time series: one gain (1 +- 0.3) per feature and an offset of 0.5 at severity 1, fixed
+    by the seed; images: data.sensor_shift; severity 0 leaves the inputs alone."""
+    from edgeloop.data import sensor_shift
+    from edgeloop.federated.server import drift_inputs
+
+    rng = np.random.default_rng(0)  # away from 0, so the gain reads back exactly
+    x = (rng.choice([-1, 1], (50, 3, 8)) * rng.uniform(0.5, 2, (50, 3, 8))).astype(np.float32)
+    a, b = drift_inputs(x, 1.0, 7), drift_inputs(x, 1.0, 8)
+    assert a.dtype == np.float32 and np.array_equal(a, drift_inputs(x, 1.0, 7))
+    gain = (a - 0.5) / x
+    assert np.allclose(np.abs(gain - 1), 0.3, atol=1e-4)
+    assert np.allclose(gain, gain[:1], atol=1e-4)  # the same sensor for every sample
+    assert not np.allclose(a, b)
+    assert np.array_equal(drift_inputs(x, 0.0, 7), x)
+    img = np.random.default_rng(1).random((4, 3, 16, 16)).astype(np.float32)
+    assert np.array_equal(drift_inputs(img, 1.0, 3), sensor_shift(img, 1.0, 3))

@@ -45,6 +45,7 @@ from edgeloop.federated.server._simulate import (
     TRAINERS,
     SimulationPlan,
     SimulationResult,
+    drift_inputs,
     simulate,
 )
 from edgeloop.federated.server._strategy import STRATEGIES, RoundGuard, RoundLog, make_strategy
@@ -77,6 +78,7 @@ __all__ = [
     "combinations",
     "deploy",
     "deployment_fab",
+    "drift_inputs",
     "evaluate_gate",
     "export_candidate",
     "hybrid_schedule",

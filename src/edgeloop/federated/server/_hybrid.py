@@ -45,7 +45,7 @@ from edgeloop.errors import DataError, InputError
 from edgeloop.federated.device import EMBEDDING_OUTPUT, TrainConfig, train_head
 from edgeloop.federated.server._onnx_head import read_head, with_embedding, write_head
 from edgeloop.federated.server._partition import partition
-from edgeloop.federated.server._simulate import SimulationPlan, _shift, simulate
+from edgeloop.federated.server._simulate import SimulationPlan, drift_inputs, simulate
 from edgeloop.runtime import Session, run_batched
 
 __all__ = ["ScheduleResult", "SchedulePlan", "ScheduleStep", "hybrid_schedule"]
@@ -151,7 +151,7 @@ def personalize_step(model: bytes, devices: Arrays, plan: SimulationPlan,
     for c, idx in enumerate(parts):
         xc = xa[idx]
         if c in drifted:
-            xc = _shift(xc, plan.drift_severity, plan.seed + c)
+            xc = drift_inputs(xc, plan.drift_severity, plan.seed + c)
         feats, served = _features(model, xc)
         lab = rng.random(len(xc)) < plan.label_share  # the predictions that got a label
         if lab.sum() < config.min_samples:

@@ -45,7 +45,7 @@ from edgeloop.federated.server._strategy import RoundGuard, RoundLog, make_strat
 from edgeloop.monitor.sketch import FeedbackStore
 from edgeloop.runtime import Session, run_batched
 
-__all__ = ["TRAINERS", "SimulationPlan", "SimulationResult", "simulate"]
+__all__ = ["TRAINERS", "SimulationPlan", "SimulationResult", "drift_inputs", "simulate"]
 
 TRAINERS = ("head", "full")  # the numpy head trainer; a torch fine-tune of the whole model
 
@@ -188,7 +188,12 @@ class SimulationResult:
         return json.dumps(self.record(), sort_keys=True, indent=2).encode()
 
 
-def _shift(x: npt.NDArray[Any], severity: float, seed: int) -> npt.NDArray[Any]:
+def drift_inputs(x: npt.ArrayLike, severity: float, seed: int) -> npt.NDArray[Any]:
+    """Inputs as a drifted device records them (``drift:F`` partitions): images through
+    ``data.sensor_shift`` (another camera), other inputs with a sensor's gain (1 +- 0.3 x
+    ``severity`` per feature, fixed by ``seed``) and an offset of 0.5 x ``severity``. The
+    simulation shifts device ``c``'s inputs with ``seed = plan.seed + c`` (0-based ``c``)."""
+    x = np.asarray(x)
     if x.ndim == 4:
         from edgeloop.data import sensor_shift
 
@@ -259,7 +264,7 @@ def simulate(model: bytes, x: npt.ArrayLike, y: npt.ArrayLike, plan: SimulationP
     for c, idx in enumerate(parts):
         xc = xa[idx]
         if c in drifted:
-            xc = _shift(xc, plan.drift_severity, plan.seed + c)
+            xc = drift_inputs(xc, plan.drift_severity, plan.seed + c)
         out = run_batched(session, xc)
         feats = np.asarray(out[EMBEDDING_OUTPUT], np.float32).reshape(len(xc), -1)
         probs = next(v for k, v in out.items() if k != EMBEDDING_OUTPUT)
