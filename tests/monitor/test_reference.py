@@ -175,3 +175,30 @@ def test_build_refuses_non_finite_reference_data() -> None:
         build_reference(x, logits, y)
     with pytest.raises(MonitorReferenceError, match="labels"):
         build_reference(np.nan_to_num(x), logits, y + 5)
+
+
+def test_statistics_are_stored_to_seven_significant_digits() -> None:
+    """Bin edges, moments and the calibration at float32's precision (the bytes a re-baselined
+    reference ships again in a fix's delta), still a valid reference: edges strictly
+    increasing, counts binned by the stored edges, every reference value within [low, high]."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(1234.5678, 0.01, (400, 3))  # values whose 17-digit quantiles are long
+    logits = rng.normal(0, 1, (400, 4))
+    ref = build_reference(x, logits, rng.integers(0, 4, 400), output_kind="logits")
+
+    def digits(v: float) -> int:
+        return len(f"{v!r}".split("e")[0].replace("-", "").replace(".", "").strip("0"))
+
+    for i, ft in enumerate(ref.features):
+        stats = [*ft.edges.tolist(), ft.mean, ft.std, ft.mode_share]
+        assert max(digits(v) for v in stats) <= 7, stats
+        assert np.all(np.diff(ft.edges) > 0)
+        col = x[:, i]
+        assert ft.low <= col.min() and ft.high >= col.max()
+        binned = np.bincount(np.searchsorted(ft.edges, col, side="right"),
+                             minlength=len(ft.edges) + 1)
+        assert np.array_equal(binned, ft.counts)
+    cal = ref.calibration
+    assert cal is not None and np.all(np.diff(cal.accuracy) >= 0)
+    assert max(digits(v) for v in [*cal.edges.tolist(), *cal.accuracy.tolist()]) <= 7
+    assert MonitorReference.from_json(ref.to_json()).digest() == ref.digest()

@@ -69,6 +69,10 @@ MAX_WHITEN = 128  # whitened directions a reference may keep
 # under p = 0.0005), and the test's F law assumes the reference's covariance is the truth's
 WHITEN_ROWS_PER_VALUE = 20
 WHITEN_DIGITS = 9  # significant digits of the whitening matrix (bytes in the bundle)
+# significant digits of a feature's bin edges and moments and of the calibration: the values
+# watched are float32 inputs or activations (about 7 digits); float64's 17 only cost bundle
+# bytes (a re-baselined reference ships its statistics again: a fix's delta carries them)
+STAT_DIGITS = 7
 MAX_WHITEN_SCALE = 1e12  # |value| bound of a whitening entry (1 / a direction's sd)
 MAX_PROJECTION_VALUES = 1 << 20  # components x input width
 MAX_REFERENCE_BYTES = 32 << 20
@@ -389,7 +393,22 @@ def softmax(scores: F64) -> F64:
 
 def _equal_mass_edges(values: F64, bins: int) -> F64:
     qs = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
-    return np.unique(qs)
+    return np.unique(_digits(qs))
+
+
+def _digits(a: F64) -> F64:
+    """``a`` to :data:`STAT_DIGITS` significant digits (the values a reference stores)."""
+    return np.array([float(f"{v:.{STAT_DIGITS}g}") for v in np.asarray(a, np.float64).ravel()])
+
+
+def _digit(v: float) -> float:
+    return float(f"{v:.{STAT_DIGITS}g}")
+
+
+def _outside(bound: float, seen: float, side: int) -> float:
+    """``bound`` rounded, unless rounding would bring it inside the values ``seen``."""
+    r = _digit(bound)
+    return r if (r - seen) * side >= 0 else bound
 
 
 def _pav(y: F64, w: F64) -> F64:
@@ -436,16 +455,16 @@ def _feature_ref(name: str, v: F64, bins: int, margin: float) -> FeatureReferenc
     lo, hi = float(v.min()), float(v.max())
     span = hi - lo if hi > lo else max(abs(lo), 1.0)
     _, freq = np.unique(v, return_counts=True)
-    std = float(v.std())
+    std = _digit(float(v.std()))
     return FeatureReference(
         name=name,
         edges=edges.astype(np.float64),
         counts=counts.astype(np.int64),
-        low=lo - margin * span,
-        high=hi + margin * span,
-        mean=float(v.mean()),
+        low=_outside(lo - margin * span, lo, -1),
+        high=_outside(hi + margin * span, hi, 1),
+        mean=_digit(float(v.mean())),
         std=std if std > 0 else 1.0,
-        mode_share=float(freq.max() / len(v)),
+        mode_share=_digit(float(freq.max() / len(v))),
     )
 
 
@@ -559,7 +578,7 @@ def build_reference(
             raise _ERR(f"build_reference: expected {n} labels in 0..{k_cls - 1}")
         label_counts = np.bincount(y, minlength=k_cls).astype(np.int64)
         correct = (pred == y).astype(np.float64)
-        acc = float(correct.mean())
+        acc = _digit(float(correct.mean()))
         conf = probs.max(axis=1)
         edges = _equal_mass_edges(conf, calibration_bins)
         edges = edges[(edges > 0) & (edges < 1)]
@@ -569,7 +588,9 @@ def build_reference(
         # a bin's accuracy with a Beta(1, 1) prior, so an empty or tiny bin is not 0 or 1
         rate = (hits + 1.0) / (counts + 2.0)
         iso = _pav(rate, counts.astype(np.float64) + 2.0)
-        calibration = Calibration(edges=edges, accuracy=np.clip(iso, 0, 1), counts=counts)
+        # rounding is monotone: the isotonic fit stays non-decreasing
+        calibration = Calibration(edges=edges, accuracy=np.clip(_digits(iso), 0, 1),
+                                  counts=counts)
     return MonitorReference(
         features=features,
         classes=names_c,
