@@ -72,7 +72,8 @@ def device_cost(model: bytes, x: np.ndarray, y: np.ndarray, label_share: float,
     t0 = time.perf_counter()
     head = fit_personal(feats[keep], y[keep], served[keep], n_classes=k,
                         base_sha256=sha256_bytes(model), embedding=EMBEDDING_OUTPUT,
-                        output="probs", probabilities=True)
+                        output="probs", probabilities=True,
+                        fleet=np.asarray(probs)[keep])
     seconds = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -1,5 +1,6 @@
-"""On-device personalization: a personal head fitted on the device's delayed labels, served only
-when it beats the fleet head on held-out samples, stored under a device-held HMAC key, bound to
+"""On-device personalization: a personal head fitted on the device's delayed labels (the fleet
+head corrected toward them, its L2-SP strength cross-validated), served only when it beats the
+fleet head out of fold, stored under a device-held HMAC key, bound to
 the base bundle; tampered or foreign heads refused, heads of an old base dropped (device-only)."""
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from edgeloop.errors import AgentError, DataError, InputError, SecurityError
 @pytest.fixture(scope="module")
 def ref():  # type: ignore[no-untyped-def]
     return pm.reference()
+
+
+def _probs(x: np.ndarray) -> np.ndarray:
+    z = pm.embed(x) @ pm.W2 + pm.B2
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
 
 
 def _bundle(agent: Agent, release_key, ref, version: int, scale: float = 1.0) -> bytes:  # type: ignore[no-untyped-def]
@@ -50,7 +57,9 @@ def drifted(agent_dir, trust, release_key, assignment_for, ref):  # type: ignore
 def test_a_drifted_device_serves_with_its_personal_head(drifted):  # type: ignore[no-untyped-def]
     head = drifted.personalize()
     assert head.serving and head.gain > 0.3 and head.personal_accuracy > 0.8
-    assert head.n_train + head.n_held_out == 240 and head.n_held_out == 60
+    assert head.n_train == head.n_held_out == 240 and head.anchored
+    assert head.strength == min(PersonalConfig().strengths)  # far from the fleet head: weak pull
+    assert "serving the personal head" in head.why and drifted.personal_status == head.why
     x = pm.inputs(300, seed=2)
     served = drifted.predict({"x": x})["probs"]
     assert np.allclose(served.sum(axis=1), 1.0, atol=1e-4)  # still probabilities
@@ -72,7 +81,7 @@ def test_the_head_survives_a_restart(drifted, agent_dir, trust):  # type: ignore
         assert np.array_equal(again.personal.weight, head.weight)
         x = pm.inputs(50, seed=3)
         assert np.array_equal(again.predict({"x": x})["probs"].argmax(axis=1),
-                              (pm.embed(x) @ head.weight + head.bias).argmax(axis=1))
+                              head.scores(pm.embed(x), _probs(x)).argmax(axis=1))
     finally:
         again.close()
 
@@ -88,6 +97,8 @@ def test_a_head_that_does_not_beat_the_fleet_head_is_kept_but_not_served(
         _label(agent, x, pm.fleet_labels(x))  # the fleet head is right on every sample
         head = agent.personalize()
         assert not head.serving and head.fleet_accuracy == 1.0
+        assert head.strength == max(PersonalConfig().strengths)  # the labels agree: strong pull
+        assert "keeping the fleet head" in head.why and "gain +0.000" in head.why
         assert np.array_equal(agent.predict({"x": x})["probs"].argmax(axis=1), pm.fleet_labels(x))
         assert agent.report().metrics["personal_active"] == 0.0
     finally:
@@ -171,8 +182,14 @@ def test_fit_personal_validates_its_input() -> None:
     bad[0, 0] = np.nan
     with pytest.raises(DataError, match="finite"):
         fit_personal(bad, y, y, **kw)  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="held_out"):
-        PersonalConfig(held_out=0.9)
+    with pytest.raises(DataError, match="fleet model's class output"):
+        fit_personal(x, y, y, **kw)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="fleet output"):
+        fit_personal(x, y, y, fleet=_probs(pm.inputs(40))[:, :2], **kw)  # type: ignore[arg-type]
+    for bad_config in ({"strengths": ()}, {"strengths": (0.0,)}, {"strengths": (float("nan"),)},
+                       {"folds": 1}, {"epochs": 0}, {"min_samples": 6, "folds": 5}):
+        with pytest.raises(InputError, match="personalize"):
+            PersonalConfig(**bad_config)  # type: ignore[arg-type]
 
 
 def test_personalize_every_refits_once_enough_new_labels_arrived(
@@ -193,3 +210,94 @@ def test_personalize_every_refits_once_enough_new_labels_arrived(
         agent.close()
     with pytest.raises(InputError, match="personalize_every"):
         Agent(None, agent_dir, trust=trust, personalize_every=0)
+
+
+KW = {"n_classes": 3, "base_sha256": "0" * 64, "embedding": "e", "output": "probs",
+      "probabilities": True}
+
+
+def test_an_anchored_head_beats_one_from_scratch_on_few_labels() -> None:
+    """A device whose users pick the third class more often (a prior shift the fleet head does
+    not know): from 30 labels the head started from the fleet head and pulled toward it is
+    more accurate on new samples than one fitted from scratch, and both beat the fleet."""
+    shift = np.array([0.0, 0.0, 2.5])
+    xt = pm.inputs(2000, seed=100)
+    pt = _probs(xt)
+    truth = (np.log(pt) + shift).argmax(axis=1)
+    acc: dict[bool, list[float]] = {True: [], False: []}
+    for seed in range(3):
+        x = pm.inputs(30, seed=seed)
+        p = _probs(x)
+        y = (np.log(p) + shift).argmax(axis=1)
+        for anchored in (True, False):
+            head = fit_personal(pm.embed(x), y, p.argmax(axis=1), fleet=p,
+                                config=PersonalConfig(anchored=anchored), **KW)  # type: ignore[arg-type]
+            assert head.anchored is anchored and head.serving, head.why
+            acc[anchored].append(float(np.mean(
+                head.scores(pm.embed(xt), pt).argmax(axis=1) == truth)))
+    fleet = float(np.mean(pt.argmax(axis=1) == truth))
+    assert np.mean(acc[True]) > np.mean(acc[False]) > fleet, (acc, fleet)
+
+
+def test_labels_that_agree_with_the_fleet_keep_the_fleet_head() -> None:
+    """A head fitted on labels the fleet head already gets right does not serve; anchored it
+    stays (nearly) the fleet head and loses less out of fold than one from scratch."""
+    x = pm.inputs(40, seed=8)
+    p = _probs(x)
+    y = p.argmax(axis=1)
+    anchored = fit_personal(pm.embed(x), y, y, fleet=p, **KW)  # type: ignore[arg-type]
+    scratch = fit_personal(pm.embed(x), y, y, fleet=p, config=PersonalConfig(anchored=False),
+                           **KW)  # type: ignore[arg-type]
+    assert not anchored.serving and not scratch.serving
+    assert anchored.strength == max(PersonalConfig().strengths)
+    assert scratch.gain < anchored.gain <= 0, (scratch.why, anchored.why)
+    xt = pm.inputs(500, seed=9)  # and the kept head is still (nearly) the fleet head
+    assert np.mean(anchored.scores(pm.embed(xt), _probs(xt)).argmax(axis=1)
+                   == pm.fleet_labels(xt)) > 0.97
+
+
+def test_an_anchored_head_applies_to_logits_and_needs_the_fleet_output() -> None:
+    x = pm.inputs(60, seed=10)
+    p = _probs(x)
+    y = pm.personal_labels(x)
+    head = fit_personal(pm.embed(x), y, p.argmax(axis=1), fleet=np.log(p),
+                        **{**KW, "probabilities": False})  # type: ignore[arg-type]
+    out = head.apply({"e": pm.embed(x), "probs": np.log(p).astype(np.float32)})
+    assert np.allclose(out["probs"], np.log(p) + pm.embed(x) @ head.weight + head.bias,
+                       atol=1e-4)
+    with pytest.raises(DataError, match="fleet class output"):
+        head.scores(pm.embed(x))
+
+
+def test_refits_are_anchored_on_the_fleet_model_not_the_served_head(drifted):  # type: ignore[no-untyped-def]
+    first = drifted.personalize()
+    assert first.serving
+    x = pm.inputs(40, seed=11)
+    _label(drifted, x, pm.personal_labels(x))  # served by the personal head
+    view = drifted.monitoring.personal_view()
+    assert view["fleet"] is not None and len(view["fleet"]) == 280
+    assert np.allclose(view["fleet"][-40:], _probs(x), atol=1e-5)  # the fleet model's output
+    served = view["predicted"][-40:]
+    assert np.array_equal(served, first.scores(pm.embed(x), _probs(x)).argmax(axis=1))
+    second = drifted.personalize()
+    assert second.fleet_accuracy == pytest.approx(
+        float(np.mean(view["fleet"].argmax(axis=1) == view["y"])))
+
+
+def test_a_head_stored_by_the_previous_format_still_loads(drifted):  # type: ignore[no-untyped-def]
+    head = drifted.personalize()
+    key = drifted._personal_key
+    outer = json.loads(head.to_bytes(key))
+    body = json.loads(outer["payload"])
+    body["format"] = "edgeloop-personal-head/1"
+    del body["anchored"], body["strength"]
+    payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    import hashlib
+    import hmac
+
+    data = json.dumps({"payload": payload.decode(),
+                       "hmac_sha256": hmac.new(key, payload, hashlib.sha256).hexdigest()})
+    old = load_personal(data.encode(), key, head.base_sha256)
+    assert not old.anchored and old.strength == 0.0
+    x = pm.embed(pm.inputs(5))
+    assert np.array_equal(old.scores(x), x @ head.weight + head.bias)

@@ -76,3 +76,24 @@ def test_feedback_into_a_sketch(reference: MonitorReference) -> None:
         sketch.add_feedback(fb.predicted, fb.label, fb.p_correct)
     assert (sketch.fb_n, sketch.fb_correct, sketch.fb_labels.tolist()) == (2, 1, [1, 1, 0])
     assert sketch.fb_expected == pytest.approx(float(p.sum()))
+
+
+def test_fleet_scores_are_kept_with_labelled_samples_and_counted_in_the_budget() -> None:
+    fb = FeedbackStore(3, max_input_bytes=8 * 4 * 7, keep_labelled=100)
+    for i in range(6):
+        fb.record(f"p{i}", 0, inputs=np.full(4, i), scores=np.array([0.5, 0.25, 0.25]) * (i + 1))
+        fb.feedback(f"p{i}", 1)
+    x, y, p, scores = fb.labelled_with_scores()
+    assert scores is not None and scores.shape == (6, 3)
+    assert np.allclose(scores[2], [1.5, 0.75, 0.75])
+    assert fb.input_bytes == 6 * 7 * 4  # 4 inputs and 3 scores per sample, float32
+    fb.record("q", 0, inputs=np.zeros(4), scores=np.zeros(3))
+    fb.record("r", 0, inputs=np.zeros(4), scores=np.zeros(3))
+    assert fb.input_bytes <= 8 * 4 * 7 and len(fb.labelled_samples()[1]) == 6
+    fb.record("s", 0, inputs=np.zeros(4), scores=np.zeros(3))  # over budget: oldest labelled go
+    assert fb.input_bytes <= 8 * 4 * 7 and len(fb.labelled_samples()[1]) == 5
+    # scores of the wrong length or not finite are dropped; then not every sample has them
+    fb.record("t", 0, inputs=np.zeros(4), scores=np.array([np.nan, 0, 1]))
+    fb.feedback("t", 2)
+    assert fb.labelled_with_scores()[3] is None
+    assert fb.labelled_with_predictions()[1][-1] == 2  # kept, without its scores

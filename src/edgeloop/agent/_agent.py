@@ -188,6 +188,7 @@ class Agent:
         self.signing_key, self.encryption_key = self.store.keys()
         self._personal_key = personal_key(self.signing_key)
         self.personal: PersonalHead | None = None  # the head fitted here, for the active base
+        self.personal_status = "no personal head fitted"  # why it serves, or why it does not
         if personalize_every is not None and not 1 <= personalize_every <= 1_000_000:
             raise InputError(f"personalize_every={personalize_every!r}: expected 1..1000000 labels")
         self.personalize_every = personalize_every
@@ -330,21 +331,24 @@ class Agent:
             self._after_request(model, ok=False, error=e)
             raise
         head = self.personal
+        fleet = None
         if head is not None and head.serving and head.base_sha256 == model.sha256:
             try:
-                out = head.apply(out)
+                fleet, out = out, head.apply(out)
             except (EdgeloopError, KeyError, ValueError) as e:  # serve the fleet head instead
+                fleet = None
                 self._drop_personal(f"personal head failed on an inference: {e}", "refusals")
         self.telemetry.record((time.perf_counter() - t0) * 1e3, ok=True)
         self._after_request(model, ok=True)
-        return self.monitoring.observe(inputs, out), out
+        return self.monitoring.observe(inputs, out, fleet), out
 
     # --- personalization (``_personal``) -----------------------------------------------------
     def personalize(self, config: PersonalConfig | None = None) -> PersonalHead:
         """Fit a personal head on this device's labelled samples (delayed feedback) for the
-        active model, score it against the served model on held-out samples, store it
-        authenticated (``personal/head.json``, 0600) and serve with it when it is better. The
-        model must be watched through its embedding (packed with a monitoring reference)."""
+        active model (from the fleet head, pulled toward it), score it against the fleet model
+        out of fold on the same labels, store it authenticated (``personal/head.json``, 0600)
+        and serve with it only when it is better (``personal_status`` says which, and why).
+        The model must be watched through its embedding (packed with a monitoring reference)."""
         model = self._model
         if model is None:
             raise AgentError("personalize: no model installed yet")
@@ -360,10 +364,12 @@ class Agent:
             view["predicted"],
             n_classes=view["n_classes"], base_sha256=model.sha256,
             embedding=view["embedding"], output=view["output"],
-            probabilities=view["probabilities"], config=config,
+            probabilities=view["probabilities"], fleet=view["fleet"], config=config,
         )
         self.store.write(self.store.personal_file, head.to_bytes(self._personal_key), 0o600)
         self.personal = head
+        self.personal_status = head.why
+        log.info("personalize: %s", head.why)
         self._personal_metrics()
         return head
 
@@ -393,6 +399,7 @@ class Agent:
         """Forget the personal head (serve the fleet head) and remove its file."""
         log.warning("%s: serving with the fleet head", reason)
         self.personal = None
+        self.personal_status = f"{reason}: serving with the fleet head"
         self.telemetry.count(f"personal_{counter}")
         self.telemetry.gauge("personal_active", 0.0)
         with contextlib.suppress(OSError):

@@ -78,8 +78,11 @@ class Monitoring:
     def active(self) -> bool:
         return self._watch is not None
 
-    def observe(self, inputs: Mapping[str, Any] | np.ndarray, outputs: Mapping[str, Any]) -> str:
-        """Add one inference (a batch) to the window; return its prediction id."""
+    def observe(self, inputs: Mapping[str, Any] | np.ndarray, outputs: Mapping[str, Any],
+                fleet: Mapping[str, Any] | None = None) -> str:
+        """Add one inference (a batch) to the window; return its prediction id. ``outputs``:
+        what was served; ``fleet``: the fleet model's own outputs when a personal head
+        replaced its class output (kept with a labelled sample, for personalization)."""
         pid = secrets.token_hex(8)
         w = self._watch
         if w is None:
@@ -99,7 +102,9 @@ class Monitoring:
                     # the input is kept (bounded) so a labelled sample can fine-tune the head
                     xs = np.asarray(x)
                     keep = xs.reshape(-1) if xs.size <= _KEEP_VALUES else None
-                    w.feedback.record(pid, int(probs.argmax()), p0, keep)
+                    own = out if fleet is None else self._class_output(w, fleet)
+                    w.feedback.record(pid, int(probs.argmax()), p0, keep,
+                                      None if keep is None or own is None else own[0])
         except (EdgeloopError, ValueError, TypeError) as e:
             self.errors += 1
             self.last_error = f"sketch: {e}"
@@ -163,15 +168,16 @@ class Monitoring:
 
     def personal_view(self) -> dict[str, Any] | None:
         """What personalization needs from the watched model: its labelled embedding samples
-        with the served predictions, the embedding and class output names, the class count
-        and whether the class output holds probabilities. None when the model is not watched
-        through its embedding or has served nothing yet."""
+        with the served predictions and the fleet model's class output for each (``fleet``,
+        None unless every sample has it), the embedding and class output names, the class
+        count and whether the class output holds probabilities. None when the model is not
+        watched through its embedding or has served nothing yet."""
         w = self._watch
         if w is None or w.embedding is None or w.output is None:
             return None
-        x, y, predicted = w.feedback.labelled_with_predictions()
+        x, y, predicted, fleet = w.feedback.labelled_with_scores()
         return {
-            "sha256": w.sha256, "x": x, "y": y, "predicted": predicted,
+            "sha256": w.sha256, "x": x, "y": y, "predicted": predicted, "fleet": fleet,
             "embedding": w.embedding, "output": w.output,
             "n_classes": len(w.reference.classes), "probabilities": w.probabilities,
         }

@@ -2,11 +2,17 @@
 
 The device keeps the labelled samples its delayed feedback produced (``FeedbackStore``: the
 penultimate activations of each labelled prediction, for a model watched through its
-``edgeloop_embedding`` output, and the class the served model predicted). :func:`fit_personal`
-holds out every ``round(1/share)``-th sample, fits a softmax-regression head
-(``logits = features @ weight + bias``, numpy only) on the rest and scores it and the served
-fleet model on the held-out part. The agent serves with the head only when it is more accurate
-there (``PersonalHead.serving``); otherwise the fleet model's own output is served.
+``edgeloop_embedding`` output, the class it served and the fleet model's class output).
+:func:`fit_personal` fits a softmax-regression correction of the fleet head (numpy only):
+served logits = the fleet model's logits + ``features @ weight + bias``, starting at zero (the
+fleet head itself) and regularized toward it (L2-SP: ``strength/2 * ||correction||^2`` on
+standardized features), so a few labels move the fleet head only as far as they support. The
+strength is chosen by k-fold cross-validation on the device's labels; the head is scored
+against the fleet model by nested cross-validation (every label predicted by a head that
+neither trained on it nor chose its strength with it). The agent serves with the head only
+when that out-of-fold gain is positive (``PersonalHead.serving``, ``PersonalHead.why``);
+otherwise the fleet model's own output is served. ``PersonalConfig(anchored=False)`` fits a
+head from scratch instead (the earlier method, kept for comparison).
 
 The head is an artifact the device made, so no release key signs it. It is stored
 (``STATE_DIR/personal/head.json``, 0600) with an HMAC-SHA256 over its bytes under a key derived
@@ -14,7 +20,7 @@ The head is an artifact the device made, so no release key signs it. It is store
 bundle it was fitted on. :func:`load_personal` refuses a head whose MAC does not verify
 (``SecurityError``) and reports one fitted on another base (``PersonalMismatch``); the agent
 then serves with the fleet head and drops the file. The head never leaves the device: nothing
-sends it; telemetry carries only ``personal_gain`` (held-out accuracy gain, within [-1, 1]) and
+sends it; telemetry carries only ``personal_gain`` (out-of-fold accuracy gain, in [-1, 1]) and
 ``personal_active`` (0 or 1).
 """
 
@@ -48,7 +54,8 @@ __all__ = [
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-FORMAT = "edgeloop-personal-head/1"
+FORMAT = "edgeloop-personal-head/2"
+FORMAT_V1 = "edgeloop-personal-head/1"  # heads from scratch, before anchoring
 MAX_FEATURES = 1 << 16
 MAX_CLASSES = 4096
 MAX_FILE = 64 << 20
@@ -70,34 +77,43 @@ def personal_key(signing_key: Ed25519PrivateKey) -> bytes:
 
 @dataclass(frozen=True)
 class PersonalConfig:
-    """How the personal head is fitted: full-batch gradient descent with momentum on the
-    cross-entropy plus ``l2``; ``held_out`` share of the labelled samples scores it."""
+    """How the personal head is fitted. ``anchored`` (the default): the head starts from the
+    fleet head and is regularized toward it (L2-SP: ``strength/2 * ||head - fleet head||^2``
+    on standardized features); False fits it from scratch (toward zero weights and the class
+    prior). The strength is chosen among ``strengths`` by ``folds``-fold cross-validation on
+    the device's labels; ``epochs`` of accelerated full-batch gradient descent per fit."""
 
-    epochs: int = 300
-    lr: float = 0.5
-    l2: float = 1e-3
-    held_out: float = 0.25
+    epochs: int = 150
+    strengths: tuple[float, ...] = (30.0, 3.0, 0.3, 0.03)
+    folds: int = 5
+    anchored: bool = True
     min_samples: int = 20
 
     def __post_init__(self) -> None:
         checks = {
             "epochs": 1 <= self.epochs <= 100_000,
-            "lr": np.isfinite(self.lr) and 0 < self.lr <= 10,
-            "l2": np.isfinite(self.l2) and 0 <= self.l2 <= 10,
-            "held_out": np.isfinite(self.held_out) and 0.05 <= self.held_out <= 0.5,
+            "strengths": 1 <= len(self.strengths) <= 16 and all(
+                isinstance(v, int | float) and np.isfinite(v) and 0 < v <= 1e6
+                for v in self.strengths),
+            "folds": 2 <= self.folds <= 20,
             "min_samples": 4 <= self.min_samples <= 1_000_000,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise InputError(
                 f"personalize: {bad[0]}={getattr(self, bad[0])!r} out of range (epochs "
-                "1..100000, 0<lr<=10, 0<=l2<=10, held_out 0.05..0.5, min_samples >= 4)"
+                "1..100000, 1..16 strengths each in (0, 1e6], folds 2..20, min_samples >= 4)"
             )
+        if self.min_samples < self.folds * 2:
+            raise InputError(f"personalize: min_samples={self.min_samples} below 2 per fold "
+                             f"({self.folds} folds)")
 
 
 @dataclass(frozen=True)
 class PersonalHead:
-    """A head fitted on this device, bound to the base bundle ``base_sha256``."""
+    """A head fitted on this device, bound to the base bundle ``base_sha256``. Anchored: its
+    class scores are the fleet model's logits plus ``features @ weight + bias`` (the fleet head
+    moved by the device's labels); else ``features @ weight + bias`` alone."""
 
     weight: F32  # (features, classes)
     bias: F32  # (classes,)
@@ -105,11 +121,13 @@ class PersonalHead:
     embedding: str  # the base model's output the head reads
     output: str  # the base model's class output it replaces
     probabilities: bool  # the class output holds probabilities (else logits)
-    fleet_accuracy: float  # the served fleet model on the held-out samples
-    personal_accuracy: float  # this head on the same samples
-    n_train: int
-    n_held_out: int
+    fleet_accuracy: float  # the fleet model on the device's labels
+    personal_accuracy: float  # this head's way of fitting, scored out of fold on the same labels
+    n_train: int  # labels the served head was fitted on
+    n_held_out: int  # labels scored out of fold
     created: float
+    anchored: bool = False  # a correction of the fleet head (else a head of its own)
+    strength: float = 0.0  # the L2-SP strength cross-validation chose
 
     def __post_init__(self) -> None:
         w, b = np.asarray(self.weight, np.float32), np.asarray(self.bias, np.float32)
@@ -123,6 +141,8 @@ class PersonalHead:
             v = getattr(self, name)
             if not (isinstance(v, float) and 0.0 <= v <= 1.0):
                 raise DataError(f"personal head: {name} {v!r} not within [0, 1]")
+        if not (np.isfinite(self.strength) and 0 <= self.strength <= 1e6):
+            raise DataError(f"personal head: strength {self.strength!r} not within [0, 1e6]")
         object.__setattr__(self, "weight", w)
         object.__setattr__(self, "bias", b)
 
@@ -136,16 +156,39 @@ class PersonalHead:
         """Whether the agent serves with it: only when it beats the fleet head."""
         return self.gain > 0
 
-    def apply(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """The base model's outputs with the class output replaced by this head's."""
-        out = dict(outputs)
-        feats = np.asarray(out[self.embedding], np.float32)
+    @property
+    def why(self) -> str:
+        """Why the device serves with it, or keeps the fleet head, in one line."""
+        verdict = "serving the personal head" if self.serving else "keeping the fleet head"
+        return (f"{verdict}: out-of-fold accuracy {self.personal_accuracy:.3f} vs the fleet "
+                f"head's {self.fleet_accuracy:.3f} on {self.n_held_out} labels (gain "
+                f"{self.gain:+.3f}, {'anchored' if self.anchored else 'from scratch'}, "
+                f"strength {self.strength:g})")
+
+    def scores(self, features: npt.ArrayLike, fleet: npt.ArrayLike | None = None
+               ) -> npt.NDArray[np.float64]:
+        """This head's class logits for ``features`` (n, d); anchored heads need the fleet
+        model's class output ``fleet`` (n, k) for the same samples."""
+        feats = np.asarray(features, np.float32)
         feats = feats.reshape(len(feats), -1)
         if feats.shape[1] != self.weight.shape[0]:
             raise DataError(f"personal head: expects {self.weight.shape[0]} features, "
                             f"got {feats.shape[1]}")
-        logits = feats @ self.weight + self.bias
+        z = (feats @ self.weight + self.bias).astype(np.float64)
+        if self.anchored:
+            if fleet is None:
+                raise DataError("personal head: an anchored head needs the fleet class output")
+            base = _fleet_logits(fleet, self.probabilities)
+            if base.shape != z.shape:
+                raise DataError(f"personal head: fleet output {base.shape}, expected {z.shape}")
+            z = z + base
+        return z
+
+    def apply(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The base model's outputs with the class output replaced by this head's."""
+        out = dict(outputs)
         old = np.asarray(out[self.output])
+        logits = self.scores(out[self.embedding], old.reshape(len(old), -1))
         new = _softmax(logits) if self.probabilities else logits
         out[self.output] = new.astype(old.dtype, copy=False).reshape(old.shape)
         return out
@@ -163,6 +206,8 @@ class PersonalHead:
             "n_train": self.n_train,
             "n_held_out": self.n_held_out,
             "created": self.created,
+            "anchored": self.anchored,
+            "strength": self.strength,
             "shape": list(self.weight.shape),
             "weight": base64.b64encode(self.weight.astype("<f4").tobytes()).decode(),
             "bias": base64.b64encode(self.bias.astype("<f4").tobytes()).decode(),
@@ -175,7 +220,8 @@ class PersonalHead:
 def load_personal(data: bytes, key: bytes, base_sha256: str) -> PersonalHead:
     """The stored head, verified: ``SecurityError`` when its MAC does not verify under this
     device's key (tampered, or another device's), ``PersonalMismatch`` when it was fitted on
-    another base bundle than ``base_sha256``."""
+    another base bundle than ``base_sha256``. Heads stored by the previous format (from
+    scratch only) still load."""
     if len(data) > MAX_FILE:
         raise SecurityError(f"personal head: {len(data)} bytes, more than {MAX_FILE}")
     try:
@@ -190,7 +236,7 @@ def load_personal(data: bytes, key: bytes, base_sha256: str) -> PersonalHead:
                             "(tampered, or made by another device)")
     try:
         body = json.loads(payload)
-        if body["format"] != FORMAT:
+        if body["format"] not in (FORMAT, FORMAT_V1):
             raise SecurityError(f"personal head: format {body['format']!r:.40}, expected {FORMAT}")
         d, k = (int(v) for v in body["shape"])
         weight = np.frombuffer(base64.b64decode(body["weight"]), "<f4").reshape(d, k)
@@ -200,6 +246,7 @@ def load_personal(data: bytes, key: bytes, base_sha256: str) -> PersonalHead:
             str(body["embedding"]), str(body["output"]), bool(body["probabilities"]),
             float(body["fleet_accuracy"]), float(body["personal_accuracy"]),
             int(body["n_train"]), int(body["n_held_out"]), float(body["created"]),
+            bool(body.get("anchored", False)), float(body.get("strength", 0.0)),
         )
     except (ValueError, KeyError, TypeError, DataError) as e:
         raise SecurityError(f"personal head: malformed ({e})") from e
@@ -212,35 +259,92 @@ def load_personal(data: bytes, key: bytes, base_sha256: str) -> PersonalHead:
 
 
 def _softmax(z: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
-    z = z - z.max(axis=1, keepdims=True)
+    z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    out: npt.NDArray[np.floating] = e / e.sum(axis=1, keepdims=True)
+    out: npt.NDArray[np.floating] = e / e.sum(axis=-1, keepdims=True)
     return out
 
 
-def _fit(x: F32, y: I64, n_classes: int, cfg: PersonalConfig) -> tuple[F32, F32]:
-    """Softmax regression by full-batch gradient descent with momentum on standardized
-    features (folded back into the weights), in float64."""
-    x64 = x.astype(np.float64)
-    mu, sd = x64.mean(axis=0), x64.std(axis=0) + 1e-6
-    z = (x64 - mu) / sd
-    onehot = np.eye(n_classes)[y]
-    w = np.zeros((x.shape[1], n_classes))
-    b = np.log(np.maximum(onehot.mean(axis=0), 1e-3))  # start at the class prior
-    vw, vb = np.zeros_like(w), np.zeros_like(b)
-    for _ in range(cfg.epochs):
-        err = (_softmax(z @ w + b) - onehot) / len(z)
-        vw = 0.9 * vw - cfg.lr * (z.T @ err + cfg.l2 * w)
-        vb = 0.9 * vb - cfg.lr * err.sum(axis=0)
-        w += vw
-        b += vb
-    weight = w / sd[:, None]
-    bias = b - mu @ weight
-    with np.errstate(over="ignore"):
-        w32, b32 = weight.astype(np.float32), bias.astype(np.float32)
-    if not (np.isfinite(w32).all() and np.isfinite(b32).all()):
-        raise DataError(f"personalize: the head diverged (lr={cfg.lr}); use a smaller lr")
-    return w32, b32
+def _fleet_logits(fleet: npt.ArrayLike, probabilities: bool) -> npt.NDArray[np.float64]:
+    """The fleet model's class logits (up to a per-sample constant, which softmax ignores)."""
+    f = np.asarray(fleet, np.float64)
+    f = f.reshape(len(f), -1)
+    if not np.isfinite(f).all():
+        raise DataError("personal head: fleet class output not all finite")
+    return np.log(np.clip(f, 1e-30, None)) if probabilities else f
+
+
+def _fit(x: npt.NDArray[np.float64], base: npt.NDArray[np.float64], y: I64, n_classes: int,
+         strengths: npt.NDArray[np.float64], epochs: int
+         ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Minimize ``CE(softmax(base + x @ W + b), y) + s/2 * (||W'||^2 + ||b||^2)`` for every
+    strength ``s`` at once (W' the weights on standardized features), starting at W = b = 0:
+    Nesterov-accelerated full-batch gradient descent, step 1/L. The optimum's weights lie in
+    the span of the samples, so the descent runs in that (at most n-dimensional) basis.
+    Returns (weights (S, d, k), biases (S, k)) on the raw features."""
+    n, d = x.shape
+    mu, sd = x.mean(axis=0), x.std(axis=0)
+    sd = np.where(sd > 1e-6, sd, 1.0)
+    z = (x - mu) / sd
+    if d > n:  # the span of the samples: z = u s vt, its basis v = z.T u / s, z @ v = u s
+        ev, u = np.linalg.eigh(z @ z.T)
+        keep = ev > max(float(ev[-1]), 1e-12) * 1e-9
+        sv = np.sqrt(ev[keep])
+        basis: npt.NDArray[np.float64] | None = (z.T @ u[:, keep]) / sv
+        z = u[:, keep] * sv
+        top = float(ev[-1])
+    else:
+        basis = None
+        top = float(np.linalg.eigvalsh(z.T @ z)[-1]) if d else 0.0
+    a = np.hstack([z, np.ones((n, 1))])
+    m, k, n_s = a.shape[1], n_classes, len(strengths)
+    onehot = np.eye(k)[y][:, None, :]
+    s = np.repeat(strengths, k)  # every strength's heads side by side: columns (S * k)
+    step = 1.0 / (0.5 * (top + n) / n + s)  # 1 / smoothness, with ||a||^2 <= ||z||^2 + n
+    theta = np.zeros((m, n_s * k))
+    prev = theta.copy()
+    for t in range(epochs):
+        look = theta + (t / (t + 3)) * (theta - prev)
+        err = _softmax(base[:, None, :] + (a @ look).reshape(n, n_s, k)) - onehot
+        grad = a.T @ err.reshape(n, n_s * k) / n + s * look
+        prev, theta = theta, look - step * grad
+    w_std = theta[:-1].reshape(m - 1, n_s, k).transpose(1, 0, 2)
+    bias = theta[-1].reshape(n_s, k)
+    if basis is not None:
+        w_std = basis @ w_std
+    weight = w_std / sd[:, None]
+    return weight, bias - np.einsum("d,sdk->sk", mu, weight)
+
+
+def _predict(x: npt.NDArray[np.float64], base: npt.NDArray[np.float64],
+             weight: npt.NDArray[np.float64], bias: npt.NDArray[np.float64]
+             ) -> npt.NDArray[np.float64]:
+    """(S, n, k) logits of every strength's head."""
+    out: npt.NDArray[np.float64] = base + x @ weight + bias[:, None, :]
+    return out
+
+
+def _folds(n: int, k: int) -> npt.NDArray[np.int64]:
+    return np.arange(n, dtype=np.int64) % k
+
+
+def _choose(x: npt.NDArray[np.float64], base: npt.NDArray[np.float64], y: I64,
+            n_classes: int, cfg: PersonalConfig, k: int) -> int:
+    """The index of the strength with the best ``k``-fold accuracy on (x, y); ties go to the
+    lower cross-entropy, then to the stronger pull toward the fleet head."""
+    grid = np.asarray(cfg.strengths, np.float64)
+    folds = _folds(len(y), k)
+    correct = np.zeros(len(grid))
+    loss = np.zeros(len(grid))
+    for f in range(k):
+        tr, te = folds != f, folds == f
+        w, b = _fit(x[tr], base[tr], y[tr], n_classes, grid, cfg.epochs)
+        z = _predict(x[te], base[te], w, b)
+        correct += (z.argmax(axis=2) == y[te]).sum(axis=1)
+        p = _softmax(z)[:, np.arange(te.sum()), y[te]]
+        loss -= np.log(np.clip(p, 1e-12, None)).sum(axis=1)
+    order = sorted(range(len(grid)), key=lambda i: (-correct[i], loss[i], -grid[i]))
+    return order[0]
 
 
 def fit_personal(
@@ -253,10 +357,18 @@ def fit_personal(
     embedding: str,
     output: str,
     probabilities: bool,
+    fleet: npt.ArrayLike | None = None,
     config: PersonalConfig | None = None,
 ) -> PersonalHead:
-    """Fit a personal head on labelled features; ``predicted`` is what the served fleet model
-    predicted for each sample, so both are scored on the same held-out samples."""
+    """Fit a personal head on labelled features. ``fleet``: the fleet model's class output
+    (probabilities or logits, as ``probabilities`` says) for each sample, which an anchored
+    head starts from and is pulled toward; the fleet model's accuracy is scored from it (else
+    from ``predicted``, the class the fleet model predicted).
+
+    The L2-SP strength is chosen by cross-validation on the labels; the head is scored by
+    nested cross-validation (each fold's strength chosen on the other folds, the fold
+    predicted by a head that never saw it), against the fleet model on the same labels, and
+    the served head is then fitted on all of them with the strength chosen on all of them."""
     cfg = config or PersonalConfig()
     x = np.asarray(features, np.float32)
     y = np.asarray(labels)
@@ -271,11 +383,40 @@ def fit_personal(
         raise DataError("personalize: features not all finite")
     if y.min() < 0 or y.max() >= n_classes:
         raise DataError(f"personalize: labels outside 0..{n_classes - 1}")
-    y, p = y.astype(np.int64), p.astype(np.int64)
-    every = max(2, round(1 / cfg.held_out))
-    held = np.arange(len(y)) % every == every - 1
-    w, b = _fit(x[~held], y[~held], n_classes, cfg)
-    mine = float(np.mean((x[held] @ w + b).argmax(axis=1) == y[held]))
-    fleet = float(np.mean(p[held] == y[held]))
-    return PersonalHead(w, b, base_sha256, embedding, output, probabilities, fleet, mine,
-                        int((~held).sum()), int(held.sum()), time.time())
+    y = y.astype(np.int64)
+    x64 = x.astype(np.float64)
+    if fleet is not None:
+        base = _fleet_logits(fleet, probabilities)
+        if base.shape != (len(y), n_classes):
+            raise DataError(f"personalize: fleet output {base.shape}, expected "
+                            f"({len(y)}, {n_classes})")
+        fleet_pred = base.argmax(axis=1)
+    elif cfg.anchored:
+        raise DataError("personalize: an anchored head needs the fleet model's class output "
+                        "for each labelled sample")
+    else:
+        fleet_pred = p.astype(np.int64)
+    if not cfg.anchored:  # from scratch: start at the class prior of the labels
+        prior = np.log(np.maximum(np.bincount(y, minlength=n_classes) / len(y), 1e-3))
+        base = np.broadcast_to(prior, (len(y), n_classes)).copy()
+    grid = np.asarray(cfg.strengths, np.float64)
+    folds = _folds(len(y), cfg.folds)
+    oof = np.zeros(len(y), np.int64)
+    for f in range(cfg.folds):  # nested cross-validation: the out-of-fold accuracy
+        tr, te = folds != f, folds == f
+        i = _choose(x64[tr], base[tr], y[tr], n_classes, cfg, cfg.folds - 1)
+        w, b = _fit(x64[tr], base[tr], y[tr], n_classes, grid[i : i + 1], cfg.epochs)
+        oof[te] = _predict(x64[te], base[te], w, b)[0].argmax(axis=1)
+    i = _choose(x64, base, y, n_classes, cfg, cfg.folds)
+    w, b = _fit(x64, base, y, n_classes, grid[i : i + 1], cfg.epochs)
+    weight, bias = w[0], b[0]
+    if not cfg.anchored:
+        bias = bias + base[0]
+    with np.errstate(over="ignore"):
+        w32, b32 = weight.astype(np.float32), bias.astype(np.float32)
+    if not (np.isfinite(w32).all() and np.isfinite(b32).all()):
+        raise DataError("personalize: the head diverged")
+    mine = float(np.mean(oof == y))
+    fleet_acc = float(np.mean(fleet_pred == y))
+    return PersonalHead(w32, b32, base_sha256, embedding, output, probabilities, fleet_acc,
+                        mine, len(y), len(y), time.time(), cfg.anchored, float(grid[i]))

@@ -15,10 +15,11 @@ Each step starts from the model the previous step left:
 2. **federated**: :func:`simulate` (the same ClientApp and ServerApp as a deployment) over
    simulated devices; accepted when the federated evaluation gate accepts.
 3. **personalize**: every simulated device (the same partition and drift as step 2) fits a
-   personal head on its delayed labels with the agent's own code (``agent.fit_personal``) and
-   serves with it only when it beats the fleet head on its held-out labels. No model leaves a
-   device, so this step registers nothing; the record keeps the per-device gains. The held-out
-   labels both choose the head and score it, so ``served_accuracy`` (the better of the two
+   personal head on its delayed labels with the agent's own code (``agent.fit_personal``: the
+   fleet head corrected toward the device's labels, its strength cross-validated) and serves
+   with it only when it beats the fleet head out of fold on its labels. No model leaves a
+   device, so this step registers nothing; the record keeps the per-device gains. The out-of-fold
+   scores also decide whether the head serves, so ``served_accuracy`` (the better of the two
    there) is optimistic; ``unlabelled_*`` score what each device then serves on its
    predictions that got no label (the simulator knows their true labels; the device never
    trained on them nor chose with them).
@@ -103,15 +104,22 @@ class ScheduleResult:
         return json.dumps(self.record(), indent=2, sort_keys=True).encode()
 
 
-def _features(model: bytes, x: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float32],
-                                                          npt.NDArray[np.int64]]:
-    """(embedding features, the served class) of ``model`` on ``x``."""
+def _outputs(model: bytes, x: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float32],
+                                                         npt.NDArray[np.float32]]:
+    """(embedding features, class output) of ``model`` on ``x``."""
     served = with_embedding(model)
     session = Session(served, providers=["CPUExecutionProvider"])
     out = run_batched(session, x)
     feats = np.asarray(out[EMBEDDING_OUTPUT], np.float32).reshape(len(x), -1)
     probs = next(v for k, v in out.items() if k != EMBEDDING_OUTPUT)
-    return feats, np.asarray(probs).reshape(len(x), -1).argmax(axis=1).astype(np.int64)
+    return feats, np.asarray(probs, np.float32).reshape(len(x), -1)
+
+
+def _features(model: bytes, x: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float32],
+                                                          npt.NDArray[np.int64]]:
+    """(embedding features, the served class) of ``model`` on ``x``."""
+    feats, probs = _outputs(model, x)
+    return feats, probs.argmax(axis=1).astype(np.int64)
 
 
 def central_step(model: bytes, train: Arrays, val: Arrays, epochs: int, lr: float,
@@ -152,7 +160,8 @@ def personalize_step(model: bytes, devices: Arrays, plan: SimulationPlan,
         xc = xa[idx]
         if c in drifted:
             xc = drift_inputs(xc, plan.drift_severity, plan.seed + c)
-        feats, served = _features(model, xc)
+        feats, probs = _outputs(model, xc)
+        served = probs.argmax(axis=1).astype(np.int64)
         lab = rng.random(len(xc)) < plan.label_share  # the predictions that got a label
         if lab.sum() < config.min_samples:
             per_device.append({"device": c, "drifted": c in drifted, "skipped": "too few labels"})
@@ -161,7 +170,7 @@ def personalize_step(model: bytes, devices: Arrays, plan: SimulationPlan,
         try:
             head = fit_personal(feats[lab], ya[idx][lab], served[lab], n_classes=n_classes,
                                 base_sha256=sha, embedding=EMBEDDING_OUTPUT, output="probs",
-                                probabilities=True, config=config)
+                                probabilities=True, fleet=probs[lab], config=config)
         except DataError as e:
             per_device.append({"device": c, "drifted": c in drifted, "skipped": str(e)})
             continue
@@ -170,11 +179,11 @@ def personalize_step(model: bytes, devices: Arrays, plan: SimulationPlan,
             "device": c, "drifted": c in drifted, "samples": int(lab.sum()),
             "fleet_accuracy": head.fleet_accuracy, "personal_accuracy": head.personal_accuracy,
             "served_accuracy": max(head.fleet_accuracy, head.personal_accuracy),
-            "serving": head.serving}
+            "serving": head.serving, "strength": head.strength, "why": head.why}
         if (~lab).any():  # what the device serves on the predictions that got no label
             truth = ya[idx][~lab]
             fleet = float(np.mean(served[~lab] == truth))
-            mine = float(np.mean((feats[~lab] @ head.weight + head.bias).argmax(1) == truth))
+            mine = float(np.mean(head.scores(feats[~lab], probs[~lab]).argmax(1) == truth))
             row.update(unlabelled_fleet_accuracy=fleet,
                        unlabelled_served_accuracy=mine if head.serving else fleet)
         per_device.append(row)

@@ -1,10 +1,11 @@
 """Delayed labels: the application says later what the right answer was.
 
 The agent records each prediction it may get a label for (id, predicted class, calibrated
-probability of being right, optionally the inputs); ``feedback(id, label)`` finds it, counts
-it into the window (realized accuracy where labels exist) and keeps the labelled sample for
-fine-tuning. Both tables are bounded (entries and input bytes) and evict the oldest first, so
-a chatty or hostile local application cannot grow the agent's memory.
+probability of being right, optionally the inputs and the fleet model's class scores);
+``feedback(id, label)`` finds it, counts it into the window (realized accuracy where labels
+exist) and keeps the labelled sample for fine-tuning and personalization. Both tables are
+bounded (entries and input bytes) and evict the oldest first, so a chatty or hostile local
+application cannot grow the agent's memory.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ class _Pending:
     predicted: int
     p_correct: float | None
     inputs: npt.NDArray[np.float32] | None
+    scores: npt.NDArray[np.float32] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(0 if a is None else a.nbytes for a in (self.inputs, self.scores))
+
+
+_Labelled = tuple[npt.NDArray[np.float32], int, int, npt.NDArray[np.float32] | None]
+
+
+def _nbytes(item: _Labelled) -> int:
+    return item[0].nbytes + (0 if item[3] is None else item[3].nbytes)
 
 
 class FeedbackStore:
@@ -62,7 +75,7 @@ class FeedbackStore:
         self.max_input_bytes = max_input_bytes
         self.keep_labelled = keep_labelled
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        self._labelled: OrderedDict[str, tuple[npt.NDArray[np.float32], int, int]] = OrderedDict()
+        self._labelled: OrderedDict[str, _Labelled] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.n = 0  # labels matched since the last take_window()
@@ -79,8 +92,10 @@ class FeedbackStore:
         predicted: int,
         p_correct: float | None = None,
         inputs: npt.ArrayLike | None = None,
+        scores: npt.ArrayLike | None = None,
     ) -> None:
-        """Remember a prediction; the oldest ones go when the store is full."""
+        """Remember a prediction; the oldest ones go when the store is full. ``scores``: the
+        fleet model's class output for it (kept with the inputs, for personalization)."""
         _check_id(prediction_id)
         if not 0 <= predicted < self.n_classes:
             raise MonitorError(
@@ -89,12 +104,17 @@ class FeedbackStore:
         x = None if inputs is None else np.array(inputs, dtype=np.float32)
         if x is not None and x.nbytes > self.max_input_bytes:
             x = None  # one sample larger than the whole budget: keep the label only
+        sc = None if x is None or scores is None else np.array(scores, dtype=np.float32)
+        if sc is not None and (sc.reshape(-1).shape != (self.n_classes,)
+                               or not np.isfinite(sc).all()):
+            sc = None  # not one finite score per class: kept without them
+        entry = _Pending(predicted, p_correct, x, None if sc is None else sc.reshape(-1))
         with self._lock:
             old = self._pending.pop(prediction_id, None)
-            if old is not None and old.inputs is not None:
-                self._bytes -= old.inputs.nbytes
-            self._pending[prediction_id] = _Pending(predicted, p_correct, x)
-            self._bytes += 0 if x is None else x.nbytes
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._pending[prediction_id] = entry
+            self._bytes += entry.nbytes
             self._evict()
 
     def feedback(self, prediction_id: str, label: int) -> Feedback | None:
@@ -118,9 +138,10 @@ class FeedbackStore:
             self.correct += int(entry.predicted == int(label))
             if entry.inputs is not None:
                 if self.keep_labelled:
-                    self._labelled[prediction_id] = (entry.inputs, int(label), entry.predicted)
+                    self._labelled[prediction_id] = (entry.inputs, int(label), entry.predicted,
+                                                     entry.scores)
                 else:
-                    self._bytes -= entry.inputs.nbytes
+                    self._bytes -= entry.nbytes
             self._evict()
         return Feedback(prediction_id, entry.predicted, int(label), entry.p_correct)
 
@@ -134,12 +155,11 @@ class FeedbackStore:
                 else self._pending
             )
             _, item = table.popitem(last=False)
-            x = item.inputs if isinstance(item, _Pending) else item[0]
-            self._bytes -= 0 if x is None else x.nbytes
+            self._bytes -= item.nbytes if isinstance(item, _Pending) else _nbytes(item)
             self.evicted += 1
         while len(self._labelled) > self.keep_labelled:
-            _, (x, _y, _p) = self._labelled.popitem(last=False)
-            self._bytes -= x.nbytes
+            _, labelled = self._labelled.popitem(last=False)
+            self._bytes -= _nbytes(labelled)
 
     def realized_accuracy(self) -> float | None:
         """Share of labelled predictions that were right since the last window, or None."""
@@ -158,6 +178,20 @@ class FeedbackStore:
         x, y, _ = self.labelled_with_predictions()
         return x, y
 
+    def labelled_with_scores(
+        self,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64],
+               npt.NDArray[np.float32] | None]:
+        """Like :meth:`labelled_with_predictions`, and the fleet model's class scores for each
+        sample (n, classes), None unless every kept sample has them."""
+        with self._lock:
+            items = list(self._labelled.values())
+        x, y, p = self._stack(items)
+        scores = [item[3] for item in items]
+        if not items or any(sc is None for sc in scores):
+            return x, y, p, None
+        return x, y, p, np.stack([sc for sc in scores if sc is not None])
+
     def labelled_with_predictions(
         self,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -165,16 +199,22 @@ class FeedbackStore:
         one snapshot: what personalization trains on and scores the served model against."""
         with self._lock:
             items = list(self._labelled.values())
+        return self._stack(items)
+
+    @staticmethod
+    def _stack(items: list[_Labelled]) -> tuple[
+        npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]
+    ]:
         if not items:
             empty = np.zeros((0,), dtype=np.int64)
             return np.zeros((0,), dtype=np.float32), empty, empty.copy()
-        shapes = {x.shape for x, _, _ in items}
+        shapes = {x.shape for x, _, _, _ in items}
         if len(shapes) != 1:
             raise MonitorError(f"feedback: labelled inputs of different shapes {sorted(shapes)}")
         return (
-            np.stack([x for x, _, _ in items]),
-            np.array([y for _, y, _ in items], dtype=np.int64),
-            np.array([p for _, _, p in items], dtype=np.int64),
+            np.stack([x for x, _, _, _ in items]),
+            np.array([y for _, y, _, _ in items], dtype=np.int64),
+            np.array([p for _, _, p, _ in items], dtype=np.int64),
         )
 
     @property
