@@ -306,8 +306,9 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
             central_recipe=c_info["recipe"])
 
     def fed(**kw: Any) -> dict[str, Any]:
-        part = kw["partition"]
-        xd = drift_x.get(part) if kw["clients"] == args.clients else None
+        part, clients = kw["partition"], kw["clients"]
+        xd = drift_x.get(part) if clients == args.clients else drifted_test(
+            xt, y, clients, part, seed)  # another device count: its own drifted devices
         return {**federated(model, x, y, xt, yt, target, xt_drift=xd, **kw),
                 "target_method": target_method}
 
