@@ -164,3 +164,47 @@ def test_cli_check(tmp_path: Path) -> None:
     assert r.returncode != 0
     lines = (r.stderr + r.stdout).strip().splitlines()
     assert len(lines) == 1 and "limits.max_runs_per_day: expected an integer" in lines[0]
+
+
+def test_federation_mode_and_its_settings() -> None:
+    assert parse_policy(GOOD).heal_plan().federation == "in-process"
+    p = parse_policy({**GOOD, "federation": "deployment"}, "p.json")
+    plan = p.heal_plan()
+    assert plan.federation == "deployment" and plan.fl_min_nodes == 2
+    p = parse_policy({**GOOD, "federation": {"mode": "deployment", "min_nodes": 5,
+                                             "round_timeout_s": 30}}, "p.json")
+    plan = p.heal_plan()
+    assert (plan.fl_min_nodes, plan.fl_round_timeout) == (5, 30.0)
+    assert p.to_dict()["federation"] == {"mode": "deployment", "min_nodes": 5,
+                                         "round_timeout_s": 30.0}
+    assert p.sha256 != parse_policy(GOOD, "p.json").sha256  # the hash covers the mode
+
+
+@pytest.mark.parametrize(("value", "key"), [
+    ("ray", "federation"),
+    ({"mode": "simulation"}, "federation.mode"),
+    ({"mode": "deployment", "min_nodes": 1}, "federation.min_nodes"),
+    ({"mode": "deployment", "min_nodes": 21}, "federation.min_nodes"),  # > budget.max_devices
+    ({"mode": "deployment", "round_timeout_s": float("inf")}, "federation.round_timeout_s"),
+    ({"mode": "deployment", "rounds": 3}, "federation.rounds"),
+    ({"min_nodes": 3}, "federation.min_nodes"),  # in-process: no nodes to wait for
+    (["deployment"], "federation"),
+])
+def test_bad_federation_names_the_key(value: Any, key: str) -> None:
+    with pytest.raises(InputError) as e:
+        parse_policy({**GOOD, "federation": value}, "p.json")
+    msg = str(e.value)
+    assert "\n" not in msg and f"p.json: {key}: expected" in msg, msg
+
+
+def test_worker_refuses_a_deployment_policy_without_the_superlink_tls(tmp_path: Path) -> None:
+    (tmp_path / "p.json").write_text(json.dumps({**GOOD, "federation": "deployment"}))
+    for d in ("data", "data/keys", "data/tuf"):
+        (tmp_path / d).mkdir()
+    r = subprocess.run([sys.executable, "-m", "edgeloop", "autoheal", "worker",
+                        str(tmp_path / "p.json"), "--data", str(tmp_path / "data"), "--dataset",
+                        "blobs", "--once", "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "federation deployment needs --superlink-cert" in r.stderr, r.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before touching the database

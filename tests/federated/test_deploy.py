@@ -371,3 +371,35 @@ def test_a_superlink_crash_mid_run_is_restarted_and_the_run_resumed_or_fails_in_
     assert "stopped" in events[0] and "after round 1" in events[0] and "restarted" in events[0]
     assert "resumed as run" in events[1]
     assert result.gate.accepted, result.gate.reason
+
+
+def test_a_keyed_run_that_finished_is_read_back_not_run_again(tmp_path: Path) -> None:
+    """A submitter that died after the run finished (its outcome on disk) is followed by one
+    that reads the outcome back: no second Flower run (the SuperLink is never started)."""
+    import json
+
+    ca = make_ca(tmp_path / "ca")
+    link = SuperLink(ca.cert_pem, ca.key_pem, ca.ca_pem, tmp_path / "link")
+    model = model_bytes()
+    out = tmp_path / "runs" / "fl-job-7"
+    out.mkdir(parents=True)
+    (out / "base.onnx").write_bytes(model)
+    head = read_head(with_embedding(model))
+    arrays = {k: np.asarray(v) * 1.5 for k, v in head.to_arrays().items()}
+    np.savez(out / "arrays.npz", **arrays)  # type: ignore[arg-type]
+    gate = {"accepted": True, "reason": "better", "candidate_accuracy": 0.8,
+            "base_accuracy": 0.5, "candidate_loss": 0.4, "base_loss": 0.9, "nodes": 3,
+            "samples": 90}
+    (out / "outcome.json").write_text(json.dumps({
+        "nodes": 3, "round_accuracy": {"1": 0.7, "2": 0.8}, "gate": gate,
+        "rounds": [{"round": r, "sampled": 3, "answered": 3, "aggregated": True}
+                   for r in (1, 2)]}))
+    plan = DeployPlan(rounds=2, min_nodes=3)
+    res = deploy(link, model, plan, tmp_path / "runs", run_key="job-7")
+    assert not link.running and res.run_id == "fl-job-7" and res.gate.accepted
+    assert [r.round for r in res.rounds] == [1, 2] and res.extra["flower_run_id"] is None
+    assert "not run again" in res.extra["superlink_events"][0]
+    got = res.head.to_arrays()
+    assert all(np.allclose(got[k], arrays[k]) for k in arrays)
+    with pytest.raises(InputError, match="run key"):
+        deploy(link, model, plan, tmp_path / "runs", run_key="../x")

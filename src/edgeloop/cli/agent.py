@@ -46,6 +46,19 @@ def agent(
         help="Fit a personal head on this device's delayed labels at a poll once this many new "
         "labels arrived; served only when it beats the fleet head on held-out labels.",
     ),
+    label: list[str] = typer.Option(
+        [], "--label", help="A label this device reports (KEY=VALUE; repeat): its cohort, and "
+        "power=mains / network=unmetered for joining federated runs."
+    ),
+    federated: bool = typer.Option(
+        False, "--federated",
+        help="Take part in the fleet's deployed federated runs (a SuperNode on this device's "
+        "delayed labels) when idle, on mains and unmetered; needs the federated extra.",
+    ),
+    federated_min_labels: int = typer.Option(
+        50, "--federated-min-labels", min=1, max=10_000_000,
+        help="With --federated: labelled samples the device needs to join a run.",
+    ),
 ) -> None:
     """Run the device agent: enroll, follow the fleet's assignments, serve the model locally."""
     import asyncio
@@ -53,8 +66,15 @@ def agent(
 
     from edgeloop.agent import Agent, LocalServer
     from edgeloop.cli._console import err_console, print_json
+    from edgeloop.errors import InputError
     from edgeloop.protocol import load_provisioning
 
+    labels: dict[str, str] = {}
+    for item in label:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip() or len(item) > 200:
+            raise InputError(f"--label {item!r:.80}: expected KEY=VALUE")
+        labels[key.strip()] = value.strip()
     provisioning = load_provisioning(provision) if provision is not None else None
     if provisioning is None and insecure_first_use:
         err_console.print(
@@ -75,7 +95,12 @@ def agent(
         provisioning=provisioning,
         insecure_first_use=insecure_first_use,
         personalize_every=personalize,
+        labels=labels,
     )
+    if federated:
+        from edgeloop.federated.device import JoinPolicy, Participant
+
+        a.participant = Participant.for_agent(a, JoinPolicy(min_labels=federated_min_labels))
     http = None
     if serve_port is not None:
         http = LocalServer(

@@ -68,6 +68,10 @@ def check(
     say(f"  rollout: stages {','.join(f'{s:g}' for s in pol.stages)} %, soak {pol.soak_s:g} s")
     say(f"  limits: {pol.max_runs_per_day} runs/model/day, cool-down "
         f"{pol.cooldown_s:g} s after a failure; webhook: {pol.webhook_url or 'none'}")
+    say("  federation: " + (f"deployment on the cohort's agents' SuperNodes (>= "
+                            f"{pol.min_nodes} nodes, rounds time out after "
+                            f"{pol.round_timeout_s:g} s)" if pol.federation == "deployment"
+                            else "in-process over the cohort's feedback"))
     if "decision" in out:
         say(f"decision: {json.dumps(out['decision'])}")
 
@@ -224,6 +228,20 @@ def worker(
     once: bool = typer.Option(False, "--once", help="One pass, then exit."),
     parent_pid: int | None = typer.Option(None, "--parent-pid", help="Exit when this process "
                                           "is gone (the server that started this worker)."),
+    superlink_cert: Path | None = typer.Option(None, "--superlink-cert", help="Policy "
+                                               "federation deployment: the fleet server's TLS "
+                                               "certificate, for the heal's SuperLink."),
+    superlink_key: Path | None = typer.Option(None, "--superlink-key", help="Its private key."),
+    superlink_ca: Path | None = typer.Option(None, "--superlink-ca", help="The fleet's CA "
+                                             "(the agents pin it)."),
+    superlink_state: Path | None = typer.Option(None, "--superlink-state", help="Directory of "
+                                                "the heal runs' SuperLinks and checkpoints "
+                                                "(default DATA/autoheal-federation)."),
+    superlink_host: str = typer.Option("127.0.0.1", "--superlink-host", help="Address the "
+                                       "SuperLink listens on."),
+    superlink_port: int = typer.Option(0, "--superlink-port", help="Its port (0: a free one)."),
+    superlink_advertise: str | None = typer.Option(None, "--superlink-advertise", help="HOST:PORT "
+                                                   "the agents connect to (default: host:port)."),
 ) -> None:
     """The unattended worker: claim finetune jobs under POLICY and heal them, durably
     (``edgeloop server --auto-heal POLICY`` starts one)."""
@@ -240,13 +258,33 @@ def worker(
     from edgeloop.data import load_dataset
     from edgeloop.db import upgrade
     from edgeloop.errors import InputError
-    from edgeloop.loop import AutohealWorker, DatasetCohort, FleetAccess, load_policy
+    from edgeloop.loop import (
+        AutohealWorker,
+        DatasetCohort,
+        FleetAccess,
+        SuperLinkAccess,
+        load_policy,
+    )
 
     pol = load_policy(policy)
     if not (math.isfinite(idle) and 0 < idle <= 86_400):
         raise InputError(f"--idle {idle}: expected seconds > 0 and at most 86400")
     if not (math.isfinite(lease) and 1 <= lease <= 86_400):
         raise InputError(f"--lease {lease}: expected seconds from 1 to 86400")
+    tls = (superlink_cert, superlink_key, superlink_ca)
+    link_access = None
+    if any(p is not None for p in tls):
+        if any(p is None for p in tls):
+            raise InputError("--superlink-cert, --superlink-key and --superlink-ca go together")
+        assert superlink_cert is not None and superlink_key is not None
+        assert superlink_ca is not None
+        link_access = SuperLinkAccess(superlink_cert, superlink_key, superlink_ca,
+                                      superlink_state or data / "autoheal-federation",
+                                      host=superlink_host, port=superlink_port,
+                                      advertise=superlink_advertise)
+    elif pol.federation == "deployment":
+        raise InputError(f"policy {policy}: federation deployment needs --superlink-cert, "
+                         "--superlink-key and --superlink-ca (the fleet's TLS and CA)")
     keys = keys or data / "keys"
     for what, path in (("--data", data), ("--keys", keys), ("--data tuf", data / "tuf")):
         if not path.is_dir():
@@ -278,7 +316,8 @@ def worker(
         trust = not server_url.startswith("https://127.0.0.1")
     upgrade(db_url)
     fleet = FleetAccess(server_url, read_admin_token(None, data), db_url,
-                        registry_data or data, keys=keys, repo=data / "tuf", verify=trust)
+                        registry_data or data, keys=keys, repo=data / "tuf", verify=trust,
+                        superlink=link_access)
     unreachable = fleet.probe()  # a certificate that does not verify: one line, exit now
     if unreachable is not None:
         err_console.print(f"autoheal worker: {unreachable} (going on: it may be starting)",

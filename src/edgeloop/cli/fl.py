@@ -8,8 +8,6 @@ registry is named, registered as a new version whose lineage names the run.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -485,68 +483,22 @@ def _enrolled_bindings(fleet_db: str | None, bindings: Path | None, wanted: dict
     server); and how many revoked and unknown devices were left out."""
     import json
 
-    import sqlalchemy as sa
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from edgeloop.loop import enrolled_bindings
 
-    from edgeloop.db import DeviceRow, FederatedNodeRow, make_engine, read_session, upgrade
-
+    if bindings is None:
+        return enrolled_bindings(fleet_db, wanted)
+    if not bindings.is_dir():
+        raise InputError(f"--bindings {str(bindings)!r}: expected a directory of node key "
+                         "bindings (edgeloop fl node-key --json on each device)")
     found: dict[str, dict[str, Any]] = {}
-    if bindings is not None:
-        if not bindings.is_dir():
-            raise InputError(f"--bindings {str(bindings)!r}: expected a directory of node key "
-                             "bindings (edgeloop fl node-key --json on each device)")
-        for path in sorted(bindings.glob("*.json"))[:100_000]:
-            try:
-                data = json.loads(path.read_bytes()[:8192])
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict) and isinstance(data.get("device_id"), str):
-                found[data["device_id"]] = data
-    engine = make_engine(fleet_db)
-    out: list[tuple[Any, dict[str, Any], str]] = []
-    revoked = 0
-    try:
-        upgrade(engine)
-        with read_session(engine) as s:
-            if bindings is None:
-                found = {r.device_id: dict(r.binding) for r in s.scalars(
-                    sa.select(FederatedNodeRow))}
-            rows = [(r.id, dict(r.labels or {}), r.revoked, r.signing_key) for r in
-                    s.scalars(sa.select(DeviceRow).where(DeviceRow.id.in_(list(found))))]
-    finally:
-        engine.dispose()
-    for device_id, labels, is_revoked, signing_key in rows:
-        if any(str(labels.get(k)) != v for k, v in wanted.items()):
+    for path in sorted(bindings.glob("*.json"))[:100_000]:
+        try:
+            data = json.loads(path.read_bytes()[:8192])
+        except (OSError, ValueError):
             continue
-        if is_revoked:
-            revoked += 1
-            continue
-        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(signing_key))
-        out.append((public, found[device_id], device_id))
-    return out, revoked, len(found) - len(rows)
-
-
-@contextlib.contextmanager
-def _announced(fleet_db: str | None, superlink: str, cohort: dict[str, str]) -> Iterator[str]:
-    """An open run in the fleet database while the block runs: the cohort's agents polling
-    ``/v1/federated/poll`` are told to join ``superlink``; closed when the block ends."""
-    import secrets
-
-    from edgeloop.db import FederatedRunRow, make_engine, utcnow, write_session
-
-    run_id = secrets.token_hex(8)
-    engine = make_engine(fleet_db)
-    try:
-        with write_session(engine) as s:
-            s.add(FederatedRunRow(id=run_id, superlink=superlink, cohort=cohort,
-                                  opened_at=utcnow()))
-        yield run_id
-    finally:
-        with write_session(engine) as s:
-            row = s.get(FederatedRunRow, run_id)
-            if row is not None:
-                row.closed_at = utcnow()
-        engine.dispose()
+        if isinstance(data, dict) and isinstance(data.get("device_id"), str):
+            found[data["device_id"]] = data
+    return enrolled_bindings(fleet_db, wanted, found)
 
 
 def start(
@@ -609,6 +561,7 @@ def start(
     from edgeloop.cli._console import console, progress
     from edgeloop.errors import AuthError, IntegrityError
     from edgeloop.federated.server import DeployPlan, SuperLink, deploy
+    from edgeloop.loop import announce_run
 
     plan = DeployPlan(rounds=rounds, strategy=strategy.lower(), epochs=epochs, lr=lr,
                       compression=compression, quorum=quorum, min_nodes=min_nodes,
@@ -646,7 +599,7 @@ def start(
                 bar.update(task, completed=r.round, status=f"{r.answered}/{r.sampled} answered"
                            f"{' · aggregated' if r.aggregated else ' · ' + r.note}")
 
-            with _announced(fleet_db, advertise or f"{link.host}:{link.port}", wanted):
+            with announce_run(fleet_db, advertise or f"{link.host}:{link.port}", wanted):
                 result = deploy(link, base, plan, link.state_dir / "runs", on_round=on_round,
                                 restarts=superlink_restarts)
     result.extra |= {"node_keys_registered": registered, "bindings_refused": refused,

@@ -112,6 +112,11 @@ def server(
         60.0, "--auto-heal-lease",
         help="With --auto-heal: seconds before a dead worker's run is taken over.",
     ),
+    auto_heal_superlink_ca: Path | None = typer.Option(
+        None, "--auto-heal-superlink-ca",
+        help="With --auto-heal and a policy whose federation is deployment: the fleet's CA "
+        "(the agents pin it); the heal's SuperLink serves --tls-cert and --tls-key.",
+    ),
 ) -> None:
     """Run the fleet server: enrollment, assignments, TUF repository, telemetry, admin API."""
     import os
@@ -124,11 +129,20 @@ def server(
     if auto_heal is not None:
         from edgeloop.loop import load_policy
 
-        load_policy(auto_heal)  # a bad policy stops the server before it starts
+        pol = load_policy(auto_heal)  # a bad policy stops the server before it starts
         if auto_heal_dataset is None:
             raise InputError("--auto-heal needs --auto-heal-dataset (the cohort's feedback)")
+        if pol.federation == "deployment" and (auto_heal_superlink_ca is None
+                                               or tls_cert is None):
+            raise InputError(f"--auto-heal {str(auto_heal)!r}: federation deployment needs "
+                             "--tls-cert, --tls-key and --auto-heal-superlink-ca (the "
+                             "SuperLink's TLS and the CA the agents pin)")
     elif auto_heal_dataset is not None:
         raise InputError("--auto-heal-dataset goes with --auto-heal POLICY")
+    if auto_heal_superlink_ca is not None and (auto_heal is None
+                                               or not auto_heal_superlink_ca.is_file()):
+        raise InputError(f"--auto-heal-superlink-ca {str(auto_heal_superlink_ca)!r}: expected "
+                         "the PEM file of the fleet's CA, with --auto-heal POLICY")
     if (tls_cert is None) != (tls_key is None):
         raise InputError("--tls-cert and --tls-key go together: give both, or neither")
     for path in (tls_cert, tls_key):
@@ -177,9 +191,11 @@ def server(
     healer = None
     if auto_heal is not None:
         assert auto_heal_dataset is not None
+        link = None if auto_heal_superlink_ca is None or tls_cert is None or tls_key is None \
+            else (tls_cert, tls_key, auto_heal_superlink_ca)
         healer = _start_autoheal(auto_heal, settings, scheme, auto_heal_dataset,
                                  auto_heal_devices, auto_heal_severity, auto_heal_lease,
-                                 auto_heal_wait)
+                                 auto_heal_wait, link)
         console.print(f"auto-heal worker (pid {healer.pid}) under policy {auto_heal}")
     try:
         _serve(settings, workers, log_level, certfile, keyfile)
@@ -193,8 +209,9 @@ def server(
 
 
 def _start_autoheal(policy: Path, settings: object, scheme: str, dataset: str, devices: int,
-                    severity: float, lease: float,
-                    wait: float | None) -> subprocess.Popen[bytes]:
+                    severity: float, lease: float, wait: float | None,
+                    superlink: tuple[Path, Path, Path] | None = None,
+                    ) -> subprocess.Popen[bytes]:
     """The auto-heal worker (``edgeloop autoheal worker``) as a child process, not a thread:
     the fine-tune, re-fit and packing are CPU-bound Python that would hold the GIL against the
     server's requests, and a crash in them must not take the server down. It exits when this
@@ -214,6 +231,9 @@ def _start_autoheal(policy: Path, settings: object, scheme: str, dataset: str, d
            "--devices", str(devices),
            "--severity", str(severity), "--lease", str(lease), "--parent-pid", str(os.getpid()),
            *([] if wait is None else ["--wait", str(wait)])]
+    if superlink is not None:  # the heal's SuperLink: this server's TLS, the agents' CA
+        cmd += ["--superlink-cert", str(superlink[0].resolve()), "--superlink-key",
+                str(superlink[1].resolve()), "--superlink-ca", str(superlink[2].resolve())]
     return subprocess.Popen(cmd)
 
 

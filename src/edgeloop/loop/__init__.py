@@ -28,10 +28,25 @@ tells the policy's webhook.
 ``edgeloop autoheal worker``): it claims jobs under the policy, one run per cohort at once (a
 UNIQUE key in the database), records each heal step (:class:`HealProgress`) and its lease in
 the database, and resumes a run whose worker died from its last recorded step.
+
+A policy's ``federation: deployment`` runs the fine-tune as a Flower deployment on the
+cohort's agents' SuperNodes (:func:`federate_on_agents`, :class:`SuperLinkAccess`: the
+SuperLink, the node keys of the cohort's enrolled devices, the run announced to them, resumed
+from its checkpoint by a later attempt of the job) instead of in-process over
+:class:`CohortData`.
 """
 
 from edgeloop.loop._admission import admission, is_hand_queued, screen_job
 from edgeloop.loop._autoheal import AutohealWorker, LeaseLost
+from edgeloop.loop._federation import (
+    FEDERATIONS,
+    SuperLinkAccess,
+    announce_run,
+    cohort_labels,
+    enrolled_bindings,
+    federate_on_agents,
+    stop_federations,
+)
 from edgeloop.loop._heal import (
     DEFAULT_GATES,
     EST_MARGIN,
@@ -62,6 +77,7 @@ __all__ = [
     "AutohealWorker",
     "DEFAULT_GATES",
     "EST_MARGIN",
+    "FEDERATIONS",
     "CohortData",
     "Decision",
     "DatasetCohort",
@@ -72,9 +88,14 @@ __all__ = [
     "LeaseLost",
     "Policy",
     "Rule",
+    "SuperLinkAccess",
     "alert_facts",
+    "announce_run",
     "check_limits",
+    "cohort_labels",
     "decide",
+    "enrolled_bindings",
+    "federate_on_agents",
     "heal",
     "heal_next",
     "is_hand_queued",
@@ -83,4 +104,5 @@ __all__ = [
     "parse_policy",
     "screen_job",
     "shift_inputs",
+    "stop_federations",
 ]

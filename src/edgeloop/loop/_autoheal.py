@@ -22,6 +22,7 @@ from typing import Any
 
 from edgeloop.errors import FleetError
 from edgeloop.loop._admission import screen_job
+from edgeloop.loop._federation import stop_federations
 from edgeloop.loop._heal import CohortData, FleetAccess, HealPlan, HealResult, heal
 from edgeloop.loop._policy import Policy
 from edgeloop.loop._webhook import notify_webhook
@@ -113,10 +114,13 @@ class AutohealWorker:
 
     def abandon(self) -> None:
         """Give up the run being healed (a shutdown): its lease ends now, so the next worker
-        resumes it from its recorded steps without waiting for the lease to run out."""
+        resumes it from its recorded steps without waiting for the lease to run out. A
+        deployed fine-tune's SuperLink is stopped first and its announcement closed (the next
+        attempt resumes the Flower run from its checkpoint)."""
         from edgeloop.db import utcnow, write_session
         from edgeloop.fleet import renew_autoheal_lease
 
+        stop_federations()
         job_id = self.current
         if job_id is None:
             return

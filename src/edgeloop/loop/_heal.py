@@ -9,7 +9,9 @@ reference, and the alert event and job that asked for it), the re-fit under the 
 reference, a release with deltas from the versions in the field, and a staged rollout to the
 cohort gated on accuracy (estimated and realized) and errors, never on drift against the old
 reference (the fix cannot remove the input shift). The job is finished with what happened,
-succeeded or failed.
+succeeded or failed. With ``HealPlan.federation == "deployment"`` the fine-tune runs on the
+cohort's agents' SuperNodes instead (``loop._federation``: a SuperLink, the cohort's node keys,
+the run announced to the agents, resumed from its checkpoint by a later attempt of the job).
 
 Orchestration layer: it drives the fleet server through :mod:`edgeloop.client` and runs
 federated, optimize, bundle and update work on the build side.
@@ -30,6 +32,7 @@ import numpy as np
 
 from edgeloop.artifacts import LineageRef, ModelCard, sha256_bytes
 from edgeloop.errors import FleetError, InputError
+from edgeloop.loop._federation import FEDERATIONS, SuperLinkAccess, federate_on_agents
 
 if TYPE_CHECKING:
     import ssl
@@ -146,6 +149,9 @@ class FleetAccess:
     repo: Path  # the TUF repository the server serves (deltas are written into it)
     verify: ssl.SSLContext | bool = True
     passphrase: bytes | None = None
+    # where a heal's deployed federated run starts its SuperLink (policy federation:
+    # deployment); None: this access runs in-process fine-tunes only
+    superlink: SuperLinkAccess | None = None
 
     def probe(self, timeout_s: float = 5.0) -> str | None:
         """Whether the server answers ``/healthz`` over this access's TLS trust: None when it
@@ -197,17 +203,27 @@ class HealPlan:
     # the auto-heal policy that started the heal (its file name and sha256), for the lineage
     policy: str | None = None
     policy_sha256: str | None = None
+    # where the fine-tune runs: "in-process" (over the cohort's feedback as CohortData gives
+    # it) or "deployment" (a Flower run on the cohort's agents' SuperNodes, FleetAccess.superlink)
+    federation: str = "in-process"
+    fl_min_nodes: int = 2  # deployment: connected SuperNodes a round waits for
+    fl_round_timeout: float = 120.0  # deployment: seconds a round waits for replies
 
     def __post_init__(self) -> None:
         checks = {"rounds": 1 <= self.rounds <= 1000, "epochs": 1 <= self.epochs <= 1000,
                   "lr": 0 < self.lr <= 10, "min_gain": -1 <= self.min_gain <= 1,
                   "max_drop": 0 <= self.max_drop <= 1, "soak_s": 0 <= self.soak_s <= 86_400,
                   "wait_s": 0 <= self.wait_s <= 86_400, "min_devices": self.min_devices >= 1,
-                  "min_requests": self.min_requests >= 0}
+                  "min_requests": self.min_requests >= 0,
+                  "fl_min_nodes": 2 <= self.fl_min_nodes <= 100_000,
+                  "fl_round_timeout": 1 <= self.fl_round_timeout <= 86_400}
         bad = [k for k, ok in checks.items()
                if not ok or not math.isfinite(float(getattr(self, k)))]
         if bad:
             raise InputError(f"heal plan: {bad[0]}={getattr(self, bad[0])!r} out of range")
+        if self.federation not in FEDERATIONS:
+            raise InputError(f"heal plan: federation {self.federation!r:.40}: expected one of "
+                             f"{', '.join(FEDERATIONS)}")
         if not self.stages or any(not 0 < s <= 100 for s in self.stages):
             raise InputError(f"heal plan: stages {self.stages!r}: expected percents in (0, 100]")
         sha = self.policy_sha256
@@ -388,7 +404,10 @@ def _build(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData, plan:
         raise InputError(f"cohort {res.cohort!r}: {len(devices)} devices hold labelled "
                          "feedback; a federated fine-tune needs at least 2")
     t0 = time.perf_counter()
-    run = _federate(base, devices, plan, embedded=embedded)
+    if plan.federation == "deployment":
+        run = _federate_deployed(fleet, base, plan, res, say)
+    else:
+        run = _federate(base, devices, plan, embedded=embedded)
     _timed(res, "federated", t0)
     res.run_id, res.gate = run.run_id, run.gate.to_dict()
     say("finetune", f"{run.run_id}: {run.gate.reason}")
@@ -411,6 +430,24 @@ def _build(job: Mapping[str, Any], fleet: FleetAccess, cohort: CohortData, plan:
         say("register", f"{res.model}@{version}: lineage names alert event {res.event_id} and "
             f"job {res.job_id}; {len(bundle):,}-byte bundle with a re-baselined reference")
     return version
+
+
+def _federate_deployed(fleet: FleetAccess, base: bytes, plan: HealPlan, res: HealResult,
+                       say: Callable[[str, str], None]) -> Any:
+    """The fine-tune as a Flower deployment on the SuperNodes of the cohort's agents (their
+    own delayed labels; ``loop._federation``), resumed from its checkpoint by a later attempt
+    of the same job."""
+    from edgeloop.federated.server import DeployPlan
+
+    if fleet.superlink is None:
+        raise FleetError("policy federation 'deployment' needs the fleet's SuperLink settings "
+                         "(autoheal worker --superlink-cert, --superlink-key, --superlink-ca)")
+    deploy_plan = DeployPlan(rounds=plan.rounds, strategy=plan.strategy, epochs=plan.epochs,
+                             lr=plan.lr, compression=plan.compression,
+                             min_nodes=plan.fl_min_nodes, round_timeout=plan.fl_round_timeout,
+                             min_gain=plan.min_gain, seed=plan.seed)
+    return federate_on_agents(fleet.superlink, fleet.db_url, base, deploy_plan, res.cohort,
+                              key=f"job-{res.job_id}", say=lambda text: say("federate", text))
 
 
 def _as_inputs(base: bytes, devices: Sequence[tuple[np.ndarray, np.ndarray]]

@@ -49,7 +49,8 @@ SEVERITIES = ("info", "warning", "critical")
 # 0.1-0.25 moderate, > 0.25 significant)
 PSI_WARNING, PSI_CRITICAL = 0.1, 0.25
 _QUALITY_METRICS = ("nan_rate_max", "out_of_range_rate_max", "stuck_features")
-_TOP_KEYS = ("version", "rules", "budget", "gates", "rollout", "webhook", "limits")
+_TOP_KEYS = ("version", "rules", "budget", "gates", "rollout", "webhook", "limits",
+             "federation")
 _MAX_RULES = 100
 
 
@@ -102,6 +103,9 @@ class Policy:
     webhook_timeout_s: float = 5.0
     max_runs_per_day: int = 3
     cooldown_s: float = 3600.0
+    federation: str = "in-process"  # or "deployment": on the cohort's agents' SuperNodes
+    min_nodes: int = 2  # deployment: connected SuperNodes a round waits for
+    round_timeout_s: float = 120.0  # deployment: seconds a round waits for replies
     source: str = "<policy>"
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # the policy file's sha256 (:func:`load_policy`), else of its data as canonical JSON
@@ -118,7 +122,9 @@ class Policy:
         kw: dict[str, Any] = {"rounds": self.rounds, "gates": self.gates,
                               "stages": self.stages, "soak_s": self.soak_s,
                               "wait_s": self.max_minutes * 60.0, "policy": self.name,
-                              "policy_sha256": self.sha256 or None}
+                              "policy_sha256": self.sha256 or None,
+                              "federation": self.federation, "fl_min_nodes": self.min_nodes,
+                              "fl_round_timeout": self.round_timeout_s}
         kw.update(overrides)
         return HealPlan(**kw)
 
@@ -136,6 +142,8 @@ class Policy:
                         if self.webhook_url else None),
             "limits": {"max_runs_per_day": self.max_runs_per_day,
                        "cooldown_after_failure_s": self.cooldown_s},
+            "federation": {"mode": self.federation, "min_nodes": self.min_nodes,
+                           "round_timeout_s": self.round_timeout_s},
         }
 
 
@@ -248,6 +256,30 @@ def _rule(c: _Checker, i: int, raw: Any, seen: set[str]) -> Rule:
     return Rule(name=name, action=action, **kw)
 
 
+def _federation(c: _Checker, raw: Any, max_devices: int) -> dict[str, Any]:
+    """``federation``: a mode (``in-process`` or ``deployment``), or a mapping with ``mode``,
+    ``min_nodes`` and ``round_timeout_s``."""
+    modes = ("in-process", "deployment")
+    fed = c.mapping("federation", {"mode": raw} if isinstance(raw, str) else raw,
+                    ("mode", "min_nodes", "round_timeout_s"))
+    mode = fed.get("mode", "in-process")
+    if mode not in modes:
+        raise c.fail("federation.mode" if not isinstance(raw, str) else "federation",
+                     f"one of {', '.join(modes)}", mode)
+    out: dict[str, Any] = {"federation": mode}
+    if "min_nodes" in fed:
+        out["min_nodes"] = int(c.number("federation.min_nodes", fed["min_nodes"], 2,
+                                        max_devices, integer=True))
+    if "round_timeout_s" in fed:
+        out["round_timeout_s"] = c.number("federation.round_timeout_s",
+                                          fed["round_timeout_s"], 1, 86_400)
+    if mode == "in-process" and len(out) > 1:
+        key = next(k for k in ("min_nodes", "round_timeout_s") if k in out)
+        raise c.fail(f"federation.{key}", "no value: it applies to mode deployment only",
+                     fed[key])
+    return out
+
+
 def parse_policy(data: Any, source: str = "<policy>") -> Policy:
     """Validate a policy already read into plain data (a mapping)."""
     c = _Checker(source)
@@ -316,6 +348,8 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
     if "cooldown_after_failure_s" in limits:
         kw["cooldown_s"] = c.number("limits.cooldown_after_failure_s",
                                     limits["cooldown_after_failure_s"], 0, 30 * 86_400)
+    if "federation" in data:
+        kw |= _federation(c, data["federation"], kw.get("max_devices", 50))
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     policy = Policy(rules=rules, source=source, raw=dict(data), sha256=digest, **kw)
     try:

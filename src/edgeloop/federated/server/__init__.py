@@ -49,7 +49,7 @@ from edgeloop.federated.server._simulate import (
     simulate,
 )
 from edgeloop.federated.server._strategy import STRATEGIES, RoundGuard, RoundLog, make_strategy
-from edgeloop.federated.server._superlink import SuperLink, superlink_command
+from edgeloop.federated.server._superlink import SuperLink, kill_group, superlink_command
 from edgeloop.federated.server._torch_trainer import TorchTrainer, export_candidate, state_arrays
 
 __all__ = [
@@ -82,6 +82,7 @@ __all__ = [
     "evaluate_gate",
     "export_candidate",
     "hybrid_schedule",
+    "kill_group",
     "make_strategy",
     "noise_for_epsilon",
     "parse_partition",

@@ -319,7 +319,7 @@ def _poll(link: SuperLink, run_id: int) -> tuple[str, str, str] | None:
 def deploy(link: SuperLink, model: bytes, plan: DeployPlan, work_dir: str | Path, *,
            timeout_s: float | None = None,
            on_round: Callable[[RoundLog], None] | None = None,
-           restarts: int = 1) -> SimulationResult:
+           restarts: int = 1, run_key: str | None = None) -> SimulationResult:
     """Submit ``plan`` over ``model`` (base ONNX bytes) to the running ``link``, wait for the
     run to finish, and return its result (the candidate, the gate, the rounds) in the same
     form as :func:`simulate` does. ``work_dir`` holds the base model and what the ServerApp
@@ -332,21 +332,43 @@ def deploy(link: SuperLink, model: bytes, plan: DeployPlan, work_dir: str | Path
     ServerApp starting from the checkpoint of the last aggregated round. What happened is in the
     result's ``superlink_events``; a run that cannot be resumed fails with a
     :class:`FleetError` saying after which round the SuperLink stopped and what Flower
-    recorded."""
+    recorded.
+
+    ``run_key`` names the run's directory (``work_dir/fl-KEY``; default a fresh one) so that
+    a submitter that died mid-run can be followed by another on any SuperLink: a run whose
+    directory holds a finished outcome is not run again (its result is read back); one with a
+    checkpoint is resumed after the rounds its ``progress.jsonl`` lists, from the checkpoint of
+    the last aggregated round; one with neither starts over."""
     start = time.perf_counter()
-    run_key = secrets.token_hex(6)
+    if run_key is not None and (not run_key.replace("-", "").isalnum() or len(run_key) > 64):
+        raise InputError(f"run key {run_key!r:.80}: expected letters, digits and '-'")
+    run_key = run_key or secrets.token_hex(6)
     out = Path(work_dir).resolve() / f"fl-{run_key}"
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "base.onnx"
-    atomic_write_bytes(model_path, model)
     served = with_embedding(model)
     base_head = read_head(served)
-    run_id = _start(link, deployment_fab(plan, model_path, out))
+    events: list[str] = []
+    if (out / "outcome.json").exists() and (out / "arrays.npz").exists() \
+            and model_path.exists() and model_path.read_bytes() == model:
+        events.append("the run had finished before this submitter started: its outcome read "
+                      "back, not run again")
+        return _result(out, link, plan, model, base_head, served, run_key, None, events,
+                       start)
+    for stale in ("outcome.json", "arrays.npz"):
+        (out / stale).unlink(missing_ok=True)
+    atomic_write_bytes(model_path, model)
+    before = len(_rounds(out / "progress.jsonl")) if (out / CHECKPOINT).exists() else 0
+    if before == 0:
+        (out / "progress.jsonl").unlink(missing_ok=True)
+    else:
+        events.append(f"resumed after round {before} from the checkpoint an earlier submitter "
+                      "left")
+    run_id = _start(link, deployment_fab(plan, model_path, out, resume_round=before))
     limit = timeout_s if timeout_s is not None else plan.round_timeout * (plan.rounds + 2) + 120
     deadline = time.monotonic() + limit
-    seen = 0
+    seen = before
     status = sub = details = ""
-    events: list[str] = []
     restarted = resumed = 0
     silent_since: float | None = None
     while time.monotonic() < deadline:
@@ -399,6 +421,13 @@ def deploy(link: SuperLink, model: bytes, plan: DeployPlan, work_dir: str | Path
         after = f" ({'; '.join(events)}: the run did not survive it)" if events else ""
         raise FleetError(f"run {run_id} on {link.url} {sub or 'failed'}{after}: "
                          f"{details[:300] or 'see ' + str(link.log_file)}")
+    return _result(out, link, plan, model, base_head, served, run_key, run_id, events, start)
+
+
+def _result(out: Path, link: SuperLink, plan: DeployPlan, model: bytes, base_head: Head,
+            served: bytes, run_key: str, run_id: int | None, events: list[str],
+            start: float) -> SimulationResult:
+    """The run's result from what its ServerApp wrote to ``out``."""
     outcome = json.loads((out / "outcome.json").read_text())
     with np.load(out / "arrays.npz", allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}

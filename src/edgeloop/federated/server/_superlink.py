@@ -22,6 +22,7 @@ can connect. Registration goes through the SuperLink's Control API (Flower's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -41,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edgeloop.errors import AuthError, FleetError, InputError, MissingExtraError
 from edgeloop.federated.device import verify_node_binding
 
-__all__ = ["SuperLink", "superlink_command"]
+__all__ = ["SuperLink", "kill_group", "superlink_command"]
 
 
 def _executable() -> str:
@@ -56,6 +57,13 @@ def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def kill_group(pgid: int) -> None:
+    """Kill what is left of a SuperLink's process group (its ``flwr-serverapp`` children: the
+    SuperLink runs in a session of its own, so they would outlive it)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def superlink_command(cert_pem: Path, key_pem: Path, ca_pem: Path, database: Path, *,
@@ -148,6 +156,12 @@ class SuperLink:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout_s)
+        kill_group(process.pid)
+
+    @property
+    def pid(self) -> int | None:
+        """The running ``flower-superlink``'s process id (its process group's too)."""
+        return self.process.pid if self.running and self.process is not None else None
 
     def restart(self, timeout_s: float = 60.0) -> None:
         """Stop and start again on the same port, with the same database."""
