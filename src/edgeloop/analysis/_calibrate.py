@@ -7,7 +7,8 @@ benchmark compares medians, not bests. So :func:`calibrate` builds a fixed set o
 models (the zoo's CNN, MobileNetV1, MBConv, 1-D CNN, autoencoder and transformer at shapes
 of their own, fp32 and int8), times them on the target (median of interleaved rounds on the
 profile's thread count), and fits the coefficients of :data:`LATENCY_FEATURES` by
-non-negative least squares on relative error, pulled toward the uncalibrated prior.
+non-negative least squares on relative error, pulled toward the uncalibrated prior as hard as
+cross-validation on the calibration models themselves says (:func:`choose_strength`).
 
 Why NNLS on interpretable features and not a black box (gradient boosting, an MLP, nn-Meter's
 random forests per kernel): the calibration set is a few dozen models timed in about a minute
@@ -42,6 +43,7 @@ from edgeloop.errors import InputError
 __all__ = [
     "CalibrationModel",
     "calibrate",
+    "choose_strength",
     "fit_latency",
     "fit_models",
     "time_models",
@@ -52,6 +54,9 @@ __all__ = [
 # (coefficient - prior) / scale against one unit of relative error of one model. Small: the
 # data decide where they can; a feature no calibration model has stays at its prior.
 PRIOR_STRENGTH = 0.05
+# The unit of a coefficient whose prior is 0 and that is not a count of operators: ms per
+# million int8 convolution taps (output pixels x kernel area)
+FEATURE_UNITS = {"int8_taps": 1.0}
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ def _prior_scale(prior: Mapping[str, float]) -> dict[str, float]:
     for name in LATENCY_FEATURES:
         if name.endswith("_ms"):
             out[name] = 1.0
+        elif name in FEATURE_UNITS:
+            out[name] = FEATURE_UNITS[name]
         else:
             out[name] = max(prior.get(name, 0.0), 0.01)
     return out
@@ -113,6 +120,58 @@ def fit_latency(
     b = np.concatenate([np.ones(len(y)), root * p / s])
     coef, _ = nnls(a, b, maxiter=50 * a.shape[1])
     return {n: float(c) for n, c in zip(LATENCY_FEATURES, coef, strict=True)}
+
+
+# The pulls toward the prior :func:`choose_strength` tries (PRIOR_STRENGTH among them).
+STRENGTHS = (0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.3)
+
+
+def _group(name: str) -> str:
+    """A calibration model's shape, whatever its precision or sequence length: the models of
+    one group leave the fit together in :func:`choose_strength` (an int8 model is its float
+    source quantized, a sequence length the same weights)."""
+    base = name.removesuffix("-int8")
+    head, sep, tail = base.rpartition("-s")
+    return head if sep and tail.isdigit() else base
+
+
+def choose_strength(
+    names: Sequence[str],
+    features: Sequence[Mapping[str, float]],
+    measured_ms: Sequence[float],
+    prior: Mapping[str, float],
+    strengths: Sequence[float] = STRENGTHS,
+) -> tuple[float, dict[float, float]]:
+    """The pull toward the prior that predicts unseen models best, by cross-validation on the
+    calibration models alone: each group of models (:func:`_group`: a shape with its int8
+    version and its sequence lengths) is priced by a fit on all the others, and the strength
+    whose out-of-fold predictions are within +-20 % most often wins (ties: the smaller median
+    relative error, then the stronger pull). Returns it and every strength's share within
+    +-20 %. With fewer than three groups there is nothing to cross-validate: PRIOR_STRENGTH."""
+    if not (len(names) == len(features) == len(measured_ms)):
+        raise InputError("names, features and measured times differ in length")
+    groups = sorted({_group(n) for n in names})
+    if len(groups) < 3:
+        return PRIOR_STRENGTH, {}
+    scores: dict[float, tuple[float, float, float]] = {}
+    for strength in strengths:
+        errors = []
+        for g in groups:
+            fit_on = [i for i, n in enumerate(names) if _group(n) != g]
+            coef = fit_latency(
+                [features[i] for i in fit_on],
+                [measured_ms[i] for i in fit_on],
+                prior,
+                strength=strength,
+            )
+            for i, n in enumerate(names):
+                if _group(n) == g:
+                    pred = sum(coef[k] * float(v) for k, v in features[i].items())
+                    errors.append(abs(pred - measured_ms[i]) / measured_ms[i])
+        within = float(np.mean([e <= 0.2 for e in errors]))
+        scores[strength] = (within, -float(np.median(errors)), strength)
+    best = max(scores, key=lambda k: scores[k])
+    return best, {k: v[0] for k, v in scores.items()}
 
 
 def with_latency_coefficients(
@@ -155,13 +214,17 @@ def fit_models(
     models: Sequence[CalibrationModel],
     measured_ms: Mapping[str, float],
     *,
-    strength: float = PRIOR_STRENGTH,
+    strength: float | None = None,
 ) -> dict[str, float]:
     """:func:`fit_latency` on ``models`` priced on ``profile`` against ``measured_ms`` (by
-    name), from the profile's uncalibrated prior."""
+    name), from the profile's uncalibrated prior; ``strength`` None: the pull toward the prior
+    that cross-validation on these models chooses (:func:`choose_strength`)."""
     feats = [latency_features(m.path, profile, input_shapes=m.input_shapes) for m in models]
     prior = latency_prior(_Rates(profile))
-    return fit_latency(feats, [measured_ms[m.name] for m in models], prior, strength=strength)
+    y = [measured_ms[m.name] for m in models]
+    if strength is None:
+        strength, _ = choose_strength([m.name for m in models], feats, y, prior)
+    return fit_latency(feats, y, prior, strength=strength)
 
 
 def calibrate(
@@ -174,7 +237,8 @@ def calibrate(
     """``profile`` (measured on this machine) with latency coefficients fitted here: the
     calibration ``models`` (``edgeloop.zoo.calibration_models``) timed in interleaved rounds on
     the profile's kernel thread count (``threads`` to override), their medians fitted
-    (:func:`fit_latency`). ``quick``: fewer rounds. Raises :class:`InputError` for a profile
+    (:func:`fit_latency`) at the pull toward the prior that cross-validation on them chooses
+    (:func:`choose_strength`). ``quick``: fewer rounds. Raises :class:`InputError` for a profile
     that was not measured here (a built-in target) or no models."""
     if profile.source != "measured" or not profile.kernels:
         raise InputError(

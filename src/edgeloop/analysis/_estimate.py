@@ -214,6 +214,7 @@ LATENCY_FEATURES = (
     "int8_gemm_ms",
     "fp32_peak_ms",
     "int8_peak_ms",
+    "int8_taps",
     "move_ms",
     "transcendental_ms",
 )
@@ -363,8 +364,12 @@ def nchwc_block(profile: DeviceProfile) -> int:
 
 def _generic(step: Step, block: int) -> bool:
     """Whether a float convolution runs on ONNX Runtime's generic path (im2col + GEMM): every
-    1-D one, and on an x86 target with the blocked layout a 2-D one whose channels are off the
-    block (the NCHWc transformer leaves it in NCHW)."""
+    1-D one, and on an x86 target with the blocked layout a 2-D one the NCHWc transformer
+    leaves in NCHW. As ONNX Runtime's ``nchwc_transformer`` decides: a grouped convolution
+    needs its output channels on the block and, unless depthwise, its input channels and each
+    group's output channels too; an ungrouped one takes any output channel count (padded to
+    the block, :func:`_padding`) and input channels on the block or fewer than the block (it
+    reads those in NCHW: a stem, or a layer after a narrow one)."""
     if step.conv is None:
         return False
     c_in, c_out, group, rank = step.conv
@@ -372,9 +377,29 @@ def _generic(step: Step, block: int) -> bool:
         return True
     if not block:
         return False
-    if c_out % block:
-        return True
-    return group > 1 and c_in % block != 0
+    if group > 1:
+        if c_out % block:
+            return True
+        if group == c_in == c_out:  # depthwise
+            return False
+        return bool(c_in % block or (c_out // group) % block)
+    return c_in >= block and c_in % block != 0
+
+
+def _blocked(step: Step, block: int) -> bool:
+    """A float 2-D convolution ONNX Runtime runs in the blocked (NCHWc) layout."""
+    if not block or step.precision != "fp32" or step.kind not in ("conv", "pwconv", "dwconv"):
+        return False
+    return step.conv is not None and not _generic(step, block)
+
+
+def _padding(step: Step, block: int) -> float:
+    """The factor a blocked convolution's work grows by: its output channels padded up to the
+    block (an 8-channel layer computes 16 on AVX-512)."""
+    if step.conv is None or not _blocked(step, block):
+        return 1.0
+    c_out = step.conv[1]
+    return -(-c_out // block) * block / c_out if c_out > 0 else 1.0
 
 
 def _family(step: Step, block: int = 0) -> str | None:
@@ -411,9 +436,14 @@ def op_features(step: Step, rates: _Rates) -> dict[str, float]:
     family = _family(step, rates.block)
     if family is not None and step.macs > 0:
         precision, _, fam = family.partition("_")
-        compute = 2.0 * step.macs / (rates.gops(family, step.macs, step.dims) * 1e9) * 1e3
+        macs = step.macs * _padding(step, rates.block)
+        compute = 2.0 * macs / (rates.gops(family, step.macs, step.dims) * 1e9) * 1e3
         feats["op_mac"] = 1.0
         feats[f"{precision}_{_SHAPE_CLASS[fam]}_ms"] = max(compute, rates.stream_ms(step.bytes))
+        if precision == "int8" and step.conv is not None and step.dims is not None:
+            c_in, _, group, _ = step.conv
+            area = step.dims[1] / max(c_in // max(group, 1), 1)
+            feats["int8_taps"] = step.dims[0] * area * 1e-6
         peak = rates.peak[precision]
         if peak > 0:
             feats[f"{precision}_peak_ms"] = 2.0 * step.macs / (peak * 1e9) * 1e3
@@ -456,18 +486,19 @@ def _reorders(steps: Sequence[Step], plan: ExecutionPlan, rates: _Rates) -> tupl
     if not rates.block:
         return ()
     blocked: set[str] = set()  # tensors in the blocked layout
+    padded: set[str] = set()  # ... whose channels are off the block (padded up to it)
     inside: list[bool] = []
     for st in steps:
-        family = _family(st, rates.block)
-        is_conv = st.kind in ("conv", "pwconv", "dwconv") and st.precision == "fp32"
-        conv_blocked = is_conv and family is not None and not family.endswith("_generic")
-        conv_blocked = conv_blocked and family != "fp32_gemm"
+        conv_blocked = _blocked(st, rates.block)
         follows = st.kind == "pool" or st.op_type.split("+")[0] in _NCHWC_OPS
         ins = [n for n in st.inputs if n in plan.tensor_bytes]
-        here = conv_blocked or (follows and bool(ins) and all(n in blocked for n in ins))
+        ok = bool(ins) and all(n in blocked and n not in padded for n in ins)
+        here = conv_blocked or (follows and ok)
         inside.append(here)
         if here:
             blocked.update(st.outputs)
+            if conv_blocked and st.conv is not None and st.conv[1] % rates.block:
+                padded.update(st.outputs)
     out: list[OpCost] = []
     outputs = set(plan.graph_outputs)
 
@@ -490,7 +521,8 @@ def _reorders(steps: Sequence[Step], plan: ExecutionPlan, rates: _Rates) -> tupl
         for n in st.inputs:
             if n not in plan.tensor_bytes or n in seen:
                 continue
-            if not here and n in blocked:
+            nchw_reader = here and st.conv is not None and st.conv[0] < rates.block
+            if n in blocked and (not here or nchw_reader):  # a stem-like conv reads NCHW
                 seen.add(n)
                 reorder("ReorderOutput", n)
             elif here and n not in blocked and st.conv is not None and st.conv[0] >= rates.block:
@@ -501,29 +533,74 @@ def _reorders(steps: Sequence[Step], plan: ExecutionPlan, rates: _Rates) -> tupl
     return tuple(out)
 
 
+def _nhwc_transposes(
+    steps: Sequence[Step], plan: ExecutionPlan, rates: _Rates
+) -> tuple[OpCost, ...]:
+    """The ``Transpose`` nodes ONNX Runtime's NHWC transformer inserts around its int8
+    region: it runs a quantized 2-D convolution (``QLinearConv``) channels-last, with the pools
+    and element-wise kernels between such convolutions (``NhwcMaxPool``,
+    ``QLinearGlobalAveragePool``), and transposes a tensor where the region reads it from
+    outside or where a kernel outside it (or the caller) reads it. Each copies its tensor."""
+    region: set[str] = set()  # tensors in the NHWC layout
+    inside: list[bool] = []
+    for st in steps:
+        conv = (
+            st.precision == "int8"
+            and st.kind in ("conv", "pwconv", "dwconv")
+            and st.conv is not None
+            and st.conv[3] == 2
+        )
+        follows = st.kind in ("pool", "elementwise") and st.precision == "int8"
+        ins = [n for n in st.inputs if n in plan.tensor_bytes]
+        here = conv or (follows and bool(ins) and all(n in region for n in ins))
+        inside.append(here)
+        if here:
+            region.update(st.outputs)
+    out: list[OpCost] = []
+    seen: set[str] = set()
+
+    def transpose(tensor: str) -> None:
+        seen.add(tensor)
+        nbytes = 2 * plan.tensor_bytes.get(tensor, 0)
+        out.append(
+            OpCost(
+                name=f"Transpose:{tensor}",
+                op_type="Transpose",
+                macs=0,
+                bytes=nbytes,
+                latency_ms=rates.price(reorder_features(nbytes, rates)),
+                kind="layout",
+                precision="int8",
+            )
+        )
+
+    for st, here in zip(steps, inside, strict=True):
+        for n in st.inputs:
+            if n not in plan.tensor_bytes or n in seen:
+                continue
+            if (n in region) != here:
+                transpose(n)
+    for n in region & set(plan.graph_outputs) - seen:
+        transpose(n)
+    return tuple(out)
+
+
 def reorder_features(nbytes: int, rates: _Rates) -> dict[str, float]:
     """A layout change's features: one data-movement operator copying ``nbytes``."""
     return {"op_other": 1.0, "move_ms": rates.move_ms(nbytes)}
 
 
 def _as_int8(step: Step) -> Step:
-    """The step as static int8 quantization would run it: int8 weights and MAC arithmetic."""
+    """The step as static int8 quantization would run it: int8 weights and MAC arithmetic (its
+    GEMM shape and convolution channels kept)."""
     if _family(step) is None or step.precision == "int8" or step.macs == 0:
         return step
-    return Step(
-        name=step.name,
-        op_type=step.op_type,
-        kind=step.kind,
+    return replace(
+        step,
         precision="int8",
-        macs=step.macs,
-        macs_known=step.macs_known,
         weight_bytes=step.weight_bytes // 4,
         input_bytes=step.input_bytes // 4,
         output_bytes=step.output_bytes // 4,
-        inputs=step.inputs,
-        outputs=step.outputs,
-        fused=step.fused,
-        elements=step.elements,
     )
 
 
@@ -575,7 +652,7 @@ def estimate(
         )
         for s in steps
     )
-    per_op += _reorders(steps, plan, rates)
+    per_op += _reorders(steps, plan, rates) + _nhwc_transposes(steps, plan, rates)
     latency = rates.coef["run"] + sum(op.latency_ms for op in per_op)
     activations = activation_peak(plan)
     if precision == "int8":
@@ -668,7 +745,8 @@ def latency_features(
     total = dict.fromkeys(LATENCY_FEATURES, 0.0)
     total["run"] = 1.0
     parts = [op_features(s, rates) for s in steps]
-    parts += [reorder_features(op.bytes, rates) for op in _reorders(steps, plan, rates)]
+    layout = _reorders(steps, plan, rates) + _nhwc_transposes(steps, plan, rates)
+    parts += [reorder_features(op.bytes, rates) for op in layout]
     for feats in parts:
         for name, value in feats.items():
             total[name] += value
