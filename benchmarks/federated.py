@@ -16,7 +16,8 @@ task's test split:
 - ``central-full``: the centralized reference, the zoo model retrained on the whole train
   split the devices hold, every label, with the arch's own recipe (``--central-epochs``,
   ``--central-batch``; textures: ``benchmarks/hardtask.py``'s 10 epochs at batch 64), cached in
-  ``--workdir`` like the bases (``--no-central-full`` skips it);
+  ``--workdir`` like the bases, on textures exported from hardtask's own trained model when
+  ``--hardtask-workdir`` holds it (``--no-central-full`` skips it);
 - ``head-fedavg`` (and ``head-fedprox``): the federated head (``edgeloop.federated``), its
   accuracy per round on the devices' held-out labels, the rounds and wall time to reach 95 % of
   ``central-full``'s test accuracy (of the central head's with ``--no-central-full``; each row
@@ -61,6 +62,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -71,6 +73,8 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results" / "federated.json"
 WORKDIR = Path(__file__).parent / "results" / "federated-work"  # trained bases (a cache)
+# benchmarks/hardtask.py's trained models: its textures MobileNet 0.25 is central-full's
+HARDTASK_WORK = Path(__file__).parent / "results" / "hardtask-work"
 TASKS = {  # task -> (zoo arch, dataset, arch kwargs)
     "textures": ("mobilenet", "textures", {"width": 0.25}),
     "har": ("cnn1d", "har", {}),
@@ -132,13 +136,38 @@ def data_opts(dataset: str, n: int | None) -> dict[str, Any]:
     return {"n": n} if n else {}
 
 
+def trained_elsewhere(task: str, seed: int, recipe: BaseRecipe, hardtask_work: Path | None,
+                      ) -> tuple[Path, dict[str, Any]] | None:
+    """``benchmarks/hardtask.py``'s checkpoint when it is ``central-full``'s model: textures,
+    the arch's own recipe on the default draw of the same seed (hardtask trains the same zoo
+    MobileNet 0.25 on the same train split with the same loop, one thread), so it is reused
+    instead of trained again. Returns (checkpoint, what hardtask recorded of its training)."""
+    arch, dataset, kw = TASKS[task]
+    if hardtask_work is None or dataset != "textures" or recipe != BaseRecipe(n=None):
+        return None
+    ckpt = hardtask_work / f"{arch}-w{kw['width']}-s{seed}-edefault-defaults.pt"
+    if not ckpt.is_file():
+        return None
+    info: dict[str, Any] = {"fit_seconds": None, "trained_by": f"benchmarks/hardtask.py ({ckpt})"}
+    try:  # its results, when they are of the full-size run that wrote the checkpoint
+        done = json.loads((hardtask_work.parent / "hardtask.json").read_text())
+        if not done.get("quick"):
+            info["fit_seconds"] = next(r["fit_seconds"] for r in done["runs"]
+                                       if r["width"] == kw["width"] and r["seed"] == seed)
+            info["hardtask_load_before"] = done.get("load_before")
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        pass
+    return ckpt, info
+
+
 def base_model(task: str, seed: int, recipe: BaseRecipe, work: Path,
                threads: int | None = None, *, central: bool = False,
-               ) -> tuple[bytes, dict[str, Any], Path]:
+               hardtask_work: Path | None = None) -> tuple[bytes, dict[str, Any], Path]:
     """The deployed model: trained on a build-time draw (seed ``seed + BASE_SEED``), exported
     to ONNX, cached in ``work``. Returns (ONNX bytes, what the training took, checkpoint).
     ``central``: the centralized reference instead, the zoo model trained on the devices' own
-    draw (seed ``seed``: the whole train split the devices hold, every label), cached too."""
+    draw (seed ``seed``: the whole train split the devices hold, every label), cached too,
+    or taken from ``hardtask_work`` (:func:`trained_elsewhere`) when hardtask trained it."""
     import torch
 
     from edgeloop.zoo import export_onnx, train
@@ -156,6 +185,17 @@ def base_model(task: str, seed: int, recipe: BaseRecipe, work: Path,
         info = json.loads(info_path.read_text())
         return onnx_path.read_bytes(), {**info, "cached": True}, ckpt
     work.mkdir(parents=True, exist_ok=True)
+    elsewhere = trained_elsewhere(task, seed, recipe, hardtask_work) if central else None
+    if elsewhere is not None:
+        tmp_ckpt = ckpt.with_suffix(".pt.tmp")
+        shutil.copyfile(elsewhere[0], tmp_ckpt)
+        tmp_ckpt.replace(ckpt)
+        export_onnx(ckpt, onnx_path, check_parity=False)
+        info = {**elsewhere[1], "fit_epochs": None, "recipe": asdict(recipe), "threads": 1}
+        tmp_info = info_path.with_suffix(".json.tmp")
+        tmp_info.write_text(json.dumps(info, indent=2))
+        tmp_info.replace(info_path)
+        return onnx_path.read_bytes(), {**info, "cached": False}, ckpt
     torch.set_num_threads(threads or 1)
     res = train(arch, dataset, recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
                 seed=seed if central else seed + BASE_SEED, threads=threads or 1,
@@ -299,11 +339,12 @@ def run_task(task: str, seed: int, args: argparse.Namespace, work: Path) -> list
     target, target_method = c_head, "central-head"
     if args.central_full:
         c_model, c_info, _ = base_model(task, seed, central_recipe_for(task, args), work,
-                                        args.base_threads, central=True)
+                                        args.base_threads, central=True,
+                                        hardtask_work=args.hardtask_workdir)
         target, target_method = accuracy(c_model, xt, yt), "central-full"
         add("central-full", "-", 0, accuracy=target, **drifted(c_model),
             central_fit_seconds=c_info["fit_seconds"], central_cached=c_info["cached"],
-            central_recipe=c_info["recipe"])
+            central_recipe=c_info["recipe"], central_trained_by=c_info.get("trained_by"))
 
     def fed(**kw: Any) -> dict[str, Any]:
         part, clients = kw["partition"], kw["clients"]
@@ -432,7 +473,11 @@ def main() -> None:
     ap.add_argument("--central-epochs", type=int, default=None,
                     help="central-full's epochs [the arch's own: textures 10, har 15]")
     ap.add_argument("--central-batch", type=int, default=None,
-                    help="central-full's batch size [the arch's own: 64]")
+                    help="central-full's batch size [the arch's own: textures 64, har 32]")
+    ap.add_argument("--hardtask-workdir", type=Path, default=HARDTASK_WORK,
+                    help="benchmarks/hardtask.py's trained models: textures' central-full is "
+                    "its MobileNet 0.25 of the same seed, reused when there (a missing "
+                    "directory: trained here) [results/hardtask-work]")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: small data, 1 seed, 2 rounds, 8 clients, base 3 epochs")
     ap.add_argument("--deploy", action="store_true", help="only the deployment group: a "

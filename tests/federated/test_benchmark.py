@@ -93,3 +93,36 @@ def test_federated_benchmark_deploy_group_runs(tmp_path: Path) -> None:
         "bytes_up_per_round"]
     assert "SecAgg+" in rows["deploy-secagg"]["privacy"]["mechanism"]
     assert "load_after" in data and data["quick"]
+
+
+def test_central_full_reuses_hardtasks_model_only_when_it_is_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """textures' central-full is hardtask's MobileNet 0.25 of the same seed and recipe: reused
+    from its work directory with the training time it recorded; anything else is trained."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("federated_bench", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look themselves up
+    spec.loader.exec_module(bench)
+    work = tmp_path / "hardtask-work"
+    work.mkdir()
+    (work / "mobilenet-w0.25-s1-edefault-defaults.pt").write_bytes(b"ckpt")
+    runs = [{"width": 0.25, "seed": 1, "fit_seconds": 12.5},
+            {"width": 0.5, "seed": 1, "fit_seconds": 99.0}]
+    (tmp_path / "hardtask.json").write_text(json.dumps({"quick": False, "runs": runs,
+                                                        "load_before": "0.1"}))
+    own = bench.BaseRecipe(n=None)
+    found = bench.trained_elsewhere("textures", 1, own, work)
+    assert found is not None and found[0] == work / "mobilenet-w0.25-s1-edefault-defaults.pt"
+    assert found[1]["fit_seconds"] == 12.5 and "hardtask.py" in found[1]["trained_by"]
+    assert bench.trained_elsewhere("textures", 0, own, work) is None  # no such seed
+    assert bench.trained_elsewhere("textures", 1, bench.BaseRecipe(n=800), work) is None
+    assert bench.trained_elsewhere("textures", 1, bench.BaseRecipe(n=None, epochs=3),
+                                   work) is None
+    assert bench.trained_elsewhere("har", 1, own, work) is None
+    assert bench.trained_elsewhere("textures", 1, own, None) is None
+    (tmp_path / "hardtask.json").write_text(json.dumps({"quick": True, "runs": runs}))
+    found = bench.trained_elsewhere("textures", 1, own, work)
+    assert found is not None and found[1]["fit_seconds"] is None  # a smoke run's figures
