@@ -34,7 +34,8 @@ def test_the_closed_loop_heals_the_drifted_cohort(tmp_path: Path) -> None:
                      "loop-healed"]
     healed = result.steps[-1].figures
     events = [e["event"] for e in healed["timeline"]]
-    order = ["fleet serves v1", "drift onset", "alert raised", "finetune job queued",
+    order = ["base fitted to budget", "fleet serves v1", "drift onset", "alert raised",
+             "finetune job queued",
              "heal finetune", "heal register", "heal release", "heal rollout",
              "bad fix rolled back", "fix rolled out", "healed"]
     assert set(order) <= set(events)
@@ -83,3 +84,11 @@ def test_the_closed_loop_heals_the_drifted_cohort(tmp_path: Path) -> None:
     alert = next(r for r in card.lineage if r.role == "monitor_alert")
     assert f"alert event {detect['alert_event']}" in (alert.name or "")
     assert card.extra["heal"]["event_id"] == detect["alert_event"]
+    # the base was fitted to the demo's budget by the planner, and its lineage says so
+    fit = result.steps[2].figures["fit"]
+    assert fit["chosen"] and fit["budget"]["max_latency_ms"] == 5.0
+    assert fit["candidates"][0]["status"] in ("chosen", "rejected", "screened")
+    with Registry(db_url, data) as reg:
+        base = reg.resolve(f"{LOOP_MODEL}@1").card
+    assert base is not None
+    assert {"dataset", "recipe", "budget", "plan"} <= {r.role for r in base.lineage}

@@ -40,6 +40,11 @@ LOOP_BAD_ERROR_SHARE = 0.3
 _HEAL_ATTEMPTS = 4  # heal jobs before the demo gives up: the bad fix, the fix, two retries
 # monitoring windows and evaluations every few seconds, a fine-tune job queued by each alert
 MONITOR_OPTIONS = ("--monitor-window", "4", "--monitor-interval", "4", "--monitor-finetune")
+# the budget the base is fitted to with the planner (edgeloop.plan, `edgeloop fit`) before it
+# is released: a Raspberry Pi 4 class device, a few ms per inference, a small model
+FIT_TARGET = "rpi4"
+FIT_BUDGET = {"max_latency_ms": 5.0, "max_ram_mb": 64.0, "max_size_kb": 256.0,
+              "min_accuracy": 0.95}
 
 
 class LoopState:
@@ -82,9 +87,8 @@ def start_loop(ctx: DemoContext) -> StageResult:
     from edgeloop.demo._server import DemoServer
     from edgeloop.registry import Registry
 
-    onnx = need(ctx.onnx, "the exported ONNX model")
-    card = need(ctx.card, "the exported model's card")
     st = ctx.loop = LoopState(ctx.fleet_size)
+    onnx, card, fitted = _fit_base(ctx, st)
     server = st.server = DemoServer(ctx.work / "loop" / "fleet", poll_interval=1.0,
                                     extra=MONITOR_OPTIONS)
     server.start()
@@ -129,10 +133,52 @@ def start_loop(ctx: DemoContext) -> StageResult:
     st.mark("fleet serves v1", devices=st.devices, cohort=COHORT, cohort_devices=len(st.north))
     st.before = _realized(server, 1, COHORT, timeout_s=120)
     st.mark("baseline", realized_accuracy=st.before)
-    return (f"{st.devices} agents serve {LOOP_MODEL}@1 with a monitoring reference; "
+    return (f"the base fitted to {fitted['budget_text']} on {FIT_TARGET} by the planner "
+            f"({fitted['chosen']}: {fitted['why']}); "
+            f"{st.devices} agents serve {LOOP_MODEL}@1 with a monitoring reference; "
             f"{len(st.north)} of them are {COHORT}; its realized accuracy from delayed labels "
             f"{_pct(st.before)}", {"devices": st.devices, "cohort_devices": len(st.north),
-                                  "realized_accuracy_before": st.before})
+                                  "realized_accuracy_before": st.before, "fit": fitted})
+
+
+def _fit_base(ctx: DemoContext, st: LoopState) -> tuple[Any, Any, dict[str, Any]]:
+    """The trained base fitted to :data:`FIT_BUDGET` on :data:`FIT_TARGET` by the planner: its
+    cost model screens the candidates, the cheapest that holds the budget is measured (the
+    fp32 model as trained, when it fits: nothing is trained). Returns the fitted model's path,
+    the card the loop releases it with (the exported card's lineage, which walks back to the
+    training data, and the planner's recipe, budget and plan) and the figures."""
+    import dataclasses
+
+    from edgeloop.errors import BudgetError
+    from edgeloop.plan import FitBudget, fit_model
+
+    onnx = need(ctx.onnx, "the exported ONNX model")
+    card = need(ctx.card, "the exported model's card")
+    out = ctx.work / "loop" / "fit"
+    try:
+        res = fit_model(onnx, target=FIT_TARGET, budget=FitBudget(**FIT_BUDGET), out_dir=out,
+                        dataset="digits", finetune_epochs=1, search_trials=1)
+    except BudgetError as e:
+        raise FleetError(f"the planner found no candidate within the demo's budget: {e}") from e
+    chosen = need(res.chosen, "the planner's chosen candidate")
+    fitted_card = need(res.card, "the planner's card")
+    model = need(res.model, "the planner's model")
+    have = {(r.role, r.sha256) for r in card.lineage}
+    added = tuple(r for r in fitted_card.lineage
+                  if r.role in ("recipe", "budget", "plan") and (r.role, r.sha256) not in have)
+    card = dataclasses.replace(card, lineage=(*card.lineage, *added))
+    budget_text = next((r.name for r in added if r.role == "budget"), None) or str(FIT_BUDGET)
+    figures = {"target": FIT_TARGET, "budget": FitBudget(**FIT_BUDGET).to_dict(),
+               "budget_text": budget_text, "chosen": chosen.name,
+               "why": f"the cheapest candidate that holds it, of {len(res.candidates)}",
+               "measured": chosen.measured, "candidates": [c.to_dict() for c in res.candidates],
+               "screened_by_cost_model": res.spared, "seconds": round(res.seconds, 1),
+               "lineage": [r.role for r in added]}
+    st.mark("base fitted to budget", target=FIT_TARGET, budget=budget_text,
+            chosen=chosen.name, accuracy=chosen.measured.get("accuracy"),
+            latency_ms=chosen.measured.get("latency_ms"),
+            size_bytes=chosen.measured.get("size_bytes"))
+    return model, card, figures
 
 
 def drift(ctx: DemoContext) -> StageResult:
