@@ -3,22 +3,32 @@ benchmark's drift scenario, their cost on the device, and the hybrid schedule ag
 rounds alone and central retraining alone.
 
 Per seed (textures, as in ``benchmarks/federated.py``): the base model is trained on a small
-build-time draw and exported (``federated.base_model``). The train split is cut in two: the
-first half is the data the user holds centrally, the second half is spread over ``--clients``
-simulated devices partitioned ``drift:0.2`` (a fifth see ``sensor_shift``-ed inputs), each
-labelling ``--label-share`` of its predictions. Compared (``edgeloop.federated.server.
-hybrid_schedule``):
+build-time draw and exported (``federated.base_model``, its cache). The train split is cut in
+two, so that every step of the hybrid schedule has something the base did not see:
 
-- ``personal``: personalization alone, on the base as deployed;
+- the first half is the data the user holds **centrally**, with ``--central-drift`` of it (and
+  of the central val split) as the drifted sensor records it (``federated.server.drift_inputs``,
+  in batches of 50 a sensor, sensors other than the devices'): examples of the drifted domain
+  collected centrally, which the base never saw;
+- the second half is spread over ``--clients`` simulated **devices** partitioned
+  ``--partition`` (default ``drift:0.5``: half of them see ``sensor_shift``-ed inputs, data that
+  differs from the base's), each labelling ``--label-share`` of its predictions.
+
+Compared (``edgeloop.federated.server.hybrid_schedule``):
+
+- ``personal``: personalization alone, on the base as deployed (personal heads started from the
+  fleet head and pulled toward it, their strength cross-validated on the device's labels);
+- ``scratch``: the same with heads fitted from scratch (the earlier method);
 - ``central``: the head retrained on the central half only;
 - ``federated``: ``--rounds`` FedAvg rounds only;
 - ``hybrid``: central, then federated, then personalization;
-- per schedule: the final model's accuracy on the test split, and for the devices (all, and the
-  drifted ones) their accuracy with the fleet head, and with what they serve after
-  personalization (their personal head only where it beats the fleet head on its held-out
-  labels: the gain), on each device's predictions that got no label (``unlabelled_*``: the
-  device never trained on them nor chose its head with them; the held-out figures, which
-  chose the head, are in the JSON too);
+- per schedule: the final model's accuracy on the test split and on the test split as the
+  drifted devices record it; whether each model step was accepted at its gate and why (its
+  gate's parent and candidate accuracy); and for the devices (all, and the drifted ones) their
+  accuracy with the fleet head, and with what they serve after personalization (their personal
+  head only where its out-of-fold gain on their labels is positive), on each device's
+  predictions that got no label (``unlabelled_*``: the device never trained on them nor chose
+  its head with them);
 - device cost of one personal-head fit on a device's labelled samples: seconds and peak
   Python memory (``tracemalloc``), and the head's stored size.
 
@@ -50,7 +60,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 RESULTS = Path(__file__).parent / "results" / "personalize.json"
 WORKDIR = Path(__file__).parent / "results" / "federated-work"  # federated.py's base cache
-SCHEDULES = ("personal", "central", "federated", "hybrid")
+SCHEDULES = ("personal", "scratch", "central", "federated", "hybrid")
+SENSOR_BATCH = 50  # central examples recorded by one drifted sensor
 
 
 def device_cost(model: bytes, x: np.ndarray, y: np.ndarray, label_share: float,
@@ -82,11 +93,27 @@ def device_cost(model: bytes, x: np.ndarray, y: np.ndarray, label_share: float,
             "features": float(feats.shape[1])}
 
 
+def drifted_share(x: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """``x`` with ``share`` of its examples (every other batch of ``SENSOR_BATCH`` at 0.5) as
+    drifted sensors record them: each batch through its own sensor, none of the devices'."""
+    from edgeloop.federated.server import drift_inputs
+
+    out = np.array(x, dtype=np.float32, copy=True)
+    if share <= 0:
+        return out
+    batches = np.array_split(np.arange(len(x)), max(1, len(x) // SENSOR_BATCH))
+    every = 1.0 / share
+    for j, idx in enumerate(batches):
+        if int((j + 1) / every) > int(j / every):  # share of the batches, spread out
+            out[idx] = drift_inputs(x[idx], 1.0, 10_000 + 1_000 * seed + j)
+    return out
+
+
 def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     from edgeloop.agent import PersonalConfig
     from edgeloop.data import load_dataset
     from edgeloop.federated.server import SchedulePlan, SimulationPlan, hybrid_schedule
-    from federated import TASKS, accuracy, base_model, data_opts, recipe_for
+    from federated import TASKS, accuracy, base_model, data_opts, drifted_test, recipe_for
 
     _, dataset, _ = TASKS["textures"]
     model, base_info, _ = base_model("textures", seed, recipe_for("textures", args), work,
@@ -97,35 +124,48 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, 
     test = load_dataset(dataset, "test", seed=seed, **opts)
     x, y = np.asarray(train.x), np.asarray(train.y)
     half = len(y) // 2
-    central = ((x[:half], y[:half]), (np.asarray(val.x), np.asarray(val.y)))
+    central = ((drifted_share(x[:half], args.central_drift, 2 * seed), y[:half]),
+               (drifted_share(np.asarray(val.x), args.central_drift, 2 * seed + 1),
+                np.asarray(val.y)))
     devices = (x[half:], y[half:])
     xt, yt = np.asarray(test.x), np.asarray(test.y)
-    fl = SimulationPlan(clients=args.clients, rounds=args.rounds, partition="drift:0.2",
+    xt_drift = drifted_test(xt, devices[1], args.clients, args.partition, seed)
+    fl = SimulationPlan(clients=args.clients, rounds=args.rounds, partition=args.partition,
                         epochs=args.local_epochs, lr=args.lr, label_share=args.label_share,
                         seed=seed)
+    central_kw = {"central_epochs": args.central_epochs, "central_lr": args.lr}
     plans = {
-        "personal": SchedulePlan(central_epochs=0, federated=None, personalize=True, devices=fl,
-                                 seed=seed),
-        "central": SchedulePlan(central_epochs=args.central_epochs, central_lr=args.lr,
-                                federated=None, personalize=True, devices=fl, seed=seed,
-                                personal=PersonalConfig()),
-        "federated": SchedulePlan(central_epochs=0, federated=fl, personalize=True, devices=fl,
-                                  seed=seed),
-        "hybrid": SchedulePlan(central_epochs=args.central_epochs, central_lr=args.lr,
-                               federated=fl, personalize=True, devices=fl, seed=seed),
+        "personal": SchedulePlan(central_epochs=0, federated=None, devices=fl, seed=seed),
+        "scratch": SchedulePlan(central_epochs=0, federated=None, devices=fl, seed=seed,
+                                personal=PersonalConfig(anchored=False)),
+        "central": SchedulePlan(**central_kw, federated=None, devices=fl, seed=seed),
+        "federated": SchedulePlan(central_epochs=0, federated=fl, devices=fl, seed=seed),
+        "hybrid": SchedulePlan(**central_kw, federated=fl, devices=fl, seed=seed),
     }
-    rows = [{"seed": seed, "schedule": "none", "test_accuracy": accuracy(model, xt, yt),
+
+    def scores(m: bytes) -> dict[str, float]:
+        out = {"test_accuracy": accuracy(m, xt, yt)}
+        if xt_drift is not None:
+            out["test_drifted_accuracy"] = accuracy(m, xt_drift, yt)
+        return out
+
+    rows = [{"seed": seed, "schedule": "none", **scores(model),
              "base_fit_seconds": base_info["fit_seconds"], "base_cached": base_info["cached"]}]
     for name, plan in plans.items():
         t0, c0 = time.perf_counter(), time.process_time()
         result = hybrid_schedule(model, central=central if plan.central_epochs else None,
                                  devices=devices, plan=plan)
         personal = result.steps[-1].metrics
+        gates = {s.kind: {"accepted": s.accepted, "reason": s.detail.get("reason"),
+                          **{k: s.metrics[k] for k in ("base_accuracy", "accuracy")
+                             if k in s.metrics}}
+                 for s in result.steps if s.kind != "personalize"}
+        devices_detail = result.steps[-1].detail.get("devices", [])
         rows.append({
             "seed": seed, "schedule": name, "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0,
-            "test_accuracy": accuracy(result.model, xt, yt),
-            "steps": {s.kind: s.accepted for s in result.steps},
+            "cpu_seconds": time.process_time() - c0, **scores(result.model),
+            "steps": {s.kind: s.accepted for s in result.steps}, "gates": gates,
+            "strengths": [d.get("strength") for d in devices_detail if "strength" in d],
             **{f"devices_{k}": v for k, v in personal.items()},
         })
     per_device = min(len(devices[1]), max(len(devices[1]) // args.clients, 100))
@@ -133,6 +173,22 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, 
                  **device_cost(model, devices[0][:per_device], devices[1][:per_device],
                                args.label_share, seed)})
     return rows
+
+
+def gate_cell(rows: list[dict[str, Any]], kind: str) -> str:
+    """How a model step fared at its gate over the seeds: accepted k/n, the mean parent and
+    candidate accuracy, and the first rejection's reason."""
+    gates = [r["gates"][kind] for r in rows if kind in r.get("gates", {})]
+    if not gates:
+        return "-"
+    ok = sum(g["accepted"] for g in gates)
+    base = [g["base_accuracy"] for g in gates if "base_accuracy" in g]
+    cand = [g["accuracy"] for g in gates if "accuracy" in g]
+    cell = f"{kind} {ok}/{len(gates)}"
+    if base and cand:
+        cell += f" ({statistics.fmean(base):.3f}->{statistics.fmean(cand):.3f})"
+    why = next((g["reason"] for g in gates if not g["accepted"] and g.get("reason")), None)
+    return cell + (f" rejected: {why}" if why else "")
 
 
 def _ms(values: list[float]) -> tuple[float, float]:
@@ -162,6 +218,10 @@ def main() -> None:
     ap.add_argument("--central-epochs", type=int, default=20)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--label-share", type=float, default=0.5)
+    ap.add_argument("--partition", default="drift:0.5",
+                    help="the devices' partition [drift:0.5: half of them drifted]")
+    ap.add_argument("--central-drift", type=float, default=0.5,
+                    help="share of the central data recorded by drifted sensors [0.5]")
     ap.add_argument("--base-n", type=int, default=None,
                     help="the base's build-time draw [federated.py's textures recipe]")
     ap.add_argument("--base-epochs", type=int, default=None)
@@ -194,14 +254,24 @@ def main() -> None:
         m = t.get(f"{key}_mean")
         return "-" if m is None else f"{m:.4f}±{t[f'{key}_std']:.4f}"
 
-    print(f"\n{'schedule':<10} {'test acc':>16} {'drifted fleet':>16} {'drifted served':>16} "
-          f"{'all fleet':>16} {'all served':>16}")
+    print(f"\n{'schedule':<10} {'test acc':>16} {'test drifted':>16} {'drifted fleet':>16} "
+          f"{'drifted served':>16} {'all fleet':>16} {'all served':>16}")
     for t in table[:-1]:
         print(f"{t['schedule']:<10} {cell(t, 'test_accuracy'):>16} "
+              f"{cell(t, 'test_drifted_accuracy'):>16} "
               f"{cell(t, 'devices_drifted_unlabelled_fleet_accuracy'):>16} "
               f"{cell(t, 'devices_drifted_unlabelled_served_accuracy'):>16} "
               f"{cell(t, 'devices_unlabelled_fleet_accuracy'):>16} "
               f"{cell(t, 'devices_unlabelled_served_accuracy'):>16}")
+    print("\nmodel steps at their gates (accepted seeds; mean parent -> candidate accuracy):")
+    for name in SCHEDULES:
+        group = [r for r in rows if r["schedule"] == name]
+        cells = [gate_cell(group, kind) for kind in ("central", "federated")]
+        serving = [r.get("devices_serving", 0.0) for r in group]
+        fitted = [r.get("devices_fitted", 0.0) for r in group]
+        print(f"  {name:<10} " + "; ".join(c for c in cells if c != "-")
+              + f"{'; ' if any(c != '-' for c in cells) else ''}personal heads served on "
+              f"{sum(serving):.0f} of {sum(fitted):.0f} devices")
     cost = table[-1]
     print(f"\ndevice cost of one fit: {cell(cost, 'fit_seconds')} s, peak "
           f"{cell(cost, 'fit_peak_mb')} MB traced, head {cell(cost, 'head_bytes')} bytes stored")

@@ -1,4 +1,6 @@
-"""The personalization benchmark runs at smoke size and writes the rows the issue names."""
+"""The personalization benchmark runs at smoke size and writes the rows the issue names: every
+schedule (personal heads anchored and from scratch), each model step's gate and its reason, the
+drifted test split, the device cost."""
 
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ def test_personalize_benchmark_runs(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
     rows = {row["schedule"]: row for row in data["summary"]}
-    assert set(rows) == {"none", "personal", "central", "federated", "hybrid", "device-cost"}
-    for name in ("personal", "central", "federated", "hybrid"):
+    assert set(rows) == {"none", "personal", "scratch", "central", "federated", "hybrid",
+                         "device-cost"}
+    for name in ("personal", "scratch", "central", "federated", "hybrid"):
         assert "test_accuracy_mean" in rows[name] and "devices_devices_mean" in rows[name]
         assert 0 <= rows[name]["devices_unlabelled_served_accuracy_mean"] <= 1
     # personalization alone leaves the fleet model as deployed
@@ -34,4 +37,7 @@ def test_personalize_benchmark_runs(tmp_path: Path) -> None:
     assert cost["head_bytes_mean"] > 0
     hybrid = next(r for r in data["runs"] if r["schedule"] == "hybrid")
     assert list(hybrid["steps"]) == ["central", "federated", "personalize"]
+    assert set(hybrid["gates"]) == {"central", "federated"}  # each model step: accepted, why
+    assert all(g["reason"] and 0 <= g["accuracy"] <= 1 for g in hybrid["gates"].values())
+    assert "test_drifted_accuracy_mean" in rows["hybrid"] and "gates" in r.stdout
     assert "load_after" in data and data["quick"] and "device cost" in r.stdout

@@ -140,7 +140,9 @@ def central_step(model: bytes, train: Arrays, val: Arrays, epochs: int, lr: floa
                         sha256_bytes(candidate) if accepted else None, accepted,
                         {"base_accuracy": base_acc, "accuracy": new_acc,
                          "train_samples": float(len(fx)), "val_samples": float(len(vy))},
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0,
+                        {"reason": f"val accuracy {new_acc:.4f} "
+                                   f"{'>=' if accepted else '<'} the parent's {base_acc:.4f}"})
     return (candidate if accepted else model), step
 
 
