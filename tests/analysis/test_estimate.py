@@ -427,3 +427,36 @@ def test_layout_changes_match_onnx_runtimes_optimized_graph(
     )
     ours = sorted(o.op_type for o in estimate(src, here).per_op if o.kind == "layout")
     assert ours == ort
+
+
+def test_dynamic_quantization_runs_as_onnx_runtimes_fused_kernels(tmp_path: Path) -> None:
+    """A dynamically quantized MLP (DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul ->
+    Add per layer) runs as ONNX Runtime's ``DynamicQuantizeMatMul`` kernels: the plan has the
+    kernels of its optimized graph, one int8 GEMM per layer that reads the float input and
+    writes the float output, the bias among its weights."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edgeloop.runtime import save_optimized
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"),
+        helper.make_node("Add", ["h", "b1"], ["hb"], name="bias1"),
+        helper.make_node("Relu", ["hb"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "W2"], ["o"], name="fc2"),
+        helper.make_node("Add", ["o", "b2"], ["y"], name="bias2"),
+    ]
+    inits = [_w("W1", 64, 32), _w("b1", 32), _w("W2", 32, 8), _w("b2", 8)]
+    src, q = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(_model(nodes, [("x", F, [1, 64])], [("y", F, [1, 8])], inits), src)
+    quantize_dynamic(str(src), str(q), weight_type=QuantType.QInt8)
+    save_optimized(q, tmp_path / "opt.onnx", graph_optimization="all")
+    ort_nodes = [n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node]
+
+    plan = execution_plan(q)
+    assert [s.op_type for s in plan.steps] == ort_nodes
+    fc1 = plan.steps[0]
+    assert fc1.op_type == "DynamicQuantizeMatMul" and fc1.precision == "int8"
+    assert fc1.kind == "gemm" and fc1.macs == 64 * 32
+    assert fc1.input_bytes == 64 * 4 and fc1.output_bytes == 32 * 4
+    assert fc1.weight_bytes >= 64 * 32 + 32 * 4  # int8 weights and the float bias
+    assert len(fc1.fused) >= 4  # the quantizer, Cast, the two Muls (and the bias Add)

@@ -11,7 +11,9 @@
   residual ``Add`` + activation (``FusedConv``, NCHWc ``Sum``), MatMul + ``Add`` of a constant
   bias on a 2-D input -> Gemm, Gemm + activation; and the QDQ fusions: ``DequantizeLinear`` ->
   Conv/MatMul/Gemm -> (``Relu``) -> ``QuantizeLinear`` runs as one int8 kernel (``QLinearConv``,
-  ``QLinearMatMul``, ``MatMulIntegerToFloat``), its DQ and Q nodes folded in;
+  ``QLinearMatMul``, ``MatMulIntegerToFloat``), its DQ and Q nodes folded in; and dynamic
+  quantization's ``DynamicQuantizeLinear`` -> ``MatMulInteger`` -> ``Cast`` -> ``Mul`` (by the
+  scales' product) -> ``Add`` of a bias runs as one ``DynamicQuantizeMatMul``;
 - views: ``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Identity``, ``Dropout`` reuse
   their input's buffer (a per-node overhead, no bytes).
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -787,6 +789,7 @@ def execution_plan(
                 conv=_conv_shape(node, table) if op in CONV_OPS else None,
             )
         )
+    steps = _fuse_dynamic_matmuls(steps, set(graph_outputs))
     tensor_bytes: dict[str, int] = {}
     for name in {*(n for st in steps for n in (*st.inputs, *st.outputs))}:
         nbytes = tbytes(name)
@@ -805,6 +808,72 @@ def execution_plan(
         size_bytes=size,
         folded=folded,
     )
+
+
+def _base(step: Step) -> str:
+    return step.op_type.split("+")[0]
+
+
+def _fuse_dynamic_matmuls(steps: list[Step], outputs: set[str]) -> list[Step]:
+    """ONNX Runtime's ``DynamicQuantizeMatMul`` fusion on a dynamically quantized model:
+    ``DynamicQuantizeLinear`` -> ``MatMulInteger`` -> ``Cast`` -> ``Mul`` by the product of the
+    two scales (itself a ``Mul``) -> ``Add`` of a constant bias runs as one int8 kernel that
+    quantizes its float input, multiplies and rescales; a ``DynamicQuantizeLinear`` whose
+    every reader is fused goes (ONNX Runtime quantizes once per fused kernel)."""
+    producer: dict[str, int] = {}
+    readers: dict[str, list[int]] = {}
+    for i, st in enumerate(steps):
+        for o in st.outputs:
+            producer[o] = i
+        for n in st.inputs:
+            readers.setdefault(n, []).append(i)
+
+    def sole(tensor: str, op: str) -> int | None:
+        r = readers.get(tensor, [])
+        if len(r) == 1 and tensor not in outputs and _base(steps[r[0]]) == op:
+            return r[0]
+        return None
+
+    gone: set[int] = set()
+    fused_at: dict[int, Step] = {}
+    for i, st in enumerate(steps):
+        if _base(st) != "MatMulInteger" or not st.inputs or len(st.outputs) != 1:
+            continue
+        q = producer.get(st.inputs[0])
+        if q is None or _base(steps[q]) != "DynamicQuantizeLinear":
+            continue
+        cast = sole(st.outputs[0], "Cast")
+        mul = sole(steps[cast].outputs[0], "Mul") if cast is not None else None
+        if cast is None or mul is None:
+            continue
+        chain = [i, cast, mul]
+        scale = [producer.get(n) for n in steps[mul].inputs if producer.get(n) != cast]
+        chain += [j for j in scale if j is not None and _base(steps[j]) == "Mul"]
+        last = mul
+        add = sole(steps[mul].outputs[0], "Add")
+        if add is not None and len(steps[add].inputs) == 1:  # a constant bias
+            chain.append(add)
+            last = add
+        quant = steps[q]
+        parts = [steps[j] for j in sorted(chain)]
+        fused_at[i] = replace(
+            st,
+            op_type="DynamicQuantizeMatMul",
+            weight_bytes=sum(p.weight_bytes for p in parts),
+            input_bytes=quant.input_bytes,
+            output_bytes=steps[last].output_bytes,
+            inputs=list(quant.inputs),
+            outputs=list(steps[last].outputs),
+            fused=[quant.name, *(p.name for p in parts if p is not st)],
+            elements=steps[last].elements,
+        )
+        gone.update(j for j in chain if j != i)
+    for i, st in enumerate(steps):  # a quantizer all of whose readers were fused
+        if _base(st) == "DynamicQuantizeLinear" and not (set(st.outputs) & outputs):
+            readers_of = {r for o in st.outputs for r in readers.get(o, [])}
+            if readers_of and readers_of <= gone | set(fused_at):
+                gone.add(i)
+    return [fused_at.get(i, st) for i, st in enumerate(steps) if i not in gone]
 
 
 def activation_peak(plan: ExecutionPlan) -> int:
