@@ -55,6 +55,9 @@ def search(
     train_samples: int | None = typer.Option(
         None, "--train-samples", min=2, help="Train on the first N training samples only."
     ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Training batch size (default: the architecture's)."
+    ),
     worker: int = typer.Option(
         0, "--worker", min=0, help="This worker's index (distinct sampler seeds per worker)."
     ),
@@ -96,6 +99,7 @@ def search(
         epochs=epochs,
         short_epochs=short_epochs,
         train_samples=train_samples,
+        batch_size=batch_size,
         measure=measure,
         seed=seed,
         worker=worker,

@@ -259,6 +259,7 @@ def search(
     short_epochs: int = 1,
     min_stop_trials: int = 3,
     train_samples: int | None = None,
+    batch_size: int | None = None,
     measure: bool = False,
     seed: int = 0,
     worker: int = 0,
@@ -271,7 +272,9 @@ def search(
     ``trials`` is this worker's share: several workers (``worker`` 0, 1, ... for distinct
     sampler seeds) on one ``storage`` and ``study_name`` fill one study. ``measure`` times each
     candidate on this machine instead of predicting its latency (only meaningful for
-    ``target="local"``). ``train_samples`` trains on the first N training samples only.
+    ``target="local"``). ``train_samples`` trains on the first N training samples only;
+    ``batch_size`` replaces the architecture's default (smaller batches give more optimizer
+    steps per epoch, which short trials on small data need).
     """
     import optuna
     import torch
@@ -299,8 +302,11 @@ def search(
         raise InputError(f"--train-samples must be >= 2, got {train_samples}")
     if worker < 0:
         raise InputError(f"--worker must be >= 0, got {worker}")
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     profile = resolve_target(target)
     info = zoo_arch_info(sp.arch)
+    batch = batch_size or info.batch_size
     ds_name = dataset or sp.default_dataset
     opts = dict(dataset_options or {})
     tr = load_dataset(ds_name, "train", seed=seed, **opts)
@@ -332,6 +338,7 @@ def search(
         "target": profile.name,
         "limits": lim.to_dict(),
         "epochs": [short_epochs, epochs],
+        "batch_size": batch,
         "measure": measure,
     }
     known = study.user_attrs.get("setup")
@@ -385,7 +392,7 @@ def search(
                 va,
                 epochs=short_epochs,
                 lr=info.lr,
-                batch_size=info.batch_size,
+                batch_size=batch,
                 seed=seed + trial.number,
             )
             short_acc = float(evaluate_model(model, va)["accuracy"])
@@ -408,7 +415,7 @@ def search(
                         va,
                         epochs=epochs - short_epochs,
                         lr=info.lr,
-                        batch_size=info.batch_size,
+                        batch_size=batch,
                         seed=seed + trial.number + 7919,
                     )
                     acc = float(evaluate_model(model, va)["accuracy"])
