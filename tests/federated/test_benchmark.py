@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "federated.py"
@@ -126,3 +129,41 @@ def test_central_full_reuses_hardtasks_model_only_when_it_is_the_same(
     (tmp_path / "hardtask.json").write_text(json.dumps({"quick": True, "runs": runs}))
     found = bench.trained_elsewhere("textures", 1, own, work)
     assert found is not None and found[1]["fit_seconds"] is None  # a smoke run's figures
+
+
+def _bench() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_federated", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_central_head_starts_from_the_base_and_selects_on_held_out_labels() -> None:
+    from edgeloop.federated.device import Head, split_held_out
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=1.5, size=(4, 8))
+    y = rng.integers(0, 4, 1000)
+    x = (centres[y] + rng.normal(size=(1000, 8))).astype(np.float32)
+    # the base: nearest centroid, the best a linear head can do on these classes
+    base = Head(centres.T.astype(np.float32), (-(centres ** 2).sum(1) / 2).astype(np.float32))
+    bench = _bench()
+    held = split_held_out(x, y, 0.2)[1]
+    base_acc = base.evaluate(*held)[1]
+    # learning rates far too high with momentum: the base head itself is kept (epoch 0)
+    head, chosen = bench.select_head(base, x, y, 5, (10.0, 5.0), 0)
+    assert chosen["epoch"] == 0 and head is base and chosen["lr"] == 10.0
+    assert chosen["held_out_accuracy"] == base_acc
+    # from a poor base (the classes' order reversed), training is kept, the better rate's
+    poor = Head(base.weight[:, ::-1].copy(), base.bias[::-1].copy())
+    head, chosen = bench.select_head(poor, x, y, 10, (10.0, 0.05), 0)
+    alone = [bench.select_head(poor, x, y, 10, (lr,), 0)[1] for lr in (10.0, 0.05)]
+    assert chosen == max(alone, key=lambda c: c["held_out_accuracy"]) and chosen["epoch"] >= 1
+    assert chosen["held_out_accuracy"] > poor.evaluate(*held)[1] + 0.3
+    assert chosen["held_out_accuracy"] == head.evaluate(*held)[1]
+    assert chosen["held_out"] == len(held[1]) and chosen["trained_on"] == 1000 - len(held[1])

@@ -92,3 +92,29 @@ def test_train_config_ranges(kw: dict[str, float]) -> None:
     with pytest.raises(InputError, match=next(iter(kw))):
         TrainConfig(**kw)  # type: ignore[arg-type]
 
+
+
+def test_held_out_keeps_the_best_epoch_and_never_loses_to_the_start() -> None:
+    x, y = _blobs(300)
+    xv, yv = _blobs(200, seed=2)
+    start = train_head(Head.zeros(6, 3), x, y, TrainConfig(epochs=10, lr=0.05)).head
+    wrong = (y + 1) % 3  # labels the held-out samples contradict: every epoch is worse
+    drifted = train_head(start, x, wrong, TrainConfig(epochs=3, lr=0.5))
+    assert drifted.head.evaluate(xv, yv)[1] < start.evaluate(xv, yv)[1] - 0.3
+    kept = train_head(start, x, wrong, TrainConfig(epochs=3, lr=0.5), held_out=(xv, yv))
+    assert kept.best_epoch == 0 and kept.head == start
+    assert kept.held_out_accuracy == start.evaluate(xv, yv)[1]
+    # from zero, training helps: a later epoch is kept, scored on the held-out samples
+    learnt = train_head(Head.zeros(6, 3), x, y, TrainConfig(epochs=10, lr=0.05),
+                        held_out=(xv, yv))
+    assert learnt.best_epoch is not None and learnt.best_epoch >= 1
+    assert learnt.held_out_accuracy == learnt.head.evaluate(xv, yv)[1] > 0.9
+    assert learnt.steps == 10 * 10  # every epoch ran; the best one was kept
+
+
+def test_an_empty_or_malformed_held_out_split_is_refused() -> None:
+    x, y = _blobs(50)
+    with pytest.raises(DataError):
+        train_head(Head.zeros(6, 3), x, y, held_out=(x[:0], y[:0]))
+    with pytest.raises(DataError):
+        train_head(Head.zeros(6, 3), x, y, held_out=(x[:, :4], y))

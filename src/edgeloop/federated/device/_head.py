@@ -121,17 +121,31 @@ class TrainResult:
     loss_before: float
     loss_after: float
     steps: int
+    # with ``held_out``: the epoch kept (0: the starting head) and its held-out accuracy
+    best_epoch: int | None = None
+    held_out_accuracy: float | None = None
 
 
 def train_head(head: Head, features: npt.ArrayLike, labels: npt.ArrayLike,
-               config: TrainConfig | None = None) -> TrainResult:
+               config: TrainConfig | None = None, *,
+               held_out: tuple[npt.ArrayLike, npt.ArrayLike] | None = None) -> TrainResult:
     """Train ``head`` on labelled features; the proximal term (FedProx) pulls towards ``head``
-    itself, the global model the round started from. Returns the new head."""
+    itself, the global model the round started from. Returns the new head.
+
+    With ``held_out`` (features, labels never trained on), the head is scored on them before
+    training and after every epoch, and the best one is returned (early stopping: the first of
+    equals, so the starting head when no epoch beats it); ``best_epoch`` says which."""
     cfg = config or TrainConfig()
     x = _features(features, head.n_features)
     y = _labels(labels, len(x), head.n_classes)
     if len(x) == 0:
         raise DataError("train: no labelled samples (labels come from delayed feedback)")
+    if held_out is not None:
+        xv = _features(held_out[0], head.n_features)
+        yv = _labels(held_out[1], len(xv), head.n_classes)
+        if len(xv) == 0:
+            raise DataError("train: the held-out split is empty")
+        best = (head.evaluate(xv, yv)[1], 0, head)
     rng = np.random.default_rng(cfg.seed)
     w0, b0 = head.weight.astype(np.float64), head.bias.astype(np.float64)
     w, b = w0.copy(), b0.copy()
@@ -140,7 +154,7 @@ def train_head(head: Head, features: npt.ArrayLike, labels: npt.ArrayLike,
     onehot = np.eye(head.n_classes)[y]
     loss_before = head.evaluate(x, y)[0]
     steps = 0
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
         order = rng.permutation(len(x))
         for start in range(0, len(x), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
@@ -153,12 +167,25 @@ def train_head(head: Head, features: npt.ArrayLike, labels: npt.ArrayLike,
             w += vw
             b += vb
             steps += 1
+        if held_out is not None:
+            epoch_head = _finite_head(w, b, cfg.lr)
+            acc = epoch_head.evaluate(xv, yv)[1]
+            if acc > best[0]:
+                best = (acc, epoch + 1, epoch_head)
+    if held_out is not None:
+        new = best[2]
+        return TrainResult(new, len(x), loss_before, new.evaluate(x, y)[0], steps,
+                           best_epoch=best[1], held_out_accuracy=best[0])
+    new = _finite_head(w, b, cfg.lr)
+    return TrainResult(new, len(x), loss_before, new.evaluate(x, y)[0], steps)
+
+
+def _finite_head(w: npt.NDArray[np.float64], b: npt.NDArray[np.float64], lr: float) -> Head:
     with np.errstate(over="ignore"):
         w32, b32 = w.astype(np.float32), b.astype(np.float32)
     if not (np.all(np.isfinite(w32)) and np.all(np.isfinite(b32))):
-        raise DataError(f"train: the head diverged (lr={cfg.lr}); use a smaller learning rate")
-    new = Head(w32, b32)
-    return TrainResult(new, len(x), loss_before, new.evaluate(x, y)[0], steps)
+        raise DataError(f"train: the head diverged (lr={lr}); use a smaller learning rate")
+    return Head(w32, b32)
 
 
 def _softmax(z: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
