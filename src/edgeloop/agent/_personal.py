@@ -10,7 +10,9 @@ standardized features), so a few labels move the fleet head only as far as they 
 strength is chosen by k-fold cross-validation on the device's labels; the head is scored
 against the fleet model by nested cross-validation (every label predicted by a head that
 neither trained on it nor chose its strength with it). The agent serves with the head only
-when that out-of-fold gain is positive (``PersonalHead.serving``, ``PersonalHead.why``);
+when that out-of-fold gain is positive, and by at least ``min_evidence`` (1) in a paired sign
+test: (labels it fixes - labels it breaks) / sqrt(fixed + broken), so that a gain of a label or
+two on a device's noise does not replace the fleet head (``PersonalHead.serving``, ``.why``);
 otherwise the fleet model's own output is served. ``PersonalConfig(anchored=False)`` fits a
 head from scratch instead (the earlier method, kept for comparison).
 
@@ -88,6 +90,7 @@ class PersonalConfig:
     folds: int = 5
     anchored: bool = True
     min_samples: int = 20
+    min_evidence: float = 1.0  # serve only when (fixed - broken) / sqrt(fixed + broken) >= it
 
     def __post_init__(self) -> None:
         checks = {
@@ -97,12 +100,14 @@ class PersonalConfig:
                 for v in self.strengths),
             "folds": 2 <= self.folds <= 20,
             "min_samples": 4 <= self.min_samples <= 1_000_000,
+            "min_evidence": np.isfinite(self.min_evidence) and 0 <= self.min_evidence <= 10,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise InputError(
                 f"personalize: {bad[0]}={getattr(self, bad[0])!r} out of range (epochs "
-                "1..100000, 1..16 strengths each in (0, 1e6], folds 2..20, min_samples >= 4)"
+                "1..100000, 1..16 strengths each in (0, 1e6], folds 2..20, min_samples >= 4, "
+                "min_evidence 0..10)"
             )
         if self.min_samples < self.folds * 2:
             raise InputError(f"personalize: min_samples={self.min_samples} below 2 per fold "
@@ -128,6 +133,8 @@ class PersonalHead:
     created: float
     anchored: bool = False  # a correction of the fleet head (else a head of its own)
     strength: float = 0.0  # the L2-SP strength cross-validation chose
+    evidence: float = 0.0  # paired sign test out of fold: (fixed - broken) / sqrt(fixed + broken)
+    min_evidence: float = 0.0  # the evidence it needs to serve
 
     def __post_init__(self) -> None:
         w, b = np.asarray(self.weight, np.float32), np.asarray(self.bias, np.float32)
@@ -143,6 +150,9 @@ class PersonalHead:
                 raise DataError(f"personal head: {name} {v!r} not within [0, 1]")
         if not (np.isfinite(self.strength) and 0 <= self.strength <= 1e6):
             raise DataError(f"personal head: strength {self.strength!r} not within [0, 1e6]")
+        if not (np.isfinite(self.evidence) and np.isfinite(self.min_evidence)
+                and abs(self.evidence) <= 1e4 and 0 <= self.min_evidence <= 10):
+            raise DataError("personal head: evidence values invalid")
         object.__setattr__(self, "weight", w)
         object.__setattr__(self, "bias", b)
 
@@ -153,8 +163,10 @@ class PersonalHead:
 
     @property
     def serving(self) -> bool:
-        """Whether the agent serves with it: only when it beats the fleet head."""
-        return self.gain > 0
+        """Whether the agent serves with it: only when it beats the fleet head out of fold,
+        by at least ``min_evidence`` in a paired sign test (the labels it fixes against the
+        ones it breaks), so a gain that is only noise does not replace the fleet head."""
+        return self.gain > 0 and self.evidence >= self.min_evidence
 
     @property
     def why(self) -> str:
@@ -162,7 +174,8 @@ class PersonalHead:
         verdict = "serving the personal head" if self.serving else "keeping the fleet head"
         return (f"{verdict}: out-of-fold accuracy {self.personal_accuracy:.3f} vs the fleet "
                 f"head's {self.fleet_accuracy:.3f} on {self.n_held_out} labels (gain "
-                f"{self.gain:+.3f}, {'anchored' if self.anchored else 'from scratch'}, "
+                f"{self.gain:+.3f}, evidence {self.evidence:.2f} of {self.min_evidence:g} "
+                f"needed, {'anchored' if self.anchored else 'from scratch'}, "
                 f"strength {self.strength:g})")
 
     def scores(self, features: npt.ArrayLike, fleet: npt.ArrayLike | None = None
@@ -208,6 +221,8 @@ class PersonalHead:
             "created": self.created,
             "anchored": self.anchored,
             "strength": self.strength,
+            "evidence": self.evidence,
+            "min_evidence": self.min_evidence,
             "shape": list(self.weight.shape),
             "weight": base64.b64encode(self.weight.astype("<f4").tobytes()).decode(),
             "bias": base64.b64encode(self.bias.astype("<f4").tobytes()).decode(),
@@ -247,6 +262,7 @@ def load_personal(data: bytes, key: bytes, base_sha256: str) -> PersonalHead:
             float(body["fleet_accuracy"]), float(body["personal_accuracy"]),
             int(body["n_train"]), int(body["n_held_out"]), float(body["created"]),
             bool(body.get("anchored", False)), float(body.get("strength", 0.0)),
+            float(body.get("evidence", 0.0)), float(body.get("min_evidence", 0.0)),
         )
     except (ValueError, KeyError, TypeError, DataError) as e:
         raise SecurityError(f"personal head: malformed ({e})") from e
@@ -418,5 +434,9 @@ def fit_personal(
         raise DataError("personalize: the head diverged")
     mine = float(np.mean(oof == y))
     fleet_acc = float(np.mean(fleet_pred == y))
+    fixed = int(np.sum((oof == y) & (fleet_pred != y)))
+    broken = int(np.sum((oof != y) & (fleet_pred == y)))
+    evidence = (fixed - broken) / max(1.0, float(np.sqrt(fixed + broken)))
     return PersonalHead(w32, b32, base_sha256, embedding, output, probabilities, fleet_acc,
-                        mine, len(y), len(y), time.time(), cfg.anchored, float(grid[i]))
+                        mine, len(y), len(y), time.time(), cfg.anchored, float(grid[i]),
+                        evidence, cfg.min_evidence)
