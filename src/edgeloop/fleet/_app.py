@@ -27,13 +27,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgeloop import __version__
 from edgeloop.db import make_engine, read_session, upgrade, write_session
-from edgeloop.errors import AuthError, EdgeloopError, InputError
+from edgeloop.errors import EdgeloopError, InputError
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._admin import admin_router
 from edgeloop.fleet._batch import CheckinWriter
 from edgeloop.fleet._dashboard import dashboard_router
-from edgeloop.fleet._device_api import device_router, mount_tuf
-from edgeloop.fleet._http import ServerContext, utc_now
+from edgeloop.fleet._device_api import DeviceRoutes, device_router, mount_tuf
+from edgeloop.fleet._http import ServerContext, error_response, utc_now
 from edgeloop.fleet._limits import BodyLimit
 from edgeloop.fleet._metrics import CONTENT_TYPE, FleetMetrics
 from edgeloop.fleet._monitor_api import Monitor
@@ -113,11 +113,12 @@ def create_app(
     app.state.ctx = ctx
     app.state.fleet = state
     app.state.monitor = monitor
+    app.add_middleware(DeviceRoutes)  # the check-in and telemetry as plain ASGI, measured
     app.add_middleware(_Measure)
     # outermost: bodies are counted as they stream in, before any route or authentication
     app.add_middleware(BodyLimit, limit=settings.report_limit_bytes)
     app.add_exception_handler(store.Refused, _refused)  # type: ignore[arg-type]
-    app.add_exception_handler(EdgeloopError, _failed)  # type: ignore[arg-type]
+    app.add_exception_handler(EdgeloopError, _refused)  # type: ignore[arg-type]
     for router in (
         _public,
         device_router,
@@ -206,8 +207,7 @@ class _Measure:
             endpoint = getattr(route, "path", None) or (
                 "/tuf" if path.startswith("/tuf/") else "other"
             )
-            metrics.requests.labels(endpoint, str(status)).inc()
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+            metrics.served(endpoint, status, time.perf_counter() - start)
 
 
 def _pool_options(db_url: str) -> dict[str, Any]:
@@ -252,17 +252,10 @@ def _ping_idle_connections(engine: sa.Engine) -> None:
             raise sa.exc.DisconnectionError(f"idle connection is dead: {e}") from e
 
 
-async def _refused(request: Request, exc: store.Refused) -> JSONResponse:
-    """A refusal is a 4xx with its reason; auth refusals are counted."""
-    if exc.status in (401, 403):
-        request.app.state.fleet.metrics.auth_failures.labels(exc.reason).inc()
-    headers = {"WWW-Authenticate": "Bearer"} if exc.reason == "admin" else None
-    return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
-
-
-async def _failed(_request: Request, exc: EdgeloopError) -> JSONResponse:
-    status = 400 if isinstance(exc, InputError) else 401 if isinstance(exc, AuthError) else 500
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+async def _refused(request: Request, exc: EdgeloopError) -> JSONResponse:
+    """A refusal is a 4xx with its reason (auth refusals counted); other errors raised on
+    purpose are 400, 401 or 500 (:func:`~edgeloop.fleet._http.error_response`)."""
+    return error_response(exc, request.app.state.fleet.metrics.auth_failures)
 
 
 def app_from_env() -> FastAPI:

@@ -12,15 +12,20 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edgeloop.artifacts import DeviceReport
 from edgeloop.db import DeviceRow, ReleaseRow, VariantRow, read_session, write_session
@@ -31,9 +36,11 @@ from edgeloop.fleet._batch import Telemetry
 from edgeloop.fleet._director import FleetState, direct
 from edgeloop.fleet._http import (
     JSON_BODY,
+    error_response,
     json_object,
     parse_body,
     raw_body,
+    scope_path,
     signed_path,
     utc_now,
 )
@@ -59,36 +66,51 @@ from edgeloop.protocol import (
     verify_request,
 )
 
-__all__ = ["device_router", "mount_tuf"]
+__all__ = ["DeviceRoutes", "device_router", "mount_tuf"]
 
 T = TypeVar("T")
 
 device_router = APIRouter(tags=["device"])
 
 
-def _signature(app: AppState, request: Request, body: bytes) -> RequestSignature:
+@dataclass(frozen=True)
+class _Call:
+    """What a device's signature covers besides the body: the method, the path as sent (with
+    its query) and the headers that carry the signature; from a FastAPI request or, on the
+    plain ASGI routes (:class:`DeviceRoutes`), from the ASGI scope."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+
+
+def _call(request: Request) -> _Call:
+    return _Call(request.method, signed_path(request), request.headers)
+
+
+def _signature(app: AppState, call: _Call, body: bytes) -> RequestSignature:
     """The request's signature headers, once its size is known to be within the limit."""
     limit = app.ctx.settings.report_limit_bytes
     if len(body) > limit:
         raise Refused(413, "too_large", f"body of {len(body)} bytes; at most {limit}")
     try:
-        return parse_signature_headers(request.headers)
+        return parse_signature_headers(call.headers)
     except AuthError as e:
         raise Refused(401, "bad_headers", str(e)) from e
 
 
 def _device_call(
-    app: AppState, request: Request, body: bytes, work: Callable[[Session, DeviceRow], T]
+    app: AppState, call: _Call, body: bytes, work: Callable[[Session, DeviceRow], T]
 ) -> T:
     """Authenticate the signed request and run ``work`` in the same transaction."""
     settings = app.ctx.settings
-    sig = _signature(app, request, body)
+    sig = _signature(app, call, body)
     with write_session(app.ctx.engine) as s:
         device = store.authenticate(
             s,
             sig,
-            request.method,
-            signed_path(request),
+            call.method,
+            call.path,
             body,
             now=utc_now(),
             max_skew_s=settings.max_skew_s,
@@ -138,7 +160,7 @@ def enroll(
 def _verified(
     s: Session,
     app: AppState,
-    request: Request,
+    call: _Call,
     body: bytes,
     sig: RequestSignature,
     now: datetime,
@@ -155,8 +177,8 @@ def _verified(
         sig,
         device.key,
         device.revoked,
-        request.method,
-        signed_path(request),
+        call.method,
+        call.path,
         body,
         now=now,
         max_skew_s=app.ctx.settings.max_skew_s,
@@ -170,6 +192,12 @@ def _verified(
 def checkin(
     request: Request, body: bytes = Depends(raw_body), app: AppState = Depends(app_state)
 ) -> dict[str, Any]:
+    """The signed check-in (:func:`_checkin`; served by :class:`DeviceRoutes`, this route is
+    its OpenAPI entry and the path behind a ``root_path``)."""
+    return _checkin(app, _call(request), body)
+
+
+def _checkin(app: AppState, call: _Call, body: bytes) -> dict[str, Any]:
     """Authenticate and direct in one read transaction; the nonce and the reported state go to
     the group commit (``_batch``), which refuses a replay before anything is answered; an
     assignment the device already holds is answered ``unchanged`` (``_signed``).
@@ -177,11 +205,11 @@ def checkin(
     A check-in whose director policy writes (a rollout's controls recording that a stage
     device was admitted, or how its install went) takes the one-transaction path instead:
     nonce, device state and the policy's rows commit together, as before the group commit."""
-    sig = _signature(app, request, body)
+    sig = _signature(app, call, body)
     now = utc_now()
     with read_session(app.ctx.engine) as s:
         generation = app.fleet_states.generation(s)
-        device = _verified(s, app, request, body, sig, now, generation)
+        device = _verified(s, app, call, body, sig, now, generation)
         report = parse_body(CheckIn, body)
         _check_build(app, report.agent_build)
         fleet = app.fleet_states.get(s, device, generation)
@@ -198,7 +226,7 @@ def checkin(
                 )
         except _PolicyWrites:
             s.rollback()
-            return _checkin_in_one_transaction(app, request, body, fleet)
+            return _checkin_in_one_transaction(app, call, body, fleet)
         device_id = device.id
     if not app.writer.submit(device_id, sig.nonce, now, store.checkin_columns(report, now)):
         raise store.replay(device_id, sig.nonce)
@@ -233,7 +261,7 @@ def _read_only(s: Session) -> Iterator[None]:
 
 
 def _checkin_in_one_transaction(
-    app: AppState, request: Request, body: bytes, fleet: FleetState
+    app: AppState, call: _Call, body: bytes, fleet: FleetState
 ) -> dict[str, Any]:
     def work(s: Session, device: DeviceRow) -> dict[str, Any]:
         report = parse_body(CheckIn, body)
@@ -248,7 +276,7 @@ def _checkin_in_one_transaction(
         )
         return _answer(app, device.id, assignment, report, now)
 
-    return _device_call(app, request, body, work)
+    return _device_call(app, call, body, work)
 
 
 def _answer(
@@ -276,15 +304,21 @@ def _answer(
 def telemetry(
     request: Request, body: bytes = Depends(raw_body), app: AppState = Depends(app_state)
 ) -> dict[str, int]:
+    """A signed telemetry report (:func:`_telemetry`; served by :class:`DeviceRoutes`, this
+    route is its OpenAPI entry and the path behind a ``root_path``)."""
+    return _telemetry(app, _call(request), body)
+
+
+def _telemetry(app: AppState, call: _Call, body: bytes) -> dict[str, int]:
     """Authenticate and validate in one read transaction (the report, and its sketch against
     its version's reference: a refusal stores nothing); the nonce, the report's row, its
     sketch and ``last_seen`` go to the group commit with the check-ins' writes (``_batch``),
     which refuses a replay; the answer comes once they are committed."""
     settings = app.ctx.settings
-    sig = _signature(app, request, body)
+    sig = _signature(app, call, body)
     now = utc_now()
     with read_session(app.ctx.engine) as s:
-        device = _verified(s, app, request, body, sig, now, app.fleet_states.generation(s))
+        device = _verified(s, app, call, body, sig, now, app.fleet_states.generation(s))
         report = parse_body(DeviceReport, body)
         if report.device_id != device.id:
             raise Refused(
@@ -310,6 +344,54 @@ def telemetry(
     return {"accepted": 1}
 
 
+class DeviceRoutes:
+    """The two requests every device sends each poll, the signed check-in and telemetry
+    report, served as plain ASGI in front of FastAPI (a middleware inside the body limit and
+    the metrics).
+
+    FastAPI's way to the same handler (its exception and exit-stack middlewares, routing
+    through every route of the app, the dependencies, a ``Request``, the answer's validation
+    against the return annotation) was over half of a check-in's server CPU with the handler
+    itself a third (docs/scale.md). This path reads the body that :class:`~edgeloop.fleet.
+    _limits.BodyLimit` hands on (already within the limit), runs the same handler
+    (:func:`_checkin`, :func:`_telemetry`) in AnyIO's worker threads as FastAPI runs a sync
+    route, and answers what FastAPI answered: the same JSON bytes and status, the same error
+    bodies (:func:`~edgeloop.fleet._http.error_response`), and an exception that is no
+    ``EdgeloopError`` propagates to the server's 500 as before. Any other request, method or
+    path (a ``root_path``, a trailing slash) goes on to FastAPI, whose routes for these two
+    paths stay: the OpenAPI schema and the path behind a ``root_path``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = _PLAIN.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST" or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        handler, status, scope["route"] = route  # the route's path labels the metrics
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: nothing to answer
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:  # the first of a repeated header, as Starlette's
+            headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        app: AppState = scope["app"].state.fleet
+        call = _Call("POST", scope_path(scope), headers)
+        response: Response
+        try:
+            answer = await to_thread.run_sync(handler, app, call, b"".join(chunks))
+            response = JSONResponse(answer, status_code=status)
+        except EdgeloopError as e:
+            response = error_response(e, app.metrics.auth_failures)
+        await response(scope, receive, send)
+
+
 @device_router.post(
     "/v1/keys", summary="A bundle's data key wrapped for this device", openapi_extra=JSON_BODY
 )
@@ -332,7 +414,7 @@ def data_key(
         entry = rewrap_for_device(variant, app.ctx.secrets.fleet_keys, device.encryption_key)
         return WrappedKey(target=req.target, recipient=entry).to_dict()
 
-    return _device_call(app, request, body, work)
+    return _device_call(app, _call(request), body, work)
 
 
 def _check_build(app: AppState, build: str | None) -> None:
@@ -429,7 +511,7 @@ def federated_node_key(
             row.binding, row.updated_at = binding, utc_now()
         return {"accepted": 1, "node_public_key": public}
 
-    return _device_call(app, request, body, work)
+    return _device_call(app, _call(request), body, work)
 
 
 @device_router.post(
@@ -463,4 +545,13 @@ def federated_poll(
                 return {"run": {"id": run.id, "superlink": run.superlink}}
         return {"run": None, "reason": "no open run for this device's cohort"}
 
-    return _device_call(app, request, body, work)
+    return _device_call(app, _call(request), body, work)
+
+
+_PLAIN_HANDLERS = {"/v1/checkin": (_checkin, 200), "/v1/telemetry": (_telemetry, 202)}
+# path -> (handler, status, the route whose path labels the request's metrics)
+_PLAIN: dict[str, tuple[Callable[[AppState, _Call, bytes], Any], int, APIRoute]] = {
+    route.path: (*_PLAIN_HANDLERS[route.path], route)
+    for route in device_router.routes
+    if isinstance(route, APIRoute) and route.path in _PLAIN_HANDLERS
+}

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from fastapi import Request
+from prometheus_client import Counter
 from sqlalchemy.engine import Engine
+from starlette.responses import JSONResponse
 
 from edgeloop.artifacts import Artifact
-from edgeloop.errors import InputError
+from edgeloop.errors import AuthError, EdgeloopError, InputError
 from edgeloop.fleet._settings import FleetSecrets, FleetSettings
 from edgeloop.fleet._store import Refused
 from edgeloop.registry import BlobStore
@@ -22,11 +25,13 @@ __all__ = [
     "JSON_BODY",
     "ServerContext",
     "admin_token_ok",
+    "error_response",
     "json_object",
     "utc_now",
     "parse_body",
     "raw_body",
     "require_admin",
+    "scope_path",
     "signed_path",
     "version_of",
 ]
@@ -74,6 +79,19 @@ def require_admin(request: Request) -> None:
         raise Refused(401, "admin", "admin API needs 'Authorization: Bearer <admin token>'")
 
 
+def error_response(exc: EdgeloopError, auth_failures: Counter) -> JSONResponse:
+    """The answer to an error a route raised on purpose: a :class:`Refused` is its status with
+    its reason (401 and 403 counted in ``auth_failures`` by reason); any other
+    :class:`EdgeloopError` is a 400 (bad input), 401 (authentication) or 500."""
+    if isinstance(exc, Refused):
+        if exc.status in (401, 403):
+            auth_failures.labels(exc.reason).inc()
+        headers = {"WWW-Authenticate": "Bearer"} if exc.reason == "admin" else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+    status = 400 if isinstance(exc, InputError) else 401 if isinstance(exc, AuthError) else 500
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -115,9 +133,14 @@ def version_of(body: bytes, *, with_model: bool = False) -> tuple[str, int]:
 
 def signed_path(request: Request) -> str:
     """The path as the client sent it (with its query): what a device signature covers."""
-    raw = request.scope.get("raw_path")
-    path = raw.decode("latin-1") if isinstance(raw, bytes | bytearray) else request.url.path
-    query = request.scope.get("query_string", b"")
+    return scope_path(request.scope)
+
+
+def scope_path(scope: Mapping[str, Any]) -> str:
+    """:func:`signed_path` of an ASGI scope (the device API's plain ASGI routes)."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes | bytearray) else str(scope["path"])
+    query = scope.get("query_string", b"")
     return f"{path}?{query.decode('latin-1')}" if query else path
 
 

@@ -60,6 +60,17 @@ class FleetMetrics:
             registry=self.registry,
         )
         self.registry.register(_Devices(count_devices))
+        self._served: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+    def served(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count a request and observe its latency. The labelled series are kept per route and
+        status (a few dozen): ``labels()`` validates and locks on every call, twice a request."""
+        series = self._served.get((endpoint, status))
+        if series is None:
+            series = self.requests.labels(endpoint, str(status)), self.latency.labels(endpoint)
+            self._served[(endpoint, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

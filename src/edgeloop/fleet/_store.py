@@ -111,7 +111,9 @@ def generation(s: Session) -> int | None:
     transaction = s.get_transaction()
     if kept is not None and transaction is not None and kept[0] is transaction:
         return kept[1]  # type: ignore[no-any-return]
-    value = s.scalar(_GENERATION)
+    # on the session's connection (its transaction): Core's execution, not the ORM's, which
+    # was most of this one-row read's CPU
+    value = s.connection().scalar(_GENERATION)
     out = int(value) if value is not None else None
     s.info[_GENERATION_KEY] = (s.get_transaction(), out)
     return out
