@@ -19,7 +19,13 @@ from edgeloop.db import GenerationRow, make_engine, read_session, upgrade, write
 from edgeloop.fleet import FleetSettings, create_app
 from edgeloop.fleet._batch import CheckinWriter
 from edgeloop.fleet._signed import SignedAssignments
-from edgeloop.protocol import Assignment, iso_time, payload_sha256, verify_assignment
+from edgeloop.protocol import (
+    Assignment,
+    ed25519_from_hex,
+    iso_time,
+    payload_sha256,
+    verify_assignment,
+)
 
 VNNI = {"isa": ["avx512_vnni"]}
 
@@ -371,6 +377,27 @@ def test_a_device_is_read_once_per_process_until_something_it_reads_changes(
     assert r.status_code == 200, r.text
     assert dev.checkin().status_code == 200
     assert devices.reads == 2  # a label change is read again
+
+
+def test_devices_of_one_kind_share_one_parsed_profile_and_keep_their_own_variant(
+    sqlite_fleet: Any,
+) -> None:
+    fleet = sqlite_fleet
+    fleet.release("kws", 1, {"int8": VNNI, "fp32": {}})
+    vnni = [fleet.device(model="kws") for _ in range(2)]
+    plain = fleet.device("arm", model="kws")
+    variants = []
+    for dev in [*vnni, plain]:
+        r = dev.checkin()
+        assert r.status_code == 200, r.text
+        key = ed25519_from_hex(dev.enrollment["director_key"]["keyval"]["public"])
+        assignment = verify_assignment(r.json()["assignment"], key, device_id=dev.device_id)
+        variants.append(assignment.variant)
+    assert variants == ["int8", "int8", "fp32"]  # each device's own profile decides
+    devices = fleet.client.app.state.fleet.devices
+    kept = [devices._kept[d.device_id].device_profile for d in [*vnni, plain]]
+    assert kept[0] is kept[1] and kept[2] is not kept[0]  # parsed once per kind
+    assert kept[2].isa == ("neon",) and "avx512_vnni" in kept[0].isa
 
 
 def test_a_revocation_refuses_the_next_request_in_every_process(fleet: Any) -> None:

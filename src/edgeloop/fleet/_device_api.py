@@ -218,7 +218,7 @@ def _checkin(app: AppState, call: _Call, body: bytes) -> dict[str, Any]:
         try:
             with _read_only(s):
                 assignment = direct(
-                    store.checkin_state(device, report),
+                    store.checkin_state(device, report, device.device_profile),
                     fleet,
                     now=now,
                     ttl=app.assignment_ttl,

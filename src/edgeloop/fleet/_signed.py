@@ -19,6 +19,7 @@ signed, unexpired assignment (docs/fleet-protocol.md).
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from sqlalchemy.orm import Session
 
+from edgeloop.artifacts import DeviceProfile
 from edgeloop.db import DeviceRow
 from edgeloop.fleet import _store as store
 from edgeloop.fleet._director import DeltaOffer, FleetState
@@ -160,6 +162,8 @@ class KnownDevice:
     model: str | None
     labels: dict[str, Any]
     profile: dict[str, Any] | None
+    # ``profile`` parsed, one object per distinct profile (devices of one kind share it)
+    device_profile: DeviceProfile | None = None
 
 
 class DeviceKeys:
@@ -177,6 +181,22 @@ class DeviceKeys:
         self._kept: OrderedDict[str, KnownDevice] = OrderedDict()
         self._lock = threading.Lock()
         self.reads = 0  # devices read from the database (misses)
+        self._profiles: dict[str, DeviceProfile] = {}  # by content: parsed once per kind
+
+    def _parsed(self, profile: dict[str, Any] | None) -> DeviceProfile | None:
+        """``profile`` as a ``DeviceProfile``, shared by every device that enrolled the same
+        one: parsing it was a measurable part of each check-in (docs/scale.md)."""
+        if not profile:
+            return None
+        key = json.dumps(profile, sort_keys=True)
+        parsed = self._profiles.get(key)
+        if parsed is None:
+            parsed = DeviceProfile.from_dict(profile)
+            with self._lock:
+                if len(self._profiles) >= 4096:  # bounded: a fleet of that many kinds re-parses
+                    self._profiles.clear()
+                self._profiles[key] = parsed
+        return parsed
 
     def get(self, s: Session, device_id: str, generation: int | None) -> KnownDevice | None:
         """The device (None: not enrolled here), read in ``s`` unless kept for ``generation``."""
@@ -198,6 +218,7 @@ class DeviceKeys:
             model=row.model,
             labels=dict(row.labels or {}),
             profile=row.profile,
+            device_profile=self._parsed(row.profile),
         )
         with self._lock:
             self.reads += 1

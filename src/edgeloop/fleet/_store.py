@@ -326,13 +326,20 @@ def record_checkin(device: DeviceRow, checkin: CheckIn, now: datetime) -> None:
         setattr(device, name, value)
 
 
-def checkin_state(device: DeviceFields, checkin: CheckIn) -> DeviceState:
+def checkin_state(
+    device: DeviceFields, checkin: CheckIn, profile: DeviceProfile | None = None
+) -> DeviceState:
     """What the director knows of ``device`` once this check-in is recorded (without
-    changing the row: the check-in's writes go through the group commit)."""
+    changing the row: the check-in's writes go through the group commit). ``profile``: the
+    device's stored profile already parsed (else parsed here)."""
+    if checkin.profile is not None:
+        profile = checkin.profile
+    elif profile is None:
+        profile = _profile(device.profile)
     return DeviceState(
         device_id=device.id,
         model=device.model,
-        profile=checkin.profile if checkin.profile is not None else _profile(device.profile),
+        profile=profile,
         installed=checkin.installed,
         known_good=checkin.known_good,
         labels=dict(device.labels),
