@@ -56,6 +56,8 @@ class _Progress:
         from edgeloop.fleet import record_autoheal_action, record_autoheal_step
 
         w = self.worker
+        if w.closing:
+            raise LeaseLost(f"job {self.job['id']}: the worker is shutting down")
         with write_session(w.engine) as s:
             now = utcnow()
             if not record_autoheal_step(s, int(self.job["id"]), step, dict(output),
@@ -89,6 +91,7 @@ class AutohealWorker:
         self.plan = plan or policy.heal_plan()
         self.engine = make_engine(fleet.db_url)
         self.current: int | None = None  # the job being healed
+        self.closing = False  # abandon(): record, finish and claim nothing more
         self._announced = False
 
     @property
@@ -120,8 +123,9 @@ class AutohealWorker:
         from edgeloop.db import utcnow, write_session
         from edgeloop.fleet import renew_autoheal_lease
 
+        self.closing = True  # the heal's thread may still run: it records nothing more
+        job_id = self.current  # before the heal's thread, cut short, forgets it
         stop_federations()
-        job_id = self.current
         if job_id is None:
             return
         with write_session(self.engine) as s:
@@ -141,6 +145,8 @@ class AutohealWorker:
             take_over_autoheal_run,
         )
 
+        if self.closing:
+            return None
         if not self._announced:  # the policy in force, for the dashboard and the audit
             with write_session(self.engine) as s:
                 record_autoheal_action(s, "worker_started", actor=self.name, now=utcnow(),
@@ -221,6 +227,8 @@ class AutohealWorker:
         from edgeloop.fleet import end_autoheal_run, record_autoheal_action
 
         state = "succeeded" if res.ok else "failed"
+        if self.closing:  # a heal cut short by the shutdown: the next worker resumes it
+            raise LeaseLost(f"job {res.job_id}: the worker is shutting down")
         with write_session(self.engine) as s:
             now = utcnow()
             if not end_autoheal_run(s, res.job_id, state, res.to_dict(), worker=self.name,

@@ -179,7 +179,7 @@ def stop_federations() -> None:
         _live.clear()
     for link, db_url, run_id in live:
         try:
-            link.stop(timeout_s=5)
+            link.close(timeout_s=5)  # the run's own thread may not start it again
         finally:
             with contextlib.suppress(Exception):
                 _close_runs(db_url, run_id=run_id)

@@ -17,6 +17,7 @@ Runtime dependency installation stays disabled. Standard library and ``cryptogra
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -138,6 +139,9 @@ class SuperNode:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout_s)
+        if process is not None:  # its flwr-clientapp children, in the session it started
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

@@ -59,6 +59,28 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def _descendant_groups(pid: int) -> set[int]:
+    """The process groups of ``pid``'s descendants (Linux ``/proc``; empty elsewhere): Flower's
+    ``flower-superexec`` starts a session of its own, and its ``flwr-serverapp`` lives in it."""
+    groups: set[int] = set()
+    todo: list[int] = [pid]
+    seen: set[int] = set()
+    while todo and len(seen) < 1000:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        if p != pid:
+            with contextlib.suppress(OSError):
+                groups.add(os.getpgid(p))
+    return groups - {os.getpgrp()}
+
+
 def kill_group(pgid: int) -> None:
     """Kill what is left of a SuperLink's process group (its ``flwr-serverapp`` children: the
     SuperLink runs in a session of its own, so they would outlive it)."""
@@ -93,6 +115,7 @@ class SuperLink:
         self.port = port or _free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.closed = False  # close(): stopped for good, never started again
 
     @property
     def url(self) -> str:
@@ -125,6 +148,8 @@ class SuperLink:
             return False
 
     def start(self, timeout_s: float = 60.0) -> SuperLink:
+        if self.closed:
+            raise FleetError(f"the SuperLink on {self.url} was closed: it is not started again")
         if self.process is not None and self.process.poll() is None:
             return self
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -150,18 +175,26 @@ class SuperLink:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
+        groups = _descendant_groups(process.pid)
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout_s)
-        kill_group(process.pid)
+        for pgid in {process.pid, *groups}:  # what it started: superexec, serverapps
+            kill_group(pgid)
 
     @property
     def pid(self) -> int | None:
         """The running ``flower-superlink``'s process id (its process group's too)."""
         return self.process.pid if self.running and self.process is not None else None
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop for good: a run waiting on this SuperLink (``deploy`` in another thread) fails
+        instead of starting it again (a process shutting down)."""
+        self.closed = True
+        self.stop(timeout_s)
 
     def restart(self, timeout_s: float = 60.0) -> None:
         """Stop and start again on the same port, with the same database."""
