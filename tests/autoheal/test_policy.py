@@ -208,3 +208,24 @@ def test_worker_refuses_a_deployment_policy_without_the_superlink_tls(tmp_path: 
     assert r.returncode != 0
     assert "federation deployment needs --superlink-cert" in r.stderr, r.stderr
     assert not (tmp_path / "x.db").exists()  # refused before touching the database
+
+
+def test_server_refuses_a_deployment_policy_without_tls_and_ca(tmp_path: Path) -> None:
+    (tmp_path / "p.json").write_text(json.dumps({**GOOD, "federation": "deployment"}))
+    base = [sys.executable, "-m", "edgeloop", "server", "--data", str(tmp_path / "data"),
+            "--auto-heal", str(tmp_path / "p.json"), "--auto-heal-dataset", "digits"]
+    r = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--auto-heal-superlink-ca" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "data").exists()
+    r = subprocess.run([*base, "--auto-heal-superlink-ca", str(tmp_path / "nope.pem")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--auto-heal-superlink-ca" in r.stderr, r.stderr
+
+
+def test_cohort_labels() -> None:
+    from edgeloop.loop import cohort_labels
+
+    assert cohort_labels("*") == {} and cohort_labels("site=north") == {"site": "north"}
+    assert cohort_labels("a=1,b=2") == {"a": "1", "b": "2"}
+    with pytest.raises(InputError, match="cohort"):
+        cohort_labels("north")

@@ -40,3 +40,13 @@ def test_node_key_refuses_a_directory_that_is_not_an_enrolled_agent(tmp_path: Pa
     r = cli("fl", "node-key", "--state", "fresh", "--key-out", "node.key")
     assert r.returncode != 0 and "not enrolled" in r.stderr
     assert not (tmp_path / "node.key").exists()
+
+
+def test_agent_label_and_federated_options_check_their_input(tmp_path: Path, cli: Cli) -> None:
+    """``edgeloop agent --label KEY=VALUE``: a bad label is one line naming it, before the
+    state directory is made; ``--federated`` without a pinned CA (no provisioning) says why."""
+    r = cli("agent", "--state", "s1", "--label", "north", "--once")
+    assert r.returncode != 0 and "--label 'north': expected KEY=VALUE" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s1").exists()
+    r = cli("agent", "--state", "s2", "--server", "http://127.0.0.1:9", "--federated", "--once")
+    assert r.returncode != 0 and "pinned over TLS" in r.stderr, r.stderr
