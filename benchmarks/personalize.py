@@ -28,7 +28,10 @@ Compared (``edgeloop.federated.server.hybrid_schedule``):
   accuracy with the fleet head, and with what they serve after personalization (their personal
   head only where its out-of-fold gain on their labels is positive), on each device's
   predictions that got no label (``unlabelled_*``: the device never trained on them nor chose
-  its head with them);
+  its head with them), and on 200 fresh samples of the test split as the device's sensor records
+  them (``fresh_*``: new predictions from the device's distribution; the unlabelled ones are the
+  complement of the labelled ones within the device's finite sample, so whatever the labelled
+  half over-represents the unlabelled half under-represents);
 - device cost of one personal-head fit on a device's labelled samples: seconds and peak
   Python memory (``tracemalloc``), and the head's stored size.
 
@@ -154,7 +157,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, 
     for name, plan in plans.items():
         t0, c0 = time.perf_counter(), time.process_time()
         result = hybrid_schedule(model, central=central if plan.central_epochs else None,
-                                 devices=devices, plan=plan)
+                                 devices=devices, plan=plan, fresh=(xt, yt))
         personal = result.steps[-1].metrics
         gates = {s.kind: {"accepted": s.accepted, "reason": s.detail.get("reason"),
                           **{k: s.metrics[k] for k in ("base_accuracy", "accuracy")
@@ -263,6 +266,14 @@ def main() -> None:
               f"{cell(t, 'devices_drifted_unlabelled_served_accuracy'):>16} "
               f"{cell(t, 'devices_unlabelled_fleet_accuracy'):>16} "
               f"{cell(t, 'devices_unlabelled_served_accuracy'):>16}")
+    print(f"\nfresh samples (the test split through each device's sensor):\n{'schedule':<10} "
+          f"{'drifted fleet':>16} {'drifted served':>16} {'all fleet':>16} {'all served':>16}")
+    for t in table[1:-1]:
+        print(f"{t['schedule']:<10} "
+              f"{cell(t, 'devices_drifted_fresh_fleet_accuracy'):>16} "
+              f"{cell(t, 'devices_drifted_fresh_served_accuracy'):>16} "
+              f"{cell(t, 'devices_fresh_fleet_accuracy'):>16} "
+              f"{cell(t, 'devices_fresh_served_accuracy'):>16}")
     print("\nmodel steps at their gates (accepted seeds; mean parent -> candidate accuracy):")
     for name in SCHEDULES:
         group = [r for r in rows if r["schedule"] == name]

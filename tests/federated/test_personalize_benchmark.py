@@ -30,6 +30,8 @@ def test_personalize_benchmark_runs(tmp_path: Path) -> None:
     for name in ("personal", "scratch", "central", "federated", "hybrid"):
         assert "test_accuracy_mean" in rows[name] and "devices_devices_mean" in rows[name]
         assert 0 <= rows[name]["devices_unlabelled_served_accuracy_mean"] <= 1
+        assert 0 <= rows[name]["devices_fresh_served_accuracy_mean"] <= 1
+        assert 0 <= rows[name]["devices_drifted_fresh_fleet_accuracy_mean"] <= 1
     # personalization alone leaves the fleet model as deployed
     assert rows["personal"]["test_accuracy_mean"] == rows["none"]["test_accuracy_mean"]
     cost = rows["device-cost"]
@@ -40,4 +42,5 @@ def test_personalize_benchmark_runs(tmp_path: Path) -> None:
     assert set(hybrid["gates"]) == {"central", "federated"}  # each model step: accepted, why
     assert all(g["reason"] and 0 <= g["accuracy"] <= 1 for g in hybrid["gates"].values())
     assert "test_drifted_accuracy_mean" in rows["hybrid"] and "gates" in r.stdout
+    assert "fresh samples" in r.stdout
     assert "load_after" in data and data["quick"] and "device cost" in r.stdout

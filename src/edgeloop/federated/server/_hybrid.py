@@ -147,9 +147,14 @@ def central_step(model: bytes, train: Arrays, val: Arrays, epochs: int, lr: floa
 
 
 def personalize_step(model: bytes, devices: Arrays, plan: SimulationPlan,
-                     config: PersonalConfig) -> ScheduleStep:
+                     config: PersonalConfig, fresh: Arrays | None = None,
+                     fresh_per_device: int = 200) -> ScheduleStep:
     """Every simulated device fits a personal head on its delayed labels (the agent's code) and
-    serves with it only when it beats the fleet head on its held-out labels."""
+    serves with it only when it beats the fleet head out of fold on its labels. ``fresh``:
+    samples none of the devices holds (a test split); each device also scores the fleet head
+    and what it serves on ``fresh_per_device`` of them as its own sensor records them
+    (``fresh_*``): new predictions from the device's distribution, not the complement of its
+    labelled ones."""
     t0 = time.perf_counter()
     xa, ya = np.asarray(devices[0]), np.asarray(devices[1]).astype(np.int64)
     parts, drifted = partition(ya, plan.clients, plan.partition, plan.seed)
@@ -188,6 +193,18 @@ def personalize_step(model: bytes, devices: Arrays, plan: SimulationPlan,
             mine = float(np.mean(head.scores(feats[~lab], probs[~lab]).argmax(1) == truth))
             row.update(unlabelled_fleet_accuracy=fleet,
                        unlabelled_served_accuracy=mine if head.serving else fleet)
+        if fresh is not None and len(fresh[1]):
+            pick = (np.arange(fresh_per_device) + c * fresh_per_device) % len(fresh[1])
+            xf = np.asarray(fresh[0])[pick]
+            if c in drifted:
+                xf = drift_inputs(xf, plan.drift_severity, plan.seed + c)
+            ff, pf = _outputs(model, xf)
+            yf = np.asarray(fresh[1]).astype(np.int64)[pick]
+            fleet_f = float(np.mean(pf.argmax(axis=1) == yf))
+            mine_f = float(np.mean(head.scores(ff, pf).argmax(axis=1) == yf))
+            row.update(fresh_fleet_accuracy=fleet_f,
+                       fresh_served_accuracy=mine_f if head.serving else fleet_f,
+                       fresh_personal_accuracy=mine_f)
         per_device.append(row)
     fitted = [d for d in per_device if "serving" in d]
 
@@ -210,16 +227,22 @@ def personalize_step(model: bytes, devices: Arrays, plan: SimulationPlan,
         "drifted_unlabelled_served_accuracy": mean("unlabelled_served_accuracy", drift_scored),
         "fit_seconds_mean": float(np.mean(fit_s)) if fit_s else 0.0,
     }
+    fresh_rows = [d for d in fitted if "fresh_fleet_accuracy" in d]
+    for prefix, group in (("", fresh_rows), ("drifted_", [d for d in fresh_rows if d["drifted"]])):
+        for key in ("fresh_fleet_accuracy", "fresh_served_accuracy", "fresh_personal_accuracy"):
+            metrics[prefix + key] = mean(key, group)
     metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}
     return ScheduleStep("personalize", sha, None, bool(fitted), metrics,
                         time.perf_counter() - t0, {"devices": per_device})
 
 
 def hybrid_schedule(model: bytes, *, central: tuple[Arrays, Arrays] | None, devices: Arrays,
-                    plan: SchedulePlan | None = None) -> ScheduleResult:
+                    plan: SchedulePlan | None = None,
+                    fresh: Arrays | None = None) -> ScheduleResult:
     """Run the schedule (see the module) from ``model``; ``central`` = ((x, y), (x_val, y_val))
     the data held centrally (None: no central step), ``devices`` the data the simulated
-    devices see."""
+    devices see, ``fresh`` samples none of them holds, scored through each device's sensor
+    after personalization (``fresh_*``)."""
     p = plan or SchedulePlan()
     if p.central_epochs and central is None:
         raise InputError("central retraining needs the central data (train and val splits)")
@@ -250,5 +273,5 @@ def hybrid_schedule(model: bytes, *, central: tuple[Arrays, Arrays] | None, devi
             current = run.model
             models[sha256_bytes(current)] = current
     if p.personalize:
-        steps.append(personalize_step(current, devices, p.devices, p.personal))
+        steps.append(personalize_step(current, devices, p.devices, p.personal, fresh))
     return ScheduleResult(f"hybrid-{secrets.token_hex(4)}", base_sha, current, steps, models)
