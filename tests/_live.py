@@ -193,11 +193,10 @@ class ChildServer:
         raise RuntimeError(f"the server did not answer on {self.url} within {self.timeout_s} s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
+        if self.proc is not None:
+            from edgeloop.federated.device._process import stop_tree
+
+            # SIGTERM, then whatever it started (auto-heal workers, their SuperLinks and
+            # flwr-serverapp processes in sessions of their own) is killed too
+            stop_tree(self.proc, timeout_s=20)
         self.proc = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -75,13 +74,10 @@ class LiveServer:
         raise AssertionError(f"server not ready in {ready_s:g} s: {self.output}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            from edgeloop.federated.device._process import stop_tree
+
+            stop_tree(self.proc, timeout_s=20)  # SIGTERM, then what it started is killed too
         self.proc = None
 
     @property

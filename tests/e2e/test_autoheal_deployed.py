@@ -189,14 +189,17 @@ def test_auto_heal_fine_tunes_on_agents_supernodes_across_a_server_restart(
         assert sorted(runs) == [(f"job-{job}.1", True), (f"job-{job}.2", True)], runs
     finally:
         srv.stop()
+        from edgeloop.federated.device._process import alive, descendants, stop_tree
+
+        trees = [descendants(p.pid) for p in agents]  # SuperNodes: sessions of their own
         for p in agents:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGTERM)
-        for p in agents:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)  # SuperNodes and ClientApps left behind
+        for p, tree in zip(agents, trees, strict=True):
+            stop_tree(p, timeout_s=20)  # waits; SIGKILL after; then what it started
+            for pid, start in tree:  # SuperNodes and ClientApps a killed agent left behind
+                if alive((pid, start)):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        if tree[(pid, start)] != os.getpgrp():
+                            os.killpg(tree[(pid, start)], signal.SIGKILL)
+                        os.kill(pid, signal.SIGKILL)

@@ -98,9 +98,9 @@ def test_real_agents_join_a_deployed_run_and_the_result_is_registered(
         assert record["revoked_left_out"] == 1 and record["gate"]["accepted"]
         assert all(r["aggregated"] for r in record["rounds"])
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+        from edgeloop.federated.device import stop_tree
+
+        for p in procs:  # with its SuperLink (a session of its own), if left running
+            stop_tree(p, timeout_s=10)
         for a in agents:
             a.close()

@@ -176,9 +176,9 @@ def test_cli_fl_start_registers_the_deployed_result_with_its_lineage(tmp_path: P
     finally:
         for node in nodes:
             node.stop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        from edgeloop.federated.device import stop_tree
+
+        stop_tree(proc, timeout_s=10)  # with its SuperLink (a session of its own), if left
     assert proc.returncode == 0, stderr
     assert "registered blobs@2" in stdout, stdout
     record = json.loads((tmp_path / "run" / "run.json").read_text())

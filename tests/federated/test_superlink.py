@@ -53,6 +53,33 @@ def test_relative_paths_are_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyP
                ("--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certfile", "--database"))
 
 
+def _started_by(pid: int, seconds: float = 30.0) -> dict[tuple[int, int], int]:
+    """The descendants of ``pid`` once it has started its Flower helper (flower-superexec)."""
+    import time
+
+    from edgeloop.federated.device._process import descendants
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = descendants(pid)
+        if found:
+            return found
+        time.sleep(0.1)
+    return {}
+
+
+def _survivors(tree: dict[tuple[int, int], int], seconds: float = 5.0) -> list[int]:
+    import time
+
+    from edgeloop.federated.device._process import alive
+
+    deadline = time.monotonic() + seconds
+    while (left := [pid for pid, start in tree if alive((pid, start))]) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def _handshake(port: int, cafile: Path) -> bool:
     context = ssl.create_default_context(cafile=str(cafile))
     try:
@@ -76,7 +103,12 @@ def test_superlink_serves_the_fleet_certificate_and_survives_a_restart(tmp_path:
         assert _handshake(link.port, ca.ca_pem)
         assert (tmp_path / "sl" / "superlink.db").exists()  # state kept across the restart
         process = link.process
-    assert not link.running and process is not None and process.poll() is not None
+        assert process is not None
+        # its flower-superexec runs in a session of its own: not in the SuperLink's group
+        helpers = _started_by(process.pid)
+        assert helpers and any(group != process.pid for group in helpers.values())
+    assert not link.running and process.poll() is not None
+    assert _survivors(helpers) == []  # stop() reaped them too
 
 
 @pytest.mark.slow
@@ -120,8 +152,12 @@ def test_a_revoked_devices_supernode_is_refused_an_enrolled_one_joins(tmp_path: 
         address = f"127.0.0.1:{link.port}"
         good = SuperNode(enrolled, address, ca.ca_pem, tmp_path / "dev-1")
         bad = SuperNode(revoked, address, ca.ca_pem, tmp_path / "dev-2")
+        helpers: dict[tuple[int, int], int] = {}
         try:
             assert good.start(timeout_s=60) == node_id and good.running
+            assert good.process is not None
+            helpers = _started_by(good.process.pid)  # its flower-superexec
+            assert helpers
             with pytest.raises(AgentError, match="exited"):
                 bad.start(timeout_s=60)
             assert not bad.running
@@ -129,6 +165,7 @@ def test_a_revoked_devices_supernode_is_refused_an_enrolled_one_joins(tmp_path: 
             good.stop()
             bad.stop()
         assert not good.running
+        assert _survivors(helpers) == []
         assert not list((tmp_path / "dev-1").glob("supernode-*"))  # the key file is gone
 
 
@@ -158,9 +195,9 @@ def test_cli_superlink_runs_until_terminated(tmp_path: Path) -> None:
         with pytest.raises(OSError):  # the SuperLink went with it
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        from edgeloop.federated.device import stop_tree
+
+        stop_tree(proc, timeout_s=10)  # with its SuperLink (a session of its own), if left
 
 
 def test_cli_superlink_refuses_a_missing_certificate(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from edgeloop.federated.device._local import (
     feedback_features,
 )
 from edgeloop.federated.device._participant import Participant, flower_installed
+from edgeloop.federated.device._process import kill_tree, stop_tree
 from edgeloop.federated.device._supernode import SuperNode
 from edgeloop.federated.device._trainers import (
     HeadTrainer,
@@ -78,12 +79,14 @@ __all__ = [
     "embedding_features",
     "encode_update",
     "feedback_features",
+    "kill_tree",
     "flower_installed",
     "node_key",
     "node_key_openssh",
     "node_public_openssh",
     "parse_compression",
     "split_held_out",
+    "stop_tree",
     "train_config",
     "train_head",
     "verify_node_binding",

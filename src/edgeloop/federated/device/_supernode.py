@@ -17,11 +17,9 @@ Runtime dependency installation stays disabled. Standard library and ``cryptogra
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgeloop._io import atomic_write_bytes
 from edgeloop.errors import AgentError, InputError, MissingExtraError
 from edgeloop.federated.device._join import node_key, node_key_openssh
+from edgeloop.federated.device._process import stop_tree
 
 __all__ = ["SuperNode"]
 
@@ -130,18 +129,11 @@ class SuperNode:
         raise AgentError(f"SuperNode not activated by {self.superlink} after {timeout_s:g} s")
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the SuperNode and remove its key file."""
+        """Stop the SuperNode with everything it started (its ``flower-superexec`` and the
+        ``flwr-clientapp`` processes: ``stop_tree``) and remove its key file."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout_s)
-        if process is not None:  # its flwr-clientapp children, in the session it started
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+        if process is not None:
+            stop_tree(process, timeout_s)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

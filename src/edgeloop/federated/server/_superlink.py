@@ -22,10 +22,8 @@ can connect. Registration goes through the SuperLink's Control API (Flower's
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -40,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgeloop.errors import AuthError, FleetError, InputError, MissingExtraError
-from edgeloop.federated.device import verify_node_binding
+from edgeloop.federated.device import kill_tree, stop_tree, verify_node_binding
 
 __all__ = ["SuperLink", "kill_group", "superlink_command"]
 
@@ -59,33 +57,11 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _descendant_groups(pid: int) -> set[int]:
-    """The process groups of ``pid``'s descendants (Linux ``/proc``; empty elsewhere): Flower's
-    ``flower-superexec`` starts a session of its own, and its ``flwr-serverapp`` lives in it."""
-    groups: set[int] = set()
-    todo: list[int] = [pid]
-    seen: set[int] = set()
-    while todo and len(seen) < 1000:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-        if p != pid:
-            with contextlib.suppress(OSError):
-                groups.add(os.getpgid(p))
-    return groups - {os.getpgrp()}
-
-
-def kill_group(pgid: int) -> None:
-    """Kill what is left of a SuperLink's process group (its ``flwr-serverapp`` children: the
-    SuperLink runs in a session of its own, so they would outlive it)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+def kill_group(pid: int) -> None:
+    """Kill a SuperLink that is not this process's child (a pid file names it) with what it
+    started: its process group, its ``flower-superexec`` (a session of its own) and that one's
+    ``flwr-serverapp`` processes (``federated.device.kill_tree``)."""
+    kill_tree(pid)
 
 
 def superlink_command(cert_pem: Path, key_pem: Path, ca_pem: Path, database: Path, *,
@@ -172,18 +148,13 @@ class SuperLink:
                          f"{self._log_tail()}")
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the SuperLink with everything it started (``federated.device.stop_tree``):
+        its ``flower-superexec`` runs in a session of its own and starts the ``flwr-serverapp``
+        processes, so the SuperLink's process group alone would leave them running. Reaped
+        too when the SuperLink itself already exited."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        groups = _descendant_groups(process.pid)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout_s)
-        for pgid in {process.pid, *groups}:  # what it started: superexec, serverapps
-            kill_group(pgid)
+        if process is not None:
+            stop_tree(process, timeout_s)
 
     @property
     def pid(self) -> int | None:
