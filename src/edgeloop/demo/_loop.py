@@ -45,6 +45,43 @@ MONITOR_OPTIONS = ("--monitor-window", "4", "--monitor-interval", "4", "--monito
 FIT_TARGET = "rpi4"
 FIT_BUDGET = {"max_latency_ms": 5.0, "max_ram_mb": 64.0, "max_size_kb": 256.0,
               "min_accuracy": 0.95}
+# The simulated fleet's load, scaled with its size so that any fleet fits this 2-core machine.
+# All agents run in one thread of the demo's process (one core at most, the GIL) and each costs
+# CPU: about 12 ms per served inference and about 2 ms a second for its 1-s poll (a report, a
+# check-in and a federated poll: three HTTPS requests to the server, which needs CPU as well).
+# At 4 inferences/s per device, 100 devices asked for 400/s (about 5 cores) and under load
+# served about 5/s in all, 1-5 samples per cohort window, and detection timed out. So the
+# whole fleet serves a fixed budget of inferences a second (per device: min(4, budget / fleet)):
+# with the cohort a fifth of the fleet it serves budget / 5 = 8 a second whatever the size,
+# which is what the 10-device e2e run's cohort (2 devices at 4/s) serves and detects from in
+# 20-30 s; 40/s costs about half a core. The poll interval grows with the fleet likewise (at
+# most POLL_BUDGET polls a second in all), and the waits below are derived from these rates.
+FLEET_RPS_BUDGET = 40.0  # inferences a second, the whole fleet
+MAX_DEVICE_RPS = 4.0  # a small fleet's devices: the 10-device e2e test's rate, unchanged
+POLL_BUDGET = 50.0  # agent polls a second, the whole fleet (1-s polls up to 50 devices)
+DETECT_SAMPLES = 2400.0  # the cohort's inferences to wait for an alert (300 s at 8/s)
+HEAL_LABELS = 600  # labels the cohort's devices hold in all before the fine-tune (20 x 30)
+
+
+class LoopLoad:
+    """The closed loop's fleet load and waits for ``devices`` simulated agents (see above)."""
+
+    def __init__(self, devices: int) -> None:
+        cohort = max(1, devices // 5)
+        self.rps = min(MAX_DEVICE_RPS, FLEET_RPS_BUDGET / max(devices, 1))
+        self.poll_s = max(1.0, devices / POLL_BUDGET)
+        # every inference's label comes back once the rate is below 2/s (half of them at 4/s,
+        # as before): the heal's labels come no slower than the rate allows
+        self.feedback_share = min(1.0, 2.0 / self.rps)
+        cohort_rps = cohort * self.rps
+        self.serving_s = max(300.0, 3.0 * devices)  # enrolment and first install, per device
+        self.detect_s = max(300.0, DETECT_SAMPLES / cohort_rps)
+        # labels per cohort device before the fine-tune: 30 each for a small cohort, fewer for
+        # a large one (the fine-tune needs about HEAL_LABELS in all), waiting twice the time
+        # the rate needs for them (at least the 120 s the 10-device run always had)
+        self.labels = min(30, max(10, math.ceil(HEAL_LABELS / cohort)))
+        self.labels_s = max(120.0, 2.0 * self.labels / (self.rps * self.feedback_share))
+        self.realized_s = max(120.0, 3.0 * self.poll_s + 60.0)
 
 
 class LoopState:
@@ -53,6 +90,7 @@ class LoopState:
     def __init__(self, devices: int) -> None:
         self.devices = devices
         self.north = frozenset(range(max(1, devices // 5)))  # a fifth of the fleet
+        self.load = LoopLoad(devices)
         self.bad_versions: set[int] = set()
         self.t0 = time.monotonic()
         self.wall0 = time.time()  # the same instant on the clock the server stamps with
@@ -88,8 +126,9 @@ def start_loop(ctx: DemoContext) -> StageResult:
     from edgeloop.registry import Registry
 
     st = ctx.loop = LoopState(ctx.fleet_size)
+    load = st.load
     onnx, card, fitted = _fit_base(ctx, st)
-    server = st.server = DemoServer(ctx.work / "loop" / "fleet", poll_interval=1.0,
+    server = st.server = DemoServer(ctx.work / "loop" / "fleet", poll_interval=load.poll_s,
                                     extra=MONITOR_OPTIONS)
     server.start()
     from edgeloop.artifacts import sha256_bytes
@@ -125,13 +164,15 @@ def start_loop(ctx: DemoContext) -> StageResult:
         return {"input": xs[j:j + 1]}, int(ys[j])
 
     fleet = st.fleet = DemoFleet(
-        ctx.work / "loop", server, st.devices, rps=4.0, inputs=inputs, scale=DRIFT_SCALE,
-        feedback_share=0.5, feedback_delay_s=0.5, device_labels=st.region,
+        ctx.work / "loop", server, st.devices, rps=load.rps, inputs=inputs, scale=DRIFT_SCALE,
+        poll_interval_s=load.poll_s, feedback_share=load.feedback_share, feedback_delay_s=0.5,
+        device_labels=st.region,
         fault=lambda m: LOOP_BAD_ERROR_SHARE if m.version in st.bad_versions else 0.0)
     fleet.start()
-    fleet.wait_serving(f"{LOOP_MODEL}@1", timeout_s=300)
-    st.mark("fleet serves v1", devices=st.devices, cohort=COHORT, cohort_devices=len(st.north))
-    st.before = _realized(server, 1, COHORT, timeout_s=120)
+    fleet.wait_serving(f"{LOOP_MODEL}@1", timeout_s=load.serving_s)
+    st.mark("fleet serves v1", devices=st.devices, cohort=COHORT, cohort_devices=len(st.north),
+            rps=round(load.rps, 3), poll_s=load.poll_s)
+    st.before = _realized(server, 1, COHORT, timeout_s=load.realized_s)
     st.mark("baseline", realized_accuracy=st.before)
     return (f"the base fitted to {fitted['budget_text']} on {FIT_TARGET} by the planner "
             f"({fitted['chosen']}: {fitted['why']}); "
@@ -196,9 +237,11 @@ def drift(ctx: DemoContext) -> StageResult:
                                                                 "devices": len(st.north)})
 
 
-def detect(ctx: DemoContext, timeout_s: float = 300.0) -> StageResult:
-    """Wait for the server's alert on the cohort (sketches only) and the job it queued."""
+def detect(ctx: DemoContext, timeout_s: float | None = None) -> StageResult:
+    """Wait for the server's alert on the cohort (sketches only) and the job it queued
+    (by default for :attr:`LoopLoad.detect_s`)."""
     st = _loop(ctx)
+    timeout_s = st.load.detect_s if timeout_s is None else timeout_s
     mon = st.server.monitor()
     deadline = time.monotonic() + timeout_s
     alert = None
@@ -275,11 +318,12 @@ def _claim(st: LoopState, mon: Any, timeout_s: float = 60.0) -> dict[str, Any]:
     raise FleetError(f"no queued finetune job for {COHORT} within {timeout_s:.0f} s")
 
 
-def _wait_labels(st: LoopState, minimum: int = 30, timeout_s: float = 120.0) -> None:
-    """Until every cohort device holds ``minimum`` labels of drifted inputs (or the time is
-    up: the fine-tune then runs on what there is)."""
+def _wait_labels(st: LoopState) -> None:
+    """Until every cohort device holds :attr:`LoopLoad.labels` labels of drifted inputs (or
+    :attr:`LoopLoad.labels_s` is up: the fine-tune then runs on what there is)."""
     cohort = _FleetCohort(st)
-    deadline = time.monotonic() + timeout_s
+    minimum = st.load.labels
+    deadline = time.monotonic() + st.load.labels_s
     while time.monotonic() < deadline:
         held = [len(y) for _, y in cohort.devices(COHORT)]
         if len(held) == len(st.north) and min(held, default=0) >= minimum:
@@ -357,7 +401,7 @@ def healed(ctx: DemoContext) -> StageResult:
     version = int(fix["version"])
     ref = f"{LOOP_MODEL}@{version}"
     sim = st.fleet.sim
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + st.load.realized_s
     while sum(sim.first_served.get((i, ref)) is not None for i in st.north) < len(st.north):
         if time.monotonic() > deadline:
             break
@@ -367,7 +411,7 @@ def healed(ctx: DemoContext) -> StageResult:
                    if (i, ref) in sim.first_served)
     k = math.ceil(0.95 * len(st.north))
     to_heal = round(times[k - 1], 1) if len(times) >= k else None
-    after = _realized(st.server, version, COHORT, timeout_s=120, since=time.time())
+    after = _realized(st.server, version, COHORT, timeout_s=st.load.realized_s, since=time.time())
     client = RolloutClient(st.server.url, st.server.admin_token, verify=st.server.verify)
     rollout = client.get(int(fix["rollout"]["id"]))
     shipped = rollout.get("shipped") or []
