@@ -85,9 +85,9 @@ class PersonalConfig:
     prior). The strength is chosen among ``strengths`` by ``folds``-fold cross-validation on
     the device's labels; ``epochs`` of accelerated full-batch gradient descent per fit."""
 
-    epochs: int = 150
+    epochs: int = 100
     strengths: tuple[float, ...] = (30.0, 3.0, 0.3, 0.03)
-    folds: int = 5
+    folds: int = 4
     anchored: bool = True
     min_samples: int = 20
     min_evidence: float = 1.0  # serve only when (fixed - broken) / sqrt(fixed + broken) >= it
