@@ -29,9 +29,10 @@ setting), so a rerun only repeats the searches. While ``--jobs 2`` runs the rpi4
 the local one, the local latencies are timed with the other core busy.
 
 Prints tables and writes ``benchmarks/results/search.json`` (every trial, the fronts, the
-comparisons, the rank check, wall times per phase: ``search_seconds`` per target,
-``comparison_seconds``, the rank check's ``seconds``; ``cpu_seconds``, the CPU time of every
-process of the run, for a figure taken under load); ``BENCH_LOAD_BEFORE`` (e.g. ``uptime``
+comparisons, the rank check, wall and CPU times per phase: ``search_seconds`` and
+``search_cpu_seconds`` per target, ``comparison_seconds`` and ``comparison_cpu_seconds``, the
+rank check's ``seconds`` and ``cpu_seconds``; ``cpu_seconds``, the CPU time of every process of
+the run, for a figure taken under load: over 2 cores it estimates a quiet run's wall time); ``BENCH_LOAD_BEFORE`` (e.g. ``uptime``
 before the run) is recorded, with the load after, so a figure taken under load says so.
 """
 
@@ -263,10 +264,12 @@ def main() -> None:
             k: pool.submit(train_one, j, cfg) for k, j in jobs.items()
         }
         acc = {}
+        compare_cpu = 0.0
         for k, f in futs.items():
             r = f.result()
             trainings.append(r)
             acc[k] = r["accuracy"]
+            compare_cpu += r["cpu_seconds"]
         compare_done = time.perf_counter()
         rank_runs = [f.result() for f in rank_futs]
         trainings.extend(rank_runs)
@@ -295,6 +298,7 @@ def main() -> None:
         "long_accuracy": long,
         "spearman": rho,
         "seconds": rank_done - rank_start,
+        "cpu_seconds": sum(r["cpu_seconds"] for r in rank_runs),
         "note": "trained side by side with the searches; seconds is the span to the last one",
     }
     for t in targets.values():
@@ -329,6 +333,7 @@ def main() -> None:
         "rank_check": rank,
         "search_phase_seconds": search_done - start,
         "comparison_seconds": compare_done - search_done,
+        "comparison_cpu_seconds": compare_cpu,
         "trainings": len(trainings),
         "trainings_cached": sum(bool(r["cached"]) for r in trainings),
         "wall_seconds": time.perf_counter() - start,
