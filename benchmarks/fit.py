@@ -17,7 +17,7 @@ fits is the most accurate one whose figures hold the whole budget. ``edgeloop.pl
 then plans for the same budget; reported: its choice and figures, the best preset's, and how
 many candidates the cost model spared (screened before any training or quantization).
 
-    python benchmarks/fit.py --jobs 2        # 3 seeds, two side by side; about 8 min on 2 cores
+    python benchmarks/fit.py --jobs 3        # 3 seeds side by side; see docs/fit.md for the runtime
     python benchmarks/fit.py --quick         # smoke run: tiny data, 1 epoch, 1 seed
 
 Prints a table and writes ``benchmarks/results/fit.json`` (with ``cpu_seconds``, the CPU time
@@ -178,7 +178,7 @@ def main() -> None:
     ap.add_argument("--search-trials", type=int, default=6, help="the distillation's search")
     ap.add_argument("--eval-samples", type=int, default=600)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per seed")
-    ap.add_argument("--jobs", type=int, default=2, help="seeds in parallel")
+    ap.add_argument("--jobs", type=int, default=3, help="seeds in parallel (3 keeps 2 cores busy)")
     ap.add_argument("--workdir", type=Path, default=WORKDIR, help="cached teachers")
     ap.add_argument("--quick", action="store_true", help="smoke run: n=320, 1 epoch, 1 seed")
     ap.add_argument("--out", type=Path, default=RESULTS)
