@@ -32,8 +32,9 @@ Prints tables and writes ``benchmarks/results/search.json`` (every trial, the fr
 comparisons, the rank check, wall and CPU times per phase: ``search_seconds`` and
 ``search_cpu_seconds`` per target, ``comparison_seconds`` and ``comparison_cpu_seconds``, the
 rank check's ``seconds`` and ``cpu_seconds``; ``cpu_seconds``, the CPU time of every process of
-the run, for a figure taken under load: over 2 cores it estimates a quiet run's wall time); ``BENCH_LOAD_BEFORE`` (e.g. ``uptime``
-before the run) is recorded, with the load after, so a figure taken under load says so.
+the run, for a figure taken under load: over 2 cores it estimates a quiet run's wall time);
+``BENCH_LOAD_BEFORE`` (e.g. ``uptime`` before the run) is recorded, with the load after, so a
+figure taken under load says so.
 """
 
 from __future__ import annotations
