@@ -96,6 +96,14 @@ def test_limits_refuse_non_positive_or_infinite() -> None:
         Limits(max_size_kb=float("inf"))
 
 
+def test_search_refuses_a_non_positive_batch_size_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(InputError, match="--batch-size must be >= 1, got 0"):
+        search("mobilenet", out_dir=tmp_path / "out", dataset="digits", trials=1, batch_size=0)
+    assert not (tmp_path / "out").exists()
+
+
 def test_pareto_front_keeps_only_feasible_full_undominated_trials() -> None:
     trials = [
         _rec(0, 0.80, 1.0),
