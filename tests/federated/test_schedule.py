@@ -130,3 +130,21 @@ def test_a_rejected_step_exits_33_after_registering_the_accepted_ones(
     record = json.loads((setup / "r" / "schedule.json").read_text())
     assert [s["accepted"] for s in record["steps"]] == [True, False]
     assert not (setup / "r" / "federated.onnx").exists()
+
+
+def test_the_central_step_chooses_its_rate_and_epoch_on_train_data_only() -> None:
+    """The step trains on four fifths of the central train split and records the rate and
+    epoch it kept on the other fifth (the parent's head, epoch 0, included); the val split is
+    left to the gate."""
+    from edgeloop.federated.server._hybrid import central_step
+
+    x, y = blobs(600, seed=0)
+    vx, vy = blobs(300, seed=2)
+    model = model_bytes()
+    _, step = central_step(model, (x, y), (vx, vy), epochs=4, lr=10.0, seed=0)
+    assert step.metrics["lr"] in (10.0, 2.0, 0.4)
+    assert step.metrics["train_samples"] == 480  # four fifths: the rest chose the rate
+    assert 0 <= step.metrics["best_epoch"] <= 4
+    assert step.metrics["held_out_accuracy"] >= 0.0
+    # the gate's verdict: accepted only when not worse than the parent on val
+    assert step.accepted == (step.metrics["accuracy"] >= step.metrics["base_accuracy"])
