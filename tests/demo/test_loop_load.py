@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from edgeloop.demo._loop import FLEET_RPS_BUDGET, LoopLoad, LoopState
@@ -27,6 +29,8 @@ def test_a_large_fleet_serves_the_budget_and_its_cohort_as_much_as_a_small_one(
     assert cohort * load.labels >= 600 or load.labels == 30
     assert load.labels_s >= load.labels / (load.rps * load.feedback_share)
     assert load.detect_s >= 300.0 and load.serving_s >= 3.0 * devices
+    # the first stage (a quarter of the cohort) alone needs 100 rows at its devices' rate
+    assert load.rollout_s >= 8 * 100 / (math.ceil(cohort / 4) * load.rps)
 
 
 def test_a_tiny_fleet_waits_longer_for_its_one_cohort_device() -> None:

@@ -60,6 +60,8 @@ FLEET_RPS_BUDGET = 40.0  # inferences a second, the whole fleet
 MAX_DEVICE_RPS = 4.0  # a small fleet's devices: the 10-device e2e test's rate, unchanged
 POLL_BUDGET = 50.0  # agent polls a second, the whole fleet (1-s polls up to 50 devices)
 DETECT_SAMPLES = 2400.0  # the cohort's inferences to wait for an alert (300 s at 8/s)
+GATE_ROWS = 100.0  # monitored rows a rollout stage's accuracy gate needs (fleet._gates min_rows)
+ROLLOUT_STAGES = (25.0, 50.0, 100.0)  # the fix's rollout stages, % of the cohort
 HEAL_LABELS = 600  # labels the cohort's devices hold in all before the fine-tune (20 x 30)
 
 
@@ -82,6 +84,13 @@ class LoopLoad:
         self.labels = min(30, max(10, math.ceil(HEAL_LABELS / cohort)))
         self.labels_s = max(120.0, 2.0 * self.labels / (self.rps * self.feedback_share))
         self.realized_s = max(120.0, 3.0 * self.poll_s + 60.0)
+        # the fix's rollout: each stage's accuracy gates wait for GATE_ROWS monitored rows from
+        # the stage's devices (a quarter of the cohort first: 5 devices at 0.4/s at 100, 50 s
+        # at the full rate); 8 times the sum, as a busy machine serves a fraction of the rate
+        # and a stage soaks with the devices that switched in time (2 of 5 in a run at load 12)
+        ideal = sum(GATE_ROWS / (max(1, math.ceil(p / 100.0 * cohort)) * self.rps)
+                    for p in ROLLOUT_STAGES)
+        self.rollout_s = max(300.0, 8.0 * ideal)
 
 
 class LoopState:
@@ -345,8 +354,9 @@ def heal(ctx: DemoContext) -> StageResult:
     # embeddings of x * 0.5 (20 devices, 30 labels each), 5 rounds of 5 epochs at lr 0.05
     # reached 92.2 % against 98.9 % before the drift; 15 rounds of 20 epochs at lr 0.1
     # 98.3-99.2 % over three seeds (a head's epoch on 30 samples is one step: cheap)
-    plan = HealPlan(rounds=15, epochs=20, lr=0.1, soak_s=6.0, wait_s=300.0, min_devices=1,
-                    min_requests=20, stages=(25, 50, 100), refit="base", dataset=None)
+    plan = HealPlan(rounds=15, epochs=20, lr=0.1, soak_s=6.0, wait_s=st.load.rollout_s,
+                    min_devices=1, min_requests=20, stages=ROLLOUT_STAGES, refit="base",
+                    dataset=None)
     mon = fleet.monitor()
     _wait_labels(st)  # the cohort's devices gather labels of the drifted inputs
     bad: HealResult | None = None  # the first version registered, made bad in the field
